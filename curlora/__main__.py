@@ -1,0 +1,5 @@
+import sys
+
+from curlora.cli import main
+
+sys.exit(main())

@@ -154,6 +154,15 @@ class Conv1DCURLoRA(CURLoRALayer):
         return delta.T
 
 
+def math_weight(module: nn.Module) -> torch.Tensor:
+    """A (possibly wrapped) module's weight as out x in, whatever its storage orientation."""
+    if isinstance(module, CURLoRALayer):
+        return module.weight_math()
+    if Conv1D is not None and isinstance(module, Conv1D):
+        return module.weight.T
+    return module.weight
+
+
 def dispatch(module: nn.Module) -> type[CURLoRALayer] | None:
     """The wrapper class for a module, or None if CURLoRA can't adapt it."""
     if isinstance(module, nn.Linear):

@@ -1,6 +1,7 @@
 """Test-wide settings: offline hub, no analytics, one thread per op so the 2-core CI machine isn't oversubscribed."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -11,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `pytest` as well as `python -m pytest` imports this checkout's curlora
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

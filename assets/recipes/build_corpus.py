@@ -14,7 +14,8 @@ Output (in --out):
 Format of both texts: one chapter per block ("Book N" on its own line, then one verse per line, no verse
 numbers), blocks separated by a blank line. Verse numbers are dropped so the model learns prose, not references.
 
-    python assets/recipes/build_corpus.py --out /tmp/kjv   # needs apt-get and dpkg-deb (Debian/Ubuntu)
+    python assets/recipes/build_corpus.py --out /tmp/kjv --probe assets/probe/kjv_heldout.txt
+    # needs apt-get and dpkg-deb (Debian/Ubuntu); --probe also writes the held-out text where the app reads it
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def write_verses_csv(verses, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder for kjv_train.txt, kjv_heldout.txt, ...")
+    ap.add_argument("--probe", type=Path, help="also write the held-out text here (assets/probe/kjv_heldout.txt)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +115,9 @@ def main() -> None:
     held = [v for v in verses if v[0] in HELD_OUT]
     (args.out / "kjv_train.txt").write_text(chapters_text(train), encoding="utf-8")
     (args.out / "kjv_heldout.txt").write_text(chapters_text(held), encoding="utf-8")
+    if args.probe:
+        args.probe.parent.mkdir(parents=True, exist_ok=True)
+        args.probe.write_text(chapters_text(held), encoding="utf-8")
     write_verses_csv(verses, args.out / "kjv_verses.csv")
     (args.out / "SOURCES.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
     print(f"train: {len(train)} verses, held out: {len(held)} verses ({', '.join(BOOKS[b] for b in HELD_OUT)})")

@@ -42,6 +42,16 @@ class CURFactors(nn.Module):
         u_dtype = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
         self.U = nn.Parameter(torch.zeros(r, r, dtype=u_dtype, device=w.device))
 
+    def folded(self) -> torch.Tensor:
+        """alpha · C U (m x r) in C's dtype, cached until U changes: inference then costs LoRA's two matmuls."""
+        key = (self.U._version, self.U.data_ptr(), self.C.data_ptr())
+        if getattr(self, "_folded_key", None) != key:
+            with torch.no_grad():
+                cu = self.C.to(self.U.dtype) @ self.U
+                self._folded = (cu * self.alpha if self.alpha != 1.0 else cu).to(self.C.dtype)
+            self._folded_key = key
+        return self._folded
+
     def delta(self) -> torch.Tensor:
         """alpha · C U R (m x n) in float32 or better — for merging and drift, never in forward."""
         dt = torch.promote_types(self.U.dtype, torch.float32)
@@ -127,12 +137,14 @@ class CURLoRALayer(nn.Module):
             if name in self.merged_adapters:
                 continue
             f = self.curlora[name]
-            # ((x Rᵀ) Uᵀ) Cᵀ: three skinny matmuls, never the m x n product; costs what LoRA's two do.
-            h = F.linear(x.to(f.R.dtype), f.R)
-            h = F.linear(h.to(f.U.dtype), f.U)
-            h = F.linear(h.to(f.C.dtype), f.C)
-            if f.alpha != 1.0:
-                h = h * f.alpha
+            h = F.linear(x.to(f.R.dtype), f.R)  # x Rᵀ: never the m x n product C U R
+            if torch.is_grad_enabled() and f.U.requires_grad:
+                # Training: ((x Rᵀ) Uᵀ) Cᵀ, so U's gradient is an r x r product and nothing m x r is rebuilt.
+                h = F.linear(F.linear(h.to(f.U.dtype), f.U).to(f.C.dtype), f.C)
+                if f.alpha != 1.0:
+                    h = h * f.alpha
+            else:
+                h = F.linear(h, f.folded())  # frozen U: (x Rᵀ)(alpha C U)ᵀ, two matmuls as in LoRA
             result = result + h.to(result.dtype)
         return result
 

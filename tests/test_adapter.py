@@ -179,7 +179,8 @@ def test_save_then_load_gives_identical_logits(arch, sampling, tmp_path):
     model = adapted(arch, sampling)
     randomise_u(model)
     x = tokens()
-    logits = model(x).logits
+    with torch.no_grad():
+        logits = model(x).logits
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
@@ -351,7 +352,28 @@ def test_adapter_loaded_on_the_real_stories260k_model(shared_data, tmp_path):
     # 5 layers x 7 projections x r² — the whole adapter is 2,240 numbers against the model's 260K.
     assert model.get_nb_trainable_parameters()[0] == 5 * 7 * 64
     randomise_u(model, scale=0.05)
-    tuned = model(x).logits
+    with torch.no_grad():
+        tuned = model(x).logits
     model.save_pretrained(tmp_path)
     again = CURLoRAModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path).eval(), tmp_path)
     assert torch.equal(again(x).logits, tuned)
+
+
+@matrix
+def test_inference_path_matches_training_path_and_follows_updates(arch):
+    """With U frozen or under no_grad the layer uses alpha·C U folded into one m x r matrix; it must agree with
+    the three-matmul training path and be recomputed whenever U changes."""
+    model = adapted(arch)
+    randomise_u(model)
+    x = tokens()
+    training_path = model(x).logits
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, training_path, atol=1e-5, rtol=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)  # updates U in place
+    model(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    after = model(x).logits
+    with torch.no_grad():
+        cached = model(x).logits
+    assert not torch.allclose(cached, training_path, atol=1e-4)
+    assert torch.allclose(cached, after, atol=1e-5, rtol=1e-4)

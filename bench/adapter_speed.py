@@ -1,0 +1,227 @@
+"""Speed of the CURLoRA layer against PEFT LoRA on the same base, rank and targets — printed as ratios.
+
+    python bench/adapter_speed.py --quick                 # < 1 min; last line is one JSON object
+    python bench/adapter_speed.py --out docs/adapter-speed.md
+
+Per model shape and rank, in one process with both adapters on identical copies of one base model:
+  train step      fwd + bwd + AdamW step, CURLoRA / LoRA                     (goal <= 1.00)
+  eval forward    no-grad forward, unmerged, CURLoRA / LoRA                  (goal <= 1.05)
+  merged eval     CURLoRA merged / bare base                                 (goal 1.00)
+  overhead        CURLoRA train step / bare base fwd+bwd to the inputs - 1   (goal <= 5 %)
+and the trainable parameters and adapter file sizes of each. Timings are medians over interleaved repeats
+after warm-up (the two methods alternate, so drift in machine load hits both alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import peft  # noqa: E402
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
+
+from curlora import CURLoRAConfig, methods  # noqa: E402
+
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
+
+
+def shapes(quick: bool) -> dict:
+    """Model shapes built from configs. Full widths (GPT-2 small: 768; a 0.5B-class Llama: 896), few layers on CPU."""
+    layers = 2 if quick else 4
+    gpt2_vocab, llama_vocab = (8192, 8192) if quick else (50257, 32000)  # quick: a smaller head, same widths
+    return {
+        "gpt2-small-shape": (
+            GPT2Config(n_embd=768, n_layer=layers, n_head=12, vocab_size=gpt2_vocab, n_positions=1024,
+                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+            GPT2_TARGETS,
+        ),
+        "llama-style": (
+            LlamaConfig(hidden_size=896, intermediate_size=2432, num_hidden_layers=layers, num_attention_heads=14,
+                        num_key_value_heads=2, vocab_size=llama_vocab, max_position_embeddings=1024),
+            LLAMA_TARGETS,
+        ),
+    }
+
+
+def lora_config(r: int, targets: list[str], gpt2: bool) -> peft.LoraConfig:
+    return peft.LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=gpt2,
+                           task_type="CAUSAL_LM")
+
+
+def train_step(model, opt, ids):
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def bare_fwd_bwd(model, ids):
+    """The base model's forward and backward to its input embeddings: the work any adapter's backward needs."""
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    model(inputs_embeds=embeds, labels=ids).loss.backward()
+
+
+@torch.no_grad()
+def eval_forward(model, ids):
+    model(input_ids=ids)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def race(fns: dict, warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds of each fn, run interleaved (order alternating each round)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    keys = list(fns)
+    for i in range(repeats):
+        for k in keys if i % 2 == 0 else reversed(keys):
+            times[k].append(timed(fns[k]))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def file_size(model) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        methods.save_adapter(model, d)
+        return (Path(d) / "adapter_model.safetensors").stat().st_size
+
+
+def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(config).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    ids = torch.randint(0, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    cur = methods.attach(copy.deepcopy(base), CURLoRAConfig(r=r, target_modules=targets))
+    lora = methods.attach(copy.deepcopy(base), lora_config(r, targets, isinstance(config, GPT2Config)))
+    # Non-zero U and B, so neither method gets a free ride from zeros.
+    with torch.no_grad():
+        for p in list(cur.parameters()) + list(lora.parameters()):
+            if p.requires_grad:
+                p.normal_(0, 1e-3)
+    opt_c = torch.optim.AdamW([p for p in cur.parameters() if p.requires_grad], lr=1e-4)
+    opt_l = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-4)
+    for m in (cur, lora):
+        m.train()
+
+    train = race({"curlora": lambda: train_step(cur, opt_c, ids), "lora": lambda: train_step(lora, opt_l, ids),
+                  "base": lambda: bare_fwd_bwd(base, ids)}, warmup, repeats)
+    for m in (cur, lora):
+        m.eval()
+    evals = race({"curlora": lambda: eval_forward(cur, ids), "lora": lambda: eval_forward(lora, ids),
+                  "base": lambda: eval_forward(base, ids)}, warmup, repeats)
+    cur.merge_adapter()
+    merged = race({"curlora_merged": lambda: eval_forward(cur, ids), "base": lambda: eval_forward(base, ids)},
+                  warmup, repeats)
+    cur.unmerge_adapter()
+    return {
+        "model": name, "r": r, "tokens": batch * seq,
+        "train_ms": {k: round(v * 1e3, 2) for k, v in train.items()},
+        "eval_ms": {k: round(v * 1e3, 2) for k, v in evals.items()},
+        "train_ratio": round(train["curlora"] / train["lora"], 3),
+        "eval_ratio": round(evals["curlora"] / evals["lora"], 3),
+        "merged_eval_ratio": round(merged["curlora_merged"] / merged["base"], 3),
+        "overhead_vs_base": round(train["curlora"] / train["base"] - 1, 3),
+        "lora_overhead_vs_base": round(train["lora"] / train["base"] - 1, 3),
+        "trainable": {"curlora": methods.count_trainable(cur), "lora": methods.count_trainable(lora)},
+        "file_bytes": {"curlora": file_size(cur), "lora": file_size(lora)},
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {cpu})"
+    return f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads"
+
+
+def markdown(results: list[dict], command: str) -> str:
+    lines = [
+        "# Adapter speed: CURLoRA vs PEFT LoRA",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {time.strftime('%Y-%m-%d')}",
+        "",
+        "Ratios < 1 mean CURLoRA is faster. Goals: train ≤ 1.00, eval ≤ 1.05, merged eval = 1.00, overhead ≤ 5 %.",
+        "",
+        "| model | r | tokens | train CUR/LoRA | eval CUR/LoRA | merged CUR/base | CUR overhead vs base fwd+bwd "
+        "| LoRA overhead | trainable CUR / LoRA | file bytes CUR / LoRA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['r']} | {r['tokens']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | "
+            f"{r['merged_eval_ratio']:.3f} | {100 * r['overhead_vs_base']:+.1f} % | "
+            f"{100 * r['lora_overhead_vs_base']:+.1f} % | {r['trainable']['curlora']:,} / {r['trainable']['lora']:,} "
+            f"| {r['file_bytes']['curlora']:,} / {r['file_bytes']['lora']:,} |"
+        )
+    lines += ["", "Medians in milliseconds:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2 layers, r=8 and 16, fewer repeats: under a minute")
+    ap.add_argument("--ranks", default=None, help="comma-separated ranks (default 8,16,32; quick: 8,16)")
+    ap.add_argument("--batch", type=int, default=None, help="default 4 (quick: 2)")
+    ap.add_argument("--seq", type=int, default=None, help="default 128 (quick: 64)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/adapter-speed.md)")
+    args = ap.parse_args(argv)
+    ranks = [int(x) for x in (args.ranks or ("8,16" if args.quick else "8,16,32")).split(",")]
+    repeats = args.repeats or (5 if args.quick else 15)
+    warmup = 1 if args.quick else 3
+    batch = args.batch or (2 if args.quick else 4)
+    seq = args.seq or (64 if args.quick else 128)
+    results = []
+    for name, (config, targets) in shapes(args.quick).items():
+        for r in ranks:
+            res = bench_one(name, config, targets, r, batch, seq, warmup, repeats)
+            results.append(res)
+            print(f"{name:18s} r={r:<3d} train {res['train_ratio']:.3f}  eval {res['eval_ratio']:.3f}  "
+                  f"merged/base {res['merged_eval_ratio']:.3f}  overhead {100 * res['overhead_vs_base']:+.1f}% "
+                  f"(LoRA {100 * res['lora_overhead_vs_base']:+.1f}%)  trainable {res['trainable']['curlora']:,} vs "
+                  f"{res['trainable']['lora']:,}  file {res['file_bytes']['curlora']:,} vs {res['file_bytes']['lora']:,} B",
+                  flush=True)
+    if args.out:
+        Path(args.out).write_text(markdown(results, "python " + " ".join([sys.argv[0], *sys.argv[1:]])))
+    summary = {
+        "train_ratio_max": max(r["train_ratio"] for r in results),
+        "eval_ratio_max": max(r["eval_ratio"] for r in results),
+        "merged_eval_ratio_max": max(r["merged_eval_ratio"] for r in results),
+        "overhead_vs_base_max": max(r["overhead_vs_base"] for r in results),
+        "file_ratio_min": min(r["file_bytes"]["lora"] / r["file_bytes"]["curlora"] for r in results),
+        "machine": machine(),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

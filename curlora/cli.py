@@ -16,6 +16,7 @@ from curlora.errors import CurloraError
 
 # (module, register function). Add a subcommand by adding a line here.
 COMMANDS: list[tuple[str, str]] = [
+    ("curlora.check_data", "register"),
 ]
 
 

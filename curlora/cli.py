@@ -17,6 +17,7 @@ from curlora.errors import CurloraError
 # (module, register function). Add a subcommand by adding a line here.
 COMMANDS: list[tuple[str, str]] = [
     ("curlora.check_data", "register"),
+    ("curlora.cli_runs", "register"),
 ]
 
 

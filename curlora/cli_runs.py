@@ -1,0 +1,192 @@
+"""CLI over the run store: `run`, `resume`, `list`, `show`, `cancel`, `export` — the same engine the app uses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from curlora.errors import CurloraError
+from curlora.store import Run, data_dir, list_runs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run an experiment YAML (see presets/experiments/)")
+    p.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last finished stage")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("list", help="runs in the data directory ($CURLORA_DATA_DIR, default ./runs)")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", help="accuracy matrices and metrics of a run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", help="ask a running run to stop after its current step")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder")
+    p.add_argument("run_id")
+    p.add_argument("--out", required=True, help="folder to write (must not exist yet)")
+    p.set_defaults(func=cmd_export)
+
+
+def _progress():
+    """A one-line-per-event printer for the terminal (tqdm would fight the event lines on 2-core CI logs)."""
+    def on_event(e):
+        kind = e.get("kind")
+        if kind == "stage":
+            acc = " ".join("-" if a is None else f"{a:.3f}" for a in e["accuracy"])
+            print(f"[{e['method']} stage {e['stage']}] accuracy {acc} | ppl {e['ppl']:.2f}", flush=True)
+        elif kind == "step" and (e["step"] % 25 == 0 or e["step"] == e["steps"]):
+            print(f"  {e['method']} task {e['task']} step {e['step']}/{e['steps']} loss {e['loss']:.4f}", flush=True)
+        elif kind in ("error", "run_end"):
+            print(f"{kind}: {e.get('message', '')}", flush=True)
+    return on_event
+
+
+def _with_signals(fn):
+    """SIGINT/SIGTERM ask the runner to stop after the current step, like Stop in the app."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        print("stopping after the current step…", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return fn(lambda: flag["stop"])
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cmd_run(args) -> int:
+    from curlora.experiment import ExperimentConfig
+    from curlora.runner import execute, start
+
+    cfg = ExperimentConfig.load(args.experiment)
+    run, loaded = start(cfg)
+    print(f"run {run.id} in {run.path}", flush=True)
+    status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
+    print(table(run))
+    return 0 if status == "completed" else 3
+
+
+def cmd_resume(args) -> int:
+    from curlora.runner import resume
+
+    run = _with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
+    print(table(run))
+    return 0 if run.status()["status"] == "completed" else 3
+
+
+def cmd_list(args) -> int:
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {data_dir()}")
+        return 0
+    for run in runs:
+        st = run.status()
+        m = run.metrics()
+        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.get('tasks', []))}  "
+              f"methods: {', '.join(m.get('methods', {}))}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    print(table(Run.open(args.run_id)))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    Run.open(args.run_id).request_cancel()
+    print("cancel requested; the run stops after its current step")
+    return 0
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.2f}"
+
+
+def table(run: Run) -> str:
+    """Accuracy matrices and summary metrics as plain-text tables (also the Markdown export)."""
+    m = run.metrics()
+    st = run.status()
+    if not m:
+        return f"run {run.id}: {st['status']} — no finished stage yet"
+    tasks = m["tasks"]
+    lines = [f"run {run.id}: {st['status']} ({st.get('message', '')})",
+             f"scoring: {m['scoring']}; forgetting: {m['forgetting_definition']}",
+             f"majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m["majority"])), ""]
+    for name, rec in m["methods"].items():
+        lines.append(f"## {name} ({rec['kind']}, {rec['trainable']:,} trainable) — {rec['status']}")
+        lines.append("| after | " + " | ".join(tasks) + " | ppl | ppl (1 window) |")
+        lines.append("|---" * (len(tasks) + 3) + "|")
+        for i, row in enumerate(rec["matrix"]):
+            label = "base" if i == 0 else tasks[i - 1]
+            lines.append(f"| {label} | " + " | ".join(_fmt(a, True) for a in row) +
+                         f" | {_fmt(rec['ppl'][i])} | {_fmt(rec['ppl_single_window'][i])} |")
+        s = rec.get("summary", {})
+        lines.append(f"ACC {_fmt(s.get('acc'), True)}  BWT {_fmt(s.get('bwt'), True)}  FWT {_fmt(s.get('fwt'), True)}  "
+                     f"forgetting {_fmt(s.get('forgetting'), True)}  plasticity {_fmt(s.get('plasticity'), True)}")
+        if rec.get("message"):
+            lines.append(f"note: {rec['message']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def escape_cell(value) -> str:
+    """Spreadsheet-safe: a cell starting with = + - @ (a formula) gets a leading quote."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def metrics_csv(m: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m["tasks"]], "ppl", "ppl_single_window"])
+    for name, rec in m["methods"].items():
+        for i, row in enumerate(rec["matrix"]):
+            after = "base" if i == 0 else m["tasks"][i - 1]
+            w.writerow([escape_cell(x) for x in (name, rec["kind"], i, after, *row, rec["ppl"][i],
+                                                 rec["ppl_single_window"][i])])
+    return buf.getvalue()
+
+
+def cmd_export(args) -> int:
+    run = Run.open(args.run_id)
+    out = Path(args.out)
+    if out.exists():
+        raise CurloraError(f"{out} already exists; choose a new folder for the export.")
+    m = run.metrics()
+    if not m:
+        raise CurloraError(f"Run {run.id} has no finished stage to export yet.")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
+    (tmp / "metrics.csv").write_text(metrics_csv(m))
+    (tmp / "results.md").write_text(table(run) + "\n")
+    shutil.copy(run.path / "config.yaml", tmp / "config.yaml")
+    if (run.path / "adapters").is_dir():
+        shutil.copytree(run.path / "adapters", tmp / "adapters")
+    tmp.rename(out)
+    print(f"exported {run.id} to {out}")
+    return 0

@@ -1,0 +1,270 @@
+"""The experiment config: one dataclass tree that round-trips YAML. The UI fills one; the CLI reads one.
+
+    model:      which base model, dtype, device
+    tasks:      the ordered task sequence (TaskConfig each, see curlora/task_config.py)
+    methods:    curlora / lora / base / head-only / full, each with its own settings
+    training:   schedule and optimiser, shared by every method (the paper's equal-learning-rate comparison)
+    evaluation: scoring mode, eval budget, perplexity probe, in-task probes
+    run:        name (the data directory comes from CURLORA_DATA_DIR, default ./runs)
+
+Unknown keys and wrong types are errors that name the key (`training.lr: expected a number, got 'fast'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from curlora.errors import CurloraError
+from curlora.task_config import TaskConfig
+
+METHOD_KINDS = ("curlora", "lora", "base", "head-only", "full")
+SCORING_MODES = ("likelihood", "head", "generate")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def _f(default, help_text: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class ModelSettings:
+    name: str = _f("kjv-llama-5m", "Bundled model name, local folder or hub id.")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16.")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps (ignored under accelerate launch / torchrun).")
+    revision: str | None = _f(None, "Hub revision.")
+    trust_remote_code: bool = _f(False, "Run code shipped with a hub model (only if you trust it).")
+
+
+@dataclass
+class MethodSettings:
+    kind: str = _f("curlora", "curlora | lora | base (no training) | head-only | full (full fine-tune).")
+    name: str | None = _f(None, "Label in results (default: the kind); must be unique in a run.")
+    r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA: A is r x in, B is out x r).")
+    alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
+                                   "by alpha / r (default r: scale 1, the paper's LoRA).")
+    target_modules: list[str] | None = _f(None, "Modules to adapt; default: the model's attention projections.")
+    sampling: str = _f("inverted", "CURLoRA sampling: inverted | inverted_offset | uniform | norm.")
+    replace: bool = _f(True, "CURLoRA: sample columns/rows with replacement (paper).")
+    seed: int = _f(0, "CURLoRA: sampling seed.")
+    dropout: float = _f(0.0, "LoRA dropout.")
+    lr: float | None = _f(None, "Learning rate for this method only (default: training.lr).")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass
+class TrainingSettings:
+    epochs: float = _f(1.0, "Passes over each task's training rows (ignored if max_steps is set).")
+    max_steps: int | None = _f(None, "Optimiser steps per task; overrides epochs.")
+    lr: float = _f(2.5e-4, "Peak learning rate (paper: 2.5e-4).")
+    batch_size: int = _f(8, "Examples per device step.")
+    grad_accum: int = _f(1, "Gradient accumulation steps.")
+    max_length: int = _f(256, "Tokens per example (prompt is cut from the left beyond this).")
+    scheduler: str = _f("cosine", "cosine | linear | constant | constant_with_warmup.")
+    warmup_steps: int = _f(0, "Linear warm-up steps (the paper used 500 and never left warm-up).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_eps: float = _f(1e-6, "AdamW epsilon (paper: 1e-6).")
+    seed: int = _f(0, "Seed of the example order (the same for every method) and of heads.")
+    precision: str = _f("no", "Mixed precision: no | fp16 | bf16.")
+
+
+@dataclass
+class EvaluationSettings:
+    scoring: str = _f("likelihood", "likelihood (label-word log-likelihood) | head (paper) | generate.")
+    eval_rows: int | None = _f(None, "Score at most this many eval rows per task (stratified, seeded).")
+    batch_size: int = _f(32, "Sequences per scoring forward pass.")
+    probe_text: str | None = _f(None, "Text file for the perplexity probe; default: the bundled model's held-out text.")
+    ppl_window: int = _f(256, "Perplexity window in tokens.")
+    ppl_stride: int = _f(128, "Perplexity stride (window = stride: non-overlapping).")
+    ppl_max_tokens: int | None = _f(8192, "Use the first this-many tokens of the probe text (None: all).")
+    probe_every: int = _f(0, "During a task, every N steps score earlier tasks on probe_rows rows (0: off).")
+    probe_rows: int = _f(32, "Rows per task for the in-task probe.")
+
+
+@dataclass
+class RunSettings:
+    name: str = _f("run", "A name for the run (part of its id).")
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelSettings = _f(None, "Base model.")
+    tasks: list[TaskConfig] = _f([], "The task sequence, in training order.")
+    methods: list[MethodSettings] = _f([], "Methods trained side by side.")
+    training: TrainingSettings = _f(None, "Schedule and optimiser.")
+    evaluation: EvaluationSettings = _f(None, "Scoring and probes.")
+    run: RunSettings = _f(None, "Run naming.")
+
+    def __post_init__(self):
+        self.model = self.model or ModelSettings()
+        self.training = self.training or TrainingSettings()
+        self.evaluation = self.evaluation or EvaluationSettings()
+        self.run = self.run or RunSettings()
+        if not self.methods:
+            self.methods = [MethodSettings(kind="curlora"), MethodSettings(kind="lora")]
+        self.check()
+
+    def check(self) -> None:
+        def one_of(path, value, allowed):
+            if value not in allowed:
+                raise CurloraError(f"{path}: {value!r} is not one of {', '.join(allowed)}.")
+
+        if not self.tasks:
+            raise CurloraError("tasks: an experiment needs at least one task.")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise CurloraError(f"tasks: task names must be unique; {names} repeats one.")
+        labels = []
+        for i, m in enumerate(self.methods):
+            one_of(f"methods[{i}].kind", m.kind, METHOD_KINDS)
+            one_of(f"methods[{i}].sampling", m.sampling, ("inverted", "inverted_offset", "uniform", "norm"))
+            if m.r < 1:
+                raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
+            labels.append(m.label)
+        if len(set(labels)) != len(labels):
+            raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")
+        if any(m.kind == "head-only" for m in self.methods) and self.evaluation.scoring != "head":
+            raise CurloraError("methods: 'head-only' trains only a classification head, so it needs evaluation.scoring: head.")
+        one_of("evaluation.scoring", self.evaluation.scoring, SCORING_MODES)
+        one_of("training.scheduler", self.training.scheduler, SCHEDULERS)
+        one_of("training.precision", self.training.precision, PRECISIONS)
+        for path, value, low in [("training.lr", self.training.lr, 0), ("training.batch_size", self.training.batch_size, 1),
+                                 ("training.grad_accum", self.training.grad_accum, 1),
+                                 ("training.max_length", self.training.max_length, 8),
+                                 ("evaluation.ppl_window", self.evaluation.ppl_window, 2),
+                                 ("evaluation.ppl_stride", self.evaluation.ppl_stride, 1)]:
+            if value < low or (path == "training.lr" and value == 0):
+                raise CurloraError(f"{path}: must be {'positive' if low == 0 else f'at least {low}'}, got {value}.")
+        if self.training.max_steps is None and self.training.epochs <= 0:
+            raise CurloraError("training.epochs: must be positive (or set training.max_steps).")
+        if self.evaluation.ppl_stride > self.evaluation.ppl_window:
+            raise CurloraError("evaluation.ppl_stride: must not exceed ppl_window (tokens would be skipped).")
+
+    # -- YAML --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "experiment") -> "ExperimentConfig":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise CurloraError(f"{source} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
+        if not isinstance(data, dict):
+            raise CurloraError(f"{source} must be a YAML mapping with model, tasks, methods, … at the top.")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        """Read a YAML file; relative task files are taken from the YAML file's folder."""
+        path = Path(path)
+        if not path.is_file():
+            raise CurloraError(f"Experiment file {path} does not exist.")
+        cfg = cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+        for t in cfg.tasks:
+            for key in ("train_file", "eval_file"):
+                value = getattr(t, key)
+                if value and not Path(value).is_absolute():
+                    setattr(t, key, str((path.parent / value).resolve()))
+        return cfg
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _check_value(value, tp, path: str):
+    """Coerce/validate one YAML value against a field type; raise naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, path)
+            except CurloraError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise CurloraError(f"{path}: expected a list, got {value!r}.")
+        return [_check_value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CurloraError(f"{path}: expected a mapping, got {value!r}.")
+        return value
+    if tp is TaskConfig:
+        try:
+            return TaskConfig.from_dict(value)
+        except CurloraError as err:
+            raise CurloraError(f"{path}: {err}") from None
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise CurloraError(f"{path}: expected true or false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CurloraError(f"{path}: expected a whole number, got {value!r}.")
+        if abs(value) > 10**12:
+            raise CurloraError(f"{path}: {value} is out of range.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CurloraError(f"{path}: expected a number, got {value!r}.")
+        if value != value or abs(value) > 1e12:
+            raise CurloraError(f"{path}: {value} is out of range.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise CurloraError(f"{path}: expected text, got {value!r}.")
+        if "\x00" in value:
+            raise CurloraError(f"{path}: contains a NUL byte.")
+        return value
+    raise CurloraError(f"{path}: unsupported type {_type_name(tp)}.")
+
+
+def _build(cls, data, path: str):
+    if not isinstance(data, dict):
+        raise CurloraError(f"{path or 'experiment'}: expected a mapping of keys to values, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            guess = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean '{guess[0]}'?" if guess else ""
+            raise CurloraError(f"{where}: unknown key.{hint} Known keys here: {', '.join(known)}.")
+        kwargs[key] = _check_value(value, hints[key], where)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise CurloraError(f"{path or 'experiment'}: {err}.") from None

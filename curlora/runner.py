@@ -1,0 +1,358 @@
+"""The continual-learning runner: every method through every task, measured after each stage, into the run store.
+
+    run = start(cfg)          # validates tasks and model first: nothing is written if anything is wrong
+    execute(run, ...)         # or resume(run_id)
+
+The base model is loaded once. Each method attaches to it in turn and detaches again (full fine-tuning restores
+a snapshot), so a side-by-side run holds about one copy of the base weights. After every stage, for every method:
+accuracy on every task (trained or not: forward transfer) and the perplexity probe; row 0 is the base model.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import peft
+import torch
+from safetensors.torch import load_file, save_file
+
+from curlora import methods
+from curlora.adapter_config import CURLoRAConfig
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig, MethodSettings
+from curlora.layer import Conv1D
+from curlora.metrics import majority_share, summarize
+from curlora.perplexity import perplexity, single_window_perplexity, tokenize_text
+from curlora.scoring import score
+from curlora.store import Run
+from curlora.tasks import load_task
+from curlora.train import Cancelled, Diverged, new_head, train_task
+
+MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
+
+
+@dataclass
+class Loaded:
+    """What a run needs in memory: the model once, the validated tasks, the probe ids."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    tasks: list
+    probe_ids: torch.Tensor
+    probe_source: str
+    info: object
+
+
+def default_targets(model) -> list[str]:
+    """The paper's choice: q, k, v for Llama-family models; GPT-2's fused c_attn."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if {"q_proj", "k_proj", "v_proj"} <= names:
+        return ["q_proj", "k_proj", "v_proj"]
+    if "c_attn" in names:
+        return ["c_attn"]
+    raise CurloraError("This model has no q_proj/k_proj/v_proj or c_attn layers; set target_modules for each method.")
+
+
+def adapter_config(m: MethodSettings, model):
+    targets = m.target_modules or default_targets(model)
+    if m.kind == "curlora":
+        return CURLoRAConfig(r=m.r, alpha=1.0 if m.alpha is None else m.alpha, target_modules=targets,
+                             sampling=m.sampling, replace=m.replace, seed=m.seed)
+    conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in targets)
+    return peft.LoraConfig(r=m.r, lora_alpha=m.r if m.alpha is None else m.alpha, target_modules=targets,
+                           lora_dropout=m.dropout, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+
+
+def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
+    if cfg.evaluation.probe_text:
+        path = Path(cfg.evaluation.probe_text)
+        if not path.is_file():
+            raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
+        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+    bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
+    default = Path(__file__).resolve().parents[1] / "assets" / "probe" / "kjv_heldout.txt"
+    for path in (bundled, default):
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path)
+    raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
+
+
+def load_everything(cfg: ExperimentConfig, base_dir: str | None = None) -> Loaded:
+    """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing."""
+    from curlora.models import load_model
+
+    tasks = [load_task(t, base_dir=base_dir) for t in cfg.tasks]
+    device = cfg.model.device
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model, tokenizer, info = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device,
+                                        revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    text, source = probe_text(cfg, info)
+    ids = tokenize_text(tokenizer, text, cfg.evaluation.ppl_max_tokens)
+    return Loaded(model, tokenizer, tasks, ids, source, info)
+
+
+def start(cfg: ExperimentConfig, root: Path | None = None, loaded: Loaded | None = None) -> tuple[Run, Loaded]:
+    loaded = loaded or load_everything(cfg)
+    run = Run.create(cfg.to_yaml(), name=cfg.run.name, root=root)
+    return run, loaded
+
+
+def _peak_memory() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class Executor:
+    """Runs (or resumes) the experiment stored in `run`, updating metrics.json after every stage."""
+
+    def __init__(self, run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None):
+        self.run, self.cfg, self.L = run, cfg, loaded
+        self.external_stop = should_stop
+        self.on_event = on_event
+        self.metrics = run.metrics() or self._fresh_metrics()
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def _fresh_metrics(self) -> dict:
+        ev = self.cfg.evaluation
+        return {
+            "run_id": self.run.id, "tasks": [t.name for t in self.L.tasks], "scoring": ev.scoring,
+            "forgetting_definition": "Chaudhry et al. 2018: max accuracy at an earlier stage minus final",
+            "probe": {"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
+                      "stride": ev.ppl_stride},
+            "majority": [majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
+            "base": None, "methods": {},
+        }
+
+    def log(self, kind: str, **fields) -> None:
+        if MAIN:
+            event = self.run.log(kind, **fields)
+        else:
+            event = {"kind": kind, **fields}
+        if self.on_event:
+            self.on_event(event)
+
+    def save_metrics(self) -> None:
+        for m in self.metrics["methods"].values():
+            m["summary"] = summarize(m["matrix"])
+        if MAIN:
+            self.run.write_metrics(self.metrics)
+
+    def should_stop(self) -> bool:
+        return self.run.cancel_requested() or bool(self.external_stop and self.external_stop())
+
+    def _eval_rows(self, task):
+        limit = self.cfg.evaluation.eval_rows
+        return task.eval if not limit or limit >= len(task.eval) else task.eval.select(range(limit))
+
+    # -- measuring ---------------------------------------------------------------------------------------
+    def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> dict:
+        ev, tr = self.cfg.evaluation, self.cfg.training
+        accs = []
+        for j, task in enumerate(self.L.tasks):
+            if ev.scoring == "head" and j not in heads:
+                accs.append(None)
+                continue
+            accs.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
+                              ev.batch_size, head=heads.get(j))["accuracy"])
+        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride)
+        single = single_window_perplexity(model, self.L.probe_ids, ev.ppl_window)
+        return {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": single["ppl"]}
+
+    def probe(self, model, heads, upto: int) -> list[float | None]:
+        ev, tr = self.cfg.evaluation, self.cfg.training
+        out = []
+        for j in range(upto):
+            task = self.L.tasks[j]
+            out.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
+                             ev.batch_size, head=heads.get(j), limit=ev.probe_rows)["accuracy"])
+        return out
+
+    # -- the run -----------------------------------------------------------------------------------------
+    def execute(self) -> str:
+        self.run.clear_cancel()
+        if MAIN:
+            self.run.set_status("running")
+        self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
+        try:
+            if self.metrics["base"] is None:
+                self.log("stage_start", method="base", stage=0)
+                row0 = self.evaluate(self.L.model, {})
+                self.metrics["base"] = row0
+                self.save_metrics()
+                self.log("stage", method="base", stage=0, **row0)
+            for m in self.cfg.methods:
+                self.run_method(m)
+        except Cancelled:
+            self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
+            return "cancelled"
+        except Exception as err:  # the status must say failed, whatever broke
+            self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
+            raise
+        failed = [k for k, v in self.metrics["methods"].items() if v.get("status") == "failed"]
+        if failed:
+            self.finish("completed", f"finished; method(s) {', '.join(failed)} stopped with an error")
+        else:
+            self.finish("completed", "finished")
+        return "completed"
+
+    def finish(self, status: str, message: str) -> None:
+        self.save_metrics()
+        self.log("run_end", status=status, message=message)
+        if MAIN:
+            self.run.set_status(status, message)
+
+    def run_method(self, m: MethodSettings) -> None:
+        n = len(self.L.tasks)
+        rec = self.metrics["methods"].setdefault(m.label, {
+            "kind": m.kind, "matrix": [self.metrics["base"]["accuracy"]], "ppl": [self.metrics["base"]["ppl"]],
+            "ppl_single_window": [self.metrics["base"]["ppl_single_window"]], "train": [], "status": "pending",
+            "trainable": 0,
+        })
+        done = len(rec["matrix"]) - 1
+        if rec["status"] in ("completed", "failed") or done >= n:
+            return
+        if m.kind == "base":
+            for i in range(done, n):
+                rec["matrix"].append(list(self.metrics["base"]["accuracy"]))
+                rec["ppl"].append(self.metrics["base"]["ppl"])
+                rec["ppl_single_window"].append(self.metrics["base"]["ppl_single_window"])
+            rec["status"] = "completed"
+            self.save_metrics()
+            return
+        model, heads, cleanup = self.attach(m, done)
+        rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rec["status"] = "running"
+        try:
+            for i in range(done, n):
+                self.run_stage(m, rec, model, heads, i)
+            rec["status"] = "completed"
+        except Diverged as err:
+            rec["status"], rec["message"] = "failed", str(err)
+            self.log("error", method=m.label, message=str(err))
+        except Cancelled:
+            rec["status"] = "cancelled"
+            raise
+        finally:
+            self.save_metrics()
+            cleanup()
+
+    def attach(self, m: MethodSettings, done: int):
+        """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back."""
+        base = self.L.model
+        head_mode = self.cfg.evaluation.scoring == "head"
+        heads = {}
+        if head_mode:
+            for j in range(done):
+                heads[j] = self.load_head(m, j + 1, j)
+        if m.kind in ("curlora", "lora"):
+            if done:
+                model = methods.load_adapter(base, self.run.adapter_dir(m.label, done), is_trainable=True)
+            else:
+                model = methods.attach(base, adapter_config(m, base))
+
+            def cleanup():
+                methods.detach(model)
+
+            return model, heads, cleanup
+        if m.kind == "head-only":
+            for p in base.parameters():
+                p.requires_grad_(False)
+            return base, heads, lambda: None
+        # full fine-tune: keep the base weights on the side and put them back afterwards
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
+        if done:
+            base.load_state_dict(load_file(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
+        for p in base.parameters():
+            p.requires_grad_(True)
+
+        def restore():
+            base.load_state_dict(snapshot)
+            for p in base.parameters():
+                p.requires_grad_(False)
+
+        return base, heads, restore
+
+    def load_head(self, m: MethodSettings, stage: int, task_index: int):
+        state = load_file(self.run.adapter_dir(m.label, stage) / "heads.safetensors")
+        head = new_head(self.L.model, len(self.L.tasks[task_index].classes), 0)
+        head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
+        return head
+
+    def run_stage(self, m: MethodSettings, rec: dict, model, heads: dict, i: int) -> None:
+        task, tr, ev = self.L.tasks[i], self.cfg.training, self.cfg.evaluation
+        head = new_head(self.L.model, len(task.classes), tr.seed + i) if ev.scoring == "head" else None
+        self.log("stage_start", method=m.label, stage=i + 1, task=task.name)
+
+        def on_step(info):
+            self.log("step", method=m.label, stage=i + 1, task=task.name, **info)
+            if ev.probe_every and i > 0 and info["step"] % ev.probe_every == 0:
+                accs = self.probe(model, heads, i)
+                self.log("probe", method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
+                model.train()
+
+        result = train_task(model, self.L.tokenizer, task, tr, lr=m.lr or tr.lr, head=head, on_step=on_step,
+                            should_stop=self.should_stop)
+        if head is not None:
+            head.requires_grad_(False)
+            heads[i] = head
+        self.save_stage(m, model, heads, i + 1)
+        row = self.evaluate(model, heads)
+        rec["matrix"].append(row["accuracy"])
+        rec["ppl"].append(row["ppl"])
+        rec["ppl_single_window"].append(row["ppl_single_window"])
+        rec["train"].append({"task": task.name, "steps": result.steps, "final_loss": result.final_loss,
+                             "seconds": round(result.seconds, 3)})
+        rec["peak_memory_bytes"] = _peak_memory()
+        self.save_metrics()
+        self.log("stage", method=m.label, stage=i + 1, task=task.name, **row, steps=result.steps,
+                 final_loss=result.final_loss, seconds=result.seconds)
+
+    def save_stage(self, m: MethodSettings, model, heads: dict, stage: int) -> None:
+        if not MAIN:
+            return
+        final = self.run.adapter_dir(m.label, stage)
+        tmp = final.with_name(final.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if m.kind in ("curlora", "lora"):
+            methods.save_adapter(model, tmp)
+        elif m.kind == "full":
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+        if heads:
+            state = {}
+            for j, h in heads.items():
+                state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
+                state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
+            save_file(state, str(tmp / "heads.safetensors"))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a stage's folder appears whole or not at all
+
+
+def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None) -> str:
+    return Executor(run, cfg, loaded, should_stop, on_event).execute()
+
+
+def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    run, loaded = start(cfg, root)
+    execute(run, cfg, loaded, should_stop, on_event)
+    return run
+
+
+def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    run = Run.open(run_id, root)
+    status = run.status()["status"]
+    if status == "completed":
+        raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
+    if status == "running":
+        raise CurloraError(f"Run {run_id} is still running (pid {run.status().get('pid')}); stop it before resuming.")
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    execute(run, cfg, load_everything(cfg), should_stop, on_event)
+    return run
+

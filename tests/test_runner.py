@@ -1,0 +1,154 @@
+"""The runner end to end on a tiny model: matrices, store, adapters that reload to the logged numbers, cancel/resume."""
+
+import json
+import random
+
+import pytest
+import torch
+from tiny_models import save_tiny_llama_dir, write_task_csv
+
+from curlora import methods
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.runner import Executor, load_everything, resume, start
+from curlora.scoring import score
+from curlora.store import Run, list_runs
+
+
+def make_tasks(folder):
+    rnd = random.Random(0)
+    good = ["good", "great", "fine"]
+    bad = ["bad", "awful", "dull"]
+    sent = [(f"the film was {rnd.choice(good if y else bad)} and {rnd.choice(['long', 'short', 'new'])}", y)
+            for y in [0, 1] * 30]
+    write_task_csv(folder / "sent.csv", sent)
+    pair = [(f"the {w} king", f"the {w if y else 'old'} king", "yes" if y else "no")
+            for w, y in zip(["new", "good", "bad", "dull"] * 10, [0, 1] * 20)]
+    write_task_csv(folder / "pair.csv", pair, header=("sentence1", "sentence2", "label"))
+    (folder / "probe.txt").write_text(" ".join(["the king went and the people came said yes"] * 30))
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    model_dir = save_tiny_llama_dir(tmp_path / "model")
+    make_tasks(tmp_path)
+    cfg = {
+        "model": {"name": str(model_dir)},
+        "tasks": [
+            {"name": "sent", "train_file": str(tmp_path / "sent.csv"), "eval_size": 12,
+             "verbalizers": {"0": "bad", "1": "good"}},
+            {"name": "pair", "train_file": str(tmp_path / "pair.csv"), "eval_size": 10},
+        ],
+        "methods": [{"kind": "curlora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
+                    {"kind": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
+                    {"kind": "base"}],
+        "training": {"max_steps": 4, "batch_size": 4, "lr": 0.01, "max_length": 48},
+        "evaluation": {"probe_text": str(tmp_path / "probe.txt"), "ppl_window": 32, "ppl_stride": 16,
+                       "probe_every": 2, "probe_rows": 4},
+        "run": {"name": "tiny"},
+    }
+    return ExperimentConfig.from_dict(cfg), tmp_path / "runs"
+
+
+def test_full_run_fills_the_store(experiment):
+    cfg, root = experiment
+    run, loaded = start(cfg, root)
+    assert Executor(run, cfg, loaded).execute() == "completed"
+    assert run.status()["status"] == "completed"
+    m = run.metrics()
+    assert m["tasks"] == ["sent", "pair"] and set(m["methods"]) == {"curlora", "lora", "base"}
+    for name, rec in m["methods"].items():
+        assert len(rec["matrix"]) == 3 and all(len(r) == 2 for r in rec["matrix"])
+        assert rec["matrix"][0] == m["base"]["accuracy"]  # row 0 is the base model for every method
+        assert len(rec["ppl"]) == 3 and all(p > 1 for p in rec["ppl"])
+        assert rec["status"] == "completed" and rec["summary"]["stages"] == 2
+    assert m["methods"]["curlora"]["trainable"] == 2 * 2 * 16  # q, v in 2 layers, r²
+    assert m["methods"]["base"]["matrix"][2] == m["base"]["accuracy"]
+    # The config as run, the events, the adapters of every stage.
+    assert ExperimentConfig.from_yaml(run.config_yaml).to_dict() == cfg.to_dict()
+    kinds = [e["kind"] for e in run.events()]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "probe" in kinds and "step" in kinds
+    for method in ("curlora", "lora"):
+        for stage in (1, 2):
+            assert (run.adapter_dir(method, stage) / "adapter_model.safetensors").is_file()
+    assert [r.id for r in list_runs(root)] == [run.id]
+
+
+def test_saved_adapters_reload_to_the_logged_accuracies(experiment):
+    cfg, root = experiment
+    run, loaded = start(cfg, root)
+    Executor(run, cfg, loaded).execute()
+    m = run.metrics()
+    for method in ("curlora", "lora"):
+        model = methods.load_adapter(loaded.model, run.adapter_dir(method, 1))
+        accs = [score(model, loaded.tokenizer, t, t.eval, "likelihood", 48)["accuracy"] for t in loaded.tasks]
+        assert accs == m["methods"][method]["matrix"][1]
+        methods.detach(model)
+
+
+def test_cancel_then_resume_completes_with_the_same_finished_stages(experiment):
+    cfg, root = experiment
+    run, loaded = start(cfg, root)
+    seen = {"stages": 0}
+
+    def stop():  # cancel during the second stage of the first method
+        return seen["stages"] >= 2
+
+    def on_event(e):
+        if e["kind"] == "stage":
+            seen["stages"] += 1
+
+    assert Executor(run, cfg, loaded, should_stop=stop, on_event=on_event).execute() == "cancelled"
+    assert run.status()["status"] == "cancelled"
+    before = run.metrics()
+    first = before["methods"]["curlora"]["matrix"][:2]
+    assert len(before["methods"]["curlora"]["matrix"]) == 2 and before["methods"]["curlora"]["status"] == "cancelled"
+    resume(run.id, root)
+    after = run.metrics()
+    assert run.status()["status"] == "completed"
+    assert after["methods"]["curlora"]["matrix"][:2] == first
+    assert all(len(r["matrix"]) == 3 for r in after["methods"].values())
+
+
+def test_head_scoring_mode_with_head_only_control(experiment):
+    cfg, root = experiment
+    d = cfg.to_dict()
+    d["evaluation"]["scoring"] = "head"
+    d["methods"] = [{"kind": "curlora", "r": 4, "target_modules": ["q_proj"]}, {"kind": "head-only"}]
+    cfg = ExperimentConfig.from_dict(d)
+    run, loaded = start(cfg, root)
+    Executor(run, cfg, loaded).execute()
+    m = run.metrics()
+    assert m["scoring"] == "head"
+    for rec in m["methods"].values():
+        assert rec["matrix"][0] == [None, None]  # no head yet for an untrained task
+        assert rec["matrix"][1][0] is not None and rec["matrix"][1][1] is None
+        assert None not in rec["matrix"][2]
+    assert (run.adapter_dir("head-only", 2) / "heads.safetensors").is_file()
+
+
+def test_bad_task_file_writes_nothing(experiment, tmp_path):
+    cfg, root = experiment
+    (tmp_path / "bad.csv").write_text("text,label\nonly one class,1\nagain,1\n")
+    d = cfg.to_dict()
+    d["tasks"][0]["train_file"] = str(tmp_path / "bad.csv")
+    with pytest.raises(CurloraError):
+        start(ExperimentConfig.from_dict(d), root)
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(CurloraError, match=r"training\.lrr: unknown key\. Did you mean 'lr'\?"):
+        ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "x.csv"}], "training": {"lrr": 1}})
+    with pytest.raises(CurloraError, match=r"training\.lr: expected a number"):
+        ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "x.csv"}], "training": {"lr": "fast"}})
+    with pytest.raises(CurloraError, match=r"methods\[0\]\.kind"):
+        ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "x.csv"}], "methods": [{"kind": "qlora"}]})
+    with pytest.raises(CurloraError, match="head-only"):
+        ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "x.csv"}], "methods": [{"kind": "head-only"}]})
+
+
+def test_run_ids_never_leave_the_data_dir(tmp_path):
+    for bad in ["../x", "/etc", "a/b", "x\x00y", "..", ""]:
+        with pytest.raises(CurloraError):
+            Run.open(bad, tmp_path)

@@ -3,12 +3,25 @@
 The adapter's public surface mirrors PEFT's:
 
     from curlora import CURLoRAConfig, get_curlora_model, CURLoRAModel
+
+Names are imported on first use, so `python -m curlora check-data` doesn't pay for torch.
 """
 
 __version__ = "0.1.0"
 
-from curlora.adapter_config import CURLoRAConfig  # noqa: E402
-from curlora.errors import CurloraError  # noqa: E402
-from curlora.model import CURLoRAModel, get_curlora_model  # noqa: E402
+_EXPORTS = {
+    "CURLoRAConfig": "curlora.adapter_config",
+    "CURLoRAModel": "curlora.model",
+    "get_curlora_model": "curlora.model",
+    "CurloraError": "curlora.errors",
+}
 
-__all__ = ["CURLoRAConfig", "CURLoRAModel", "CurloraError", "get_curlora_model", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'curlora' has no attribute {name!r}")

@@ -1,0 +1,70 @@
+"""Chat panes use their own weights: base is the plain base model, each method@stage its own adapter."""
+
+import pytest
+import torch
+from tiny_experiment import make_experiment
+
+from curlora.chat import Chat, pane_choices, parse_pane
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.jobs import JobManager
+from curlora.models import load_model
+from curlora.store import Run
+
+PROMPT = "the king"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat")
+    cfg = ExperimentConfig.from_dict(make_experiment(folder, steps=4, lr=0.2))
+    jobs = JobManager(folder / "runs")
+    run_id = jobs.submit(cfg)
+    assert jobs.wait(run_id, timeout=300)
+    assert jobs.status(run_id)["status"] == "completed"
+    return Run.open(run_id, folder / "runs"), cfg
+
+
+def reply(chat, run, pane, **kw):
+    return list(chat.stream(run.id, pane, PROMPT, max_new_tokens=16, root=run.root, **kw))[-1]
+
+
+def test_three_panes_differ_and_base_is_the_plain_base_model(trained):
+    run, cfg = trained
+    chat = Chat()
+    base, lora, cur = (reply(chat, run, p) for p in ("base", "lora@2", "curlora@2"))
+    assert len({base, lora, cur}) == 3, (base, lora, cur)
+    # The base pane, asked again after adapters were attached and detached, is the untouched base model…
+    assert reply(chat, run, "base") == base
+    # …and equals transformers' own greedy generation from a freshly loaded copy.
+    model, tok, _ = load_model(cfg.model.name)
+    ids = tok(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)
+    assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == base
+
+
+def test_streaming_grows_and_sampling_is_seeded(trained):
+    run, _ = trained
+    chat = Chat()
+    parts = list(chat.stream(run.id, "lora@1", PROMPT, max_new_tokens=8, root=run.root))
+    assert len(parts) > 1 and all(parts[i + 1].startswith(parts[i][:1]) for i in range(len(parts) - 1))
+    a = reply(chat, run, "lora@1", temperature=1.0, top_p=0.9, seed=3)
+    b = reply(chat, run, "lora@1", temperature=1.0, top_p=0.9, seed=3)
+    assert a == b
+
+
+def test_panes_are_checked(trained):
+    run, _ = trained
+    assert pane_choices(run) == {"curlora": [1, 2], "lora": [1, 2]}
+    assert parse_pane("lora@2") == ("lora", 2) and parse_pane("base") == ("base", 0)
+    chat = Chat()
+    with pytest.raises(CurloraError, match="not a chat pane"):
+        reply(chat, run, "lora")
+    with pytest.raises(CurloraError, match="no saved lora adapter after stage 3"):
+        reply(chat, run, "lora@3")
+    with pytest.raises(CurloraError, match="Pick a run"):
+        list(chat.stream(None, "base", PROMPT))
+    with pytest.raises(CurloraError, match="prompt"):
+        list(chat.stream(run.id, "base", "  ", root=run.root))

@@ -1,0 +1,36 @@
+"""A two-task experiment on a tiny random Llama, for the app, job and chat tests (seconds on one CPU thread)."""
+
+import random
+
+from tiny_models import save_tiny_llama_dir, write_task_csv
+
+
+def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora", "lora")) -> dict:
+    """Write the model and task files under `folder` and return the experiment as a dict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir = folder / "model"
+    if not (model_dir / "config.json").is_file():
+        save_tiny_llama_dir(model_dir)
+    rnd = random.Random(0)
+    good, bad = ["good", "great", "fine"], ["bad", "awful", "dull"]
+    sent = [(f"the film was {rnd.choice(good if y else bad)} and {rnd.choice(['long', 'short', 'new'])}", y)
+            for y in [0, 1] * 30]
+    write_task_csv(folder / "sent.csv", sent)
+    pair = [(f"the {w} king", f"the {w if y else 'old'} king", "yes" if y else "no")
+            for w, y in zip(["new", "good", "bad", "dull"] * 10, [0, 1] * 20)]
+    write_task_csv(folder / "pair.csv", pair, header=("sentence1", "sentence2", "label"))
+    (folder / "probe.txt").write_text(" ".join(["the king went and the people came said yes"] * 30))
+    return {
+        "model": {"name": str(model_dir)},
+        "tasks": [
+            {"name": "sent", "train_file": str(folder / "sent.csv"), "eval_size": 12,
+             "verbalizers": {"0": "bad", "1": "good"}},
+            {"name": "pair", "train_file": str(folder / "pair.csv"), "eval_size": 10},
+        ],
+        "methods": [{"kind": k, "r": 4, "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"]}
+                    for k in methods],
+        "training": {"max_steps": steps, "batch_size": 4, "lr": lr, "max_length": 48},
+        "evaluation": {"probe_text": str(folder / "probe.txt"), "ppl_window": 32, "ppl_stride": 16,
+                       "probe_every": 2, "probe_rows": 4},
+        "run": {"name": "tiny"},
+    }

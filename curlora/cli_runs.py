@@ -29,6 +29,16 @@ def register(sub) -> None:
     p = sub.add_parser("cancel", help="ask a running run to stop after its current step")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("eval", help="score a stage of a run on a new task CSV, or its perplexity on a text file")
+    p.add_argument("run_id")
+    p.add_argument("--method", required=True, help="method label as in `show` (e.g. curlora, lora)")
+    p.add_argument("--stage", type=int, required=True, help="0 = the base model, k = after the k-th task")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--task", metavar="FILE.csv", help="a task CSV (columns detected as in check-data)")
+    g.add_argument("--text", metavar="FILE.txt", help="a text file for perplexity")
+    p.add_argument("--label-words", metavar="V=WORD", nargs="*", default=[],
+                   help="verbalizers for --task, e.g. 0=negative 1=positive")
+    p.set_defaults(func=cmd_eval)
     p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder")
     p.add_argument("run_id")
     p.add_argument("--out", required=True, help="folder to write (must not exist yet)")
@@ -168,6 +178,21 @@ def metrics_csv(m: dict) -> str:
             w.writerow([escape_cell(x) for x in (name, rec["kind"], i, after, *row, rec["ppl"][i],
                                                  rec["ppl_single_window"][i])])
     return buf.getvalue()
+
+
+def cmd_eval(args) -> int:
+    from curlora.evaluate import evaluate_stage
+
+    verbalizers = {}
+    for item in args.label_words:
+        if "=" not in item:
+            raise CurloraError(f"--label-words takes VALUE=WORD pairs, got {item!r}.")
+        k, v = item.split("=", 1)
+        verbalizers[k] = v
+    result = evaluate_stage(args.run_id, args.method, args.stage, task_file=args.task, text_file=args.text,
+                            verbalizers=verbalizers or None)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def cmd_export(args) -> int:

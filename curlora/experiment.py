@@ -187,6 +187,12 @@ class ExperimentConfig:
                 value = getattr(t, key)
                 if value and not Path(value).is_absolute():
                     setattr(t, key, str((path.parent / value).resolve()))
+        probe = cfg.evaluation.probe_text
+        if probe and not Path(probe).is_absolute():
+            cfg.evaluation.probe_text = str((path.parent / probe).resolve())
+        local = path.parent / cfg.model.name
+        if not Path(cfg.model.name).is_absolute() and cfg.model.name.startswith(".") and local.is_dir():
+            cfg.model.name = str(local.resolve())
         return cfg
 
 

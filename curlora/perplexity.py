@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 
 def tokenize_text(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
+    if max_tokens:  # no need to tokenize a whole corpus for its first N tokens; no token is 32 characters long
+        text = text[: max_tokens * 32]
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"][0]
     return ids[:max_tokens] if max_tokens else ids
 

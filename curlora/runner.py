@@ -86,6 +86,8 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None) -> Loade
     from curlora.models import load_model
 
     tasks = [load_task(t, base_dir=base_dir) for t in cfg.tasks]
+    if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
+        raise CurloraError(f"evaluation.probe_text: {cfg.evaluation.probe_text} does not exist.")
     device = cfg.model.device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -97,7 +99,17 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None) -> Loade
 
 
 def start(cfg: ExperimentConfig, root: Path | None = None, loaded: Loaded | None = None) -> tuple[Run, Loaded]:
+    """Validate and load, then create the run folder. Under torchrun / accelerate launch rank 0 creates it and
+    the other ranks open the same one."""
     loaded = loaded or load_everything(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group that torchrun / accelerate launch set up
+        box = [Run.create(cfg.to_yaml(), name=cfg.run.name, root=root).id if MAIN else None]
+        dist.broadcast_object_list(box, src=0)
+        return Run.open(box[0], root), loaded
     run = Run.create(cfg.to_yaml(), name=cfg.run.name, root=root)
     return run, loaded
 

@@ -152,3 +152,29 @@ def test_run_ids_never_leave_the_data_dir(tmp_path):
     for bad in ["../x", "/etc", "a/b", "x\x00y", "..", ""]:
         with pytest.raises(CurloraError):
             Run.open(bad, tmp_path)
+
+
+def test_run_on_real_stories260k_with_shared_sst2_and_mrpc(shared_data, tmp_path):
+    cfg = ExperimentConfig.from_dict({
+        "model": {"name": str(shared_data / "models" / "stories260K" / "hf")},
+        "tasks": [
+            {"name": "sst2", "preset": "sst2", "train_file": str(shared_data / "sst2" / "train.csv"),
+             "eval_file": str(shared_data / "sst2" / "validation.csv"), "max_train_rows": 64, "max_eval_rows": 24},
+            {"name": "mrpc", "preset": "mrpc", "train_file": str(shared_data / "mrpc" / "train.csv"),
+             "eval_file": str(shared_data / "mrpc" / "validation.csv"), "max_train_rows": 64, "max_eval_rows": 24},
+        ],
+        "methods": [{"kind": "curlora", "r": 8}, {"kind": "lora", "r": 8}],
+        "training": {"max_steps": 4, "batch_size": 8, "max_length": 128},
+        "evaluation": {"probe_text": str(shared_data / "wikitext2" / "test.txt"), "ppl_window": 128,
+                       "ppl_stride": 64, "ppl_max_tokens": 1024},
+    })
+    run, loaded = start(cfg, tmp_path / "runs")
+    assert Executor(run, cfg, loaded).execute() == "completed"
+    m = run.metrics()
+    # Seeded stratified eval samples keep each file's class shares (never the first rows of a sorted file).
+    assert m["majority"][0] == pytest.approx(444 / 872, abs=1 / 24)
+    assert m["majority"][1] == pytest.approx(279 / 408, abs=1 / 24)
+    assert 50 < m["base"]["ppl"] < 1000  # stories260K on WikiText: ~122 token-level ppl (data README)
+    assert m["methods"]["curlora"]["trainable"] == 5 * 3 * 64  # q, k, v (the paper's choice) in 5 layers, r²
+    for rec in m["methods"].values():
+        assert len(rec["matrix"]) == 3 and rec["status"] == "completed"

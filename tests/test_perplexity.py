@@ -1,0 +1,46 @@
+"""Strided perplexity: every token scored once, and the number matches a direct computation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_models import tiny_model
+
+from curlora.perplexity import perplexity, single_window_perplexity, windows
+
+
+@pytest.mark.parametrize("n, window, stride", [(100, 32, 16), (100, 32, 32), (33, 32, 8), (5, 32, 16), (64, 16, 5)])
+def test_windows_score_each_token_at_most_once_and_all_of_them_when_windows_overlap(n, window, stride):
+    scored, starts = [], []
+    for begin, end, first in windows(n, window, stride):
+        assert end - begin <= window and begin < first <= end
+        scored += range(first, end)
+        starts.append(begin)
+    if stride < window:
+        assert scored == list(range(1, n))
+    else:  # non-overlapping windows: a window's first token has no context inside it and is not scored
+        assert scored == [t for t in range(1, n) if t not in starts]
+
+
+def test_non_overlapping_windows_match_a_direct_computation():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 97, (64,), generator=torch.Generator().manual_seed(0))
+    got = perplexity(model, ids, window=32, stride=32, batch_size=3)
+    nll = 0.0
+    for chunk in (ids[:32], ids[32:]):
+        logits = model(input_ids=chunk[None]).logits[0]
+        nll += F.cross_entropy(logits[:-1], chunk[1:], reduction="sum").item()
+    assert got["tokens"] == 62
+    assert got["ppl"] == pytest.approx(math.exp(nll / 62), rel=1e-5)
+
+
+def test_striding_gives_context_and_batch_size_does_not_matter():
+    model = tiny_model("gpt2")
+    ids = torch.randint(0, 97, (80,), generator=torch.Generator().manual_seed(1))
+    a = perplexity(model, ids, window=32, stride=8, batch_size=1)
+    b = perplexity(model, ids, window=32, stride=8, batch_size=16)
+    assert a["tokens"] == b["tokens"] == 79
+    assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
+    single = single_window_perplexity(model, ids, 32)
+    assert single["tokens"] == 31 and single["windows"] == 1

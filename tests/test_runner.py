@@ -178,3 +178,20 @@ def test_run_on_real_stories260k_with_shared_sst2_and_mrpc(shared_data, tmp_path
     assert m["methods"]["curlora"]["trainable"] == 5 * 3 * 64  # q, k, v (the paper's choice) in 5 layers, r²
     for rec in m["methods"].values():
         assert len(rec["matrix"]) == 3 and rec["status"] == "completed"
+
+
+def test_a_diverging_method_stops_with_advice_and_the_others_finish(experiment):
+    cfg, root = experiment
+    d = cfg.to_dict()
+    d["methods"] = [{"kind": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"], "lr": 1e12, "name": "lora-hot"},
+                    {"kind": "curlora", "r": 4, "target_modules": ["q_proj", "v_proj"]}]
+    d["training"]["max_steps"] = 6
+    cfg = ExperimentConfig.from_dict(d)
+    run, loaded = start(cfg, root)
+    assert Executor(run, cfg, loaded).execute() == "completed"
+    m = run.metrics()
+    hot = m["methods"]["lora-hot"]
+    assert hot["status"] == "failed" and "lower the learning rate" in hot["message"]
+    assert m["methods"]["curlora"]["status"] == "completed" and len(m["methods"]["curlora"]["matrix"]) == 3
+    assert "lora-hot" in run.status()["message"]
+    assert any(e["kind"] == "error" and e["method"] == "lora-hot" for e in run.events())

@@ -1,0 +1,90 @@
+"""Scoring modes: the head reads the last non-pad token whatever the padding; likelihood matches a direct sum."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_runner import make_tasks
+from tiny_models import save_tiny_llama_dir
+
+from curlora.encode import Encoder, last_token_index, pad_batch
+from curlora.scoring import head_features, head_predictions, likelihood_predictions, score
+from curlora.task_config import TaskConfig
+from curlora.tasks import load_task
+from curlora.train import new_head
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = tmp_path_factory.mktemp("scoring")
+    folder = save_tiny_llama_dir(tmp / "model", seed=3)
+    make_tasks(tmp)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    task = load_task(TaskConfig(name="sent", train_file=str(tmp / "sent.csv"), eval_size=16,
+                                verbalizers={"0": "bad", "1": "good"}))
+    pair = load_task(TaskConfig(name="pair", train_file=str(tmp / "pair.csv"), eval_size=10))
+    return model, tok, task, pair
+
+
+def test_last_token_index_for_left_and_right_padding():
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 3, 0]
+    assert last_token_index(left).tolist() == [3, 3, 3]
+
+
+def test_head_mode_scores_are_the_same_with_left_and_right_padding(setup):
+    model, tok, task, _ = setup
+    head = new_head(model, len(task.classes), seed=0)
+    with torch.no_grad():
+        head.weight.mul_(50)  # make the head's decision sensitive to the features it reads
+    right = head_predictions(model, tok, task, task.eval, head, 64, batch_size=8, left_pad=False)
+    left = head_predictions(model, tok, task, task.eval, head, 64, batch_size=8, left_pad=True)
+    assert right == left
+    # ... and the features are those of each prompt run alone, not of a pad token.
+    enc = Encoder(tok, 64)
+    seqs = [enc.prompt_ids(task.prompt(t)) for t in task.eval["text"][:4]]
+    ids, mask, _ = pad_batch(seqs, tok.pad_token_id)
+    batched = head_features(model, ids, mask)
+    for i, s in enumerate(seqs):
+        alone = head_features(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))
+        assert torch.allclose(batched[i], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["single", "pair"])
+def test_likelihood_picks_the_most_likely_label_word(setup, which):
+    model, tok, task, pair = setup
+    t = task if which == "single" else pair
+    preds, gold = likelihood_predictions(model, tok, t, t.eval, 64, batch_size=5)
+    assert gold == list(t.eval["label_id"])
+    pairs = t.eval["text_pair"] if t.is_pair else [None] * len(t.eval)
+    for row in range(3):
+        prompt = t.prompt(t.eval["text"][row], pairs[row])
+        totals = []
+        for word in t.words:
+            full = tok(prompt + " " + word)["input_ids"]
+            n_prompt = len(tok(prompt)["input_ids"])
+            logits = model(input_ids=torch.tensor([full])).logits[0]
+            logp = F.log_softmax(logits, -1)
+            totals.append(sum(logp[i - 1, full[i]].item() for i in range(n_prompt, len(full))))
+        assert preds[row] == max(range(len(totals)), key=totals.__getitem__)
+
+
+def test_score_reports_mode_and_count(setup):
+    model, tok, task, _ = setup
+    res = score(model, tok, task, task.eval, "likelihood", 64, limit=7)
+    assert res["n"] == 7 and res["mode"] == "likelihood" and 0 <= res["accuracy"] <= 1
+    gen = score(model, tok, task, task.eval, "generate", 64, limit=4)
+    assert gen["n"] == 4 and gen["mode"] == "generate"
+
+
+def test_training_examples_mask_the_prompt(setup):
+    _, tok, task, _ = setup
+    enc = Encoder(tok, 64)
+    ids, labels = enc.training_example("Text: the film was good\\nLabel:", "good")
+    n_word = sum(1 for x in labels if x != -100)
+    assert n_word >= 1 and labels[-n_word:] == ids[-n_word:] and all(x == -100 for x in labels[:-n_word])
+    short = Encoder(tok, 8).training_example("the " * 50 + "Label:", "good")[0]
+    assert len(short) <= 8  # long prompts are cut from the left; the word always fits

@@ -80,10 +80,14 @@ def eval_forward(model, ids):
     model(input_ids=ids)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = time.perf_counter
+
+
 def timed(fn) -> float:
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    return time.perf_counter() - t
+    return CLOCK() - t
 
 
 def race(fns: dict, warmup: int, repeats: int) -> dict[str, float]:
@@ -157,7 +161,8 @@ def machine() -> str:
     except OSError:
         pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {cpu})"
-    return f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads"
+    clock = "process CPU time" if CLOCK is time.process_time else "wall time"
+    return f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads, {clock}"
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -193,7 +198,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=None, help="default 128 (quick: 64)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/adapter-speed.md)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall time, or process CPU time (with --threads 1: robust to other load on the machine)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ranks = [int(x) for x in (args.ranks or ("8,16" if args.quick else "8,16,32")).split(",")]
     repeats = args.repeats or (5 if args.quick else 15)
     warmup = 1 if args.quick else 3

@@ -10,6 +10,7 @@ accuracy on every task (trained or not: forward transfer) and the perplexity pro
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shutil
@@ -247,12 +248,19 @@ class Executor:
         except Diverged as err:
             rec["status"], rec["message"] = "failed", str(err)
             self.log("error", method=m.label, message=str(err))
+        except torch.OutOfMemoryError:
+            msg = (f"{m.label} ran out of memory at stage {len(rec['matrix'])}; lower training.batch_size (now "
+                   f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, or pick a smaller model.")
+            rec["status"], rec["message"] = "failed", msg
+            self.log("error", method=m.label, message=msg)
         except Cancelled:
             rec["status"] = "cancelled"
             raise
         finally:
             self.save_metrics()
             cleanup()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the next method (and the app) the memory back
 
     def attach(self, m: MethodSettings, done: int):
         """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back."""
@@ -331,18 +339,25 @@ class Executor:
         final = self.run.adapter_dir(m.label, stage)
         tmp = final.with_name(final.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if m.kind in ("curlora", "lora"):
-            methods.save_adapter(model, tmp)
-        elif m.kind == "full":
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                      str(tmp / "model.safetensors"))
-        if heads:
-            state = {}
-            for j, h in heads.items():
-                state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
-                state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
-            save_file(state, str(tmp / "heads.safetensors"))
+        try:
+            tmp.mkdir(parents=True)
+            if m.kind in ("curlora", "lora"):
+                methods.save_adapter(model, tmp)
+            elif m.kind == "full":
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                          str(tmp / "model.safetensors"))
+            if heads:
+                state = {}
+                for j, h in heads.items():
+                    state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
+                    state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
+                save_file(state, str(tmp / "heads.safetensors"))
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if err.errno == errno.ENOSPC:
+                raise CurloraError(f"The disk is full: stage {stage} of {m.label} could not be saved in {self.run.path}; "
+                                   "free some space and resume the run (finished stages are intact).") from None
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # a stage's folder appears whole or not at all
 

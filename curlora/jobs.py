@@ -13,6 +13,7 @@ No gradio here: the app and the tests drive the same object.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -127,6 +128,14 @@ class JobManager:
                 self._current.stop.set()
         run.request_cancel()  # also reaches a run executed by another process (the CLI)
         return "stopping"
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run folder for good; refused while the run is queued or running."""
+        run = Run.open(run_id, self.root)
+        with self._cv:
+            if self._find(run_id) is not None or run.status()["status"] == "running":
+                raise CurloraError(f"Run {run_id} is queued or running; stop it before deleting it.")
+            shutil.rmtree(run.path)
 
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
         """Block until the run is neither queued nor running here (tests, scripts); False on timeout."""

@@ -97,3 +97,15 @@ def test_a_failing_job_is_marked_failed_and_the_next_one_runs(setup, tmp_path):
     ok = make_experiment(tmp_path / "exp2", steps=1)
     good = jobs.submit(ExperimentConfig.from_dict(ok))
     assert jobs.wait(good, timeout=120) and jobs.status(good)["status"] == "completed"
+
+
+def test_delete_refuses_a_running_run_and_removes_a_finished_one(setup):
+    jobs, cfg, root, _ = setup
+    run_id = jobs.submit(cfg(steps=200))
+    assert wait_for(lambda: jobs.current() == run_id)
+    with pytest.raises(CurloraError, match="stop it before deleting"):
+        jobs.delete(run_id)
+    jobs.cancel(run_id)
+    assert jobs.wait(run_id, timeout=60)
+    jobs.delete(run_id)
+    assert list_runs(root) == []

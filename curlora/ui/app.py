@@ -1,0 +1,99 @@
+"""The app: the six tabs side by side, wired to one JobManager and one Chat for the whole server.
+
+    demo = build_app()           # Blocks; tests pass their own JobManager
+    launch(demo)                 # loopback by default, upload cap, queue
+
+Every heavy thing happens outside gradio's event workers: training in the JobManager thread, chat in the "gpu"
+concurrency group (one at a time). Everything else (previews, polling, listings) has no concurrency limit, so
+it never waits behind a generation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from curlora.chat import Chat
+from curlora.jobs import JobManager
+from curlora.ui import chat_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
+from curlora.ui.common import Engine, Sessions, run_ids
+
+MAX_UPLOAD = os.environ.get("CURLORA_MAX_UPLOAD", "50mb")
+CSS = """
+.gradio-container {max-width: 1400px !important}
+#run-progress code {font-size: 12px}
+footer {display: none !important}
+"""
+INTRO = ("# CURLoRA Studio\nContinual fine-tuning with **CURLoRA** beside **LoRA**: train both through a sequence "
+         "of tasks and watch what each forgets. Steps: **Model** → **Tasks** → **Train**, then **Results** and "
+         "**Chat**; every run is kept under **Runs**.")
+
+
+def zero_gpu():
+    """`spaces.GPU` on a ZeroGPU Space (used for chat); None anywhere else."""
+    if not os.environ.get("SPACES_ZERO_GPU"):
+        return None
+    try:
+        import spaces
+    except ImportError:
+        return None
+    return spaces.GPU(duration=120)
+
+
+def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Blocks:
+    engine = Engine(jobs=jobs or JobManager(), chat=chat or Chat(), sessions=Sessions())
+    with gr.Blocks(title="CURLoRA Studio") as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs() as tabs:
+            with gr.Tab("1 · Model", id="model"):
+                model = model_tab.build()
+            with gr.Tab("2 · Tasks", id="tasks"):
+                tasks = tasks_tab.build(engine)
+            with gr.Tab("3 · Train", id="train"):
+                train = train_tab.build(engine, model)
+            with gr.Tab("Results", id="results"):
+                results = results_tab.build(engine)
+            with gr.Tab("Chat", id="chat"):
+                chat_ui = chat_tab.build(engine, gpu=zero_gpu())
+            with gr.Tab("Runs", id="runs"):
+                runs = runs_tab.build(engine)
+
+        light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
+
+        def follow(rid: str):
+            """A run started or re-attached on the Train tab becomes the selected run of the other tabs."""
+            ids = run_ids(engine.jobs)
+            value = rid if rid in ids else None
+            return (gr.update(choices=ids, value=value) if value else gr.update(choices=ids),) * 2
+
+        train["run_id"].change(follow, train["run_id"], [results["run"], chat_ui["run"]], **light)
+        tasks["task_list"].change(train["show_config"], train["form"], train["config_outputs"], **light)
+
+        def open_run(rid: str):
+            ids = run_ids(engine.jobs)
+            return gr.update(choices=ids, value=rid), gr.Tabs(selected="results")
+
+        runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
+
+        def on_load(saved: str, request: gr.Request):
+            rid, timer = train["reattach"](saved, request)
+            ids = run_ids(engine.jobs)
+            return (rid, timer, *tasks["listing"](request), *runs["listing"](),
+                    gr.update(choices=ids), gr.update(choices=ids))
+
+        demo.load(on_load, train["remembered"],
+                  [train["run_id"], train["timer"], tasks["task_list"], tasks["order_note"], runs["table"],
+                   runs["run"], results["run"], chat_ui["run"]], **light)
+        demo.load(model["describe"], [model["name"], model["dtype"]], model["info"], **light)
+        demo.load(train["count"], train["count_inputs"], train["counts"], **light)
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """Loopback unless GRADIO_SERVER_NAME says otherwise (a Space sets it); port from GRADIO_SERVER_PORT."""
+    demo.queue(default_concurrency_limit=4)
+    options = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), "max_file_size": MAX_UPLOAD,
+               "css": CSS, "theme": gr.themes.Soft(primary_hue="blue"), "show_error": True}
+    options.update(kwargs)
+    return demo.launch(**options)

@@ -1,0 +1,65 @@
+"""Reading a run for display: its status line, a progress bar from the last events, and the four charts.
+
+Shared by the Train tab (polled by a timer while a run trains) and the Results tab (any run, on demand)."""
+
+from __future__ import annotations
+
+import html
+
+from curlora.jobs import JobManager
+from curlora.store import Run
+from curlora.ui import charts
+
+STATUS_COLOURS = {"running": "#1f6fb4", "queued": "#8e44ad", "completed": "#2e7d32", "cancelled": "#9e6a00",
+                  "failed": "#c0392b", "interrupted": "#9e6a00"}
+
+
+def snapshot(jobs: JobManager, run_id: str) -> tuple[dict, dict, list[dict]]:
+    """(status, metrics, events) of a run, all from the run store (and the queue, for `queued`)."""
+    run = Run.open(run_id, jobs.root)
+    return jobs.status(run_id), run.metrics(), run.events()
+
+
+def signature(status: dict, events: list[dict]) -> tuple:
+    return status.get("status"), status.get("position"), len(events)
+
+
+def progress_html(run_id: str, status: dict, metrics: dict, events: list[dict]) -> str:
+    """A status badge, what is training now (method, task, step, ETA of the task) and a bar over the whole run."""
+    st = status.get("status", "?")
+    colour = STATUS_COLOURS.get(st, "#555")
+    badge = (f"<span style='background:{colour};color:white;border-radius:4px;padding:2px 8px;"
+             f"font-weight:600'>{html.escape(st)}</span>")
+    start = next((e for e in events if e.get("kind") == "run_start"), None)
+    methods = start.get("methods", []) if start else list(metrics.get("methods", {}))
+    tasks = start.get("tasks", []) if start else metrics.get("tasks", [])
+    last_step = next((e for e in reversed(events) if e.get("kind") == "step"), None)
+    stages_done = len([e for e in events if e.get("kind") == "stage" and e.get("method") != "base"])
+    total_stages = max(1, len(methods) * len(tasks))
+    done = stages_done
+    now = ""
+    if last_step and st == "running":
+        frac = last_step["step"] / max(1, last_step["steps"])
+        done += frac
+        rate = last_step["elapsed"] / max(1, last_step["step"])
+        eta = rate * (last_step["steps"] - last_step["step"])
+        now = (f"<b>{html.escape(last_step['method'])}</b> · task {last_step['stage']}/{len(tasks)} "
+               f"<i>{html.escape(str(last_step['task']))}</i> · step {last_step['step']}/{last_step['steps']} · "
+               f"loss {last_step['smoothed_loss']:.3f} · this task ≈ {eta:.0f} s left")
+    elif st == "running":
+        kind = events[-1].get("kind") if events else None
+        now = "evaluating…" if kind in ("stage_start", "stage", "run_start") else "loading the model and tasks…"
+    pct = min(100.0, 100.0 * done / total_stages) if st != "completed" else 100.0
+    message = html.escape(status.get("message") or "")
+    return (f"<div id='run-progress' style='font-size:14px'>{badge} <code>{html.escape(run_id)}</code> "
+            f"<span style='color:#666'>{message}</span><br>{now}"
+            f"<div style='background:#e8eef5;border-radius:4px;height:10px;margin-top:6px'>"
+            f"<div style='background:{colour};width:{pct:.1f}%;height:10px;border-radius:4px'></div></div>"
+            f"<span style='color:#666;font-size:12px'>{stages_done} of {total_stages} method × task stages "
+            f"finished</span></div>")
+
+
+def figures(metrics: dict, events: list[dict]) -> tuple:
+    """(loss, accuracy heatmaps, perplexity, forgetting) figures."""
+    return (charts.loss_figure(metrics, events), charts.accuracy_heatmaps(metrics),
+            charts.perplexity_figure(metrics), charts.forgetting_figure(metrics, events))

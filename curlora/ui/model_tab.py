@@ -1,0 +1,65 @@
+"""Model tab: pick a preset (the bundled model first) or type a hub id / folder; see what it is before loading."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from curlora.model_presets import load_model_presets
+from curlora.models import BUNDLED_DEFAULT, describe_model
+from curlora.ui.common import friendly
+
+
+def _gb(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+@friendly
+def describe(choice: str, dtype: str) -> str:
+    choice = (choice or "").strip()
+    if not choice:
+        raise gr.Error("Choose a model or type a hub id or a local folder.")
+    d = describe_model(choice, dtype=dtype, device="auto")
+    preset = load_model_presets().get(choice)
+    lines = [f"### {preset.label if preset else choice}",
+             "| | |", "|---|---|",
+             f"| architecture | {d.architecture or 'unknown'} ({d.model_type or '?'}) |",
+             f"| parameters | {d.parameters:,} |" if d.parameters else "| parameters | unknown |",
+             f"| weights in memory ({d.dtype}) | {_gb(d.memory_bytes)} |",
+             f"| adaptable modules | {', '.join(d.target_modules) or '–'} |",
+             f"| source | {d.source}{' — ' + d.path if d.path else ''} |"]
+    if preset:
+        lines.append(f"| suggested | rank {preset.rank}, targets {', '.join(preset.target_modules)} |")
+        lines.append(f"| license | {preset.license} |")
+        if preset.notes:
+            lines.append(f"\n{preset.notes}")
+    if d.note:
+        lines.append(f"\n_Note: {d.note}_")
+    return "\n".join(lines)
+
+
+def default_targets(choice: str) -> str:
+    preset = load_model_presets().get(choice)
+    return ", ".join(preset.target_modules) if preset else ""
+
+
+def build() -> dict:
+    presets = load_model_presets()
+    choices = [(p.label or name, name) for name, p in presets.items()]
+    default = BUNDLED_DEFAULT if BUNDLED_DEFAULT in presets else next(iter(presets))
+    gr.Markdown("Pick the base model every method starts from. The bundled model works offline; a hub id needs "
+                "the network (or the hub cache) and a local folder needs `config.json`, the tokenizer and "
+                "`*.safetensors`.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            name = gr.Dropdown(choices, value=default, label="Base model (or type a hub id / local folder)",
+                               allow_custom_value=True, elem_id="model-name")
+            with gr.Row():
+                dtype = gr.Dropdown(["auto", "float32", "bfloat16", "float16"], value="auto", label="dtype")
+                device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="device",
+                                     allow_custom_value=True)
+            check = gr.Button("Describe", variant="secondary")
+        with gr.Column(scale=3):
+            info = gr.Markdown(elem_id="model-info")
+    for trigger in (name.change, dtype.change, check.click):
+        trigger(describe, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
+    return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe}

@@ -1,0 +1,102 @@
+"""Runs tab: every run in the data directory with its status; open, re-run, resume, delete (after a confirm).
+
+Statuses come from the store (a run whose process died shows as `interrupted`) and from the queue (`queued`)."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.store import Run, list_runs
+from curlora.ui.common import Engine, friendly, run_ids
+
+HEADERS = ["run", "status", "tasks", "methods", "stages done", "updated", "message"]
+
+
+def rows(jobs) -> list[list]:
+    out = []
+    for run in list_runs(jobs.root):
+        st = jobs.status(run.id)
+        m = run.metrics()
+        done = {k: len(v["matrix"]) - 1 for k, v in (m.get("methods") or {}).items()}
+        updated = st.get("updated")
+        out.append([run.id, st["status"] + (f" #{st['position']}" if st.get("position") else ""),
+                    ", ".join(m.get("tasks", [])) or "–", ", ".join(done) or "–",
+                    ", ".join(f"{k} {v}" for k, v in done.items()) or "0",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "–",
+                    st.get("message", "")])
+    return out
+
+
+def build(engine: Engine) -> dict:
+    jobs = engine.jobs
+
+    @friendly
+    def listing(selected: str | None = None):
+        ids = run_ids(jobs)
+        return rows(jobs), gr.update(choices=ids) if selected is None else gr.update(choices=ids, value=selected)
+
+    def pick(evt: gr.SelectData, table):
+        try:
+            return table.iloc[evt.index[0], 0]
+        except (AttributeError, IndexError, TypeError):
+            return gr.skip()
+
+    @friendly
+    def resume(rid: str):
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        jobs.resume(rid)
+        gr.Info(f"Run {rid} is queued again; it continues from its last finished stage.")
+        return listing(rid)
+
+    @friendly
+    def rerun(rid: str):
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        run = Run.open(rid, jobs.root)
+        new = jobs.submit(ExperimentConfig.from_yaml(run.config_yaml, source=f"{rid}/config.yaml"))
+        gr.Info(f"Started {new} with the same config.")
+        return listing(new)
+
+    @friendly
+    def delete(rid: str, sure: bool):
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        if not sure:
+            raise CurloraError("Tick 'Yes, delete it' first: a deleted run cannot be recovered.")
+        jobs.delete(rid)
+        gr.Info(f"Deleted {rid}.")
+        return (*listing(""), False)
+
+    @friendly
+    def list_api() -> list[dict]:
+        return [dict(zip(HEADERS, r)) for r in rows(jobs)]
+
+    gr.Markdown("Runs live in the data directory (`$CURLORA_DATA_DIR`, default `./runs`) and are shared by "
+                "everyone using this server. A run that was training when the app stopped shows as "
+                "**interrupted**: resume it to continue from its last finished task.")
+    with gr.Row():
+        refresh = gr.Button("Refresh", size="sm", scale=1)
+        run = gr.Dropdown(run_ids(jobs), label="Selected run", allow_custom_value=True, scale=4, elem_id="runs-run")
+    table = gr.Dataframe(headers=HEADERS, value=rows(jobs), interactive=False, wrap=True, elem_id="runs-table")
+    with gr.Row():
+        open_btn = gr.Button("Open in Results", variant="primary")
+        resume_btn = gr.Button("Resume")
+        rerun_btn = gr.Button("Re-run with the same config")
+        sure = gr.Checkbox(False, label="Yes, delete it")
+        delete_btn = gr.Button("Delete", variant="stop")
+    hidden = gr.JSON(visible=False)
+    api_btn = gr.Button(visible=False)
+
+    light = {"concurrency_limit": None}
+    refresh.click(lambda: listing(), None, [table, run], api_name=False, **light)
+    table.select(pick, table, run, api_name=False, **light)
+    resume_btn.click(resume, run, [table, run], api_name="resume", **light)
+    rerun_btn.click(rerun, run, [table, run], api_name="rerun", **light)
+    delete_btn.click(delete, [run, sure], [table, run, sure], api_name="delete", **light)
+    api_btn.click(list_api, None, hidden, api_name="list_runs", **light)
+    return {"run": run, "table": table, "open": open_btn, "listing": listing}

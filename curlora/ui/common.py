@@ -86,5 +86,23 @@ def friendly(fn):
     return call
 
 
+def with_request(n_inputs: int):
+    """For handlers written as f(*values, request): gradio passes gr.Request only to a parameter it can see, so
+    give the handler an explicit signature of n_inputs values plus a `request: gr.Request`."""
+
+    def wrap(fn):
+        params = [inspect.Parameter(f"value_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(n_inputs)]
+        params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_ONLY, annotation=gr.Request))
+
+        @functools.wraps(fn)
+        def call(*args):
+            return fn(*args[:-1], request=args[-1])
+
+        call.__signature__ = inspect.Signature(params)
+        del call.__wrapped__  # gradio must read the signature above, not the wrapped one
+        return call
+    return wrap
+
+
 def run_ids(jobs: JobManager) -> list[str]:
     return [r.id for r in list_runs(jobs.root)]

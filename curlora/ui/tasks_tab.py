@@ -19,7 +19,7 @@ from curlora.errors import CurloraError
 from curlora.store import data_dir
 from curlora.task_config import TaskConfig
 from curlora.tasks import load_task
-from curlora.ui.common import Engine, friendly
+from curlora.ui.common import Engine, friendly, with_request
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "tasks"
 DEMO_ORDER = ("testament", "reviews", "answers")  # the quick demo's sequence
@@ -142,6 +142,7 @@ def build(engine: Engine) -> dict:
         task = load_task(form_config(*form))
         return format_summary(task.summary)
 
+    @with_request(10)
     @friendly
     def add(*form, request: gr.Request):
         report = check_and_add(form_config(*form), request)

@@ -15,7 +15,7 @@ from curlora.errors import CurloraError
 from curlora.estimate import trainable_parameters
 from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.ui import live
-from curlora.ui.common import Engine, friendly
+from curlora.ui.common import Engine, friendly, with_request
 
 PRESET = Path(__file__).resolve().parents[2] / "presets" / "experiments" / "quick-demo.yaml"
 METHODS = [("CURLoRA", "curlora"), ("LoRA", "lora"), ("base (no training)", "base"), ("full fine-tune", "full"),
@@ -128,6 +128,9 @@ def build(engine: Engine, model: dict) -> dict:
         cfg.check()
         return ExperimentConfig.from_dict(cfg.to_dict())  # the same validation a YAML file gets
 
+    n = len(form)
+
+    @with_request(n)
     @friendly
     def show_config(*values, request: gr.Request):
         try:
@@ -151,6 +154,7 @@ def build(engine: Engine, model: dict) -> dict:
         lines += [f"| {k} | {'per task: hidden × classes' if v is None else f'{v:,}'} |" for k, v in numbers.items()]
         return "\n".join(lines)
 
+    @with_request(n)
     @friendly
     def submit(*values, request: gr.Request):
         run = jobs.submit(make_config(request, *values))

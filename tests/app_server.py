@@ -1,0 +1,22 @@
+"""Launch the app in-process on a free loopback port (shared by the API and browser tests)."""
+
+import socket
+
+from curlora.jobs import JobManager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(root):
+    """(demo, url, jobs) with runs under `root`; close with demo.close()."""
+    from curlora.ui.app import build_app, launch
+
+    jobs = JobManager(root)
+    demo = build_app(jobs=jobs)
+    port = free_port()
+    launch(demo, server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/", jobs

@@ -1,0 +1,132 @@
+"""Every event with an api_name, through gradio_client against the app running in this process."""
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from app_server import serve
+from tiny_experiment import make_experiment
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    import os
+
+    folder = tmp_path_factory.mktemp("app")
+    old = os.environ.get("CURLORA_DATA_DIR")
+    os.environ["CURLORA_DATA_DIR"] = str(folder / "runs")
+    demo, url, jobs = serve(folder / "runs")
+    client = gradio_client.Client(url, verbose=False)
+    yield client, folder, jobs
+    demo.close()
+    if old is None:
+        os.environ.pop("CURLORA_DATA_DIR", None)
+    else:
+        os.environ["CURLORA_DATA_DIR"] = old
+
+
+def experiment_yaml(folder: Path, steps: int) -> str:
+    return yaml.safe_dump(make_experiment(folder / "exp", steps=steps, lr=0.2))
+
+
+def start(client, text: str) -> str:
+    run_id = client.predict(text, api_name="/start_yaml")[0]
+    assert run_id
+    return run_id
+
+
+def follow(client, run_id, until=("completed", "failed", "cancelled"), timeout=120) -> list[dict]:
+    seen = []
+    end = time.time() + timeout
+    while time.time() < end:
+        st = client.predict(run_id, api_name="/run_status")
+        seen.append(st)
+        if st["status"] in until:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never reached {until}: last {seen[-1]['status']}")
+
+
+def test_quick_run_progresses_to_completed_and_its_results_and_exports_agree(app):
+    client, folder, _ = app
+    run_id = start(client, experiment_yaml(folder, steps=3))
+    seen = follow(client, run_id)
+    assert seen[-1]["status"] == "completed", seen[-1]
+    counts = [s["events"] for s in seen]
+    assert counts == sorted(counts) and counts[-1] > counts[0]  # updates streamed while it ran
+    metrics = seen[-1]["metrics"]
+    assert set(metrics["methods"]) == {"curlora", "lora"}
+    header, summary, text, *figures = client.predict(run_id, api_name="/results")
+    assert [row[0] for row in summary["data"]] == ["curlora", "lora"]
+    acc = metrics["methods"]["curlora"]["summary"]["acc"]
+    assert summary["data"][0][2] == f"{100 * acc:.1f}"  # the table shows the stored number
+    assert "scoring: likelihood" in text and "likelihood" in header
+    csv_path = client.predict(run_id, api_name="/export_metrics_csv")
+    assert Path(csv_path).read_text().startswith("method,kind,stage,after_task,acc:sent,acc:pair")
+    zip_path = client.predict(run_id, api_name="/export_adapters_zip")
+    assert Path(zip_path).suffix == ".zip" and Path(zip_path).stat().st_size > 1000
+    with pytest.raises(gradio_client.exceptions.AppError, match="already completed"):
+        client.predict(run_id, api_name="/resume")
+    # Chat: three panes, three different answers, each from its own weights.
+    base, lora, curlora = client.predict(run_id, 2, "the king", 16, 0, 1, 0, api_name="/chat")
+    assert len({base, lora, curlora}) == 3
+    again = client.predict(run_id, 1, "the king", 16, 0, 1, 0, api_name="/chat")
+    assert again[0] == base  # the base pane is the base model whatever the stage
+
+
+def test_stop_cancels_a_running_run_and_delete_asks_for_confirmation(app):
+    client, folder, jobs = app
+    run_id = start(client, experiment_yaml(folder, steps=300))
+    follow(client, run_id, until=("running",))
+    end = time.time() + 60
+    while not any(e["kind"] == "step" for e in jobs_events(jobs, run_id)) and time.time() < end:
+        time.sleep(0.1)
+    client.predict(run_id, api_name="/stop")
+    seen = follow(client, run_id)
+    assert seen[-1]["status"] == "cancelled"
+    steps = [e["step"] for e in jobs_events(jobs, run_id) if e["kind"] == "step"]
+    assert steps and max(steps) < 300
+    listed = {r["run"]: r["status"] for r in client.predict(api_name="/list_runs")}
+    assert listed[run_id] == "cancelled"
+    with pytest.raises(gradio_client.exceptions.AppError, match="Yes, delete it"):
+        client.predict(run_id, False, api_name="/delete")
+    client.predict(run_id, True, api_name="/delete")
+    assert run_id not in {r["run"] for r in client.predict(api_name="/list_runs")}
+
+
+def jobs_events(jobs, run_id):
+    from curlora.store import Run
+
+    return Run.open(run_id, jobs.root).events()
+
+
+def form(model: str, steps: int = 1) -> list:
+    """The Train tab's widgets in order (see train_tab.build: methods, targets, CURLoRA, LoRA, training, eval, model)."""
+    return [["curlora", "lora"], "q_proj, v_proj", 4, 1.0, "inverted", 0, 4, None, 0.0, steps, 0.05, 8, 64,
+            "likelihood", 0, 8, "form", model, "auto", "cpu"]
+
+
+def test_errors_arrive_as_the_engines_sentence(app):
+    client, folder, _ = app
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"training\.lrr: unknown key\. Did you mean 'lr'"):
+        client.predict("tasks: [{name: a, train_file: x.csv}]\ntraining: {lrr: 1}", api_name="/start_yaml")
+    with pytest.raises(gradio_client.exceptions.AppError, match="No run 'nope'"):
+        client.predict("nope", api_name="/run_status")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Add at least one task"):
+        client.predict(*form("x"), api_name="/start")
+
+
+def test_the_train_form_runs_the_demo_tasks(app):
+    client, folder, _ = app
+    rows, note, report = client.predict(api_name="/use_demo_tasks")
+    assert [r[1] for r in rows["data"]] == ["testament", "reviews", "answers"] and "OK: usable as a task." in report
+    with pytest.raises(gradio_client.exceptions.AppError, match="'/no/such/model'"):
+        client.predict(*form("/no/such/model"), api_name="/start")
+    make_experiment(folder / "exp")  # the tiny model folder
+    run_id = client.predict(*form(str(folder / "exp" / "model")), api_name="/start")[0]
+    seen = follow(client, run_id, timeout=240)
+    assert seen[-1]["status"] == "completed", seen[-1]
+    assert seen[-1]["metrics"]["tasks"] == ["testament", "reviews", "answers"]

@@ -57,7 +57,9 @@ def summarize(matrix: list[list[float | None]]) -> dict[str, float | None]:
     out["plasticity"] = _mean([a[j + 1][j] for j in range(k)])
     out["bwt"] = _mean([a[k][j] - a[j + 1][j] for j in range(k - 1)])
     out["fwt"] = _mean([a[j][j] - a[0][j] for j in range(1, k) if not _missing(a[j][j]) and not _missing(a[0][j])])
-    out["forgetting"] = _mean([max(a[l][j] for l in range(1, k)) - a[k][j] for j in range(k - 1)])
+    # Stages before a task was trained may have no entry (head scoring): the max runs over those that do.
+    out["forgetting"] = _mean([max(a[l][j] for l in range(1, k) if not _missing(a[l][j])) - a[k][j]
+                               for j in range(k - 1)])
     return out
 
 

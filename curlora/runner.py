@@ -5,13 +5,16 @@
 
 The base model is loaded once. Each method attaches to it in turn and detaches again (full fine-tuning restores
 a snapshot), so a side-by-side run holds about one copy of the base weights. After every stage, for every method:
-accuracy on every task (trained or not: forward transfer) and the perplexity probe; row 0 is the base model.
+accuracy on every task (trained or not: forward transfer), the perplexity probe and the drift probes of
+curlora/probes.py (self-sampled text: self_ppl and KL to base; weight drift); row 0 is the base model. The
+metrics.json fields those add are listed in curlora/probes.py.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import dataclasses
 import resource
 import shutil
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ import peft
 import torch
 from safetensors.torch import load_file, save_file
 
-from curlora import methods
+from curlora import methods, probes
 from curlora.adapter_config import CURLoRAConfig
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings
@@ -128,6 +131,8 @@ class Executor:
         self.run, self.cfg, self.L = run, cfg, loaded
         self.external_stop = should_stop
         self.on_event = on_event
+        self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
+        self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
         self.metrics = run.metrics() or self._fresh_metrics()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -139,7 +144,7 @@ class Executor:
             "probe": {"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
                       "stride": ev.ppl_stride},
             "majority": [majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
-            "base": None, "methods": {},
+            "base": None, "methods": {}, "self_probe": None, "comparison": self.cfg.training.comparison,
         }
 
     def log(self, kind: str, **fields) -> None:
@@ -153,6 +158,7 @@ class Executor:
     def save_metrics(self) -> None:
         for m in self.metrics["methods"].values():
             m["summary"] = summarize(m["matrix"])
+        self.metrics["learnability"] = probes.learnability(self.metrics)
         if MAIN:
             self.run.write_metrics(self.metrics)
 
@@ -175,7 +181,10 @@ class Executor:
                               ev.batch_size, head=heads.get(j))["accuracy"])
         ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride)
         single = single_window_perplexity(model, self.L.probe_ids, ev.ppl_window)
-        return {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": single["ppl"]}
+        row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": single["ppl"]}
+        if self.self_probe:
+            row.update(probes.self_probe_measures(model, *self.self_probe))
+        return row
 
     def probe(self, model, heads, upto: int) -> list[float | None]:
         ev, tr = self.cfg.evaluation, self.cfg.training
@@ -193,6 +202,7 @@ class Executor:
             self.run.set_status("running")
         self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
         try:
+            self.prepare_self_probe()
             if self.metrics["base"] is None:
                 self.log("stage_start", method="base", stage=0)
                 row0 = self.evaluate(self.L.model, {})
@@ -225,7 +235,8 @@ class Executor:
         rec = self.metrics["methods"].setdefault(m.label, {
             "kind": m.kind, "matrix": [self.metrics["base"]["accuracy"]], "ppl": [self.metrics["base"]["ppl"]],
             "ppl_single_window": [self.metrics["base"]["ppl_single_window"]], "train": [], "status": "pending",
-            "trainable": 0,
+            "trainable": 0, "self_ppl": [self.metrics["base"].get("self_ppl")],
+            "kl_to_base": [self.metrics["base"].get("kl_to_base")], "drift": [{"total": 0.0, "per_matrix": {}}],
         })
         done = len(rec["matrix"]) - 1
         if rec["status"] in ("completed", "failed") or done >= n:
@@ -235,6 +246,7 @@ class Executor:
                 rec["matrix"].append(list(self.metrics["base"]["accuracy"]))
                 rec["ppl"].append(self.metrics["base"]["ppl"])
                 rec["ppl_single_window"].append(self.metrics["base"]["ppl_single_window"])
+                self.append_probes(rec, self.metrics["base"], {"total": 0.0, "per_matrix": {}})
             rec["status"] = "completed"
             self.save_metrics()
             return
@@ -270,6 +282,7 @@ class Executor:
         if head_mode:
             for j in range(done):
                 heads[j] = self.load_head(m, j + 1, j)
+        self.snapshot = None
         if m.kind in ("curlora", "lora"):
             if done:
                 model = methods.load_adapter(base, self.run.adapter_dir(m.label, done), is_trainable=True)
@@ -290,6 +303,7 @@ class Executor:
             base.load_state_dict(load_file(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
         for p in base.parameters():
             p.requires_grad_(True)
+        self.snapshot = snapshot
 
         def restore():
             base.load_state_dict(snapshot)
@@ -316,9 +330,11 @@ class Executor:
                 self.log("probe", method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
                 model.train()
 
-        result = train_task(model, self.L.tokenizer, task, tr, lr=m.lr or tr.lr, head=head, on_step=on_step,
-                            should_stop=self.should_stop)
+        target, schedule = self.matched_target(m, i)
+        result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
+                            should_stop=self.should_stop, stop_at_loss=target)
         if head is not None:
+            rec["head_trainable"] = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)
             heads[i] = head
         self.save_stage(m, model, heads, i + 1)
@@ -326,12 +342,46 @@ class Executor:
         rec["matrix"].append(row["accuracy"])
         rec["ppl"].append(row["ppl"])
         rec["ppl_single_window"].append(row["ppl_single_window"])
+        drift = probes.weight_drift(model, self.snapshot)
+        self.append_probes(rec, row, drift)
         rec["train"].append({"task": task.name, "steps": result.steps, "final_loss": result.final_loss,
-                             "seconds": round(result.seconds, 3)})
+                             "seconds": round(result.seconds, 3), "smoothed_loss": result.smoothed_loss,
+                             "lr": m.lr or tr.lr, "target_loss": target, "reached": result.reached})
         rec["peak_memory_bytes"] = _peak_memory()
         self.save_metrics()
         self.log("stage", method=m.label, stage=i + 1, task=task.name, **row, steps=result.steps,
-                 final_loss=result.final_loss, seconds=result.seconds)
+                 final_loss=result.final_loss, seconds=result.seconds, drift=drift["total"])
+
+    # -- drift probes and the matched-loss comparison (curlora/probes.py) ---------------------------------
+    def prepare_self_probe(self) -> None:
+        """Sample the self-probe texts from the base model (or read them back on resume); call before attaching."""
+        ev = self.cfg.evaluation
+        if not ev.self_probe or self.self_probe:
+            return
+        ids, ref, info = probes.load_or_sample(self.run.path, self.L.model, self.L.tokenizer, ev.self_probe_texts,
+                                               ev.self_probe_tokens, ev.self_probe_temperature, ev.self_probe_seed,
+                                               write=MAIN)
+        self.self_probe = (ids, ref)
+        self.metrics["self_probe"] = info
+
+    @staticmethod
+    def append_probes(rec: dict, row: dict, drift: dict) -> None:
+        rec["self_ppl"].append(row.get("self_ppl"))
+        rec["kl_to_base"].append(row.get("kl_to_base"))
+        rec["drift"].append(drift)
+
+    def matched_target(self, m: MethodSettings, i: int):
+        """(loss to stop at or None, training schedule) for method m on task i under the chosen comparison."""
+        tr = self.cfg.training
+        if tr.comparison != "matched_loss" or m.label == tr.matched_loss_reference:
+            return None, tr
+        target = tr.target_loss
+        if target is None:
+            ref = self.metrics["methods"].get(tr.matched_loss_reference, {}).get("train", [])
+            target = ref[i]["smoothed_loss"] if len(ref) > i else None  # None: the reference failed before task i
+        if target is None:
+            return None, tr
+        return target, dataclasses.replace(tr, max_steps=tr.matched_loss_max_steps or tr.max_steps)
 
     def save_stage(self, m: MethodSettings, model, heads: dict, stage: int) -> None:
         if not MAIN:

@@ -42,6 +42,8 @@ def test_head_mode_matrix_has_no_entries_for_untrained_tasks():
     m = summarize([[None, None], [0.8, None], [0.7, 0.9]])
     assert m["stages"] == 2 and m["acc"] == pytest.approx(0.8) and m["fwt"] is None
     assert m["bwt"] == pytest.approx(-0.1)
+    three = summarize([[None] * 3, [0.8, None, None], [0.7, 0.9, None], [0.6, 0.5, 0.9]])
+    assert three["forgetting"] == pytest.approx(((0.8 - 0.6) + (0.9 - 0.5)) / 2)
 
 
 def test_base_only():

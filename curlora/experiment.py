@@ -3,8 +3,8 @@
     model:      which base model, dtype, device
     tasks:      the ordered task sequence (TaskConfig each, see curlora/task_config.py)
     methods:    curlora / lora / base / head-only / full, each with its own settings
-    training:   schedule and optimiser, shared by every method (the paper's equal-learning-rate comparison)
-    evaluation: scoring mode, eval budget, perplexity probe, in-task probes
+    training:   schedule and optimiser, shared by every method; comparison: equal_lr (the paper) or matched_loss
+    evaluation: scoring mode, eval budget, perplexity probe, self-sampled probe (curlora/probes.py), in-task probes
     run:        name (the data directory comes from CURLORA_DATA_DIR, default ./runs)
 
 Unknown keys and wrong types are errors that name the key (`training.lr: expected a number, got 'fast'`).
@@ -28,6 +28,7 @@ METHOD_KINDS = ("curlora", "lora", "base", "head-only", "full")
 SCORING_MODES = ("likelihood", "head", "generate")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("no", "fp16", "bf16")
+COMPARISONS = ("equal_lr", "matched_loss")
 
 
 def _f(default, help_text: str):
@@ -78,6 +79,13 @@ class TrainingSettings:
     adam_eps: float = _f(1e-6, "AdamW epsilon (paper: 1e-6).")
     seed: int = _f(0, "Seed of the example order (the same for every method) and of heads.")
     precision: str = _f("no", "Mixed precision: no | fp16 | bf16.")
+    comparison: str = _f("equal_lr", "equal_lr (same schedule for every method, the paper) | matched_loss (each "
+                                     "method trains on a task until its smoothed loss reaches a target).")
+    target_loss: float | None = _f(None, "matched_loss: the smoothed training loss to reach on every task.")
+    matched_loss_reference: str | None = _f(None, "matched_loss: take each task's target from this method's final "
+                                                  "smoothed loss (a method label; it must run first).")
+    matched_loss_max_steps: int | None = _f(None, "matched_loss: step budget per task for the methods chasing the "
+                                                  "target (default: max_steps / epochs as usual).")
 
 
 @dataclass
@@ -91,6 +99,12 @@ class EvaluationSettings:
     ppl_max_tokens: int | None = _f(8192, "Use the first this-many tokens of the probe text (None: all).")
     probe_every: int = _f(0, "During a task, every N steps score earlier tasks on probe_rows rows (0: off).")
     probe_rows: int = _f(32, "Rows per task for the in-task probe.")
+    self_probe: bool = _f(True, "Sample probe texts from the base model before training; after every task measure "
+                                "each method's perplexity and KL to the base on them (no corpus needed).")
+    self_probe_texts: int = _f(8, "Self-probe: how many texts to sample.")
+    self_probe_tokens: int = _f(64, "Self-probe: tokens per text (after the start token).")
+    self_probe_temperature: float = _f(1.0, "Self-probe: sampling temperature (0: greedy).")
+    self_probe_seed: int = _f(0, "Self-probe: sampling seed.")
 
 
 @dataclass
@@ -151,6 +165,37 @@ class ExperimentConfig:
             raise CurloraError("training.epochs: must be positive (or set training.max_steps).")
         if self.evaluation.ppl_stride > self.evaluation.ppl_window:
             raise CurloraError("evaluation.ppl_stride: must not exceed ppl_window (tokens would be skipped).")
+        self.check_probes_and_comparison()
+
+    def check_probes_and_comparison(self) -> None:
+        ev, tr = self.evaluation, self.training
+        for path, value, low in [("evaluation.self_probe_texts", ev.self_probe_texts, 1),
+                                 ("evaluation.self_probe_tokens", ev.self_probe_tokens, 2),
+                                 ("evaluation.self_probe_temperature", ev.self_probe_temperature, 0),
+                                 ("training.matched_loss_max_steps", tr.matched_loss_max_steps or 1, 1)]:
+            if value < low:
+                raise CurloraError(f"{path}: must be at least {low}, got {value}.")
+        if tr.comparison not in COMPARISONS:
+            raise CurloraError(f"training.comparison: {tr.comparison!r} is not one of {', '.join(COMPARISONS)}.")
+        if tr.comparison != "matched_loss":
+            return
+        ref = tr.matched_loss_reference
+        if (tr.target_loss is None) == (ref is None):
+            raise CurloraError("training.comparison: matched_loss needs exactly one of training.target_loss (a loss "
+                               "value) or training.matched_loss_reference (the label of the method to match).")
+        if ref is None:
+            return
+        labels = [m.label for m in self.methods]
+        if ref not in labels:
+            raise CurloraError(f"training.matched_loss_reference: {ref!r} is not a method of this run "
+                               f"({', '.join(labels)}).")
+        at = labels.index(ref)
+        if self.methods[at].kind == "base":
+            raise CurloraError(f"training.matched_loss_reference: {ref!r} is the untrained base; pick a trained method.")
+        before = [m.label for m in self.methods[:at] if m.kind != "base"]
+        if before:
+            raise CurloraError(f"training.matched_loss_reference: {ref!r} must run first, since the others match its "
+                               f"loss; move it above {', '.join(before)} in methods.")
 
     # -- YAML --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

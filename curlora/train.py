@@ -39,6 +39,8 @@ class TrainResult:
     steps: int
     final_loss: float
     seconds: float
+    smoothed_loss: float = float("nan")  # the 0.9-EMA of the loss at the last step (what stop_at_loss compares)
+    reached: bool | None = None  # with stop_at_loss: whether the smoothed loss got there within the step budget
 
 
 def training_examples(tokenizer, task, max_length: int, head_mode: bool) -> list[tuple[list[int], object]]:
@@ -65,8 +67,11 @@ def new_head(model, n_classes: int, seed: int) -> nn.Linear:
 
 def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: float, head: nn.Module | None = None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-               max_length: int | None = None) -> TrainResult:
-    """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`."""
+               max_length: int | None = None, stop_at_loss: float | None = None) -> TrainResult:
+    """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`.
+
+    With `stop_at_loss`, training ends at the first step whose smoothed loss is at or below it (the
+    matched-loss comparison); the schedule still spans the full step budget, so the methods compared share it."""
     head_mode = head is not None
     examples = training_examples(tokenizer, task, max_length or cfg.max_length, head_mode)
     pid = pad_id(tokenizer)
@@ -97,8 +102,9 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
     pmodel.train()
 
     step, started, smoothed, last = 0, time.time(), None, float("nan")
+    reached = False
     try:
-        while step < total:
+        while step < total and not reached:
             for batch in ploader:
                 with acc.accumulate(pmodel):
                     if head_mode:
@@ -125,9 +131,14 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                              "lr": psched.get_last_lr()[0], "elapsed": time.time() - started})
                 if should_stop and should_stop():
                     raise Cancelled()
+                if stop_at_loss is not None and smoothed <= stop_at_loss:
+                    reached = True
+                    break
                 if step >= total:
                     break
     finally:
         pmodel.eval()
         acc.free_memory()
-    return TrainResult(steps=step, final_loss=last, seconds=time.time() - started)
+    return TrainResult(steps=step, final_loss=last, seconds=time.time() - started,
+                       smoothed_loss=float("nan") if smoothed is None else smoothed,
+                       reached=reached if stop_at_loss is not None else None)

@@ -156,8 +156,11 @@ class Executor:
             self.on_event(event)
 
     def save_metrics(self) -> None:
+        base_ppl = (self.metrics.get("base") or {}).get("ppl")
         for m in self.metrics["methods"].values():
             m["summary"] = summarize(m["matrix"])
+            if base_ppl:
+                m["ppl_relative"] = [p / base_ppl for p in m["ppl"]]  # 1.0 = the base model's perplexity
         self.metrics["learnability"] = probes.learnability(self.metrics)
         if MAIN:
             self.run.write_metrics(self.metrics)

@@ -61,6 +61,7 @@ def test_full_run_fills_the_store(experiment):
         assert len(rec["matrix"]) == 3 and all(len(r) == 2 for r in rec["matrix"])
         assert rec["matrix"][0] == m["base"]["accuracy"]  # row 0 is the base model for every method
         assert len(rec["ppl"]) == 3 and all(p > 1 for p in rec["ppl"])
+        assert rec["ppl_relative"][0] == 1.0 and len(rec["ppl_relative"]) == 3
         assert rec["status"] == "completed" and rec["summary"]["stages"] == 2
     assert m["methods"]["curlora"]["trainable"] == 2 * 2 * 16  # q, v in 2 layers, r²
     assert m["methods"]["base"]["matrix"][2] == m["base"]["accuracy"]

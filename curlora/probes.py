@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from curlora.errors import CurloraError
 from curlora.layer import math_weight
 from curlora.model import CURLoRAModel
 
@@ -73,6 +74,10 @@ def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temper
     draws from a seeded CPU generator in float64: the same seed gives the same texts on any device.
     Temperature 0 is greedy decoding.
     """
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit and tokens + 1 > limit:
+        raise CurloraError(f"evaluation.self_probe_tokens: {tokens} tokens do not fit this model's {limit} positions; "
+                           f"use at most {limit - 1}.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -231,18 +236,19 @@ def learnability(metrics: dict) -> list[dict]:
         after = {label: right_after(r) for label, r in recs.items() if r.get("kind") not in ("base", "head-only")}
         after = {k: v for k, v in after.items() if v is not None}
         learned = [k for k, v in after.items() if _beats(v, majority[j]) and _beats(v, base[j]) and _beats(v, ho)]
-        lines = f"the majority-class share ({majority[j]:.3f})"
+        parts = [f"the majority-class share ({majority[j]:.3f})"]
         if base[j] is not None:
-            lines += f", the base model ({base[j]:.3f})"
+            parts.append(f"the base model ({base[j]:.3f})")
         if ho is not None:
-            lines += f", the head-only control ({ho:.3f})"
+            parts.append(f"the head-only control ({ho:.3f})")
+        lines = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         if not after:
             verdict = f"Task '{name}' has not been trained yet."
         elif learned:
             verdict = f"Task '{name}' was learned by {', '.join(learned)}: above {lines}."
         else:
-            verdict = (f"No method learned task '{name}': right after training it, none scored above {lines}; "
-                       "its accuracies are chance level for this comparison.")
+            verdict = (f"No method learned task '{name}': right after training it, none scored above {lines}, "
+                       "so forgetting on this task says nothing about the methods.")
         out.append({"task": name, "majority": majority[j], "base": base[j], "head_only": ho,
                     "after_training": after, "learned_by": learned, "verdict": verdict})
     return out

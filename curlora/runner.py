@@ -12,9 +12,9 @@ metrics.json fields those add are listed in curlora/probes.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
-import dataclasses
 import resource
 import shutil
 from dataclasses import dataclass

@@ -52,6 +52,8 @@ def test_self_probe_texts_are_reproducible_for_a_seed_and_stored(llama_dir, tmp_
     assert a.shape == (3, 13) and (a[:, 0] == tok.bos_token_id).all()
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len({tuple(row) for row in a.tolist()}) == 3  # sampled, not three copies of one greedy text
+    with pytest.raises(CurloraError, match=r"self_probe_tokens: 400 tokens do not fit .* 256 positions"):
+        probes.sample_self_probe(model, tok, texts=1, tokens=400)
     greedy = probes.sample_self_probe(model, tok, texts=2, tokens=12, temperature=0, seed=1)
     assert torch.equal(greedy[0], greedy[1])
     ids, ref, info = probes.load_or_sample(tmp_path, model, tok, 3, 12, 1.0, 5)

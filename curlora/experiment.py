@@ -191,7 +191,8 @@ class ExperimentConfig:
                                f"({', '.join(labels)}).")
         at = labels.index(ref)
         if self.methods[at].kind == "base":
-            raise CurloraError(f"training.matched_loss_reference: {ref!r} is the untrained base; pick a trained method.")
+            raise CurloraError(f"training.matched_loss_reference: {ref!r} is the untrained base; "
+                               "pick a trained method.")
         before = [m.label for m in self.methods[:at] if m.kind != "base"]
         if before:
             raise CurloraError(f"training.matched_loss_reference: {ref!r} must run first, since the others match its "

@@ -5,9 +5,10 @@ model drifts from what it knew. These probes show both:
 
 - **self-sampled probe text** (`sample_self_probe`): before training, N texts sampled from the base model itself
   (seeded, fixed length, sampled on the CPU generator so every device picks the same tokens). They are stored in
-  the run folder as `self_probe.json` (token ids and the settings) with the base model's next-token
-  log-probabilities beside them in `self_probe_ref.safetensors` (float64): the full distribution when the vocabulary is at
-  most `FULL_VOCAB_MAX`, else its top `TOP_K` entries plus one remainder bucket, so memory stays bounded.
+  the run folder as `self_probe.json` (settings, token ids, decoded texts) with the base model's next-token
+  log-probabilities beside them in `self_probe_ref.safetensors` (float64): the full distribution when the
+  vocabulary is at most `FULL_VOCAB_MAX`, else its top `TOP_K` entries plus one remainder bucket, so memory
+  stays bounded.
 - **self-ppl and KL to base** (`self_probe_measures`): perplexity of a model on those texts, and the mean per-token
   KL(base ‖ model) of next-token distributions. With top-k it is the KL of the (top-k + remainder) coarsening,
   a lower bound on the full KL that is exactly 0 for an unchanged model.
@@ -15,7 +16,8 @@ model drifts from what it knew. These probes show both:
   ΔW = scaling · B A, ‖B A‖²_F = tr((BᵀB)(A Aᵀ)); CURLoRA: ΔW = α C U R, ‖C U R‖²_F = tr((CᵀC) U (R Rᵀ) Uᵀ) —
   r × r products only, never m × n. Full fine-tuning: current weights against the snapshot of the base, over
   every parameter with two or more dimensions. Matrix names are the base model's module names
-  (`model.layers.0.self_attn.q_proj`), the same for LoRA and CURLoRA.
+  (`model.layers.0.self_attn.q_proj`), the same for LoRA and CURLoRA; for `full` they are parameter names
+  (`model.layers.0.self_attn.q_proj.weight`).
 - **learnability** (`learnability`): per task, the majority-class share, the base and head-only scores, each
   method's accuracy right after training the task, and which methods beat all of those lines.
 
@@ -27,10 +29,13 @@ metrics.json fields written by the runner (one list entry per stage, entry 0 = t
     "methods": {label: {...,
         "self_ppl":   [float | null, ...],                       # null when the self probe is off
         "kl_to_base": [float | null, ...],                       # entry 0 is 0.0
-        "drift":      [{"total": float, "per_matrix": {name: float}}, ...],   # entry 0: {"total": 0.0, "per_matrix": {}}
+        "drift":      [{"total": float, "per_matrix": {name: float}}, ...],  # entry 0: total 0.0, per_matrix {}
         "train":      [{..., "smoothed_loss": float, "lr": float, "target_loss": float | null,
-                        "reached": bool | null}, ...]}}          # target_loss/reached: null under equal_lr
-    "comparison": "equal_lr" | "matched_loss"
+                        "reached": bool | null}, ...]}}          # one per trained task (no entry 0); target_loss
+                                                                 # and reached: null under equal_lr and for the
+                                                                 # matched_loss reference method itself
+    "comparison": "equal_lr" | "matched_loss"                   # top level
+    "stage" events also carry self_ppl, kl_to_base and drift (the total)
     "learnability": [{"task": name, "majority": float, "base": float | null, "head_only": float | null,
                       "after_training": {label: float}, "learned_by": [label, ...],
                       "verdict": "a plain sentence"}, ...]        # one entry per task, in task order

@@ -172,17 +172,21 @@ def test_stop_at_loss_stops_at_the_first_step_at_or_below_the_target(llama_dir, 
 def test_matched_loss_config_needs_a_reference_that_runs_first():
     base = {"tasks": [{"name": "a", "train_file": "x.csv"}],
             "methods": [{"kind": "curlora"}, {"kind": "lora"}]}
+
+    def matched(reference):
+        return {"comparison": "matched_loss", "matched_loss_reference": reference}
+
     with pytest.raises(CurloraError, match=r"training\.matched_loss_reference: 'lora' must run first.*curlora"):
-        ExperimentConfig.from_dict({**base, "training": {"comparison": "matched_loss", "matched_loss_reference": "lora"}})
+        ExperimentConfig.from_dict({**base, "training": matched("lora")})
     with pytest.raises(CurloraError, match=r"exactly one of training\.target_loss"):
         ExperimentConfig.from_dict({**base, "training": {"comparison": "matched_loss"}})
     with pytest.raises(CurloraError, match=r"'qlora' is not a method of this run"):
-        ExperimentConfig.from_dict({**base, "training": {"comparison": "matched_loss", "matched_loss_reference": "qlora"}})
+        ExperimentConfig.from_dict({**base, "training": matched("qlora")})
     with pytest.raises(CurloraError, match=r"training\.comparison: 'equal'"):
         ExperimentConfig.from_dict({**base, "training": {"comparison": "equal"}})
     with pytest.raises(CurloraError, match=r"evaluation\.self_probe_tokens: expected a whole number"):
         ExperimentConfig.from_dict({**base, "evaluation": {"self_probe_tokens": "many"}})
-    ok = ExperimentConfig.from_dict({**base, "training": {"comparison": "matched_loss", "matched_loss_reference": "curlora"}})
+    ok = ExperimentConfig.from_dict({**base, "training": matched("curlora")})
     assert ExperimentConfig.from_yaml(ok.to_yaml()).to_dict() == ok.to_dict()
 
 

@@ -52,11 +52,11 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
                 tasks = tasks_tab.build(engine)
             with gr.Tab("3 · Train", id="train"):
                 train = train_tab.build(engine, model)
-            with gr.Tab("Results", id="results"):
+            with gr.Tab("Results", id="results") as results_page:
                 results = results_tab.build(engine)
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_page:
                 chat_ui = chat_tab.build(engine, gpu=zero_gpu())
-            with gr.Tab("Runs", id="runs"):
+            with gr.Tab("Runs", id="runs") as runs_page:
                 runs = runs_tab.build(engine)
 
         light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
@@ -74,6 +74,10 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             ids = run_ids(engine.jobs)
             return gr.update(choices=ids, value=rid), gr.Tabs(selected="results")
 
+        # Opening a tab redraws it from the store: a run may have moved on since it was last shown.
+        results_page.select(results["show"], results["run"], results["outputs"], **light)
+        chat_page.select(chat_ui["pick_run"], chat_ui["run"], chat_ui["pick_outputs"], **light)
+        runs_page.select(lambda: runs["listing"](), None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
 
         def on_load(saved: str, request: gr.Request):

@@ -34,7 +34,8 @@ def method_colours(metrics: dict, events: list[dict] | None = None) -> dict[str,
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
     fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 15}}, height=HEIGHT, template="plotly_white",
-                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.18},
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40},
+                      legend={"orientation": "h", "y": -0.25, "yanchor": "top"},
                       **kw)
     return fig
 
@@ -116,7 +117,8 @@ def accuracy_heatmaps(metrics: dict) -> go.Figure:
         z = [[None if a is None else 100 * a for a in row] for row in matrix] + [[None] * len(tasks)] * (n - len(matrix))
         fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(metrics, n), zmin=0, zmax=100, colorscale="Blues",
                                  text=[[_pct(None if v is None else v / 100) for v in row] for row in z],
-                                 texttemplate="%{text}", showscale=c == 1, colorbar={"title": "%", "x": -0.08},
+                                 texttemplate="%{text}", showscale=c == 1,
+                                 colorbar={"title": "%", "x": 1.0, "len": 0.8, "thickness": 12},
                                  hovertemplate="%{y}<br>task %{x}: %{z:.1f}%<extra>" + label + "</extra>"),
                       row=1, col=c)
     if pair:
@@ -132,7 +134,9 @@ def accuracy_heatmaps(metrics: dict) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     for c in range(2, cols + 1):
         fig.update_yaxes(showticklabels=False, row=1, col=c)
-    return _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {metrics.get('scoring')}")
+    _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {metrics.get('scoring')}")
+    fig.update_layout(margin={"l": 120, "r": 40, "t": 70, "b": 40})
+    return fig
 
 
 def perplexity_figure(metrics: dict) -> go.Figure:
@@ -151,7 +155,7 @@ def perplexity_figure(metrics: dict) -> go.Figure:
         fig.add_trace(go.Scatter(x=labels[: len(rec["ppl"])], y=rec["ppl"], mode="lines+markers", name=label,
                                  line={"color": colours[label], "width": 2.5}))
     return _layout(fig, "Perplexity on held-out general text (lower = less forgetting of the base)",
-                   yaxis_title="perplexity", xaxis_title="stage")
+                   yaxis_title="perplexity")
 
 
 def forgetting_figure(metrics: dict, events: list[dict]) -> go.Figure:
@@ -176,6 +180,7 @@ def forgetting_figure(metrics: dict, events: list[dict]) -> go.Figure:
     for j, (task, share) in enumerate(zip(tasks, metrics.get("majority", []))):
         if share is not None and j < len(tasks) - 1:
             fig.add_hline(y=100 * share, line={"color": "#999", "dash": DASHES[j % len(DASHES)], "width": 1},
-                          annotation_text=f"majority class: {task}", annotation_font={"size": 10, "color": "#777"})
+                          annotation_text=f"majority class: {task}", annotation_font={"size": 10, "color": "#777"},
+                          annotation_position=("top left", "bottom left", "top right", "bottom right")[j % 4])
     return _layout(fig, "Forgetting during training: accuracy on earlier tasks (probe rows)",
                    xaxis_title="step (across tasks)", yaxis_title="accuracy %", yaxis_range=[0, 102])

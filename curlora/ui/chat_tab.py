@@ -75,4 +75,4 @@ def build(engine: Engine, gpu=None) -> dict:
                    concurrency_id="gpu", concurrency_limit=1)
     prompt.submit(gen, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name=False,
                   concurrency_id="gpu", concurrency_limit=1)
-    return {"run": run}
+    return {"run": run, "pick_run": pick_run, "pick_outputs": [stage, note]}

@@ -115,7 +115,7 @@ def build(engine: Engine) -> dict:
     with gr.Accordion("Accuracy matrices as text (also the Markdown export)", open=False):
         text = gr.Textbox(lines=14, show_label=False, elem_id="results-text")
     with gr.Row():
-        files = gr.File(label="Export", scale=2)
+        files = gr.File(label="Export", scale=2, height=90)
         with gr.Column(scale=3):
             with gr.Row():
                 buttons = {what: gr.Button(label, size="sm") for what, label in

@@ -43,7 +43,7 @@ def method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alp
             out.append(MethodSettings(kind=kind, r=int(c_r), alpha=float(c_alpha), sampling=c_sampling,
                                       seed=int(c_seed), target_modules=_targets(targets)))
         elif kind == "lora":
-            out.append(MethodSettings(kind=kind, r=int(l_r), alpha=None if l_alpha in (None, "") else float(l_alpha),
+            out.append(MethodSettings(kind=kind, r=int(l_r), alpha=float(l_alpha) if l_alpha else None,
                                       dropout=float(l_dropout), target_modules=_targets(targets)))
         else:
             out.append(MethodSettings(kind=kind))
@@ -73,7 +73,7 @@ def build(engine: Engine, model: dict) -> dict:
         with gr.Column(scale=1, min_width=200):
             gr.Markdown("**LoRA** (PEFT) — trains A (r × in) and B (out × r)")
             l_r = gr.Number(lora.r, label="rank r", precision=0, minimum=1)
-            l_alpha = gr.Number(lora.alpha, label="lora_alpha (empty: r, scale 1)")
+            l_alpha = gr.Number(lora.alpha or lora.r, label="lora_alpha (paper: = r, scale 1)")
             l_dropout = gr.Number(lora.dropout, label="dropout", minimum=0, maximum=0.9)
         with gr.Column(scale=1, min_width=220):
             gr.Markdown("**Training** (shared)")
@@ -150,9 +150,8 @@ def build(engine: Engine, model: dict) -> dict:
             numbers = trainable_parameters((name or "").strip(), settings)
         except (CurloraError, ValueError, TypeError) as err:
             return f"_Trainable parameters: {err}_"
-        lines = ["| method | trainable parameters |", "|---|---:|"]
-        lines += [f"| {k} | {'per task: hidden × classes' if v is None else f'{v:,}'} |" for k, v in numbers.items()]
-        return "\n".join(lines)
+        shown = [f"**{k}** {'hidden × classes per task' if v is None else f'{v:,}'}" for k, v in numbers.items()]
+        return "Trainable parameters: " + " · ".join(shown)
 
     @with_request(n)
     @friendly

@@ -290,6 +290,7 @@ class Executor:
             if done:
                 model = methods.load_adapter(base, self.run.adapter_dir(m.label, done), is_trainable=True)
             else:
+                torch.manual_seed(m.seed)  # PEFT draws LoRA's A from torch's global generator: same run, same A
                 model = methods.attach(base, adapter_config(m, base))
 
             def cleanup():

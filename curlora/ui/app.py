@@ -74,9 +74,16 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             ids = run_ids(engine.jobs)
             return gr.update(choices=ids, value=rid), gr.Tabs(selected="results")
 
+        def newest(rid: str):
+            """Entering Results or Chat with no run picked selects the newest run."""
+            ids = run_ids(engine.jobs)
+            return gr.update(choices=ids, value=rid if rid in ids else (ids[0] if ids else None))
+
         # Opening a tab redraws it from the store: a run may have moved on since it was last shown.
-        results_page.select(results["show"], results["run"], results["outputs"], **light)
-        chat_page.select(chat_ui["pick_run"], chat_ui["run"], chat_ui["pick_outputs"], **light)
+        results_page.select(newest, results["run"], results["run"], **light).then(
+            results["show"], results["run"], results["outputs"], **light)
+        chat_page.select(newest, chat_ui["run"], chat_ui["run"], **light).then(
+            chat_ui["pick_run"], chat_ui["run"], chat_ui["pick_outputs"], **light)
         runs_page.select(lambda: runs["listing"](), None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
 

@@ -73,7 +73,6 @@ def main() -> int:
             page.screenshot(path=HERE / "results-full.png", full_page=True)
             tab(page, "Chat")
             page.wait_for_timeout(1000)
-            page.screenshot(path=HERE / "chat-debug.png")
             page.locator("#chat-prompt textarea").fill("And the king said")
             page.locator("#chat-send").click()
             page.wait_for_timeout(1000)

@@ -69,6 +69,11 @@ def build(engine: Engine, gpu=None) -> dict:
         base = gr.Textbox(label="Base model", lines=8, elem_id="pane-base")
         lora = gr.Textbox(label="LoRA at stage k", lines=8, elem_id="pane-lora")
         cur = gr.Textbox(label="CURLoRA at stage k", lines=8, elem_id="pane-curlora")
+    def relabel(k):
+        k = int(k or 1)
+        return gr.update(label=f"LoRA after task {k}"), gr.update(label=f"CURLoRA after task {k}")
+
+    stage.change(relabel, stage, [lora, cur], api_name=False, concurrency_limit=None, show_progress="hidden")
     run.change(pick_run, run, [stage, note], api_name=False, concurrency_limit=None)
     # Chat computes on the model: one generation at a time, in the same group as evaluation work.
     send_btn.click(gen, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name="chat",

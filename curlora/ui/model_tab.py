@@ -21,15 +21,14 @@ def describe(choice: str, dtype: str) -> str:
     d = describe_model(choice, dtype=dtype, device="auto")
     preset = load_model_presets().get(choice)
     lines = [f"### {preset.label if preset else choice}",
-             "| | |", "|---|---|",
-             f"| architecture | {d.architecture or 'unknown'} ({d.model_type or '?'}) |",
-             f"| parameters | {d.parameters:,} |" if d.parameters else "| parameters | unknown |",
-             f"| weights in memory ({d.dtype}) | {_gb(d.memory_bytes)} |",
-             f"| adaptable modules | {', '.join(d.target_modules) or '–'} |",
-             f"| source | {d.source}{' — ' + d.path if d.path else ''} |"]
+             f"- **architecture** {d.architecture or 'unknown'} ({d.model_type or '?'})",
+             f"- **parameters** {d.parameters:,}" if d.parameters else "- **parameters** unknown",
+             f"- **weights in memory ({d.dtype})** {_gb(d.memory_bytes)}",
+             f"- **adaptable modules** {', '.join(d.target_modules) or '–'}",
+             f"- **source** {d.source}{' — `' + d.path + '`' if d.path else ''}"]
     if preset:
-        lines.append(f"| suggested | rank {preset.rank}, targets {', '.join(preset.target_modules)} |")
-        lines.append(f"| license | {preset.license} |")
+        lines.append(f"- **suggested** rank {preset.rank}, targets {', '.join(preset.target_modules)}")
+        lines.append(f"- **license** {preset.license}")
         if preset.notes:
             lines.append(f"\n{preset.notes}")
     if d.note:

@@ -82,11 +82,12 @@ def build(engine: Engine) -> dict:
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=1)
         run = gr.Dropdown(run_ids(jobs), label="Selected run", allow_custom_value=True, scale=4, elem_id="runs-run")
-    table = gr.Dataframe(headers=HEADERS, value=rows(jobs), interactive=False, wrap=True, elem_id="runs-table")
+    table = gr.Dataframe(headers=HEADERS, value=rows(jobs), interactive=False, wrap=True, elem_id="runs-table",
+                         label="Runs (click a row to select it)")
     with gr.Row():
         open_btn = gr.Button("Open in Results", variant="primary")
         resume_btn = gr.Button("Resume")
-        rerun_btn = gr.Button("Re-run with the same config")
+        rerun_btn = gr.Button("Re-run (same config)")
         sure = gr.Checkbox(False, label="Yes, delete it")
         delete_btn = gr.Button("Delete", variant="stop")
     hidden = gr.JSON(visible=False)

@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.write_text(markdown(agg, args, time.time() - t0))
     out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
-    figure(agg, out.with_name("forgetting-study.html"))
+    figure(agg, out.with_name(out.stem.replace("-results", "") + ".html"))
     print(out.read_text())
     return 0
 

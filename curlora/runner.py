@@ -22,7 +22,7 @@ from pathlib import Path
 
 import peft
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from curlora import methods, probes
 from curlora.adapter_config import CURLoRAConfig
@@ -304,7 +304,7 @@ class Executor:
         # full fine-tune: keep the base weights on the side and put them back afterwards
         snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
         if done:
-            base.load_state_dict(load_file(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
+            load_model(base, str(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
         for p in base.parameters():
             p.requires_grad_(True)
         self.snapshot = snapshot
@@ -398,8 +398,7 @@ class Executor:
             if m.kind in ("curlora", "lora"):
                 methods.save_adapter(model, tmp)
             elif m.kind == "full":
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                          str(tmp / "model.safetensors"))
+                save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings (shared tensors)
             if heads:
                 state = {}
                 for j, h in heads.items():

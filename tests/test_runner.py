@@ -196,3 +196,32 @@ def test_a_diverging_method_stops_with_advice_and_the_others_finish(experiment):
     assert m["methods"]["curlora"]["status"] == "completed" and len(m["methods"]["curlora"]["matrix"]) == 3
     assert "lora-hot" in run.status()["message"]
     assert any(e["kind"] == "error" and e["method"] == "lora-hot" for e in run.events())
+
+
+def test_full_fine_tune_with_tied_embeddings_saves_resumes_and_restores_the_base(tmp_path):
+    folder = save_tiny_llama_dir(tmp_path / "tied", tied=True)
+    make_tasks(tmp_path)
+    cfg = ExperimentConfig.from_dict({
+        "model": {"name": str(folder)},
+        "tasks": [{"name": "sent", "train_file": str(tmp_path / "sent.csv"), "eval_size": 12},
+                  {"name": "pair", "train_file": str(tmp_path / "pair.csv"), "eval_size": 10}],
+        "methods": [{"kind": "full"}, {"kind": "curlora", "r": 2, "target_modules": ["q_proj"]}],
+        "training": {"max_steps": 2, "batch_size": 4, "lr": 0.01, "max_length": 48},
+        "evaluation": {"probe_text": str(tmp_path / "probe.txt"), "ppl_window": 32, "ppl_stride": 16},
+    })
+    run, loaded = start(cfg, tmp_path / "runs")
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    stops = {"n": 0}
+
+    def stop_after_first_stage(e):
+        if e["kind"] == "stage" and e["method"] == "full":
+            stops["n"] += 1
+
+    assert Executor(run, cfg, loaded, should_stop=lambda: stops["n"] >= 1,
+                    on_event=stop_after_first_stage).execute() == "cancelled"
+    assert (run.adapter_dir("full", 1) / "model.safetensors").is_file()
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())  # base restored
+    resume(run.id, tmp_path / "runs")
+    m = run.metrics()
+    assert m["methods"]["full"]["status"] == "completed" and len(m["methods"]["full"]["matrix"]) == 3
+    assert m["methods"]["full"]["trainable"] == sum(v.numel() for v in loaded.model.parameters())

@@ -45,7 +45,7 @@ WORDS = ("the a good bad film movie book plot was is great awful fine dull and b
          "yes no old new story day night king people went came said").split()
 
 
-def save_tiny_llama_dir(folder, seed: int = 0, hidden: int = 32, layers: int = 2):
+def save_tiny_llama_dir(folder, seed: int = 0, hidden: int = 32, layers: int = 2, tied: bool = False):
     """A randomly initialised tiny Llama with its own small BPE tokenizer, saved as a model folder."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -65,7 +65,7 @@ def save_tiny_llama_dir(folder, seed: int = 0, hidden: int = 32, layers: int = 2
     torch.manual_seed(seed)
     cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=len(fast), max_position_embeddings=256,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=3)
+                      bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=tied)
     LlamaForCausalLM(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder

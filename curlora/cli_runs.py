@@ -42,6 +42,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder")
     p.add_argument("run_id")
     p.add_argument("--out", required=True, help="folder to write (must not exist yet)")
+    p.add_argument("--merged", action="store_true",
+                   help="also write each adapter method's final stage merged into the base: a plain transformers model")
     p.set_defaults(func=cmd_export)
 
 
@@ -195,6 +197,28 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
+    """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
+    from curlora import methods
+    from curlora.experiment import ExperimentConfig
+    from curlora.models import load_model
+
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    written = []
+    for label, rec in m["methods"].items():
+        stage = len(rec["matrix"]) - 1
+        if rec["kind"] not in ("curlora", "lora") or stage < 1:
+            continue
+        base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
+        merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
+        merged.save_pretrained(dest / label)
+        tokenizer.save_pretrained(dest / label)
+        written.append(dest / label)
+    if not written:
+        raise CurloraError(f"Run {run.id} has no finished CURLoRA or LoRA stage to merge.")
+    return written
+
+
 def cmd_export(args) -> int:
     run = Run.open(args.run_id)
     out = Path(args.out)
@@ -212,6 +236,12 @@ def cmd_export(args) -> int:
     shutil.copy(run.path / "config.yaml", tmp / "config.yaml")
     if (run.path / "adapters").is_dir():
         shutil.copytree(run.path / "adapters", tmp / "adapters")
+    if getattr(args, "merged", False):
+        try:
+            export_merged(run, m, tmp / "merged")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     tmp.rename(out)
     print(f"exported {run.id} to {out}")
     return 0

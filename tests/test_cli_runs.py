@@ -81,6 +81,13 @@ def test_export_writes_everything_and_escapes_formulas(workspace):
     assert (dest / "adapters" / "curlora" / "stage-2" / "adapter_model.safetensors").is_file()
     out = cli("export", run_id, "--out", str(dest), env=env)
     assert out.returncode == 2 and "already exists" in out.stderr
+    merged = tmp / "export-merged"
+    out = cli("export", run_id, "--out", str(merged), "--merged", env=env)
+    assert out.returncode == 0, out.stderr
+    for method in ("curlora", "lora"):
+        folder = merged / "merged" / method
+        assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+        assert not (folder / "adapter_config.json").exists()  # a plain model, no adapter left
     from curlora.cli_runs import escape_cell
 
     assert escape_cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")" and escape_cell("-0.5") == "-0.5"

@@ -17,7 +17,7 @@ from curlora.ui import live
 from curlora.ui.common import Engine, friendly, run_ids
 
 SUMMARY_HEADERS = ["method", "status", "ACC %", "BWT", "FWT", "forgetting", "plasticity %", "ppl base → final",
-                   "trainable", "train s", "peak memory"]
+                   "self-ppl base → final", "KL to base", "weight drift", "trainable", "train s", "peak memory"]
 
 
 def _pct(v, signed=False) -> str:
@@ -35,9 +35,15 @@ def summary_rows(metrics: dict) -> list[list]:
         ppl = rec.get("ppl") or []
         seconds = sum(t.get("seconds", 0) for t in rec.get("train", []))
         mem = rec.get("peak_memory_bytes")
+        self_ppl = [x for x in rec.get("self_ppl") or [] if x is not None]
+        kl = [x for x in rec.get("kl_to_base") or [] if x is not None]
+        drift = [d.get("total") for d in rec.get("drift") or [] if d and d.get("total") is not None]
         rows.append([label, rec.get("status"), _pct(s.get("acc")), _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
                      _pct(s.get("forgetting"), True), _pct(s.get("plasticity")),
-                     f"{base_ppl:.2f} → {ppl[-1]:.2f}" if base_ppl and ppl else "–", f"{rec.get('trainable', 0):,}",
+                     f"{base_ppl:.2f} → {ppl[-1]:.2f}" if base_ppl and ppl else "–",
+                     f"{self_ppl[0]:.2f} → {self_ppl[-1]:.2f}" if self_ppl else "–",
+                     f"{kl[-1]:.4f}" if kl else "–", f"{drift[-1]:.4f}" if drift else "–",
+                     f"{rec.get('trainable', 0):,}",
                      f"{seconds:.0f}", f"{mem / 2**20:.0f} MiB" if mem else "–"])
     return rows
 
@@ -49,7 +55,9 @@ def notes(metrics: dict) -> str:
     return (f"**Scoring:** {metrics['scoring']} · **Forgetting:** {metrics['forgetting_definition']} · "
             f"**BWT** negative = forgot, **FWT** = gain on a task before training it (points) · "
             f"**Majority-class accuracy:** {maj} · **Perplexity probe:** {Path(metrics['probe']['source']).name}, "
-            f"{metrics['probe']['tokens']:,} tokens, window {metrics['probe']['window']}")
+            f"{metrics['probe']['tokens']:,} tokens, window {metrics['probe']['window']} · **self-ppl / KL:** on "
+            f"text sampled from the base model itself; **weight drift:** ‖ΔW‖/‖W‖ over adapted matrices"
+            + "".join(f"\n\n- {v['verdict']}" for v in metrics.get("learnability") or [] if v.get("verdict")))
 
 
 def export(root: Path, run_id: str, what: str) -> str:

@@ -5,8 +5,9 @@
   testament  text,label                    a King James verse; old / new (which testament it comes from).
                                            Verses come only from the books the bundled model trained on;
                                            the probe books are never used.
-  answers    sentence1,sentence2,label     a question and a short answer; yes / no (does the answer fit
-                                           the kind of question: where, when, who, why, how many)
+  answers    sentence1,sentence2,label     a question and a short reply; yes / no (does the reply answer
+                                           it?). Half the "no" replies answer another kind of question (a
+                                           time for "where"), half answer nothing ("Ask me tomorrow.").
 
 The three differ in domain (modern English vs. the model's own corpus), input style (one text vs. a pair) and
 label words, so training on one can disturb another. Every row is written by this script from its own word
@@ -83,14 +84,15 @@ ANSWERS = {
               "On the roof.", "At the market.", "In the car.", "Near the school.", "At her office."],
     "when": ["At seven o'clock.", "On Monday morning.", "Last summer.", "After lunch.", "In December.",
              "Yesterday evening.", "At midnight.", "Before breakfast.", "Two weeks ago.", "On her birthday."],
-    "who": ["Her brother.", "The old teacher.", "A neighbour.", "My cousin.", "The manager.", "Two students.",
-            "The doctor.", "His friend Paul.", "Nobody else.", "Their uncle."],
-    "why": ["Because it was raining.", "Because she was tired.", "To save some money.", "Because the shop was closed.",
-            "To surprise his mother.", "Because it was broken.", "For the school party.", "Because he was bored.",
-            "To help a friend.", "Because the boss asked."],
     "how many": ["Three.", "Twelve.", "About forty.", "Only two.", "Five of them.", "A hundred.", "Seven.",
                  "Nine or ten.", "Just one.", "Twenty."],
 }
+
+
+# Replies that answer no question at all: the easy half of the "no" rows.
+NON_ANSWERS = ["Ask me tomorrow.", "I would rather not say.", "Nice weather today.", "The soup is too salty.",
+               "Who knows?", "Let us talk about something else.", "My phone is ringing.", "That is a good question.",
+               "I forgot my glasses.", "The bus is late again."]
 
 
 def question(rng: random.Random, kind: str) -> str:
@@ -99,8 +101,6 @@ def question(rng: random.Random, kind: str) -> str:
         verb, things = rng.choice(COUNTED)
         return f"How many {things} did {name} {verb}?"
     verb, obj = rng.choice(EVENTS)
-    if kind == "who":
-        return f"Who helped {name} {verb} {obj}?"
     return f"{kind.capitalize()} did {name} {verb} {obj}?"
 
 
@@ -109,9 +109,13 @@ def build_answers(rng: random.Random) -> list[dict]:
 
     def row(i: int) -> dict:
         kind, fits = rng.choice(kinds), i % 2 == 0
-        answer_kind = kind if fits else rng.choice([k for k in kinds if k != kind])
-        return {"sentence1": question(rng, kind), "sentence2": rng.choice(ANSWERS[answer_kind]),
-                "label": "yes" if fits else "no"}
+        if fits:
+            reply = rng.choice(ANSWERS[kind])
+        elif i % 4 == 1:
+            reply = rng.choice(ANSWERS[rng.choice([k for k in kinds if k != kind])])
+        else:
+            reply = rng.choice(NON_ANSWERS)
+        return {"sentence1": question(rng, kind), "sentence2": reply, "label": "yes" if fits else "no"}
 
     return unique_rows(rng, row)
 

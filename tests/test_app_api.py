@@ -103,10 +103,10 @@ def jobs_events(jobs, run_id):
     return Run.open(run_id, jobs.root).events()
 
 
-def form(model: str, steps: int = 1) -> list:
+def form(model: str, steps: int = 1, comparison: str = "equal_lr", target=None) -> list:
     """The Train tab's widgets in order (see train_tab.build: methods, targets, CURLoRA, LoRA, training, eval, model)."""
     return [["curlora", "lora"], "q_proj, v_proj", 4, 1.0, "inverted", 0, 4, None, 0.0, steps, 0.05, 8, 64,
-            "likelihood", 0, 8, "form", model, "auto", "cpu"]
+            "likelihood", 0, 8, "form", model, "auto", "cpu", comparison, target]
 
 
 def test_errors_arrive_as_the_engines_sentence(app):
@@ -130,3 +130,13 @@ def test_the_train_form_runs_the_demo_tasks(app):
     seen = follow(client, run_id, timeout=240)
     assert seen[-1]["status"] == "completed", seen[-1]
     assert seen[-1]["metrics"]["tasks"] == ["testament", "reviews", "answers"]
+    # matched_loss from the form: LoRA sets each task's target, so it is moved to train first.
+    matched = client.predict(*form(str(folder / "exp" / "model"), comparison="matched_loss"), api_name="/start")[0]
+    from curlora.experiment import ExperimentConfig
+    from curlora.store import Run
+
+    cfg = ExperimentConfig.from_yaml(Run.open(matched, folder / "runs").config_yaml)
+    assert cfg.training.comparison == "matched_loss" and cfg.training.matched_loss_reference == "lora"
+    assert [m.label for m in cfg.methods] == ["lora", "curlora"]
+    client.predict(matched, api_name="/stop")
+    assert follow(client, matched, timeout=240)[-1]["status"] in ("cancelled", "completed")  # the job thread is done

@@ -88,6 +88,9 @@ def build(engine: Engine, model: dict) -> dict:
                                     precision=0, minimum=0)
             eval_rows = gr.Number(d.evaluation.eval_rows, label="eval rows per task (empty: all)", precision=0)
             run_name = gr.Textbox(d.run.name if d.run.name != "quick-demo" else "studio", label="run name")
+            comparison = gr.Dropdown(["equal_lr", "matched_loss"], value="equal_lr", label="comparison",
+                                     info="matched_loss: each method trains until its smoothed loss reaches the target")
+            target_loss = gr.Number(None, label="target loss (matched_loss; empty: LoRA's final loss per task)")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
@@ -110,10 +113,12 @@ def build(engine: Engine, model: dict) -> dict:
     remembered = gr.BrowserState("", storage_key="curlora-last-run", secret="curlora-studio-last-run")
 
     form = [kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr, batch, max_len,
-            scoring, probe_every, eval_rows, run_name, model["name"], model["dtype"], model["device"]]
+            scoring, probe_every, eval_rows, run_name, model["name"], model["dtype"], model["device"], comparison,
+            target_loss]
 
     def make_config(request, kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr,
-                    batch, max_len, scoring, probe_every, eval_rows, run_name, name, dtype, device) -> ExperimentConfig:
+                    batch, max_len, scoring, probe_every, eval_rows, run_name, name, dtype, device,
+                    comparison="equal_lr", target_loss=None) -> ExperimentConfig:
         tasks = sessions.get(request).tasks
         if not tasks:
             raise CurloraError("Add at least one task on the Tasks tab first (the three demo tasks are one click).")
@@ -125,6 +130,13 @@ def build(engine: Engine, model: dict) -> dict:
         t.max_steps, t.lr, t.batch_size, t.max_length = int(steps), float(lr), int(batch), int(max_len)
         e.scoring, e.probe_every, e.eval_rows = scoring, int(probe_every or 0), int(eval_rows) if eval_rows else None
         cfg.run.name = (run_name or "studio").strip()
+        if comparison == "matched_loss":
+            t.comparison = "matched_loss"
+            if target_loss not in (None, ""):
+                t.target_loss = float(target_loss)
+            else:  # LoRA sets the target, so it trains first
+                t.matched_loss_reference = "lora"
+                cfg.methods.sort(key=lambda m: m.label != "lora")
         cfg.check()
         return ExperimentConfig.from_dict(cfg.to_dict())  # the same validation a YAML file gets
 

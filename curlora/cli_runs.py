@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from curlora.csvfile import escape_formula
 from curlora.errors import CurloraError
 from curlora.store import Run, data_dir, list_runs
 
@@ -155,19 +156,8 @@ def table(run: Run) -> str:
 
 
 def escape_cell(value) -> str:
-    """Spreadsheet-safe: a cell starting with = + - @ (a formula) gets a leading quote."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    """A spreadsheet-safe CSV cell for any value (formula-looking text gets a leading quote, see escape_formula)."""
+    return escape_formula("" if value is None else str(value))
 
 
 def metrics_csv(m: dict) -> str:

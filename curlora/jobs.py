@@ -62,16 +62,12 @@ class JobManager:
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted or cancelled run; it continues from its last finished stage."""
-        run = Run.open(run_id, self.root)
+        from curlora.runner import resumable
+
         with self._cv:
             if self._find(run_id) is not None:
                 raise CurloraError(f"Run {run_id} is already queued or running.")
-            status = run.status()["status"]
-            if status == "completed":
-                raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
-            if status == "running":
-                raise CurloraError(f"Run {run_id} is running in another process; stop it there before resuming.")
-            cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+            run, cfg = resumable(run_id, self.root)
             self._enqueue(Job(run, cfg, None))
         return run_id
 

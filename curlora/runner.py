@@ -425,14 +425,19 @@ def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=
     return run
 
 
-def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
+    """The run and its config as run, if it can be resumed (interrupted, cancelled or failed); else why not."""
     run = Run.open(run_id, root)
-    status = run.status()["status"]
-    if status == "completed":
+    status = run.status()
+    if status["status"] == "completed":
         raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
-    if status == "running":
-        raise CurloraError(f"Run {run_id} is still running (pid {run.status().get('pid')}); stop it before resuming.")
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    if status["status"] == "running":
+        raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
+    return run, ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+
+
+def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    run, cfg = resumable(run_id, root)
     execute(run, cfg, load_everything(cfg), should_stop, on_event)
     return run
 

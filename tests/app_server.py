@@ -1,5 +1,7 @@
 """Launch the app in-process on a free loopback port (shared by the API and browser tests)."""
 
+import contextlib
+import os
 import socket
 
 from curlora.jobs import JobManager
@@ -20,3 +22,19 @@ def serve(root):
     port = free_port()
     launch(demo, server_port=port, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{port}/", jobs
+
+
+@contextlib.contextmanager
+def serving(root):
+    """serve(root) with CURLORA_DATA_DIR pointing at `root` for the duration; yields (url, jobs)."""
+    old = os.environ.get("CURLORA_DATA_DIR")
+    os.environ["CURLORA_DATA_DIR"] = str(root)
+    demo, url, jobs = serve(root)
+    try:
+        yield url, jobs
+    finally:
+        demo.close()
+        if old is None:
+            os.environ.pop("CURLORA_DATA_DIR", None)
+        else:
+            os.environ["CURLORA_DATA_DIR"] = old

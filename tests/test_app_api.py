@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from app_server import serve
+from app_server import serving
 from tiny_experiment import make_experiment
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -13,19 +13,9 @@ gradio_client = pytest.importorskip("gradio_client")
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    import os
-
     folder = tmp_path_factory.mktemp("app")
-    old = os.environ.get("CURLORA_DATA_DIR")
-    os.environ["CURLORA_DATA_DIR"] = str(folder / "runs")
-    demo, url, jobs = serve(folder / "runs")
-    client = gradio_client.Client(url, verbose=False)
-    yield client, folder, jobs
-    demo.close()
-    if old is None:
-        os.environ.pop("CURLORA_DATA_DIR", None)
-    else:
-        os.environ["CURLORA_DATA_DIR"] = old
+    with serving(folder / "runs") as (url, jobs):
+        yield gradio_client.Client(url, verbose=False), folder, jobs
 
 
 def experiment_yaml(folder: Path, steps: int) -> str:

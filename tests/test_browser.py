@@ -1,11 +1,10 @@
 """The app in a real browser (system Chromium through Playwright): pick the model and the demo tasks, start,
 watch the heatmap appear, refresh the page and find the run re-attached, stop it."""
 
-import os
 import re
 
 import pytest
-from app_server import serve
+from app_server import serving
 from browser import launch, missing, set_model, set_number, tab
 from tiny_experiment import make_experiment
 
@@ -16,16 +15,9 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    old = os.environ.get("CURLORA_DATA_DIR")
-    os.environ["CURLORA_DATA_DIR"] = str(folder / "runs")
     make_experiment(folder / "exp")
-    demo, url, jobs = serve(folder / "runs")
-    yield url, folder, jobs
-    demo.close()
-    if old is None:
-        os.environ.pop("CURLORA_DATA_DIR", None)
-    else:
-        os.environ["CURLORA_DATA_DIR"] = old
+    with serving(folder / "runs") as (url, jobs):
+        yield url, folder, jobs
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """The runner end to end on a tiny model: matrices, store, adapters that reload to the logged numbers, cancel/resume."""
 
-import json
-import random
 
 import pytest
 import torch
-from tiny_models import save_tiny_llama_dir, write_task_csv
+from tiny_experiment import write_tasks as make_tasks
+from tiny_models import save_tiny_llama_dir
 
 from curlora import methods
 from curlora.errors import CurloraError
@@ -13,19 +12,6 @@ from curlora.experiment import ExperimentConfig
 from curlora.runner import Executor, load_everything, resume, start
 from curlora.scoring import score
 from curlora.store import Run, list_runs
-
-
-def make_tasks(folder):
-    rnd = random.Random(0)
-    good = ["good", "great", "fine"]
-    bad = ["bad", "awful", "dull"]
-    sent = [(f"the film was {rnd.choice(good if y else bad)} and {rnd.choice(['long', 'short', 'new'])}", y)
-            for y in [0, 1] * 30]
-    write_task_csv(folder / "sent.csv", sent)
-    pair = [(f"the {w} king", f"the {w if y else 'old'} king", "yes" if y else "no")
-            for w, y in zip(["new", "good", "bad", "dull"] * 10, [0, 1] * 20)]
-    write_task_csv(folder / "pair.csv", pair, header=("sentence1", "sentence2", "label"))
-    (folder / "probe.txt").write_text(" ".join(["the king went and the people came said yes"] * 30))
 
 
 @pytest.fixture

@@ -5,12 +5,8 @@ import random
 from tiny_models import save_tiny_llama_dir, write_task_csv
 
 
-def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora", "lora")) -> dict:
-    """Write the model and task files under `folder` and return the experiment as a dict."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model_dir = folder / "model"
-    if not (model_dir / "config.json").is_file():
-        save_tiny_llama_dir(model_dir)
+def write_tasks(folder) -> None:
+    """sent.csv (single text, 0/1), pair.csv (text pair, yes/no) and probe.txt under `folder`."""
     rnd = random.Random(0)
     good, bad = ["good", "great", "fine"], ["bad", "awful", "dull"]
     sent = [(f"the film was {rnd.choice(good if y else bad)} and {rnd.choice(['long', 'short', 'new'])}", y)
@@ -20,6 +16,15 @@ def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora"
             for w, y in zip(["new", "good", "bad", "dull"] * 10, [0, 1] * 20)]
     write_task_csv(folder / "pair.csv", pair, header=("sentence1", "sentence2", "label"))
     (folder / "probe.txt").write_text(" ".join(["the king went and the people came said yes"] * 30))
+
+
+def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora", "lora")) -> dict:
+    """Write the model and task files under `folder` and return the experiment as a dict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir = folder / "model"
+    if not (model_dir / "config.json").is_file():
+        save_tiny_llama_dir(model_dir)
+    write_tasks(folder)
     return {
         "model": {"name": str(model_dir)},
         "tasks": [

@@ -2,6 +2,7 @@
 
     python bench/adapter_speed.py --quick                 # < 1 min; last line is one JSON object
     python bench/adapter_speed.py --out docs/adapter-speed.md
+    python bench/adapter_speed.py --models kjv-llama-5m --out docs/adapter-speed.md   # replaces just those rows
 
 Per model shape and rank, in one process with both adapters on identical copies of one base model:
   train step      fwd + bwd + AdamW step, CURLoRA / LoRA                     (goal <= 1.00)
@@ -10,6 +11,10 @@ Per model shape and rank, in one process with both adapters on identical copies 
   overhead        CURLoRA train step / bare base fwd+bwd to the inputs - 1   (goal <= 5 %)
 and the trainable parameters and adapter file sizes of each. Timings are medians over interleaved repeats
 after warm-up (the two methods alternate, so drift in machine load hits both alike).
+
+Models: a GPT-2-small-shaped and a Llama-style model built from configs (random weights, full widths, few layers),
+and the bundled pretrained `kjv-llama-5m` (assets/models/, adapted on all seven Llama projections as in the quick
+demo). `--models` picks some; with `--out` pointing at an existing report, rows of the models not rerun are kept.
 """
 
 from __future__ import annotations
@@ -37,6 +42,24 @@ from curlora import CURLoRAConfig, methods  # noqa: E402
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
+
+
+BUNDLED = "kjv-llama-5m"
+
+
+def load_bundled():
+    """The bundled pretrained model (5.4M parameters, float32), loaded the way a run loads it."""
+    from curlora.models import load_model
+
+    model, _, _ = load_model(BUNDLED, dtype="float32", device="cpu")
+    return model
+
+
+def models(quick: bool) -> dict:
+    """name -> (config or a function returning a model, targets)."""
+    out = dict(shapes(quick))
+    out[BUNDLED] = (load_bundled, LLAMA_TARGETS)
+    return out
 
 
 def shapes(quick: bool) -> dict:
@@ -111,12 +134,13 @@ def file_size(model) -> int:
 
 def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_config(config).eval()
+    base = (config() if callable(config) else AutoModelForCausalLM.from_config(config)).eval()
+    config = base.config
     for p in base.parameters():
         p.requires_grad_(False)
     ids = torch.randint(0, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
     cur = methods.attach(copy.deepcopy(base), CURLoRAConfig(r=r, target_modules=targets))
-    lora = methods.attach(copy.deepcopy(base), lora_config(r, targets, isinstance(config, GPT2Config)))
+    lora = methods.attach(copy.deepcopy(base), lora_config(r, targets, config.model_type == "gpt2"))
     # Non-zero U and B, so neither method gets a free ride from zeros.
     with torch.no_grad():
         for p in list(cur.parameters()) + list(lora.parameters()):
@@ -138,7 +162,7 @@ def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
                   warmup, repeats)
     cur.unmerge_adapter()
     return {
-        "model": name, "r": r, "tokens": batch * seq,
+        "model": name, "r": r, "tokens": batch * seq, "base_params": sum(p.numel() for p in base.parameters()),
         "train_ms": {k: round(v * 1e3, 2) for k, v in train.items()},
         "eval_ms": {k: round(v * 1e3, 2) for k, v in evals.items()},
         "train_ratio": round(train["curlora"] / train["lora"], 3),
@@ -165,34 +189,59 @@ def machine() -> str:
     return f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads, {clock}"
 
 
-def markdown(results: list[dict], command: str) -> str:
+def previous(path: Path) -> tuple[list[dict], list[dict]]:
+    """(rows, runs) of an existing report, to keep the rows of models not rerun; runs say which command made which."""
+    if not path.is_file():
+        return [], []
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+    except (IndexError, ValueError):
+        return [], []
+    if isinstance(data, dict):
+        return data.get("results", []), data.get("runs", [])
+    # the first format: a bare list of rows under one Command / Machine / Date header
+    head = dict(ln.split(": ", 1) for ln in text.splitlines() if ln.startswith(("Command: ", "Machine: ", "Date: ")))
+    run = {"command": head.get("Command", "").strip(" `"), "machine": head.get("Machine", "").strip(),
+           "date": head.get("Date", "").strip(), "models": sorted({row["model"] for row in data})}
+    return data, [run]
+
+
+def markdown(results: list[dict], runs: list[dict]) -> str:
+    if len(runs) == 1:
+        head = [f"Command: `{runs[0]['command']}`  ", f"Machine: {runs[0]['machine']}  ", f"Date: {runs[0]['date']}"]
+    else:
+        head = ["Commands (each made the rows of the models it names):", ""]
+        head += [f"- `{run['command']}` — {', '.join(run['models'])}; {run['machine']}; {run['date']}" for run in runs]
     lines = [
         "# Adapter speed: CURLoRA vs PEFT LoRA",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Date: {time.strftime('%Y-%m-%d')}",
+        *head,
         "",
         "Ratios < 1 mean CURLoRA is faster. Goals: train ≤ 1.00, eval ≤ 1.05, merged eval = 1.00, overhead ≤ 5 %.",
         "",
-        "| model | r | tokens | train CUR/LoRA | eval CUR/LoRA | merged CUR/base | CUR overhead vs base fwd+bwd "
-        "| LoRA overhead | trainable CUR / LoRA | file bytes CUR / LoRA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | base params | r | tokens | train CUR/LoRA | eval CUR/LoRA | merged CUR/base "
+        "| CUR overhead vs base fwd+bwd | LoRA overhead | trainable CUR / LoRA | file bytes CUR / LoRA |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        params = f"{r['base_params'] / 1e6:.1f}M" if "base_params" in r else ""
         lines.append(
-            f"| {r['model']} | {r['r']} | {r['tokens']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | "
+            f"| {r['model']} | {params} | {r['r']} | {r['tokens']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | "
             f"{r['merged_eval_ratio']:.3f} | {100 * r['overhead_vs_base']:+.1f} % | "
             f"{100 * r['lora_overhead_vs_base']:+.1f} % | {r['trainable']['curlora']:,} / {r['trainable']['lora']:,} "
             f"| {r['file_bytes']['curlora']:,} / {r['file_bytes']['lora']:,} |"
         )
-    lines += ["", "Medians in milliseconds:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    lines += ["", "Medians in milliseconds:", "", "```json", json.dumps({"runs": runs, "results": results}, indent=1),
+              "```", ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 layers, r=8 and 16, fewer repeats: under a minute")
+    ap.add_argument("--models", default=None,
+                    help=f"comma-separated subset of gpt2-small-shape,llama-style,{BUNDLED} (default: all)")
     ap.add_argument("--ranks", default=None, help="comma-separated ranks (default 8,16,32; quick: 8,16)")
     ap.add_argument("--batch", type=int, default=None, help="default 4 (quick: 2)")
     ap.add_argument("--seq", type=int, default=None, help="default 128 (quick: 64)")
@@ -212,7 +261,14 @@ def main(argv=None) -> int:
     batch = args.batch or (2 if args.quick else 4)
     seq = args.seq or (64 if args.quick else 128)
     results = []
-    for name, (config, targets) in shapes(args.quick).items():
+    chosen = models(args.quick)
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in chosen]
+        if unknown:
+            ap.error(f"unknown model(s) {unknown}; pick from {list(chosen)}")
+        chosen = {k: chosen[k] for k in wanted}
+    for name, (config, targets) in chosen.items():
         for r in ranks:
             res = bench_one(name, config, targets, r, batch, seq, warmup, repeats)
             results.append(res)
@@ -222,7 +278,17 @@ def main(argv=None) -> int:
                   f"{res['trainable']['lora']:,}  file {res['file_bytes']['curlora']:,} vs {res['file_bytes']['lora']:,} B",
                   flush=True)
     if args.out:
-        Path(args.out).write_text(markdown(results, "python " + " ".join([sys.argv[0], *sys.argv[1:]])))
+        command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+        kept, runs = previous(Path(args.out)) if args.models else ([], [])
+        kept = [row for row in kept if row["model"] not in chosen]
+        runs = [{**run, "models": [m for m in run["models"] if m not in chosen]} for run in runs]
+        runs = [run for run in runs if run["models"]]
+        runs.append({"command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                     "models": list(chosen)})
+        order = list(models(args.quick))
+        table = sorted(kept + results, key=lambda row: (order.index(row["model"]) if row["model"] in order
+                                                         else len(order), row["r"]))
+        Path(args.out).write_text(markdown(table, runs))
     summary = {
         "train_ratio_max": max(r["train_ratio"] for r in results),
         "eval_ratio_max": max(r["eval_ratio"] for r in results),

@@ -1,8 +1,13 @@
 """CURLoRA Studio: the Gradio app (also the Hugging Face Spaces entry point).
 
 Thin on purpose: offline-safe environment defaults, then the UI from `curlora.ui`, then launch.
+
+    python app.py                          # http://127.0.0.1:7860, this machine only
+    python app.py --host 0.0.0.0 --port 8080
+    CURLORA_AUTH=user:password python app.py --share   # a public link: set a login first
 """
 
+import argparse
 import os
 
 # Defaults only: a user's own settings win. Analytics off; the hub is used only if the user turns it on.
@@ -13,6 +18,23 @@ from curlora.ui.app import build_app, launch  # noqa: E402
 
 __all__ = ["build_app"]
 
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="CURLoRA Studio (the Gradio app).",
+                                epilog="A login for an exposed app: CURLORA_AUTH=user:password in the environment.")
+    p.add_argument("--host", help="address to bind (default: GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 = every "
+                                  "interface, reachable from other machines)")
+    p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (set CURLORA_AUTH)")
+    return p.parse_args(argv)
+
+
 if __name__ == "__main__":
     # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself; launch() only makes loopback the default.
-    launch(build_app())
+    args = parse_args()
+    options = {"share": True} if args.share else {}
+    if args.host:
+        options["server_name"] = args.host
+    if args.port:
+        options["server_port"] = args.port
+    launch(build_app(), **options)

@@ -101,10 +101,40 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
     return demo
 
 
+AUTH_ENV = "CURLORA_AUTH"  # "user:password", split at the first ':' (the password may contain colons)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """Loopback unless GRADIO_SERVER_NAME says otherwise (a Space sets it); port from GRADIO_SERVER_PORT."""
+    """Loopback unless GRADIO_SERVER_NAME (or server_name=) says otherwise (a Space sets it); port from
+    GRADIO_SERVER_PORT. A login from CURLORA_AUTH="user:password" when set (never a password in code); a warning on
+    stderr when the app is reachable beyond this machine (non-loopback address or a share link) without one."""
+    import ipaddress
+    import sys
+
+    from curlora.errors import CurloraError
+
     demo.queue(default_concurrency_limit=4)
     options = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), "max_file_size": MAX_UPLOAD,
                "css": CSS, "theme": gr.themes.Soft(primary_hue="blue"), "show_error": True}
+    secret = os.environ.get(AUTH_ENV, "")
+    if secret:
+        user, sep, password = secret.partition(":")
+        if not (sep and user.strip() and password):
+            raise CurloraError(f"{AUTH_ENV} must be 'user:password' (a user name, a colon, a non-empty password).")
+        options["auth"] = (user.strip(), password)
     options.update(kwargs)
+    host = (options.get("server_name") or "127.0.0.1").strip("[]")
+    try:
+        loopback = host in LOOPBACK or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a host name other than localhost: assume it is reachable
+    share = options.get("share")
+    if share is None:
+        share = os.environ.get("GRADIO_SHARE", "").lower() == "true"
+    if (share or not loopback) and not options.get("auth") and not options.get("auth_dependency"):
+        where = "a public share link" if share else f"{host} (reachable from other machines)"
+        print(f"WARNING: CURLoRA Studio is served on {where} without a login: anyone who can reach it can start "
+              f"runs, read every run and upload files. Set {AUTH_ENV}=user:password to require one.",
+              file=sys.stderr, flush=True)
     return demo.launch(**options)

@@ -7,6 +7,8 @@
     jobs.resume(run_id)            # an interrupted or cancelled run goes back in the queue
 
 Jobs belong to the server process, not to a browser tab, so closing or refreshing the page changes nothing.
+A run's units of work (one method on one task) pass through `jobs.gate` (curlora/device_gate.py), which chat and
+evaluation take too: one piece of device work at a time, and none waits for more than one stage.
 Runs live on disk (the run store), so every visitor sees every run; this object only knows which are queued.
 No gradio here: the app and the tests drive the same object.
 """
@@ -19,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curlora.device_gate import DeviceGate
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.store import Run, data_dir
@@ -36,8 +39,9 @@ class Job:
 class JobManager:
     """A FIFO of runs and the one worker thread that executes them."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, gate: DeviceGate | None = None):
         self._root = root
+        self.gate = gate or DeviceGate()
         self._queue: deque[Job] = deque()
         self._current: Job | None = None
         self._cv = threading.Condition()
@@ -149,7 +153,8 @@ class JobManager:
             loaded = None
             try:
                 loaded, job.loaded = job.loaded or load_everything(job.cfg), None
-                execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set)
+                execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set,
+                        device_call=self.gate.caller(f"a training stage of run {job.run.id}"))
             except Exception as err:  # the runner has already written status 'failed'; keep serving the queue
                 job.error = str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}"
                 if job.run.status()["status"] in ("running", "interrupted"):

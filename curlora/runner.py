@@ -199,21 +199,26 @@ class Executor:
         return out
 
     # -- the run -----------------------------------------------------------------------------------------
-    def execute(self) -> str:
+    # The work comes in units: the base row, then one unit per method per task. A unit reads what it needs from
+    # the run store (the previous stage's adapter, the self-probe texts) and writes what it made back (the stage
+    # folder, metrics.json), so `device_call` may run each unit anywhere: under a lock shared with chat and
+    # evaluation (the app), or in a separate process such as a ZeroGPU worker (`spaces.GPU`), whose changes to
+    # this object are lost. The metrics are read back from the store after every unit in that case.
+    def execute(self, device_call=None) -> str:
         self.run.clear_cancel()
         if MAIN:
             self.run.set_status("running")
         self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
         try:
-            self.prepare_self_probe()
             if self.metrics["base"] is None:
-                self.log("stage_start", method="base", stage=0)
-                row0 = self.evaluate(self.L.model, {})
-                self.metrics["base"] = row0
-                self.save_metrics()
-                self.log("stage", method="base", stage=0, **row0)
+                self._unit(device_call, self.base_unit)
             for m in self.cfg.methods:
-                self.run_method(m)
+                while self.pending(m):
+                    before = self.progress(m)
+                    self._unit(device_call, lambda m=m: self.method_unit(m))
+                    if self.progress(m) == before:
+                        raise CurloraError(f"A training unit of {m.label} finished without saving its stage; "
+                                           "resume the run to try again.")
         except Cancelled:
             self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
             return "cancelled"
@@ -227,13 +232,44 @@ class Executor:
             self.finish("completed", "finished")
         return "completed"
 
+    def _unit(self, device_call, fn) -> None:
+        if device_call is None:
+            fn()
+            return
+        try:
+            device_call(fn)
+        finally:
+            stored = self.run.metrics()
+            if stored:
+                self.metrics = stored  # what the unit wrote, wherever it ran
+
+    def pending(self, m: MethodSettings) -> bool:
+        rec = self.metrics["methods"].get(m.label)
+        return rec is None or (rec["status"] not in ("completed", "failed")
+                               and len(rec["matrix"]) - 1 < len(self.L.tasks))
+
+    def progress(self, m: MethodSettings) -> tuple:
+        rec = self.metrics["methods"].get(m.label) or {}
+        return len(rec.get("matrix") or []), rec.get("status")
+
     def finish(self, status: str, message: str) -> None:
         self.save_metrics()
         self.log("run_end", status=status, message=message)
         if MAIN:
             self.run.set_status(status, message)
 
-    def run_method(self, m: MethodSettings) -> None:
+    def base_unit(self) -> None:
+        """Row 0: the base model on every task and probe (and the self-probe texts sampled from it)."""
+        self.prepare_self_probe()
+        self.log("stage_start", method="base", stage=0)
+        row0 = self.evaluate(self.L.model, {})
+        self.metrics["base"] = row0
+        self.save_metrics()
+        self.log("stage", method="base", stage=0, **row0)
+
+    def method_unit(self, m: MethodSettings) -> None:
+        """The next task of method m: attach its last saved stage, train, save, evaluate, detach."""
+        self.prepare_self_probe()
         n = len(self.L.tasks)
         rec = self.metrics["methods"].setdefault(m.label, {
             "kind": m.kind, "matrix": [self.metrics["base"]["accuracy"]], "ppl": [self.metrics["base"]["ppl"]],
@@ -257,9 +293,9 @@ class Executor:
         rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         rec["status"] = "running"
         try:
-            for i in range(done, n):
-                self.run_stage(m, rec, model, heads, i)
-            rec["status"] = "completed"
+            self.run_stage(m, rec, model, heads, done)
+            if done + 1 == n:
+                rec["status"] = "completed"
         except Diverged as err:
             rec["status"], rec["message"] = "failed", str(err)
             self.log("error", method=m.label, message=str(err))
@@ -342,6 +378,7 @@ class Executor:
             head.requires_grad_(False)
             heads[i] = head
         self.save_stage(m, model, heads, i + 1)
+        self.wait_for_save()
         row = self.evaluate(model, heads)
         rec["matrix"].append(row["accuracy"])
         rec["ppl"].append(row["ppl"])
@@ -414,9 +451,16 @@ class Executor:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # a stage's folder appears whole or not at all
 
+    @staticmethod
+    def wait_for_save() -> None:
+        """Under torchrun the next stage of every rank loads what rank 0 saved: wait until it is there."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
 
-def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None) -> str:
-    return Executor(run, cfg, loaded, should_stop, on_event).execute()
+
+def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
+    """Run or resume `run`. device_call(fn) runs one unit of work (see Executor.execute); None runs it here."""
+    return Executor(run, cfg, loaded, should_stop, on_event).execute(device_call)
 
 
 def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=None, on_event=None) -> Run:

@@ -65,6 +65,30 @@ def test_quick_run_progresses_to_completed_and_its_results_and_exports_agree(app
     assert len({base, lora, curlora}) == 3
     again = client.predict(run_id, 1, "the king", 16, 0, 1, 0, api_name="/chat")
     assert again[0] == base  # the base pane is the base model whatever the stage
+    # Evaluate a finished stage on new data: a task CSV gives an accuracy, a .txt a perplexity; stage 0 is the base.
+    lora_acc = client.predict(run_id, "lora", 2, gradio_client.handle_file(str(folder / "exp" / "sent.csv")),
+                              api_name="/evaluate")
+    assert "**lora** after task 2 on **sent**: accuracy" in lora_acc and "over 60 rows" in lora_acc
+    from curlora.evaluate import evaluate_stage
+
+    direct = evaluate_stage(run_id, "lora", 2, task_file=str(folder / "exp" / "sent.csv"), root=folder / "runs")
+    assert f"**{100 * direct['accuracy']:.1f} %**" in lora_acc  # the engine's number, as `curlora eval` gives it
+    base_ppl = client.predict(run_id, "lora", 0, gradio_client.handle_file(str(folder / "exp" / "probe.txt")),
+                              api_name="/evaluate")
+    assert base_ppl.startswith("the base model on **probe.txt**: perplexity")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Upload a task CSV"):
+        client.predict(run_id, "lora", 1, None, api_name="/evaluate")
+    bad = folder / "bad.csv"
+    bad.write_text("text,label\nonly one class,1\nstill one,1\n")
+    with pytest.raises(gradio_client.exceptions.AppError, match="bad.csv"):
+        client.predict(run_id, "lora", 1, gradio_client.handle_file(str(bad)), api_name="/evaluate")
+    # The merged models: each method's last stage folded in, loadable with transformers alone.
+    import zipfile
+
+    merged = client.predict(run_id, api_name="/export_merged_zip")
+    with zipfile.ZipFile(merged) as z:
+        names = z.namelist()
+    assert f"{run_id}/merged/curlora/model.safetensors" in names and f"{run_id}/merged/lora/config.json" in names
 
 
 def test_stop_cancels_a_running_run_and_delete_asks_for_confirmation(app):
@@ -130,3 +154,24 @@ def test_the_train_form_runs_the_demo_tasks(app):
     assert [m.label for m in cfg.methods] == ["lora", "curlora"]
     client.predict(matched, api_name="/stop")
     assert follow(client, matched, timeout=240)[-1]["status"] in ("cancelled", "completed")  # the job thread is done
+
+
+def test_chat_waits_for_the_device_while_a_training_stage_holds_it(app):
+    """Training units, evaluations and chat replies share one gate: a reply asked for during a stage says what it
+    waits for, then answers once the stage lets go."""
+    client, folder, jobs = app
+    run_id = start(client, experiment_yaml(folder, steps=2))
+    assert follow(client, run_id)[-1]["status"] == "completed"
+    jobs.gate.acquire("a training stage of run x")
+    try:
+        job = client.submit(run_id, 1, "the king", 4, 0, 1, 0, api_name="/chat")
+        end = time.time() + 30
+        while time.time() < end and not any("Waiting for the device" in out[0] for out in job.outputs()):
+            time.sleep(0.1)
+        assert any(out[0].startswith("Waiting for the device: a training stage of run x") for out in job.outputs())
+    finally:
+        jobs.gate.release()
+    answer = job.result(timeout=60)
+    assert answer[0] and "Waiting" not in answer[0]
+    assert jobs.gate.holder is None and jobs.gate.acquire("check", timeout=1)  # the reply gave the gate back
+    jobs.gate.release()

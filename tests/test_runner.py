@@ -211,3 +211,68 @@ def test_full_fine_tune_with_tied_embeddings_saves_resumes_and_restores_the_base
     m = run.metrics()
     assert m["methods"]["full"]["status"] == "completed" and len(m["methods"]["full"]["matrix"]) == 3
     assert m["methods"]["full"]["trainable"] == sum(v.numel() for v in loaded.model.parameters())
+
+
+def _in_a_forked_process(fn) -> None:
+    """Run one unit of work the way a ZeroGPU worker does: in another process, whose memory is thrown away after.
+    Errors come back to the caller; nothing else does."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = ctx.SimpleQueue()
+
+    def target():
+        try:
+            fn()
+            out.put(None)
+        except BaseException as err:  # noqa: BLE001 - handed back to the parent, as spaces.GPU does
+            out.put(err)
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    err = out.get()
+    proc.join()
+    if err is not None:
+        raise err
+
+
+def test_units_run_in_another_process_give_the_same_run(experiment, tmp_path):
+    """device_call may run each unit (base row, one method on one task) in a process of its own: every unit reads
+    its inputs from the store and writes its results there, so the run comes out exactly as when run here."""
+    cfg, root = experiment
+    calls = []
+
+    def device_call(fn):
+        calls.append(fn)
+        _in_a_forked_process(fn)
+
+    here, loaded = start(cfg, root)
+    assert Executor(here, cfg, loaded).execute() == "completed"
+    away, _ = start(cfg, root, loaded)
+    assert Executor(away, cfg, loaded).execute(device_call) == "completed"
+    assert len(calls) == 1 + 2 * 2 + 1  # base row, curlora × 2 tasks, lora × 2 tasks, the base method at once
+    a, b = here.metrics(), away.metrics()
+    assert a["base"] == b["base"]
+    for name in ("curlora", "lora", "base"):
+        assert b["methods"][name]["matrix"] == a["methods"][name]["matrix"]
+        assert b["methods"][name]["ppl"] == pytest.approx(a["methods"][name]["ppl"], rel=1e-6)
+        assert b["methods"][name]["status"] == "completed"
+    assert away.status()["status"] == "completed"
+    for method in ("curlora", "lora"):
+        for stage in (1, 2):
+            assert (away.adapter_dir(method, stage) / "adapter_model.safetensors").is_file()
+    # The parent's copy of the base model was never trained on: nothing of any unit stayed attached.
+    assert not any("lora" in n or "curlora" in n for n, _ in loaded.model.named_modules())
+
+
+def test_a_cancel_inside_an_isolated_unit_reaches_the_run(experiment):
+    cfg, root = experiment
+    run, loaded = start(cfg, root)
+    run.request_cancel()  # seen by the unit in the other process, through the store
+
+    def device_call(fn):
+        run.request_cancel()
+        _in_a_forked_process(fn)
+
+    assert Executor(run, cfg, loaded).execute(device_call) == "cancelled"
+    assert run.status()["status"] == "cancelled"

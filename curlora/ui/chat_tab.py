@@ -8,7 +8,7 @@ import gradio as gr
 from curlora.chat import pane_choices
 from curlora.errors import CurloraError
 from curlora.store import Run
-from curlora.ui.common import Engine, friendly, run_ids
+from curlora.ui.common import Engine, friendly, run_ids, wait_for_device
 
 
 def build(engine: Engine, gpu=None) -> dict:
@@ -34,8 +34,17 @@ def build(engine: Engine, gpu=None) -> dict:
     def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed):
         if not rid:
             raise CurloraError("Pick a run first.")
+        if not (prompt or "").strip():
+            raise CurloraError("Type a prompt first.")
         choices, _ = panes_of(rid)
         stage = int(stage or 1)
+        yield from wait_for_device(jobs.gate, "a chat reply", 3)
+        try:
+            yield from on_device(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed)
+        finally:
+            jobs.gate.release()
+
+    def reply(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed):
         by_kind = {"lora": next((m for m in choices if m.startswith("lora")), "lora"),
                    "curlora": next((m for m in choices if m.startswith("curlora")), "curlora")}
         panes = ["base", f"{by_kind['lora']}@{stage}", f"{by_kind['curlora']}@{stage}"]
@@ -52,7 +61,7 @@ def build(engine: Engine, gpu=None) -> dict:
                 texts[i] = part
                 yield tuple(texts)
 
-    gen = gpu(send) if gpu else send
+    on_device = gpu(reply) if gpu else reply  # ZeroGPU: the GPU is held for the reply, not while waiting
     with gr.Row():
         run = gr.Dropdown(run_ids(jobs), label="Run", allow_custom_value=True, scale=3, elem_id="chat-run")
         stage = gr.Slider(1, 3, value=1, step=1, label="After task k (stage)", scale=2, elem_id="chat-stage")
@@ -76,8 +85,8 @@ def build(engine: Engine, gpu=None) -> dict:
     stage.change(relabel, stage, [lora, cur], api_name=False, concurrency_limit=None, show_progress="hidden")
     run.change(pick_run, run, [stage, note], api_name=False, concurrency_limit=None)
     # Chat computes on the model: one generation at a time, in the same group as evaluation work.
-    send_btn.click(gen, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name="chat",
+    send_btn.click(send, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name="chat",
                    concurrency_id="gpu", concurrency_limit=1)
-    prompt.submit(gen, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name=False,
+    prompt.submit(send, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name=False,
                   concurrency_id="gpu", concurrency_limit=1)
     return {"run": run, "pick_run": pick_run, "pick_outputs": [stage, note]}

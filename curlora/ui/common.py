@@ -104,5 +104,13 @@ def with_request(n_inputs: int):
     return wrap
 
 
+def wait_for_device(gate, what: str, n_outputs: int, poll: float = 0.5):
+    """Take the device gate for `what`, yielding a waiting note (one per output) while a training stage, an
+    evaluation or another reply holds it. The caller releases the gate (try/finally around its work)."""
+    while not gate.acquire(what, timeout=poll):
+        note = f"Waiting for the device: {gate.holder or 'another job'} is using it…"
+        yield (note,) * n_outputs if n_outputs > 1 else note
+
+
 def run_ids(jobs: JobManager) -> list[str]:
     return [r.id for r in list_runs(jobs.root)]

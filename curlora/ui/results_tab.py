@@ -1,5 +1,6 @@
 """Results tab: any run's summary table (ACC, BWT, FWT, forgetting, perplexity, parameters, time, memory), its
-charts, and exports built by the CLI's own functions (cli_runs), so the app and `curlora export` agree."""
+charts, exports built by the CLI's own functions (cli_runs), so the app and `curlora export` agree, and any
+finished stage evaluated on a new CSV or text (curlora/evaluate.py, the engine behind `curlora eval`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from curlora.cli_runs import metrics_csv, table
+from curlora.cli_runs import export_merged, metrics_csv, table
 from curlora.errors import CurloraError
+from curlora.evaluate import evaluate_stage
+from curlora.experiment import ExperimentConfig
 from curlora.store import Run
 from curlora.ui import live
-from curlora.ui.common import Engine, friendly, run_ids
+from curlora.ui.common import Engine, friendly, run_ids, wait_for_device
 
 SUMMARY_HEADERS = ["method", "status", "ACC %", "BWT", "FWT", "forgetting", "plasticity %", "ppl base → final",
                    "self-ppl base → final", "KL to base", "weight drift", "trainable", "train s", "peak memory"]
@@ -61,7 +64,8 @@ def notes(metrics: dict) -> str:
 
 
 def export(root: Path, run_id: str, what: str) -> str:
-    """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip."""
+    """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip | merged.zip
+    (each adapter method's last finished stage folded into a copy of the base model: full model size)."""
     run = Run.open(run_id, root)
     m = run.metrics()
     if not m:
@@ -80,13 +84,67 @@ def export(root: Path, run_id: str, what: str) -> str:
         shutil.copytree(run.path / "adapters", staging / "adapters")
         shutil.copy(run.path / "config.yaml", staging / "config.yaml")
         return shutil.make_archive(str(out / f"{run_id}-adapters"), "zip", out, run_id)
+    elif what == "merged.zip":
+        staging = out / run_id
+        export_merged(run, m, staging / "merged")
+        shutil.copy(run.path / "config.yaml", staging / "config.yaml")
+        return shutil.make_archive(str(out / f"{run_id}-merged"), "zip", out, run_id)
     else:
         raise CurloraError(f"Unknown export {what!r}.")
     return str(out / what)
 
 
+def stage_choices(run: Run) -> tuple[list[str], int]:
+    """(methods that can be evaluated on new data, number of tasks) of a run, from its config."""
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    return [m.label for m in cfg.methods if m.kind in ("curlora", "lora")], len(cfg.tasks)
+
+
+def describe_evaluation(res: dict) -> str:
+    who = "the base model" if res["stage"] == 0 else f"**{res['method']}** after task {res['stage']}"
+    if "accuracy" in res:
+        return (f"{who} on **{res['task']}**: accuracy **{100 * res['accuracy']:.1f} %** over {res['n']:,} rows "
+                f"({res['mode']} scoring; every row of the file is scored).")
+    return (f"{who} on **{Path(res['text']).name}**: perplexity **{res['ppl']:.2f}** over {res['tokens']:,} tokens "
+            f"(strided window; lower is better).")
+
+
 def build(engine: Engine) -> dict:
     jobs = engine.jobs
+
+    @friendly
+    def pick(rid: str):
+        """The evaluation controls for this run: its adapter methods and its stages (0 = the base model)."""
+        if not rid:
+            return gr.update(choices=[], value=None), gr.update()
+        labels, n = stage_choices(Run.open(rid, jobs.root))
+        return (gr.update(choices=labels, value=labels[0] if labels else None),
+                gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
+
+    @friendly
+    def evaluate(rid: str, method: str, stage, upload):
+        """A finished stage (or the base, stage 0) on an uploaded task CSV (accuracy) or .txt (perplexity)."""
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        if not upload:
+            raise CurloraError("Upload a task CSV (for accuracy) or a .txt file (for perplexity) to evaluate on.")
+        stage = int(stage or 0)
+        if stage > 0 and not method:
+            raise CurloraError("This run has no CURLoRA or LoRA method to evaluate; pick stage 0 for the base model.")
+        path = upload if isinstance(upload, str) else upload.name
+        as_text = Path(path).suffix.lower() == ".txt"
+        run = Run.open(rid, jobs.root)
+        cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+        yield from wait_for_device(jobs.gate, "an evaluation", 1)
+        try:
+            yield f"Evaluating {'the base model' if stage == 0 else f'{method} after task {stage}'}…"
+            with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
+                res = evaluate_stage(rid, method or "base", stage, task_file=None if as_text else path,
+                                     text_file=path if as_text else None, root=jobs.root,
+                                     loaded_model=engine.chat.base(cfg))
+        finally:
+            jobs.gate.release()
+        yield describe_evaluation(res)
 
     @friendly
     def show(rid: str):
@@ -107,7 +165,10 @@ def build(engine: Engine) -> dict:
         def handler(rid: str):
             if not rid:
                 raise CurloraError("Pick a run first.")
-            return export(jobs.root, rid, what)
+            if what != "merged.zip":
+                return export(jobs.root, rid, what)
+            with jobs.gate.hold("a merged-model export"):  # loads and merges a full model
+                return export(jobs.root, rid, what)
         return handler
 
     with gr.Row():
@@ -128,9 +189,24 @@ def build(engine: Engine) -> dict:
             with gr.Row():
                 buttons = {what: gr.Button(label, size="sm") for what, label in
                            [("metrics.csv", "Metrics CSV"), ("metrics.json", "Metrics JSON"),
-                            ("results.md", "Markdown table"), ("adapters.zip", "Adapters (zip)")]}
+                            ("results.md", "Markdown table"), ("adapters.zip", "Adapters (zip)"),
+                            ("merged.zip", "Merged models (zip)")]}
+            gr.Markdown("Merged models: each method's last finished stage folded into a copy of the base model "
+                        "(full model size; loads with `AutoModelForCausalLM.from_pretrained`).")
+    with gr.Accordion("Evaluate a stage on new data", open=False, elem_id="results-evaluate"):
+        with gr.Row():
+            ev_method = gr.Dropdown([], label="Method", scale=1, allow_custom_value=True, elem_id="eval-method")
+            ev_stage = gr.Slider(0, 3, value=0, step=1, label="After task k (0 = the base model)", scale=2,
+                                 elem_id="eval-stage")
+            ev_file = gr.File(label="A task CSV (accuracy) or a .txt file (perplexity)", scale=2, height=90,
+                              file_types=[".csv", ".tsv", ".txt"], elem_id="eval-file")
+        ev_button = gr.Button("Evaluate", elem_id="eval-run")
+        ev_result = gr.Markdown(elem_id="eval-result")
     outputs = [header, summary, text, loss_plot, heatmap, ppl_plot, forget_plot]
     run.change(show, run, outputs, api_name="results", concurrency_limit=None)
+    run.change(pick, run, [ev_method, ev_stage], api_name=False, concurrency_limit=None, show_progress="hidden")
+    ev_button.click(evaluate, [run, ev_method, ev_stage, ev_file], ev_result, api_name="evaluate",
+                    concurrency_id="gpu", concurrency_limit=1)
     reload.click(refresh, run, run, api_name=False, concurrency_limit=None).then(
         show, run, outputs, api_name=False, concurrency_limit=None)
     for what, btn in buttons.items():

@@ -1,0 +1,51 @@
+"""One piece of device work at a time: a training unit, an evaluation or a chat reply.
+
+    gate = DeviceGate()
+    jobs = JobManager(device_call=gate.caller("training"))    # each unit of a run (one method, one task) in turn
+    with gate.hold("chat"):                                    # waits for the unit in progress to finish
+        ...
+
+Training is split into units (the base row, then one method on one task; see runner.Executor.execute), and the
+gate is taken per unit, so a chat reply or an evaluation waits for at most one stage, never for a whole run.
+On a ZeroGPU Space `wrap` is `spaces.GPU(duration=…)`: each unit then gets the GPU for its own call, in the
+worker process ZeroGPU runs it in (units read and write everything through the run store, so that is safe).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+
+
+class DeviceGate:
+    def __init__(self, wrap: Callable | None = None):
+        self._lock = threading.Lock()
+        self._wrap = wrap
+        self.holder: str | None = None  # what holds the device now, for a waiting user to read
+
+    def acquire(self, what: str, timeout: float = -1) -> bool:
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self.holder = what
+        return True
+
+    def release(self) -> None:
+        self.holder = None
+        self._lock.release()
+
+    @contextmanager
+    def hold(self, what: str):
+        self.acquire(what)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def caller(self, what: str | Callable[[], str]) -> Callable[[Callable], object]:
+        """device_call for the runner: runs fn under the gate (and under `wrap`, where there is one)."""
+
+        def call(fn):
+            with self.hold(what() if callable(what) else what):
+                return (self._wrap(fn) if self._wrap else fn)()
+        return call

@@ -42,10 +42,14 @@ class DeviceGate:
         finally:
             self.release()
 
+    def on_device(self, fn):
+        """fn() under `wrap` (a ZeroGPU call where there is one), for a caller that already holds the gate."""
+        return (self._wrap(fn) if self._wrap else fn)()
+
     def caller(self, what: str | Callable[[], str]) -> Callable[[Callable], object]:
         """device_call for the runner: runs fn under the gate (and under `wrap`, where there is one)."""
 
         def call(fn):
             with self.hold(what() if callable(what) else what):
-                return (self._wrap(fn) if self._wrap else fn)()
+                return self.on_device(fn)
         return call

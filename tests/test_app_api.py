@@ -117,10 +117,11 @@ def jobs_events(jobs, run_id):
     return Run.open(run_id, jobs.root).events()
 
 
-def form(model: str, steps: int = 1, comparison: str = "equal_lr", target=None) -> list:
-    """The Train tab's widgets in order (see train_tab.build: methods, targets, CURLoRA, LoRA, training, eval, model)."""
+def form(model: str, steps: int = 1, comparison: str = "equal_lr", target=None, curlora_lr=None) -> list:
+    """The Train tab's widgets in order (see train_tab.build: methods, targets, CURLoRA, LoRA, training, eval, model,
+    comparison, CURLoRA's own learning rate)."""
     return [["curlora", "lora"], "q_proj, v_proj", 4, 1.0, "inverted", 0, 4, None, 0.0, steps, 0.05, 8, 64,
-            "likelihood", 0, 8, "form", model, "auto", "cpu", comparison, target]
+            "likelihood", 0, 8, "form", model, "auto", "cpu", comparison, target, curlora_lr]
 
 
 def test_errors_arrive_as_the_engines_sentence(app):
@@ -140,10 +141,12 @@ def test_the_train_form_runs_the_demo_tasks(app):
     with pytest.raises(gradio_client.exceptions.AppError, match="'/no/such/model'"):
         client.predict(*form("/no/such/model"), api_name="/start")
     make_experiment(folder / "exp")  # the tiny model folder
-    run_id = client.predict(*form(str(folder / "exp" / "model")), api_name="/start")[0]
+    run_id = client.predict(*form(str(folder / "exp" / "model"), curlora_lr=0.5), api_name="/start")[0]
     seen = follow(client, run_id, timeout=240)
     assert seen[-1]["status"] == "completed", seen[-1]
     assert seen[-1]["metrics"]["tasks"] == ["testament", "reviews", "answers"]
+    lrs = {k: {t["lr"] for t in rec["train"]} for k, rec in seen[-1]["metrics"]["methods"].items()}
+    assert lrs == {"curlora": {0.5}, "lora": {0.05}}  # CURLoRA's own rate from the form; LoRA the shared one
     # matched_loss from the form: LoRA sets each task's target, so it is moved to train first.
     matched = client.predict(*form(str(folder / "exp" / "model"), comparison="matched_loss"), api_name="/start")[0]
     from curlora.experiment import ExperimentConfig

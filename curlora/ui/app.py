@@ -15,6 +15,7 @@ import os
 import gradio as gr
 
 from curlora.chat import Chat
+from curlora.device_gate import DeviceGate
 from curlora.jobs import JobManager
 from curlora.ui import chat_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
 from curlora.ui.common import Engine, Sessions, run_ids
@@ -30,19 +31,26 @@ INTRO = ("# CURLoRA Studio\nContinual fine-tuning with **CURLoRA** beside **LoRA
          "**Chat**; every run is kept under **Runs**.")
 
 
-def zero_gpu():
-    """`spaces.GPU` on a ZeroGPU Space (used for chat); None anywhere else."""
+def zero_gpu(seconds: int = 120):
+    """`spaces.GPU(duration=seconds)` on a ZeroGPU Space; None anywhere else."""
     if not os.environ.get("SPACES_ZERO_GPU"):
         return None
     try:
         import spaces
     except ImportError:
         return None
-    return spaces.GPU(duration=120)
+    return spaces.GPU(duration=seconds)
+
+
+def default_jobs() -> JobManager:
+    """The server's job queue. On ZeroGPU every unit of a run (one method on one task) is its own GPU call,
+    of at most CURLORA_GPU_SECONDS (default 300) seconds: keep each task's steps within that."""
+    wrap = zero_gpu(int(os.environ.get("CURLORA_GPU_SECONDS", "300")))
+    return JobManager(gate=DeviceGate(wrap=wrap) if wrap else None)
 
 
 def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Blocks:
-    engine = Engine(jobs=jobs or JobManager(), chat=chat or Chat(), sessions=Sessions())
+    engine = Engine(jobs=jobs or default_jobs(), chat=chat or Chat(), sessions=Sessions())
     with gr.Blocks(title="CURLoRA Studio") as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs() as tabs:

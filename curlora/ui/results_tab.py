@@ -139,9 +139,9 @@ def build(engine: Engine) -> dict:
         try:
             yield f"Evaluating {'the base model' if stage == 0 else f'{method} after task {stage}'}…"
             with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
-                res = evaluate_stage(rid, method or "base", stage, task_file=None if as_text else path,
-                                     text_file=path if as_text else None, root=jobs.root,
-                                     loaded_model=engine.chat.base(cfg))
+                res = jobs.gate.on_device(lambda: evaluate_stage(
+                    rid, method or "base", stage, task_file=None if as_text else path,
+                    text_file=path if as_text else None, root=jobs.root, loaded_model=engine.chat.base(cfg)))
         finally:
             jobs.gate.release()
         yield describe_evaluation(res)

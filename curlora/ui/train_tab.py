@@ -34,14 +34,16 @@ def _targets(text: str) -> list[str] | None:
     return names or None
 
 
-def method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout) -> list[MethodSettings]:
+def method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout,
+                    c_lr=None) -> list[MethodSettings]:
     if not kinds:
         raise CurloraError("Pick at least one method (CURLoRA and LoRA side by side is the point).")
     out = []
     for kind in [k for _, k in METHODS if k in kinds]:
         if kind == "curlora":
             out.append(MethodSettings(kind=kind, r=int(c_r), alpha=float(c_alpha), sampling=c_sampling,
-                                      seed=int(c_seed), target_modules=_targets(targets)))
+                                      seed=int(c_seed), target_modules=_targets(targets),
+                                      lr=float(c_lr) if c_lr not in (None, "") else None))
         elif kind == "lora":
             out.append(MethodSettings(kind=kind, r=int(l_r), alpha=float(l_alpha) if l_alpha else None,
                                       dropout=float(l_dropout), target_modules=_targets(targets)))
@@ -56,8 +58,10 @@ def build(engine: Engine, model: dict) -> dict:
     cur = next((m for m in d.methods if m.kind == "curlora"), MethodSettings(kind="curlora"))
     lora = next((m for m in d.methods if m.kind == "lora"), MethodSettings(kind="lora"))
 
-    gr.Markdown("Both methods train on the same tasks, in the same order, with the same data order and learning "
-                "rate. Start runs on the server: close the tab and come back, the run keeps going.")
+    gr.Markdown("Both methods train on the same tasks, in the same order, with the same data order. CURLoRA may "
+                "have its own learning rate (its U starts at zero between frozen low-norm columns and rows, so it "
+                "usually needs a larger one); leave it empty for one shared rate, or compare at matched loss. Runs "
+                "live on the server: close the tab and come back, the run keeps going.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             kinds = gr.CheckboxGroup(METHODS, value=["curlora", "lora"], label="Methods", elem_id="methods")
@@ -70,6 +74,7 @@ def build(engine: Engine, model: dict) -> dict:
             c_sampling = gr.Dropdown(["inverted", "inverted_offset", "uniform", "norm"], value=cur.sampling,
                                      label="column/row sampling")
             c_seed = gr.Number(cur.seed, label="sampling seed", precision=0)
+            c_lr = gr.Number(cur.lr, label="learning rate (empty: the shared one)", elem_id="curlora-lr")
         with gr.Column(scale=1, min_width=200):
             gr.Markdown("**LoRA** (PEFT) — trains A (r × in) and B (out × r)")
             l_r = gr.Number(lora.r, label="rank r", precision=0, minimum=1)
@@ -78,7 +83,7 @@ def build(engine: Engine, model: dict) -> dict:
         with gr.Column(scale=1, min_width=220):
             gr.Markdown("**Training** (shared)")
             steps = gr.Number(d.training.max_steps, label="steps per task", precision=0, minimum=1)
-            lr = gr.Number(d.training.lr, label="learning rate")
+            lr = gr.Number(d.training.lr, label="learning rate (LoRA, and CURLoRA unless set)")
             batch = gr.Number(d.training.batch_size, label="batch size", precision=0, minimum=1)
             max_len = gr.Number(d.training.max_length, label="max tokens per example", precision=0, minimum=8)
         with gr.Column(scale=1, min_width=220):
@@ -114,18 +119,19 @@ def build(engine: Engine, model: dict) -> dict:
 
     form = [kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr, batch, max_len,
             scoring, probe_every, eval_rows, run_name, model["name"], model["dtype"], model["device"], comparison,
-            target_loss]
+            target_loss, c_lr]
 
     def make_config(request, kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr,
                     batch, max_len, scoring, probe_every, eval_rows, run_name, name, dtype, device,
-                    comparison="equal_lr", target_loss=None) -> ExperimentConfig:
+                    comparison="equal_lr", target_loss=None, c_lr=None) -> ExperimentConfig:
         tasks = sessions.get(request).tasks
         if not tasks:
             raise CurloraError("Add at least one task on the Tasks tab first (the three demo tasks are one click).")
         cfg = _defaults()
         cfg.model.name, cfg.model.dtype, cfg.model.device = (name or "").strip(), dtype, device
         cfg.tasks = list(tasks)
-        cfg.methods = method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout)
+        cfg.methods = method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout,
+                                      c_lr)
         t, e = cfg.training, cfg.evaluation
         t.max_steps, t.lr, t.batch_size, t.max_length = int(steps), float(lr), int(batch), int(max_len)
         e.scoring, e.probe_every, e.eval_rows = scoring, int(probe_every or 0), int(eval_rows) if eval_rows else None

@@ -1,7 +1,9 @@
 """The app in a real browser (system Chromium through Playwright): pick the model and the demo tasks, start,
-watch the heatmap appear, refresh the page and find the run re-attached, stop it."""
+watch the heatmap appear, refresh the page and find the run re-attached (and the task list kept), stop it, resume
+it from the Runs tab until it completes, evaluate a stage on new data, and chat with the three panes."""
 
 import re
+import time
 
 import pytest
 from app_server import serving
@@ -44,7 +46,7 @@ def test_start_watch_refresh_reattach_stop(server, page):
     expect(page.locator("#task-list")).to_contain_text("answers")
     tab(page, "3 · Train")
     expect(page.locator("#trainable-counts")).to_contain_text("curlora")
-    set_number(page, "steps per task", 400)
+    set_number(page, "steps per task", 150)
     set_number(page, "batch size", 4)
     page.locator("#start").click()
     run_box = page.locator("#run-id textarea")
@@ -55,6 +57,8 @@ def test_start_watch_refresh_reattach_stop(server, page):
     expect(page.locator("#run-progress")).to_contain_text("running")
 
     page.reload()
+    tab(page, "2 · Tasks")
+    expect(page.locator("#task-list")).to_contain_text("answers")  # this browser's task list survives a refresh
     tab(page, "3 · Train")
     expect(page.locator("#run-id textarea")).to_have_value(run_id)  # re-attached from browser state
     expect(page.locator("#run-progress")).to_contain_text("running")
@@ -64,4 +68,41 @@ def test_start_watch_refresh_reattach_stop(server, page):
     page.locator("#stop").click()
     expect(page.locator("#run-progress")).to_contain_text("cancelled", timeout=60_000)
     assert jobs.status(run_id)["status"] == "cancelled"
+
+    # Resume from the Runs tab: the run continues from its last finished stage and completes.
+    tab(page, "Runs")
+    pick = page.locator("#runs-run input")
+    pick.fill(run_id)
+    pick.press("Enter")
+    page.get_by_role("button", name="Resume", exact=True).click()
+    end = time.time() + 30
+    while jobs.status(run_id)["status"] == "cancelled" and time.time() < end:  # until the click reaches the server
+        time.sleep(0.1)
+    assert jobs.status(run_id)["status"] in ("queued", "running", "completed")
+    assert jobs.wait(run_id, timeout=300) and jobs.status(run_id)["status"] == "completed"
+
+    # Results: evaluate LoRA after task 3 on a new CSV.
+    tab(page, "Results")
+    chosen = page.locator("#results-run input")
+    chosen.fill(run_id)
+    chosen.press("Enter")
+    expect(page.locator("#results-summary")).to_contain_text("completed")
+    page.locator("#results-evaluate").get_by_text("Evaluate a stage on new data").click()
+    page.locator("#eval-file input[type=file]").set_input_files(str(folder / "exp" / "sent.csv"))
+    page.locator("#eval-run").click()
+    expect(page.locator("#eval-result")).to_contain_text("accuracy", timeout=60_000)
+
+    # Chat: one prompt, three panes, the fine-tuned panes answer from their own weights.
+    tab(page, "Chat")
+    chat_run = page.locator("#chat-run input")
+    chat_run.fill(run_id)
+    chat_run.press("Enter")
+    page.locator("#chat-prompt textarea").fill("the king")
+    page.locator("#chat-send").click()
+    panes = [page.locator(f"#pane-{p} textarea") for p in ("base", "lora", "curlora")]
+    for pane in panes:
+        expect(pane).not_to_have_value("", timeout=60_000)
+    page.wait_for_timeout(1500)  # the last pane finishes streaming
+    texts = [pane.input_value() for pane in panes]
+    assert texts[0] != texts[1], texts
     assert page.locator("text=Traceback").count() == 0

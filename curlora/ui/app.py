@@ -95,15 +95,19 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
         runs_page.select(lambda: runs["listing"](), None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
 
-        def on_load(saved: str, request: gr.Request):
+        # This browser's workspace: its task list lives on the server under a random token kept in local storage.
+        workspace = gr.BrowserState("", storage_key="curlora-workspace", secret="curlora-studio-workspace")
+
+        def on_load(saved: str, token: str, request: gr.Request):
+            token = engine.sessions.bind(request, token)
             rid, timer = train["reattach"](saved, request)
             ids = run_ids(engine.jobs)
             return (rid, timer, *tasks["listing"](request), *runs["listing"](),
-                    gr.update(choices=ids), gr.update(choices=ids))
+                    gr.update(choices=ids), gr.update(choices=ids), token)
 
-        demo.load(on_load, train["remembered"],
+        demo.load(on_load, [train["remembered"], workspace],
                   [train["run_id"], train["timer"], tasks["task_list"], tasks["order_note"], runs["table"],
-                   runs["run"], results["run"], chat_ui["run"]], **light)
+                   runs["run"], results["run"], chat_ui["run"], workspace], **light)
         demo.load(model["describe"], [model["name"], model["dtype"]], model["info"], **light)
         demo.load(train["count"], train["count_inputs"], train["counts"], **light)
     return demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,16 +31,40 @@ class SessionState:
 
 
 class Sessions:
-    """Session hash -> SessionState, on the server (models and files never go into gr.State)."""
+    """Per-browser state on the server (models and files never go into gr.State).
+
+    A page load gets a new gradio session; `bind` ties it to the browser's workspace token (a random id kept in
+    the browser's local storage), so a refreshed or reopened page finds its task list again. The token only names
+    server-side state: nothing of it (paths, files) is ever sent to or trusted from the browser."""
 
     def __init__(self, limit: int = 512):
         self._items: OrderedDict[str, SessionState] = OrderedDict()
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # gradio session hash -> workspace token
         self._lock = threading.Lock()
         self._limit = limit
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_hex(16)
+
+    def bind(self, request: gr.Request | None, token: str | None) -> str:
+        """Tie this page's session to `token` (a fresh one if it is missing or malformed); returns the token."""
+        if not (isinstance(token, str) and len(token) == 32 and all(c in "0123456789abcdef" for c in token)):
+            token = self.new_token()
+        key = getattr(request, "session_hash", None)
+        if key:
+            with self._lock:
+                self._aliases[key] = token
+                if key in self._items and token not in self._items:  # work done before the page finished loading
+                    self._items[token] = self._items.pop(key)
+                while len(self._aliases) > 4 * self._limit:
+                    self._aliases.popitem(last=False)
+        return token
 
     def get(self, request: gr.Request | None) -> SessionState:
         key = getattr(request, "session_hash", None) or "default"
         with self._lock:
+            key = self._aliases.get(key, key)
             state = self._items.pop(key, None) or SessionState()
             self._items[key] = state
             while len(self._items) > self._limit:

@@ -55,10 +55,13 @@ def methods(args, scoring: str) -> list[dict]:
     for r in args.ranks:
         out.append({"kind": "curlora", "name": f"curlora-r{r}", "r": r, "sampling": "inverted"})
         out.append({"kind": "lora", "name": f"lora-r{r}", "r": r})
+    r = args.ranks[0]
+    for lr in args.curlora_lr:  # CURLoRA at its own learning rate, beside the shared one
+        out.append({"kind": "curlora", "name": f"curlora-lr{lr:g}-r{r}", "r": r, "sampling": "inverted", "lr": lr})
     if not args.quick:
-        r = args.ranks[0]
-        out.append({"kind": "curlora", "name": f"curlora-offset-r{r}", "r": r, "sampling": "inverted_offset"})
-        out.append({"kind": "curlora", "name": f"curlora-uniform-r{r}", "r": r, "sampling": "uniform"})
+        if not args.no_sampling_controls:
+            out.append({"kind": "curlora", "name": f"curlora-offset-r{r}", "r": r, "sampling": "inverted_offset"})
+            out.append({"kind": "curlora", "name": f"curlora-uniform-r{r}", "r": r, "sampling": "uniform"})
         out.append({"kind": "full", "name": "full"})
     if scoring == "head":
         out.append({"kind": "head-only", "name": "head-only"})  # the control; "base" has no heads to score with
@@ -188,8 +191,8 @@ def figure(agg: dict, path_html: Path) -> None:
             continue
         stages = list(range(len(a["ppl"][0])))
         fig.add_trace(go.Scatter(x=stages, y=[mean_std([p[i] for p in a["ppl"]])[0] for i in stages], name=name,
-                                 line={"color": palette.get(a["kind"]), "dash": "solid" if "offset" not in name and
-                                       "uniform" not in name else "dot"}, legendgroup=name), row=1, col=1)
+                                 line={"color": palette.get(a["kind"]), "dash": "solid" if not any(k in name for k in
+                                       ("offset", "uniform", "-lr")) else "dot"}, legendgroup=name), row=1, col=1)
     for c, s in enumerate(scorings, start=2):
         for name, a in agg[s].items():
             if name.startswith("_"):
@@ -204,6 +207,7 @@ def figure(agg: dict, path_html: Path) -> None:
                 accs.append(mean_std(vals)[0])
             fig.add_trace(go.Scatter(x=list(range(1, len(accs) + 1)), y=accs, name=name, showlegend=False,
                                      line={"color": palette.get(a["kind"])}, legendgroup=name), row=1, col=c)
+    fig.update_yaxes(type="log", title_text="perplexity (log scale)", row=1, col=1)  # full FT: 10⁴, base: 10²
     fig.update_layout(width=1400, height=480, template="plotly_white", title="CURLoRA vs LoRA: forgetting study")
     fig.write_html(path_html, include_plotlyjs="cdn")
     try:  # a PNG beside it, through the same headless Chromium the browser tests use
@@ -236,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-rows", type=int, default=300)
     ap.add_argument("--ppl-tokens", type=int, default=16384)
     ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--curlora-lr", default="", help="comma-separated learning rates for extra CURLoRA runs at r=ranks[0]")
+    ap.add_argument("--no-sampling-controls", action="store_true", help="skip the inverted_offset and uniform runs")
     ap.add_argument("--extra-task", default="reviews", help="bundled demo task appended to the sequence ('' for none)")
     ap.add_argument("--data-dir", default=str(REPO / "runs" / "forgetting-study"))
     ap.add_argument("--out", default=str(REPO / "docs" / "forgetting-study-results.md"))
@@ -246,6 +252,7 @@ def main(argv=None) -> int:
     args.seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     args.ranks = [int(r) for r in (args.ranks or ("8" if args.quick else "8,16")).split(",")]
     args.steps = args.steps or (60 if args.quick else 150)
+    args.curlora_lr = [float(x) for x in args.curlora_lr.split(",") if x.strip()]
 
     import torch
 

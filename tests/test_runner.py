@@ -97,6 +97,28 @@ def test_cancel_then_resume_completes_with_the_same_finished_stages(experiment):
     assert all(len(r["matrix"]) == 3 for r in after["methods"].values())
 
 
+def test_a_run_stored_before_the_drift_probes_existed_resumes(experiment):
+    """metrics.json of older versions had no self_ppl / kl_to_base / drift lists: resume fills them with None."""
+    cfg, root = experiment
+    run, loaded = start(cfg, root)
+    seen = {"stages": 0}
+
+    def on_event(e):
+        seen["stages"] += e["kind"] == "stage"
+
+    Executor(run, cfg, loaded, should_stop=lambda: seen["stages"] >= 2, on_event=on_event).execute()
+    old = run.metrics()
+    for rec in old["methods"].values():
+        for key in ("self_ppl", "kl_to_base", "drift"):
+            rec.pop(key, None)
+    run.write_metrics(old)
+    resume(run.id, root)
+    after = run.metrics()["methods"]["curlora"]
+    assert run.status()["status"] == "completed" and len(after["matrix"]) == 3
+    assert after["self_ppl"][:2] == [None, None] and after["self_ppl"][2] is not None
+    assert len(after["drift"]) == 3 and after["drift"][2]["total"] > 0
+
+
 def test_head_scoring_mode_with_head_only_control(experiment):
     cfg, root = experiment
     d = cfg.to_dict()

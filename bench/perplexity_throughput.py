@@ -2,6 +2,7 @@
 
     python bench/perplexity_throughput.py --threads 1 --clock cpu --quick     # ~20 s; last line JSON
     python bench/perplexity_throughput.py --threads 1 --clock cpu
+    git show REV:curlora/perplexity.py > /tmp/old.py && python bench/perplexity_throughput.py --impl /tmp/old.py
 
 On the bundled model and its held-out probe text (assets/probe/kjv_heldout.txt), with the quick demo's probe
 settings (first 8,192 tokens, window 256, stride 128, batches of 8 windows), timed interleaved, medians after
@@ -16,6 +17,7 @@ Ratios are throughputs (bare time / perplexity time): >= 1 means the probe is as
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -31,7 +33,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from curlora.models import BUNDLED_PROBE, load_model  # noqa: E402
-from curlora.perplexity import perplexity, single_window_perplexity, tokenize_text, windows  # noqa: E402
+from curlora.perplexity import tokenize_text, windows  # noqa: E402
+from curlora import perplexity as impl  # noqa: E402  (--impl swaps in another version, to compare)
 
 GOAL = 0.9
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -54,9 +57,13 @@ def bare_batched(model, ids, spans, batch_size):
         model(input_ids=inp)
 
 
+def perplexity(*args):
+    return impl.perplexity(*args)
+
+
 def runner_probe(model, ids, window, stride, batch_size):
     strided = perplexity(model, ids, window, stride, batch_size)
-    single = strided.get("single_window") or single_window_perplexity(model, ids, window)
+    single = strided.get("single_window") or impl.single_window_perplexity(model, ids, window)
     return strided, single
 
 
@@ -121,7 +128,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
+    ap.add_argument("--impl", default=None, help="time the perplexity functions of this file instead (a version of "
+                                                 "curlora/perplexity.py)")
     args = ap.parse_args(argv)
+    if args.impl:
+        global impl
+        spec = importlib.util.spec_from_file_location("perplexity_impl", args.impl)
+        impl = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(impl)
     if args.threads:
         torch.set_num_threads(args.threads)
     res = measure(args.tokens or (2048 if args.quick else 8192), args.window, args.stride, args.batch_size,

@@ -34,37 +34,64 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
     return out
 
 
+def _logits(model, inp: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last `keep` positions; through transformers' `logits_to_keep` where the model takes it."""
+    width = inp.shape[1]
+    if keep < width and getattr(model, "_ppl_logits_to_keep", True):
+        try:
+            logits = model(input_ids=inp, logits_to_keep=keep).logits
+        except TypeError:  # a model without the argument: compute them all, once told
+            model._ppl_logits_to_keep = False
+        else:
+            return logits[:, -keep:]  # a model that ignored the argument returns all positions
+    return model(input_ids=inp).logits[:, width - keep:]
+
+
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8) -> dict:
-    """{ppl, nll (mean per token), tokens scored, windows} of `model` on token ids (1-D)."""
+    """{ppl, nll (mean per token), tokens scored, windows, single_window} of `model` on token ids (1-D).
+
+    `single_window` is the paper's number ({ppl, nll, tokens, windows: 1}, what `single_window_perplexity` gives):
+    the first window of the strided pass is exactly that window, so it comes at no extra cost.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     spans = windows(int(ids.numel()), window, stride)
-    total_nll, total = 0.0, 0
+    total_nll, total, first = 0.0, 0, None
     try:
         for i in range(0, len(spans), batch_size):
             batch = spans[i:i + batch_size]
             width = max(end - begin for begin, end, _ in batch)
             inp = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
             target = torch.full((len(batch), width), -100, dtype=torch.long)
-            for b, (begin, end, first) in enumerate(batch):
+            for b, (begin, end, first_scored) in enumerate(batch):
                 inp[b, : end - begin] = ids[begin:end]
-                mask[b, : end - begin] = 1
-                target[b, first - begin: end - begin] = ids[first:end]
-            logits = model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits
-            # logits at position t predict token t + 1
-            nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target[:, 1:].to(device).flatten(),
-                                  ignore_index=-100, reduction="sum")
-            total_nll += float(nll)
+                target[b, first_scored - begin: end - begin] = ids[first_scored:end]
+            # Padding sits on the right, after every real token: causal attention never lets a real token see it,
+            # so no attention mask is needed (pad positions are never scored).
+            # Logits only from the first position that predicts a scored token on (about half of a strided window):
+            # the vocabulary projection and the loss are a large part of a small model's forward.
+            lo = min(first_scored - begin for begin, _, first_scored in batch) - 1
+            logits = _logits(model, inp.to(device), width - lo)
+            nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target[:, lo + 1:].to(device).flatten(),
+                                  ignore_index=-100, reduction="none").view(len(batch), width - lo - 1)
+            if first is None:
+                first = (float(nll[0].sum()), int((target[0, 1:] != -100).sum()))
+            total_nll += float(nll.sum())
             total += int((target[:, 1:] != -100).sum())
     finally:
         model.train(was_training)
     mean = total_nll / max(total, 1)
-    return {"ppl": math.exp(mean), "nll": mean, "tokens": total, "windows": len(spans)}
+    out = {"ppl": math.exp(mean), "nll": mean, "tokens": total, "windows": len(spans)}
+    if first is not None:
+        single = first[0] / max(first[1], 1)
+        out["single_window"] = {"ppl": math.exp(single), "nll": single, "tokens": first[1], "windows": 1}
+    return out
 
 
 def single_window_perplexity(model, ids: torch.Tensor, window: int) -> dict:
-    """The paper's variant: one window over the first `window` tokens, no stride."""
-    return perplexity(model, ids[:window], window=window, stride=window, batch_size=1)
+    """The paper's variant: one window over the first `window` tokens, no stride (also `perplexity(...)["single_window"]`)."""
+    out = perplexity(model, ids[:window], window=window, stride=window, batch_size=1)
+    out.pop("single_window", None)
+    return out

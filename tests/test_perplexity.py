@@ -44,3 +44,43 @@ def test_striding_gives_context_and_batch_size_does_not_matter():
     assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
     single = single_window_perplexity(model, ids, 32)
     assert single["tokens"] == 31 and single["windows"] == 1
+
+
+def test_a_short_last_window_batched_with_full_ones_scores_as_it_does_alone():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 97, (70,), generator=torch.Generator().manual_seed(2))
+    assert windows(70, 32, 16)[-1][1] - windows(70, 32, 16)[-1][0] < 32  # the last window is shorter: padding
+    alone = perplexity(model, ids, window=32, stride=16, batch_size=1)
+    batched = perplexity(model, ids, window=32, stride=16, batch_size=4)
+    assert alone["tokens"] == batched["tokens"] == 69
+    assert batched["ppl"] == pytest.approx(alone["ppl"], rel=1e-5)
+
+
+def test_the_strided_pass_gives_the_single_window_number_too():
+    model = tiny_model("gpt2")
+    ids = torch.randint(0, 97, (80,), generator=torch.Generator().manual_seed(3))
+    got = perplexity(model, ids, window=32, stride=8, batch_size=4)["single_window"]
+    single = single_window_perplexity(model, ids, 32)
+    assert got["tokens"] == single["tokens"] == 31 and got["windows"] == 1
+    assert got["ppl"] == pytest.approx(single["ppl"], rel=1e-5)
+    assert "single_window" not in single
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes only input_ids (no logits_to_keep), as some remote-code models do."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids):
+        return self.inner(input_ids=input_ids)
+
+
+def test_models_without_logits_to_keep_give_the_same_number():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 97, (90,), generator=torch.Generator().manual_seed(4))
+    want = perplexity(model, ids, window=32, stride=16, batch_size=3)
+    got = perplexity(_NoLogitsToKeep(model), ids, window=32, stride=16, batch_size=3)
+    assert got["tokens"] == want["tokens"] == 89
+    assert got["ppl"] == pytest.approx(want["ppl"], rel=1e-5)

@@ -57,7 +57,7 @@ def methods(args, scoring: str) -> list[dict]:
         out.append({"kind": "lora", "name": f"lora-r{r}", "r": r})
     r = args.ranks[0]
     for lr in args.curlora_lr:  # CURLoRA at its own learning rate, beside the shared one
-        out.append({"kind": "curlora", "name": f"curlora-lr{lr:g}-r{r}", "r": r, "sampling": "inverted", "lr": lr})
+        out.append({"kind": "curlora", "name": f"curlora-lr{lr:g}-r{r}".replace(".", "p"), "r": r, "sampling": "inverted", "lr": lr})
     if not args.quick:
         if not args.no_sampling_controls:
             out.append({"kind": "curlora", "name": f"curlora-offset-r{r}", "r": r, "sampling": "inverted_offset"})

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
+from curlora.store import METHOD_NAME
 from curlora.task_config import TaskConfig
 
 METHOD_KINDS = ("curlora", "lora", "base", "head-only", "full")
@@ -146,6 +147,9 @@ class ExperimentConfig:
             one_of(f"methods[{i}].sampling", m.sampling, ("inverted", "inverted_offset", "uniform", "norm"))
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
+            if not METHOD_NAME.match(m.label):
+                raise CurloraError(f"methods[{i}].name: {m.label!r} names the method's adapter folder: use letters, "
+                                   "digits, '_' and '-' only, starting with a letter or digit.")
             labels.append(m.label)
         if len(set(labels)) != len(labels):
             raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")

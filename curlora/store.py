@@ -26,6 +26,7 @@ from curlora.errors import CurloraError
 
 DATA_DIR_ENV = "CURLORA_DATA_DIR"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
 
 
@@ -107,7 +108,7 @@ class Run:
         return (self.path / "config.yaml").read_text(encoding="utf-8")
 
     def adapter_dir(self, method: str, stage: int) -> Path:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", method):
+        if not METHOD_NAME.match(method):
             raise CurloraError(f"{method!r} is not a valid method name.")
         return self.path / "adapters" / method / f"stage-{int(stage)}"
 

@@ -43,6 +43,9 @@ def test_random_yaml_text_only_raises_curlora_error(text):
     ({"methods": [{"kind": "curlora", "name": "x"}, {"kind": "lora", "name": "x"}]}, "unique"),
     ({"tasks": [{"name": "a", "train_file": "x.csv"}, {"name": "a", "train_file": "y.csv"}]}, "unique"),
     ({"evaluation": {"ppl_window": 16, "ppl_stride": 32}}, "must not exceed"),
+    ({"methods": [{"kind": "curlora", "name": "lr0.02"}]}, r"methods\[0\]\.name: 'lr0\.02' names the method's adapter"),
+    ({"methods": [{"kind": "lora", "name": "../../x"}]}, r"methods\[0\]\.name"),
+    ({"methods": [{"kind": "lora", "name": "a/b"}]}, r"methods\[0\]\.name"),
 ])
 def test_named_bad_values(bad, match):
     data = {"tasks": [{"name": "t", "train_file": "x.csv"}], **bad}

@@ -148,7 +148,7 @@ def test_kill_9_of_the_app_while_training_then_the_restarted_app_resumes(world, 
     root = tmp_path / "runs"
     app = AppProcess(root, tmp_path / "app1.log")
     try:
-        run_id = app.client.predict(experiment(world, steps=400), api_name="/start_yaml")[0]
+        run_id = app.client.predict(experiment(world, steps=150), api_name="/start_yaml")[0]
         run = Run.open(run_id, root)
         wait_for(lambda: any(e["kind"] == "step" and e["stage"] == 2 and e["step"] >= 3 for e in run.events()), 240,
                  "the run never reached curlora's second task")

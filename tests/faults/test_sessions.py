@@ -157,6 +157,7 @@ def test_concurrent_sessions_queue_in_order_stay_apart_and_stay_responsive(serve
                 out["latency"].append(dt)
         return out
 
+    done = []
     try:
         done = in_threads(n, session)
         queue = jobs.queued()
@@ -172,7 +173,7 @@ def test_concurrent_sessions_queue_in_order_stay_apart_and_stay_responsive(serve
         owner.predict(blocker, api_name="/stop")
         for rid in [blocker, *jobs.queued()]:
             assert jobs.wait(rid, 240), f"{rid} never finished"
-        chat_jobs = [d["chat"] for d in (done if "done" in dir() else []) if "chat" in d]
+        chat_jobs = [d["chat"] for d in done if "chat" in d]
         answers = [job.result(timeout=240) for _, job in chat_jobs]  # nothing left running in the server
 
     assert jobs.status(blocker)["status"] == "cancelled"
@@ -192,8 +193,9 @@ def test_concurrent_sessions_queue_in_order_stay_apart_and_stay_responsive(serve
     for (stamp, job), reply in zip(chat_jobs, answers):
         assert len(reply) == 3 and not any(a.startswith("Waiting for the device") for a in reply)
         waits.append((stamp["done"] - freed, sum(freed < t < stamp["done"] for t in units)))
-    # The first reply waited on the device and said so; later ones wait in gradio's one-at-a-time chat queue first.
-    assert any(str(o[0]).startswith("Waiting for the device") for o in chat_jobs[0][1].outputs())
+    # The reply that ran first waited on the device and said so; the other one waited in gradio's one-at-a-time
+    # chat group first, and may find the device free.
+    assert any(str(o[0]).startswith("Waiting for the device") for _, job in chat_jobs for o in job.outputs())
     busy = [x for d in done for x in d["latency"]]
     assert max(busy) < 30  # a sanity bound only; the numbers go to docs/reliability.md
     print(f"\n[{n} sessions] light event idle: {stats(idle)}; while a run trains: {stats(busy)}; chat replies "

@@ -149,6 +149,8 @@ def test_kill_9_of_the_app_while_training_then_the_restarted_app_resumes(world, 
     app = AppProcess(root, tmp_path / "app1.log")
     try:
         run_id = app.client.predict(experiment(world, steps=150), api_name="/start_yaml")[0]
+        waiting = app.client.predict(experiment(world, steps=3), api_name="/start_yaml")[0]  # queued behind it
+        assert app.client.predict(waiting, api_name="/run_status")["status"] == "queued"
         run = Run.open(run_id, root)
         wait_for(lambda: any(e["kind"] == "step" and e["stage"] == 2 and e["step"] >= 3 for e in run.events()), 240,
                  "the run never reached curlora's second task")
@@ -156,18 +158,24 @@ def test_kill_9_of_the_app_while_training_then_the_restarted_app_resumes(world, 
         app.kill()
     before = check_interrupted(run, finished=1)
     assert not run.adapter_dir("curlora", 2).exists()
+    # The queue lived in the killed process: the run that waited is interrupted too, with nothing done yet.
+    queued = Run.open(waiting, root)
+    assert queued.status()["status"] == "interrupted" and not queued.metrics() and not queued.events()
 
     shorten(run)
     again = AppProcess(root, tmp_path / "app2.log")
     try:
         listed = {r["run"]: r["status"] for r in again.client.predict(api_name="/list_runs")}
-        assert listed[run_id] == "interrupted"
+        assert listed[run_id] == listed[waiting] == "interrupted"
         again.client.predict(run_id, api_name="/resume")
-        wait_for(lambda: again.client.predict(run_id, api_name="/run_status")["status"] in
-                 ("completed", "failed", "cancelled"), 240, "the resumed run never finished")
+        again.client.predict(waiting, api_name="/resume")
+        wait_for(lambda: all(again.client.predict(r, api_name="/run_status")["status"] in
+                             ("completed", "failed", "cancelled") for r in (run_id, waiting)), 240,
+                 "the resumed runs never finished")
     finally:
         again.terminate()
     check_resumed(run, before)
+    assert queued.status()["status"] == "completed" and len(queued.metrics()["methods"]["lora"]["matrix"]) == 3
 
 
 def test_kill_9_of_the_app_during_an_evaluation(world, tmp_path):

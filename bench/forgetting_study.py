@@ -177,6 +177,14 @@ def markdown(agg: dict, args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dash(name: str) -> str:
+    """One colour per method kind; the line style tells the variants apart (rank, sampling rule, own lr)."""
+    for key, style in (("offset", "dashdot"), ("uniform", "dot"), ("-lr", "longdash"), ("r16", "dash")):
+        if key in name:
+            return style
+    return "solid"
+
+
 def figure(agg: dict, path_html: Path) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -191,8 +199,8 @@ def figure(agg: dict, path_html: Path) -> None:
             continue
         stages = list(range(len(a["ppl"][0])))
         fig.add_trace(go.Scatter(x=stages, y=[mean_std([p[i] for p in a["ppl"]])[0] for i in stages], name=name,
-                                 line={"color": palette.get(a["kind"]), "dash": "solid" if not any(k in name for k in
-                                       ("offset", "uniform", "-lr")) else "dot"}, legendgroup=name), row=1, col=1)
+                                 line={"color": palette.get(a["kind"]), "dash": dash(name)}, legendgroup=name),
+                      row=1, col=1)
     for c, s in enumerate(scorings, start=2):
         for name, a in agg[s].items():
             if name.startswith("_"):
@@ -206,8 +214,10 @@ def figure(agg: dict, path_html: Path) -> None:
                         vals.append(statistics.fmean(row))
                 accs.append(mean_std(vals)[0])
             fig.add_trace(go.Scatter(x=list(range(1, len(accs) + 1)), y=accs, name=name, showlegend=False,
-                                     line={"color": palette.get(a["kind"])}, legendgroup=name), row=1, col=c)
+                                     line={"color": palette.get(a["kind"]), "dash": dash(name)}, legendgroup=name),
+                          row=1, col=c)
     fig.update_yaxes(type="log", title_text="perplexity (log scale)", row=1, col=1)  # full FT: 10⁴, base: 10²
+    fig.update_xaxes(dtick=1, title_text="after task")
     fig.update_layout(width=1400, height=480, template="plotly_white", title="CURLoRA vs LoRA: forgetting study")
     fig.write_html(path_html, include_plotlyjs="cdn")
     try:  # a PNG beside it, through the same headless Chromium the browser tests use
@@ -245,7 +255,13 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-task", default="reviews", help="bundled demo task appended to the sequence ('' for none)")
     ap.add_argument("--data-dir", default=str(REPO / "runs" / "forgetting-study"))
     ap.add_argument("--out", default=str(REPO / "docs" / "forgetting-study-results.md"))
+    ap.add_argument("--replot", action="store_true", help="redraw the figure from the --out JSON, run nothing")
     args = ap.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        results = json.loads(out.with_suffix(".json").read_text())
+        figure(aggregate(results), out.with_name(out.stem.replace("-results", "") + ".html"))
+        return 0
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: the study needs the shared evaluation data beside the repo", file=sys.stderr)
         return 2

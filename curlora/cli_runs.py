@@ -209,6 +209,20 @@ def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
     return written
 
 
+def copy_finished_adapters(run: Run, m: dict, dest: Path) -> int:
+    """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
+    half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
+    Returns how many stage folders were copied."""
+    n = 0
+    for label, rec in (m.get("methods") or {}).items():
+        for stage in range(1, len(rec.get("matrix") or [])):
+            src = run.adapter_dir(label, stage)
+            if src.is_dir():
+                shutil.copytree(src, dest / label / src.name)
+                n += 1
+    return n
+
+
 def cmd_export(args) -> int:
     run = Run.open(args.run_id)
     out = Path(args.out)
@@ -224,8 +238,7 @@ def cmd_export(args) -> int:
     (tmp / "metrics.csv").write_text(metrics_csv(m))
     (tmp / "results.md").write_text(table(run) + "\n")
     shutil.copy(run.path / "config.yaml", tmp / "config.yaml")
-    if (run.path / "adapters").is_dir():
-        shutil.copytree(run.path / "adapters", tmp / "adapters")
+    copy_finished_adapters(run, m, tmp / "adapters")
     if getattr(args, "merged", False):
         try:
             export_merged(run, m, tmp / "merged")

@@ -81,6 +81,20 @@ def test_export_writes_everything_and_escapes_formulas(workspace):
     assert (dest / "adapters" / "curlora" / "stage-2" / "adapter_model.safetensors").is_file()
     out = cli("export", run_id, "--out", str(dest), env=env)
     assert out.returncode == 2 and "already exists" in out.stderr
+    # Leftovers of a killed save (stage-k.partial) or a stage saved but never evaluated stay out of an export.
+    from curlora.store import Run
+
+    run = Run.open(run_id, tmp / "runs")
+    (run.path / "adapters" / "curlora" / "stage-3.partial").mkdir()
+    (run.path / "adapters" / "lora" / "stage-3").mkdir()
+    clean = tmp / "export-clean"
+    assert cli("export", run_id, "--out", str(clean), env=env).returncode == 0
+    assert sorted(p.name for p in (clean / "adapters" / "curlora").iterdir()) == ["stage-1", "stage-2"]
+    assert sorted(p.name for p in (clean / "adapters" / "lora").iterdir()) == ["stage-1", "stage-2"]
+    (run.path / "adapters" / "curlora" / "stage-3.partial").rmdir()
+    (run.path / "adapters" / "lora" / "stage-3").rmdir()
+    out = cli("export", run_id, "--out", str(dest), env=env)
+    assert out.returncode == 2 and "already exists" in out.stderr
     merged = tmp / "export-merged"
     out = cli("export", run_id, "--out", str(merged), "--merged", env=env)
     assert out.returncode == 0, out.stderr

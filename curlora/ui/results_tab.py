@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from curlora.cli_runs import export_merged, metrics_csv, table
+from curlora.cli_runs import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.errors import CurloraError
 from curlora.evaluate import evaluate_stage
 from curlora.experiment import ExperimentConfig
@@ -78,10 +78,9 @@ def export(root: Path, run_id: str, what: str) -> str:
     elif what == "results.md":
         (out / what).write_text(table(run) + "\n", encoding="utf-8")
     elif what == "adapters.zip":
-        if not (run.path / "adapters").is_dir():
-            raise CurloraError(f"Run {run_id} has no saved adapters yet.")
         staging = out / run_id
-        shutil.copytree(run.path / "adapters", staging / "adapters")
+        if not copy_finished_adapters(run, m, staging / "adapters"):
+            raise CurloraError(f"Run {run_id} has no saved adapters yet.")
         shutil.copy(run.path / "config.yaml", staging / "config.yaml")
         return shutil.make_archive(str(out / f"{run_id}-adapters"), "zip", out, run_id)
     elif what == "merged.zip":

@@ -15,6 +15,7 @@ import peft
 from torch import nn
 
 from curlora.adapter_config import PEFT_TYPE, CURLoRAConfig
+from curlora.build_lock import BUILD_LOCK
 from curlora.errors import CurloraError
 from curlora.model import CONFIG_NAME, WEIGHTS_NAME, CURLoRAModel, get_curlora_model
 
@@ -24,9 +25,11 @@ METHODS = ("curlora", "lora")
 def attach(model: nn.Module, config: CURLoRAConfig | peft.LoraConfig, adapter_name: str = "default") -> nn.Module:
     """Wrap `model` with a fresh adapter; the base weights are frozen, only the adapter trains."""
     if isinstance(config, CURLoRAConfig):
-        return get_curlora_model(model, config, adapter_name)
+        with BUILD_LOCK:
+            return get_curlora_model(model, config, adapter_name)
     if isinstance(config, peft.LoraConfig):
-        return peft.get_peft_model(model, config, adapter_name=adapter_name)
+        with BUILD_LOCK:  # PEFT initialises A and B through torch.nn.init, which a loading thread may patch
+            return peft.get_peft_model(model, config, adapter_name=adapter_name)
     raise TypeError(f"attach() takes a CURLoRAConfig or a peft.LoraConfig, not {type(config).__name__}")
 
 
@@ -75,9 +78,11 @@ def adapter_kind(folder: str | os.PathLike) -> str:
 def load_adapter(model: nn.Module, folder: str | os.PathLike, is_trainable: bool = False) -> nn.Module:
     """Attach a saved adapter of either method to `model` (the base it was trained on)."""
     if adapter_kind(folder) == "curlora":
-        return CURLoRAModel.from_pretrained(model, folder, is_trainable=is_trainable)
+        with BUILD_LOCK:
+            return CURLoRAModel.from_pretrained(model, folder, is_trainable=is_trainable)
     try:
-        return peft.PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
+        with BUILD_LOCK:
+            return peft.PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as err:
         raise CurloraError(f"The LoRA adapter in {folder} does not fit this base model ({err}).") from None
 

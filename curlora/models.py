@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from curlora.build_lock import BUILD_LOCK
 from curlora.errors import CurloraError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -260,7 +261,7 @@ def empty_model(config, trust_remote_code: bool = False) -> nn.Module:
 
     # Not accelerate's init_empty_weights: under it tied input/output embeddings stay two tensors, so a
     # GPT-2 would be counted 39M parameters too large.
-    with torch.device("meta"):
+    with BUILD_LOCK, torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
@@ -434,9 +435,10 @@ def load_model(choice: str = BUNDLED_DEFAULT, *, dtype: str | torch.dtype | None
     check_weights(folder, choice)
     tokenizer = load_tokenizer(folder, choice, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, local_files_only=True,
-            trust_remote_code=trust_remote_code, device_map={"": device} if device != "cpu" else None)
+        with BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch_dtype, use_safetensors=True, local_files_only=True,
+                trust_remote_code=trust_remote_code, device_map={"": device} if device != "cpu" else None)
     except (OSError, ValueError, RuntimeError) as err:
         raise CurloraError(f"The weights of '{choice}' could not be loaded ({_short(err)}); check that the folder "
                            "is complete and its files match config.json.") from None

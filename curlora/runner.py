@@ -30,7 +30,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.layer import Conv1D
 from curlora.metrics import majority_share, summarize
-from curlora.perplexity import perplexity, single_window_perplexity, tokenize_text
+from curlora.perplexity import perplexity, tokenize_text
 from curlora.scoring import score
 from curlora.store import Run
 from curlora.tasks import load_task
@@ -182,9 +182,8 @@ class Executor:
                 continue
             accs.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
                               ev.batch_size, head=heads.get(j))["accuracy"])
-        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride)
-        single = single_window_perplexity(model, self.L.probe_ids, ev.ppl_window)
-        row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": single["ppl"]}
+        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride)  # its first window: the paper's number
+        row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": ppl["single_window"]["ppl"]}
         if self.self_probe:
             row.update(probes.self_probe_measures(model, *self.self_probe))
         return row

@@ -148,12 +148,15 @@ def test_the_train_form_runs_the_demo_tasks(app):
     lrs = {k: {t["lr"] for t in rec["train"]} for k, rec in seen[-1]["metrics"]["methods"].items()}
     assert lrs == {"curlora": {0.5}, "lora": {0.05}}  # CURLoRA's own rate from the form; LoRA the shared one
     # matched_loss from the form: LoRA sets each task's target, so it is moved to train first.
-    matched = client.predict(*form(str(folder / "exp" / "model"), comparison="matched_loss"), api_name="/start")[0]
+    # The empty target box shows and sends 0: that means "LoRA sets the target", not a target loss of 0.
+    matched = client.predict(*form(str(folder / "exp" / "model"), comparison="matched_loss", target=0),
+                             api_name="/start")[0]
     from curlora.experiment import ExperimentConfig
     from curlora.store import Run
 
     cfg = ExperimentConfig.from_yaml(Run.open(matched, folder / "runs").config_yaml)
     assert cfg.training.comparison == "matched_loss" and cfg.training.matched_loss_reference == "lora"
+    assert cfg.training.target_loss is None
     assert [m.label for m in cfg.methods] == ["lora", "curlora"]
     client.predict(matched, api_name="/stop")
     assert follow(client, matched, timeout=240)[-1]["status"] in ("cancelled", "completed")  # the job thread is done

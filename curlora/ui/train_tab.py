@@ -95,7 +95,7 @@ def build(engine: Engine, model: dict) -> dict:
             run_name = gr.Textbox(d.run.name if d.run.name != "quick-demo" else "studio", label="run name")
             comparison = gr.Dropdown(["equal_lr", "matched_loss"], value="equal_lr", label="comparison",
                                      info="matched_loss: each method trains until its smoothed loss reaches the target")
-            target_loss = gr.Number(None, label="target loss (matched_loss; empty: LoRA's final loss per task)")
+            target_loss = gr.Number(None, label="target loss (matched_loss; 0 or empty: LoRA's final loss per task)")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
@@ -138,7 +138,7 @@ def build(engine: Engine, model: dict) -> dict:
         cfg.run.name = (run_name or "studio").strip()
         if comparison == "matched_loss":
             t.comparison = "matched_loss"
-            if target_loss not in (None, ""):
+            if target_loss not in (None, "") and float(target_loss) > 0:  # the empty box shows (and may send) 0
                 t.target_loss = float(target_loss)
             else:  # LoRA sets the target, so it trains first
                 t.matched_loss_reference = "lora"

@@ -1,9 +1,10 @@
 """Screenshots of every tab at 1280×800 for the README, from a real run in the system Chromium.
 
-    .venv/bin/python docs/screenshots/take.py [MODEL]     # default: the bundled model, else a tiny random one
+    .venv/bin/python docs/screenshots/take.py [MODEL [--short]]   # default: the bundled model, else a tiny random one
 
 Runs the app on a free loopback port with a throw-away data directory, clicks through the quick demo (the three
-demo tasks, CURLoRA and LoRA), waits for the run to finish, then saves docs/screenshots/<tab>.png.
+demo tasks, CURLoRA and LoRA, the Train tab's defaults = presets/experiments/quick-demo.yaml; --short: 24 steps),
+waits for the run to finish, evaluates a stage on new data, then saves docs/screenshots/<tab>.png.
 """
 
 import os
@@ -54,9 +55,9 @@ def main() -> int:
             expect(page.locator("#task-list")).to_contain_text("answers")
             page.screenshot(path=HERE / "tasks.png")
             tab(page, "3 · Train")
-            set_number(page, "steps per task", 24)
-            set_number(page, "eval rows per task (empty: all)", 48)
-            set_number(page, "probe earlier tasks every N steps (0: off)", 8)
+            if len(sys.argv) > 2 and sys.argv[2] == "--short":  # a quick look, not the quick demo's own settings
+                set_number(page, "steps per task", 24)
+                set_number(page, "probe earlier tasks every N steps (0: off)", 8)
             page.locator("#start").click()
             expect(page.locator("#run-progress")).to_contain_text("running")
             run_id = page.locator("#run-id textarea").input_value()
@@ -71,6 +72,15 @@ def main() -> int:
             page.wait_for_timeout(1500)
             page.screenshot(path=HERE / "results.png")
             page.screenshot(path=HERE / "results-full.png", full_page=True)
+            # Evaluate a finished stage on new data: CURLoRA after task 3 on the reviews eval file.
+            page.locator("#results-evaluate").get_by_text("Evaluate a stage on new data").click()
+            page.locator("#eval-file input[type=file]").set_input_files(
+                str(REPO / "assets" / "tasks" / "reviews" / "eval.csv"))
+            page.locator("#eval-run").click()
+            expect(page.locator("#eval-result")).to_contain_text("accuracy", timeout=120_000)
+            page.locator("#results-evaluate").scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=HERE / "results-evaluate.png")
             tab(page, "Chat")
             page.wait_for_timeout(1000)
             page.locator("#chat-prompt textarea").fill("And the king said")

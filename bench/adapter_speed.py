@@ -23,8 +23,6 @@ import argparse
 import copy
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ import peft  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
 
 from curlora import CURLoRAConfig, methods  # noqa: E402
+
+import timing  # noqa: E402  (bench/timing.py: this folder is on sys.path when a bench script runs)
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
@@ -103,27 +103,11 @@ def eval_forward(model, ids):
     model(input_ids=ids)
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK = time.perf_counter
-
-
-def timed(fn) -> float:
-    t = CLOCK()
-    fn()
-    return CLOCK() - t
+CLOCK = time.perf_counter  # --clock cpu: process CPU time
 
 
 def race(fns: dict, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds of each fn, run interleaved (order alternating each round)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    keys = list(fns)
-    for i in range(repeats):
-        for k in keys if i % 2 == 0 else reversed(keys):
-            times[k].append(timed(fns[k]))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return timing.race(fns, warmup, repeats, CLOCK)
 
 
 def file_size(model) -> int:
@@ -176,17 +160,9 @@ def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {cpu})"
-    clock = "process CPU time" if CLOCK is time.process_time else "wall time"
-    return f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads, {clock}"
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else timing.cpu_name()
+    return (f"{dev}; torch {torch.__version__}, peft {peft.__version__}, {torch.get_num_threads()} threads, "
+            f"{timing.clock_name(CLOCK)}")
 
 
 def previous(path: Path) -> tuple[list[dict], list[dict]]:
@@ -248,11 +224,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/adapter-speed.md)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+    ap.add_argument("--clock", choices=list(timing.CLOCKS), default="wall",
                     help="wall time, or process CPU time (with --threads 1: robust to other load on the machine)")
     args = ap.parse_args(argv)
     global CLOCK
-    CLOCK = CLOCKS[args.clock]
+    CLOCK = timing.CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
     ranks = [int(x) for x in (args.ranks or ("8,16" if args.quick else "8,16,32")).split(",")]

@@ -20,10 +20,7 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,8 +33,10 @@ from curlora.models import BUNDLED_PROBE, load_model  # noqa: E402
 from curlora.perplexity import tokenize_text, windows  # noqa: E402
 from curlora import perplexity as impl  # noqa: E402  (--impl swaps in another version, to compare)
 
+import timing  # noqa: E402  (bench/timing.py)
+
 GOAL = 0.9
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCKS = timing.CLOCKS
 
 
 @torch.no_grad()
@@ -67,39 +66,16 @@ def runner_probe(model, ids, window, stride, batch_size):
     return strided, single
 
 
-def race(fns: dict, warmup: int, repeats: int, clock) -> dict[str, float]:
-    """Median seconds of each fn, run interleaved (order alternating each round)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    keys = list(fns)
-    for i in range(repeats):
-        for k in keys if i % 2 == 0 else reversed(keys):
-            t = clock()
-            fns[k]()
-            times[k].append(clock() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def machine(clock_name: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    clock = "process CPU time" if clock_name == "cpu" else "wall time"
-    return f"CPU ({os.cpu_count()} cores, {cpu}); torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}"
+    return (f"{timing.cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{timing.clock_name(CLOCKS[clock_name])}")
 
 
 def measure(max_tokens: int, window: int, stride: int, batch_size: int, warmup: int, repeats: int, clock) -> dict:
     model, tokenizer, _ = load_model("kjv-llama-5m", dtype="float32", device="cpu")
     ids = tokenize_text(tokenizer, BUNDLED_PROBE.read_text(encoding="utf-8"), max_tokens)
     spans = windows(int(ids.numel()), window, stride)
-    times = race({
+    times = timing.race({
         "perplexity": lambda: perplexity(model, ids, window, stride, batch_size),
         "bare_loop": lambda: bare_loop(model, ids, spans),
         "bare_batched": lambda: bare_batched(model, ids, spans, batch_size),

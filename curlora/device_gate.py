@@ -1,8 +1,8 @@
 """One piece of device work at a time: a training unit, an evaluation or a chat reply.
 
     gate = DeviceGate()
-    jobs = JobManager(device_call=gate.caller("training"))    # each unit of a run (one method, one task) in turn
-    with gate.hold("chat"):                                    # waits for the unit in progress to finish
+    jobs = JobManager(gate=gate)      # runs each unit of a run (one method, one task) through gate.caller(...)
+    with gate.hold("a chat reply"):   # waits for the unit in progress to finish
         ...
 
 Training is split into units (the base row, then one method on one task; see runner.Executor.execute), and the
@@ -46,10 +46,10 @@ class DeviceGate:
         """fn() under `wrap` (a ZeroGPU call where there is one), for a caller that already holds the gate."""
         return (self._wrap(fn) if self._wrap else fn)()
 
-    def caller(self, what: str | Callable[[], str]) -> Callable[[Callable], object]:
+    def caller(self, what: str) -> Callable[[Callable], object]:
         """device_call for the runner: runs fn under the gate (and under `wrap`, where there is one)."""
 
         def call(fn):
-            with self.hold(what() if callable(what) else what):
+            with self.hold(what):
                 return self.on_device(fn)
         return call

@@ -277,9 +277,8 @@ class Executor:
             "kl_to_base": [self.metrics["base"].get("kl_to_base")], "drift": [{"total": 0.0, "per_matrix": {}}],
         })
         done = len(rec["matrix"]) - 1
-        for key in ("self_ppl", "kl_to_base"):  # a run stored before the drift probes existed: no numbers for them
+        for key in ("self_ppl", "kl_to_base", "drift"):  # a run stored before the drift probes: no numbers for them
             rec.setdefault(key, [None] * (done + 1))
-        rec.setdefault("drift", [None] * (done + 1))
         if rec["status"] in ("completed", "failed") or done >= n:
             return
         if m.kind == "base":

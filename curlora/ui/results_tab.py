@@ -77,17 +77,14 @@ def export(root: Path, run_id: str, what: str) -> str:
         (out / what).write_text(metrics_csv(m), encoding="utf-8")
     elif what == "results.md":
         (out / what).write_text(table(run) + "\n", encoding="utf-8")
-    elif what == "adapters.zip":
+    elif what in ("adapters.zip", "merged.zip"):  # <run id>/{adapters|merged}/…, config.yaml beside them
         staging = out / run_id
-        if not copy_finished_adapters(run, m, staging / "adapters"):
+        if what == "merged.zip":
+            export_merged(run, m, staging / "merged")
+        elif not copy_finished_adapters(run, m, staging / "adapters"):
             raise CurloraError(f"Run {run_id} has no saved adapters yet.")
         shutil.copy(run.path / "config.yaml", staging / "config.yaml")
-        return shutil.make_archive(str(out / f"{run_id}-adapters"), "zip", out, run_id)
-    elif what == "merged.zip":
-        staging = out / run_id
-        export_merged(run, m, staging / "merged")
-        shutil.copy(run.path / "config.yaml", staging / "config.yaml")
-        return shutil.make_archive(str(out / f"{run_id}-merged"), "zip", out, run_id)
+        return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
     else:
         raise CurloraError(f"Unknown export {what!r}.")
     return str(out / what)

@@ -74,10 +74,17 @@ def test_start_watch_refresh_reattach_stop(server, page):
     pick = page.locator("#runs-run input")
     pick.fill(run_id)
     pick.press("Enter")
-    page.get_by_role("button", name="Resume", exact=True).click()
-    end = time.time() + 30
-    while jobs.status(run_id)["status"] == "cancelled" and time.time() < end:  # until the click reaches the server
-        time.sleep(0.1)
+    pick.press("Tab")  # the typed value is committed on blur as well as on Enter
+    expect(pick).to_have_value(run_id)
+    # The dropdown's change reaches the server as its own event: a Resume clicked before it lands sends the old
+    # (empty) selection and is refused with "Pick a run first." — click again until the run is queued.
+    for _ in range(3):
+        page.get_by_role("button", name="Resume", exact=True).click()
+        end = time.time() + 10
+        while jobs.status(run_id)["status"] == "cancelled" and time.time() < end:  # until the click is served
+            time.sleep(0.1)
+        if jobs.status(run_id)["status"] != "cancelled":
+            break
     assert jobs.status(run_id)["status"] in ("queued", "running", "completed")
     assert jobs.wait(run_id, timeout=300) and jobs.status(run_id)["status"] == "completed"
 

@@ -26,12 +26,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   "interface, reachable from other machines)")
     p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (set CURLORA_AUTH)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let experiments with model.trust_remote_code: true run the model's own Python code (only "
+                        "on your own machine; refused when the app is hosted)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself; launch() only makes loopback the default.
     args = parse_args()
+    if args.trust_remote_code:
+        from curlora.hosting import allow_remote_code
+
+        allow_remote_code()
     options = {"share": True} if args.share else {}
     if args.host:
         options["server_name"] = args.host

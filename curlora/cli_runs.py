@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import signal
 import sys
@@ -18,10 +19,17 @@ from curlora.store import Run, data_dir, list_runs
 def register(sub) -> None:
     p = sub.add_parser("run", help="run an experiment YAML (see presets/experiments/)")
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    remote_code_flag(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last finished stage")
     p.add_argument("run_id")
+    remote_code_flag(p)
     p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("share", help="make a run a shared example: when the app is hosted every visitor can read, "
+                                     "export and chat with it, and nobody can change it (--off: yours again)")
+    p.add_argument("run_id")
+    p.add_argument("--off", action="store_true", help="stop sharing it (it belongs to the local user again)")
+    p.set_defaults(func=cmd_share)
     p = sub.add_parser("list", help="runs in the data directory ($CURLORA_DATA_DIR, default ./runs)")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("show", help="accuracy matrices and metrics of a run")
@@ -46,6 +54,28 @@ def register(sub) -> None:
     p.add_argument("--merged", action="store_true",
                    help="also write each adapter method's final stage merged into the base: a plain transformers model")
     p.set_defaults(func=cmd_export)
+
+
+def remote_code_flag(p) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model.trust_remote_code: true in the config (runs the model's own Python code; a "
+                        "config alone can never turn it on)")
+
+
+def _allow_remote_code(args) -> None:
+    if getattr(args, "trust_remote_code", False):
+        from curlora.hosting import allow_remote_code
+
+        allow_remote_code()
+
+
+def cmd_share(args) -> int:
+    from curlora.hosting import EXAMPLES, LOCAL, write_owner
+
+    run = Run.open(args.run_id)
+    write_owner(run.path, LOCAL if args.off else EXAMPLES)
+    print(f"run {run.id} is {'no longer shared' if args.off else 'a shared, read-only example'}")
+    return 0
 
 
 def _progress():
@@ -82,6 +112,7 @@ def cmd_run(args) -> int:
     from curlora.experiment import ExperimentConfig
     from curlora.runner import execute, start
 
+    _allow_remote_code(args)
     cfg = ExperimentConfig.load(args.experiment)
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)
@@ -93,6 +124,7 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from curlora.runner import resume
 
+    _allow_remote_code(args)
     run = _with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
     print(table(run))
     return 0 if run.status()["status"] == "completed" else 3
@@ -108,6 +140,8 @@ def cmd_list(args) -> int:
         m = run.metrics()
         print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.get('tasks', []))}  "
               f"methods: {', '.join(m.get('methods', {}))}")
+        for problem in run.problems():
+            print(f"    damaged: {problem}")
     return 0
 
 
@@ -133,7 +167,8 @@ def table(run: Run) -> str:
     m = run.metrics()
     st = run.status()
     if not m:
-        return f"run {run.id}: {st['status']} — no finished stage yet"
+        why = st["message"] if st["status"] == "damaged" else "no finished stage yet"
+        return f"run {run.id}: {st['status']} — {why}"
     tasks = m["tasks"]
     lines = [f"run {run.id}: {st['status']} ({st.get('message', '')})",
              f"scoring: {m['scoring']}; forgetting: {m['forgetting_definition']}",
@@ -212,15 +247,21 @@ def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
 def copy_finished_adapters(run: Run, m: dict, dest: Path) -> int:
     """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
     half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
+    Symbolic links are skipped, never followed: an export holds only files of the run itself.
     Returns how many stage folders were copied."""
     n = 0
     for label, rec in (m.get("methods") or {}).items():
         for stage in range(1, len(rec.get("matrix") or [])):
             src = run.adapter_dir(label, stage)
-            if src.is_dir():
-                shutil.copytree(src, dest / label / src.name)
+            if src.is_dir() and not any(p.is_symlink() for p in (src, src.parent, src.parent.parent)):
+                shutil.copytree(src, dest / label / src.name, ignore=_links)
                 n += 1
     return n
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the entries of `folder` that are symbolic links."""
+    return [name for name in names if os.path.islink(os.path.join(folder, name))]
 
 
 def cmd_export(args) -> int:
@@ -228,7 +269,9 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists():
         raise CurloraError(f"{out} already exists; choose a new folder for the export.")
-    m = run.metrics()
+    m, st = run.metrics(), run.status()
+    if st["status"] == "damaged":
+        raise CurloraError(f"Run {run.id} is damaged ({st['message']}).")
     if not m:
         raise CurloraError(f"Run {run.id} has no finished stage to export yet.")
     tmp = out.with_name(out.name + ".partial")

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
+from curlora.limits import UPPER_BOUNDS
 from curlora.store import METHOD_NAME
 from curlora.task_config import TaskConfig
 
@@ -170,6 +171,42 @@ class ExperimentConfig:
         if self.evaluation.ppl_stride > self.evaluation.ppl_window:
             raise CurloraError("evaluation.ppl_stride: must not exceed ppl_window (tokens would be skipped).")
         self.check_probes_and_comparison()
+        self.check_bounds()
+
+    def check_bounds(self) -> None:
+        """The absolute bounds of curlora/limits.py (whatever the host allows) and the lower ends the checks
+        above leave open, so a typo or a hostile form is refused here, before anything loads or runs."""
+        tr, ev = self.training, self.evaluation
+        values = []  # (key in UPPER_BOUNDS, path shown, value)
+        for key in UPPER_BOUNDS:
+            section, _, name = key.partition(".")
+            if key == "tasks":
+                values.append((key, key, len(self.tasks)))
+            elif section == "methods":
+                values += [(key, f"methods[{i}].{name}", getattr(m, name)) for i, m in enumerate(self.methods)]
+            else:
+                values.append((key, key, getattr(getattr(self, section), name)))
+        for key, path, value in values:
+            bound = UPPER_BOUNDS[key]
+            if value is not None and value > bound:
+                shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+                raise CurloraError(f"{path}: {shown} is above the upper bound of {bound:,}; use {bound:,} or less.")
+        for path, value, low in [("training.max_steps", tr.max_steps, 1), ("training.warmup_steps", tr.warmup_steps, 0),
+                                 ("evaluation.batch_size", ev.batch_size, 1), ("evaluation.eval_rows", ev.eval_rows, 1),
+                                 ("evaluation.ppl_max_tokens", ev.ppl_max_tokens, 2),
+                                 ("evaluation.probe_every", ev.probe_every, 0),
+                                 ("evaluation.probe_rows", ev.probe_rows, 1)]:
+            if value is not None and value < low:
+                raise CurloraError(f"{path}: must be at least {low}, got {value}.")
+        for i, m in enumerate(self.methods):
+            if not 0 <= m.dropout < 1:
+                raise CurloraError(f"methods[{i}].dropout: {m.dropout:g} is not a probability below 1; use 0 (off) "
+                                   "or more, below 1.")
+            if m.alpha is not None and m.alpha <= 0:
+                raise CurloraError(f"methods[{i}].alpha: must be positive, got {m.alpha:g} (leave it empty for the "
+                                   "default).")
+            if m.lr is not None and m.lr <= 0:
+                raise CurloraError(f"methods[{i}].lr: must be positive, got {m.lr:g} (leave it empty for training.lr).")
 
     def check_probes_and_comparison(self) -> None:
         ev, tr = self.evaluation, self.training
@@ -235,10 +272,10 @@ class ExperimentConfig:
         for t in cfg.tasks:
             for key in ("train_file", "eval_file"):
                 value = getattr(t, key)
-                if value and not Path(value).is_absolute():
+                if value and not Path(value).is_absolute() and not value.startswith(("bundled:", "upload:")):
                     setattr(t, key, str((path.parent / value).resolve()))
         probe = cfg.evaluation.probe_text
-        if probe and not Path(probe).is_absolute():
+        if probe and not Path(probe).is_absolute() and not probe.startswith(("bundled:", "upload:")):
             cfg.evaluation.probe_text = str((path.parent / probe).resolve())
         local = path.parent / cfg.model.name
         if not Path(cfg.model.name).is_absolute() and cfg.model.name.startswith(".") and local.is_dir():

@@ -204,6 +204,10 @@ def read_config(folder: Path, choice: str, trust_remote_code: bool = False):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    from curlora.hosting import refuse_remote_code, remote_code_allowed
+
+    if trust_remote_code and not remote_code_allowed():  # every load reads its config here first
+        raise refuse_remote_code()
     path = folder / "config.json"
     if not path.is_file():
         if (folder / "adapter_config.json").is_file():

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from curlora.train import check_stop
+
 
 def tokenize_text(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
     if max_tokens:  # no need to tokenize a whole corpus for its first N tokens; no token is 32 characters long
@@ -48,8 +50,10 @@ def _logits(model, inp: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8) -> dict:
-    """{ppl, nll (mean per token), tokens scored, windows, single_window} of `model` on token ids (1-D).
+def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8,
+               should_stop=None) -> dict:
+    """{ppl, nll (mean per token), tokens scored, windows, single_window} of `model` on token ids (1-D); raises
+    curlora.train.Cancelled between batches of windows once `should_stop()` is true.
 
     `single_window` is the paper's number ({ppl, nll, tokens, windows: 1}, what `single_window_perplexity` gives):
     the first window of the strided pass is exactly that window, so it comes at no extra cost.
@@ -61,6 +65,7 @@ def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, b
     total_nll, total, first = 0.0, 0, None
     try:
         for i in range(0, len(spans), batch_size):
+            check_stop(should_stop)
             batch = spans[i:i + batch_size]
             width = max(end - begin for begin, end, _ in batch)
             inp = torch.zeros(len(batch), width, dtype=torch.long)

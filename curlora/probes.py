@@ -55,6 +55,7 @@ from safetensors.torch import load_file, save_file
 from curlora.errors import CurloraError
 from curlora.layer import math_weight
 from curlora.model import CURLoRAModel
+from curlora.train import check_stop
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
@@ -72,12 +73,12 @@ def _start_token(tokenizer) -> int:
 
 @torch.no_grad()
 def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temperature: float = 1.0,
-                      seed: int = 0) -> torch.Tensor:
+                      seed: int = 0, should_stop=None) -> torch.Tensor:
     """`texts` × (1 + `tokens`) token ids sampled from `model`, each starting at the BOS (or EOS) token.
 
     Fixed length (an end-of-text token is just another token), so the probes batch without padding. Sampling
     draws from a seeded CPU generator in float64: the same seed gives the same texts on any device.
-    Temperature 0 is greedy decoding.
+    Temperature 0 is greedy decoding. Raises curlora.train.Cancelled between tokens once `should_stop()` is true.
     """
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit and tokens + 1 > limit:
@@ -90,6 +91,7 @@ def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temper
     ids = torch.full((texts, 1), _start_token(tokenizer), dtype=torch.long)
     try:
         for _ in range(tokens):
+            check_stop(should_stop)
             # the whole prefix every step, no KV cache: probes are short, and cache APIs differ between versions
             logits = model(input_ids=ids.to(device)).logits[:, -1].double().cpu()
             if temperature <= 0:
@@ -123,12 +125,13 @@ def _coarsen(logp: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([top, torch.log(rest)], dim=-1)
 
 
-def reference(model, ids: torch.Tensor, top_k: int = TOP_K) -> dict[str, torch.Tensor]:
+def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) -> dict[str, torch.Tensor]:
     """The base model's next-token distributions on the probe: {"logp"} in full, or {"logp", "index"} top-k.
 
     One text at a time, so a 128k vocabulary costs one text's L × V floats, not N of them."""
     logps, indices = [], []
     for row in ids:
+        check_stop(should_stop)
         logp = _log_probs(model, row[None])[0]
         index = None
         if logp.shape[-1] > FULL_VOCAB_MAX:
@@ -141,10 +144,13 @@ def reference(model, ids: torch.Tensor, top_k: int = TOP_K) -> dict[str, torch.T
     return ref
 
 
-def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor]) -> dict[str, float]:
-    """{"self_ppl", "kl_to_base"} of `model` on the probe ids against the base reference."""
+def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
+                        should_stop=None) -> dict[str, float]:
+    """{"self_ppl", "kl_to_base"} of `model` on the probe ids against the base reference (Cancelled between
+    texts once `should_stop()` is true)."""
     nll, kl = 0.0, 0.0
     for i, row in enumerate(ids):
+        check_stop(should_stop)
         logq = _log_probs(model, row[None])[0]
         nll -= float(logq.gather(-1, row[1:, None]).sum())
         # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
@@ -158,15 +164,15 @@ def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor]) 
 
 
 def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: int, temperature: float,
-                   seed: int, write: bool = True) -> tuple[torch.Tensor, dict, dict]:
+                   seed: int, write: bool = True, should_stop=None) -> tuple[torch.Tensor, dict, dict]:
     """(ids, reference, info): read from the run folder when a stage already sampled them (resume), else sample
     from the (unadapted) `model` and store them there."""
     if folder is not None and (folder / PROBE_FILE).is_file() and (folder / REF_FILE).is_file():
         stored = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
         ref = load_file(str(folder / REF_FILE))
         return torch.tensor(stored["ids"], dtype=torch.long), ref, stored["info"]
-    ids = sample_self_probe(model, tokenizer, texts, tokens, temperature, seed)
-    ref = reference(model, ids)
+    ids = sample_self_probe(model, tokenizer, texts, tokens, temperature, seed, should_stop=should_stop)
+    ref = reference(model, ids, should_stop=should_stop)
     info = {"texts": texts, "tokens": tokens, "temperature": temperature, "seed": seed, "file": PROBE_FILE,
             "reference": "full" if "index" not in ref else f"top-{ref['index'].shape[-1]}"}
     if folder is not None and write:

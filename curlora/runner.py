@@ -12,6 +12,7 @@ metrics.json fields those add are listed in curlora/probes.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -28,13 +29,14 @@ from curlora import methods, probes
 from curlora.adapter_config import CURLoRAConfig
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings
-from curlora.layer import Conv1D
+from curlora.layer import Conv1D, CURLoRALayer
+from curlora.limits import check_positions
 from curlora.metrics import majority_share, summarize
 from curlora.perplexity import perplexity, tokenize_text
 from curlora.scoring import score
-from curlora.store import Run
+from curlora.store import DiskFull, Run, is_disk_full
 from curlora.tasks import load_task
-from curlora.train import Cancelled, Diverged, new_head, train_task
+from curlora.train import Cancelled, Diverged, check_stop, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
 
@@ -85,18 +87,37 @@ def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
     raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
 
 
-def load_everything(cfg: ExperimentConfig, base_dir: str | None = None) -> Loaded:
-    """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing."""
+def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=None, should_stop=None) -> Loaded:
+    """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing.
+
+    `limits` (a curlora.limits.Limits) refuses a run over the host's per-run limits before the model loads;
+    `should_stop` raises Cancelled between tasks and before the model loads (Stop while large files are read)."""
+    from curlora.hosting import BUNDLED, refuse_remote_code, remote_code_allowed, resolve_bundled
     from curlora.models import load_model
 
-    tasks = [load_task(t, base_dir=base_dir) for t in cfg.tasks]
+    if cfg.model.trust_remote_code and not remote_code_allowed():  # before any file is read
+        raise refuse_remote_code()
+    for t in cfg.tasks:  # 'bundled:tasks/reviews/train.csv' names a file under assets/, in the app and the CLI
+        t.train_file, t.eval_file = resolve_bundled(t.train_file), resolve_bundled(t.eval_file)
+    if (cfg.evaluation.probe_text or "").startswith(BUNDLED):
+        cfg.evaluation.probe_text = resolve_bundled(cfg.evaluation.probe_text)
+    if limits is not None:
+        limits.check_experiment(cfg)
+    tasks = []
+    for t in cfg.tasks:
+        check_stop(should_stop)
+        tasks.append(load_task(t, base_dir=base_dir))
+    if limits is not None:
+        limits.check_loaded(cfg, tasks)
     if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
         raise CurloraError(f"evaluation.probe_text: {cfg.evaluation.probe_text} does not exist.")
     device = cfg.model.device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"
+    check_stop(should_stop)
     model, tokenizer, info = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device,
                                         revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    check_positions(cfg, model)
     text, source = probe_text(cfg, info)
     ids = tokenize_text(tokenizer, text, cfg.evaluation.ppl_max_tokens)
     return Loaded(model, tokenizer, tasks, ids, source, info)
@@ -122,6 +143,33 @@ def _peak_memory() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# What allocators say when they run out: CUDA / MPS "out of memory", the CPU allocator "DefaultCPUAllocator: can't
+# allocate memory" or "not enough memory", the OS "Cannot allocate memory" (ENOMEM).
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a failed allocation: torch.OutOfMemoryError only covers CUDA, the CPU allocator raises a
+    plain RuntimeError, Python a MemoryError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(w in str(err).lower() for w in _OOM_WORDS)
+
+
+def strip_adapters(base: torch.nn.Module) -> None:
+    """Put the original layer back wherever a CURLoRA or LoRA wrapper is left in `base` (an attach that ran out of
+    memory half way), so the next method starts from the clean base model."""
+    for name, module in list(base.named_modules()):
+        if isinstance(module, CURLoRALayer):
+            original = module.base_layer
+        elif isinstance(module, peft.tuners.tuners_utils.BaseTunerLayer):
+            original = module.get_base_layer()
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(base.get_submodule(parent) if parent else base, child, original)
 
 
 class Executor:
@@ -181,11 +229,12 @@ class Executor:
                 accs.append(None)
                 continue
             accs.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
-                              ev.batch_size, head=heads.get(j))["accuracy"])
-        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride)  # its first window: the paper's number
+                              ev.batch_size, head=heads.get(j), should_stop=self.should_stop)["accuracy"])
+        # the strided pass; its first window is the paper's number (ppl_single_window)
+        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride, should_stop=self.should_stop)
         row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": ppl["single_window"]["ppl"]}
         if self.self_probe:
-            row.update(probes.self_probe_measures(model, *self.self_probe))
+            row.update(probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop))
         return row
 
     def probe(self, model, heads, upto: int) -> list[float | None]:
@@ -194,7 +243,8 @@ class Executor:
         for j in range(upto):
             task = self.L.tasks[j]
             out.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
-                             ev.batch_size, head=heads.get(j), limit=ev.probe_rows)["accuracy"])
+                             ev.batch_size, head=heads.get(j), limit=ev.probe_rows,
+                             should_stop=self.should_stop)["accuracy"])
         return out
 
     # -- the run -----------------------------------------------------------------------------------------
@@ -204,9 +254,15 @@ class Executor:
     # evaluation (the app), or in a separate process such as a ZeroGPU worker (`spaces.GPU`), whose changes to
     # this object are lost. The metrics are read back from the store after every unit in that case.
     def execute(self, device_call=None) -> str:
+        # The run's lock first, held to the end: one trainer per run. A RunBusy here leaves status.json alone, it
+        # belongs to the process that holds the lock. Under torchrun rank 0 holds it for every rank.
+        with self.run.lock() if MAIN else contextlib.nullcontext():
+            return self._execute(device_call)
+
+    def _execute(self, device_call) -> str:
         self.run.clear_cancel()
         if MAIN:
-            self.run.set_status("running")
+            self.run.set_status("running", "; ".join(self.run.repaired))  # a repaired run says it restarted
         self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
         try:
             if self.metrics["base"] is None:
@@ -222,6 +278,11 @@ class Executor:
             self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
             return "cancelled"
         except Exception as err:  # the status must say failed, whatever broke
+            if is_disk_full(err):  # a write outside the store's own files (a stage, a probe file) found the disk full
+                full = DiskFull(f"The disk is full: run {self.run.id} stopped; free some space and resume the run "
+                                "(finished stages are kept).")
+                self.finish("failed", str(full))
+                raise full from err
             self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
             raise
         failed = [k for k, v in self.metrics["methods"].items() if v.get("status") == "failed"]
@@ -252,10 +313,22 @@ class Executor:
         return len(rec.get("matrix") or []), rec.get("status")
 
     def finish(self, status: str, message: str) -> None:
-        self.save_metrics()
-        self.log("run_end", status=status, message=message)
-        if MAIN:
-            self.run.set_status(status, message)
+        """Save the metrics, log run_end, store the status. Ending a failed run never raises: a second error here (the
+        same full disk, most often) would hide the one that failed it, so each step is tried on its own. Any other
+        ending that cannot be written ends the run failed with that error instead, and raises it."""
+        steps = (self.save_metrics, lambda: self.log("run_end", status=status, message=message),
+                 lambda: MAIN and self.run.set_status(status, message))
+        if status == "failed":
+            for step in steps:
+                with contextlib.suppress(Exception):
+                    step()
+            return
+        try:
+            for step in steps:
+                step()
+        except Exception as err:
+            self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
+            raise
 
     def base_unit(self) -> None:
         """Row 0: the base model on every task and probe (and the self-probe texts sampled from it)."""
@@ -290,29 +363,38 @@ class Executor:
             rec["status"] = "completed"
             self.save_metrics()
             return
-        model, heads, cleanup = self.attach(m, done)
-        rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        rec["status"] = "running"
+        cleanup = None  # how to give the base back, once attached
         try:
+            model, heads, cleanup = self.attach(m, done)  # inside: a rank too large fails here, out of memory
+            rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rec["status"] = "running"
             self.run_stage(m, rec, model, heads, done)
             if done + 1 == n:
                 rec["status"] = "completed"
         except Diverged as err:
             rec["status"], rec["message"] = "failed", str(err)
             self.log("error", method=m.label, message=str(err))
-        except torch.OutOfMemoryError:
+        except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(err):
+                raise
+            rank = f"lower r (now {m.r}), " if m.kind in ("curlora", "lora") else ""
             msg = (f"{m.label} ran out of memory at stage {len(rec['matrix'])}; lower training.batch_size (now "
-                   f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, or pick a smaller model.")
+                   f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, {rank}or pick a smaller model.")
             rec["status"], rec["message"] = "failed", msg
             self.log("error", method=m.label, message=msg)
         except Cancelled:
             rec["status"] = "cancelled"
             raise
         finally:
-            self.save_metrics()
-            cleanup()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # give the next method (and the app) the memory back
+            try:
+                self.save_metrics()  # may fail (a full disk): the base must be given back all the same
+            finally:
+                if cleanup is None:
+                    strip_adapters(self.L.model)  # an attach that failed half way
+                else:
+                    cleanup()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # give the next method (and the app) the memory back
 
     def attach(self, m: MethodSettings, done: int):
         """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back."""
@@ -402,7 +484,7 @@ class Executor:
             return
         ids, ref, info = probes.load_or_sample(self.run.path, self.L.model, self.L.tokenizer, ev.self_probe_texts,
                                                ev.self_probe_tokens, ev.self_probe_temperature, ev.self_probe_seed,
-                                               write=MAIN)
+                                               write=MAIN, should_stop=self.should_stop)
         self.self_probe = (ids, ref)
         self.metrics["self_probe"] = info
 
@@ -471,14 +553,22 @@ def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=
 
 
 def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
-    """The run and its config as run, if it can be resumed (interrupted, cancelled or failed); else why not."""
+    """The run and its config as run, if it can be resumed (interrupted, cancelled, failed or damaged); else why not.
+    What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
     run = Run.open(run_id, root)
+    run.check_free()  # RunBusy: another process trains it
     status = run.status()
     if status["status"] == "completed":
         raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
     if status["status"] == "running":
         raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
-    return run, ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    if status["status"] == "queued":
+        raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
+                           "there when its turn comes.")
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    with run.lock():
+        run.repair()
+    return run, cfg
 
 
 def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:

@@ -30,6 +30,13 @@ class Cancelled(Exception):
     """Raised inside the loop when the run was asked to stop; finished stages are kept."""
 
 
+def check_stop(should_stop: Callable[[], bool] | None) -> None:
+    """Raise Cancelled if `should_stop` says so: training, scoring, perplexity, the probes and loading call this
+    between their batches, so Stop takes effect within one batch wherever a run is."""
+    if should_stop is not None and should_stop():
+        raise Cancelled()
+
+
 class Diverged(CurloraError):
     """The loss became NaN or infinite."""
 
@@ -129,8 +136,7 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                 if on_step:
                     on_step({"step": step, "steps": total, "loss": last, "smoothed_loss": smoothed,
                              "lr": psched.get_last_lr()[0], "elapsed": time.time() - started})
-                if should_stop and should_stop():
-                    raise Cancelled()
+                check_stop(should_stop)
                 if stop_at_loss is not None and smoothed <= stop_at_loss:
                     reached = True
                     break

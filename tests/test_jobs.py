@@ -143,3 +143,33 @@ def test_on_zerogpu_every_unit_of_a_run_is_its_own_gpu_call(setup, monkeypatch):
     assert jobs.gate.holder is None
     monkeypatch.delenv("SPACES_ZERO_GPU")
     assert default_jobs().gate._wrap is None  # anywhere else: no wrapping
+
+
+def test_two_job_queues_on_one_store_never_train_one_run_twice_and_a_stop_reaches_a_queued_run(setup):
+    """Two app processes on one run store (two JobManagers here; the run lock is per open file, so it holds
+    between them as between processes): the other queue sees a waiting run as queued, cannot resume or delete it,
+    and its Stop cancels it before it starts."""
+    a, cfg, root, _ = setup
+    b = JobManager(root)
+    blocker = a.submit(cfg(steps=200))
+    waiting = a.submit(cfg(steps=2))
+    assert wait_for(lambda: a.current() == blocker)
+    assert b.status(waiting)["status"] == "queued" and b.status(blocker)["status"] == "running"
+    with pytest.raises(CurloraError, match="already queued"):
+        b.resume(waiting)
+    with pytest.raises(CurloraError, match="stop it before deleting"):
+        b.delete(waiting)
+    with pytest.raises(CurloraError, match="stop it before deleting"):
+        b.delete(blocker)
+    assert b.cancel(waiting) == "stopping"  # through the run folder: it is not in b's queue
+    assert b.cancel(blocker) == "stopping"
+    assert a.wait(blocker, timeout=120) and a.wait(waiting, timeout=120)
+    assert a.status(blocker)["status"] == "cancelled"
+    assert a.status(waiting)["status"] == "cancelled" and Run.open(waiting, root).events() == []  # never started
+    # Resume pressed in both processes: one queues it, the other is told it is queued.
+    a.resume(waiting)
+    with pytest.raises(CurloraError, match="already queued|being trained by another process|still running"):
+        b.resume(waiting)
+    assert a.wait(waiting, timeout=120) and a.status(waiting)["status"] == "completed"
+    starts = [e for e in Run.open(waiting, root).events() if e["kind"] == "run_start"]
+    assert len(starts) == 1

@@ -43,3 +43,20 @@ def test_work_done_before_the_page_bound_its_token_is_kept():
     page_bound = page("later")
     sessions.bind(page_bound, token)
     assert [t.name for t in sessions.get(page_bound).tasks] == ["b"]
+
+
+def test_other_sessions_cannot_push_a_task_list_out(tmp_path):
+    """The in-memory cache holds `limit` lists; the rest come back from the data dir, whoever filled the cache."""
+    sessions = Sessions(limit=8, root=lambda: tmp_path)
+    mine = page("mine")
+    token = sessions.bind(mine, "")
+    sessions.get(mine).tasks.append(TaskConfig(name="kept", train_file="a.csv"))
+    sessions.save(mine)
+    for i in range(600):  # cheap requests from other sessions
+        sessions.get(page(f"flood-{i}"))
+    again = page("reloaded")
+    sessions.bind(again, token)
+    assert [t.name for t in sessions.get(again).tasks] == ["kept"]
+    assert [t.name for t in sessions.get(mine).tasks] == ["kept"]
+    assert sessions.get(page("flood-1")).tasks == []
+    assert len(list(tmp_path.rglob("tasks.json"))) == 1  # a session that never saved writes nothing

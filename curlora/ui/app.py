@@ -18,7 +18,7 @@ from curlora.chat import Chat
 from curlora.device_gate import DeviceGate
 from curlora.jobs import JobManager
 from curlora.ui import chat_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
-from curlora.ui.common import Engine, Sessions, run_ids
+from curlora.ui.common import PUBLIC, Engine, Sessions
 
 MAX_UPLOAD = os.environ.get("CURLORA_MAX_UPLOAD", "50mb")
 CSS = """
@@ -49,13 +49,31 @@ def default_jobs() -> JobManager:
     return JobManager(gate=DeviceGate(wrap=wrap) if wrap else None)
 
 
+def limits_text(engine: Engine) -> str:
+    """The host's limits as a table (curlora/limits.py; set with CURLORA_LIMIT_<NAME> or CURLORA_LIMITS_FILE)."""
+    rows = engine.jobs.policy.limits.describe()
+    who = ("Hosted: every visitor sees and changes only their own runs, uploads and exports; models are presets, "
+           "the bundled model or hub ids, and task files are your own uploads or the bundled demo tasks."
+           if engine.hosted else "On your own machine: one user, who owns every run.")
+    return (who + "\n\n| limit | here |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+            + "\n\nA run over a limit is refused before anything is written, with the limit named.")
+
+
 def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Blocks:
-    engine = Engine(jobs=jobs or default_jobs(), chat=chat or Chat(), sessions=Sessions())
-    with gr.Blocks(title="CURLoRA Studio") as demo:
+    jobs = jobs or default_jobs()
+    engine = Engine(jobs=jobs, chat=chat or Chat(), sessions=Sessions(root=lambda: jobs.root))
+    PUBLIC["scrub"] = engine.hosted
+    # gradio's cache of served files (exports, previews) is emptied of anything older than an hour, every hour.
+    with gr.Blocks(title="CURLoRA Studio", delete_cache=(3600, 3600)) as demo:
+        demo.curlora_engine = engine
         gr.Markdown(INTRO, elem_id="intro")
+        if os.environ.get("OAUTH_CLIENT_ID") and os.environ.get("SPACE_ID"):  # a Space with `hf_oauth: true`
+            gr.LoginButton(value="Sign in with Hugging Face to keep your runs across browsers")
+        with gr.Accordion("Who sees what, and this server's limits", open=False, elem_id="limits"):
+            gr.Markdown(lambda: limits_text(engine))  # read at every page load: launch() may make the app hosted
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Model", id="model"):
-                model = model_tab.build()
+                model = model_tab.build(engine)
             with gr.Tab("2 · Tasks", id="tasks"):
                 tasks = tasks_tab.build(engine)
             with gr.Tab("3 · Train", id="train"):
@@ -69,22 +87,22 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
 
         light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
 
-        def follow(rid: str):
+        def follow(rid: str, request: gr.Request):
             """A run started or re-attached on the Train tab becomes the selected run of the other tabs."""
-            ids = run_ids(engine.jobs)
+            ids = engine.run_ids(request)
             value = rid if rid in ids else None
             return (gr.update(choices=ids, value=value) if value else gr.update(choices=ids),) * 2
 
         train["run_id"].change(follow, train["run_id"], [results["run"], chat_ui["run"]], **light)
         tasks["task_list"].change(train["show_config"], train["form"], train["config_outputs"], **light)
 
-        def open_run(rid: str):
-            ids = run_ids(engine.jobs)
+        def open_run(rid: str, request: gr.Request):
+            ids = engine.run_ids(request)
             return gr.update(choices=ids, value=rid), gr.Tabs(selected="results")
 
-        def newest(rid: str):
+        def newest(rid: str, request: gr.Request):
             """Entering Results or Chat with no run picked selects the newest run."""
-            ids = run_ids(engine.jobs)
+            ids = engine.run_ids(request)
             return gr.update(choices=ids, value=rid if rid in ids else (ids[0] if ids else None))
 
         # Opening a tab redraws it from the store: a run may have moved on since it was last shown.
@@ -92,7 +110,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             results["show"], results["run"], results["outputs"], **light)
         chat_page.select(newest, chat_ui["run"], chat_ui["run"], **light).then(
             chat_ui["pick_run"], chat_ui["run"], chat_ui["pick_outputs"], **light)
-        runs_page.select(lambda: runs["listing"](), None, [runs["table"], runs["run"]], **light)
+        runs_page.select(runs["fresh"], None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
 
         # This browser's workspace: its task list lives on the server under a random token kept in local storage.
@@ -101,8 +119,8 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
         def on_load(saved: str, token: str, request: gr.Request):
             token = engine.sessions.bind(request, token)
             rid, timer = train["reattach"](saved, request)
-            ids = run_ids(engine.jobs)
-            return (rid, timer, *tasks["listing"](request), *runs["listing"](),
+            ids = engine.run_ids(request)
+            return (rid, timer, *tasks["listing"](request), *runs["listing"](request),
                     gr.update(choices=ids), gr.update(choices=ids), token)
 
         demo.load(on_load, [train["remembered"], workspace],
@@ -144,9 +162,47 @@ def launch(demo: gr.Blocks, **kwargs):
     share = options.get("share")
     if share is None:
         share = os.environ.get("GRADIO_SHARE", "").lower() == "true"
+    engine = getattr(demo, "curlora_engine", None)
+    if engine is not None and (share or not loopback):
+        engine.jobs.policy.become_hosted()  # reachable by others: visitors own their runs, no server paths
+    if engine is not None and engine.hosted:
+        PUBLIC["scrub"] = True
+        from curlora.hosting import remote_code_allowed
+
+        if remote_code_allowed():
+            raise CurloraError("--trust-remote-code cannot be used when the app is hosted (served beyond this "
+                               "machine, on a Space, or with CURLORA_MULTI_USER=1): visitors' models would run "
+                               "code on this server.")
+        upload_mb = getattr(engine.jobs.policy.limits, "upload_mb", None)
+        if upload_mb is not None and "max_file_size" not in kwargs:
+            options["max_file_size"] = f"{upload_mb:g}mb"
     if (share or not loopback) and not options.get("auth") and not options.get("auth_dependency"):
         where = "a public share link" if share else f"{host} (reachable from other machines)"
         print(f"WARNING: CURLoRA Studio is served on {where} without a login: anyone who can reach it can start "
               f"runs, read every run and upload files. Set {AUTH_ENV}=user:password to require one.",
               file=sys.stderr, flush=True)
+    if engine is not None:
+        engine.jobs.recover()  # the runs a shutdown stopped, queued again in their old order
+        if not options.get("prevent_thread_lock"):
+            stop_cooperatively_on_sigterm(engine.jobs)
     return demo.launch(**options)
+
+
+def stop_cooperatively_on_sigterm(jobs: JobManager) -> None:
+    """SIGTERM (a Space restart, `docker stop`, systemd): stop the run in progress after its current step, keep
+    its finished stages, and leave it and every waiting run marked to be queued again, in order, on the next
+    start; then leave as Ctrl-C does. Only the main thread may install a handler (the served app runs there)."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        order = jobs.shutdown(timeout=float(os.environ.get("CURLORA_SHUTDOWN_SECONDS", "25")))
+        print(f"SIGTERM: stopped; {len(order)} run(s) will be queued again on the next start.", file=sys.stderr,
+              flush=True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

@@ -7,36 +7,36 @@ import gradio as gr
 
 from curlora.chat import pane_choices
 from curlora.errors import CurloraError
-from curlora.store import Run
-from curlora.ui.common import Engine, friendly, run_ids, wait_for_device
+from curlora.ui.common import Engine, friendly, wait_for_device
 
 
 def build(engine: Engine, gpu=None) -> dict:
     jobs, chat = engine.jobs, engine.chat
 
-    def panes_of(rid: str) -> tuple[dict, list[str]]:
-        run = Run.open(rid, jobs.root)
+    def panes_of(rid: str, request: gr.Request) -> tuple[dict, list[str]]:
+        run = jobs.open(rid, engine.owner(request))
         choices = pane_choices(run)
         tasks = run.metrics().get("tasks") or []
         return choices, tasks
 
     @friendly
-    def pick_run(rid: str):
+    def pick_run(rid: str, request: gr.Request):
         if not rid:
             return gr.update(), "_Pick a run with saved stages._"
-        choices, tasks = panes_of(rid)
+        choices, tasks = panes_of(rid, request)
         top = max((max(s) for s in choices.values()), default=1)
         label = ", ".join(f"{m}: stages {', '.join(map(str, s))}" for m, s in choices.items()) or "no stage saved yet"
         note = f"Tasks: {' → '.join(f'{i + 1}. {t}' for i, t in enumerate(tasks))}. Saved adapters — {label}."
         return gr.update(minimum=1, maximum=max(top, 1), value=top, step=1, interactive=top > 1), note
 
     @friendly
-    def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed):
+    def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed, request: gr.Request):
         if not rid:
             raise CurloraError("Pick a run first.")
         if not (prompt or "").strip():
             raise CurloraError("Type a prompt first.")
-        choices, _ = panes_of(rid)
+        choices, _ = panes_of(rid, request)
+        jobs.policy.allow_chat(engine.owner(request))
         stage = int(stage or 1)
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
         try:
@@ -63,7 +63,7 @@ def build(engine: Engine, gpu=None) -> dict:
 
     on_device = gpu(reply) if gpu else reply  # ZeroGPU: the GPU is held for the reply, not while waiting
     with gr.Row():
-        run = gr.Dropdown(run_ids(jobs), label="Run", allow_custom_value=True, scale=3, elem_id="chat-run")
+        run = gr.Dropdown([], label="Run", allow_custom_value=True, scale=3, elem_id="chat-run")
         stage = gr.Slider(1, 3, value=1, step=1, label="After task k (stage)", scale=2, elem_id="chat-stage")
     note = gr.Markdown()
     prompt = gr.Textbox(label="Prompt (sent to all three)", lines=2, elem_id="chat-prompt",

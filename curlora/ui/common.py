@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import secrets
 import threading
@@ -15,11 +16,19 @@ import gradio as gr
 
 from curlora.chat import Chat
 from curlora.errors import CurloraError
+from curlora.hosting import OWNERS_DIR, owner_key, public_message
 from curlora.jobs import JobManager
-from curlora.store import list_runs
+from curlora.store import atomic_write_text
 from curlora.task_config import TaskConfig
 
 log = logging.getLogger("curlora.ui")
+# Error sentences lose their absolute paths when the app is hosted (set by build_app / launch; one app a process).
+PUBLIC = {"scrub": False}
+ALIASES = 100_000  # page sessions remembered (about 100 bytes each): one per page load, not per request
+
+
+def shown(text: str) -> str:
+    return public_message(text) if PUBLIC["scrub"] else text
 
 
 @dataclass
@@ -37,11 +46,49 @@ class Sessions:
     the browser's local storage), so a refreshed or reopened page finds its task list again. The token only names
     server-side state: nothing of it (paths, files) is ever sent to or trusted from the browser."""
 
-    def __init__(self, limit: int = 512):
+    def __init__(self, limit: int = 512, root=None):
         self._items: OrderedDict[str, SessionState] = OrderedDict()
         self._aliases: OrderedDict[str, str] = OrderedDict()  # gradio session hash -> workspace token
         self._lock = threading.Lock()
         self._limit = limit
+        self._root = root  # () -> the data dir: task lists are kept there too, so evicting one from memory loses
+        # nothing (other sessions' requests can push any list out of this cache; it comes back from disk)
+
+    @staticmethod
+    def _is_token(key: str) -> bool:
+        return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+    def _file(self, key: str):
+        if self._root is None or key == "default":
+            return None
+        owner = owner_key("workspace" if self._is_token(key) else "session", key)
+        return self._root() / OWNERS_DIR / owner / "tasks.json"
+
+    def _load(self, key: str) -> SessionState:
+        path = self._file(key)
+        state = SessionState()
+        if path is not None and path.is_file():
+            try:
+                state.tasks = [TaskConfig.from_dict(t) for t in json.loads(path.read_text(encoding="utf-8"))]
+            except (OSError, ValueError, TypeError, CurloraError):
+                log.warning("task list %s is unreadable; starting an empty one", path)
+        return state
+
+    def save(self, request: gr.Request | None) -> None:
+        """Keep this session's task list on disk (call after changing it)."""
+        key = self._key(request)
+        path = self._file(key)
+        if path is None:
+            return
+        with self._lock:
+            tasks = [t.to_dict() for t in (self._items.get(key) or SessionState()).tasks]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(tasks))
+
+    def _key(self, request) -> str:
+        key = getattr(request, "session_hash", None) or "default"
+        with self._lock:
+            return self._aliases.get(key, key)
 
     @staticmethod
     def new_token() -> str:
@@ -55,21 +102,53 @@ class Sessions:
         if key:
             with self._lock:
                 self._aliases[key] = token
+                self._aliases.move_to_end(key)
                 if key in self._items and token not in self._items:  # work done before the page finished loading
                     self._items[token] = self._items.pop(key)
-                while len(self._aliases) > 4 * self._limit:
+                while len(self._aliases) > ALIASES:
                     self._aliases.popitem(last=False)
         return token
 
-    def get(self, request: gr.Request | None) -> SessionState:
-        key = getattr(request, "session_hash", None) or "default"
+    def owner(self, request: gr.Request | None) -> str:
+        """Who is asking, as a hashed owner key: the signed-in user (CURLORA_AUTH or a Space's Hugging Face login),
+        else this browser's workspace token, else (an API client, which has no page) its gradio session."""
+        user = getattr(request, "username", None)
+        if user:
+            return owner_key("user", str(user))
+        hf_user = _hugging_face_user(request)
+        if hf_user:
+            return owner_key("hf", hf_user)
+        key = getattr(request, "session_hash", None)
         with self._lock:
-            key = self._aliases.get(key, key)
-            state = self._items.pop(key, None) or SessionState()
+            token = self._aliases.get(key) if key else None
+        if token:
+            return owner_key("workspace", token)
+        if key:
+            return owner_key("session", key)
+        raise CurloraError("This request carries no session; reload the page.")
+
+    def get(self, request: gr.Request | None) -> SessionState:
+        key = self._key(request)
+        with self._lock:
+            state = self._items.pop(key, None)
+        if state is None:
+            state = self._load(key)
+        with self._lock:
+            state = self._items.pop(key, None) or state
             self._items[key] = state
             while len(self._items) > self._limit:
                 self._items.popitem(last=False)
             return state
+
+
+def _hugging_face_user(request) -> str | None:
+    """The Hugging Face account signed in through the Space's login button (gradio keeps it in the session)."""
+    try:
+        info = request.session.get("oauth_info") or {}
+    except (AttributeError, AssertionError, KeyError, TypeError):  # no session middleware: no OAuth here
+        return None
+    name = (info.get("userinfo") or {}).get("preferred_username")
+    return str(name) if name else None
 
 
 @dataclass
@@ -80,6 +159,17 @@ class Engine:
     chat: Chat
     sessions: Sessions
 
+    @property
+    def hosted(self) -> bool:
+        return self.jobs.policy.hosted
+
+    def owner(self, request: gr.Request | None) -> str | None:
+        """The owner key the engine checks every run id against; None locally (the one user owns everything)."""
+        return self.sessions.owner(request) if self.hosted else None
+
+    def run_ids(self, request: gr.Request | None) -> list[str]:
+        return [r.id for r in self.jobs.runs(self.owner(request))]
+
 
 def friendly(fn):
     """Show a CurloraError's sentence as a gradio error; anything else as one line (and log the traceback)."""
@@ -88,10 +178,10 @@ def friendly(fn):
         if isinstance(err, gr.Error):
             return err
         if isinstance(err, CurloraError):
-            return gr.Error(str(err), print_exception=False)
+            return gr.Error(shown(str(err)), print_exception=False)
         log.exception("unexpected error in %s", fn.__name__)
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {str(err)[:200]}); the server log has "
-                        "the details.", print_exception=False)
+        return gr.Error(f"Something went wrong ({type(err).__name__}: {shown(str(err))[:200]}); the "
+                        "server log has the details.", print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -136,6 +226,3 @@ def wait_for_device(gate, what: str, n_outputs: int, poll: float = 0.5):
         note = f"Waiting for the device: {gate.holder or 'another job'} is using it…"
         yield (note,) * n_outputs if n_outputs > 1 else note
 
-
-def run_ids(jobs: JobManager) -> list[str]:
-    return [r.id for r in list_runs(jobs.root)]

@@ -7,17 +7,16 @@ from __future__ import annotations
 import html
 
 from curlora.jobs import JobManager
-from curlora.store import Run
 from curlora.ui import charts
 
 STATUS_COLOURS = {"running": "#1f6fb4", "queued": "#8e44ad", "completed": "#2e7d32", "cancelled": "#9e6a00",
                   "failed": "#c0392b", "interrupted": "#9e6a00"}
 
 
-def snapshot(jobs: JobManager, run_id: str) -> tuple[dict, dict, list[dict]]:
-    """(status, metrics, events) of a run, all from the run store (and the queue, for `queued`)."""
-    run = Run.open(run_id, jobs.root)
-    return jobs.status(run_id), run.metrics(), run.events()
+def snapshot(jobs: JobManager, run_id: str, owner: str | None = None) -> tuple[dict, dict, list[dict]]:
+    """(status, metrics, events) of a run `owner` may see, all from the run store (and the queue, for `queued`)."""
+    run = jobs.open(run_id, owner)
+    return jobs.status(run_id, owner), run.metrics(), jobs.events(run_id, owner)
 
 
 def signature(status: dict, events: list[dict]) -> tuple:

@@ -13,11 +13,13 @@ def _gb(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
-@friendly
-def describe(choice: str, dtype: str) -> str:
+def describe(choice: str, dtype: str, policy=None) -> str:
     choice = (choice or "").strip()
     if not choice:
         raise gr.Error("Choose a model or type a hub id or a local folder.")
+    hosted = bool(policy and policy.hosted)
+    if hosted:
+        policy.check_model(choice)  # hosted: no server folders (an upload must never become a model)
     d = describe_model(choice, dtype=dtype, device="auto")
     preset = load_model_presets().get(choice)
     lines = [f"### {preset.label if preset else choice}",
@@ -25,7 +27,7 @@ def describe(choice: str, dtype: str) -> str:
              f"- **parameters** {d.parameters:,}" if d.parameters else "- **parameters** unknown",
              f"- **weights in memory ({d.dtype})** {_gb(d.memory_bytes)}",
              f"- **adaptable modules** {', '.join(d.target_modules) or '–'}",
-             f"- **source** {d.source}{' — `' + d.path + '`' if d.path else ''}"]
+             f"- **source** {d.source}{' — `' + d.path + '`' if d.path and not hosted else ''}"]
     if preset:
         lines.append(f"- **suggested** rank {preset.rank}, targets {', '.join(preset.target_modules)}")
         lines.append(f"- **license** {preset.license}")
@@ -41,7 +43,13 @@ def default_targets(choice: str) -> str:
     return ", ".join(preset.target_modules) if preset else ""
 
 
-def build() -> dict:
+def build(engine=None) -> dict:
+    policy = engine.jobs.policy if engine is not None else None
+
+    @friendly
+    def describe_here(choice: str, dtype: str) -> str:
+        return describe(choice, dtype, policy)
+
     presets = load_model_presets()
     choices = [(p.label or name, name) for name, p in presets.items()]
     default = BUNDLED_DEFAULT if BUNDLED_DEFAULT in presets else next(iter(presets))
@@ -60,5 +68,5 @@ def build() -> dict:
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="model-info")
     for trigger in (name.change, dtype.change, check.click):
-        trigger(describe, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
-    return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe}
+        trigger(describe_here, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
+    return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here}

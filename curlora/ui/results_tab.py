@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -15,10 +16,12 @@ from curlora.cli_runs import copy_finished_adapters, export_merged, metrics_csv,
 from curlora.errors import CurloraError
 from curlora.evaluate import evaluate_stage
 from curlora.experiment import ExperimentConfig
+from curlora.jobs import JobManager
 from curlora.store import Run
 from curlora.ui import live
-from curlora.ui.common import Engine, friendly, run_ids, wait_for_device
+from curlora.ui.common import Engine, friendly, wait_for_device
 
+EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of it
 SUMMARY_HEADERS = ["method", "status", "ACC %", "BWT", "FWT", "forgetting", "plasticity %", "ppl base → final",
                    "self-ppl base → final", "KL to base", "weight drift", "trainable", "train s", "peak memory"]
 
@@ -63,14 +66,23 @@ def notes(metrics: dict) -> str:
             + "".join(f"\n\n- {v['verdict']}" for v in metrics.get("learnability") or [] if v.get("verdict")))
 
 
-def export(root: Path, run_id: str, what: str) -> str:
+def export(jobs: JobManager, run_id: str, what: str, owner: str | None = None) -> str:
     """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip | merged.zip
-    (each adapter method's last finished stage folded into a copy of the base model: full model size)."""
-    run = Run.open(run_id, root)
+    (each adapter method's last finished stage folded into a copy of the base model: full model size).
+
+    Made in the owner's own exports folder, where an export older than EXPORT_KEEP_S is removed when the next one
+    is made (gradio serves its own copy), so exports never pile up in the system's temp folder. Hosted, the config
+    inside names no server path."""
+    run = jobs.open(run_id, owner)
     m = run.metrics()
     if not m:
         raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
-    out = Path(tempfile.mkdtemp(prefix="curlora-export-"))
+    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    out = Path(tempfile.mkdtemp(prefix="export-", dir=folder))
     if what == "metrics.json":
         (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
     elif what == "metrics.csv":
@@ -83,7 +95,11 @@ def export(root: Path, run_id: str, what: str) -> str:
             export_merged(run, m, staging / "merged")
         elif not copy_finished_adapters(run, m, staging / "adapters"):
             raise CurloraError(f"Run {run_id} has no saved adapters yet.")
-        shutil.copy(run.path / "config.yaml", staging / "config.yaml")
+        config = run.config_yaml
+        if jobs.policy.hosted:  # the visitor's own config, without the server's paths in it
+            config = jobs.policy.public_yaml(ExperimentConfig.from_yaml(config, source=f"{run_id}/config.yaml"),
+                                             jobs.root)
+        (staging / "config.yaml").write_text(config, encoding="utf-8")
         return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
     else:
         raise CurloraError(f"Unknown export {what!r}.")
@@ -109,16 +125,16 @@ def build(engine: Engine) -> dict:
     jobs = engine.jobs
 
     @friendly
-    def pick(rid: str):
+    def pick(rid: str, request: gr.Request):
         """The evaluation controls for this run: its adapter methods and its stages (0 = the base model)."""
         if not rid:
             return gr.update(choices=[], value=None), gr.update()
-        labels, n = stage_choices(Run.open(rid, jobs.root))
+        labels, n = stage_choices(jobs.open(rid, engine.owner(request)))
         return (gr.update(choices=labels, value=labels[0] if labels else None),
                 gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
 
     @friendly
-    def evaluate(rid: str, method: str, stage, upload):
+    def evaluate(rid: str, method: str, stage, upload, request: gr.Request):
         """A finished stage (or the base, stage 0) on an uploaded task CSV (accuracy) or .txt (perplexity)."""
         if not rid:
             raise CurloraError("Pick a run first.")
@@ -129,7 +145,7 @@ def build(engine: Engine) -> dict:
             raise CurloraError("This run has no CURLoRA or LoRA method to evaluate; pick stage 0 for the base model.")
         path = upload if isinstance(upload, str) else upload.name
         as_text = Path(path).suffix.lower() == ".txt"
-        run = Run.open(rid, jobs.root)
+        run = jobs.open(rid, engine.owner(request))
         cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
         yield from wait_for_device(jobs.gate, "an evaluation", 1)
         try:
@@ -143,32 +159,35 @@ def build(engine: Engine) -> dict:
         yield describe_evaluation(res)
 
     @friendly
-    def show(rid: str):
+    def show(rid: str, request: gr.Request):
         if not rid:
             return ("_Pick a run._", [], "", *live.figures({}, []))
-        status, metrics, events = live.snapshot(jobs, rid)
+        owner = engine.owner(request)
+        status, metrics, events = live.snapshot(jobs, rid, owner)
         head = live.progress_html(rid, status, metrics, events)
-        return (head + "\n\n" + notes(metrics), summary_rows(metrics), table(Run.open(rid, jobs.root)),
+        return (head + "\n\n" + notes(metrics), summary_rows(metrics), table(jobs.open(rid, owner)),
                 *live.figures(metrics, events))
 
     @friendly
-    def refresh(current: str):
-        ids = run_ids(jobs)
+    def refresh(current: str, request: gr.Request):
+        ids = engine.run_ids(request)
         return gr.update(choices=ids, value=current if current in ids else (ids[0] if ids else None))
 
     def exporter(what):
         @friendly
-        def handler(rid: str):
+        def handler(rid: str, request: gr.Request):
             if not rid:
                 raise CurloraError("Pick a run first.")
+            owner = engine.owner(request)
             if what != "merged.zip":
-                return export(jobs.root, rid, what)
+                return export(jobs, rid, what, owner)
+            jobs.open(rid, owner)  # before waiting for the device
             with jobs.gate.hold("a merged-model export"):  # loads and merges a full model
-                return export(jobs.root, rid, what)
+                return export(jobs, rid, what, owner)
         return handler
 
     with gr.Row():
-        run = gr.Dropdown(run_ids(jobs), label="Run", allow_custom_value=True, scale=4, elem_id="results-run")
+        run = gr.Dropdown([], label="Run", allow_custom_value=True, scale=4, elem_id="results-run")
         reload = gr.Button("Refresh", scale=1)
     header = gr.Markdown()
     summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary per method",

@@ -10,20 +10,21 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.store import Run, list_runs
-from curlora.ui.common import Engine, friendly, run_ids
+from curlora.hosting import EXAMPLES, read_owner
+from curlora.ui.common import Engine, friendly
 
 HEADERS = ["run", "status", "tasks", "methods", "stages done", "updated", "message"]
 
 
-def rows(jobs) -> list[list]:
+def rows(jobs, owner: str | None = None) -> list[list]:
     out = []
-    for run in list_runs(jobs.root):
-        st = jobs.status(run.id)
+    for run in jobs.runs(owner):
+        st = jobs.status(run.id, owner)
         m = run.metrics()
         done = {k: len(v["matrix"]) - 1 for k, v in (m.get("methods") or {}).items()}
         updated = st.get("updated")
-        out.append([run.id, st["status"] + (f" #{st['position']}" if st.get("position") else ""),
+        shared = " · shared example" if read_owner(run.path) == EXAMPLES else ""
+        out.append([run.id, st["status"] + (f" #{st['position']}" if st.get("position") else "") + shared,
                     ", ".join(m.get("tasks", [])) or "–", ", ".join(done) or "–",
                     ", ".join(f"{k} {v}" for k, v in done.items()) or "0",
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "–",
@@ -35,9 +36,11 @@ def build(engine: Engine) -> dict:
     jobs = engine.jobs
 
     @friendly
-    def listing(selected: str | None = None):
-        ids = run_ids(jobs)
-        return rows(jobs), gr.update(choices=ids) if selected is None else gr.update(choices=ids, value=selected)
+    def listing(request: gr.Request, selected: str | None = None):
+        owner = engine.owner(request)
+        ids = [r.id for r in jobs.runs(owner)]
+        return (rows(jobs, owner),
+                gr.update(choices=ids) if selected is None else gr.update(choices=ids, value=selected))
 
     def pick(evt: gr.SelectData, table):
         try:
@@ -46,43 +49,46 @@ def build(engine: Engine) -> dict:
             return gr.skip()
 
     @friendly
-    def resume(rid: str):
+    def resume(rid: str, request: gr.Request):
         if not rid:
             raise CurloraError("Pick a run first.")
-        jobs.resume(rid)
+        jobs.resume(rid, engine.owner(request))
         gr.Info(f"Run {rid} is queued again; it continues from its last finished stage.")
-        return listing(rid)
+        return listing(request, rid)
 
     @friendly
-    def rerun(rid: str):
+    def rerun(rid: str, request: gr.Request):
         if not rid:
             raise CurloraError("Pick a run first.")
-        run = Run.open(rid, jobs.root)
-        new = jobs.submit(ExperimentConfig.from_yaml(run.config_yaml, source=f"{rid}/config.yaml"))
+        owner = engine.owner(request)
+        run = jobs.open(rid, owner)
+        new = jobs.submit(ExperimentConfig.from_yaml(run.config_yaml, source=f"{rid}/config.yaml"), owner)
         gr.Info(f"Started {new} with the same config.")
-        return listing(new)
+        return listing(request, new)
 
     @friendly
-    def delete(rid: str, sure: bool):
+    def delete(rid: str, sure: bool, request: gr.Request):
         if not rid:
             raise CurloraError("Pick a run first.")
         if not sure:
             raise CurloraError("Tick 'Yes, delete it' first: a deleted run cannot be recovered.")
-        jobs.delete(rid)
+        jobs.delete(rid, engine.owner(request))
         gr.Info(f"Deleted {rid}.")
-        return (*listing(""), False)
+        return (*listing(request, ""), False)
 
     @friendly
-    def list_api() -> list[dict]:
-        return [dict(zip(HEADERS, r)) for r in rows(jobs)]
+    def list_api(request: gr.Request) -> list[dict]:
+        return [dict(zip(HEADERS, r)) for r in rows(jobs, engine.owner(request))]
 
-    gr.Markdown("Runs live in the data directory (`$CURLORA_DATA_DIR`, default `./runs`) and are shared by "
-                "everyone using this server. A run that was training when the app stopped shows as "
-                "**interrupted**: resume it to continue from its last finished task.")
+    gr.Markdown(lambda: ("Your runs on this server: every visitor sees only their own (and any shared examples). "
+                         if engine.hosted else
+                         "Runs live in the data directory (`$CURLORA_DATA_DIR`, default `./runs`). ")
+                + "A run that was training when the app stopped shows as **interrupted**: resume it to continue "
+                "from its last finished task.")
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=1)
-        run = gr.Dropdown(run_ids(jobs), label="Selected run", allow_custom_value=True, scale=4, elem_id="runs-run")
-    table = gr.Dataframe(headers=HEADERS, value=rows(jobs), interactive=False, wrap=True, elem_id="runs-table",
+        run = gr.Dropdown([], label="Selected run", allow_custom_value=True, scale=4, elem_id="runs-run")
+    table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="runs-table",
                          label="Runs (click a row to select it)")
     with gr.Row():
         open_btn = gr.Button("Open in Results", variant="primary")
@@ -94,10 +100,13 @@ def build(engine: Engine) -> dict:
     api_btn = gr.Button(visible=False)
 
     light = {"concurrency_limit": None}
-    refresh.click(lambda: listing(), None, [table, run], api_name=False, **light)
+    def fresh(request: gr.Request):
+        return listing(request)
+
+    refresh.click(fresh, None, [table, run], api_name=False, **light)
     table.select(pick, table, run, api_name=False, **light)
     resume_btn.click(resume, run, [table, run], api_name="resume", **light)
     rerun_btn.click(rerun, run, [table, run], api_name="rerun", **light)
     delete_btn.click(delete, [run, sure], [table, run, sure], api_name="delete", **light)
     api_btn.click(list_api, None, hidden, api_name="list_runs", **light)
-    return {"run": run, "table": table, "open": open_btn, "listing": listing}
+    return {"run": run, "table": table, "open": open_btn, "listing": listing, "fresh": fresh}

@@ -5,8 +5,6 @@ The list lives on the server, keyed by the browser session (see common.Sessions)
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -16,7 +14,6 @@ from curlora.columns import detect_columns
 from curlora.csvfile import read_table
 from curlora.dataset_presets import load_presets
 from curlora.errors import CurloraError
-from curlora.store import data_dir
 from curlora.task_config import TaskConfig
 from curlora.tasks import load_task
 from curlora.ui.common import Engine, friendly, with_request
@@ -41,18 +38,6 @@ def demo_config(name: str) -> TaskConfig:
                       max_train_rows=400, max_eval_rows=100)
 
 
-def keep_upload(path: str) -> str:
-    """Copy an upload into the data dir (named by its content) so runs can be resumed after a restart."""
-    src = Path(path)
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    folder = data_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{digest}-{src.name}"
-    if not dest.exists():
-        shutil.copyfile(src, dest)
-    return str(dest)
-
-
 def parse_verbalizers(text: str) -> dict[str, str] | None:
     """'negative = bad' lines (or comma-separated) -> {label: word}; empty -> None (labels score as themselves)."""
     out = {}
@@ -71,7 +56,7 @@ def parse_verbalizers(text: str) -> dict[str, str] | None:
 def form_config(name, file, text, pair, label, verbalizers, template, preset, max_train, max_eval) -> TaskConfig:
     if not file:
         raise CurloraError("Upload a CSV (or add a demo task) first.")
-    name = (name or "").strip() or Path(file).stem.split("-", 1)[-1]
+    name = (name or "").strip() or Path(file).stem
     pick = lambda v: None if v in (None, "", NONE) else v  # noqa: E731
     return TaskConfig(name=name, train_file=file, text=pick(text), text_pair=pick(pair), label=pick(label),
                       verbalizers=parse_verbalizers(verbalizers), template=(template or "").strip() or None,
@@ -95,7 +80,7 @@ def preview_rows(path: str, n: int = 8):
 
 
 def build(engine: Engine) -> dict:
-    sessions = engine.sessions
+    sessions, policy, jobs = engine.sessions, engine.jobs.policy, engine.jobs
 
     def listing(request: gr.Request):
         tasks = sessions.get(request).tasks
@@ -107,8 +92,15 @@ def build(engine: Engine) -> dict:
         tasks = sessions.get(request).tasks
         if any(t.name == cfg.name for t in tasks):
             raise CurloraError(f"There is already a task named {cfg.name!r}; give this one another name.")
+        limit = getattr(policy.limits, "tasks_per_run", None)
+        if limit is not None and len(tasks) >= limit:
+            raise CurloraError(f"Tasks per run: the limit here is {limit}; remove a task before adding another.")
+        owner = engine.owner(request)
+        for key in ("train_file", "eval_file"):
+            policy.check_source(getattr(cfg, key), f"task '{cfg.name}': {key}", jobs.root, owner)
         task = load_task(cfg)  # the engine's validation: bad input never reaches the task list
         tasks.append(cfg)
+        sessions.save(request)
         return format_summary(task.summary)
 
     @friendly
@@ -120,15 +112,17 @@ def build(engine: Engine) -> dict:
     def add_all_demos(request: gr.Request):
         state = sessions.get(request)
         state.tasks[:] = []
+        sessions.save(request)
         for name in demo_tasks():
             report = check_and_add(demo_config(name), request)
         return (*listing(request), report)
 
     @friendly
-    def uploaded(path):
+    def uploaded(path, request: gr.Request):
         if not path:
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), None, "")
-        kept = keep_upload(path)
+        # Read (and so validated) before it is kept: a file the reader refuses never reaches the run store.
+        kept = str(policy.keep_upload(path, jobs.root, engine.owner(request), validate=read_table))
         table = read_table(kept)
         found = detect_columns(table.columns)
         cols = [NONE] + table.columns
@@ -159,6 +153,7 @@ def build(engine: Engine) -> dict:
         else:
             j = min(max(i + delta, 0), len(tasks) - 1)
             tasks[i], tasks[j] = tasks[j], tasks[i]
+        sessions.save(request)
         return listing(request)
 
     gr.Markdown("Tasks are trained in order, T1 → T2 → …; after each one every task is scored again, which is "

@@ -6,7 +6,7 @@ which trains in its own thread: the run goes on when the page closes, and the ti
 
 from __future__ import annotations
 
-import tempfile
+import html
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +15,8 @@ from curlora.errors import CurloraError
 from curlora.estimate import trainable_parameters
 from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.ui import live
-from curlora.ui.common import Engine, friendly, with_request
+from curlora.store import atomic_write_text
+from curlora.ui.common import Engine, friendly, shown, with_request
 
 PRESET = Path(__file__).resolve().parents[2] / "presets" / "experiments" / "quick-demo.yaml"
 METHODS = [("CURLoRA", "curlora"), ("LoRA", "lora"), ("base (no training)", "base"), ("full fine-tune", "full"),
@@ -154,10 +155,13 @@ def build(engine: Engine, model: dict) -> dict:
         try:
             cfg = make_config(request, *values)
         except CurloraError as err:
-            return f"_{err}_", "", None
-        text = cfg.to_yaml()
-        path = Path(tempfile.mkdtemp(prefix="curlora-yaml-")) / "experiment.yaml"
-        path.write_text(text, encoding="utf-8")
+            return f"_{shown(str(err))}_", "", None
+        text = jobs.policy.public_yaml(cfg, jobs.root)
+        # One preview file per owner, rewritten on every edit (gradio keeps its own copy of what it serves).
+        folder = jobs.policy.owner_dir(jobs.root, engine.owner(request)) / "preview"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "experiment.yaml"
+        atomic_write_text(path, text)
         return ("Save it as `experiment.yaml` and run\n```\npython -m curlora run experiment.yaml\n```\n"
                 "(runs land in `$CURLORA_DATA_DIR`, default `./runs`; the app lists them too)"), text, str(path)
 
@@ -174,24 +178,31 @@ def build(engine: Engine, model: dict) -> dict:
     @with_request(n)
     @friendly
     def submit(*values, request: gr.Request):
-        run = jobs.submit(make_config(request, *values))
+        notices = []
+        run = jobs.submit(make_config(request, *values), engine.owner(request), notices)
+        for note in notices:
+            gr.Info(note)
         return run, run, gr.Timer(active=True)
 
     @friendly
-    def submit_yaml(text: str):
-        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box"))
+    def submit_yaml(text: str, request: gr.Request):
+        notices = []
+        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box"), engine.owner(request),
+                          notices)
+        for note in notices:
+            gr.Info(note)
         return run, run, gr.Timer(active=True)
 
     @friendly
-    def cancel(rid: str):
+    def cancel(rid: str, request: gr.Request):
         if not rid:
             raise CurloraError("No run to stop: start one first.")
-        jobs.cancel(rid)
+        jobs.cancel(rid, engine.owner(request))
         gr.Info("Stopping after the current step; finished stages are kept (resume from the Runs tab).")
 
     @friendly
-    def run_status(rid: str) -> dict:
-        status, metrics, events = live.snapshot(jobs, rid)
+    def run_status(rid: str, request: gr.Request) -> dict:
+        status, metrics, events = live.snapshot(jobs, rid, engine.owner(request))
         return {"run_id": rid, **status, "events": len(events), "metrics": metrics}
 
     def poll(rid: str, request: gr.Request):
@@ -199,9 +210,9 @@ def build(engine: Engine, model: dict) -> dict:
         if not rid:
             return (gr.skip(),) * 5 + (gr.Timer(active=False),)
         try:
-            status, metrics, events = live.snapshot(jobs, rid)
+            status, metrics, events = live.snapshot(jobs, rid, engine.owner(request))
         except CurloraError as err:
-            return (f"<i>{err}</i>",) + (gr.skip(),) * 4 + (gr.Timer(active=False),)
+            return (f"<i>{html.escape(shown(str(err)))}</i>",) + (gr.skip(),) * 4 + (gr.Timer(active=False),)
         drawn = sessions.get(request).drawn
         sig = (rid,) + live.signature(status, events)
         finished = status["status"] not in ("running", "queued")
@@ -212,15 +223,19 @@ def build(engine: Engine, model: dict) -> dict:
                 gr.Timer(active=not finished))
 
     def reattach(saved: str, request: gr.Request):
-        """Page (re)load: the run this browser started last, else whatever the server is training now."""
+        """Page (re)load: the run this browser started last, else the run of this visitor's the server is training
+        now (never another visitor's: hosted, the owner check refuses it)."""
         sessions.get(request).drawn.pop("train", None)
-        rid = saved or jobs.current() or ""
-        if rid:
+        owner = engine.owner(request)
+        for rid in (saved, jobs.current()):
+            if not rid:
+                continue
             try:
-                jobs.status(rid)
+                jobs.status(rid, owner)
             except CurloraError:
-                rid = jobs.current() or ""
-        return rid, gr.Timer(active=bool(rid))
+                continue
+            return rid, gr.Timer(active=True)
+        return "", gr.Timer(active=False)
 
     light = {"concurrency_limit": None}
     outputs = [progress, loss_plot, heatmap, ppl_plot, forget_plot, timer]

@@ -214,3 +214,39 @@ def test_kill_9_of_the_app_while_an_adapter_is_saved(world, tmp_path):
     assert pane_choices(run) == {"curlora": [1]}  # chat offers only whole stages
     resume(run_id, root)
     check_resumed(run, before)
+
+
+def test_sigterm_with_a_queue_stops_cooperatively_and_the_next_start_queues_them_again_in_order(world, tmp_path):
+    """What a Space restart sends. Before: the process was gone in 1.2 s, the stage in progress lost, and every
+    run read `interrupted` with its queue order gone."""
+    root = tmp_path / "runs"
+    app = AppProcess(root, tmp_path / "app1.log")
+    try:
+        first = app.client.predict(experiment(world, steps=150), api_name="/start_yaml")[0]
+        waiting = [app.client.predict(experiment(world, steps=3), api_name="/start_yaml")[0] for _ in range(3)]
+        for rid in waiting:  # queued on disk, not `running` with the server's pid
+            assert json.loads((root / rid / "status.json").read_text())["status"] == "queued"
+        assert Run.open(waiting[0], root).status()["status"] == "queued"
+        run = Run.open(first, root)
+        wait_for(lambda: any(e["kind"] == "step" and e["stage"] == 2 and e["step"] >= 3 for e in run.events()), 240,
+                 "the run never reached curlora's second task")
+        app.proc.send_signal(signal.SIGTERM)
+        assert app.proc.wait(60) == 0, app.log.read_text()[-3000:]
+    finally:
+        app.kill()
+    assert "SIGTERM: stopped; 4 run(s) will be queued again" in app.log.read_text()
+    statuses = [Run.open(r, root).status() for r in [first, *waiting]]
+    assert [s["status"] for s in statuses] == ["interrupted"] * 4
+    assert [s["order"] for s in statuses] == [0, 1, 2, 3] and all(s["requeue"] for s in statuses)
+    assert len(run.metrics()["methods"]["curlora"]["matrix"]) == 2  # task 1 finished and kept
+    assert not run.is_locked()
+    shorten(run)
+    again = AppProcess(root, tmp_path / "app2.log")
+    try:
+        status = [again.client.predict(r, api_name="/run_status") for r in waiting]
+        assert [s.get("position") for s in status] == [1, 2, 3]  # behind `first`, in their old order
+        wait_for(lambda: all(again.client.predict(r, api_name="/run_status")["status"] == "completed"
+                             for r in [first, *waiting]), 300, "the re-queued runs never finished")
+    finally:
+        again.terminate()
+    check_resumed(run, {"methods": {"curlora": {"matrix": run.metrics()["methods"]["curlora"]["matrix"][:2]}}})

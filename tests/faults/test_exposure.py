@@ -90,6 +90,7 @@ def test_a_real_server_with_a_login_refuses_anonymous_requests(tmp_path, monkeyp
 def test_app_py_flags():
     from app import parse_args
 
-    assert vars(parse_args([])) == {"host": None, "port": None, "share": False}  # loopback, no link by default
+    # loopback, no link, no remote code by default
+    assert vars(parse_args([])) == {"host": None, "port": None, "share": False, "trust_remote_code": False}
     args = parse_args(["--host", "0.0.0.0", "--port", "8080", "--share"])
     assert (args.host, args.port, args.share) == ("0.0.0.0", 8080, True)

@@ -1,0 +1,251 @@
+"""Hosted mode: no visitor runs code or reads files on the server, and visitors own their runs.
+
+The attacks are the ones tried against the app before hosted mode existed: an uploaded folder loaded as a model with
+trust_remote_code (its Python ran inside the app during validation), a task file naming a server file (its content
+came back in the error sentence), and a second visitor listing, reading, stopping and deleting the first one's runs.
+The payload only writes a marker file; the secret is a file outside the run store."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from app_server import serving
+
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.hosting import ASSETS, Policy, allow_remote_code, owner_key, public_message, read_owner
+from curlora.jobs import JobManager
+
+gradio_client = pytest.importorskip("gradio_client")
+
+SECRET = "hunter2-TOPSECRET-token"
+
+
+def payload_folder(folder: Path, marker: Path) -> Path:
+    """A 'model' whose config.json sends transformers to Python shipped beside it (it writes `marker`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                           "AutoModelForCausalLM": "configuration_evil.EvilConfig"}}))
+    (folder / "configuration_evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
+    return folder
+
+
+def tiny_hosted(**model) -> dict:
+    """One bundled task on the bundled model, a few steps: what a visitor can run without any server path."""
+    return {
+        "model": {"name": "kjv-llama-5m", **model},
+        "tasks": [{"name": "testament", "train_file": "bundled:tasks/testament/train.csv",
+                   "eval_file": "bundled:tasks/testament/eval.csv", "max_train_rows": 16, "max_eval_rows": 8}],
+        "methods": [{"kind": "curlora", "r": 2}, {"kind": "lora", "r": 2}],
+        "training": {"max_steps": 2, "batch_size": 2, "max_length": 32, "lr": 0.01},
+        "evaluation": {"eval_rows": 4, "self_probe": False, "ppl_max_tokens": 128, "ppl_window": 64,
+                       "ppl_stride": 64},
+        "run": {"name": "visitor"},
+    }
+
+
+@pytest.fixture
+def hosted_jobs(tmp_path):
+    return JobManager(tmp_path / "runs", policy=Policy(hosted=True))
+
+
+def test_remote_code_never_runs_locally_without_the_flag_nor_ever_when_hosted(tmp_path, hosted_jobs):
+    marker = tmp_path / "ran.txt"
+    folder = payload_folder(tmp_path / "upload", marker)
+    cfg = ExperimentConfig.from_dict({**tiny_hosted(name=str(folder), trust_remote_code=True)})
+    local = JobManager(tmp_path / "local-runs", policy=Policy(hosted=False))
+    with pytest.raises(CurloraError, match="not started with --trust-remote-code"):
+        local.submit(cfg)
+    with pytest.raises(CurloraError, match="trust_remote_code is not allowed on this server"):
+        hosted_jobs.submit(cfg)
+    allow_remote_code(True)  # even a process started with the flag refuses it when hosted
+    try:
+        with pytest.raises(CurloraError, match="not allowed on this server"):
+            hosted_jobs.submit(cfg)
+    finally:
+        allow_remote_code(False)
+    # Without trust_remote_code, an upload folder is still no model when hosted: folders are refused by name.
+    plain = ExperimentConfig.from_dict(tiny_hosted(name=str(folder)))
+    with pytest.raises(CurloraError, match="folders on the server cannot be used here"):
+        hosted_jobs.submit(plain)
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "local-runs").exists()  # nothing written
+
+
+def test_the_model_loader_itself_refuses_remote_code_without_the_flag(tmp_path):
+    from curlora.models import describe_model, load_model
+
+    marker = tmp_path / "ran.txt"
+    folder = payload_folder(tmp_path / "m", marker)
+    for call in (load_model, describe_model):
+        with pytest.raises(CurloraError, match="--trust-remote-code"):
+            call(str(folder), trust_remote_code=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["train_file", "eval_file", "probe_text"])
+def test_a_server_file_is_never_read_and_its_existence_not_told(tmp_path, hosted_jobs, key):
+    secret = tmp_path / "secret.env"
+    secret.write_text(f"TOKEN,label\n{SECRET},1\n{SECRET},0\n")
+    messages = []
+    for path in (secret, tmp_path / "no-such.env", ASSETS / ".." / ".." / secret.name,
+                 f"bundled:../../{secret.name}"):
+        data = tiny_hosted()
+        if key == "probe_text":
+            data["evaluation"]["probe_text"] = str(path)
+        else:
+            data["tasks"][0][key] = str(path)
+        with pytest.raises(CurloraError) as err:
+            hosted_jobs.submit(ExperimentConfig.from_dict(data))
+        text = str(err.value)
+        assert SECRET not in text and str(tmp_path) not in text and "only your own uploads" in text
+        messages.append(text.replace(Path(str(path)).name, "NAME"))
+    assert len(set(messages)) == 1, messages  # a path that exists reads exactly like one that doesn't
+    assert not (tmp_path / "runs").exists()
+
+
+def test_uploads_are_checked_before_kept_stored_once_and_go_with_the_last_run(tmp_path):
+    policy = Policy(hosted=True)
+    root = tmp_path / "runs"
+    owner = owner_key("workspace", "a" * 32)
+    good = tmp_path / "good.csv"
+    good.write_text("text,label\n" + "".join(f"row {i} is fine,{i % 2}\n" for i in range(20)))
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\x01binary")
+
+    from curlora.csvfile import read_table
+
+    with pytest.raises(CurloraError):
+        policy.keep_upload(bad, root, owner, validate=read_table)
+    assert not (root / ".owners").exists() or not any((root / ".owners").rglob("*.csv"))
+    first = policy.keep_upload(good, root, owner, validate=read_table)
+    renamed = tmp_path / "other-name.csv"
+    renamed.write_bytes(good.read_bytes())
+    assert policy.keep_upload(renamed, root, owner, validate=read_table) == first  # one copy per content
+    other = policy.keep_upload(good, root, owner_key("workspace", "b" * 32))
+    assert other != first and other.read_bytes() == first.read_bytes()  # owners never share a file
+    assert policy.resolve_path("upload:good.csv", root, owner) == str(first)
+    with pytest.raises(CurloraError, match="no upload named 'missing.csv' of yours"):
+        policy.resolve_path("upload:missing.csv", root, owner)
+    policy.limits.upload_mb = 0.0001
+    with pytest.raises(CurloraError, match="Upload size: 'good.csv' is .* the limit here is 0.0001 MB"):
+        policy.keep_upload(good, root, owner)
+
+
+def test_error_sentences_lose_absolute_paths():
+    text = ("/data/runs/.owners/0123/uploads/ab12/sent.csv: line 3 has 4 cells; "
+            "'/srv/app/assets/tasks/x/train.csv' is a folder, and No run 'r' in /data/runs.")
+    assert public_message(text) == ("sent.csv: line 3 has 4 cells; 'train.csv' is a folder, and No run 'r' in "
+                                    "runs.")
+
+
+# -- two visitors against one hosted server ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hosted")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURLORA_MULTI_USER", "1")
+    try:
+        with serving(folder / "runs") as (url, jobs):
+            assert jobs.policy.hosted
+            yield url, jobs, folder
+    finally:
+        mp.undo()
+
+
+def refused(client, *args, api_name):
+    with pytest.raises(gradio_client.exceptions.AppError) as err:
+        client.predict(*args, api_name=api_name)
+    return str(err.value)
+
+
+def test_two_visitors_see_and_touch_only_their_own_runs(server):
+    url, jobs, folder = server
+    alice, bob = gradio_client.Client(url, verbose=False), gradio_client.Client(url, verbose=False)
+    rid = alice.predict(yaml.safe_dump(tiny_hosted()), api_name="/start_yaml")[0]
+    assert jobs.wait(rid, timeout=300)
+    assert alice.predict(rid, api_name="/run_status")["status"] == "completed"
+    assert read_owner(jobs.root / rid) not in (None, "local")
+    assert [r["run"] for r in alice.predict(api_name="/list_runs")] == [rid]
+    assert bob.predict(api_name="/list_runs") == []
+
+    unknown = "20990101-000000-visitor-ffff"
+    probe = (folder / "probe.txt")
+    probe.write_text("And the king said unto them, " * 20)
+    calls = {
+        "/results": (), "/run_status": (), "/stop": (), "/resume": (), "/rerun": (),
+        "/delete": (True,), "/chat": (1, "the king", 4, 0, 1, 0),
+        "/evaluate": ("lora", 1, gradio_client.handle_file(str(probe))),
+        "/export_metrics_csv": (), "/export_metrics_json": (), "/export_results_md": (),
+        "/export_adapters_zip": (), "/export_merged_zip": (),
+    }
+    for api, rest in calls.items():
+        theirs = refused(bob, rid, *rest, api_name=api)
+        nobody = refused(bob, unknown, *rest, api_name=api)
+        assert theirs.replace(rid, "ID") == nobody.replace(unknown, "ID"), api  # exactly as an unknown id
+        assert "No run" in theirs, (api, theirs)
+    # Alice still has everything, untouched.
+    assert jobs.status(rid, read_owner(jobs.root / rid))["status"] == "completed"
+    header, summary, *_ = alice.predict(rid, api_name="/results")
+    assert [row[0] for row in summary["data"]] == ["curlora", "lora"]
+    exported = Path(alice.predict(rid, api_name="/export_adapters_zip"))
+    import zipfile
+
+    with zipfile.ZipFile(exported) as z:
+        config = z.read(f"{rid}/config.yaml").decode()
+    assert "bundled:tasks/testament/train.csv" in config and str(jobs.root) not in config and str(ASSETS) not in config
+    assert alice.predict(rid, 1, "the king", 4, 0, 1, 0, api_name="/chat")[0]
+
+
+def test_a_visitor_yaml_naming_server_paths_or_remote_code_is_refused_with_nothing_written(server):
+    url, jobs, folder = server
+    before = sorted(p.name for p in jobs.root.iterdir()) if jobs.root.exists() else []
+    client = gradio_client.Client(url, verbose=False)
+    marker = folder / "ran.txt"
+    evil = payload_folder(folder / "evil", marker)
+    for data, expect in [
+        (tiny_hosted(name=str(evil), trust_remote_code=True), "not allowed on this server"),
+        (tiny_hosted(name=str(evil)), "folders on the server cannot be used here"),
+        ({**tiny_hosted(), "tasks": [{"name": "t", "train_file": "/etc/passwd"}]}, "only your own uploads"),
+    ]:
+        message = refused(client, yaml.safe_dump(data), api_name="/start_yaml")
+        assert expect in message and "/etc" not in message and str(folder) not in message
+    assert not marker.exists()
+    assert sorted(p.name for p in jobs.root.iterdir()) == before
+
+
+def test_a_shared_example_is_readable_by_every_visitor_and_changeable_by_none(tmp_path, monkeypatch):
+    from curlora.cli import main
+    from curlora.store import Run
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
+    run = Run.create("model: {name: kjv-llama-5m}\n", root=root)
+    run.set_status("completed", "finished")
+    jobs = JobManager(root, policy=Policy(hosted=True))
+    visitor = owner_key("session", "anyone")
+    assert jobs.runs(visitor) == []  # a CLI run belongs to the local user: no visitor sees it
+    assert main(["share", run.id]) == 0
+    assert [r.id for r in jobs.runs(visitor)] == [run.id] and jobs.status(run.id, visitor)["status"] == "completed"
+    for change in (jobs.cancel, jobs.delete, jobs.resume):
+        with pytest.raises(CurloraError, match="is a shared example: it can be read"):
+            change(run.id, visitor)
+    assert main(["share", run.id, "--off"]) == 0 and jobs.runs(visitor) == []
+
+
+def test_the_cli_runs_remote_code_only_with_its_flag(tmp_path, monkeypatch, capsys):
+    from curlora.cli import main
+
+    marker = tmp_path / "ran.txt"
+    folder = payload_folder(tmp_path / "m", marker)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(tiny_hosted(name=str(folder), trust_remote_code=True)))
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "runs"))
+    assert main(["run", str(exp)]) == 2
+    assert "not started with --trust-remote-code" in capsys.readouterr().err and not marker.exists()

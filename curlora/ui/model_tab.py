@@ -53,9 +53,11 @@ def build(engine=None) -> dict:
     presets = load_model_presets()
     choices = [(p.label or name, name) for name, p in presets.items()]
     default = BUNDLED_DEFAULT if BUNDLED_DEFAULT in presets else next(iter(presets))
-    gr.Markdown("Pick the base model every method starts from. The bundled model works offline; a hub id needs "
-                "the network (or the hub cache) and a local folder needs `config.json`, the tokenizer and "
-                "`*.safetensors`.")
+    gr.Markdown(lambda: "Pick the base model every method starts from. The bundled model works offline; a hub id "
+                "needs the network (or the hub cache) " + (
+                    "(on this hosted server folders can't be used: presets, the bundled model and hub ids only)."
+                    if policy is not None and policy.hosted else
+                    "and a local folder needs `config.json`, the tokenizer and `*.safetensors`."))
     with gr.Row():
         with gr.Column(scale=2):
             name = gr.Dropdown(choices, value=default, label="Base model (or type a hub id / local folder)",

@@ -166,7 +166,8 @@ def build(engine: Engine) -> dict:
                     add_demo_btn = gr.Button("Add demo task", size="sm")
                     add_all_btn = gr.Button("Use the 3 demo tasks", size="sm", variant="primary",
                                             elem_id="add-demo-tasks")
-            upload = gr.File(label="…or upload a CSV (one task)", file_types=[".csv", ".tsv", ".txt"], height=110)
+            upload = gr.File(label="…or upload a CSV (one task)", file_types=[".csv", ".tsv", ".txt"], height=110,
+                             elem_id="task-upload")
             kept = gr.State(None)  # the path of the copy in the data dir (a string, not data)
             upload_note = gr.Markdown()
             name = gr.Textbox(label="Task name")

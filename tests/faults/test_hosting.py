@@ -200,6 +200,13 @@ def test_two_visitors_see_and_touch_only_their_own_runs(server):
     with zipfile.ZipFile(exported) as z:
         config = z.read(f"{rid}/config.yaml").decode()
     assert "bundled:tasks/testament/train.csv" in config and str(jobs.root) not in config and str(ASSETS) not in config
+    # Nor through gradio's file route: nothing under the run store is served by its path, her export included.
+    import httpx
+
+    zips = list(jobs.root.rglob("*.zip"))
+    assert zips
+    for path in (jobs.root / rid / "config.yaml", jobs.root / rid / "metrics.json", *zips):
+        assert httpx.get(f"{url}gradio_api/file={path}").status_code == 403, path
     assert alice.predict(rid, 1, "the king", 4, 0, 1, 0, api_name="/chat")[0]
 
 
@@ -249,3 +256,64 @@ def test_the_cli_runs_remote_code_only_with_its_flag(tmp_path, monkeypatch, caps
     monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "runs"))
     assert main(["run", str(exp)]) == 2
     assert "not started with --trust-remote-code" in capsys.readouterr().err and not marker.exists()
+
+
+def test_per_visitor_and_global_limits_are_refused_with_their_sentence(tmp_path):
+    from curlora.limits import Limits
+
+    limits = Limits(runs_per_visitor=1, queue_length=2)
+    jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True, limits=limits))
+    alice, bob, carol = (owner_key("session", n) for n in ("alice", "bob", "carol"))
+    long = tiny_hosted()
+    long["training"]["max_steps"] = 400
+    first = jobs.submit(ExperimentConfig.from_dict(long), alice)
+    with pytest.raises(CurloraError, match=r"^Runs per visitor: you have 1 run\(s\) training or queued, the limit "
+                                           r"here is 1; wait for one to finish or stop one\.$"):
+        jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), alice)
+    second = jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
+    with pytest.raises(CurloraError, match=r"^Queue length: 2 runs are training or queued on this server, the "
+                                           r"limit here is 2; try again when one has finished\.$"):
+        jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), carol)
+    assert len([p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]) == 2  # nothing written
+    jobs.cancel(first, alice)
+    jobs.cancel(second, bob)
+    assert jobs.wait(first, 120) and jobs.wait(second, 120)
+
+
+def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first(tmp_path):
+    from curlora.limits import Limits
+
+    root = tmp_path / "runs"
+    jobs = JobManager(root, policy=Policy(hosted=True, limits=Limits()))
+    alice, bob = owner_key("session", "alice"), owner_key("session", "bob")
+    old = [jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), alice) for _ in range(2)]
+    theirs = jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
+    for rid in (*old, theirs):
+        assert jobs.wait(rid, 300)
+    from curlora.jobs import folder_bytes
+
+    one = folder_bytes(root / old[0])
+    jobs.policy.limits.store_mb_per_visitor = (one * 1.5) / 1e6  # room for one run of hers, not two
+    notices = []
+    new = jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), alice, notices)
+    assert not (root / old[0]).exists() and (root / old[1]).exists() and (root / theirs).exists()
+    assert notices == [f"Deleted your oldest run {old[0]} ({one / 1e6:.1f} MB) to stay within the "
+                       f"{jobs.policy.limits.store_mb_per_visitor:g} MB each visitor may store here."]
+    assert jobs.wait(new, 300)
+    jobs.policy.limits.store_mb_total = 0.001
+    with pytest.raises(CurloraError, match=r"^Stored runs in total: this server's run store holds \d+ MB, the "
+                                           r"limit here is 0.001 MB; try again after older runs are deleted\.$"):
+        jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
+
+
+def test_chat_replies_per_minute():
+    from curlora.limits import Limits
+
+    policy = Policy(hosted=True, limits=Limits(chat_per_minute=2))
+    alice, bob = owner_key("session", "alice"), owner_key("session", "bob")
+    policy.allow_chat(alice, now=0.0)
+    policy.allow_chat(alice, now=10.0)
+    with pytest.raises(CurloraError, match=r"^Chat replies per minute: the limit here is 2; try again in 50 s\.$"):
+        policy.allow_chat(alice, now=10.0)
+    policy.allow_chat(bob, now=10.0)  # every visitor has their own
+    policy.allow_chat(alice, now=60.0)  # the first reply is a minute old

@@ -23,7 +23,7 @@ def hosted(tmp_path_factory):
         mp.undo()
 
 
-def test_a_second_visitor_sees_nothing_of_the_first(hosted):
+def test_a_second_visitor_sees_nothing_of_the_first(hosted, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, jobs = hosted
@@ -59,6 +59,18 @@ def test_a_second_visitor_sees_nothing_of_the_first(hosted):
         expect(bob.get_by_text(f"No run '{run_id}' here; the Runs tab lists your runs.").first).to_be_visible()
         tab(bob, "2 · Tasks")
         expect(bob.locator("#task-list")).not_to_contain_text("answers")
+        # Bob's own upload: kept in his area, named in his YAML as upload:NAME, no server path anywhere.
+        csv = tmp_path / "my-reviews.csv"
+        csv.write_text("text,label\n" + "".join(f"this one is {'good' if i % 2 else 'bad'} {i},{i % 2}\n"
+                                                for i in range(40)))
+        bob.locator("#task-upload input[type=file]").set_input_files(str(csv))
+        expect(bob.get_by_text("40 rows; columns text, label")).to_be_visible()
+        bob.get_by_role("button", name="Add task").click()
+        expect(bob.locator("#task-list")).to_contain_text("my-reviews")
+        tab(bob, "3 · Train")
+        bob.get_by_text("The same experiment as YAML and a CLI command").click()
+        expect(bob.locator("#config-yaml")).to_contain_text("upload:my-reviews.csv")
+        assert str(jobs.root) not in bob.locator("#config-yaml").inner_text()
         assert jobs.status(run_id, _owner(jobs, run_id))["status"] in ("running", "queued")
 
         alice.reload()

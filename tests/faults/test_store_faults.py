@@ -592,3 +592,20 @@ def test_polling_reads_only_what_was_appended(tmp_path, monkeypatch):
     replaced.write_text('{"kind": "run_start"}\n')
     os.replace(replaced, run.path / "events.jsonl")  # another file now: read from its start
     assert [e["kind"] for e in cache.events(run)] == ["run_start"] and reads[-1] == 0
+
+
+def test_the_app_starts_and_lists_with_a_damaged_run_in_its_store(tmp_path):
+    """Before: one truncated metrics.json kept the app from starting, with a traceback."""
+    gradio_client = pytest.importorskip("gradio_client")
+    from app_server import serving
+
+    root = tmp_path / "runs"
+    run = Run.create("x: 1\n", root=root)
+    run.set_status("completed", "finished")
+    (run.path / "metrics.json").write_text(TORN_METRICS)
+    with serving(root) as (url, _jobs):
+        client = gradio_client.Client(url, verbose=False)
+        (row,) = client.predict(api_name="/list_runs")
+        assert row["run"] == run.id and row["status"] == "damaged" and DAMAGED_METRICS in row["message"]
+        header = client.predict(run.id, api_name="/results")[0]
+        assert "damaged" in header

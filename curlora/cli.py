@@ -18,7 +18,7 @@ from curlora.errors import CurloraError
 COMMANDS: list[tuple[str, str]] = [
     ("curlora.check_data", "register"),
     ("curlora.cli_runs", "register"),
-    ("curlora.sweep", "register"),
+    ("curlora.sweep_cli", "register"),
 ]
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
+
 import shutil
 import signal
 import sys
 from pathlib import Path
 
-from curlora.csvfile import escape_formula
 from curlora.errors import CurloraError
+from curlora.export import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.store import Run, data_dir, list_runs
 
 
@@ -64,7 +62,7 @@ def remote_code_flag(p) -> None:
 
 def _allow_remote_code(args) -> None:
     if getattr(args, "trust_remote_code", False):
-        from curlora.hosting import allow_remote_code
+        from curlora.models import allow_remote_code
 
         allow_remote_code()
 
@@ -156,57 +154,6 @@ def cmd_cancel(args) -> int:
     return 0
 
 
-def _fmt(v, pct=False) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * v:.1f}" if pct else f"{v:.2f}"
-
-
-def table(run: Run) -> str:
-    """Accuracy matrices and summary metrics as plain-text tables (also the Markdown export)."""
-    m = run.metrics()
-    st = run.status()
-    if not m:
-        why = st["message"] if st["status"] == "damaged" else "no finished stage yet"
-        return f"run {run.id}: {st['status']} — {why}"
-    tasks = m["tasks"]
-    lines = [f"run {run.id}: {st['status']} ({st.get('message', '')})",
-             f"scoring: {m['scoring']}; forgetting: {m['forgetting_definition']}",
-             f"majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m["majority"])), ""]
-    for name, rec in m["methods"].items():
-        lines.append(f"## {name} ({rec['kind']}, {rec['trainable']:,} trainable) — {rec['status']}")
-        lines.append("| after | " + " | ".join(tasks) + " | ppl | ppl (1 window) |")
-        lines.append("|---" * (len(tasks) + 3) + "|")
-        for i, row in enumerate(rec["matrix"]):
-            label = "base" if i == 0 else tasks[i - 1]
-            lines.append(f"| {label} | " + " | ".join(_fmt(a, True) for a in row) +
-                         f" | {_fmt(rec['ppl'][i])} | {_fmt(rec['ppl_single_window'][i])} |")
-        s = rec.get("summary", {})
-        lines.append(f"ACC {_fmt(s.get('acc'), True)}  BWT {_fmt(s.get('bwt'), True)}  FWT {_fmt(s.get('fwt'), True)}  "
-                     f"forgetting {_fmt(s.get('forgetting'), True)}  plasticity {_fmt(s.get('plasticity'), True)}")
-        if rec.get("message"):
-            lines.append(f"note: {rec['message']}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def escape_cell(value) -> str:
-    """A spreadsheet-safe CSV cell for any value (formula-looking text gets a leading quote, see escape_formula)."""
-    return escape_formula("" if value is None else str(value))
-
-
-def metrics_csv(m: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m["tasks"]], "ppl", "ppl_single_window"])
-    for name, rec in m["methods"].items():
-        for i, row in enumerate(rec["matrix"]):
-            after = "base" if i == 0 else m["tasks"][i - 1]
-            w.writerow([escape_cell(x) for x in (name, rec["kind"], i, after, *row, rec["ppl"][i],
-                                                 rec["ppl_single_window"][i])])
-    return buf.getvalue()
-
-
 def cmd_eval(args) -> int:
     from curlora.evaluate import evaluate_stage
 
@@ -220,48 +167,6 @@ def cmd_eval(args) -> int:
                             verbalizers=verbalizers or None)
     print(json.dumps(result, indent=1))
     return 0
-
-
-def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
-    """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
-    from curlora import methods
-    from curlora.experiment import ExperimentConfig
-    from curlora.models import load_model
-
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
-    written = []
-    for label, rec in m["methods"].items():
-        stage = len(rec["matrix"]) - 1
-        if rec["kind"] not in ("curlora", "lora") or stage < 1:
-            continue
-        base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
-        merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
-        merged.save_pretrained(dest / label)
-        tokenizer.save_pretrained(dest / label)
-        written.append(dest / label)
-    if not written:
-        raise CurloraError(f"Run {run.id} has no finished CURLoRA or LoRA stage to merge.")
-    return written
-
-
-def copy_finished_adapters(run: Run, m: dict, dest: Path) -> int:
-    """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
-    half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
-    Symbolic links are skipped, never followed: an export holds only files of the run itself.
-    Returns how many stage folders were copied."""
-    n = 0
-    for label, rec in (m.get("methods") or {}).items():
-        for stage in range(1, len(rec.get("matrix") or [])):
-            src = run.adapter_dir(label, stage)
-            if src.is_dir() and not any(p.is_symlink() for p in (src, src.parent, src.parent.parent)):
-                shutil.copytree(src, dest / label / src.name, ignore=_links)
-                n += 1
-    return n
-
-
-def _links(folder: str, names: list[str]) -> list[str]:
-    """copytree's ignore: the entries of `folder` that are symbolic links."""
-    return [name for name in names if os.path.islink(os.path.join(folder, name))]
 
 
 def cmd_export(args) -> int:

@@ -18,8 +18,9 @@ import yaml
 from curlora.csvfile import Table, show
 from curlora.errors import CurloraError
 from curlora.labels import canonical_label
+from curlora.paths import PRESETS
 
-PRESETS_FILE = Path(__file__).resolve().parents[1] / "presets" / "datasets.yaml"
+PRESETS_FILE = PRESETS / "datasets.yaml"
 _TRUE = {"1", "on", "yes", "true"}
 
 

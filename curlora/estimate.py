@@ -33,7 +33,7 @@ def trainable_parameters(choice: str, settings: list[MethodSettings], *, revisio
                          trust_remote_code: bool = False) -> dict[str, int | None]:
     """label -> parameters the method trains (None where it depends on the tasks, e.g. head-only)."""
     from curlora.model import find_target_modules
-    from curlora.runner import default_targets
+    from curlora.models import default_targets
 
     model = _skeleton(choice, revision, trust_remote_code)
     modules = dict(model.named_modules())

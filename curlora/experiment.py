@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,9 +23,31 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
-from curlora.limits import UPPER_BOUNDS
-from curlora.store import METHOD_NAME
 from curlora.task_config import TaskConfig
+
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
+# -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
+# Each is far beyond what the largest preset uses (paper-mistral-7b: max_length 512, ppl_window 4096, r 16); the
+# lengths stop at the longest contexts models have today (131,072 positions).
+UPPER_BOUNDS: dict[str, int | float] = {
+    "tasks": 100,
+    "training.max_steps": 1_000_000,
+    "training.epochs": 1_000,
+    "training.batch_size": 4_096,
+    "training.grad_accum": 1_024,
+    "training.max_length": 131_072,
+    "training.warmup_steps": 1_000_000,
+    "training.matched_loss_max_steps": 1_000_000,
+    "methods.r": 4_096,
+    "methods.alpha": 100_000,  # LoRA's convention alpha = 2r at the largest rank is 8,192
+    "evaluation.batch_size": 4_096,
+    "evaluation.eval_rows": 1_000_000,
+    "evaluation.ppl_window": 131_072,
+    "evaluation.ppl_max_tokens": 10_000_000,
+    "evaluation.probe_rows": 1_024,
+    "evaluation.self_probe_texts": 1_024,
+    "evaluation.self_probe_tokens": 4_096,
+}
 
 METHOD_KINDS = ("curlora", "lora", "base", "head-only", "full")
 SCORING_MODES = ("likelihood", "head", "generate")

@@ -32,31 +32,15 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from curlora.errors import CurloraError
+from curlora.models import refuse_remote_code, remote_code_allowed
+from curlora.paths import ASSETS
 
 MULTI_USER_ENV = "CURLORA_MULTI_USER"
 LOCAL = "local"  # the owner of everything when the app is not hosted
 EXAMPLES = "examples"  # runs anyone may read and nobody may change (curated by the host with the CLI)
 OWNERS_DIR = ".owners"  # <data dir>/.owners/<owner>/uploads/…: never a run id (run ids start with a letter or digit)
 OWNER_KEY = re.compile(r"^[0-9a-f]{32}$")
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 UPLOAD, BUNDLED = "upload:", "bundled:"
-
-_remote_code = {"allowed": False}
-
-
-def allow_remote_code(allowed: bool = True) -> None:
-    """Set by the `--trust-remote-code` command-line flag of the app or the CLI (and by nothing else)."""
-    _remote_code["allowed"] = bool(allowed)
-
-
-def remote_code_allowed() -> bool:
-    return _remote_code["allowed"]
-
-
-def refuse_remote_code() -> CurloraError:
-    return CurloraError("model.trust_remote_code would run the model's own Python code, and this process was not "
-                        "started with --trust-remote-code; start it with that flag if you trust the code.")
-
 
 def resolve_bundled(value: str | None) -> str | None:
     """'bundled:tasks/reviews/train.csv' → that file under assets/ (a path that leaves assets/ is refused)."""

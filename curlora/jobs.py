@@ -309,7 +309,7 @@ class JobManager:
     def _work(self) -> None:
         from curlora.runner import execute, load_everything
         from curlora.store import RunBusy
-        from curlora.train import Cancelled
+        from curlora.errors import Cancelled
 
         while True:
             with self._cv:

@@ -1,6 +1,6 @@
 """How big a run may be: the absolute bounds every config obeys, and the limits a host sets on top of them.
 
-`UPPER_BOUNDS` are checked by `ExperimentConfig.check` everywhere (CLI, app, tests): far above any sensible run, low
+`curlora.experiment.UPPER_BOUNDS` are checked by `ExperimentConfig.check` everywhere (CLI, app, tests): far above any sensible run, low
 enough that a typo or a hostile form (`max_steps: 1e12`, `r: 200000`) is refused with one sentence before
 anything is loaded, instead of running for a year or dying in the allocator.
 
@@ -40,28 +40,6 @@ import yaml
 
 from curlora.errors import CurloraError
 
-# -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
-# Each is far beyond what the largest preset uses (paper-mistral-7b: max_length 512, ppl_window 4096, r 16); the
-# lengths stop at the longest contexts models have today (131,072 positions).
-UPPER_BOUNDS: dict[str, int | float] = {
-    "tasks": 100,
-    "training.max_steps": 1_000_000,
-    "training.epochs": 1_000,
-    "training.batch_size": 4_096,
-    "training.grad_accum": 1_024,
-    "training.max_length": 131_072,
-    "training.warmup_steps": 1_000_000,
-    "training.matched_loss_max_steps": 1_000_000,
-    "methods.r": 4_096,
-    "methods.alpha": 100_000,  # LoRA's convention alpha = 2r at the largest rank is 8,192
-    "evaluation.batch_size": 4_096,
-    "evaluation.eval_rows": 1_000_000,
-    "evaluation.ppl_window": 131_072,
-    "evaluation.ppl_max_tokens": 10_000_000,
-    "evaluation.probe_rows": 1_024,
-    "evaluation.self_probe_texts": 1_024,
-    "evaluation.self_probe_tokens": 4_096,
-}
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"

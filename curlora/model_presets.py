@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
+from curlora.paths import PRESETS
 
-PRESETS_FILE = Path(__file__).resolve().parents[1] / "presets" / "models.yaml"
+PRESETS_FILE = PRESETS / "models.yaml"
 FAMILIES = ("llama", "gpt2", "qwen2", "mistral")
 SOURCES = ("bundled", "hub")
 REQUIRED = ("source", "family", "architecture", "parameters", "memory_gb", "target_modules", "rank", "gated",

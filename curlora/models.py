@@ -23,8 +23,8 @@ from torch import nn
 
 from curlora.build_lock import BUILD_LOCK
 from curlora.errors import CurloraError
+from curlora.paths import ASSETS
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUNDLED_DEFAULT = "kjv-llama-5m"
 BUNDLED_ALIASES = ("bundled", "default")
 # Held-out books of the bundled model's corpus: the default text for perplexity probes.
@@ -73,6 +73,24 @@ class ModelInfo(ModelDescription):
 
 
 # --- choosing where a model comes from ---------------------------------------------------------------------
+
+_remote_code = {"allowed": False}
+
+
+def allow_remote_code(allowed: bool = True) -> None:
+    """Set by the `--trust-remote-code` command-line flag of the app or the CLI (and by nothing else): a config
+    alone can never make this process run a model's own Python code."""
+    _remote_code["allowed"] = bool(allowed)
+
+
+def remote_code_allowed() -> bool:
+    return _remote_code["allowed"]
+
+
+def refuse_remote_code() -> CurloraError:
+    return CurloraError("model.trust_remote_code would run the model's own Python code, and this process was not "
+                        "started with --trust-remote-code; start it with that flag if you trust the code.")
+
 
 def bundled_models() -> dict[str, Path]:
     """Name → folder of every model shipped under assets/models (a folder with a config.json)."""
@@ -204,8 +222,6 @@ def read_config(folder: Path, choice: str, trust_remote_code: bool = False):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from curlora.hosting import refuse_remote_code, remote_code_allowed
-
     if trust_remote_code and not remote_code_allowed():  # every load reads its config here first
         raise refuse_remote_code()
     path = folder / "config.json"
@@ -267,6 +283,16 @@ def empty_model(config, trust_remote_code: bool = False) -> nn.Module:
     # GPT-2 would be counted 39M parameters too large.
     with BUILD_LOCK, torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def default_targets(model) -> list[str]:
+    """The paper's choice: q, k, v for Llama-family models; GPT-2's fused c_attn."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if {"q_proj", "k_proj", "v_proj"} <= names:
+        return ["q_proj", "k_proj", "v_proj"]
+    if "c_attn" in names:
+        return ["c_attn"]
+    raise CurloraError("This model has no q_proj/k_proj/v_proj or c_attn layers; set target_modules for each method.")
 
 
 def linear_module_names(model: nn.Module) -> list[str]:

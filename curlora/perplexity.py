@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from curlora.train import check_stop
+from curlora.errors import check_stop
 
 
 def tokenize_text(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
@@ -53,7 +53,7 @@ def _logits(model, inp: torch.Tensor, keep: int) -> torch.Tensor:
 def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8,
                should_stop=None) -> dict:
     """{ppl, nll (mean per token), tokens scored, windows, single_window} of `model` on token ids (1-D); raises
-    curlora.train.Cancelled between batches of windows once `should_stop()` is true.
+    curlora.errors.Cancelled between batches of windows once `should_stop()` is true.
 
     `single_window` is the paper's number ({ppl, nll, tokens, windows: 1}, what `single_window_perplexity` gives):
     the first window of the strided pass is exactly that window, so it comes at no extra cost.

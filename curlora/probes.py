@@ -55,7 +55,7 @@ from safetensors.torch import load_file, save_file
 from curlora.errors import CurloraError
 from curlora.layer import math_weight
 from curlora.model import CURLoRAModel
-from curlora.train import check_stop
+from curlora.errors import check_stop
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
@@ -78,7 +78,7 @@ def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temper
 
     Fixed length (an end-of-text token is just another token), so the probes batch without padding. Sampling
     draws from a seeded CPU generator in float64: the same seed gives the same texts on any device.
-    Temperature 0 is greedy decoding. Raises curlora.train.Cancelled between tokens once `should_stop()` is true.
+    Temperature 0 is greedy decoding. Raises curlora.errors.Cancelled between tokens once `should_stop()` is true.
     """
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit and tokens + 1 > limit:

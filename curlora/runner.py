@@ -27,16 +27,18 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from curlora import methods, probes
 from curlora.adapter_config import CURLoRAConfig
-from curlora.errors import CurloraError
+from curlora.errors import Cancelled, CurloraError, check_stop
 from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.layer import Conv1D, CURLoRALayer
 from curlora.limits import check_positions
+from curlora.models import default_targets
 from curlora.metrics import majority_share, summarize
 from curlora.perplexity import perplexity, tokenize_text
 from curlora.scoring import score
 from curlora.store import DiskFull, Run, is_disk_full
 from curlora.tasks import load_task
-from curlora.train import Cancelled, Diverged, check_stop, new_head, train_task
+from curlora.train import Diverged, new_head, train_task
+from curlora.paths import DEFAULT_PROBE
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
 
@@ -51,16 +53,6 @@ class Loaded:
     probe_ids: torch.Tensor
     probe_source: str
     info: object
-
-
-def default_targets(model) -> list[str]:
-    """The paper's choice: q, k, v for Llama-family models; GPT-2's fused c_attn."""
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    if {"q_proj", "k_proj", "v_proj"} <= names:
-        return ["q_proj", "k_proj", "v_proj"]
-    if "c_attn" in names:
-        return ["c_attn"]
-    raise CurloraError("This model has no q_proj/k_proj/v_proj or c_attn layers; set target_modules for each method.")
 
 
 def adapter_config(m: MethodSettings, model):
@@ -80,7 +72,7 @@ def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
             raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
         return path.read_text(encoding="utf-8", errors="replace"), str(path)
     bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
-    default = Path(__file__).resolve().parents[1] / "assets" / "probe" / "kjv_heldout.txt"
+    default = DEFAULT_PROBE
     for path in (bundled, default):
         if path.is_file():
             return path.read_text(encoding="utf-8"), str(path)

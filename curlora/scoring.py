@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from curlora.encode import Encoder, last_token_index, pad_batch
+from curlora.errors import check_stop
 
 ENCODE_CHECK_ROWS = 1024  # how often the prompt encoding of a large eval split checks for Stop
 
@@ -32,12 +33,6 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _check_stop(should_stop) -> None:
-    from curlora.train import check_stop  # here, not at the top: curlora.train imports this module
-
-    check_stop(should_stop)
-
-
 @torch.no_grad()
 def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
                            limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
@@ -47,7 +42,7 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
     items = []  # (row, class or -1 for "all classes at once", seq, start of continuation, continuation)
     for row, (text, pair) in enumerate(zip(texts, pairs)):
         if row % ENCODE_CHECK_ROWS == 0:
-            _check_stop(should_stop)
+            check_stop(should_stop)
         prompt = task.prompt(text, pair)
         p = enc.prompt_ids(prompt)
         conts = [enc.continuation(prompt, p, w) for w in words]
@@ -62,7 +57,7 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
     device = _device(model)
     items.sort(key=lambda it: len(it[2]))  # similar lengths together: less padding
     for i in range(0, len(items), batch_size):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         batch = items[i:i + batch_size]
         ids, mask, _ = pad_batch([it[2] for it in batch], pad_id(tokenizer))
         logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1).cpu()
@@ -96,7 +91,7 @@ def head_predictions(model, tokenizer, task, data, head: nn.Module, max_length: 
     device = _device(model)
     preds = []
     for i in range(0, len(seqs), batch_size):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         ids, mask, _ = pad_batch(seqs[i:i + batch_size], pad_id(tokenizer), left=left_pad)
         feats = head_features(model, ids.to(device), mask.to(device))
         preds += head(feats.to(head.weight.dtype)).argmax(-1).tolist()
@@ -113,7 +108,7 @@ def generate_predictions(model, tokenizer, task, data, max_length: int, batch_si
     device = _device(model)
     preds = []
     for i in range(0, len(seqs), batch_size):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         ids, mask, _ = pad_batch(seqs[i:i + batch_size], pad_id(tokenizer), left=True)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=longest + 1, pad_token_id=pad_id(tokenizer))
@@ -132,7 +127,7 @@ def accuracy(preds: list[int], gold: list[int]) -> float:
 def score(model, tokenizer, task, data, mode: str, max_length: int, batch_size: int = 32,
           head: nn.Module | None = None, limit: int | None = None, should_stop=None) -> dict:
     """{accuracy, n, mode} of `model` on `data` (a task's eval split or a sub-sample); raises
-    curlora.train.Cancelled between batches once `should_stop()` is true."""
+    curlora.errors.Cancelled between batches once `should_stop()` is true."""
     was_training = model.training
     model.eval()
     try:

@@ -35,10 +35,10 @@ from pathlib import Path
 import psutil
 
 from curlora.errors import CurloraError
+from curlora.experiment import METHOD_NAME
 
 DATA_DIR_ENV = "CURLORA_DATA_DIR"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")  # what set_status stores
 REPORTED_STATUSES = (*STATUSES, "damaged")  # what status() may say: `damaged` is read, never stored
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

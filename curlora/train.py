@@ -21,20 +21,9 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from curlora.encode import Encoder, pad_batch
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, check_stop
 from curlora.experiment import TrainingSettings
 from curlora.scoring import encode_prompts, head_features, pad_id
-
-
-class Cancelled(Exception):
-    """Raised inside the loop when the run was asked to stop; finished stages are kept."""
-
-
-def check_stop(should_stop: Callable[[], bool] | None) -> None:
-    """Raise Cancelled if `should_stop` says so: training, scoring, perplexity, the probes and loading call this
-    between their batches, so Stop takes effect within one batch wherever a run is."""
-    if should_stop is not None and should_stop():
-        raise Cancelled()
 
 
 class Diverged(CurloraError):

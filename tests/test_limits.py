@@ -13,11 +13,12 @@ from curlora import cli
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.layer import CURLoRALayer
-from curlora.limits import HOSTED, UPPER_BOUNDS, Limits, training_tokens
+from curlora.experiment import UPPER_BOUNDS
+from curlora.limits import HOSTED, Limits, training_tokens
 from curlora.perplexity import perplexity
 from curlora.probes import sample_self_probe
 from curlora.runner import Executor, load_everything, start
-from curlora.train import Cancelled
+from curlora.errors import Cancelled
 
 TASK = {"name": "t", "train_file": "x.csv"}
 OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes. Error code 12"

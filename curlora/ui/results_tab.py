@@ -1,27 +1,21 @@
 """Results tab: any run's summary table (ACC, BWT, FWT, forgetting, perplexity, parameters, time, memory), its
-charts, exports built by the CLI's own functions (cli_runs), so the app and `curlora export` agree, and any
+charts, exports built by the engine's export functions (curlora/export.py), so the app and `curlora export` agree, and any
 finished stage evaluated on a new CSV or text (curlora/evaluate.py, the engine behind `curlora eval`)."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import gradio as gr
 
-from curlora.cli_runs import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.errors import CurloraError
 from curlora.evaluate import evaluate_stage
 from curlora.experiment import ExperimentConfig
-from curlora.jobs import JobManager
+from curlora.export import export_file, table
 from curlora.store import Run
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, wait_for_device
 
-EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of it
 SUMMARY_HEADERS = ["method", "status", "ACC %", "BWT", "FWT", "forgetting", "plasticity %", "ppl base → final",
                    "self-ppl base → final", "KL to base", "weight drift", "trainable", "train s", "peak memory"]
 
@@ -64,46 +58,6 @@ def notes(metrics: dict) -> str:
             f"{metrics['probe']['tokens']:,} tokens, window {metrics['probe']['window']} · **self-ppl / KL:** on "
             f"text sampled from the base model itself; **weight drift:** ‖ΔW‖/‖W‖ over adapted matrices"
             + "".join(f"\n\n- {v['verdict']}" for v in metrics.get("learnability") or [] if v.get("verdict")))
-
-
-def export(jobs: JobManager, run_id: str, what: str, owner: str | None = None) -> str:
-    """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip | merged.zip
-    (each adapter method's last finished stage folded into a copy of the base model: full model size).
-
-    Made in the owner's own exports folder, where an export older than EXPORT_KEEP_S is removed when the next one
-    is made (gradio serves its own copy), so exports never pile up in the system's temp folder. Hosted, the config
-    inside names no server path."""
-    run = jobs.open(run_id, owner)
-    m = run.metrics()
-    if not m:
-        raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
-    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
-    out = Path(tempfile.mkdtemp(prefix="export-", dir=folder))
-    if what == "metrics.json":
-        (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
-    elif what == "metrics.csv":
-        (out / what).write_text(metrics_csv(m), encoding="utf-8")
-    elif what == "results.md":
-        (out / what).write_text(table(run) + "\n", encoding="utf-8")
-    elif what in ("adapters.zip", "merged.zip"):  # <run id>/{adapters|merged}/…, config.yaml beside them
-        staging = out / run_id
-        if what == "merged.zip":
-            export_merged(run, m, staging / "merged")
-        elif not copy_finished_adapters(run, m, staging / "adapters"):
-            raise CurloraError(f"Run {run_id} has no saved adapters yet.")
-        config = run.config_yaml
-        if jobs.policy.hosted:  # the visitor's own config, without the server's paths in it
-            config = jobs.policy.public_yaml(ExperimentConfig.from_yaml(config, source=f"{run_id}/config.yaml"),
-                                             jobs.root)
-        (staging / "config.yaml").write_text(config, encoding="utf-8")
-        return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
-    else:
-        raise CurloraError(f"Unknown export {what!r}.")
-    return str(out / what)
 
 
 def stage_choices(run: Run) -> tuple[list[str], int]:
@@ -180,10 +134,10 @@ def build(engine: Engine) -> dict:
                 raise CurloraError("Pick a run first.")
             owner = engine.owner(request)
             if what != "merged.zip":
-                return export(jobs, rid, what, owner)
+                return export_file(jobs, rid, what, owner)
             jobs.open(rid, owner)  # before waiting for the device
             with jobs.gate.hold("a merged-model export"):  # loads and merges a full model
-                return export(jobs, rid, what, owner)
+                return export_file(jobs, rid, what, owner)
         return handler
 
     with gr.Row():

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from curlora.check_data import format_summary
 from curlora.columns import detect_columns
 from curlora.csvfile import read_table
 from curlora.dataset_presets import load_presets
 from curlora.errors import CurloraError
+from curlora.report import format_summary
 from curlora.task_config import TaskConfig
 from curlora.tasks import load_task
 from curlora.ui.common import Engine, friendly, with_request
+from curlora.paths import DEMO_TASKS
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "tasks"
+DEMO_DIR = DEMO_TASKS
 DEMO_ORDER = ("testament", "reviews", "answers")  # the quick demo's sequence
 NONE = "(none)"
 LIST_HEADERS = ["#", "task", "train file", "eval", "columns", "verbalizers"]

@@ -7,7 +7,6 @@ which trains in its own thread: the run goes on when the page closes, and the ti
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import gradio as gr
 
@@ -17,8 +16,9 @@ from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.ui import live
 from curlora.store import atomic_write_text
 from curlora.ui.common import Engine, friendly, shown, with_request
+from curlora.paths import QUICK_DEMO
 
-PRESET = Path(__file__).resolve().parents[2] / "presets" / "experiments" / "quick-demo.yaml"
+PRESET = QUICK_DEMO
 METHODS = [("CURLoRA", "curlora"), ("LoRA", "lora"), ("base (no training)", "base"), ("full fine-tune", "full"),
            ("head-only (needs head scoring)", "head-only")]
 

@@ -15,7 +15,8 @@ from app_server import serving
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.hosting import ASSETS, Policy, allow_remote_code, owner_key, public_message, read_owner
+from curlora.models import allow_remote_code
+from curlora.hosting import ASSETS, Policy, owner_key, public_message, read_owner
 from curlora.jobs import JobManager
 
 gradio_client = pytest.importorskip("gradio_client")

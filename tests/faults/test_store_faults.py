@@ -18,7 +18,7 @@ from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
 
 import curlora.store as store
-from curlora.cli_runs import copy_finished_adapters
+from curlora.export import copy_finished_adapters
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.runner import Executor, load_everything, resumable, start

@@ -36,7 +36,7 @@ if __name__ == "__main__":
     # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself; launch() only makes loopback the default.
     args = parse_args()
     if args.trust_remote_code:
-        from curlora.models import allow_remote_code
+        from curlora.models.loading import allow_remote_code
 
         allow_remote_code()
     options = {"share": True} if args.share else {}

@@ -36,7 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import peft  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
 
-from curlora import CURLoRAConfig, methods  # noqa: E402
+from curlora import CURLoRAConfig  # noqa: E402
+from curlora.run import adapters as methods  # noqa: E402
 
 import timing  # noqa: E402  (bench/timing.py: this folder is on sys.path when a bench script runs)
 
@@ -49,7 +50,7 @@ BUNDLED = "kjv-llama-5m"
 
 def load_bundled():
     """The bundled pretrained model (5.4M parameters, float32), loaded the way a run loads it."""
-    from curlora.models import load_model
+    from curlora.models.loading import load_model
 
     model, _, _ = load_model(BUNDLED, dtype="float32", device="cpu")
     return model

@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curlora.models import BUNDLED_PROBE, load_model  # noqa: E402
+from curlora.models.loading import BUNDLED_PROBE, load_model  # noqa: E402
 
 TEMPLATE = "Text: {text}\nLabel:"
 PAIR_TEMPLATE = "Text 1: {text}\nText 2: {text_pair}\nLabel:"

@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     import torch
 
     from curlora.experiment import ExperimentConfig
-    from curlora.runner import Executor, load_everything, start
+    from curlora.run.runner import Executor, load_everything, start
 
     torch.manual_seed(0)
     root = Path(args.data_dir)

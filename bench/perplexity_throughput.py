@@ -2,12 +2,12 @@
 
     python bench/perplexity_throughput.py --threads 1 --clock cpu --quick     # ~20 s; last line JSON
     python bench/perplexity_throughput.py --threads 1 --clock cpu
-    git show REV:curlora/perplexity.py > /tmp/old.py && python bench/perplexity_throughput.py --impl /tmp/old.py
+    git show REV:curlora/measure/perplexity.py > /tmp/old.py && python bench/perplexity_throughput.py --impl /tmp/old.py
 
 On the bundled model and its held-out probe text (assets/probe/kjv_heldout.txt), with the quick demo's probe
 settings (first 8,192 tokens, window 256, stride 128, batches of 8 windows), timed interleaved, medians after
 warm-up:
-  perplexity     curlora.perplexity.perplexity: the strided sliding window, loss included
+  perplexity     curlora.measure.perplexity.perplexity: the strided sliding window, loss included
   bare_loop      for each of the same windows: model(input_ids=window) under torch.no_grad, one at a time
   bare_batched   the same windows in the same batches of 8 (right-padded), model(input_ids=batch), no mask, no loss
   runner_probe   what the runner's evaluate computes: the strided number and the paper's single-window number
@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from curlora.models import BUNDLED_PROBE, load_model  # noqa: E402
-from curlora.perplexity import tokenize_text, windows  # noqa: E402
-from curlora import perplexity as impl  # noqa: E402  (--impl swaps in another version, to compare)
+from curlora.models.loading import BUNDLED_PROBE, load_model  # noqa: E402
+from curlora.measure.perplexity import tokenize_text, windows  # noqa: E402
+from curlora.measure import perplexity as impl  # noqa: E402  (--impl swaps in another version, to compare)
 
 import timing  # noqa: E402  (bench/timing.py)
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument("--impl", default=None, help="time the perplexity functions of this file instead (a version of "
-                                                 "curlora/perplexity.py)")
+                                                 "curlora/measure/perplexity.py)")
     args = ap.parse_args(argv)
     if args.impl:
         global impl

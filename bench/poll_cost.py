@@ -5,7 +5,7 @@ every second for every open page.
 
 For each size it writes that many step events (the runner's own event shape) into a fresh run folder, then times,
 interleaved over 9 rounds (median of process CPU time): the old way (re-reading the whole events.jsonl) and the
-app's way (curlora.store.EventCache: read only what was appended since the last poll, here 1 new event a poll).
+app's way (curlora.run.store.EventCache: read only what was appended since the last poll, here 1 new event a poll).
 Prints the ratios and writes a Markdown table.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import CLOCKS, cpu_name, race  # noqa: E402
-from curlora.store import EventCache, Run  # noqa: E402
+from curlora.run.store import EventCache, Run  # noqa: E402
 
 
 def step(i: int) -> dict:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     lines = ["# Poll cost as a run grows", "",
              f"`python bench/poll_cost.py` on {cpu_name()}: median process CPU time of one poll over 9 interleaved "
              "rounds (each poll first appends one event, as a training step does). *full* re-reads the whole events.jsonl (what `/run_status` and the "
-             "Train tab's timer did before); *incremental* is `curlora.store.EventCache`, which reads only the bytes "
+             "Train tab's timer did before); *incremental* is `curlora.run.store.EventCache`, which reads only the bytes "
              "appended since the last poll.", "",
              "| events in the run | full re-read | incremental | ratio |", "|---:|---:|---:|---:|"]
     for r in rows:

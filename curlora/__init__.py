@@ -10,9 +10,9 @@ Names are imported on first use, so `python -m curlora check-data` doesn't pay f
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CURLoRAConfig": "curlora.adapter_config",
-    "CURLoRAModel": "curlora.model",
-    "get_curlora_model": "curlora.model",
+    "CURLoRAConfig": "curlora.adapter.config",
+    "CURLoRAModel": "curlora.adapter.model",
+    "get_curlora_model": "curlora.adapter.model",
     "CurloraError": "curlora.errors",
 }
 

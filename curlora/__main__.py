@@ -1,5 +1,5 @@
 import sys
 
-from curlora.cli import main
+from curlora.cli.main import main
 
 sys.exit(main())

@@ -1,10 +1,10 @@
 """The experiment config: one dataclass tree that round-trips YAML. The UI fills one; the CLI reads one.
 
     model:      which base model, dtype, device
-    tasks:      the ordered task sequence (TaskConfig each, see curlora/task_config.py)
+    tasks:      the ordered task sequence (TaskConfig each, see curlora/data/task_config.py)
     methods:    curlora / lora / base / head-only / full, each with its own settings
     training:   schedule and optimiser, shared by every method; comparison: equal_lr (the paper) or matched_loss
-    evaluation: scoring mode, eval budget, perplexity probe, self-sampled probe (curlora/probes.py), in-task probes
+    evaluation: scoring mode, eval budget, perplexity probe, self-sampled probe (curlora/measure/probes.py), in-task probes
     run:        name (the data directory comes from CURLORA_DATA_DIR, default ./runs)
 
 Unknown keys and wrong types are errors that name the key (`training.lr: expected a number, got 'fast'`).
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
-from curlora.task_config import TaskConfig
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 # -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
@@ -197,7 +197,7 @@ class ExperimentConfig:
         self.check_bounds()
 
     def check_bounds(self) -> None:
-        """The absolute bounds of curlora/limits.py (whatever the host allows) and the lower ends the checks
+        """The absolute bounds of curlora/run/limits.py (whatever the host allows) and the lower ends the checks
         above leave open, so a typo or a hostile form is refused here, before anything loads or runs."""
         tr, ev = self.training, self.evaluation
         values = []  # (key in UPPER_BOUNDS, path shown, value)

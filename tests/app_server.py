@@ -4,7 +4,7 @@ import contextlib
 import os
 import socket
 
-from curlora.jobs import JobManager
+from curlora.run.jobs import JobManager
 
 
 def free_port() -> int:

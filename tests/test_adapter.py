@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from tiny_models import N_ADAPTED, TARGETS, tiny_model, tokens
 
-from curlora import CURLoRAConfig, CURLoRAModel, CurloraError, get_curlora_model
-from curlora.layer import Conv1DCURLoRA, math_weight
-from curlora.sampling import SAMPLING_MODES, sample_cur_indices, sampling_probabilities
+from curlora import CURLoRAConfig, CurloraError, CURLoRAModel, get_curlora_model
+from curlora.adapter.layer import Conv1DCURLoRA, math_weight
+from curlora.adapter.sampling import SAMPLING_MODES, sample_cur_indices, sampling_probabilities
+from tiny_models import N_ADAPTED, TARGETS, tiny_model, tokens
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 R = 4

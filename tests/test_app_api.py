@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from app_server import serving
 from tiny_experiment import make_experiment
 
@@ -69,7 +70,7 @@ def test_quick_run_progresses_to_completed_and_its_results_and_exports_agree(app
     lora_acc = client.predict(run_id, "lora", 2, gradio_client.handle_file(str(folder / "exp" / "sent.csv")),
                               api_name="/evaluate")
     assert "**lora** after task 2 on **sent**: accuracy" in lora_acc and "over 60 rows" in lora_acc
-    from curlora.evaluate import evaluate_stage
+    from curlora.run.evaluate import evaluate_stage
 
     direct = evaluate_stage(run_id, "lora", 2, task_file=str(folder / "exp" / "sent.csv"), root=folder / "runs")
     assert f"**{100 * direct['accuracy']:.1f} %**" in lora_acc  # the engine's number, as `curlora eval` gives it
@@ -112,7 +113,7 @@ def test_stop_cancels_a_running_run_and_delete_asks_for_confirmation(app):
 
 
 def jobs_events(jobs, run_id):
-    from curlora.store import Run
+    from curlora.run.store import Run
 
     return Run.open(run_id, jobs.root).events()
 
@@ -152,7 +153,7 @@ def test_the_train_form_runs_the_demo_tasks(app):
     matched = client.predict(*form(str(folder / "exp" / "model"), comparison="matched_loss", target=0),
                              api_name="/start")[0]
     from curlora.experiment import ExperimentConfig
-    from curlora.store import Run
+    from curlora.run.store import Run
 
     cfg = ExperimentConfig.from_yaml(Run.open(matched, folder / "runs").config_yaml)
     assert cfg.training.comparison == "matched_loss" and cfg.training.matched_loss_reference == "lora"

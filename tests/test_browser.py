@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+
 from app_server import serving
 from browser import launch, missing, set_model, set_number, tab
 from tiny_experiment import make_experiment

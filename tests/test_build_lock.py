@@ -1,6 +1,6 @@
 """transformers builds a model under process-wide patches (weight tying switched off, the default dtype set) that
 are not thread-safe. In the app a training thread loads a model while event threads build skeletons for
-parameter counts, attach adapters for chat or load another base. Without curlora.build_lock around every build
+parameter counts, attach adapters for chat or load another base. Without curlora.models.build_lock around every build
 this test fails within a few loads: a tied output head is left on the meta device for good (found by the
 8-session test, after which a later test's stories260K logits were garbage)."""
 
@@ -9,10 +9,10 @@ import threading
 import pytest
 import torch
 from peft import LoraConfig
-from tiny_models import save_tiny_llama_dir
 
-from curlora import methods
-from curlora.models import empty_model, load_model
+from curlora.models.loading import empty_model, load_model
+from curlora.run import adapters as methods
+from tiny_models import save_tiny_llama_dir
 
 
 def test_builds_in_other_threads_never_see_each_others_patches(tmp_path):

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from tiny_experiment import make_experiment
 
-from curlora.chat import Chat, pane_choices, parse_pane
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.jobs import JobManager
-from curlora.models import load_model
-from curlora.store import Run
+from curlora.models.loading import load_model
+from curlora.run.chat import Chat, pane_choices, parse_pane
+from curlora.run.jobs import JobManager
+from curlora.run.store import Run
+from tiny_experiment import make_experiment
 
 PROMPT = "the king"
 

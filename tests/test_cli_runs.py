@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+
 from conftest import REPO
 from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
@@ -82,7 +83,7 @@ def test_export_writes_everything_and_escapes_formulas(workspace):
     out = cli("export", run_id, "--out", str(dest), env=env)
     assert out.returncode == 2 and "already exists" in out.stderr
     # Leftovers of a killed save (stage-k.partial) or a stage saved but never evaluated stay out of an export.
-    from curlora.store import Run
+    from curlora.run.store import Run
 
     run = Run.open(run_id, tmp / "runs")
     (run.path / "adapters" / "curlora" / "stage-3.partial").mkdir()
@@ -102,7 +103,7 @@ def test_export_writes_everything_and_escapes_formulas(workspace):
         folder = merged / "merged" / method
         assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
         assert not (folder / "adapter_config.json").exists()  # a plain model, no adapter left
-    from curlora.export import escape_cell
+    from curlora.run.export import escape_cell
 
     assert escape_cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")" and escape_cell("-0.5") == "-0.5"
 

@@ -24,6 +24,6 @@ def test_quick_demo_needs_nothing_outside_the_repo():
     for t in cfg.tasks:
         for f in (t.train_file, t.eval_file):
             assert Path(f).is_file() and Path(f).resolve().is_relative_to(REPO / "assets")
-    from curlora.models import bundled_models
+    from curlora.models.loading import bundled_models
 
     assert cfg.model.name in bundled_models()

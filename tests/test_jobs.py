@@ -4,12 +4,12 @@ resume, and a worker that survives a failing job."""
 import time
 
 import pytest
-from tiny_experiment import make_experiment
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.jobs import JobManager
-from curlora.store import Run, list_runs
+from curlora.run.jobs import JobManager
+from curlora.run.store import Run, list_runs
+from tiny_experiment import make_experiment
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from tiny_experiment import make_experiment
 
-import curlora.runner as runner
-from curlora import cli
-from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig
-from curlora.layer import CURLoRALayer
-from curlora.experiment import UPPER_BOUNDS
-from curlora.limits import HOSTED, Limits, training_tokens
-from curlora.perplexity import perplexity
-from curlora.probes import sample_self_probe
-from curlora.runner import Executor, load_everything, start
-from curlora.errors import Cancelled
+import curlora.run.runner as runner
+from curlora.adapter.layer import CURLoRALayer
+from curlora.cli import main as cli
+from curlora.errors import Cancelled, CurloraError
+from curlora.experiment import UPPER_BOUNDS, ExperimentConfig
+from curlora.measure.perplexity import perplexity
+from curlora.measure.probes import sample_self_probe
+from curlora.run.limits import HOSTED, Limits, training_tokens
+from curlora.run.runner import Executor, load_everything, start
+from tiny_experiment import make_experiment
 
 TASK = {"name": "t", "train_file": "x.csv"}
 OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes. Error code 12"
@@ -264,11 +262,11 @@ def tiny(tmp_path_factory):
 
 
 def test_load_everything_checks_the_limits_before_the_model_loads(tiny, monkeypatch):
-    import curlora.models
+    import curlora.models.loading
 
     _, exp = tiny
     cfg = ExperimentConfig.from_dict(exp)
-    monkeypatch.setattr(curlora.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(curlora.models.loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(CurloraError, match=r"Training rows per task \(task 'sent'\): this run asks for 41, the limit "
                                            r"here is 40"):
         load_everything(cfg, limits=Limits(rows_per_task=40))
@@ -277,17 +275,17 @@ def test_load_everything_checks_the_limits_before_the_model_loads(tiny, monkeypa
 
 
 def test_stop_while_loading_tasks(tiny, monkeypatch):
-    import curlora.runner
+    import curlora.run.runner
 
     _, exp = tiny
     calls = {"tasks": 0}
-    real = curlora.runner.load_task
+    real = curlora.run.runner.load_task
 
     def counting(*a, **k):
         calls["tasks"] += 1
         return real(*a, **k)
 
-    monkeypatch.setattr(curlora.runner, "load_task", counting)
+    monkeypatch.setattr(curlora.run.runner, "load_task", counting)
     with pytest.raises(Cancelled):
         load_everything(ExperimentConfig.from_dict(exp), should_stop=lambda: calls["tasks"] >= 1)
     assert calls["tasks"] == 1  # the second task was never read

@@ -5,10 +5,10 @@ import json
 import peft
 import pytest
 import torch
-from tiny_models import N_ADAPTED, TARGETS, tiny_model, tokens
 
 from curlora import CURLoRAConfig, CurloraError
-from curlora import methods
+from curlora.run import adapters as methods
+from tiny_models import N_ADAPTED, TARGETS, tiny_model, tokens
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 R = 4
@@ -23,8 +23,8 @@ def config(kind, arch):
 
 def expected_trainable(kind, base, arch):
     """r² per adapted matrix for CURLoRA; r·(in + out) for LoRA."""
-    from curlora.layer import dispatch, math_weight
-    from curlora.model import find_target_modules
+    from curlora.adapter.layer import dispatch, math_weight
+    from curlora.adapter.model import find_target_modules
 
     names = find_target_modules(base, TARGETS[arch])
     assert len(names) == N_ADAPTED[arch] and all(dispatch(base.get_submodule(n)) for n in names)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curlora.metrics import majority_share, stage_count, summarize
+from curlora.measure.metrics import majority_share, stage_count, summarize
 
 # Three tasks. Row 0 = base; row i = after training task i.
 R = [

@@ -10,12 +10,19 @@ import huggingface_hub
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, MistralConfig,
-                          PreTrainedTokenizerFast, Qwen2Config)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
 
-from curlora import models as cm
 from curlora.errors import CurloraError
-from curlora.model_presets import PRESETS_FILE, load_model_presets
+from curlora.models import loading as cm
+from curlora.models.presets import PRESETS_FILE, load_model_presets
 
 WORDS = ["the", "lord", "said", "unto", "him", "and", "it", "was", "so", "light", "earth", "heaven"]
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import tiny_model
 
-from curlora.perplexity import perplexity, single_window_perplexity, windows
+from curlora.measure.perplexity import perplexity, single_window_perplexity, windows
+from tiny_models import tiny_model
 
 
 @pytest.mark.parametrize("n, window, stride", [(100, 32, 16), (100, 32, 32), (33, 32, 8), (5, 32, 16), (64, 16, 5)])

@@ -5,21 +5,22 @@ import json
 
 import pytest
 import torch
-from test_runner import experiment, make_tasks  # noqa: F401  (experiment is a fixture)
-from tiny_models import save_tiny_llama_dir, tiny_model, tokens
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from curlora import methods, probes
-from curlora.cli import build_parser
+from curlora.adapter.layer import math_weight
+from curlora.cli.main import build_parser
+from curlora.data.task_config import TaskConfig
+from curlora.data.tasks import load_task
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings, TrainingSettings
-from curlora.layer import math_weight
-from curlora.metrics import majority_share
-from curlora.runner import Executor, adapter_config, start
-from curlora.sweep import SWEEP_FILE, lr_sweep
-from curlora.task_config import TaskConfig
-from curlora.tasks import load_task
-from curlora.train import train_task
+from curlora.measure import probes
+from curlora.measure.metrics import majority_share
+from curlora.run import adapters as methods
+from curlora.run.runner import Executor, adapter_config, start
+from curlora.run.sweep import SWEEP_FILE, lr_sweep
+from curlora.run.train import train_task
+from test_runner import experiment, make_tasks  # noqa: F401  (experiment is a fixture)
+from tiny_models import save_tiny_llama_dir, tiny_model, tokens
 
 
 @pytest.fixture(scope="module")

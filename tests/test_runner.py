@@ -3,15 +3,15 @@
 
 import pytest
 import torch
-from tiny_experiment import write_tasks as make_tasks
-from tiny_models import save_tiny_llama_dir
 
-from curlora import methods
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.runner import Executor, load_everything, resume, start
-from curlora.scoring import score
-from curlora.store import Run, list_runs
+from curlora.measure.scoring import score
+from curlora.run import adapters as methods
+from curlora.run.runner import Executor, load_everything, resume, start
+from curlora.run.store import Run, list_runs
+from tiny_experiment import write_tasks as make_tasks
+from tiny_models import save_tiny_llama_dir
 
 
 @pytest.fixture

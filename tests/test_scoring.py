@@ -3,14 +3,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
+from curlora.data.task_config import TaskConfig
+from curlora.data.tasks import load_task
+from curlora.measure.encode import Encoder, last_token_index, pad_batch
+from curlora.measure.scoring import head_features, head_predictions, likelihood_predictions, score
+from curlora.run.train import new_head
 from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
-
-from curlora.encode import Encoder, last_token_index, pad_batch
-from curlora.scoring import head_features, head_predictions, likelihood_predictions, score
-from curlora.task_config import TaskConfig
-from curlora.tasks import load_task
-from curlora.train import new_head
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from curlora.task_config import TaskConfig  # noqa: E402
+from curlora.data.task_config import TaskConfig  # noqa: E402
 from curlora.ui.common import Sessions  # noqa: E402
 
 

@@ -8,10 +8,10 @@ import zipfile
 
 import pytest
 
-from curlora.cli import main
-from curlora.csvfile import escape_formula
+from curlora.cli.main import main
+from curlora.data.csvfile import escape_formula
+from curlora.data.tasks import TaskConfig, load_task
 from curlora.errors import CurloraError
-from curlora.tasks import TaskConfig, load_task
 
 ROWS = ["good movie,1", "bad movie,0", "great fun,1", "dull plot,0", "loved it,1", "hated it,0"]
 

@@ -5,10 +5,10 @@ from collections import Counter
 import pytest
 import yaml
 
+from curlora.data.prompts import check_template, render_prompt
+from curlora.data.splits import allocate, stratified_sample, stratified_split
+from curlora.data.tasks import TaskConfig, load_task
 from curlora.errors import CurloraError
-from curlora.prompts import check_template, render_prompt
-from curlora.splits import allocate, stratified_sample, stratified_split
-from curlora.tasks import TaskConfig, load_task
 
 
 def write_csv(path, rows, header="text,label"):

@@ -7,8 +7,8 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from curlora.data.tasks import TaskConfig, load_task
 from curlora.errors import CurloraError
-from curlora.tasks import TaskConfig, load_task
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

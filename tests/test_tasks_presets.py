@@ -7,11 +7,11 @@ import datasets
 import pytest
 from huggingface_hub import constants
 
-from curlora import dataset_presets
-from curlora.cli import main
-from curlora.dataset_presets import get_preset, load_presets
+from curlora.cli.main import main
+from curlora.data import presets as dataset_presets
+from curlora.data.presets import get_preset, load_presets
+from curlora.data.tasks import TaskConfig, load_task
 from curlora.errors import CurloraError
-from curlora.tasks import TaskConfig, load_task
 
 
 def test_bundled_presets():

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from curlora.cli import main
-from curlora.tasks import TaskConfig, load_task
+from curlora.cli.main import main
+from curlora.data.tasks import TaskConfig, load_task
 
 # file: (mapping, label counts) as listed in ../shared/data/README.md
 EXPECTED = {

@@ -14,9 +14,9 @@ import os
 
 import gradio as gr
 
-from curlora.chat import Chat
-from curlora.device_gate import DeviceGate
-from curlora.jobs import JobManager
+from curlora.run.chat import Chat
+from curlora.run.device_gate import DeviceGate
+from curlora.run.jobs import JobManager
 from curlora.ui import chat_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
 from curlora.ui.common import PUBLIC, Engine, Sessions
 
@@ -50,7 +50,7 @@ def default_jobs() -> JobManager:
 
 
 def limits_text(engine: Engine) -> str:
-    """The host's limits as a table (curlora/limits.py; set with CURLORA_LIMIT_<NAME> or CURLORA_LIMITS_FILE)."""
+    """The host's limits as a table (curlora/run/limits.py; set with CURLORA_LIMIT_<NAME> or CURLORA_LIMITS_FILE)."""
     rows = engine.jobs.policy.limits.describe()
     who = ("Hosted: every visitor sees and changes only their own runs, uploads and exports; models are presets, "
            "the bundled model or hub ids, and task files are your own uploads or the bundled demo tasks."
@@ -167,7 +167,7 @@ def launch(demo: gr.Blocks, **kwargs):
         engine.jobs.policy.become_hosted()  # reachable by others: visitors own their runs, no server paths
     if engine is not None and engine.hosted:
         PUBLIC["scrub"] = True
-        from curlora.hosting import remote_code_allowed
+        from curlora.run.hosting import remote_code_allowed
 
         if remote_code_allowed():
             raise CurloraError("--trust-remote-code cannot be used when the app is hosted (served beyond this "

@@ -1,12 +1,12 @@
 """Chat tab: one prompt, three panes — the base model, LoRA at stage k, CURLoRA at stage k — each with its own
-weights (see curlora/chat.py), streamed one pane after the other with shared generation settings."""
+weights (see curlora/run/chat.py), streamed one pane after the other with shared generation settings."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from curlora.chat import pane_choices
 from curlora.errors import CurloraError
+from curlora.run.chat import pane_choices
 from curlora.ui.common import Engine, friendly, wait_for_device
 
 

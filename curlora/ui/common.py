@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from curlora.chat import Chat
+from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
-from curlora.hosting import OWNERS_DIR, owner_key, public_message
-from curlora.jobs import JobManager
-from curlora.store import atomic_write_text
-from curlora.task_config import TaskConfig
+from curlora.run.chat import Chat
+from curlora.run.hosting import OWNERS_DIR, owner_key, public_message
+from curlora.run.jobs import JobManager
+from curlora.run.store import atomic_write_text
 
 log = logging.getLogger("curlora.ui")
 # Error sentences lose their absolute paths when the app is hosted (set by build_app / launch; one app a process).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 
-from curlora.jobs import JobManager
+from curlora.run.jobs import JobManager
 from curlora.ui import charts
 
 STATUS_COLOURS = {"running": "#1f6fb4", "queued": "#8e44ad", "completed": "#2e7d32", "cancelled": "#9e6a00",

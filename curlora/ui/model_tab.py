@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from curlora.model_presets import load_model_presets
-from curlora.models import BUNDLED_DEFAULT, describe_model
+from curlora.models.loading import BUNDLED_DEFAULT, describe_model
+from curlora.models.presets import load_model_presets
 from curlora.ui.common import friendly
 
 

@@ -1,6 +1,6 @@
 """Results tab: any run's summary table (ACC, BWT, FWT, forgetting, perplexity, parameters, time, memory), its
-charts, exports built by the engine's export functions (curlora/export.py), so the app and `curlora export` agree, and any
-finished stage evaluated on a new CSV or text (curlora/evaluate.py, the engine behind `curlora eval`)."""
+charts, exports built by the engine's export functions (curlora/run/export.py), so the app and `curlora export` agree, and any
+finished stage evaluated on a new CSV or text (curlora/run/evaluate.py, the engine behind `curlora eval`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.evaluate import evaluate_stage
 from curlora.experiment import ExperimentConfig
-from curlora.export import export_file, table
-from curlora.store import Run
+from curlora.run.evaluate import evaluate_stage
+from curlora.run.export import export_file, table
+from curlora.run.store import Run
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, wait_for_device
 
@@ -27,7 +27,7 @@ def _pct(v, signed=False) -> str:
 
 
 def summary_rows(metrics: dict) -> list[list]:
-    """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.metrics)."""
+    """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.measure.metrics)."""
     rows = []
     base_ppl = (metrics.get("base") or {}).get("ppl")
     for label, rec in (metrics.get("methods") or {}).items():

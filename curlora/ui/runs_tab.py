@@ -10,7 +10,7 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.hosting import EXAMPLES, read_owner
+from curlora.run.hosting import EXAMPLES, read_owner
 from curlora.ui.common import Engine, friendly
 
 HEADERS = ["run", "status", "tasks", "methods", "stages done", "updated", "message"]

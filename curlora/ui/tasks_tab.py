@@ -9,15 +9,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from curlora.columns import detect_columns
-from curlora.csvfile import read_table
-from curlora.dataset_presets import load_presets
+from curlora.data.columns import detect_columns
+from curlora.data.csvfile import read_table
+from curlora.data.presets import load_presets
+from curlora.data.report import format_summary
+from curlora.data.task_config import TaskConfig
+from curlora.data.tasks import load_task
 from curlora.errors import CurloraError
-from curlora.report import format_summary
-from curlora.task_config import TaskConfig
-from curlora.tasks import load_task
-from curlora.ui.common import Engine, friendly, with_request
 from curlora.paths import DEMO_TASKS
+from curlora.ui.common import Engine, friendly, with_request
 
 DEMO_DIR = DEMO_TASKS
 DEMO_ORDER = ("testament", "reviews", "answers")  # the quick demo's sequence

@@ -11,12 +11,12 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.estimate import trainable_parameters
 from curlora.experiment import ExperimentConfig, MethodSettings
-from curlora.ui import live
-from curlora.store import atomic_write_text
-from curlora.ui.common import Engine, friendly, shown, with_request
 from curlora.paths import QUICK_DEMO
+from curlora.run.estimate import trainable_parameters
+from curlora.run.store import atomic_write_text
+from curlora.ui import live
+from curlora.ui.common import Engine, friendly, shown, with_request
 
 PRESET = QUICK_DEMO
 METHODS = [("CURLoRA", "curlora"), ("LoRA", "lora"), ("base (no training)", "base"), ("full fine-tune", "full"),

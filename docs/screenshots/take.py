@@ -33,7 +33,7 @@ def main() -> int:
         return 1
     from playwright.sync_api import expect, sync_playwright
 
-    from curlora.models import bundled_models
+    from curlora.models.loading import bundled_models
 
     model = sys.argv[1] if len(sys.argv) > 1 else next(iter(bundled_models()), None)
     if model is None:

@@ -5,7 +5,7 @@
 Nothing pauses until the ARM file exists; it holds N, and the N-th adapter save (after the files are written into
 the stage's `.partial` folder, before the rename) or the N-th perplexity measurement of an evaluation (after the
 accuracies, before the stage is recorded) after that writes the PAUSED file and sleeps until the process is killed.
-The engine is not changed: the hooks wrap curlora.methods.save_adapter and the runner's perplexity in this process.
+The engine is not changed: the hooks wrap curlora.run.adapters.save_adapter and the runner's perplexity in this process.
 """
 
 import os
@@ -21,8 +21,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # as in tests/conftest.py: tiny models, a shared 2-core machine
 
-import curlora.methods  # noqa: E402
-import curlora.runner  # noqa: E402
+import curlora.run.adapters  # noqa: E402
+import curlora.run.runner  # noqa: E402
 
 WHAT = os.environ.get("CURLORA_TEST_PAUSE", "")
 ARM, PAUSED = os.environ.get("CURLORA_TEST_ARM", ""), os.environ.get("CURLORA_TEST_PAUSED", "")
@@ -39,21 +39,21 @@ def maybe_pause() -> None:
 
 
 if WHAT == "save":
-    real_save = curlora.methods.save_adapter
+    real_save = curlora.run.adapters.save_adapter
 
     def save_adapter(model, folder):
         real_save(model, folder)  # the files are in stage-k.partial now
         maybe_pause()
 
-    curlora.methods.save_adapter = save_adapter
+    curlora.run.adapters.save_adapter = save_adapter
 elif WHAT == "evaluate":
-    real_perplexity = curlora.runner.perplexity
+    real_perplexity = curlora.run.runner.perplexity
 
     def perplexity(*args, **kwargs):
         maybe_pause()
         return real_perplexity(*args, **kwargs)
 
-    curlora.runner.perplexity = perplexity
+    curlora.run.runner.perplexity = perplexity
 elif WHAT:
     raise SystemExit(f"CURLORA_TEST_PAUSE={WHAT!r}: use save or evaluate")
 

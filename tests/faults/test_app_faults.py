@@ -12,15 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
 from app_server import free_port
 from conftest import REPO
-from tiny_experiment import make_experiment
-
-from curlora import methods
 from curlora.experiment import ExperimentConfig
-from curlora.runner import load_everything, resume
-from curlora.scoring import score
-from curlora.store import Run
+from curlora.measure.scoring import score
+from curlora.run import adapters as methods
+from curlora.run.runner import load_everything, resume
+from curlora.run.store import Run
+from tiny_experiment import make_experiment
 
 gradio_client = pytest.importorskip("gradio_client")
 HERE = Path(__file__).resolve().parent
@@ -209,7 +209,7 @@ def test_kill_9_of_the_app_while_an_adapter_is_saved(world, tmp_path):
     partial = run.adapter_dir("curlora", 2).with_name("stage-2.partial")
     assert partial.is_dir() and not run.adapter_dir("curlora", 2).exists()  # the half-done save never took its name
     before = check_interrupted(run, finished=1)
-    from curlora.chat import pane_choices
+    from curlora.run.chat import pane_choices
 
     assert pane_choices(run) == {"curlora": [1]}  # chat offers only whole stages
     resume(run_id, root)

@@ -2,9 +2,9 @@
 
 import httpx
 import pytest
+
 from app_server import serve
 from conftest import REPO
-
 from curlora.errors import CurloraError
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -11,16 +11,16 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import REPO
-from test_runner import make_tasks
-from tiny_models import save_tiny_llama_dir
 
-from curlora import methods
+from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.runner import Executor, load_everything, resume, start
-from curlora.scoring import score
-from curlora.store import Run
+from curlora.measure.scoring import score
+from curlora.run import adapters as methods
+from curlora.run.runner import Executor, load_everything, resume, start
+from curlora.run.store import Run
+from test_runner import make_tasks
+from tiny_models import save_tiny_llama_dir
 
 
 def experiment_dict(tmp, steps=4):
@@ -92,7 +92,7 @@ def test_kill_9_mid_run_keeps_finished_stages_and_resume_finishes(world, tmp_pat
 
 
 def test_out_of_memory_stops_one_method_with_advice(world, tmp_path, monkeypatch):
-    import curlora.runner as runner
+    import curlora.run.runner as runner
 
     real = runner.train_task
 
@@ -115,7 +115,7 @@ def test_out_of_memory_stops_one_method_with_advice(world, tmp_path, monkeypatch
 
 
 def test_disk_full_while_saving_keeps_the_previous_stage(world, tmp_path, monkeypatch):
-    import curlora.runner as runner
+    import curlora.run.runner as runner
 
     real = methods.save_adapter
     calls = {"n": 0}

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from app_server import serving
 
+from app_server import serving
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.models import allow_remote_code
-from curlora.hosting import ASSETS, Policy, owner_key, public_message, read_owner
-from curlora.jobs import JobManager
+from curlora.models.loading import allow_remote_code
+from curlora.run.hosting import ASSETS, Policy, owner_key, public_message, read_owner
+from curlora.run.jobs import JobManager
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -80,7 +80,7 @@ def test_remote_code_never_runs_locally_without_the_flag_nor_ever_when_hosted(tm
 
 
 def test_the_model_loader_itself_refuses_remote_code_without_the_flag(tmp_path):
-    from curlora.models import describe_model, load_model
+    from curlora.models.loading import describe_model, load_model
 
     marker = tmp_path / "ran.txt"
     folder = payload_folder(tmp_path / "m", marker)
@@ -120,7 +120,7 @@ def test_uploads_are_checked_before_kept_stored_once_and_go_with_the_last_run(tm
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\x00\x01binary")
 
-    from curlora.csvfile import read_table
+    from curlora.data.csvfile import read_table
 
     with pytest.raises(CurloraError):
         policy.keep_upload(bad, root, owner, validate=read_table)
@@ -229,8 +229,8 @@ def test_a_visitor_yaml_naming_server_paths_or_remote_code_is_refused_with_nothi
 
 
 def test_a_shared_example_is_readable_by_every_visitor_and_changeable_by_none(tmp_path, monkeypatch):
-    from curlora.cli import main
-    from curlora.store import Run
+    from curlora.cli.main import main
+    from curlora.run.store import Run
 
     root = tmp_path / "runs"
     monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
@@ -248,7 +248,7 @@ def test_a_shared_example_is_readable_by_every_visitor_and_changeable_by_none(tm
 
 
 def test_the_cli_runs_remote_code_only_with_its_flag(tmp_path, monkeypatch, capsys):
-    from curlora.cli import main
+    from curlora.cli.main import main
 
     marker = tmp_path / "ran.txt"
     folder = payload_folder(tmp_path / "m", marker)
@@ -260,7 +260,7 @@ def test_the_cli_runs_remote_code_only_with_its_flag(tmp_path, monkeypatch, caps
 
 
 def test_per_visitor_and_global_limits_are_refused_with_their_sentence(tmp_path):
-    from curlora.limits import Limits
+    from curlora.run.limits import Limits
 
     limits = Limits(runs_per_visitor=1, queue_length=2)
     jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True, limits=limits))
@@ -282,7 +282,7 @@ def test_per_visitor_and_global_limits_are_refused_with_their_sentence(tmp_path)
 
 
 def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first(tmp_path):
-    from curlora.limits import Limits
+    from curlora.run.limits import Limits
 
     root = tmp_path / "runs"
     jobs = JobManager(root, policy=Policy(hosted=True, limits=Limits()))
@@ -291,7 +291,7 @@ def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first
     theirs = jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
     for rid in (*old, theirs):
         assert jobs.wait(rid, 300)
-    from curlora.jobs import folder_bytes
+    from curlora.run.jobs import folder_bytes
 
     one = folder_bytes(root / old[0])
     jobs.policy.limits.store_mb_per_visitor = (one * 1.5) / 1e6  # room for one run of hers, not two
@@ -308,7 +308,7 @@ def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first
 
 
 def test_chat_replies_per_minute():
-    from curlora.limits import Limits
+    from curlora.run.limits import Limits
 
     policy = Policy(hosted=True, limits=Limits(chat_per_minute=2))
     alice, bob = owner_key("session", "alice"), owner_key("session", "bob")

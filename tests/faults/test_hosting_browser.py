@@ -5,6 +5,7 @@ to stop. Alice's refreshed page finds her run and her task list again."""
 import re
 
 import pytest
+
 from app_server import serving
 from browser import launch, missing, set_number, tab
 
@@ -86,6 +87,6 @@ def test_a_second_visitor_sees_nothing_of_the_first(hosted, tmp_path):
 
 
 def _owner(jobs, run_id):
-    from curlora.hosting import read_owner
+    from curlora.run.hosting import read_owner
 
     return read_owner(jobs.root / run_id)

@@ -15,11 +15,11 @@ import time
 
 import pytest
 import yaml
-from app_server import serving
-from tiny_experiment import make_experiment
 
-from curlora.store import Run, list_runs
+from app_server import serving
+from curlora.run.store import Run, list_runs
 from curlora.ui.tasks_tab import demo_tasks
+from tiny_experiment import make_experiment
 
 gradio_client = pytest.importorskip("gradio_client")
 AppError = gradio_client.exceptions.AppError

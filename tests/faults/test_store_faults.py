@@ -13,21 +13,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO
-from test_runner import make_tasks
-from tiny_models import save_tiny_llama_dir
 
-import curlora.store as store
-from curlora.export import copy_finished_adapters
+import curlora.run.store as store
+from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.runner import Executor, load_everything, resumable, start
-from curlora.store import DiskFull, Run, RunBusy, list_runs
+from curlora.run.export import copy_finished_adapters
+from curlora.run.runner import Executor, load_everything, resumable, start
+from curlora.run.store import DiskFull, Run, RunBusy, list_runs
+from test_runner import make_tasks
+from tiny_models import save_tiny_llama_dir
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from curlora.store import Run
+from curlora.run.store import Run
 run = Run.open(sys.argv[1], Path(sys.argv[2]))
 hold = run.lock()
 run.set_status("running")
@@ -434,7 +434,7 @@ def test_a_full_disk_mid_run_ends_it_failed_with_finished_stages_kept(world, tmp
 
 
 def test_a_full_disk_outside_the_store_reads_as_disk_full(world, tmp_path, monkeypatch):
-    import curlora.runner as runner
+    import curlora.run.runner as runner
 
     cfg, loaded = world
     run, _ = start(cfg, tmp_path, loaded)
@@ -450,7 +450,7 @@ def test_a_full_disk_outside_the_store_reads_as_disk_full(world, tmp_path, monke
 
 def test_finishing_a_failed_run_never_hides_its_error(world, tmp_path, monkeypatch):
     """The disk fills just as the run fails: neither metrics.json nor status.json can be written while it ends."""
-    import curlora.runner as runner
+    import curlora.run.runner as runner
 
     cfg, loaded = world
     run, _ = start(cfg, tmp_path, loaded)

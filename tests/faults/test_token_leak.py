@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+
 from conftest import REPO
 from tiny_experiment import make_experiment
 
@@ -65,8 +66,8 @@ DRIVER = """
 import sys, traceback
 import torch
 torch.set_num_threads(1)
-from curlora.cli import main
-from curlora.store import list_runs
+from curlora.cli.main import main
+from curlora.run.store import list_runs
 for argv in {argvs!r}:
     print("$ python -m curlora", " ".join(argv), flush=True)
     try:

@@ -1,0 +1,1 @@
+"""`python -m curlora …`: argparse only; every command calls the engine (curlora.run, curlora.data)."""

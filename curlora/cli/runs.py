@@ -1,0 +1,197 @@
+"""CLI over the run store: `run`, `resume`, `list`, `show`, `cancel`, `export` — the same engine the app uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from curlora.errors import CurloraError
+from curlora.run.export import copy_finished_adapters, export_merged, metrics_csv, table
+from curlora.run.store import Run, data_dir, list_runs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run an experiment YAML (see presets/experiments/)")
+    p.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    remote_code_flag(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last finished stage")
+    p.add_argument("run_id")
+    remote_code_flag(p)
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("share", help="make a run a shared example: when the app is hosted every visitor can read, "
+                                     "export and chat with it, and nobody can change it (--off: yours again)")
+    p.add_argument("run_id")
+    p.add_argument("--off", action="store_true", help="stop sharing it (it belongs to the local user again)")
+    p.set_defaults(func=cmd_share)
+    p = sub.add_parser("list", help="runs in the data directory ($CURLORA_DATA_DIR, default ./runs)")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", help="accuracy matrices and metrics of a run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", help="ask a running run to stop after its current step")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("eval", help="score a stage of a run on a new task CSV, or its perplexity on a text file")
+    p.add_argument("run_id")
+    p.add_argument("--method", required=True, help="method label as in `show` (e.g. curlora, lora)")
+    p.add_argument("--stage", type=int, required=True, help="0 = the base model, k = after the k-th task")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--task", metavar="FILE.csv", help="a task CSV (columns detected as in check-data)")
+    g.add_argument("--text", metavar="FILE.txt", help="a text file for perplexity")
+    p.add_argument("--label-words", metavar="V=WORD", nargs="*", default=[],
+                   help="verbalizers for --task, e.g. 0=negative 1=positive")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder")
+    p.add_argument("run_id")
+    p.add_argument("--out", required=True, help="folder to write (must not exist yet)")
+    p.add_argument("--merged", action="store_true",
+                   help="also write each adapter method's final stage merged into the base: a plain transformers model")
+    p.set_defaults(func=cmd_export)
+
+
+def remote_code_flag(p) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model.trust_remote_code: true in the config (runs the model's own Python code; a "
+                        "config alone can never turn it on)")
+
+
+def _allow_remote_code(args) -> None:
+    if getattr(args, "trust_remote_code", False):
+        from curlora.models.loading import allow_remote_code
+
+        allow_remote_code()
+
+
+def cmd_share(args) -> int:
+    from curlora.run.hosting import EXAMPLES, LOCAL, write_owner
+
+    run = Run.open(args.run_id)
+    write_owner(run.path, LOCAL if args.off else EXAMPLES)
+    print(f"run {run.id} is {'no longer shared' if args.off else 'a shared, read-only example'}")
+    return 0
+
+
+def _progress():
+    """A one-line-per-event printer for the terminal (tqdm would fight the event lines on 2-core CI logs)."""
+    def on_event(e):
+        kind = e.get("kind")
+        if kind == "stage":
+            acc = " ".join("-" if a is None else f"{a:.3f}" for a in e["accuracy"])
+            print(f"[{e['method']} stage {e['stage']}] accuracy {acc} | ppl {e['ppl']:.2f}", flush=True)
+        elif kind == "step" and (e["step"] % 25 == 0 or e["step"] == e["steps"]):
+            print(f"  {e['method']} task {e['task']} step {e['step']}/{e['steps']} loss {e['loss']:.4f}", flush=True)
+        elif kind in ("error", "run_end"):
+            print(f"{kind}: {e.get('message', '')}", flush=True)
+    return on_event
+
+
+def _with_signals(fn):
+    """SIGINT/SIGTERM ask the runner to stop after the current step, like Stop in the app."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        print("stopping after the current step…", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return fn(lambda: flag["stop"])
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cmd_run(args) -> int:
+    from curlora.experiment import ExperimentConfig
+    from curlora.run.runner import execute, start
+
+    _allow_remote_code(args)
+    cfg = ExperimentConfig.load(args.experiment)
+    run, loaded = start(cfg)
+    print(f"run {run.id} in {run.path}", flush=True)
+    status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
+    print(table(run))
+    return 0 if status == "completed" else 3
+
+
+def cmd_resume(args) -> int:
+    from curlora.run.runner import resume
+
+    _allow_remote_code(args)
+    run = _with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
+    print(table(run))
+    return 0 if run.status()["status"] == "completed" else 3
+
+
+def cmd_list(args) -> int:
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {data_dir()}")
+        return 0
+    for run in runs:
+        st = run.status()
+        m = run.metrics()
+        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.get('tasks', []))}  "
+              f"methods: {', '.join(m.get('methods', {}))}")
+        for problem in run.problems():
+            print(f"    damaged: {problem}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    print(table(Run.open(args.run_id)))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    Run.open(args.run_id).request_cancel()
+    print("cancel requested; the run stops after its current step")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from curlora.run.evaluate import evaluate_stage
+
+    verbalizers = {}
+    for item in args.label_words:
+        if "=" not in item:
+            raise CurloraError(f"--label-words takes VALUE=WORD pairs, got {item!r}.")
+        k, v = item.split("=", 1)
+        verbalizers[k] = v
+    result = evaluate_stage(args.run_id, args.method, args.stage, task_file=args.task, text_file=args.text,
+                            verbalizers=verbalizers or None)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_export(args) -> int:
+    run = Run.open(args.run_id)
+    out = Path(args.out)
+    if out.exists():
+        raise CurloraError(f"{out} already exists; choose a new folder for the export.")
+    m, st = run.metrics(), run.status()
+    if st["status"] == "damaged":
+        raise CurloraError(f"Run {run.id} is damaged ({st['message']}).")
+    if not m:
+        raise CurloraError(f"Run {run.id} has no finished stage to export yet.")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
+    (tmp / "metrics.csv").write_text(metrics_csv(m))
+    (tmp / "results.md").write_text(table(run) + "\n")
+    shutil.copy(run.path / "config.yaml", tmp / "config.yaml")
+    copy_finished_adapters(run, m, tmp / "adapters")
+    if getattr(args, "merged", False):
+        try:
+            export_merged(run, m, tmp / "merged")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    tmp.rename(out)
+    print(f"exported {run.id} to {out}")
+    return 0

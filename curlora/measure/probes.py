@@ -1,0 +1,264 @@
+"""Drift probes that need no reference corpus, and the learnability verdict: forgetting measured fairly.
+
+A method can "forget nothing" by learning nothing, and perplexity on someone else's corpus can improve while the
+model drifts from what it knew. These probes show both:
+
+- **self-sampled probe text** (`sample_self_probe`): before training, N texts sampled from the base model itself
+  (seeded, fixed length, sampled on the CPU generator so every device picks the same tokens). They are stored in
+  the run folder as `self_probe.json` (settings, token ids, decoded texts) with the base model's next-token
+  log-probabilities beside them in `self_probe_ref.safetensors` (float64): the full distribution when the
+  vocabulary is at most `FULL_VOCAB_MAX`, else its top `TOP_K` entries plus one remainder bucket, so memory
+  stays bounded.
+- **self-ppl and KL to base** (`self_probe_measures`): perplexity of a model on those texts, and the mean per-token
+  KL(base ‖ model) of next-token distributions. With top-k it is the KL of the (top-k + remainder) coarsening,
+  a lower bound on the full KL that is exactly 0 for an unchanged model.
+- **weight drift** (`weight_drift`): ‖ΔW‖_F / ‖W‖_F per adapted matrix and in total (√Σ‖ΔW‖² / √Σ‖W‖²). LoRA:
+  ΔW = scaling · B A, ‖B A‖²_F = tr((BᵀB)(A Aᵀ)); CURLoRA: ΔW = α C U R, ‖C U R‖²_F = tr((CᵀC) U (R Rᵀ) Uᵀ) —
+  r × r products only, never m × n. Full fine-tuning: current weights against the snapshot of the base, over
+  every parameter with two or more dimensions. Matrix names are the base model's module names
+  (`model.layers.0.self_attn.q_proj`), the same for LoRA and CURLoRA; for `full` they are parameter names
+  (`model.layers.0.self_attn.q_proj.weight`).
+- **learnability** (`learnability`): per task, the majority-class share, the base and head-only scores, each
+  method's accuracy right after training the task, and which methods beat all of those lines.
+
+metrics.json fields written by the runner (one list entry per stage, entry 0 = the base model, before training):
+
+    "self_probe": {"texts": N, "tokens": L, "temperature": t, "seed": s, "file": "self_probe.json",
+                   "reference": "full" | "top-64"}              # top level; null when evaluation.self_probe is off
+    "base": {..., "self_ppl": float, "kl_to_base": 0.0}
+    "methods": {label: {...,
+        "self_ppl":   [float | null, ...],                       # null when the self probe is off
+        "kl_to_base": [float | null, ...],                       # entry 0 is 0.0
+        "drift":      [{"total": float, "per_matrix": {name: float}}, ...],  # entry 0: total 0.0, per_matrix {}
+        "train":      [{..., "smoothed_loss": float, "lr": float, "target_loss": float | null,
+                        "reached": bool | null}, ...]}}          # one per trained task (no entry 0); target_loss
+                                                                 # and reached: null under equal_lr and for the
+                                                                 # matched_loss reference method itself
+    "comparison": "equal_lr" | "matched_loss"                   # top level
+    "stage" events also carry self_ppl, kl_to_base and drift (the total)
+    "learnability": [{"task": name, "majority": float, "base": float | null, "head_only": float | null,
+                      "after_training": {label: float}, "learned_by": [label, ...],
+                      "verdict": "a plain sentence"}, ...]        # one entry per task, in task order
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import peft
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from curlora.adapter.layer import math_weight
+from curlora.adapter.model import CURLoRAModel
+from curlora.errors import CurloraError, check_stop
+
+PROBE_FILE = "self_probe.json"
+REF_FILE = "self_probe_ref.safetensors"
+FULL_VOCAB_MAX = 4096  # below this the full base distribution is stored: N·L·V floats stay small
+TOP_K = 64
+
+
+# -- self-sampled probe text -------------------------------------------------------------------------------
+def _start_token(tokenizer) -> int:
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+@torch.no_grad()
+def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temperature: float = 1.0,
+                      seed: int = 0, should_stop=None) -> torch.Tensor:
+    """`texts` × (1 + `tokens`) token ids sampled from `model`, each starting at the BOS (or EOS) token.
+
+    Fixed length (an end-of-text token is just another token), so the probes batch without padding. Sampling
+    draws from a seeded CPU generator in float64: the same seed gives the same texts on any device.
+    Temperature 0 is greedy decoding. Raises curlora.errors.Cancelled between tokens once `should_stop()` is true.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit and tokens + 1 > limit:
+        raise CurloraError(f"evaluation.self_probe_tokens: {tokens} tokens do not fit this model's {limit} positions; "
+                           f"use at most {limit - 1}.")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(int(seed))
+    ids = torch.full((texts, 1), _start_token(tokenizer), dtype=torch.long)
+    try:
+        for _ in range(tokens):
+            check_stop(should_stop)
+            # the whole prefix every step, no KV cache: probes are short, and cache APIs differ between versions
+            logits = model(input_ids=ids.to(device)).logits[:, -1].double().cpu()
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=g)
+            ids = torch.cat([ids, nxt], dim=1)
+    finally:
+        model.train(was_training)
+    return ids
+
+
+@torch.no_grad()
+def _log_probs(model, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities (texts × (L-1) × V, float64 on the CPU) at every position but the last."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[:, :-1]
+    finally:
+        model.train(was_training)
+    return F.log_softmax(logits.double(), dim=-1).cpu()
+
+
+def _coarsen(logp: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Log-probabilities of the entries `index` plus a last remainder bucket (all of `logp` if index is None)."""
+    if index is None:
+        return logp
+    top = logp.gather(-1, index)
+    rest = torch.clamp(1.0 - top.exp().sum(-1, keepdim=True), min=0.0)
+    return torch.cat([top, torch.log(rest)], dim=-1)
+
+
+def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) -> dict[str, torch.Tensor]:
+    """The base model's next-token distributions on the probe: {"logp"} in full, or {"logp", "index"} top-k.
+
+    One text at a time, so a 128k vocabulary costs one text's L × V floats, not N of them."""
+    logps, indices = [], []
+    for row in ids:
+        check_stop(should_stop)
+        logp = _log_probs(model, row[None])[0]
+        index = None
+        if logp.shape[-1] > FULL_VOCAB_MAX:
+            index = logp.topk(min(top_k, logp.shape[-1]), dim=-1).indices
+            indices.append(index)
+        logps.append(_coarsen(logp, index))
+    ref = {"logp": torch.stack(logps)}
+    if indices:
+        ref["index"] = torch.stack(indices)
+    return ref
+
+
+def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
+                        should_stop=None) -> dict[str, float]:
+    """{"self_ppl", "kl_to_base"} of `model` on the probe ids against the base reference (Cancelled between
+    texts once `should_stop()` is true)."""
+    nll, kl = 0.0, 0.0
+    for i, row in enumerate(ids):
+        check_stop(should_stop)
+        logq = _log_probs(model, row[None])[0]
+        nll -= float(logq.gather(-1, row[1:, None]).sum())
+        # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
+        p = ref["logp"][i]
+        q = _coarsen(logq, ref["index"][i] if "index" in ref else None)
+        # a bucket the base gives probability 0 contributes nothing, whatever q says
+        terms = torch.where(p > -math.inf, p.exp() * (p - torch.clamp(q, min=-700.0)), torch.zeros_like(p))
+        kl += float(terms.sum())
+    n = ids.shape[0] * (ids.shape[1] - 1)
+    return {"self_ppl": math.exp(nll / n), "kl_to_base": max(kl / n, 0.0)}
+
+
+def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: int, temperature: float,
+                   seed: int, write: bool = True, should_stop=None) -> tuple[torch.Tensor, dict, dict]:
+    """(ids, reference, info): read from the run folder when a stage already sampled them (resume), else sample
+    from the (unadapted) `model` and store them there."""
+    if folder is not None and (folder / PROBE_FILE).is_file() and (folder / REF_FILE).is_file():
+        stored = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
+        ref = load_file(str(folder / REF_FILE))
+        return torch.tensor(stored["ids"], dtype=torch.long), ref, stored["info"]
+    ids = sample_self_probe(model, tokenizer, texts, tokens, temperature, seed, should_stop=should_stop)
+    ref = reference(model, ids, should_stop=should_stop)
+    info = {"texts": texts, "tokens": tokens, "temperature": temperature, "seed": seed, "file": PROBE_FILE,
+            "reference": "full" if "index" not in ref else f"top-{ref['index'].shape[-1]}"}
+    if folder is not None and write:
+        body = {"info": info, "ids": ids.tolist(), "texts": tokenizer.batch_decode(ids, skip_special_tokens=True)}
+        (folder / PROBE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in ref.items()}, str(folder / REF_FILE))
+    return ids, ref, info
+
+
+# -- weight drift ------------------------------------------------------------------------------------------
+def _cur_sq_norm(f) -> torch.Tensor:
+    c, u, r = f.C.double(), f.U.detach().double(), f.R.double()
+    return f.alpha ** 2 * torch.trace((c.T @ c) @ u @ (r @ r.T) @ u.T)
+
+
+def _lora_sq_norm(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
+    a, b = a.detach().double(), b.detach().double()
+    return scaling ** 2 * torch.trace((b.T @ b) @ (a @ a.T))
+
+
+@torch.no_grad()
+def weight_drift(model, snapshot: dict[str, torch.Tensor] | None = None) -> dict:
+    """{"total": ‖ΔW‖/‖W‖ over all adapted matrices, "per_matrix": {name: ‖ΔW‖/‖W‖}} (see the module docstring).
+
+    `snapshot` (parameter name → base tensor) is for a fully fine-tuned model; a model with neither adapters
+    nor a snapshot has drifted 0."""
+    pairs: dict[str, tuple[float, float]] = {}  # name -> (‖ΔW‖², ‖W‖²)
+    if isinstance(model, CURLoRAModel):
+        for name, layer in model.curlora_layers().items():
+            w2 = float(math_weight(layer).double().pow(2).sum())
+            d2 = sum(float(_cur_sq_norm(layer.curlora[a])) for a in layer.active_adapters)
+            pairs[name] = (d2, w2)
+    elif isinstance(model, peft.PeftModel):
+        for name, mod in model.named_modules():
+            if not isinstance(mod, peft.tuners.lora.LoraLayer):
+                continue
+            keys = [k for k in mod.active_adapters if k in mod.lora_A]
+            if not keys:
+                continue
+            d2 = sum(float(_lora_sq_norm(mod.lora_A[k].weight, mod.lora_B[k].weight, mod.scaling[k])) for k in keys)
+            w2 = float(mod.get_base_layer().weight.double().pow(2).sum())
+            pairs[name.removeprefix("base_model.model.")] = (d2, w2)
+    elif snapshot is not None:
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and name in snapshot:
+                base = snapshot[name].to(p.device).double()
+                pairs[name] = (float((p.double() - base).pow(2).sum()), float(base.pow(2).sum()))
+    per = {n: math.sqrt(d2 / w2) if w2 > 0 else 0.0 for n, (d2, w2) in pairs.items()}
+    w_all = sum(w2 for _, w2 in pairs.values())
+    total = math.sqrt(sum(d2 for d2, _ in pairs.values()) / w_all) if w_all > 0 else 0.0
+    return {"total": total, "per_matrix": per}
+
+
+# -- learnability ------------------------------------------------------------------------------------------
+def _beats(acc, line) -> bool:
+    return line is None or acc > line + 1e-12
+
+
+def learnability(metrics: dict) -> list[dict]:
+    """Per task: the lines a learned task must clear and which methods cleared them right after training it."""
+    tasks, majority = metrics["tasks"], metrics["majority"]
+    base = (metrics.get("base") or {}).get("accuracy") or [None] * len(tasks)
+    recs = metrics.get("methods", {})
+    head_only = next((r for r in recs.values() if r.get("kind") == "head-only"), None)
+    out = []
+    for j, name in enumerate(tasks):
+        def right_after(rec):
+            rows = rec.get("matrix", [])
+            return rows[j + 1][j] if len(rows) > j + 1 and rows[j + 1][j] is not None else None
+
+        ho = right_after(head_only) if head_only else None
+        after = {label: right_after(r) for label, r in recs.items() if r.get("kind") not in ("base", "head-only")}
+        after = {k: v for k, v in after.items() if v is not None}
+        learned = [k for k, v in after.items() if _beats(v, majority[j]) and _beats(v, base[j]) and _beats(v, ho)]
+        parts = [f"the majority-class share ({majority[j]:.3f})"]
+        if base[j] is not None:
+            parts.append(f"the base model ({base[j]:.3f})")
+        if ho is not None:
+            parts.append(f"the head-only control ({ho:.3f})")
+        lines = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        if not after:
+            verdict = f"Task '{name}' has not been trained yet."
+        elif learned:
+            verdict = f"Task '{name}' was learned by {', '.join(learned)}: above {lines}."
+        else:
+            verdict = (f"No method learned task '{name}': right after training it, none scored above {lines}, "
+                       "so forgetting on this task says nothing about the methods.")
+        out.append({"task": name, "majority": majority[j], "base": base[j], "head_only": ho,
+                    "after_training": after, "learned_by": learned, "verdict": verdict})
+    return out

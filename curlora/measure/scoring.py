@@ -1,0 +1,149 @@
+"""Scoring a model on a task's rows — three modes, each named wherever its numbers are shown.
+
+- `likelihood` (default): the class whose label word has the highest log-likelihood after the prompt (sum over
+  the word's tokens). No new weights, so the same model also chats.
+- `head` (the paper's): a per-task linear head on the hidden state of the last *non-pad* token (the reference code
+  read the last position, a pad token in right-padded batches).
+- `generate`: greedy generation; correct when the generated text starts with the right label word.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curlora.errors import check_stop
+from curlora.measure.encode import Encoder, last_token_index, pad_batch
+
+ENCODE_CHECK_ROWS = 1024  # how often the prompt encoding of a large eval split checks for Stop
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _rows(data, limit: int | None = None):
+    n = len(data) if limit is None else min(limit, len(data))
+    pairs = data["text_pair"][:n] if "text_pair" in data.column_names else [None] * n
+    return data["text"][:n], pairs, data["label_id"][:n]
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+@torch.no_grad()
+def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
+                           limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
+    enc = Encoder(tokenizer, max_length)
+    texts, pairs, gold = _rows(data, limit)
+    words = task.words
+    items = []  # (row, class or -1 for "all classes at once", seq, start of continuation, continuation)
+    for row, (text, pair) in enumerate(zip(texts, pairs)):
+        if row % ENCODE_CHECK_ROWS == 0:
+            check_stop(should_stop)
+        prompt = task.prompt(text, pair)
+        p = enc.prompt_ids(prompt)
+        conts = [enc.continuation(prompt, p, w) for w in words]
+        if all(len(c) == 1 for c in conts):  # one forward scores every class: next-token logits after the prompt
+            q = enc.fit(p, [0])
+            items.append((row, -1, q, len(q), [c[0] for c in conts]))
+        else:
+            for k, c in enumerate(conts):
+                q = enc.fit(p, c)
+                items.append((row, k, q + c, len(q), c))
+    scores = torch.full((len(texts), len(words)), float("-inf"))
+    device = _device(model)
+    items.sort(key=lambda it: len(it[2]))  # similar lengths together: less padding
+    for i in range(0, len(items), batch_size):
+        check_stop(should_stop)
+        batch = items[i:i + batch_size]
+        ids, mask, _ = pad_batch([it[2] for it in batch], pad_id(tokenizer))
+        logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1).cpu()
+        for b, (row, k, seq, start, cont) in enumerate(batch):
+            if k == -1:
+                scores[row] = logp[b, start - 1, cont]
+            else:
+                pos = torch.arange(start - 1, start - 1 + len(cont))
+                scores[row, k] = logp[b, pos, torch.tensor(cont)].sum()
+    return scores.argmax(dim=1).tolist(), list(gold)
+
+
+def head_features(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Last-layer hidden state at the last non-pad token of each row."""
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    hidden = out.hidden_states[-1]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(mask)]
+
+
+def encode_prompts(tokenizer, task, texts, pairs, max_length: int) -> list[list[int]]:
+    enc = Encoder(tokenizer, max_length)
+    return [enc.fit(enc.prompt_ids(task.prompt(t, p)), []) for t, p in zip(texts, pairs)]
+
+
+@torch.no_grad()
+def head_predictions(model, tokenizer, task, data, head: nn.Module, max_length: int, batch_size: int = 32,
+                     limit: int | None = None, left_pad: bool = False,
+                     should_stop=None) -> tuple[list[int], list[int]]:
+    texts, pairs, gold = _rows(data, limit)
+    seqs = encode_prompts(tokenizer, task, texts, pairs, max_length)
+    device = _device(model)
+    preds = []
+    for i in range(0, len(seqs), batch_size):
+        check_stop(should_stop)
+        ids, mask, _ = pad_batch(seqs[i:i + batch_size], pad_id(tokenizer), left=left_pad)
+        feats = head_features(model, ids.to(device), mask.to(device))
+        preds += head(feats.to(head.weight.dtype)).argmax(-1).tolist()
+    return preds, list(gold)
+
+
+@torch.no_grad()
+def generate_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 16,
+                         limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
+    texts, pairs, gold = _rows(data, limit)
+    seqs = encode_prompts(tokenizer, task, texts, pairs, max_length)
+    words = [w.strip().lower() for w in task.words]
+    longest = max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in task.words)
+    device = _device(model)
+    preds = []
+    for i in range(0, len(seqs), batch_size):
+        check_stop(should_stop)
+        ids, mask, _ = pad_batch(seqs[i:i + batch_size], pad_id(tokenizer), left=True)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             max_new_tokens=longest + 1, pad_token_id=pad_id(tokenizer))
+        for text in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True):
+            said = text.strip().lower()
+            # Longest word first, so "not_equivalent" isn't read as "not".
+            match = [k for k in sorted(range(len(words)), key=lambda k: -len(words[k])) if said.startswith(words[k])]
+            preds.append(match[0] if match else -1)
+    return preds, list(gold)
+
+
+def accuracy(preds: list[int], gold: list[int]) -> float:
+    return sum(int(p == g) for p, g in zip(preds, gold)) / max(len(gold), 1)
+
+
+def score(model, tokenizer, task, data, mode: str, max_length: int, batch_size: int = 32,
+          head: nn.Module | None = None, limit: int | None = None, should_stop=None) -> dict:
+    """{accuracy, n, mode} of `model` on `data` (a task's eval split or a sub-sample); raises
+    curlora.errors.Cancelled between batches once `should_stop()` is true."""
+    was_training = model.training
+    model.eval()
+    try:
+        if mode == "likelihood":
+            preds, gold = likelihood_predictions(model, tokenizer, task, data, max_length, batch_size, limit,
+                                                 should_stop=should_stop)
+        elif mode == "head":
+            if head is None:
+                raise ValueError("head scoring needs the task's head")
+            preds, gold = head_predictions(model, tokenizer, task, data, head, max_length, batch_size, limit,
+                                           should_stop=should_stop)
+        elif mode == "generate":
+            preds, gold = generate_predictions(model, tokenizer, task, data, max_length, batch_size, limit,
+                                               should_stop=should_stop)
+        else:
+            raise ValueError(f"unknown scoring mode {mode!r}")
+    finally:
+        model.train(was_training)
+    return {"accuracy": accuracy(preds, gold), "n": len(gold), "mode": mode}

@@ -1,0 +1,97 @@
+"""presets/models.yaml: the base models the app offers, each with its target modules, rank and size.
+
+The key of each entry is exactly what `curlora.models.loading.load_model` takes (a bundled name or a hub id), so a preset
+is only advice: any other folder or hub id loads too. Entries keep their file order; the first is the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from curlora.errors import CurloraError
+from curlora.paths import PRESETS
+
+PRESETS_FILE = PRESETS / "models.yaml"
+FAMILIES = ("llama", "gpt2", "qwen2", "mistral")
+SOURCES = ("bundled", "hub")
+REQUIRED = ("source", "family", "architecture", "parameters", "memory_gb", "target_modules", "rank", "gated",
+            "license")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """One entry of presets/models.yaml (see the comment at the top of that file for each field)."""
+
+    name: str = field(metadata={"help": "Bundled name or hub id; what the loader is given."})
+    source: str = field(metadata={"help": "bundled | hub"})
+    family: str = field(metadata={"help": "llama | gpt2 | qwen2 | mistral"})
+    architecture: str = field(metadata={"help": "transformers class, e.g. LlamaForCausalLM."})
+    parameters: int = field(metadata={"help": "Exact parameter count."})
+    memory_gb: dict[str, float] = field(metadata={"help": "Weights only, per dtype, in 10^9 bytes."})
+    target_modules: tuple[str, ...] = field(metadata={"help": "Adapted by default."})
+    rank: int = field(metadata={"help": "Suggested rank."})
+    gated: bool = field(metadata={"help": "Hub asks to accept terms and log in."})
+    license: str = field(metadata={"help": "License of the weights."})
+    label: str = field(default="", metadata={"help": "Display name."})
+    paper_target_modules: tuple[str, ...] = field(default=(), metadata={"help": "The paper's choice, if any."})
+    probe: str | None = field(default=None, metadata={"help": "Default probe text, relative to the repo."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the repository's own code."})
+    notes: str = field(default="", metadata={"help": "Shown beside the choice."})
+
+
+def load_model_presets(path: str | os.PathLike | None = None) -> dict[str, ModelPreset]:
+    """Every entry of the models preset file, in file order; a malformed entry is a `CurloraError`."""
+    path = Path(path) if path else PRESETS_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CurloraError(f"The model presets file {path} cannot be read ({err.strerror}).") from None
+    except yaml.YAMLError as err:
+        raise CurloraError(f"The model presets file {path} is not valid YAML ({err}).") from None
+    if not isinstance(data, dict) or not data:
+        raise CurloraError(f"The model presets file {path} must map model names to their settings.")
+    return {str(name): _parse(str(name), body, path) for name, body in data.items()}
+
+
+def default_model_name(path: str | os.PathLike | None = None) -> str:
+    return next(iter(load_model_presets(path)))
+
+
+def _parse(name: str, body: object, path: Path) -> ModelPreset:
+    where = f"{path.name}, entry '{name}'"
+    if not isinstance(body, dict):
+        raise CurloraError(f"{where}: expected a mapping of settings.")
+    missing = [k for k in REQUIRED if k not in body]
+    if missing:
+        raise CurloraError(f"{where}: missing {', '.join(missing)}.")
+    known = set(ModelPreset.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise CurloraError(f"{where}: unknown setting '{unknown[0]}'; known: {', '.join(sorted(known))}.")
+    if body["source"] not in SOURCES:
+        raise CurloraError(f"{where}: source must be one of {', '.join(SOURCES)}.")
+    if body["family"] not in FAMILIES:
+        raise CurloraError(f"{where}: family must be one of {', '.join(FAMILIES)}.")
+    for key in ("target_modules", "paper_target_modules"):
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise CurloraError(f"{where}: {key} must be a list of module names.")
+    if not body["target_modules"]:
+        raise CurloraError(f"{where}: target_modules needs at least one module name.")
+    for key in ("parameters", "rank"):
+        if not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 1:
+            raise CurloraError(f"{where}: {key} must be a positive whole number.")
+    memory = body["memory_gb"]
+    if not isinstance(memory, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in memory.values()):
+        raise CurloraError(f"{where}: memory_gb must map dtypes to sizes in GB.")
+    for key in ("gated", "trust_remote_code"):
+        if not isinstance(body.get(key, False), bool):
+            raise CurloraError(f"{where}: {key} must be true or false.")
+    return ModelPreset(
+        name=name, **{k: v for k, v in body.items() if k not in ("target_modules", "paper_target_modules")},
+        target_modules=tuple(body["target_modules"]), paper_target_modules=tuple(body.get("paper_target_modules", [])),
+    )

@@ -1,0 +1,161 @@
+"""What a run can be exported as, shared by `python -m curlora export` and the app's download buttons: the accuracy
+tables as text, the metrics as CSV, the finished adapter folders, and merged models.
+
+    table(run)                                   # plain-text / Markdown accuracy matrices and summaries
+    metrics_csv(m)                               # one row per method and stage, spreadsheet-safe
+    copy_finished_adapters(run, m, dest)         # only the stages metrics.json vouches for; links never followed
+    export_merged(run, m, dest)                  # each adapter method's last stage folded into the base
+    export_file(jobs, run_id, what, owner)       # one file for a browser to download (the Results tab)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from curlora.data.csvfile import escape_formula
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.run.jobs import JobManager
+from curlora.run.store import Run
+
+EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of an export folder
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.2f}"
+
+
+def table(run: Run) -> str:
+    """Accuracy matrices and summary metrics as plain-text tables (also the Markdown export)."""
+    m = run.metrics()
+    st = run.status()
+    if not m:
+        why = st["message"] if st["status"] == "damaged" else "no finished stage yet"
+        return f"run {run.id}: {st['status']} — {why}"
+    tasks = m["tasks"]
+    lines = [f"run {run.id}: {st['status']} ({st.get('message', '')})",
+             f"scoring: {m['scoring']}; forgetting: {m['forgetting_definition']}",
+             "majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m["majority"])), ""]
+    for name, rec in m["methods"].items():
+        lines.append(f"## {name} ({rec['kind']}, {rec['trainable']:,} trainable) — {rec['status']}")
+        lines.append("| after | " + " | ".join(tasks) + " | ppl | ppl (1 window) |")
+        lines.append("|---" * (len(tasks) + 3) + "|")
+        for i, row in enumerate(rec["matrix"]):
+            label = "base" if i == 0 else tasks[i - 1]
+            lines.append(f"| {label} | " + " | ".join(_fmt(a, True) for a in row) +
+                         f" | {_fmt(rec['ppl'][i])} | {_fmt(rec['ppl_single_window'][i])} |")
+        s = rec.get("summary", {})
+        lines.append(f"ACC {_fmt(s.get('acc'), True)}  BWT {_fmt(s.get('bwt'), True)}  FWT {_fmt(s.get('fwt'), True)}  "
+                     f"forgetting {_fmt(s.get('forgetting'), True)}  plasticity {_fmt(s.get('plasticity'), True)}")
+        if rec.get("message"):
+            lines.append(f"note: {rec['message']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def escape_cell(value) -> str:
+    """A spreadsheet-safe CSV cell for any value (formula-looking text gets a leading quote, see escape_formula)."""
+    return escape_formula("" if value is None else str(value))
+
+
+def metrics_csv(m: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m["tasks"]], "ppl", "ppl_single_window"])
+    for name, rec in m["methods"].items():
+        for i, row in enumerate(rec["matrix"]):
+            after = "base" if i == 0 else m["tasks"][i - 1]
+            w.writerow([escape_cell(x) for x in (name, rec["kind"], i, after, *row, rec["ppl"][i],
+                                                 rec["ppl_single_window"][i])])
+    return buf.getvalue()
+
+
+def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
+    """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
+    from curlora.experiment import ExperimentConfig
+    from curlora.models.loading import load_model
+    from curlora.run import adapters as methods
+
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    written = []
+    for label, rec in m["methods"].items():
+        stage = len(rec["matrix"]) - 1
+        if rec["kind"] not in ("curlora", "lora") or stage < 1:
+            continue
+        base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
+        merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
+        merged.save_pretrained(dest / label)
+        tokenizer.save_pretrained(dest / label)
+        written.append(dest / label)
+    if not written:
+        raise CurloraError(f"Run {run.id} has no finished CURLoRA or LoRA stage to merge.")
+    return written
+
+
+def copy_finished_adapters(run: Run, m: dict, dest: Path) -> int:
+    """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
+    half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
+    Symbolic links are skipped, never followed: an export holds only files of the run itself.
+    Returns how many stage folders were copied."""
+    n = 0
+    for label, rec in (m.get("methods") or {}).items():
+        for stage in range(1, len(rec.get("matrix") or [])):
+            src = run.adapter_dir(label, stage)
+            if src.is_dir() and not any(p.is_symlink() for p in (src, src.parent, src.parent.parent)):
+                shutil.copytree(src, dest / label / src.name, ignore=_links)
+                n += 1
+    return n
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the entries of `folder` that are symbolic links."""
+    return [name for name in names if os.path.islink(os.path.join(folder, name))]
+
+
+def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = None) -> str:
+    """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip | merged.zip
+    (each adapter method's last finished stage folded into a copy of the base model: full model size).
+
+    Made in the owner's own exports folder, where an export older than EXPORT_KEEP_S is removed when the next one
+    is made (gradio serves its own copy), so exports never pile up in the system's temp folder. Hosted, the config
+    inside names no server path."""
+    run = jobs.open(run_id, owner)
+    m = run.metrics()
+    if not m:
+        raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
+    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    out = Path(tempfile.mkdtemp(prefix="export-", dir=folder))
+    if what == "metrics.json":
+        (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+    elif what == "metrics.csv":
+        (out / what).write_text(metrics_csv(m), encoding="utf-8")
+    elif what == "results.md":
+        (out / what).write_text(table(run) + "\n", encoding="utf-8")
+    elif what in ("adapters.zip", "merged.zip"):  # <run id>/{adapters|merged}/…, config.yaml beside them
+        staging = out / run_id
+        if what == "merged.zip":
+            export_merged(run, m, staging / "merged")
+        elif not copy_finished_adapters(run, m, staging / "adapters"):
+            raise CurloraError(f"Run {run_id} has no saved adapters yet.")
+        config = run.config_yaml
+        if jobs.policy.hosted:  # the visitor's own config, without the server's paths in it
+            config = jobs.policy.public_yaml(ExperimentConfig.from_yaml(config, source=f"{run_id}/config.yaml"),
+                                             jobs.root)
+        (staging / "config.yaml").write_text(config, encoding="utf-8")
+        return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
+    else:
+        raise CurloraError(f"Unknown export {what!r}.")
+    return str(out / what)

@@ -1,0 +1,303 @@
+"""Who may do what when the app is hosted: owners, where a visitor's files may come from, and what errors may say.
+
+    policy = Policy.detect()                 # hosted when SPACE_ID or CURLORA_MULTI_USER=1 is set (or launch() says so)
+    owner = owner_key("user", "alice")      # a login, else the browser's workspace token; stored hashed, never shown
+    policy.check_config(cfg, owner)          # before anything is read: no server path, no remote code, within limits
+    policy.keep_upload(path, owner)          # validated, content-addressed, in the owner's own area
+
+Hosted, the app serves visitors who do not trust each other. A visitor then
+- never runs code on the server: `trust_remote_code` is refused (locally it needs `--trust-remote-code` on the command
+  line of the process, never a YAML or UI field alone), and a model is a preset, the bundled model or a hub id — a
+  folder on the server is refused, so uploaded files can never be loaded as a model;
+- never reads a server file: task and probe files are the visitor's own uploads or the bundled assets;
+- sees only their own runs (JobManager filters by owner; another's run id reads exactly as an unknown one);
+- gets error sentences without absolute paths (`public_message`): no data directory, no upload path.
+Locally on loopback with no login, the one user owns everything, as before.
+
+No gradio here: the app, the CLI and the tests share this policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from glob import escape as glob_escape
+from pathlib import Path
+
+from curlora.errors import CurloraError
+from curlora.models.loading import refuse_remote_code, remote_code_allowed
+from curlora.paths import ASSETS
+
+MULTI_USER_ENV = "CURLORA_MULTI_USER"
+LOCAL = "local"  # the owner of everything when the app is not hosted
+EXAMPLES = "examples"  # runs anyone may read and nobody may change (curated by the host with the CLI)
+OWNERS_DIR = ".owners"  # <data dir>/.owners/<owner>/uploads/…: never a run id (run ids start with a letter or digit)
+OWNER_KEY = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD, BUNDLED = "upload:", "bundled:"
+
+def resolve_bundled(value: str | None) -> str | None:
+    """'bundled:tasks/reviews/train.csv' → that file under assets/ (a path that leaves assets/ is refused)."""
+    if not value or not value.startswith(BUNDLED):
+        return value
+    path = (ASSETS / value[len(BUNDLED):]).resolve()
+    if not _within(path, ASSETS.resolve()):
+        raise CurloraError(f"{value[:120]!r} is not a bundled file: bundled paths stay inside assets/.")
+    return str(path)
+
+
+def hosted_from_env() -> bool:
+    """On a Hugging Face Space (SPACE_ID is set there) or when asked (CURLORA_MULTI_USER=1, as tests do)."""
+    flag = os.environ.get(MULTI_USER_ENV, "").strip().lower()
+    if flag in ("0", "false", "no", "off"):
+        return False
+    return bool(os.environ.get("SPACE_ID")) or flag in ("1", "true", "yes", "on")
+
+
+def owner_key(kind: str, value: str) -> str:
+    """The stored form of an identity: 32 hex digits of sha256, so a run folder never holds a token or a name."""
+    if not value:
+        raise CurloraError("An owner needs an identity (a login, a workspace token or a session).")
+    return hashlib.sha256(f"curlora-owner\0{kind}\0{value}".encode()).hexdigest()[:32]
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass
+class Policy:
+    """What the server allows. `hosted` decides; `limits` are the host's numbers (curlora/run/limits.py)."""
+
+    hosted: bool = False
+    limits: object = None
+    _chats: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        if self.limits is None:
+            from curlora.run.limits import Limits
+
+            self.limits = Limits.load(self.hosted)
+
+    @classmethod
+    def detect(cls) -> "Policy":
+        return cls(hosted=hosted_from_env())
+
+    def become_hosted(self) -> None:
+        """launch() found the app reachable beyond this machine: hosted rules and the hosted default limits."""
+        if not self.hosted:
+            from curlora.run.limits import Limits
+
+            self.hosted, self.limits = True, Limits.load(True)
+
+    # -- owners ---------------------------------------------------------------------------------------------
+    def visible(self, run_owner: str | None, owner: str | None) -> bool:
+        """May `owner` read a run owned by `run_owner`? Locally everyone reads everything."""
+        if not self.hosted:
+            return True
+        return run_owner == EXAMPLES or (owner is not None and run_owner == owner)
+
+    def may_change(self, run_owner: str | None, owner: str | None) -> bool:
+        """May `owner` stop, resume, re-run or delete it? Shared examples are read-only when hosted."""
+        if not self.hosted:
+            return True
+        return owner is not None and run_owner == owner
+
+    # -- files ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def owner_dir(root: Path, owner: str | None) -> Path:
+        key = owner or LOCAL
+        if key != LOCAL and not OWNER_KEY.match(key):
+            raise CurloraError("Not a valid owner.")
+        return root / OWNERS_DIR / key
+
+    def upload_dir(self, root: Path, owner: str | None) -> Path:
+        return self.owner_dir(root, owner) / "uploads"
+
+    def keep_upload(self, src: str | os.PathLike, root: Path, owner: str | None, validate=None) -> Path:
+        """Keep an upload for runs to use (and resume after a restart): checked by `validate(path)` first (a
+        refused file is never kept), then stored once per content per owner, under the name it first came with."""
+        src = Path(src)
+        limit = getattr(self.limits, "upload_mb", None)
+        size = src.stat().st_size
+        if limit is not None and size > limit * 1e6:
+            raise CurloraError(f"Upload size: '{src.name}' is {size / 1e6:.1f} MB, the limit here is {limit:g} MB; "
+                               "upload a smaller file (fewer rows).")
+        if validate is not None:
+            validate(src)
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+        folder = self.upload_dir(root, owner) / digest
+        existing = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()] if folder.is_dir() else []
+        if existing:
+            return existing[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name).strip("._") or "upload.csv"
+        dest = folder / name
+        tmp = folder / f".{name}.partial"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        return dest
+
+    def uploads_used(self, config_yaml: str) -> set[Path]:
+        """The kept uploads a run's config names (task and probe files under some owner's uploads folder)."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(config_yaml) or {}
+        except yaml.YAMLError:
+            return set()
+        files = [t.get(k) for t in data.get("tasks") or [] if isinstance(t, dict) for k in ("train_file", "eval_file")]
+        files.append((data.get("evaluation") or {}).get("probe_text"))
+        return {Path(f).resolve() for f in files if isinstance(f, str) and f"/{OWNERS_DIR}/" in f}
+
+    def forget_uploads(self, paths: set[Path], root: Path, owner: str | None) -> None:
+        """Delete kept uploads no run uses any more (only inside the owner's own uploads folder)."""
+        folder = self.upload_dir(root, owner).resolve()
+        for path in paths:
+            if _within(path, folder) and path.is_file() and not path.is_symlink():
+                path.unlink()
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+
+    # A hosted visitor never sees a server path, so a config shown to them names its files by kind instead:
+    # 'upload:sent.csv' (their own upload of that name) and 'bundled:tasks/reviews/train.csv' (under assets/).
+    def public_path(self, value: str | None, root: Path) -> str | None:
+        if not value or not Path(value).is_absolute():
+            return value
+        real = Path(value).resolve()
+        if _within(real, ASSETS.resolve()):
+            return f"{BUNDLED}{real.relative_to(ASSETS.resolve()).as_posix()}"
+        if _within(real, (root / OWNERS_DIR).resolve()):
+            return f"{UPLOAD}{real.name}"
+        return real.name
+
+    def resolve_path(self, value: str | None, root: Path, owner: str | None) -> str | None:
+        """'upload:NAME' → the owner's newest upload of that name; 'bundled:REL' → assets/REL; else unchanged."""
+        if not value:
+            return value
+        if value.startswith(BUNDLED):
+            return str(ASSETS / value[len(BUNDLED):])  # check_source then insists it stays inside assets/
+        if value.startswith(UPLOAD):
+            name = value[len(UPLOAD):]
+            folder = self.upload_dir(root, owner)
+            found = sorted((p for p in folder.glob(f"*/{glob_escape(name)}") if p.is_file() and not p.is_symlink()),
+                           key=lambda p: p.stat().st_mtime) if folder.is_dir() and "/" not in name else []
+            if not found:
+                raise CurloraError(f"There is no upload named '{name[:100]}' of yours; upload it on the Tasks tab "
+                                   "first.")
+            return str(found[-1])
+        return value
+
+    def _sources(self, cfg):
+        for t in cfg.tasks:
+            for key in ("train_file", "eval_file"):
+                yield t, key
+        yield cfg.evaluation, "probe_text"
+
+    def resolve_sources(self, cfg, root: Path, owner: str | None) -> None:
+        for obj, key in self._sources(cfg):
+            setattr(obj, key, self.resolve_path(getattr(obj, key), root, owner))
+
+    def public_yaml(self, cfg, root: Path) -> str:
+        """The config as a visitor may see it (hosted: no server path in it)."""
+        if not self.hosted:
+            return cfg.to_yaml()
+        import copy
+
+        shown = copy.deepcopy(cfg)
+        for obj, key in self._sources(shown):
+            setattr(obj, key, self.public_path(getattr(obj, key), root))
+        return shown.to_yaml()
+
+    def check_source(self, value: str | None, what: str, root: Path, owner: str | None) -> None:
+        """Hosted: a task or probe file must be the visitor's own upload or a bundled asset, never a server path.
+        The sentence is the same whether or not the path exists, so it tells nothing about the server."""
+        if not self.hosted or not value:
+            return
+        path = Path(value)
+        real = path.resolve() if path.is_absolute() else None
+        allowed = [self.upload_dir(root, owner).resolve(), ASSETS.resolve()]
+        if real is None or not any(_within(real, a) for a in allowed) or not real.is_file():
+            raise CurloraError(f"{what}: only your own uploads and the bundled demo files can be used here; upload "
+                               f"'{path.name}' on the Tasks tab instead.")
+
+    def check_model(self, name: str, trust_remote_code: bool = False) -> None:
+        """Hosted: the bundled model, a preset or a hub id, never a folder on the server; remote code never runs.
+        Locally: remote code only in a process started with --trust-remote-code."""
+        if trust_remote_code and (self.hosted or not remote_code_allowed()):
+            if self.hosted:
+                raise CurloraError("model.trust_remote_code is not allowed on this server: it would run the "
+                                   "model's own Python code; pick a model that transformers supports natively.")
+            raise refuse_remote_code()
+        if not self.hosted:
+            return
+        from curlora.models.loading import BUNDLED_ALIASES, HUB_ID, _looks_like_path, bundled_models
+        from curlora.models.presets import load_model_presets
+
+        name = (name or "").strip()
+        if name in bundled_models() or name in BUNDLED_ALIASES or name in load_model_presets():
+            return
+        if _looks_like_path(name) or not HUB_ID.match(name):
+            raise CurloraError(f"model.name: {name!r} is not a preset, the bundled model or a hub id (owner/name); "
+                               "folders on the server cannot be used here.")
+
+    def check_config(self, cfg, root: Path, owner: str | None) -> None:
+        """Everything about a config this server refuses, before any file is read or anything is written."""
+        self.check_model(cfg.model.name, cfg.model.trust_remote_code)
+        for t in cfg.tasks:
+            self.check_source(t.train_file, f"task '{t.name}': train_file", root, owner)
+            self.check_source(t.eval_file, f"task '{t.name}': eval_file", root, owner)
+        self.check_source(cfg.evaluation.probe_text, "evaluation.probe_text", root, owner)
+        if self.limits is not None:
+            self.limits.check_experiment(cfg)
+
+    # -- chat ------------------------------------------------------------------------------------------------
+    def allow_chat(self, owner: str | None, now: float | None = None) -> None:
+        """At most `limits.chat_per_minute` replies per owner in any 60 s."""
+        limit = getattr(self.limits, "chat_per_minute", None)
+        if limit is None:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = self._chats.setdefault(owner or LOCAL, deque())
+            while recent and now - recent[0] >= 60:
+                recent.popleft()
+            if len(recent) >= limit:
+                wait = 60 - (now - recent[0])
+                raise CurloraError(f"Chat replies per minute: the limit here is {limit:g}; try again in "
+                                   f"{max(1, round(wait))} s.")
+            recent.append(now)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`,;()<>]+/)*([^\s'\"`,;()<>/]*)")
+
+
+def public_message(text: str) -> str:
+    """An error sentence fit for a visitor: every absolute path becomes its last part ('/data/runs/.owners/…/x.csv'
+    → 'x.csv'), so no sentence names the data directory, an upload folder or the install path."""
+    return _ABSOLUTE.sub(lambda m: m.group(1) or "(server path)", text)
+
+
+# -- the owner of a run: one file in its folder, the hashed key -------------------------------------------------
+def write_owner(run_path: Path, owner: str | None) -> None:
+    (Path(run_path) / "owner").write_text((owner or LOCAL) + "\n", encoding="utf-8")
+
+
+def read_owner(run_path: Path) -> str | None:
+    """The run's owner key; None for a run stored before owners existed (nobody's when hosted, the user's locally)."""
+    try:
+        text = (Path(run_path) / "owner").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if text in (LOCAL, EXAMPLES) or OWNER_KEY.match(text) else None

@@ -1,0 +1,220 @@
+"""The method registry: every way of going through the task sequence is one registered class, and the runner,
+evaluation, export, limits, the estimate and the charts ask it, never a `kind ==` string.
+
+    m = method("curlora")                       # the registered object for a kind (one sentence if unknown)
+    m.attach(base, settings, stage_folder)      # -> Attached(model, cleanup, snapshot); None = start fresh
+    m.save(model, folder)                       # what a finished stage keeps (adapter folder, weights, nothing)
+    m.trainable(settings, shapes, parameters)   # trainable parameters from the config alone (None: unknown)
+    kinds()                                     # the registered kinds, in registration order
+
+Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds a sixth in a test).
+The class attributes say what the rest of the app may do with it: `trains` (base: no), `has_adapter` (a PEFT-layout
+stage folder: chat, evaluation on new data and merged exports work on it), `ranked` (has a rank r: the rank limit
+and the out-of-memory hint apply), `needs_head_scoring` (head-only), `group` and `title` for the Train tab and
+`lr_prior` (a learning-rate range for study grids).
+
+Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from curlora.errors import CurloraError
+
+if TYPE_CHECKING:  # annotations only: the config imports this module
+    from curlora.experiment import MethodSettings
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make `cls` a method kind (its `kind` must be new)."""
+    if not cls.kind or cls.kind in REGISTRY:
+        raise ValueError(f"method kind {cls.kind!r} is empty or registered twice")
+    REGISTRY[cls.kind] = cls()
+    return cls
+
+
+def unregister(kind: str) -> None:
+    REGISTRY.pop(kind, None)
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def method(kind: str) -> Method:
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise CurloraError(f"{kind!r} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
+
+
+@dataclass
+class Attached:
+    """A method ready to train or score: the model to use, how to give the shared base back, and the base weights
+    kept aside when the method changes them (for its weight drift and the restore)."""
+
+    model: object
+    cleanup: Callable[[], None]
+    snapshot: dict | None = None
+
+
+class Method:
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    group: ClassVar[str] = "baselines"  # forgetting-aware | LoRA family | baselines
+    help: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+    has_adapter: ClassVar[bool] = False
+    ranked: ClassVar[bool] = False
+    needs_head_scoring: ClassVar[bool] = False
+    lr_prior: ClassVar[tuple[float, ...]] = ()
+
+    def check(self, settings: MethodSettings, scoring: str, where: str) -> None:
+        """Config-time refusals for this kind, one sentence naming `where` (e.g. 'methods[2]')."""
+        if self.needs_head_scoring and scoring != "head":
+            raise CurloraError(f"{where}: '{self.kind}' trains only a classification head, so it needs "
+                               "evaluation.scoring: head.")
+
+    def attach(self, base, settings: MethodSettings, stage: Path | None) -> Attached:
+        """The model to train from `base`, resumed from a saved stage folder (None: fresh)."""
+        return Attached(base, lambda: None)
+
+    def save(self, model, folder: Path) -> None:
+        """Write what a finished stage keeps into `folder` (heads are saved beside by the runner)."""
+
+    def trainable(self, settings: MethodSettings, shapes: list[tuple[int, int]], parameters: int) -> int | None:
+        """Trainable parameters from the config: `shapes` are the (in, out) of the targeted matrices, `parameters`
+        the base model's count. None: known only per task (heads)."""
+        return 0
+
+
+class AdapterMethod(Method):
+    """A PEFT-layout adapter on the frozen base (CURLoRA, LoRA and its family)."""
+
+    has_adapter = True
+    ranked = True
+
+    def peft_config(self, settings: MethodSettings, model):
+        raise NotImplementedError
+
+    def attach(self, base, settings, stage):
+        import torch
+
+        from curlora.run import adapters
+
+        if stage is not None:
+            model = adapters.load_adapter(base, stage, is_trainable=True)
+        else:
+            torch.manual_seed(settings.seed)  # PEFT draws LoRA's A from torch's global generator: same run, same A
+            model = adapters.attach(base, self.peft_config(settings, base))
+        return Attached(model, lambda: adapters.detach(model))
+
+    def save(self, model, folder):
+        from curlora.run import adapters
+
+        adapters.save_adapter(model, folder)
+
+
+def _targets(settings, model) -> list[str]:
+    from curlora.models.loading import default_targets
+
+    return settings.target_modules or default_targets(model)
+
+
+@register
+class CURLoRA(AdapterMethod):
+    kind, title, group = "curlora", "CURLoRA", "forgetting-aware"
+    help = ("W + α·C·U·R: C and R are real columns and rows of W, sampled with inverted norm probabilities and "
+            "frozen; only U (r × r, starting at zero) trains.")
+    lr_prior = (3e-3, 1e-2, 3e-2, 1e-1)
+
+    def peft_config(self, settings, model):
+        from curlora.adapter.config import CURLoRAConfig
+
+        return CURLoRAConfig(r=settings.r, alpha=1.0 if settings.alpha is None else settings.alpha,
+                             target_modules=_targets(settings, model), sampling=settings.sampling,
+                             replace=settings.replace, seed=settings.seed)
+
+    def trainable(self, settings, shapes, parameters):
+        return len(shapes) * settings.r * settings.r
+
+
+@register
+class LoRA(AdapterMethod):
+    kind, title, group = "lora", "LoRA", "LoRA family"
+    help = "PEFT's LoRA: W + (α/r)·B·A with A (r × in) and B (out × r) trained."
+    lr_prior = (2e-4, 5e-4, 1e-3, 2e-3)
+
+    def peft_config(self, settings, model):
+        import peft
+
+        from curlora.adapter.layer import Conv1D
+
+        targets = _targets(settings, model)
+        conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in targets)
+        return peft.LoraConfig(r=settings.r, lora_alpha=settings.r if settings.alpha is None else settings.alpha,
+                               target_modules=targets, lora_dropout=settings.dropout, fan_in_fan_out=conv1d,
+                               task_type="CAUSAL_LM")
+
+    def trainable(self, settings, shapes, parameters):
+        return sum(settings.r * (i + o) for i, o in shapes)
+
+
+@register
+class Base(Method):
+    kind, title = "base", "base (no training)"
+    help = "The base model itself at every stage: the line every method's forgetting is measured against."
+    trains = False
+
+
+@register
+class FullFineTune(Method):
+    kind, title = "full", "full fine-tune"
+    help = "Every weight of the model trains (the most forgetting to expect); the base is restored afterwards."
+    lr_prior = (1e-5, 3e-5, 1e-4)
+
+    def attach(self, base, settings, stage):
+        from safetensors.torch import load_model
+
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
+        if stage is not None:
+            load_model(base, str(stage / "model.safetensors"), strict=False)
+        for p in base.parameters():
+            p.requires_grad_(True)
+
+        def restore():
+            base.load_state_dict(snapshot)
+            for p in base.parameters():
+                p.requires_grad_(False)
+
+        return Attached(base, restore, snapshot)
+
+    def save(self, model, folder):
+        from safetensors.torch import save_model
+
+        save_model(model, str(folder / "model.safetensors"))  # handles tied embeddings (shared tensors)
+
+    def trainable(self, settings, shapes, parameters):
+        return parameters
+
+
+@register
+class HeadOnly(Method):
+    kind, title = "head-only", "head-only (needs head scoring)"
+    help = "Only a classification head per task trains on the frozen base: the paper's control for head scoring."
+    needs_head_scoring = True
+    lr_prior = (1e-3, 1e-2)
+
+    def attach(self, base, settings, stage):
+        for p in base.parameters():
+            p.requires_grad_(False)
+        return Attached(base, lambda: None)
+
+    def trainable(self, settings, shapes, parameters):
+        return None  # hidden × classes, per task

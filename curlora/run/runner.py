@@ -1,0 +1,571 @@
+"""The continual-learning runner: every method through every task, measured after each stage, into the run store.
+
+    run = start(cfg)          # validates tasks and model first: nothing is written if anything is wrong
+    execute(run, ...)         # or resume(run_id)
+
+The base model is loaded once. Each method attaches to it in turn and detaches again (full fine-tuning restores
+a snapshot), so a side-by-side run holds about one copy of the base weights. After every stage, for every method:
+accuracy on every task (trained or not: forward transfer), the perplexity probe and the drift probes of
+curlora/measure/probes.py (self-sampled text: self_ppl and KL to base; weight drift); row 0 is the base model. The
+metrics.json fields those add are listed in curlora/measure/probes.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import peft
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from curlora.adapter.config import CURLoRAConfig
+from curlora.adapter.layer import Conv1D, CURLoRALayer
+from curlora.data.tasks import load_task
+from curlora.errors import Cancelled, CurloraError, check_stop
+from curlora.experiment import ExperimentConfig, MethodSettings
+from curlora.measure import probes
+from curlora.measure.metrics import majority_share, summarize
+from curlora.measure.perplexity import perplexity, tokenize_text
+from curlora.measure.scoring import score
+from curlora.models.loading import default_targets
+from curlora.paths import DEFAULT_PROBE
+from curlora.run import adapters as methods
+from curlora.run.limits import check_positions
+from curlora.run.store import DiskFull, Run, is_disk_full
+from curlora.run.train import Diverged, new_head, train_task
+
+MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
+
+
+@dataclass
+class Loaded:
+    """What a run needs in memory: the model once, the validated tasks, the probe ids."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    tasks: list
+    probe_ids: torch.Tensor
+    probe_source: str
+    info: object
+
+
+def adapter_config(m: MethodSettings, model):
+    targets = m.target_modules or default_targets(model)
+    if m.kind == "curlora":
+        return CURLoRAConfig(r=m.r, alpha=1.0 if m.alpha is None else m.alpha, target_modules=targets,
+                             sampling=m.sampling, replace=m.replace, seed=m.seed)
+    conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in targets)
+    return peft.LoraConfig(r=m.r, lora_alpha=m.r if m.alpha is None else m.alpha, target_modules=targets,
+                           lora_dropout=m.dropout, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+
+
+def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
+    if cfg.evaluation.probe_text:
+        path = Path(cfg.evaluation.probe_text)
+        if not path.is_file():
+            raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
+        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+    bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
+    default = DEFAULT_PROBE
+    for path in (bundled, default):
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path)
+    raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
+
+
+def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=None, should_stop=None) -> Loaded:
+    """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing.
+
+    `limits` (a curlora.run.limits.Limits) refuses a run over the host's per-run limits before the model loads;
+    `should_stop` raises Cancelled between tasks and before the model loads (Stop while large files are read)."""
+    from curlora.models.loading import load_model
+    from curlora.run.hosting import BUNDLED, refuse_remote_code, remote_code_allowed, resolve_bundled
+
+    if cfg.model.trust_remote_code and not remote_code_allowed():  # before any file is read
+        raise refuse_remote_code()
+    for t in cfg.tasks:  # 'bundled:tasks/reviews/train.csv' names a file under assets/, in the app and the CLI
+        t.train_file, t.eval_file = resolve_bundled(t.train_file), resolve_bundled(t.eval_file)
+    if (cfg.evaluation.probe_text or "").startswith(BUNDLED):
+        cfg.evaluation.probe_text = resolve_bundled(cfg.evaluation.probe_text)
+    if limits is not None:
+        limits.check_experiment(cfg)
+    tasks = []
+    for t in cfg.tasks:
+        check_stop(should_stop)
+        tasks.append(load_task(t, base_dir=base_dir))
+    if limits is not None:
+        limits.check_loaded(cfg, tasks)
+    if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
+        raise CurloraError(f"evaluation.probe_text: {cfg.evaluation.probe_text} does not exist.")
+    device = cfg.model.device
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    check_stop(should_stop)
+    model, tokenizer, info = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device,
+                                        revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    check_positions(cfg, model)
+    text, source = probe_text(cfg, info)
+    ids = tokenize_text(tokenizer, text, cfg.evaluation.ppl_max_tokens)
+    return Loaded(model, tokenizer, tasks, ids, source, info)
+
+
+def start(cfg: ExperimentConfig, root: Path | None = None, loaded: Loaded | None = None) -> tuple[Run, Loaded]:
+    """Validate and load, then create the run folder. Under torchrun / accelerate launch rank 0 creates it and
+    the other ranks open the same one."""
+    loaded = loaded or load_everything(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group that torchrun / accelerate launch set up
+        box = [Run.create(cfg.to_yaml(), name=cfg.run.name, root=root).id if MAIN else None]
+        dist.broadcast_object_list(box, src=0)
+        return Run.open(box[0], root), loaded
+    run = Run.create(cfg.to_yaml(), name=cfg.run.name, root=root)
+    return run, loaded
+
+
+def _peak_memory() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# What allocators say when they run out: CUDA / MPS "out of memory", the CPU allocator "DefaultCPUAllocator: can't
+# allocate memory" or "not enough memory", the OS "Cannot allocate memory" (ENOMEM).
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a failed allocation: torch.OutOfMemoryError only covers CUDA, the CPU allocator raises a
+    plain RuntimeError, Python a MemoryError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(w in str(err).lower() for w in _OOM_WORDS)
+
+
+def strip_adapters(base: torch.nn.Module) -> None:
+    """Put the original layer back wherever a CURLoRA or LoRA wrapper is left in `base` (an attach that ran out of
+    memory half way), so the next method starts from the clean base model."""
+    for name, module in list(base.named_modules()):
+        if isinstance(module, CURLoRALayer):
+            original = module.base_layer
+        elif isinstance(module, peft.tuners.tuners_utils.BaseTunerLayer):
+            original = module.get_base_layer()
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(base.get_submodule(parent) if parent else base, child, original)
+
+
+class Executor:
+    """Runs (or resumes) the experiment stored in `run`, updating metrics.json after every stage."""
+
+    def __init__(self, run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None):
+        self.run, self.cfg, self.L = run, cfg, loaded
+        self.external_stop = should_stop
+        self.on_event = on_event
+        self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
+        self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
+        self.metrics = run.metrics() or self._fresh_metrics()
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def _fresh_metrics(self) -> dict:
+        ev = self.cfg.evaluation
+        return {
+            "run_id": self.run.id, "tasks": [t.name for t in self.L.tasks], "scoring": ev.scoring,
+            "forgetting_definition": "Chaudhry et al. 2018: max accuracy at an earlier stage minus final",
+            "probe": {"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
+                      "stride": ev.ppl_stride},
+            "majority": [majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
+            "base": None, "methods": {}, "self_probe": None, "comparison": self.cfg.training.comparison,
+        }
+
+    def log(self, kind: str, **fields) -> None:
+        if MAIN:
+            event = self.run.log(kind, **fields)
+        else:
+            event = {"kind": kind, **fields}
+        if self.on_event:
+            self.on_event(event)
+
+    def save_metrics(self) -> None:
+        base_ppl = (self.metrics.get("base") or {}).get("ppl")
+        for m in self.metrics["methods"].values():
+            m["summary"] = summarize(m["matrix"])
+            if base_ppl:
+                m["ppl_relative"] = [p / base_ppl for p in m["ppl"]]  # 1.0 = the base model's perplexity
+        self.metrics["learnability"] = probes.learnability(self.metrics)
+        if MAIN:
+            self.run.write_metrics(self.metrics)
+
+    def should_stop(self) -> bool:
+        return self.run.cancel_requested() or bool(self.external_stop and self.external_stop())
+
+    def _eval_rows(self, task):
+        limit = self.cfg.evaluation.eval_rows
+        return task.eval if not limit or limit >= len(task.eval) else task.eval.select(range(limit))
+
+    # -- measuring ---------------------------------------------------------------------------------------
+    def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> dict:
+        ev, tr = self.cfg.evaluation, self.cfg.training
+        accs = []
+        for j, task in enumerate(self.L.tasks):
+            if ev.scoring == "head" and j not in heads:
+                accs.append(None)
+                continue
+            accs.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
+                              ev.batch_size, head=heads.get(j), should_stop=self.should_stop)["accuracy"])
+        # the strided pass; its first window is the paper's number (ppl_single_window)
+        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride, should_stop=self.should_stop)
+        row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": ppl["single_window"]["ppl"]}
+        if self.self_probe:
+            row.update(probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop))
+        return row
+
+    def probe(self, model, heads, upto: int) -> list[float | None]:
+        ev, tr = self.cfg.evaluation, self.cfg.training
+        out = []
+        for j in range(upto):
+            task = self.L.tasks[j]
+            out.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
+                             ev.batch_size, head=heads.get(j), limit=ev.probe_rows,
+                             should_stop=self.should_stop)["accuracy"])
+        return out
+
+    # -- the run -----------------------------------------------------------------------------------------
+    # The work comes in units: the base row, then one unit per method per task. A unit reads what it needs from
+    # the run store (the previous stage's adapter, the self-probe texts) and writes what it made back (the stage
+    # folder, metrics.json), so `device_call` may run each unit anywhere: under a lock shared with chat and
+    # evaluation (the app), or in a separate process such as a ZeroGPU worker (`spaces.GPU`), whose changes to
+    # this object are lost. The metrics are read back from the store after every unit in that case.
+    def execute(self, device_call=None) -> str:
+        # The run's lock first, held to the end: one trainer per run. A RunBusy here leaves status.json alone, it
+        # belongs to the process that holds the lock. Under torchrun rank 0 holds it for every rank.
+        with self.run.lock() if MAIN else contextlib.nullcontext():
+            return self._execute(device_call)
+
+    def _execute(self, device_call) -> str:
+        self.run.clear_cancel()
+        if MAIN:
+            self.run.set_status("running", "; ".join(self.run.repaired))  # a repaired run says it restarted
+        self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
+        try:
+            if self.metrics["base"] is None:
+                self._unit(device_call, self.base_unit)
+            for m in self.cfg.methods:
+                while self.pending(m):
+                    before = self.progress(m)
+                    self._unit(device_call, lambda m=m: self.method_unit(m))
+                    if self.progress(m) == before:
+                        raise CurloraError(f"A training unit of {m.label} finished without saving its stage; "
+                                           "resume the run to try again.")
+        except Cancelled:
+            self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
+            return "cancelled"
+        except Exception as err:  # the status must say failed, whatever broke
+            if is_disk_full(err):  # a write outside the store's own files (a stage, a probe file) found the disk full
+                full = DiskFull(f"The disk is full: run {self.run.id} stopped; free some space and resume the run "
+                                "(finished stages are kept).")
+                self.finish("failed", str(full))
+                raise full from err
+            self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
+            raise
+        failed = [k for k, v in self.metrics["methods"].items() if v.get("status") == "failed"]
+        if failed:
+            self.finish("completed", f"finished; method(s) {', '.join(failed)} stopped with an error")
+        else:
+            self.finish("completed", "finished")
+        return "completed"
+
+    def _unit(self, device_call, fn) -> None:
+        if device_call is None:
+            fn()
+            return
+        try:
+            device_call(fn)
+        finally:
+            stored = self.run.metrics()
+            if stored:
+                self.metrics = stored  # what the unit wrote, wherever it ran
+
+    def pending(self, m: MethodSettings) -> bool:
+        rec = self.metrics["methods"].get(m.label)
+        return rec is None or (rec["status"] not in ("completed", "failed")
+                               and len(rec["matrix"]) - 1 < len(self.L.tasks))
+
+    def progress(self, m: MethodSettings) -> tuple:
+        rec = self.metrics["methods"].get(m.label) or {}
+        return len(rec.get("matrix") or []), rec.get("status")
+
+    def finish(self, status: str, message: str) -> None:
+        """Save the metrics, log run_end, store the status. Ending a failed run never raises: a second error here (the
+        same full disk, most often) would hide the one that failed it, so each step is tried on its own. Any other
+        ending that cannot be written ends the run failed with that error instead, and raises it."""
+        steps = (self.save_metrics, lambda: self.log("run_end", status=status, message=message),
+                 lambda: MAIN and self.run.set_status(status, message))
+        if status == "failed":
+            for step in steps:
+                with contextlib.suppress(Exception):
+                    step()
+            return
+        try:
+            for step in steps:
+                step()
+        except Exception as err:
+            self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
+            raise
+
+    def base_unit(self) -> None:
+        """Row 0: the base model on every task and probe (and the self-probe texts sampled from it)."""
+        self.prepare_self_probe()
+        self.log("stage_start", method="base", stage=0)
+        row0 = self.evaluate(self.L.model, {})
+        self.metrics["base"] = row0
+        self.save_metrics()
+        self.log("stage", method="base", stage=0, **row0)
+
+    def method_unit(self, m: MethodSettings) -> None:
+        """The next task of method m: attach its last saved stage, train, save, evaluate, detach."""
+        self.prepare_self_probe()
+        n = len(self.L.tasks)
+        rec = self.metrics["methods"].setdefault(m.label, {
+            "kind": m.kind, "matrix": [self.metrics["base"]["accuracy"]], "ppl": [self.metrics["base"]["ppl"]],
+            "ppl_single_window": [self.metrics["base"]["ppl_single_window"]], "train": [], "status": "pending",
+            "trainable": 0, "self_ppl": [self.metrics["base"].get("self_ppl")],
+            "kl_to_base": [self.metrics["base"].get("kl_to_base")], "drift": [{"total": 0.0, "per_matrix": {}}],
+        })
+        done = len(rec["matrix"]) - 1
+        for key in ("self_ppl", "kl_to_base", "drift"):  # a run stored before the drift probes: no numbers for them
+            rec.setdefault(key, [None] * (done + 1))
+        if rec["status"] in ("completed", "failed") or done >= n:
+            return
+        if m.kind == "base":
+            for i in range(done, n):
+                rec["matrix"].append(list(self.metrics["base"]["accuracy"]))
+                rec["ppl"].append(self.metrics["base"]["ppl"])
+                rec["ppl_single_window"].append(self.metrics["base"]["ppl_single_window"])
+                self.append_probes(rec, self.metrics["base"], {"total": 0.0, "per_matrix": {}})
+            rec["status"] = "completed"
+            self.save_metrics()
+            return
+        cleanup = None  # how to give the base back, once attached
+        try:
+            model, heads, cleanup = self.attach(m, done)  # inside: a rank too large fails here, out of memory
+            rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rec["status"] = "running"
+            self.run_stage(m, rec, model, heads, done)
+            if done + 1 == n:
+                rec["status"] = "completed"
+        except Diverged as err:
+            rec["status"], rec["message"] = "failed", str(err)
+            self.log("error", method=m.label, message=str(err))
+        except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(err):
+                raise
+            rank = f"lower r (now {m.r}), " if m.kind in ("curlora", "lora") else ""
+            msg = (f"{m.label} ran out of memory at stage {len(rec['matrix'])}; lower training.batch_size (now "
+                   f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, {rank}or pick a smaller model.")
+            rec["status"], rec["message"] = "failed", msg
+            self.log("error", method=m.label, message=msg)
+        except Cancelled:
+            rec["status"] = "cancelled"
+            raise
+        finally:
+            try:
+                self.save_metrics()  # may fail (a full disk): the base must be given back all the same
+            finally:
+                if cleanup is None:
+                    strip_adapters(self.L.model)  # an attach that failed half way
+                else:
+                    cleanup()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # give the next method (and the app) the memory back
+
+    def attach(self, m: MethodSettings, done: int):
+        """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back."""
+        base = self.L.model
+        head_mode = self.cfg.evaluation.scoring == "head"
+        heads = {}
+        if head_mode:
+            for j in range(done):
+                heads[j] = self.load_head(m, j + 1, j)
+        self.snapshot = None
+        if m.kind in ("curlora", "lora"):
+            if done:
+                model = methods.load_adapter(base, self.run.adapter_dir(m.label, done), is_trainable=True)
+            else:
+                torch.manual_seed(m.seed)  # PEFT draws LoRA's A from torch's global generator: same run, same A
+                model = methods.attach(base, adapter_config(m, base))
+
+            def cleanup():
+                methods.detach(model)
+
+            return model, heads, cleanup
+        if m.kind == "head-only":
+            for p in base.parameters():
+                p.requires_grad_(False)
+            return base, heads, lambda: None
+        # full fine-tune: keep the base weights on the side and put them back afterwards
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
+        if done:
+            load_model(base, str(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
+        for p in base.parameters():
+            p.requires_grad_(True)
+        self.snapshot = snapshot
+
+        def restore():
+            base.load_state_dict(snapshot)
+            for p in base.parameters():
+                p.requires_grad_(False)
+
+        return base, heads, restore
+
+    def load_head(self, m: MethodSettings, stage: int, task_index: int):
+        state = load_file(self.run.adapter_dir(m.label, stage) / "heads.safetensors")
+        head = new_head(self.L.model, len(self.L.tasks[task_index].classes), 0)
+        head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
+        return head
+
+    def run_stage(self, m: MethodSettings, rec: dict, model, heads: dict, i: int) -> None:
+        task, tr, ev = self.L.tasks[i], self.cfg.training, self.cfg.evaluation
+        head = new_head(self.L.model, len(task.classes), tr.seed + i) if ev.scoring == "head" else None
+        self.log("stage_start", method=m.label, stage=i + 1, task=task.name)
+
+        def on_step(info):
+            self.log("step", method=m.label, stage=i + 1, task=task.name, **info)
+            if ev.probe_every and i > 0 and info["step"] % ev.probe_every == 0:
+                accs = self.probe(model, heads, i)
+                self.log("probe", method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
+                model.train()
+
+        target, schedule = self.matched_target(m, i)
+        result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
+                            should_stop=self.should_stop, stop_at_loss=target)
+        if head is not None:
+            rec["head_trainable"] = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
+            head.requires_grad_(False)
+            heads[i] = head
+        self.save_stage(m, model, heads, i + 1)
+        self.wait_for_save()
+        row = self.evaluate(model, heads)
+        rec["matrix"].append(row["accuracy"])
+        rec["ppl"].append(row["ppl"])
+        rec["ppl_single_window"].append(row["ppl_single_window"])
+        drift = probes.weight_drift(model, self.snapshot)
+        self.append_probes(rec, row, drift)
+        rec["train"].append({"task": task.name, "steps": result.steps, "final_loss": result.final_loss,
+                             "seconds": round(result.seconds, 3), "smoothed_loss": result.smoothed_loss,
+                             "lr": m.lr or tr.lr, "target_loss": target, "reached": result.reached})
+        rec["peak_memory_bytes"] = _peak_memory()
+        self.save_metrics()
+        self.log("stage", method=m.label, stage=i + 1, task=task.name, **row, steps=result.steps,
+                 final_loss=result.final_loss, seconds=result.seconds, drift=drift["total"])
+
+    # -- drift probes and the matched-loss comparison (curlora/measure/probes.py) ---------------------------------
+    def prepare_self_probe(self) -> None:
+        """Sample the self-probe texts from the base model (or read them back on resume); call before attaching."""
+        ev = self.cfg.evaluation
+        if not ev.self_probe or self.self_probe:
+            return
+        ids, ref, info = probes.load_or_sample(self.run.path, self.L.model, self.L.tokenizer, ev.self_probe_texts,
+                                               ev.self_probe_tokens, ev.self_probe_temperature, ev.self_probe_seed,
+                                               write=MAIN, should_stop=self.should_stop)
+        self.self_probe = (ids, ref)
+        self.metrics["self_probe"] = info
+
+    @staticmethod
+    def append_probes(rec: dict, row: dict, drift: dict) -> None:
+        rec["self_ppl"].append(row.get("self_ppl"))
+        rec["kl_to_base"].append(row.get("kl_to_base"))
+        rec["drift"].append(drift)
+
+    def matched_target(self, m: MethodSettings, i: int):
+        """(loss to stop at or None, training schedule) for method m on task i under the chosen comparison."""
+        tr = self.cfg.training
+        if tr.comparison != "matched_loss" or m.label == tr.matched_loss_reference:
+            return None, tr
+        target = tr.target_loss
+        if target is None:
+            ref = self.metrics["methods"].get(tr.matched_loss_reference, {}).get("train", [])
+            target = ref[i]["smoothed_loss"] if len(ref) > i else None  # None: the reference failed before task i
+        if target is None:
+            return None, tr
+        return target, dataclasses.replace(tr, max_steps=tr.matched_loss_max_steps or tr.max_steps)
+
+    def save_stage(self, m: MethodSettings, model, heads: dict, stage: int) -> None:
+        if not MAIN:
+            return
+        final = self.run.adapter_dir(m.label, stage)
+        tmp = final.with_name(final.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            if m.kind in ("curlora", "lora"):
+                methods.save_adapter(model, tmp)
+            elif m.kind == "full":
+                save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings (shared tensors)
+            if heads:
+                state = {}
+                for j, h in heads.items():
+                    state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
+                    state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
+                save_file(state, str(tmp / "heads.safetensors"))
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if err.errno == errno.ENOSPC:
+                raise CurloraError(f"The disk is full: stage {stage} of {m.label} could not be saved in {self.run.path}; "
+                                   "free some space and resume the run (finished stages are intact).") from None
+            raise
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a stage's folder appears whole or not at all
+
+    @staticmethod
+    def wait_for_save() -> None:
+        """Under torchrun the next stage of every rank loads what rank 0 saved: wait until it is there."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
+    """Run or resume `run`. device_call(fn) runs one unit of work (see Executor.execute); None runs it here."""
+    return Executor(run, cfg, loaded, should_stop, on_event).execute(device_call)
+
+
+def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    run, loaded = start(cfg, root)
+    execute(run, cfg, loaded, should_stop, on_event)
+    return run
+
+
+def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
+    """The run and its config as run, if it can be resumed (interrupted, cancelled, failed or damaged); else why not.
+    What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
+    run = Run.open(run_id, root)
+    run.check_free()  # RunBusy: another process trains it
+    status = run.status()
+    if status["status"] == "completed":
+        raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
+    if status["status"] == "running":
+        raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
+    if status["status"] == "queued":
+        raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
+                           "there when its turn comes.")
+    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    with run.lock():
+        run.repair()
+    return run, cfg
+
+
+def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    run, cfg = resumable(run_id, root)
+    execute(run, cfg, load_everything(cfg), should_stop, on_event)
+    return run
+

@@ -24,6 +24,7 @@ import yaml
 
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
+from curlora.run.methods import kinds, method  # the one run/ module the config reads: which kinds exist
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 # -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
@@ -49,7 +50,6 @@ UPPER_BOUNDS: dict[str, int | float] = {
     "evaluation.self_probe_tokens": 4_096,
 }
 
-METHOD_KINDS = ("curlora", "lora", "base", "head-only", "full")
 SCORING_MODES = ("likelihood", "head", "generate")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -167,7 +167,8 @@ class ExperimentConfig:
             raise CurloraError(f"tasks: task names must be unique; {names} repeats one.")
         labels = []
         for i, m in enumerate(self.methods):
-            one_of(f"methods[{i}].kind", m.kind, METHOD_KINDS)
+            one_of(f"methods[{i}].kind", m.kind, kinds())
+            method(m.kind).check(m, self.evaluation.scoring, f"methods[{i}]")
             one_of(f"methods[{i}].sampling", m.sampling, ("inverted", "inverted_offset", "uniform", "norm"))
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
@@ -177,8 +178,6 @@ class ExperimentConfig:
             labels.append(m.label)
         if len(set(labels)) != len(labels):
             raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")
-        if any(m.kind == "head-only" for m in self.methods) and self.evaluation.scoring != "head":
-            raise CurloraError("methods: 'head-only' trains only a classification head, so it needs evaluation.scoring: head.")
         one_of("evaluation.scoring", self.evaluation.scoring, SCORING_MODES)
         one_of("training.scheduler", self.training.scheduler, SCHEDULERS)
         one_of("training.precision", self.training.precision, PRECISIONS)
@@ -254,10 +253,10 @@ class ExperimentConfig:
             raise CurloraError(f"training.matched_loss_reference: {ref!r} is not a method of this run "
                                f"({', '.join(labels)}).")
         at = labels.index(ref)
-        if self.methods[at].kind == "base":
+        if not method(self.methods[at].kind).trains:
             raise CurloraError(f"training.matched_loss_reference: {ref!r} is the untrained base; "
                                "pick a trained method.")
-        before = [m.label for m in self.methods[:at] if m.kind != "base"]
+        before = [m.label for m in self.methods[:at] if method(m.kind).trains]
         if before:
             raise CurloraError(f"training.matched_loss_reference: {ref!r} must run first, since the others match its "
                                f"loss; move it above {', '.join(before)} in methods.")

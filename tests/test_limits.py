@@ -14,6 +14,7 @@ from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import UPPER_BOUNDS, ExperimentConfig
 from curlora.measure.perplexity import perplexity
 from curlora.measure.probes import sample_self_probe
+from curlora.run import adapters
 from curlora.run.limits import HOSTED, Limits, training_tokens
 from curlora.run.runner import Executor, load_everything, start
 from tiny_experiment import make_experiment
@@ -330,7 +331,7 @@ def test_an_allocator_error_fails_one_method_with_the_out_of_memory_sentence(whe
         real_train = runner.train_task
 
         def train(model, *a, **k):
-            if runner.methods.method_of(model) == "curlora":
+            if adapters.method_of(model) == "curlora":
                 raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] not enough memory: you tried to allocate 9 GB")
             return real_train(model, *a, **k)
 

@@ -3,7 +3,8 @@ functions), so a lazy import cannot slip past; each rule is also shown failing o
 
     adapter/   imports no other curlora module but curlora.errors (and the package's __version__)
     data/      imports no torch, and of curlora only errors, paths and data/ itself
-    below run/ (adapter, data, models, measure, and errors, paths, experiment) never import run/, cli/ or ui/
+    below run/ (adapter, data, models, measure, and errors, paths, experiment) never import run/, cli/ or ui/ —
+               but the config reads the method registry (curlora.run.methods: which kinds exist, light to import)
     ui/        never imports cli/
     the engine never imports gradio; only ui/ does
 """
@@ -66,7 +67,8 @@ def violations(package: Path) -> list[str]:
                     bad("data/ loads no torch")
                 if top == "curlora" and inner not in (None, "errors", "paths", "data"):
                     bad("data/ imports only errors, paths and data/")
-            if (wing in BELOW_RUN or wing.removeprefix("top:") in TOP_BELOW_RUN) and inner in ("run", "cli", "ui"):
+            if (wing in BELOW_RUN or wing.removeprefix("top:") in TOP_BELOW_RUN) and inner in ("run", "cli", "ui") \
+                    and not (wing == "top:experiment.py" and mod == "curlora.run.methods"):
                 bad("nothing below run/ imports run/, cli/ or ui/")
             if wing == "ui" and inner == "cli":
                 bad("ui/ never imports cli/")
@@ -92,6 +94,7 @@ def test_the_tree_is_the_wings():
     ("ui", "from curlora.cli.runs import table\n", "ui/ never imports cli/"),
     ("run", "import gradio as gr\n", "only curlora/ui imports gradio"),
     ("models", "from curlora import run\n", "nothing below run/ imports run/"),
+    ("measure", "from curlora.run.methods import method\n", "nothing below run/ imports run/"),
 ])
 def test_each_rule_fails_when_broken(tmp_path, wing, source, rule):
     package = tmp_path / "curlora"
@@ -109,3 +112,28 @@ def test_data_loads_no_torch_at_run_time():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_config_reads_the_registry_without_torch():
+    code = "import sys, curlora.experiment\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_no_kind_string_is_branched_on_outside_the_registry():
+    """`kind == "lora"`-style tests belong to curlora/run/methods.py; everywhere else asks the registered object."""
+    import re
+
+    from curlora.run.methods import kinds
+
+    names = "|".join(re.escape(k) for k in kinds())
+    pattern = re.compile(r"""(\.kind|\["kind"\]|\bkind)\s*(==|!=|in|not in)\s*[(\[]?\s*["'](""" + names + r""")["']""")
+    hits = []
+    for path in sorted((REPO / "curlora").rglob("*.py")):
+        if path.name == "methods.py" and path.parent.name == "run":
+            continue
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
+    assert hits == []
+    assert pattern.search('if m.kind in ("curlora", "lora"):') and pattern.search('rec["kind"] == "base"')

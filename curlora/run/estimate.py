@@ -11,6 +11,7 @@ from functools import lru_cache
 from torch import nn
 
 from curlora.experiment import MethodSettings
+from curlora.run.methods import method
 
 
 @lru_cache(maxsize=4)
@@ -38,15 +39,11 @@ def trainable_parameters(choice: str, settings: list[MethodSettings], *, revisio
     model = _skeleton(choice, revision, trust_remote_code)
     modules = dict(model.named_modules())
     out: dict[str, int | None] = {}
+    parameters = sum(p.numel() for p in model.parameters())
     for m in settings:
-        if m.kind == "base":
-            out[m.label] = 0
-        elif m.kind == "full":
-            out[m.label] = sum(p.numel() for p in model.parameters())
-        elif m.kind == "head-only":
-            out[m.label] = None
-        else:
-            names = find_target_modules(model, m.target_modules or default_targets(model))
-            shapes = [_shape(modules[n]) for n in names]
-            out[m.label] = sum(m.r * m.r if m.kind == "curlora" else m.r * (i + o) for i, o in shapes)
+        kind = method(m.kind)
+        shapes = []
+        if kind.has_adapter:
+            shapes = [_shape(modules[n]) for n in find_target_modules(model, m.target_modules or default_targets(model))]
+        out[m.label] = kind.trainable(m, shapes, parameters)
     return out

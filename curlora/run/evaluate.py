@@ -15,6 +15,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
 from curlora.run import adapters as methods
+from curlora.run.methods import method as registered
 from curlora.run.store import Run
 
 
@@ -22,16 +23,17 @@ def stage_model(run: Run, cfg: ExperimentConfig, base, method: str, stage: int):
     """(model to score, detach function) for `method` after `stage` tasks."""
     if stage == 0:
         return base, lambda: None
-    kinds = {m.label: m.kind for m in cfg.methods}
+    kinds = {m.label: registered(m.kind) for m in cfg.methods}
     if method not in kinds:
         raise CurloraError(f"Run {run.id} has no method {method!r}; it has {', '.join(kinds)}.")
     folder = run.adapter_dir(method, stage)
-    if kinds[method] == "base":
+    if not kinds[method].trains:
         return base, lambda: None
     if not folder.is_dir():
         raise CurloraError(f"Run {run.id} has no stage {stage} for {method!r} yet (finished stages are in {folder.parent}).")
-    if kinds[method] not in ("curlora", "lora"):
-        raise CurloraError(f"Evaluating a {kinds[method]!r} stage on new data isn't supported; use curlora or lora.")
+    if not kinds[method].has_adapter:
+        raise CurloraError(f"Evaluating a {kinds[method].kind!r} stage on new data isn't supported; pick a method "
+                           "that saves an adapter (e.g. curlora or lora).")
     model = methods.load_adapter(base, folder)
     return model, lambda: methods.detach(model)
 

@@ -23,6 +23,7 @@ from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run.jobs import JobManager
+from curlora.run.methods import method
 from curlora.run.store import Run
 
 EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of an export folder
@@ -89,7 +90,7 @@ def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
     written = []
     for label, rec in m["methods"].items():
         stage = len(rec["matrix"]) - 1
-        if rec["kind"] not in ("curlora", "lora") or stage < 1:
+        if not method(rec["kind"]).has_adapter or stage < 1:
             continue
         base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
         merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))

@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
+from curlora.run.methods import method
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"
@@ -94,7 +95,7 @@ class Limits:
         _over("Tasks per run", len(cfg.tasks), self.tasks_per_run, "remove tasks or split the sequence over "
                                                                     "several runs")
         for i, m in enumerate(cfg.methods):
-            if m.kind in ("curlora", "lora"):
+            if method(m.kind).ranked:
                 _over(f"Rank (methods[{i}].r of {m.label})", m.r, self.max_rank, "lower it")
         rows = cfg.evaluation.eval_rows
         if rows is not None:
@@ -146,7 +147,7 @@ def training_tokens(cfg, rows: list[int] | None = None) -> int | None:
     per_step = tr.batch_size * tr.grad_accum * tr.max_length
     total = 0
     for m in cfg.methods:
-        if m.kind == "base":
+        if not method(m.kind).trains:
             continue
         budgets = {tr.max_steps}
         if tr.comparison == "matched_loss" and m.label != tr.matched_loss_reference:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import peft
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
-from curlora.adapter.config import CURLoRAConfig
-from curlora.adapter.layer import Conv1D, CURLoRALayer
+from curlora.adapter.layer import CURLoRALayer
 from curlora.data.tasks import load_task
 from curlora.errors import Cancelled, CurloraError, check_stop
 from curlora.experiment import ExperimentConfig, MethodSettings
@@ -34,10 +33,9 @@ from curlora.measure import probes
 from curlora.measure.metrics import majority_share, summarize
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
-from curlora.models.loading import default_targets
 from curlora.paths import DEFAULT_PROBE
-from curlora.run import adapters as methods
 from curlora.run.limits import check_positions
+from curlora.run.methods import method
 from curlora.run.store import DiskFull, Run, is_disk_full
 from curlora.run.train import Diverged, new_head, train_task
 
@@ -57,13 +55,8 @@ class Loaded:
 
 
 def adapter_config(m: MethodSettings, model):
-    targets = m.target_modules or default_targets(model)
-    if m.kind == "curlora":
-        return CURLoRAConfig(r=m.r, alpha=1.0 if m.alpha is None else m.alpha, target_modules=targets,
-                             sampling=m.sampling, replace=m.replace, seed=m.seed)
-    conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in targets)
-    return peft.LoraConfig(r=m.r, lora_alpha=m.r if m.alpha is None else m.alpha, target_modules=targets,
-                           lora_dropout=m.dropout, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+    """The PEFT config an adapter method attaches with (its registered class decides)."""
+    return method(m.kind).peft_config(m, model)
 
 
 def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
@@ -347,7 +340,7 @@ class Executor:
             rec.setdefault(key, [None] * (done + 1))
         if rec["status"] in ("completed", "failed") or done >= n:
             return
-        if m.kind == "base":
+        if not method(m.kind).trains:  # the base model: its own row at every stage
             for i in range(done, n):
                 rec["matrix"].append(list(self.metrics["base"]["accuracy"]))
                 rec["ppl"].append(self.metrics["base"]["ppl"])
@@ -370,7 +363,7 @@ class Executor:
         except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(err):
                 raise
-            rank = f"lower r (now {m.r}), " if m.kind in ("curlora", "lora") else ""
+            rank = f"lower r (now {m.r}), " if method(m.kind).ranked else ""
             msg = (f"{m.label} ran out of memory at stage {len(rec['matrix'])}; lower training.batch_size (now "
                    f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, {rank}or pick a smaller model.")
             rec["status"], rec["message"] = "failed", msg
@@ -397,36 +390,9 @@ class Executor:
         if head_mode:
             for j in range(done):
                 heads[j] = self.load_head(m, j + 1, j)
-        self.snapshot = None
-        if m.kind in ("curlora", "lora"):
-            if done:
-                model = methods.load_adapter(base, self.run.adapter_dir(m.label, done), is_trainable=True)
-            else:
-                torch.manual_seed(m.seed)  # PEFT draws LoRA's A from torch's global generator: same run, same A
-                model = methods.attach(base, adapter_config(m, base))
-
-            def cleanup():
-                methods.detach(model)
-
-            return model, heads, cleanup
-        if m.kind == "head-only":
-            for p in base.parameters():
-                p.requires_grad_(False)
-            return base, heads, lambda: None
-        # full fine-tune: keep the base weights on the side and put them back afterwards
-        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
-        if done:
-            load_model(base, str(self.run.adapter_dir(m.label, done) / "model.safetensors"), strict=False)
-        for p in base.parameters():
-            p.requires_grad_(True)
-        self.snapshot = snapshot
-
-        def restore():
-            base.load_state_dict(snapshot)
-            for p in base.parameters():
-                p.requires_grad_(False)
-
-        return base, heads, restore
+        attached = method(m.kind).attach(base, m, self.run.adapter_dir(m.label, done) if done else None)
+        self.snapshot = attached.snapshot
+        return attached.model, heads, attached.cleanup
 
     def load_head(self, m: MethodSettings, stage: int, task_index: int):
         state = load_file(self.run.adapter_dir(m.label, stage) / "heads.safetensors")
@@ -508,10 +474,7 @@ class Executor:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            if m.kind in ("curlora", "lora"):
-                methods.save_adapter(model, tmp)
-            elif m.kind == "full":
-                save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings (shared tensors)
+            method(m.kind).save(model, tmp)
             if heads:
                 state = {}
                 for j, h in heads.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.run.methods import method
 
 SWEEP_FILE = "lr_sweep.json"
 
@@ -35,7 +36,7 @@ def lr_sweep(cfg: ExperimentConfig, lrs: list[float], steps: int | None = None, 
 
     if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise CurloraError(f"--lrs: give one or more positive learning rates, e.g. 1e-4,1e-3,1e-2 (got {lrs}).")
-    trained = [m for m in cfg.methods if m.kind != "base"]
+    trained = [m for m in cfg.methods if method(m.kind).trains]
     if not trained:
         raise CurloraError("methods: the sweep needs at least one trained method (not only 'base').")
     tr = cfg.training

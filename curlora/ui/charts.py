@@ -9,6 +9,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from curlora.run.methods import method
+
 KIND_COLOURS = {"curlora": "#1f6fb4", "lora": "#e8710a", "base": "#7f7f7f", "full": "#c0392b", "head-only": "#8e44ad"}
 EXTRA = ["#2ca02c", "#17becf", "#bcbd22", "#e377c2", "#8c564b"]
 DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
@@ -150,7 +152,7 @@ def perplexity_figure(metrics: dict) -> go.Figure:
     fig.add_trace(go.Scatter(x=labels, y=[metrics["base"]["ppl"]] * n, mode="lines", name="base model",
                              line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}))
     for label, rec in methods.items():
-        if rec["kind"] == "base":
+        if not method(rec["kind"]).trains:
             continue
         fig.add_trace(go.Scatter(x=labels[: len(rec["ppl"])], y=rec["ppl"], mode="lines+markers", name=label,
                                  line={"color": colours[label], "width": 2.5}))

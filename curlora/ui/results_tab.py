@@ -12,6 +12,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import export_file, table
+from curlora.run.methods import method
 from curlora.run.store import Run
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, wait_for_device
@@ -63,7 +64,7 @@ def notes(metrics: dict) -> str:
 def stage_choices(run: Run) -> tuple[list[str], int]:
     """(methods that can be evaluated on new data, number of tasks) of a run, from its config."""
     cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
-    return [m.label for m in cfg.methods if m.kind in ("curlora", "lora")], len(cfg.tasks)
+    return [m.label for m in cfg.methods if method(m.kind).has_adapter], len(cfg.tasks)
 
 
 def describe_evaluation(res: dict) -> str:

@@ -39,25 +39,21 @@ def method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alp
                     c_lr=None) -> list[MethodSettings]:
     if not kinds:
         raise CurloraError("Pick at least one method (CURLoRA and LoRA side by side is the point).")
-    out = []
-    for kind in [k for _, k in METHODS if k in kinds]:
-        if kind == "curlora":
-            out.append(MethodSettings(kind=kind, r=int(c_r), alpha=float(c_alpha), sampling=c_sampling,
-                                      seed=int(c_seed), target_modules=_targets(targets),
-                                      lr=float(c_lr) if c_lr not in (None, "") else None))
-        elif kind == "lora":
-            out.append(MethodSettings(kind=kind, r=int(l_r), alpha=float(l_alpha) if l_alpha else None,
-                                      dropout=float(l_dropout), target_modules=_targets(targets)))
-        else:
-            out.append(MethodSettings(kind=kind))
-    return out
+    # The fields each kind's column of the form sets; a kind without a column takes its defaults.
+    fields = {
+        "curlora": dict(r=int(c_r), alpha=float(c_alpha), sampling=c_sampling, seed=int(c_seed),
+                        target_modules=_targets(targets), lr=float(c_lr) if c_lr not in (None, "") else None),
+        "lora": dict(r=int(l_r), alpha=float(l_alpha) if l_alpha else None, dropout=float(l_dropout),
+                     target_modules=_targets(targets)),
+    }
+    return [MethodSettings(kind=k, **fields.get(k, {})) for _, k in METHODS if k in kinds]
 
 
 def build(engine: Engine, model: dict) -> dict:
     jobs, sessions = engine.jobs, engine.sessions
     d = _defaults()
-    cur = next((m for m in d.methods if m.kind == "curlora"), MethodSettings(kind="curlora"))
-    lora = next((m for m in d.methods if m.kind == "lora"), MethodSettings(kind="lora"))
+    preset = {m.kind: m for m in d.methods}
+    cur, lora = preset.get("curlora", MethodSettings(kind="curlora")), preset.get("lora", MethodSettings(kind="lora"))
 
     gr.Markdown("Both methods train on the same tasks, in the same order, with the same data order. CURLoRA may "
                 "have its own learning rate (its U starts at zero between frozen low-norm columns and rows, so it "

@@ -127,7 +127,7 @@ def test_disk_full_while_saving_keeps_the_previous_stage(world, tmp_path, monkey
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(model, folder)
 
-    monkeypatch.setattr(runner.methods, "save_adapter", full_disk)
+    monkeypatch.setattr(methods, "save_adapter", full_disk)
     cfg = ExperimentConfig.from_dict(experiment_dict(world))
     run, loaded = start(cfg, tmp_path)
     with pytest.raises(CurloraError, match="disk is full.*resume"):

@@ -89,7 +89,7 @@ class Chat:
         if not run_id:
             raise CurloraError("Pick a run first: its config says which base model to load.")
         run = Run.open(run_id, root)
-        cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+        cfg = run.config()
         with self.lock:
             model, tok = self.base(cfg)
             with self._weights(run, model, pane) as m:

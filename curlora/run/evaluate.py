@@ -43,7 +43,7 @@ def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | Non
     from curlora.models.loading import load_model
 
     run = Run.open(run_id, root)
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    cfg = run.config()
     if stage < 0 or stage > len(cfg.tasks):
         raise CurloraError(f"Stage must be between 0 (base) and {len(cfg.tasks)}; got {stage}.")
     task = None

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig
 from curlora.run.jobs import JobManager
 from curlora.run.methods import method
 from curlora.run.store import Run
@@ -82,11 +81,10 @@ def metrics_csv(m: dict) -> str:
 
 def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
     """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
-    from curlora.experiment import ExperimentConfig
     from curlora.models.loading import load_model
     from curlora.run import adapters as methods
 
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    cfg = run.config()
     written = []
     for label, rec in m["methods"].items():
         stage = len(rec["matrix"]) - 1
@@ -153,8 +151,7 @@ def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = No
             raise CurloraError(f"Run {run_id} has no saved adapters yet.")
         config = run.config_yaml
         if jobs.policy.hosted:  # the visitor's own config, without the server's paths in it
-            config = jobs.policy.public_yaml(ExperimentConfig.from_yaml(config, source=f"{run_id}/config.yaml"),
-                                             jobs.root)
+            config = jobs.policy.public_yaml(run.config(), jobs.root)
         (staging / "config.yaml").write_text(config, encoding="utf-8")
         return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
     else:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import resource
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -469,26 +467,17 @@ class Executor:
     def save_stage(self, m: MethodSettings, model, heads: dict, stage: int) -> None:
         if not MAIN:
             return
-        final = self.run.adapter_dir(m.label, stage)
-        tmp = final.with_name(final.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
-            method(m.kind).save(model, tmp)
+
+        def write(folder: Path) -> None:
+            method(m.kind).save(model, folder)
             if heads:
                 state = {}
                 for j, h in heads.items():
                     state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
                     state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
-                save_file(state, str(tmp / "heads.safetensors"))
-        except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if err.errno == errno.ENOSPC:
-                raise CurloraError(f"The disk is full: stage {stage} of {m.label} could not be saved in {self.run.path}; "
-                                   "free some space and resume the run (finished stages are intact).") from None
-            raise
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # a stage's folder appears whole or not at all
+                save_file(state, str(folder / "heads.safetensors"))
+
+        self.run.write_stage(m.label, stage, write)
 
     @staticmethod
     def wait_for_save() -> None:
@@ -521,7 +510,7 @@ def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentCon
     if status["status"] == "queued":
         raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
                            "there when its turn comes.")
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run_id}/config.yaml")
+    cfg = run.config()
     with run.lock():
         run.repair()
     return run, cfg

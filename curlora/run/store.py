@@ -199,6 +199,32 @@ class Run:
     def config_yaml(self) -> str:
         return (self.path / "config.yaml").read_text(encoding="utf-8")
 
+    def config(self):
+        """The experiment config as run (config.yaml parsed and checked; one sentence naming the file if bad)."""
+        from curlora.experiment import ExperimentConfig
+
+        return ExperimentConfig.from_yaml(self.config_yaml, source=f"{self.id}/config.yaml")
+
+    def write_stage(self, method: str, stage: int, write) -> Path:
+        """The stage folder of `method` after task `stage`, written by `write(folder)` into `stage-k.partial` and
+        renamed when complete: it appears whole or not at all (a kill mid-save leaves only the .partial, which
+        exports and chat ignore and the next save replaces). A full disk is one sentence; the old stage stays."""
+        final = self.adapter_dir(method, stage)
+        tmp = final.with_name(final.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            write(tmp)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err):
+                raise DiskFull(f"The disk is full: stage {stage} of {method} could not be saved in {self.path}; "
+                               "free some space and resume the run (finished stages are intact).") from None
+            raise
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
     def adapter_dir(self, method: str, stage: int) -> Path:
         if not METHOD_NAME.match(method):
             raise CurloraError(f"{method!r} is not a valid method name.")

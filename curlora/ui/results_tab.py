@@ -9,7 +9,6 @@ from pathlib import Path
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import export_file, table
 from curlora.run.methods import method
@@ -63,7 +62,7 @@ def notes(metrics: dict) -> str:
 
 def stage_choices(run: Run) -> tuple[list[str], int]:
     """(methods that can be evaluated on new data, number of tasks) of a run, from its config."""
-    cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+    cfg = run.config()
     return [m.label for m in cfg.methods if method(m.kind).has_adapter], len(cfg.tasks)
 
 
@@ -101,7 +100,7 @@ def build(engine: Engine) -> dict:
         path = upload if isinstance(upload, str) else upload.name
         as_text = Path(path).suffix.lower() == ".txt"
         run = jobs.open(rid, engine.owner(request))
-        cfg = ExperimentConfig.from_yaml(run.config_yaml, source=f"{run.id}/config.yaml")
+        cfg = run.config()
         yield from wait_for_device(jobs.gate, "an evaluation", 1)
         try:
             yield f"Evaluating {'the base model' if stage == 0 else f'{method} after task {stage}'}…"

@@ -9,7 +9,6 @@ import time
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig
 from curlora.run.hosting import EXAMPLES, read_owner
 from curlora.ui.common import Engine, friendly
 
@@ -62,7 +61,7 @@ def build(engine: Engine) -> dict:
             raise CurloraError("Pick a run first.")
         owner = engine.owner(request)
         run = jobs.open(rid, owner)
-        new = jobs.submit(ExperimentConfig.from_yaml(run.config_yaml, source=f"{rid}/config.yaml"), owner)
+        new = jobs.submit(run.config(), owner)
         gr.Info(f"Started {new} with the same config.")
         return listing(request, new)
 

@@ -7,6 +7,7 @@ which trains in its own thread: the run goes on when the page closes, and the ti
 from __future__ import annotations
 
 import html
+import typing
 
 import gradio as gr
 
@@ -14,6 +15,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.paths import QUICK_DEMO
 from curlora.run.estimate import trainable_parameters
+from curlora.run.methods import method
 from curlora.run.store import atomic_write_text
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, shown, with_request
@@ -35,18 +37,40 @@ def _targets(text: str) -> list[str] | None:
     return names or None
 
 
-def method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout,
-                    c_lr=None) -> list[MethodSettings]:
+def _assign(obj, key: str, value) -> None:
+    """Set obj.key from a widget's value, converted to the field's type: an empty box (or a 0 in a box whose field
+    may be None, such as eval rows or a target loss) leaves None; any other empty box keeps the default."""
+    hints = typing.get_type_hints(type(obj))
+    if key not in hints:
+        raise CurloraError(f"The Train form has no setting {key!r}.")
+    tp = hints[key]
+    optional = type(None) in typing.get_args(tp)
+    base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+    if value in (None, "") or (optional and base in (int, float) and value == 0):
+        if optional:
+            setattr(obj, key, None)
+        return
+    setattr(obj, key, base(value.strip() if isinstance(value, str) else value) if base in (int, float, str) else value)
+
+
+def method_settings(values: dict) -> list[MethodSettings]:
+    """The methods of the form: the ticked kinds, each with the fields of its own column ('curlora.r', 'lora.r', …)
+    and the shared target modules for the kinds that attach adapters."""
+    kinds = values.get("methods") or []
     if not kinds:
         raise CurloraError("Pick at least one method (CURLoRA and LoRA side by side is the point).")
-    # The fields each kind's column of the form sets; a kind without a column takes its defaults.
-    fields = {
-        "curlora": dict(r=int(c_r), alpha=float(c_alpha), sampling=c_sampling, seed=int(c_seed),
-                        target_modules=_targets(targets), lr=float(c_lr) if c_lr not in (None, "") else None),
-        "lora": dict(r=int(l_r), alpha=float(l_alpha) if l_alpha else None, dropout=float(l_dropout),
-                     target_modules=_targets(targets)),
-    }
-    return [MethodSettings(kind=k, **fields.get(k, {})) for _, k in METHODS if k in kinds]
+    out = []
+    for _, kind in METHODS:
+        if kind not in kinds:
+            continue
+        settings = MethodSettings(kind=kind)
+        if method(kind).has_adapter:
+            settings.target_modules = _targets(values.get("methods.target_modules"))
+        for path, value in values.items():
+            if path.startswith(kind + "."):
+                _assign(settings, path[len(kind) + 1:], value)
+        out.append(settings)
+    return out
 
 
 def build(engine: Engine, model: dict) -> dict:
@@ -114,30 +138,38 @@ def build(engine: Engine, model: dict) -> dict:
     timer = gr.Timer(1.0)
     remembered = gr.BrowserState("", storage_key="curlora-last-run", secret="curlora-studio-last-run")
 
-    form = [kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr, batch, max_len,
-            scoring, probe_every, eval_rows, run_name, model["name"], model["dtype"], model["device"], comparison,
-            target_loss, c_lr]
+    # Config path -> widget: adding a setting to the form is one line here. `<kind>.<field>` is that method's
+    # field; the /start API takes the values in this order.
+    fields = {
+        "methods": kinds, "methods.target_modules": targets,
+        "curlora.r": c_r, "curlora.alpha": c_alpha, "curlora.sampling": c_sampling, "curlora.seed": c_seed,
+        "lora.r": l_r, "lora.alpha": l_alpha, "lora.dropout": l_dropout,
+        "training.max_steps": steps, "training.lr": lr, "training.batch_size": batch, "training.max_length": max_len,
+        "evaluation.scoring": scoring, "evaluation.probe_every": probe_every, "evaluation.eval_rows": eval_rows,
+        "run.name": run_name, "model.name": model["name"], "model.dtype": model["dtype"],
+        "model.device": model["device"], "training.comparison": comparison, "training.target_loss": target_loss,
+        "curlora.lr": c_lr,
+    }
+    form = list(fields.values())
+    paths = list(fields)
 
-    def make_config(request, kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, steps, lr,
-                    batch, max_len, scoring, probe_every, eval_rows, run_name, name, dtype, device,
-                    comparison="equal_lr", target_loss=None, c_lr=None) -> ExperimentConfig:
+    def make_config(request, values: dict) -> ExperimentConfig:
         tasks = sessions.get(request).tasks
         if not tasks:
             raise CurloraError("Add at least one task on the Tasks tab first (the three demo tasks are one click).")
         cfg = _defaults()
-        cfg.model.name, cfg.model.dtype, cfg.model.device = (name or "").strip(), dtype, device
         cfg.tasks = list(tasks)
-        cfg.methods = method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout,
-                                      c_lr)
-        t, e = cfg.training, cfg.evaluation
-        t.max_steps, t.lr, t.batch_size, t.max_length = int(steps), float(lr), int(batch), int(max_len)
-        e.scoring, e.probe_every, e.eval_rows = scoring, int(probe_every or 0), int(eval_rows) if eval_rows else None
-        cfg.run.name = (run_name or "studio").strip()
-        if comparison == "matched_loss":
+        cfg.methods = method_settings(values)
+        for path, value in values.items():
+            section, _, key = path.partition(".")
+            if section in ("model", "training", "evaluation", "run") and key not in ("comparison", "target_loss"):
+                _assign(getattr(cfg, section), key, value)
+        cfg.run.name = (values.get("run.name") or "").strip() or "studio"
+        t = cfg.training
+        if values.get("training.comparison") == "matched_loss":
             t.comparison = "matched_loss"
-            if target_loss not in (None, "") and float(target_loss) > 0:  # the empty box shows (and may send) 0
-                t.target_loss = float(target_loss)
-            else:  # LoRA sets the target, so it trains first
+            _assign(t, "target_loss", values.get("training.target_loss"))  # the empty box shows (and may send) 0
+            if t.target_loss is None:  # LoRA sets the target, so it trains first
                 t.matched_loss_reference = "lora"
                 cfg.methods.sort(key=lambda m: m.label != "lora")
         cfg.check()
@@ -149,7 +181,7 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def show_config(*values, request: gr.Request):
         try:
-            cfg = make_config(request, *values)
+            cfg = make_config(request, dict(zip(paths, values)))
         except CurloraError as err:
             return f"_{shown(str(err))}_", "", None
         text = jobs.policy.public_yaml(cfg, jobs.root)
@@ -161,11 +193,14 @@ def build(engine: Engine, model: dict) -> dict:
         return ("Save it as `experiment.yaml` and run\n```\npython -m curlora run experiment.yaml\n```\n"
                 "(runs land in `$CURLORA_DATA_DIR`, default `./runs`; the app lists them too)"), text, str(path)
 
+    count_paths = [p for p in paths if p.split(".")[0] in ("methods", *dict(METHODS).values())] + ["model.name"]
+
     @friendly
-    def count(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, name):
+    def count(*values):
+        values = dict(zip(count_paths, values))
         try:
-            settings = method_settings(kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout)
-            numbers = trainable_parameters((name or "").strip(), settings)
+            settings = method_settings(values)
+            numbers = trainable_parameters((values["model.name"] or "").strip(), settings)
         except (CurloraError, ValueError, TypeError) as err:
             return f"_Trainable parameters: {err}_"
         shown = [f"**{k}** {'hidden × classes per task' if v is None else f'{v:,}'}" for k, v in numbers.items()]
@@ -175,7 +210,7 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit(*values, request: gr.Request):
         notices = []
-        run = jobs.submit(make_config(request, *values), engine.owner(request), notices)
+        run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices)
         for note in notices:
             gr.Info(note)
         return run, run, gr.Timer(active=True)
@@ -243,7 +278,7 @@ def build(engine: Engine, model: dict) -> dict:
     status_json = gr.JSON(visible=False)
     status_btn = gr.Button(visible=False)
     status_btn.click(run_status, run_id, status_json, api_name="run_status", **light)
-    count_inputs = [kinds, targets, c_r, c_alpha, c_sampling, c_seed, l_r, l_alpha, l_dropout, model["name"]]
+    count_inputs = [fields[p] for p in count_paths]
     for comp in count_inputs:
         comp.change(count, count_inputs, counts, api_name=False, show_progress="hidden", **light)
     for comp in form:

@@ -1,0 +1,35 @@
+"""The Train form maps widgets to config paths: each kind's column fills that method's fields, empty boxes keep
+defaults or None, and no positional list has to line up."""
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from curlora.errors import CurloraError  # noqa: E402
+from curlora.experiment import EvaluationSettings, TrainingSettings  # noqa: E402
+from curlora.ui.train_tab import _assign, method_settings  # noqa: E402
+
+
+def test_each_kind_takes_its_own_column_and_adapters_share_the_targets():
+    values = {"methods": ["lora", "base", "curlora"], "methods.target_modules": "q_proj, v_proj",
+              "curlora.r": 8.0, "curlora.alpha": 1.0, "curlora.sampling": "uniform", "curlora.seed": 3.0,
+              "curlora.lr": 0.02, "lora.r": 16.0, "lora.alpha": None, "lora.dropout": 0.1}
+    cur, lora, base = method_settings(values)  # the form's order: CURLoRA, LoRA, base, …
+    assert (cur.kind, cur.r, cur.sampling, cur.seed, cur.lr, cur.target_modules) == (
+        "curlora", 8, "uniform", 3, 0.02, ["q_proj", "v_proj"])
+    assert (lora.kind, lora.r, lora.alpha, lora.dropout, lora.lr) == ("lora", 16, None, 0.1, None)
+    assert (base.kind, base.target_modules) == ("base", None)  # no adapter: no targets
+    with pytest.raises(CurloraError, match="Pick at least one method"):
+        method_settings({"methods": []})
+
+
+def test_boxes_convert_to_the_field_type_and_empty_ones_keep_defaults_or_none():
+    t, e = TrainingSettings(), EvaluationSettings()
+    _assign(t, "max_steps", 60.0)
+    _assign(t, "lr", "0.002")
+    _assign(t, "batch_size", "")  # empty: the default stays
+    _assign(e, "eval_rows", 0)  # 0 in a box that may be None: all rows
+    _assign(t, "target_loss", 0)
+    assert (t.max_steps, t.lr, t.batch_size, e.eval_rows, t.target_loss) == (60, 0.002, 8, None, None)
+    with pytest.raises(CurloraError, match="The Train form has no setting 'nope'"):
+        _assign(t, "nope", 1)

@@ -33,3 +33,16 @@ def test_boxes_convert_to_the_field_type_and_empty_ones_keep_defaults_or_none():
     assert (t.max_steps, t.lr, t.batch_size, e.eval_rows, t.target_loss) == (60, 0.002, 8, None, None)
     with pytest.raises(CurloraError, match="The Train form has no setting 'nope'"):
         _assign(t, "nope", 1)
+
+
+def test_an_emptied_model_box_is_not_silently_the_bundled_model(tmp_path):
+    gradio_client = pytest.importorskip("gradio_client")
+    from app_server import serving
+
+    with serving(tmp_path / "runs") as (url, _jobs):
+        client = gradio_client.Client(url, verbose=False)
+        client.predict(api_name="/use_demo_tasks")
+        args = [["curlora", "lora"], "", 4, 1.0, "inverted", 0, 4, 4, 0.0, 2, 2e-3, 2, 32, "likelihood", 0, 8,
+                "form", "", "auto", "cpu", "equal_lr", None, None]
+        with pytest.raises(gradio_client.exceptions.AppError, match="No model chosen"):
+            client.predict(*args, api_name="/start")

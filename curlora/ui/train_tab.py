@@ -165,6 +165,7 @@ def build(engine: Engine, model: dict) -> dict:
             if section in ("model", "training", "evaluation", "run") and key not in ("comparison", "target_loss"):
                 _assign(getattr(cfg, section), key, value)
         cfg.run.name = (values.get("run.name") or "").strip() or "studio"
+        cfg.model.name = (values.get("model.name") or "").strip()  # empty: "No model chosen", not a silent default
         t = cfg.training
         if values.get("training.comparison") == "matched_loss":
             t.comparison = "matched_loss"

@@ -2,12 +2,12 @@
 sequence, is measured, saved, resumed, estimated and exported with no other file touched."""
 
 import pytest
-from tiny_experiment import make_experiment
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run.methods import Attached, Method, kinds, method, register, unregister
 from curlora.run.runner import run_experiment
+from tiny_experiment import make_experiment
 
 
 def test_the_five_kinds_and_what_they_declare():

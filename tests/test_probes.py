@@ -237,14 +237,14 @@ def test_learnability_verdict_with_a_head_only_control():
                "methods": {"head-only": {"kind": "head-only", "matrix": [[None, None], [0.7, None], [0.7, 0.6]]},
                            "curlora": {"kind": "curlora", "matrix": [[None, None], [0.8, None], [0.8, 0.6]]},
                            "lora": {"kind": "lora", "matrix": [[None, None], [0.65, None], [0.6, 0.9]]}}}
-    a, b = probes.learnability(metrics)
+    a, b = probes.learnability(metrics, control="head-only")
     assert a["head_only"] == 0.7 and a["learned_by"] == ["curlora"] and "head-only control (0.700)" in a["verdict"]
     assert b["learned_by"] == ["lora"]
     metrics["methods"]["lora"]["matrix"][2][1] = 0.6
-    b = probes.learnability(metrics)[1]
+    b = probes.learnability(metrics, control="head-only")[1]
     assert b["learned_by"] == [] and b["verdict"].startswith("No method learned task 'b'")
     metrics["methods"] = {k: {**v, "matrix": v["matrix"][:2]} for k, v in metrics["methods"].items()}
-    assert probes.learnability(metrics)[1]["verdict"] == "Task 'b' has not been trained yet."
+    assert probes.learnability(metrics, control="head-only")[1]["verdict"] == "Task 'b' has not been trained yet."
 
 
 # -- the learning-rate sweep -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 BELOW_RUN = ("adapter", "data", "models", "measure")
@@ -127,7 +128,8 @@ def test_no_kind_string_is_branched_on_outside_the_registry():
     from curlora.run.methods import kinds
 
     names = "|".join(re.escape(k) for k in kinds())
-    pattern = re.compile(r"""(\.kind|\["kind"\]|\bkind)\s*(==|!=|in|not in)\s*[(\[]?\s*["'](""" + names + r""")["']""")
+    pattern = re.compile(r"""(\.kind|\["kind"\]|\.get\(["']kind["']\)|\bkind)\s*(==|!=|in|not in)\s*[(\[]?\s*["']("""
+                         + names + r""")["']""")
     hits = []
     for path in sorted((REPO / "curlora").rglob("*.py")):
         if path.name == "methods.py" and path.parent.name == "run":
@@ -137,3 +139,4 @@ def test_no_kind_string_is_branched_on_outside_the_registry():
                 hits.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
     assert hits == []
     assert pattern.search('if m.kind in ("curlora", "lora"):') and pattern.search('rec["kind"] == "base"')
+    assert pattern.search('r.get("kind") not in ("base", "head-only")')

@@ -134,9 +134,8 @@ def cmd_list(args) -> int:
         return 0
     for run in runs:
         st = run.status()
-        m = run.metrics()
-        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.get('tasks', []))}  "
-              f"methods: {', '.join(m.get('methods', {}))}")
+        m = run.record()
+        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.tasks)}  methods: {', '.join(m.methods)}")
         for problem in run.problems():
             print(f"    damaged: {problem}")
     return 0

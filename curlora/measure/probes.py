@@ -55,6 +55,7 @@ from safetensors.torch import load_file, save_file
 from curlora.adapter.layer import math_weight
 from curlora.adapter.model import CURLoRAModel
 from curlora.errors import CurloraError, check_stop
+from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
@@ -230,20 +231,24 @@ def _beats(acc, line) -> bool:
     return line is None or acc > line + 1e-12
 
 
-def learnability(metrics: dict) -> list[dict]:
-    """Per task: the lines a learned task must clear and which methods cleared them right after training it."""
-    tasks, majority = metrics["tasks"], metrics["majority"]
-    base = (metrics.get("base") or {}).get("accuracy") or [None] * len(tasks)
-    recs = metrics.get("methods", {})
-    head_only = next((r for r in recs.values() if r.get("kind") == "head-only"), None)
+def learnability(metrics, untrained: set[str] = frozenset(), control: str | None = None) -> list[dict]:
+    """Per task: the lines a learned task must clear and which methods cleared them right after training it.
+
+    `untrained` are the labels of methods that never train (the base), `control` the label of the head-only
+    control if the run has one: the runner names them from the method registry, so no kind is spelled here."""
+    m = RunMetrics.of(metrics)
+    tasks, majority = m.tasks, m.majority
+    base = (m.base.accuracy if m.base else None) or [None] * len(tasks)
+    recs = m.methods
+    head_only = recs.get(control) if control else None
     out = []
     for j, name in enumerate(tasks):
         def right_after(rec):
-            rows = rec.get("matrix", [])
+            rows = rec.matrix
             return rows[j + 1][j] if len(rows) > j + 1 and rows[j + 1][j] is not None else None
 
         ho = right_after(head_only) if head_only else None
-        after = {label: right_after(r) for label, r in recs.items() if r.get("kind") not in ("base", "head-only")}
+        after = {label: right_after(r) for label, r in recs.items() if label not in untrained and label != control}
         after = {k: v for k, v in after.items() if v is not None}
         learned = [k for k, v in after.items() if _beats(v, majority[j]) and _beats(v, base[j]) and _beats(v, ho)]
         parts = [f"the majority-class share ({majority[j]:.3f})"]

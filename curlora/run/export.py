@@ -21,6 +21,7 @@ from pathlib import Path
 
 from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
+from curlora.measure.record import RunMetrics
 from curlora.run.jobs import JobManager
 from curlora.run.methods import method
 from curlora.run.store import Run
@@ -36,28 +37,28 @@ def _fmt(v, pct=False) -> str:
 
 def table(run: Run) -> str:
     """Accuracy matrices and summary metrics as plain-text tables (also the Markdown export)."""
-    m = run.metrics()
+    m = run.record()
     st = run.status()
     if not m:
         why = st["message"] if st["status"] == "damaged" else "no finished stage yet"
         return f"run {run.id}: {st['status']} — {why}"
-    tasks = m["tasks"]
+    tasks = m.tasks
     lines = [f"run {run.id}: {st['status']} ({st.get('message', '')})",
-             f"scoring: {m['scoring']}; forgetting: {m['forgetting_definition']}",
-             "majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m["majority"])), ""]
-    for name, rec in m["methods"].items():
-        lines.append(f"## {name} ({rec['kind']}, {rec['trainable']:,} trainable) — {rec['status']}")
+             f"scoring: {m.scoring}; forgetting: {m.forgetting_definition}",
+             "majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m.majority)), ""]
+    for name, rec in m.methods.items():
+        lines.append(f"## {name} ({rec.kind}, {rec.trainable:,} trainable) — {rec.status}")
         lines.append("| after | " + " | ".join(tasks) + " | ppl | ppl (1 window) |")
         lines.append("|---" * (len(tasks) + 3) + "|")
-        for i, row in enumerate(rec["matrix"]):
+        for i, row in enumerate(rec.matrix):
             label = "base" if i == 0 else tasks[i - 1]
             lines.append(f"| {label} | " + " | ".join(_fmt(a, True) for a in row) +
-                         f" | {_fmt(rec['ppl'][i])} | {_fmt(rec['ppl_single_window'][i])} |")
-        s = rec.get("summary", {})
+                         f" | {_fmt(rec.ppl[i])} | {_fmt(rec.ppl_single_window[i])} |")
+        s = rec.summary
         lines.append(f"ACC {_fmt(s.get('acc'), True)}  BWT {_fmt(s.get('bwt'), True)}  FWT {_fmt(s.get('fwt'), True)}  "
                      f"forgetting {_fmt(s.get('forgetting'), True)}  plasticity {_fmt(s.get('plasticity'), True)}")
-        if rec.get("message"):
-            lines.append(f"note: {rec['message']}")
+        if rec.message:
+            lines.append(f"note: {rec.message}")
         lines.append("")
     return "\n".join(lines)
 
@@ -67,28 +68,29 @@ def escape_cell(value) -> str:
     return escape_formula("" if value is None else str(value))
 
 
-def metrics_csv(m: dict) -> str:
+def metrics_csv(m: RunMetrics | dict) -> str:
+    m = RunMetrics.of(m)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m["tasks"]], "ppl", "ppl_single_window"])
-    for name, rec in m["methods"].items():
-        for i, row in enumerate(rec["matrix"]):
-            after = "base" if i == 0 else m["tasks"][i - 1]
-            w.writerow([escape_cell(x) for x in (name, rec["kind"], i, after, *row, rec["ppl"][i],
-                                                 rec["ppl_single_window"][i])])
+    w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m.tasks], "ppl", "ppl_single_window"])
+    for name, rec in m.methods.items():
+        for i, row in enumerate(rec.matrix):
+            after = "base" if i == 0 else m.tasks[i - 1]
+            w.writerow([escape_cell(x) for x in (name, rec.kind, i, after, *row, rec.ppl[i],
+                                                 rec.ppl_single_window[i])])
     return buf.getvalue()
 
 
-def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
+def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
     """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
     from curlora.models.loading import load_model
     from curlora.run import adapters as methods
 
     cfg = run.config()
     written = []
-    for label, rec in m["methods"].items():
-        stage = len(rec["matrix"]) - 1
-        if not method(rec["kind"]).has_adapter or stage < 1:
+    for label, rec in RunMetrics.of(m).methods.items():
+        stage = rec.stages_done
+        if not method(rec.kind).has_adapter or stage < 1:
             continue
         base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
         merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
@@ -100,14 +102,14 @@ def export_merged(run: Run, m: dict, dest: Path) -> list[Path]:
     return written
 
 
-def copy_finished_adapters(run: Run, m: dict, dest: Path) -> int:
+def copy_finished_adapters(run: Run, m: RunMetrics | dict, dest: Path) -> int:
     """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
     half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
     Symbolic links are skipped, never followed: an export holds only files of the run itself.
     Returns how many stage folders were copied."""
     n = 0
-    for label, rec in (m.get("methods") or {}).items():
-        for stage in range(1, len(rec.get("matrix") or [])):
+    for label, rec in RunMetrics.of(m).methods.items():
+        for stage in range(1, len(rec.matrix)):
             src = run.adapter_dir(label, stage)
             if src.is_dir() and not any(p.is_symlink() for p in (src, src.parent, src.parent.parent)):
                 shutil.copytree(src, dest / label / src.name, ignore=_links)

@@ -193,7 +193,10 @@ class Executor:
             m["summary"] = summarize(m["matrix"])
             if base_ppl:
                 m["ppl_relative"] = [p / base_ppl for p in m["ppl"]]  # 1.0 = the base model's perplexity
-        self.metrics["learnability"] = probes.learnability(self.metrics)
+        kinds = {m.label: method(m.kind) for m in self.cfg.methods}
+        control = next((label for label, k in kinds.items() if k.needs_head_scoring), None)
+        self.metrics["learnability"] = probes.learnability(
+            self.metrics, untrained={label for label, k in kinds.items() if not k.trains}, control=control)
         if MAIN:
             self.run.write_metrics(self.metrics)
 

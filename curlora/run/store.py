@@ -305,6 +305,12 @@ class Run:
             raise DiskFull(f"The disk is full: run {self.id} could not save its metrics; free some space and resume "
                            "the run (finished stages are kept).") from None
 
+    def record(self):
+        """metrics.json as the typed record (curlora/measure/record.py); empty for a run with none (or a damaged one)."""
+        from curlora.measure.record import RunMetrics
+
+        return RunMetrics.of(self.metrics())
+
     def metrics(self) -> dict:
         """metrics.json; {} before the first stage — and when it is damaged, so that one bad file never stops a
         listing or the app: problems() and status() say what is wrong, and resume repairs it."""

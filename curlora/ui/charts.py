@@ -9,6 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from curlora.measure.record import RunMetrics
 from curlora.run.methods import method
 
 KIND_COLOURS = {"curlora": "#1f6fb4", "lora": "#e8710a", "base": "#7f7f7f", "full": "#c0392b", "head-only": "#8e44ad"}
@@ -17,9 +18,9 @@ DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
 HEIGHT = 340
 
 
-def method_colours(metrics: dict, events: list[dict] | None = None) -> dict[str, str]:
+def method_colours(metrics: RunMetrics | dict, events: list[dict] | None = None) -> dict[str, str]:
     """label -> colour: by kind first; a second method of the same kind gets one of the extra colours."""
-    kinds = {label: rec.get("kind", label) for label, rec in (metrics.get("methods") or {}).items()}
+    kinds = {label: rec.kind or label for label, rec in RunMetrics.of(metrics).methods.items()}
     for e in events or []:
         if e.get("kind") == "run_start":
             for label in e.get("methods", []):
@@ -65,7 +66,7 @@ def _stage_lengths(events: list[dict]) -> dict:
     return out
 
 
-def loss_figure(metrics: dict, events: list[dict]) -> go.Figure:
+def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     steps = [e for e in events if e.get("kind") == "step"]
     if not steps:
         return empty("Training loss")
@@ -88,8 +89,8 @@ def loss_figure(metrics: dict, events: list[dict]) -> go.Figure:
                    xaxis_title="step (across tasks)", yaxis_title="loss")
 
 
-def _row_labels(metrics: dict, n_rows: int) -> list[str]:
-    tasks = metrics["tasks"]
+def _row_labels(m: RunMetrics, n_rows: int) -> list[str]:
+    tasks = m.tasks
     return ["base"] + [f"after {t}" for t in tasks[: n_rows - 1]]
 
 
@@ -97,38 +98,39 @@ def _pct(v) -> str:
     return "" if v is None else f"{100 * v:.0f}"
 
 
-def accuracy_heatmaps(metrics: dict) -> go.Figure:
+def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
     """One heatmap per method (rows: stages, columns: tasks), plus CURLoRA − LoRA where both exist."""
-    methods = metrics.get("methods") or {}
-    if not metrics or not methods:
+    m = RunMetrics.of(metrics)
+    methods = m.methods
+    if not m or not methods:
         return empty("Accuracy after each task")
-    tasks = metrics["tasks"]
+    tasks = m.tasks
     labels = list(methods)
     pair = None
-    kinds = {rec["kind"]: label for label, rec in methods.items()}
+    kinds = {rec.kind: label for label, rec in methods.items()}
     if "curlora" in kinds and "lora" in kinds:
         pair = (kinds["curlora"], kinds["lora"])
-    titles = [f"{label} ({methods[label]['status']})" for label in labels]
+    titles = [f"{label} ({methods[label].status})" for label in labels]
     if pair:
         titles.append(f"{pair[0]} − {pair[1]} (points)")
     cols = len(titles)
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.06)
     n = len(tasks) + 1
     for c, label in enumerate(labels, start=1):
-        matrix = methods[label]["matrix"]
+        matrix = methods[label].matrix
         z = [[None if a is None else 100 * a for a in row] for row in matrix] + [[None] * len(tasks)] * (n - len(matrix))
-        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(metrics, n), zmin=0, zmax=100, colorscale="Blues",
+        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmin=0, zmax=100, colorscale="Blues",
                                  text=[[_pct(None if v is None else v / 100) for v in row] for row in z],
                                  texttemplate="%{text}", showscale=c == 1,
                                  colorbar={"title": "%", "x": 1.0, "len": 0.8, "thickness": 12},
                                  hovertemplate="%{y}<br>task %{x}: %{z:.1f}%<extra>" + label + "</extra>"),
                       row=1, col=c)
     if pair:
-        a, b = methods[pair[0]]["matrix"], methods[pair[1]]["matrix"]
+        a, b = methods[pair[0]].matrix, methods[pair[1]].matrix
         rows = min(len(a), len(b))
         z = [[None if x is None or y is None else 100 * (x - y) for x, y in zip(a[i], b[i])] for i in range(rows)]
         z += [[None] * len(tasks)] * (n - rows)
-        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(metrics, n), zmid=0, colorscale="RdBu",
+        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmid=0, colorscale="RdBu",
                                  text=[["" if v is None else f"{v:+.0f}" for v in row] for row in z],
                                  texttemplate="%{text}", showscale=False,
                                  hovertemplate="%{y}<br>task %{x}: %{z:+.1f} points<extra>difference</extra>"),
@@ -136,39 +138,40 @@ def accuracy_heatmaps(metrics: dict) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     for c in range(2, cols + 1):
         fig.update_yaxes(showticklabels=False, row=1, col=c)
-    _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {metrics.get('scoring')}")
+    _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {m.scoring}")
     fig.update_layout(margin={"l": 120, "r": 40, "t": 70, "b": 40})
     return fig
 
 
-def perplexity_figure(metrics: dict) -> go.Figure:
-    methods = metrics.get("methods") or {}
-    if not metrics or not metrics.get("base"):
+def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
+    m = RunMetrics.of(metrics)
+    if not m or m.base is None:
         return empty("Perplexity of general text")
-    colours = method_colours(metrics)
-    n = len(metrics["tasks"]) + 1
-    labels = _row_labels(metrics, n)
+    colours = method_colours(m)
+    n = len(m.tasks) + 1
+    labels = _row_labels(m, n)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=labels, y=[metrics["base"]["ppl"]] * n, mode="lines", name="base model",
+    fig.add_trace(go.Scatter(x=labels, y=[m.base.ppl] * n, mode="lines", name="base model",
                              line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}))
-    for label, rec in methods.items():
-        if not method(rec["kind"]).trains:
+    for label, rec in m.methods.items():
+        if not method(rec.kind).trains:
             continue
-        fig.add_trace(go.Scatter(x=labels[: len(rec["ppl"])], y=rec["ppl"], mode="lines+markers", name=label,
+        fig.add_trace(go.Scatter(x=labels[: len(rec.ppl)], y=rec.ppl, mode="lines+markers", name=label,
                                  line={"color": colours[label], "width": 2.5}))
     return _layout(fig, "Perplexity on held-out general text (lower = less forgetting of the base)",
                    yaxis_title="perplexity")
 
 
-def forgetting_figure(metrics: dict, events: list[dict]) -> go.Figure:
+def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     """In-task probes: accuracy on earlier tasks while later ones train; dashed lines: majority-class share."""
+    m = RunMetrics.of(metrics)
     probes = [e for e in events if e.get("kind") == "probe"]
-    if not probes or not metrics:
+    if not probes or not m:
         return empty("Forgetting during training", "in-task probes appear from the second task on "
                                                    "(evaluation.probe_every > 0)")
-    colours = method_colours(metrics, events)
+    colours = method_colours(m, events)
     lengths = _stage_lengths(events)
-    tasks = metrics["tasks"]
+    tasks = m.tasks
     fig = go.Figure()
     for label in dict.fromkeys(e["method"] for e in probes):
         mine = [e for e in probes if e["method"] == label]
@@ -179,7 +182,7 @@ def forgetting_figure(metrics: dict, events: list[dict]) -> go.Figure:
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[None if p[1] is None else 100 * p[1] for p in pts],
                                      mode="lines+markers", name=f"{label}: {task}",
                                      line={"color": colours.get(label), "dash": DASHES[j % len(DASHES)]}))
-    for j, (task, share) in enumerate(zip(tasks, metrics.get("majority", []))):
+    for j, (task, share) in enumerate(zip(tasks, m.majority)):
         if share is not None and j < len(tasks) - 1:
             fig.add_hline(y=100 * share, line={"color": "#999", "dash": DASHES[j % len(DASHES)], "width": 1},
                           annotation_text=f"majority class: {task}", annotation_font={"size": 10, "color": "#777"},

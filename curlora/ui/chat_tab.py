@@ -16,7 +16,7 @@ def build(engine: Engine, gpu=None) -> dict:
     def panes_of(rid: str, request: gr.Request) -> tuple[dict, list[str]]:
         run = jobs.open(rid, engine.owner(request))
         choices = pane_choices(run)
-        tasks = run.metrics().get("tasks") or []
+        tasks = run.record().tasks
         return choices, tasks
 
     @friendly

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 
+from curlora.measure.record import RunMetrics
 from curlora.run.jobs import JobManager
 from curlora.ui import charts
 
@@ -13,25 +14,26 @@ STATUS_COLOURS = {"running": "#1f6fb4", "queued": "#8e44ad", "completed": "#2e7d
                   "failed": "#c0392b", "interrupted": "#9e6a00"}
 
 
-def snapshot(jobs: JobManager, run_id: str, owner: str | None = None) -> tuple[dict, dict, list[dict]]:
+def snapshot(jobs: JobManager, run_id: str, owner: str | None = None) -> tuple[dict, RunMetrics, list[dict]]:
     """(status, metrics, events) of a run `owner` may see, all from the run store (and the queue, for `queued`)."""
     run = jobs.open(run_id, owner)
-    return jobs.status(run_id, owner), run.metrics(), jobs.events(run_id, owner)
+    return jobs.status(run_id, owner), run.record(), jobs.events(run_id, owner)
 
 
 def signature(status: dict, events: list[dict]) -> tuple:
     return status.get("status"), status.get("position"), len(events)
 
 
-def progress_html(run_id: str, status: dict, metrics: dict, events: list[dict]) -> str:
+def progress_html(run_id: str, status: dict, metrics, events: list[dict]) -> str:
     """A status badge, what is training now (method, task, step, ETA of the task) and a bar over the whole run."""
     st = status.get("status", "?")
     colour = STATUS_COLOURS.get(st, "#555")
     badge = (f"<span style='background:{colour};color:white;border-radius:4px;padding:2px 8px;"
              f"font-weight:600'>{html.escape(st)}</span>")
     start = next((e for e in events if e.get("kind") == "run_start"), None)
-    methods = start.get("methods", []) if start else list(metrics.get("methods", {}))
-    tasks = start.get("tasks", []) if start else metrics.get("tasks", [])
+    m = RunMetrics.of(metrics)
+    methods = start.get("methods", []) if start else list(m.methods)
+    tasks = start.get("tasks", []) if start else m.tasks
     last_step = next((e for e in reversed(events) if e.get("kind") == "step"), None)
     stages_done = len([e for e in events if e.get("kind") == "stage" and e.get("method") != "base"])
     total_stages = max(1, len(methods) * len(tasks))

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from curlora.errors import CurloraError
+from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import export_file, table
 from curlora.run.methods import method
@@ -26,38 +27,37 @@ def _pct(v, signed=False) -> str:
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
 
-def summary_rows(metrics: dict) -> list[list]:
+def summary_rows(metrics: RunMetrics | dict) -> list[list]:
     """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.measure.metrics)."""
+    m = RunMetrics.of(metrics)
     rows = []
-    base_ppl = (metrics.get("base") or {}).get("ppl")
-    for label, rec in (metrics.get("methods") or {}).items():
-        s = rec.get("summary") or {}
-        ppl = rec.get("ppl") or []
-        seconds = sum(t.get("seconds", 0) for t in rec.get("train", []))
-        mem = rec.get("peak_memory_bytes")
-        self_ppl = [x for x in rec.get("self_ppl") or [] if x is not None]
-        kl = [x for x in rec.get("kl_to_base") or [] if x is not None]
-        drift = [d.get("total") for d in rec.get("drift") or [] if d and d.get("total") is not None]
-        rows.append([label, rec.get("status"), _pct(s.get("acc")), _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
+    base_ppl = m.base.ppl if m.base else None
+    for label, rec in m.methods.items():
+        s = rec.summary or {}
+        self_ppl = [x for x in rec.self_ppl if x is not None]
+        drift = rec.last("drift")
+        mem = rec.peak_memory_bytes
+        rows.append([label, rec.status, _pct(s.get("acc")), _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
                      _pct(s.get("forgetting"), True), _pct(s.get("plasticity")),
-                     f"{base_ppl:.2f} → {ppl[-1]:.2f}" if base_ppl and ppl else "–",
+                     f"{base_ppl:.2f} → {rec.ppl[-1]:.2f}" if base_ppl and rec.ppl else "–",
                      f"{self_ppl[0]:.2f} → {self_ppl[-1]:.2f}" if self_ppl else "–",
-                     f"{kl[-1]:.4f}" if kl else "–", f"{drift[-1]:.4f}" if drift else "–",
-                     f"{rec.get('trainable', 0):,}",
-                     f"{seconds:.0f}", f"{mem / 2**20:.0f} MiB" if mem else "–"])
+                     f"{rec.last('kl_to_base'):.4f}" if rec.last("kl_to_base") is not None else "–",
+                     f"{drift['total']:.4f}" if drift and drift.get("total") is not None else "–",
+                     f"{rec.trainable:,}", f"{rec.seconds:.0f}", f"{mem / 2**20:.0f} MiB" if mem else "–"])
     return rows
 
 
-def notes(metrics: dict) -> str:
-    if not metrics:
+def notes(metrics: RunMetrics | dict) -> str:
+    m = RunMetrics.of(metrics)
+    if not m:
         return ""
-    maj = ", ".join(f"{t} {_pct(a)}%" for t, a in zip(metrics["tasks"], metrics.get("majority", [])))
-    return (f"**Scoring:** {metrics['scoring']} · **Forgetting:** {metrics['forgetting_definition']} · "
+    maj = ", ".join(f"{t} {_pct(a)}%" for t, a in zip(m.tasks, m.majority))
+    return (f"**Scoring:** {m.scoring} · **Forgetting:** {m.forgetting_definition} · "
             f"**BWT** negative = forgot, **FWT** = gain on a task before training it (points) · "
-            f"**Majority-class accuracy:** {maj} · **Perplexity probe:** {Path(metrics['probe']['source']).name}, "
-            f"{metrics['probe']['tokens']:,} tokens, window {metrics['probe']['window']} · **self-ppl / KL:** on "
+            f"**Majority-class accuracy:** {maj} · **Perplexity probe:** {Path(m.probe['source']).name}, "
+            f"{m.probe['tokens']:,} tokens, window {m.probe['window']} · **self-ppl / KL:** on "
             f"text sampled from the base model itself; **weight drift:** ‖ΔW‖/‖W‖ over adapted matrices"
-            + "".join(f"\n\n- {v['verdict']}" for v in metrics.get("learnability") or [] if v.get("verdict")))
+            + "".join(f"\n\n- {v['verdict']}" for v in m.learnability if v.get("verdict")))
 
 
 def stage_choices(run: Run) -> tuple[list[str], int]:

@@ -19,12 +19,12 @@ def rows(jobs, owner: str | None = None) -> list[list]:
     out = []
     for run in jobs.runs(owner):
         st = jobs.status(run.id, owner)
-        m = run.metrics()
-        done = {k: len(v["matrix"]) - 1 for k, v in (m.get("methods") or {}).items()}
+        m = run.record()
+        done = {k: v.stages_done for k, v in m.methods.items()}
         updated = st.get("updated")
         shared = " · shared example" if read_owner(run.path) == EXAMPLES else ""
         out.append([run.id, st["status"] + (f" #{st['position']}" if st.get("position") else "") + shared,
-                    ", ".join(m.get("tasks", [])) or "–", ", ".join(done) or "–",
+                    ", ".join(m.tasks) or "–", ", ".join(done) or "–",
                     ", ".join(f"{k} {v}" for k, v in done.items()) or "0",
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "–",
                     st.get("message", "")])

@@ -235,7 +235,7 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def run_status(rid: str, request: gr.Request) -> dict:
         status, metrics, events = live.snapshot(jobs, rid, engine.owner(request))
-        return {"run_id": rid, **status, "events": len(events), "metrics": metrics}
+        return {"run_id": rid, **status, "events": len(events), "metrics": metrics.to_json() if metrics else {}}
 
     def poll(rid: str, request: gr.Request):
         """Timer tick: redraw only what changed; stop ticking once the run is over."""

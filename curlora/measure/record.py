@@ -1,0 +1,140 @@
+"""The run's results as one typed record: what metrics.json holds, documented once, read by attribute.
+
+    m = RunMetrics.of(run.metrics())        # or Run.record(); a dict (as stored, or partial in a test) or a record
+    m.methods["lora"].matrix[k][j]          # accuracy on task j after task k (row 0: the base model)
+    m.to_json()                             # the stored form: the same keys metrics.json has always had
+
+Fields (one list entry per stage, entry 0 = the base model before training):
+
+    RunMetrics   run_id, tasks, scoring, forgetting_definition, probe {source, tokens, window, stride}, majority
+                 (majority-class share per task), base (Row | None), methods {label: MethodRecord}, self_probe
+                 (settings of the self-sampled probe | None), comparison (equal_lr | matched_loss), learnability
+    Row          accuracy [per task], ppl, ppl_single_window, self_ppl, kl_to_base
+    MethodRecord kind, status (pending | running | completed | failed | cancelled), message, matrix, ppl,
+                 ppl_single_window, self_ppl, kl_to_base, drift [{total, per_matrix}], train [TrainRecord],
+                 trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/plasticity),
+                 ppl_relative (ppl / the base's)
+    TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached
+
+Old run folders load as they are: a field a run stored before it existed reads as its default (the drift probes'
+lists as None per stage). Unknown keys are kept and written back, so nothing a newer version stored is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _known(cls, data: dict) -> tuple[dict, dict]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+@dataclass
+class TrainRecord:
+    task: str = ""
+    steps: int = 0
+    final_loss: float | None = None
+    seconds: float = 0.0
+    smoothed_loss: float | None = None
+    lr: float | None = None
+    target_loss: float | None = None
+    reached: bool | None = None
+
+
+@dataclass
+class Row:
+    accuracy: list = field(default_factory=list)
+    ppl: float | None = None
+    ppl_single_window: float | None = None
+    self_ppl: float | None = None
+    kl_to_base: float | None = None
+
+
+@dataclass
+class MethodRecord:
+    kind: str = ""
+    status: str = "pending"
+    message: str | None = None
+    matrix: list = field(default_factory=list)
+    ppl: list = field(default_factory=list)
+    ppl_single_window: list = field(default_factory=list)
+    self_ppl: list = field(default_factory=list)
+    kl_to_base: list = field(default_factory=list)
+    drift: list = field(default_factory=list)
+    train: list[TrainRecord] = field(default_factory=list)
+    trainable: int = 0
+    head_trainable: int | None = None
+    peak_memory_bytes: int | None = None
+    summary: dict = field(default_factory=dict)
+    ppl_relative: list | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def stages_done(self) -> int:
+        return max(0, len(self.matrix) - 1)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds or 0 for t in self.train)
+
+    def last(self, name: str):
+        """The last non-None entry of a per-stage list (self_ppl, kl_to_base), or None."""
+        return next((x for x in reversed(getattr(self, name)) if x is not None), None)
+
+    @classmethod
+    def from_json(cls, data: dict) -> MethodRecord:
+        known, extra = _known(cls, data or {})
+        rec = cls(**{k: v for k, v in known.items() if k not in ("train", "extra")}, extra=extra)
+        rec.train = [TrainRecord(**_known(TrainRecord, t)[0]) for t in known.get("train") or []]
+        n = len(rec.matrix)
+        for name in ("self_ppl", "kl_to_base", "drift"):  # a run stored before the drift probes: no numbers
+            if not getattr(rec, name):
+                setattr(rec, name, [None] * n)
+        return rec
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "train")}
+        out["train"] = [dataclasses.asdict(t) for t in self.train]
+        return {**self.extra, **{k: v for k, v in out.items() if v is not None}}
+
+
+@dataclass
+class RunMetrics:
+    run_id: str = ""
+    tasks: list[str] = field(default_factory=list)
+    scoring: str = ""
+    forgetting_definition: str = ""
+    probe: dict = field(default_factory=dict)
+    majority: list = field(default_factory=list)
+    base: Row | None = None
+    methods: dict[str, MethodRecord] = field(default_factory=dict)
+    self_probe: dict | None = None
+    comparison: str = "equal_lr"
+    learnability: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: RunMetrics | dict | None) -> RunMetrics:
+        return data if isinstance(data, RunMetrics) else cls.from_json(data or {})
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunMetrics:
+        known, extra = _known(cls, data)
+        out = cls(**{k: v for k, v in known.items() if k not in ("base", "methods", "extra")}, extra=extra)
+        if known.get("base"):
+            out.base = Row(**_known(Row, known["base"])[0])
+        out.methods = {label: MethodRecord.from_json(rec) for label, rec in (known.get("methods") or {}).items()}
+        out.learnability = out.learnability or []
+        return out
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra",)}
+        out["base"] = dataclasses.asdict(self.base) if self.base is not None else None
+        out["methods"] = {label: rec.to_json() for label, rec in self.methods.items()}
+        return {**self.extra, **out}
+
+    def __bool__(self) -> bool:
+        """Whether anything was recorded yet (an unstarted or damaged run reads empty)."""
+        return bool(self.tasks or self.methods)

@@ -222,7 +222,7 @@ def test_sigterm_with_a_queue_stops_cooperatively_and_the_next_start_queues_them
     root = tmp_path / "runs"
     app = AppProcess(root, tmp_path / "app1.log")
     try:
-        first = app.client.predict(experiment(world, steps=150), api_name="/start_yaml")[0]
+        first = app.client.predict(experiment(world, steps=60), api_name="/start_yaml")[0]
         waiting = [app.client.predict(experiment(world, steps=3), api_name="/start_yaml")[0] for _ in range(3)]
         for rid in waiting:  # queued on disk, not `running` with the server's pid
             assert json.loads((root / rid / "status.json").read_text())["status"] == "queued"

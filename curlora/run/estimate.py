@@ -11,7 +11,7 @@ from functools import lru_cache
 from torch import nn
 
 from curlora.experiment import MethodSettings
-from curlora.run.methods import method
+from curlora.run.methods import method, targets
 
 
 @lru_cache(maxsize=4)
@@ -34,7 +34,6 @@ def trainable_parameters(choice: str, settings: list[MethodSettings], *, revisio
                          trust_remote_code: bool = False) -> dict[str, int | None]:
     """label -> parameters the method trains (None where it depends on the tasks, e.g. head-only)."""
     from curlora.adapter.model import find_target_modules
-    from curlora.models.loading import default_targets
 
     model = _skeleton(choice, revision, trust_remote_code)
     modules = dict(model.named_modules())
@@ -44,6 +43,6 @@ def trainable_parameters(choice: str, settings: list[MethodSettings], *, revisio
         kind = method(m.kind)
         shapes = []
         if kind.has_adapter:
-            shapes = [_shape(modules[n]) for n in find_target_modules(model, m.target_modules or default_targets(model))]
+            shapes = [_shape(modules[n]) for n in find_target_modules(model, targets(m, model))]
         out[m.label] = kind.trainable(m, shapes, parameters)
     return out

@@ -34,6 +34,7 @@ from pathlib import Path
 from curlora.errors import CurloraError
 from curlora.models.loading import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
+from curlora.run.limits import Limits
 
 MULTI_USER_ENV = "CURLORA_MULTI_USER"
 LOCAL = "local"  # the owner of everything when the app is not hosted
@@ -42,11 +43,30 @@ OWNERS_DIR = ".owners"  # <data dir>/.owners/<owner>/uploads/…: never a run id
 OWNER_KEY = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD, BUNDLED = "upload:", "bundled:"
 
+
+def task_sources(task):
+    """(task, attribute, name in sentences) of the files one task reads."""
+    for key in ("train_file", "eval_file"):
+        yield task, key, f"task '{task.name}': {key}"
+
+
+def sources(cfg):
+    """(object, attribute, name in sentences) of every file a config reads: each task's train and eval file and
+    the perplexity probe."""
+    for t in cfg.tasks:
+        yield from task_sources(t)
+    yield cfg.evaluation, "probe_text", "evaluation.probe_text"
+
+
+def _bundled_path(value: str) -> Path:
+    return ASSETS / value[len(BUNDLED):]
+
+
 def resolve_bundled(value: str | None) -> str | None:
     """'bundled:tasks/reviews/train.csv' → that file under assets/ (a path that leaves assets/ is refused)."""
     if not value or not value.startswith(BUNDLED):
         return value
-    path = (ASSETS / value[len(BUNDLED):]).resolve()
+    path = _bundled_path(value).resolve()
     if not _within(path, ASSETS.resolve()):
         raise CurloraError(f"{value[:120]!r} is not a bundled file: bundled paths stay inside assets/.")
     return str(path)
@@ -86,8 +106,6 @@ class Policy:
 
     def __post_init__(self):
         if self.limits is None:
-            from curlora.run.limits import Limits
-
             self.limits = Limits.load(self.hosted)
 
     @classmethod
@@ -97,8 +115,6 @@ class Policy:
     def become_hosted(self) -> None:
         """launch() found the app reachable beyond this machine: hosted rules and the hosted default limits."""
         if not self.hosted:
-            from curlora.run.limits import Limits
-
             self.hosted, self.limits = True, Limits.load(True)
 
     # -- owners ---------------------------------------------------------------------------------------------
@@ -149,12 +165,13 @@ class Policy:
         os.replace(tmp, dest)
         return dest
 
-    def uploads_used(self, config_yaml: str) -> set[Path]:
-        """The kept uploads a run's config names (task and probe files under some owner's uploads folder)."""
+    def uploads_used(self, config: str | dict) -> set[Path]:
+        """The kept uploads a config names (task and probe files under some owner's uploads folder); `config` is a
+        stored config.yaml or a config's `to_dict()` (the same mapping, unparsed)."""
         import yaml
 
         try:
-            data = yaml.safe_load(config_yaml) or {}
+            data = (yaml.safe_load(config) if isinstance(config, str) else config) or {}
         except yaml.YAMLError:
             return set()
         files = [t.get(k) for t in data.get("tasks") or [] if isinstance(t, dict) for k in ("train_file", "eval_file")]
@@ -187,7 +204,7 @@ class Policy:
         if not value:
             return value
         if value.startswith(BUNDLED):
-            return str(ASSETS / value[len(BUNDLED):])  # check_source then insists it stays inside assets/
+            return str(_bundled_path(value))  # check_source then insists it stays inside assets/
         if value.startswith(UPLOAD):
             name = value[len(UPLOAD):]
             folder = self.upload_dir(root, owner)
@@ -199,14 +216,8 @@ class Policy:
             return str(found[-1])
         return value
 
-    def _sources(self, cfg):
-        for t in cfg.tasks:
-            for key in ("train_file", "eval_file"):
-                yield t, key
-        yield cfg.evaluation, "probe_text"
-
     def resolve_sources(self, cfg, root: Path, owner: str | None) -> None:
-        for obj, key in self._sources(cfg):
+        for obj, key, _ in sources(cfg):
             setattr(obj, key, self.resolve_path(getattr(obj, key), root, owner))
 
     def public_yaml(self, cfg, root: Path) -> str:
@@ -216,7 +227,7 @@ class Policy:
         import copy
 
         shown = copy.deepcopy(cfg)
-        for obj, key in self._sources(shown):
+        for obj, key, _ in sources(shown):
             setattr(obj, key, self.public_path(getattr(obj, key), root))
         return shown.to_yaml()
 
@@ -255,10 +266,8 @@ class Policy:
     def check_config(self, cfg, root: Path, owner: str | None) -> None:
         """Everything about a config this server refuses, before any file is read or anything is written."""
         self.check_model(cfg.model.name, cfg.model.trust_remote_code)
-        for t in cfg.tasks:
-            self.check_source(t.train_file, f"task '{t.name}': train_file", root, owner)
-            self.check_source(t.eval_file, f"task '{t.name}': eval_file", root, owner)
-        self.check_source(cfg.evaluation.probe_text, "evaluation.probe_text", root, owner)
+        for obj, key, what in sources(cfg):
+            self.check_source(getattr(obj, key), what, root, owner)
         if self.limits is not None:
             self.limits.check_experiment(cfg)
 

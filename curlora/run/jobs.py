@@ -60,7 +60,6 @@ class Job:
     owner: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
-    shutting_down: bool = False
 
 
 class JobManager:
@@ -92,7 +91,7 @@ class JobManager:
         self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
         self.policy.check_config(cfg, self.root, owner)
         self._check_room(owner)
-        self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_yaml()))
+        self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
         limits = self.policy.limits
         run, loaded = start(cfg, self.root, load_everything(cfg, limits=limits) if limits is not None else None)
         write_owner(run.path, owner)
@@ -119,8 +118,7 @@ class JobManager:
     def _check_room(self, owner: str | None) -> None:
         """The host's limits on the queue: per visitor (active + queued) and in all."""
         limits = self.policy.limits
-        with self._cv:
-            jobs = ([self._current] if self._current else []) + list(self._queue)
+        jobs = self._active()
         mine = sum(1 for j in jobs if j.owner == owner)
         per = getattr(limits, "runs_per_visitor", None)
         if per is not None and mine >= per:
@@ -157,8 +155,7 @@ class JobManager:
         runs = [r for r in self.runs(owner) if self.policy.may_change(read_owner(r.path), owner)]
         sizes = {r.id: folder_bytes(r.path) for r in runs}
         used = sum(sizes.values()) + folder_bytes(self.policy.owner_dir(self.root, owner))
-        with self._cv:
-            active = {j.run.id for j in ([self._current] if self._current else []) + list(self._queue)}
+        active = {j.run.id for j in self._active()}
         for run in sorted(runs, key=_created):  # oldest first (ids sort by the second only)
             if used < mine * 1e6:
                 return
@@ -204,6 +201,11 @@ class JobManager:
         return [r for r in runs if self.policy.visible(read_owner(r.path), owner)]
 
     # -- asking --------------------------------------------------------------------------------------------
+    def _active(self) -> list[Job]:
+        """The job training now (if any), then the waiting ones in order."""
+        with self._cv:
+            return ([self._current] if self._current else []) + list(self._queue)
+
     def _find(self, run_id: str) -> Job | None:
         if self._current is not None and self._current.run.id == run_id:
             return self._current
@@ -284,7 +286,6 @@ class JobManager:
             self._queue.clear()
             if current is not None:
                 current.stop.set()
-                current.shutting_down = True
             self._cv.wait_for(lambda: self._current is None, timeout)
         stamp = round(time.time(), 3)
         order = ([current] if current is not None else []) + waiting

@@ -121,7 +121,8 @@ class AdapterMethod(Method):
         adapters.save_adapter(model, folder)
 
 
-def _targets(settings, model) -> list[str]:
+def targets(settings, model) -> list[str]:
+    """The modules a method adapts: its own list, else the architecture's default (the attention projections)."""
     from curlora.models.loading import default_targets
 
     return settings.target_modules or default_targets(model)
@@ -138,7 +139,7 @@ class CURLoRA(AdapterMethod):
         from curlora.adapter.config import CURLoRAConfig
 
         return CURLoRAConfig(r=settings.r, alpha=1.0 if settings.alpha is None else settings.alpha,
-                             target_modules=_targets(settings, model), sampling=settings.sampling,
+                             target_modules=targets(settings, model), sampling=settings.sampling,
                              replace=settings.replace, seed=settings.seed)
 
     def trainable(self, settings, shapes, parameters):
@@ -156,10 +157,10 @@ class LoRA(AdapterMethod):
 
         from curlora.adapter.layer import Conv1D
 
-        targets = _targets(settings, model)
-        conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in targets)
+        names = targets(settings, model)
+        conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in names)
         return peft.LoraConfig(r=settings.r, lora_alpha=settings.r if settings.alpha is None else settings.alpha,
-                               target_modules=targets, lora_dropout=settings.dropout, fan_in_fan_out=conv1d,
+                               target_modules=names, lora_dropout=settings.dropout, fan_in_fan_out=conv1d,
                                task_type="CAUSAL_LM")
 
     def trainable(self, settings, shapes, parameters):

@@ -30,6 +30,7 @@ from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.measure import probes
 from curlora.measure.metrics import majority_share, summarize
 from curlora.measure.perplexity import perplexity, tokenize_text
+from curlora.measure.record import RunMetrics
 from curlora.measure.scoring import score
 from curlora.paths import DEFAULT_PROBE
 from curlora.run.limits import check_positions
@@ -64,8 +65,7 @@ def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
             raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
         return path.read_text(encoding="utf-8", errors="replace"), str(path)
     bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
-    default = DEFAULT_PROBE
-    for path in (bundled, default):
+    for path in (bundled, DEFAULT_PROBE):
         if path.is_file():
             return path.read_text(encoding="utf-8"), str(path)
     raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
@@ -77,14 +77,12 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
     `limits` (a curlora.run.limits.Limits) refuses a run over the host's per-run limits before the model loads;
     `should_stop` raises Cancelled between tasks and before the model loads (Stop while large files are read)."""
     from curlora.models.loading import load_model
-    from curlora.run.hosting import BUNDLED, refuse_remote_code, remote_code_allowed, resolve_bundled
+    from curlora.run.hosting import refuse_remote_code, remote_code_allowed, resolve_bundled, sources
 
     if cfg.model.trust_remote_code and not remote_code_allowed():  # before any file is read
         raise refuse_remote_code()
-    for t in cfg.tasks:  # 'bundled:tasks/reviews/train.csv' names a file under assets/, in the app and the CLI
-        t.train_file, t.eval_file = resolve_bundled(t.train_file), resolve_bundled(t.eval_file)
-    if (cfg.evaluation.probe_text or "").startswith(BUNDLED):
-        cfg.evaluation.probe_text = resolve_bundled(cfg.evaluation.probe_text)
+    for obj, key, _ in sources(cfg):  # 'bundled:tasks/reviews/train.csv' names a file under assets/, app and CLI
+        setattr(obj, key, resolve_bundled(getattr(obj, key)))
     if limits is not None:
         limits.check_experiment(cfg)
     tasks = []
@@ -165,7 +163,7 @@ class Executor:
         self.on_event = on_event
         self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
         self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
-        self.metrics = run.metrics() or self._fresh_metrics()
+        self.metrics = self._stored() or self._fresh_metrics()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _fresh_metrics(self) -> dict:
@@ -178,6 +176,12 @@ class Executor:
             "majority": [majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
             "base": None, "methods": {}, "self_probe": None, "comparison": self.cfg.training.comparison,
         }
+
+    def _stored(self) -> dict:
+        """metrics.json as stored, through the typed record: a run stored by an older version gains the fields it
+        lacks (curlora/measure/record.py is the one place that knows them); {} when there is none yet."""
+        stored = self.run.metrics()
+        return RunMetrics.of(stored).to_json() if stored else {}
 
     def log(self, kind: str, **fields) -> None:
         if MAIN:
@@ -286,7 +290,7 @@ class Executor:
         try:
             device_call(fn)
         finally:
-            stored = self.run.metrics()
+            stored = self._stored()
             if stored:
                 self.metrics = stored  # what the unit wrote, wherever it ran
 
@@ -337,8 +341,6 @@ class Executor:
             "kl_to_base": [self.metrics["base"].get("kl_to_base")], "drift": [{"total": 0.0, "per_matrix": {}}],
         })
         done = len(rec["matrix"]) - 1
-        for key in ("self_ppl", "kl_to_base", "drift"):  # a run stored before the drift probes: no numbers for them
-            rec.setdefault(key, [None] * (done + 1))
         if rec["status"] in ("completed", "failed") or done >= n:
             return
         if not method(m.kind).trains:  # the base model: its own row at every stage

@@ -35,7 +35,7 @@ from pathlib import Path
 import psutil
 
 from curlora.errors import CurloraError
-from curlora.experiment import METHOD_NAME
+from curlora.experiment import METHOD_NAME, ExperimentConfig
 
 DATA_DIR_ENV = "CURLORA_DATA_DIR"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -201,8 +201,6 @@ class Run:
 
     def config(self):
         """The experiment config as run (config.yaml parsed and checked; one sentence naming the file if bad)."""
-        from curlora.experiment import ExperimentConfig
-
         return ExperimentConfig.from_yaml(self.config_yaml, source=f"{self.id}/config.yaml")
 
     def write_stage(self, method: str, stage: int, write) -> Path:

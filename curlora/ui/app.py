@@ -62,7 +62,7 @@ def limits_text(engine: Engine) -> str:
 def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Blocks:
     jobs = jobs or default_jobs()
     engine = Engine(jobs=jobs, chat=chat or Chat(), sessions=Sessions(root=lambda: jobs.root))
-    PUBLIC["scrub"] = engine.hosted
+    PUBLIC["policy"] = jobs.policy
     # gradio's cache of served files (exports, previews) is emptied of anything older than an hour, every hour.
     with gr.Blocks(title="CURLoRA Studio", delete_cache=(3600, 3600)) as demo:
         demo.curlora_engine = engine
@@ -166,8 +166,7 @@ def launch(demo: gr.Blocks, **kwargs):
     if engine is not None and (share or not loopback):
         engine.jobs.policy.become_hosted()  # reachable by others: visitors own their runs, no server paths
     if engine is not None and engine.hosted:
-        PUBLIC["scrub"] = True
-        from curlora.run.hosting import remote_code_allowed
+        from curlora.models.loading import remote_code_allowed
 
         if remote_code_allowed():
             raise CurloraError("--trust-remote-code cannot be used when the app is hosted (served beyond this "

@@ -17,18 +17,20 @@ import gradio as gr
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.run.chat import Chat
-from curlora.run.hosting import OWNERS_DIR, owner_key, public_message
+from curlora.run.hosting import Policy, owner_key, public_message
 from curlora.run.jobs import JobManager
 from curlora.run.store import atomic_write_text
 
 log = logging.getLogger("curlora.ui")
-# Error sentences lose their absolute paths when the app is hosted (set by build_app / launch; one app a process).
-PUBLIC = {"scrub": False}
+# The served app's policy (build_app sets it; one app a process): error sentences lose their absolute paths when it
+# is hosted, whether it was hosted from the start or became so at launch.
+PUBLIC = {"policy": None}
 ALIASES = 100_000  # page sessions remembered (about 100 bytes each): one per page load, not per request
 
 
 def shown(text: str) -> str:
-    return public_message(text) if PUBLIC["scrub"] else text
+    policy = PUBLIC["policy"]
+    return public_message(text) if policy is not None and policy.hosted else text
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Sessions:
         if self._root is None or key == "default":
             return None
         owner = owner_key("workspace" if self._is_token(key) else "session", key)
-        return self._root() / OWNERS_DIR / owner / "tasks.json"
+        return Policy.owner_dir(self._root(), owner) / "tasks.json"
 
     def _load(self, key: str) -> SessionState:
         path = self._file(key)
@@ -96,7 +98,7 @@ class Sessions:
 
     def bind(self, request: gr.Request | None, token: str | None) -> str:
         """Tie this page's session to `token` (a fresh one if it is missing or malformed); returns the token."""
-        if not (isinstance(token, str) and len(token) == 32 and all(c in "0123456789abcdef" for c in token)):
+        if not (isinstance(token, str) and self._is_token(token)):
             token = self.new_token()
         key = getattr(request, "session_hash", None)
         if key:

@@ -18,7 +18,7 @@ def describe(choice: str, dtype: str, policy=None) -> str:
     if not choice:
         raise gr.Error("Choose a model or type a hub id or a local folder.")
     hosted = bool(policy and policy.hosted)
-    if hosted:
+    if policy is not None:
         policy.check_model(choice)  # hosted: no server folders (an upload must never become a model)
     d = describe_model(choice, dtype=dtype, device="auto")
     preset = load_model_presets().get(choice)

@@ -17,6 +17,7 @@ from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
 from curlora.errors import CurloraError
 from curlora.paths import DEMO_TASKS
+from curlora.run.hosting import task_sources
 from curlora.ui.common import Engine, friendly, with_request
 
 DEMO_DIR = DEMO_TASKS
@@ -97,8 +98,8 @@ def build(engine: Engine) -> dict:
         if limit is not None and len(tasks) >= limit:
             raise CurloraError(f"Tasks per run: the limit here is {limit}; remove a task before adding another.")
         owner = engine.owner(request)
-        for key in ("train_file", "eval_file"):
-            policy.check_source(getattr(cfg, key), f"task '{cfg.name}': {key}", jobs.root, owner)
+        for obj, key, what in task_sources(cfg):
+            policy.check_source(getattr(obj, key), what, jobs.root, owner)
         task = load_task(cfg)  # the engine's validation: bad input never reaches the task list
         tasks.append(cfg)
         sessions.save(request)

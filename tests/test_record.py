@@ -3,8 +3,12 @@ metrics.json stored before the drift probes existed still loads (their lists rea
 
 import json
 
+import pytest
+
+from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure.record import MethodRecord, RunMetrics, TrainRecord
+from curlora.run import events
 from curlora.run.runner import run_experiment
 from tiny_experiment import make_experiment
 
@@ -47,3 +51,17 @@ def test_a_real_run_round_trips_exactly(tmp_path):
     m = run.record()
     assert set(m.methods) == {"curlora", "lora"} and m.methods["lora"].train[1].task == "pair"
     assert m.methods["curlora"].matrix == stored["methods"]["curlora"]["matrix"]
+    # every event the run logged is of a declared kind with its declared fields (curlora/run/events.py)
+    logged = run.events()
+    assert {e["kind"] for e in logged} >= {events.RUN_START, events.STAGE_START, events.STEP, events.STAGE,
+                                           events.RUN_END}
+    for e in logged:
+        assert set(events.REQUIRED[e["kind"]]) <= set(e), e
+
+
+def test_an_undeclared_event_or_a_missing_field_is_refused(tmp_path):
+    with pytest.raises(CurloraError, match="unknown event kind 'stpe'"):
+        events.make("stpe", method="lora")
+    with pytest.raises(CurloraError, match="a step event needs .*loss"):
+        events.make(events.STEP, method="lora", stage=1, task="t", step=1, steps=2, smoothed_loss=1.0, lr=1e-3,
+                    elapsed=0.1)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from curlora.errors import CurloraError
+from curlora.run import events as ev
 from curlora.run.export import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.run.store import Run, data_dir, list_runs
 
@@ -79,12 +80,12 @@ def _progress():
     """A one-line-per-event printer for the terminal (tqdm would fight the event lines on 2-core CI logs)."""
     def on_event(e):
         kind = e.get("kind")
-        if kind == "stage":
+        if kind == ev.STAGE:
             acc = " ".join("-" if a is None else f"{a:.3f}" for a in e["accuracy"])
             print(f"[{e['method']} stage {e['stage']}] accuracy {acc} | ppl {e['ppl']:.2f}", flush=True)
-        elif kind == "step" and (e["step"] % 25 == 0 or e["step"] == e["steps"]):
+        elif kind == ev.STEP and (e["step"] % 25 == 0 or e["step"] == e["steps"]):
             print(f"  {e['method']} task {e['task']} step {e['step']}/{e['steps']} loss {e['loss']:.4f}", flush=True)
-        elif kind in ("error", "run_end"):
+        elif kind in (ev.ERROR, ev.RUN_END):
             print(f"{kind}: {e.get('message', '')}", flush=True)
     return on_event
 

@@ -43,13 +43,21 @@ class TrainRecord:
     reached: bool | None = None
 
 
+NO_DRIFT = {"total": 0.0, "per_matrix": {}}  # the weight drift of an unchanged model
+
+
 @dataclass
 class Row:
+    """One stage's measures of one model: what `MethodRecord.append` adds as the next entry of every list."""
     accuracy: list = field(default_factory=list)
     ppl: float | None = None
     ppl_single_window: float | None = None
     self_ppl: float | None = None
     kl_to_base: float | None = None
+
+    def event(self) -> dict:
+        """The fields a `stage` event carries (curlora/run/events.py)."""
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -78,6 +86,15 @@ class MethodRecord:
     @property
     def seconds(self) -> float:
         return sum(t.seconds or 0 for t in self.train)
+
+    def append(self, row: Row, drift: dict) -> None:
+        """The next stage: one entry more in each per-stage list."""
+        self.matrix.append(list(row.accuracy))
+        self.ppl.append(row.ppl)
+        self.ppl_single_window.append(row.ppl_single_window)
+        self.self_ppl.append(row.self_ppl)
+        self.kl_to_base.append(row.kl_to_base)
+        self.drift.append(drift)
 
     def last(self, name: str):
         """The last non-None entry of a per-stage list (self_ppl, kl_to_base), or None."""

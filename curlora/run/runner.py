@@ -30,9 +30,10 @@ from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.measure import probes
 from curlora.measure.metrics import majority_share, summarize
 from curlora.measure.perplexity import perplexity, tokenize_text
-from curlora.measure.record import RunMetrics
+from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
 from curlora.measure.scoring import score
 from curlora.paths import DEFAULT_PROBE
+from curlora.run import events
 from curlora.run.limits import check_positions
 from curlora.run.methods import method
 from curlora.run.store import DiskFull, Run, is_disk_full
@@ -166,43 +167,41 @@ class Executor:
         self.metrics = self._stored() or self._fresh_metrics()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
-    def _fresh_metrics(self) -> dict:
+    def _fresh_metrics(self) -> RunMetrics:
         ev = self.cfg.evaluation
-        return {
-            "run_id": self.run.id, "tasks": [t.name for t in self.L.tasks], "scoring": ev.scoring,
-            "forgetting_definition": "Chaudhry et al. 2018: max accuracy at an earlier stage minus final",
-            "probe": {"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
-                      "stride": ev.ppl_stride},
-            "majority": [majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
-            "base": None, "methods": {}, "self_probe": None, "comparison": self.cfg.training.comparison,
-        }
+        return RunMetrics(
+            run_id=self.run.id, tasks=[t.name for t in self.L.tasks], scoring=ev.scoring,
+            forgetting_definition="Chaudhry et al. 2018: max accuracy at an earlier stage minus final",
+            probe={"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
+                   "stride": ev.ppl_stride},
+            majority=[majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
+            comparison=self.cfg.training.comparison)
 
-    def _stored(self) -> dict:
-        """metrics.json as stored, through the typed record: a run stored by an older version gains the fields it
-        lacks (curlora/measure/record.py is the one place that knows them); {} when there is none yet."""
+    def _stored(self) -> RunMetrics | None:
+        """metrics.json as stored, as the typed record: a run stored by an older version gains the fields it lacks
+        (curlora/measure/record.py is the one place that knows them); None when there is none yet."""
         stored = self.run.metrics()
-        return RunMetrics.of(stored).to_json() if stored else {}
+        return RunMetrics.of(stored) if stored else None
 
     def log(self, kind: str, **fields) -> None:
+        event = events.make(kind, **fields)
         if MAIN:
             event = self.run.log(kind, **fields)
-        else:
-            event = {"kind": kind, **fields}
         if self.on_event:
             self.on_event(event)
 
     def save_metrics(self) -> None:
-        base_ppl = (self.metrics.get("base") or {}).get("ppl")
-        for m in self.metrics["methods"].values():
-            m["summary"] = summarize(m["matrix"])
+        base_ppl = self.metrics.base.ppl if self.metrics.base else None
+        for rec in self.metrics.methods.values():
+            rec.summary = summarize(rec.matrix)
             if base_ppl:
-                m["ppl_relative"] = [p / base_ppl for p in m["ppl"]]  # 1.0 = the base model's perplexity
+                rec.ppl_relative = [p / base_ppl for p in rec.ppl]  # 1.0 = the base model's perplexity
         kinds = {m.label: method(m.kind) for m in self.cfg.methods}
         control = next((label for label, k in kinds.items() if k.needs_head_scoring), None)
-        self.metrics["learnability"] = probes.learnability(
+        self.metrics.learnability = probes.learnability(
             self.metrics, untrained={label for label, k in kinds.items() if not k.trains}, control=control)
         if MAIN:
-            self.run.write_metrics(self.metrics)
+            self.run.write_metrics(self.metrics.to_json())
 
     def should_stop(self) -> bool:
         return self.run.cancel_requested() or bool(self.external_stop and self.external_stop())
@@ -212,7 +211,7 @@ class Executor:
         return task.eval if not limit or limit >= len(task.eval) else task.eval.select(range(limit))
 
     # -- measuring ---------------------------------------------------------------------------------------
-    def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> dict:
+    def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> Row:
         ev, tr = self.cfg.evaluation, self.cfg.training
         accs = []
         for j, task in enumerate(self.L.tasks):
@@ -223,9 +222,10 @@ class Executor:
                               ev.batch_size, head=heads.get(j), should_stop=self.should_stop)["accuracy"])
         # the strided pass; its first window is the paper's number (ppl_single_window)
         ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride, should_stop=self.should_stop)
-        row = {"accuracy": accs, "ppl": ppl["ppl"], "ppl_single_window": ppl["single_window"]["ppl"]}
+        row = Row(accuracy=accs, ppl=ppl["ppl"], ppl_single_window=ppl["single_window"]["ppl"])
         if self.self_probe:
-            row.update(probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop))
+            for k, v in probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop).items():
+                setattr(row, k, v)
         return row
 
     def probe(self, model, heads, upto: int) -> list[float | None]:
@@ -254,9 +254,9 @@ class Executor:
         self.run.clear_cancel()
         if MAIN:
             self.run.set_status("running", "; ".join(self.run.repaired))  # a repaired run says it restarted
-        self.log("run_start", tasks=self.metrics["tasks"], methods=[m.label for m in self.cfg.methods])
+        self.log(events.RUN_START, tasks=self.metrics.tasks, methods=[m.label for m in self.cfg.methods])
         try:
-            if self.metrics["base"] is None:
+            if self.metrics.base is None:
                 self._unit(device_call, self.base_unit)
             for m in self.cfg.methods:
                 while self.pending(m):
@@ -276,7 +276,7 @@ class Executor:
                 raise full from err
             self.finish("failed", str(err) if isinstance(err, CurloraError) else f"{type(err).__name__}: {err}")
             raise
-        failed = [k for k, v in self.metrics["methods"].items() if v.get("status") == "failed"]
+        failed = [k for k, v in self.metrics.methods.items() if v.status == "failed"]
         if failed:
             self.finish("completed", f"finished; method(s) {', '.join(failed)} stopped with an error")
         else:
@@ -295,19 +295,18 @@ class Executor:
                 self.metrics = stored  # what the unit wrote, wherever it ran
 
     def pending(self, m: MethodSettings) -> bool:
-        rec = self.metrics["methods"].get(m.label)
-        return rec is None or (rec["status"] not in ("completed", "failed")
-                               and len(rec["matrix"]) - 1 < len(self.L.tasks))
+        rec = self.metrics.methods.get(m.label)
+        return rec is None or (rec.status not in ("completed", "failed") and rec.stages_done < len(self.L.tasks))
 
     def progress(self, m: MethodSettings) -> tuple:
-        rec = self.metrics["methods"].get(m.label) or {}
-        return len(rec.get("matrix") or []), rec.get("status")
+        rec = self.metrics.methods.get(m.label)
+        return (len(rec.matrix), rec.status) if rec else (0, None)
 
     def finish(self, status: str, message: str) -> None:
         """Save the metrics, log run_end, store the status. Ending a failed run never raises: a second error here (the
         same full disk, most often) would hide the one that failed it, so each step is tried on its own. Any other
         ending that cannot be written ends the run failed with that error instead, and raises it."""
-        steps = (self.save_metrics, lambda: self.log("run_end", status=status, message=message),
+        steps = (self.save_metrics, lambda: self.log(events.RUN_END, status=status, message=message),
                  lambda: MAIN and self.run.set_status(status, message))
         if status == "failed":
             for step in steps:
@@ -324,55 +323,51 @@ class Executor:
     def base_unit(self) -> None:
         """Row 0: the base model on every task and probe (and the self-probe texts sampled from it)."""
         self.prepare_self_probe()
-        self.log("stage_start", method="base", stage=0)
+        self.log(events.STAGE_START, method="base", stage=0)
         row0 = self.evaluate(self.L.model, {})
-        self.metrics["base"] = row0
+        self.metrics.base = row0
         self.save_metrics()
-        self.log("stage", method="base", stage=0, **row0)
+        self.log(events.STAGE, method="base", stage=0, **row0.event())
 
     def method_unit(self, m: MethodSettings) -> None:
         """The next task of method m: attach its last saved stage, train, save, evaluate, detach."""
         self.prepare_self_probe()
         n = len(self.L.tasks)
-        rec = self.metrics["methods"].setdefault(m.label, {
-            "kind": m.kind, "matrix": [self.metrics["base"]["accuracy"]], "ppl": [self.metrics["base"]["ppl"]],
-            "ppl_single_window": [self.metrics["base"]["ppl_single_window"]], "train": [], "status": "pending",
-            "trainable": 0, "self_ppl": [self.metrics["base"].get("self_ppl")],
-            "kl_to_base": [self.metrics["base"].get("kl_to_base")], "drift": [{"total": 0.0, "per_matrix": {}}],
-        })
-        done = len(rec["matrix"]) - 1
-        if rec["status"] in ("completed", "failed") or done >= n:
+        base = self.metrics.base
+        rec = self.metrics.methods.get(m.label)
+        if rec is None:
+            rec = self.metrics.methods[m.label] = MethodRecord(kind=m.kind)
+            rec.append(base, NO_DRIFT)
+        done = rec.stages_done
+        if rec.status in ("completed", "failed") or done >= n:
             return
         if not method(m.kind).trains:  # the base model: its own row at every stage
-            for i in range(done, n):
-                rec["matrix"].append(list(self.metrics["base"]["accuracy"]))
-                rec["ppl"].append(self.metrics["base"]["ppl"])
-                rec["ppl_single_window"].append(self.metrics["base"]["ppl_single_window"])
-                self.append_probes(rec, self.metrics["base"], {"total": 0.0, "per_matrix": {}})
-            rec["status"] = "completed"
+            for _ in range(done, n):
+                rec.append(base, NO_DRIFT)
+            rec.status = "completed"
             self.save_metrics()
             return
         cleanup = None  # how to give the base back, once attached
         try:
             model, heads, cleanup = self.attach(m, done)  # inside: a rank too large fails here, out of memory
-            rec["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            rec["status"] = "running"
+            rec.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rec.status = "running"
             self.run_stage(m, rec, model, heads, done)
             if done + 1 == n:
-                rec["status"] = "completed"
+                rec.status = "completed"
         except Diverged as err:
-            rec["status"], rec["message"] = "failed", str(err)
-            self.log("error", method=m.label, message=str(err))
+            rec.status, rec.message = "failed", str(err)
+            self.log(events.ERROR, method=m.label, message=str(err))
         except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(err):
                 raise
             rank = f"lower r (now {m.r}), " if method(m.kind).ranked else ""
-            msg = (f"{m.label} ran out of memory at stage {len(rec['matrix'])}; lower training.batch_size (now "
+            msg = (f"{m.label} ran out of memory at stage {len(rec.matrix)}; lower training.batch_size (now "
                    f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, {rank}or pick a smaller model.")
-            rec["status"], rec["message"] = "failed", msg
-            self.log("error", method=m.label, message=msg)
+            rec.status, rec.message = "failed", msg
+            self.log(events.ERROR, method=m.label, message=msg)
         except Cancelled:
-            rec["status"] = "cancelled"
+            rec.status = "cancelled"
             raise
         finally:
             try:
@@ -403,39 +398,36 @@ class Executor:
         head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
         return head
 
-    def run_stage(self, m: MethodSettings, rec: dict, model, heads: dict, i: int) -> None:
+    def run_stage(self, m: MethodSettings, rec: MethodRecord, model, heads: dict, i: int) -> None:
         task, tr, ev = self.L.tasks[i], self.cfg.training, self.cfg.evaluation
         head = new_head(self.L.model, len(task.classes), tr.seed + i) if ev.scoring == "head" else None
-        self.log("stage_start", method=m.label, stage=i + 1, task=task.name)
+        self.log(events.STAGE_START, method=m.label, stage=i + 1, task=task.name)
 
         def on_step(info):
-            self.log("step", method=m.label, stage=i + 1, task=task.name, **info)
+            self.log(events.STEP, method=m.label, stage=i + 1, task=task.name, **info)
             if ev.probe_every and i > 0 and info["step"] % ev.probe_every == 0:
                 accs = self.probe(model, heads, i)
-                self.log("probe", method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
+                self.log(events.PROBE, method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
                 model.train()
 
         target, schedule = self.matched_target(m, i)
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
                             should_stop=self.should_stop, stop_at_loss=target)
         if head is not None:
-            rec["head_trainable"] = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
+            rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)
             heads[i] = head
         self.save_stage(m, model, heads, i + 1)
         self.wait_for_save()
         row = self.evaluate(model, heads)
-        rec["matrix"].append(row["accuracy"])
-        rec["ppl"].append(row["ppl"])
-        rec["ppl_single_window"].append(row["ppl_single_window"])
         drift = probes.weight_drift(model, self.snapshot)
-        self.append_probes(rec, row, drift)
-        rec["train"].append({"task": task.name, "steps": result.steps, "final_loss": result.final_loss,
-                             "seconds": round(result.seconds, 3), "smoothed_loss": result.smoothed_loss,
-                             "lr": m.lr or tr.lr, "target_loss": target, "reached": result.reached})
-        rec["peak_memory_bytes"] = _peak_memory()
+        rec.append(row, drift)
+        rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
+                                     seconds=round(result.seconds, 3), smoothed_loss=result.smoothed_loss,
+                                     lr=m.lr or tr.lr, target_loss=target, reached=result.reached))
+        rec.peak_memory_bytes = _peak_memory()
         self.save_metrics()
-        self.log("stage", method=m.label, stage=i + 1, task=task.name, **row, steps=result.steps,
+        self.log(events.STAGE, method=m.label, stage=i + 1, task=task.name, **row.event(), steps=result.steps,
                  final_loss=result.final_loss, seconds=result.seconds, drift=drift["total"])
 
     # -- drift probes and the matched-loss comparison (curlora/measure/probes.py) ---------------------------------
@@ -448,13 +440,7 @@ class Executor:
                                                ev.self_probe_tokens, ev.self_probe_temperature, ev.self_probe_seed,
                                                write=MAIN, should_stop=self.should_stop)
         self.self_probe = (ids, ref)
-        self.metrics["self_probe"] = info
-
-    @staticmethod
-    def append_probes(rec: dict, row: dict, drift: dict) -> None:
-        rec["self_ppl"].append(row.get("self_ppl"))
-        rec["kl_to_base"].append(row.get("kl_to_base"))
-        rec["drift"].append(drift)
+        self.metrics.self_probe = info
 
     def matched_target(self, m: MethodSettings, i: int):
         """(loss to stop at or None, training schedule) for method m on task i under the chosen comparison."""
@@ -463,8 +449,9 @@ class Executor:
             return None, tr
         target = tr.target_loss
         if target is None:
-            ref = self.metrics["methods"].get(tr.matched_loss_reference, {}).get("train", [])
-            target = ref[i]["smoothed_loss"] if len(ref) > i else None  # None: the reference failed before task i
+            ref = self.metrics.methods.get(tr.matched_loss_reference)
+            ref = ref.train if ref else []
+            target = ref[i].smoothed_loss if len(ref) > i else None  # None: the reference failed before task i
         if target is None:
             return None, tr
         return target, dataclasses.replace(tr, max_steps=tr.matched_loss_max_steps or tr.max_steps)

@@ -36,6 +36,7 @@ import psutil
 
 from curlora.errors import CurloraError
 from curlora.experiment import METHOD_NAME, ExperimentConfig
+from curlora.run import events as ev
 
 DATA_DIR_ENV = "CURLORA_DATA_DIR"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -245,6 +246,7 @@ class Run:
     def log(self, kind: str, **fields) -> dict:
         """Append one event as one JSON line, in one write, and return it. A write that fails (a full disk) is undone
         by cutting the file back to its size before, so the log never keeps a torn line of its own making."""
+        ev.check_kind(kind)
         event = {"t": round(time.time(), 3), "kind": kind, **fields}
         data = memoryview((json.dumps(event, default=float) + "\n").encode("utf-8"))
         try:
@@ -369,7 +371,7 @@ class Run:
             done.append("status.json was damaged and has been rewritten")
         if done:
             self.set_status("interrupted", "repaired: " + "; ".join(done))
-            self.log("repair", message="; ".join(done))
+            self.log(ev.REPAIR, message="; ".join(done))
         self.repaired = done
         return done
 

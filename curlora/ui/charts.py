@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from curlora.measure.record import RunMetrics
+from curlora.run import events as ev
 from curlora.run.methods import method
 
 KIND_COLOURS = {"curlora": "#1f6fb4", "lora": "#e8710a", "base": "#7f7f7f", "full": "#c0392b", "head-only": "#8e44ad"}
@@ -21,10 +22,9 @@ HEIGHT = 340
 def method_colours(metrics: RunMetrics | dict, events: list[dict] | None = None) -> dict[str, str]:
     """label -> colour: by kind first; a second method of the same kind gets one of the extra colours."""
     kinds = {label: rec.kind or label for label, rec in RunMetrics.of(metrics).methods.items()}
-    for e in events or []:
-        if e.get("kind") == "run_start":
-            for label in e.get("methods", []):
-                kinds.setdefault(label, label.split("-")[0] if label not in KIND_COLOURS else label)
+    for e in ev.of_kind(events or [], ev.RUN_START):
+        for label in e["methods"]:
+            kinds.setdefault(label, label.split("-")[0] if label not in KIND_COLOURS else label)
     out, used, extra = {}, set(), iter(EXTRA * 4)
     for label, kind in kinds.items():
         colour = KIND_COLOURS.get(kind)
@@ -60,14 +60,13 @@ def _global_step(e: dict, steps_per_stage: dict) -> int:
 
 def _stage_lengths(events: list[dict]) -> dict:
     out = {}
-    for e in events:
-        if e.get("kind") == "step":
-            out[(e["method"], e["stage"])] = e["steps"]
+    for e in ev.of_kind(events, ev.STEP):
+        out[(e["method"], e["stage"])] = e["steps"]
     return out
 
 
 def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
-    steps = [e for e in events if e.get("kind") == "step"]
+    steps = ev.of_kind(events, ev.STEP)
     if not steps:
         return empty("Training loss")
     colours = method_colours(metrics, events)
@@ -165,7 +164,7 @@ def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
 def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     """In-task probes: accuracy on earlier tasks while later ones train; dashed lines: majority-class share."""
     m = RunMetrics.of(metrics)
-    probes = [e for e in events if e.get("kind") == "probe"]
+    probes = ev.of_kind(events, ev.PROBE)
     if not probes or not m:
         return empty("Forgetting during training", "in-task probes appear from the second task on "
                                                    "(evaluation.probe_every > 0)")

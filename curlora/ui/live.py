@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 
 from curlora.measure.record import RunMetrics
+from curlora.run import events as ev
 from curlora.run.jobs import JobManager
 from curlora.ui import charts
 
@@ -30,12 +31,12 @@ def progress_html(run_id: str, status: dict, metrics, events: list[dict]) -> str
     colour = STATUS_COLOURS.get(st, "#555")
     badge = (f"<span style='background:{colour};color:white;border-radius:4px;padding:2px 8px;"
              f"font-weight:600'>{html.escape(st)}</span>")
-    start = next((e for e in events if e.get("kind") == "run_start"), None)
+    start = ev.first(events, ev.RUN_START)
     m = RunMetrics.of(metrics)
     methods = start.get("methods", []) if start else list(m.methods)
     tasks = start.get("tasks", []) if start else m.tasks
-    last_step = next((e for e in reversed(events) if e.get("kind") == "step"), None)
-    stages_done = len([e for e in events if e.get("kind") == "stage" and e.get("method") != "base"])
+    last_step = ev.last(events, ev.STEP)
+    stages_done = len([e for e in ev.of_kind(events, ev.STAGE) if e["stage"] > 0])
     total_stages = max(1, len(methods) * len(tasks))
     done = stages_done
     now = ""
@@ -49,7 +50,7 @@ def progress_html(run_id: str, status: dict, metrics, events: list[dict]) -> str
                f"loss {last_step['smoothed_loss']:.3f} · this task ≈ {eta:.0f} s left")
     elif st == "running":
         kind = events[-1].get("kind") if events else None
-        now = "evaluating…" if kind in ("stage_start", "stage", "run_start") else "loading the model and tasks…"
+        now = "evaluating…" if kind in (ev.STAGE_START, ev.STAGE, ev.RUN_START) else "loading the model and tasks…"
     pct = min(100.0, 100.0 * done / total_stages) if st != "completed" else 100.0
     message = html.escape(status.get("message") or "")
     return (f"<div id='run-progress' style='font-size:14px'>{badge} <code>{html.escape(run_id)}</code> "

@@ -1,0 +1,173 @@
+"""The statistics behind every "learned", "better" and ± the app shows — exact where it can be, stated where not.
+
+- `wilson(k, n)`: the 95 % Wilson score interval of an accuracy k/n (good at small n and near 0 or 1, unlike
+  k/n ± 1.96·SE, which at 64 rows claims ±12 points it cannot back).
+- `binom_greater(k, n, p0)`: one-sided exact binomial test, P(X ≥ k) for X ~ Bin(n, p0): "does k/n beat a share
+  p0 fixed in advance" (the majority-class share).
+- `mcnemar_greater(b, c)`: one-sided exact McNemar test on paired rows: b rows only the first model gets right,
+  c only the second; P(X ≥ b) for X ~ Bin(b + c, ½). The same eval rows scored twice: the right test against the
+  base model or the head-only control, far sharper than comparing two intervals.
+- `mean_ci(xs)`: mean and 95 % Student-t interval over seeds (n − 1 degrees of freedom; no interval from one seed).
+- `paired_t(diffs)`: two-sided paired t-test over seeds, with Cohen's d_z as effect size.
+- Bit strings: a cell's per-row correctness stored compactly in metrics.json (`to_bits` / `from_bits`).
+
+Everything here is plain Python (no scipy): the t distribution through the regularised incomplete beta function.
+"""
+
+from __future__ import annotations
+
+import math
+
+Z95 = 1.959963984540054
+ALPHA = 0.05
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    if not n:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _log_binom_pmf(i: int, n: int, p: float) -> float:
+    if p <= 0:
+        return 0.0 if i == 0 else -math.inf
+    if p >= 1:
+        return 0.0 if i == n else -math.inf
+    return math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+
+
+def binom_greater(k: int, n: int, p0: float) -> float:
+    """P(X ≥ k), X ~ Binomial(n, p0): the one-sided p-value of k successes in n against the share p0."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return min(1.0, sum(math.exp(_log_binom_pmf(i, n, p0)) for i in range(k, n + 1)))
+
+
+def mcnemar_greater(b: int, c: int) -> float:
+    """One-sided exact McNemar: p that the first model is no better than the second, from the discordant rows."""
+    return binom_greater(b, b + c, 0.5) if b + c else 1.0
+
+
+def discordant(first: list[bool], second: list[bool]) -> tuple[int, int]:
+    """(rows only `first` gets right, rows only `second` gets right) over the same rows."""
+    if len(first) != len(second):
+        raise ValueError("paired rows: both models must be scored on the same rows")
+    b = sum(1 for x, y in zip(first, second) if x and not y)
+    c = sum(1 for x, y in zip(first, second) if y and not x)
+    return b, c
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
+    c, d = 1.0, 1 - qab * x / qap
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-14:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, 1 - x) / b
+
+
+def t_sf2(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t with df degrees of freedom: P(|T| ≥ |t|)."""
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """The two-sided critical value: P(|T| ≤ q) = level (bisection on t_sf2)."""
+    lo, hi = 0.0, 1000.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if t_sf2(mid, df) > 1 - level:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def summary(xs: list[float | None]) -> dict:
+    """{"mean", "ci95": [lo, hi] | None, "n", "sd"} over the values given (None entries are left out). One value
+    has no interval: it is reported with n = 1 so nobody reads it as settled."""
+    vals = [float(x) for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    n = len(vals)
+    if not n:
+        return {"mean": None, "ci95": None, "n": 0, "sd": None}
+    mean = sum(vals) / n
+    if n == 1:
+        return {"mean": mean, "ci95": None, "n": 1, "sd": None}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
+
+
+def paired_t(diffs: list[float]) -> dict:
+    """Two-sided paired t-test of mean(diffs) = 0: {"mean", "ci95", "n", "p_value", "effect_size" (Cohen's d_z)}."""
+    s = summary(diffs)
+    out = {**s, "p_value": None, "effect_size": None}
+    if s["n"] < 2:
+        return out
+    if s["sd"] == 0:
+        out.update(p_value=1.0 if s["mean"] == 0 else 0.0, effect_size=None)
+        return out
+    t = s["mean"] / (s["sd"] / math.sqrt(s["n"]))
+    out.update(p_value=t_sf2(t, s["n"] - 1), effect_size=s["mean"] / s["sd"])
+    return out
+
+
+def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:
+    """Whether two intervals overlap (None when either is missing)."""
+    if not a or not b:
+        return None
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def to_bits(correct: list[bool]) -> str:
+    """Per-row correctness as hex, 4 rows a digit, first row in the highest bit of the first digit."""
+    digits = []
+    for i in range(0, len(correct), 4):
+        chunk = correct[i:i + 4]
+        v = 0
+        for j, c in enumerate(chunk):
+            v |= int(bool(c)) << (3 - j)
+        digits.append(format(v, "x"))
+    return "".join(digits)
+
+
+def from_bits(bits: str, n: int) -> list[bool]:
+    out = []
+    for d in bits:
+        v = int(d, 16)
+        out += [bool(v >> (3 - j) & 1) for j in range(4)]
+    return out[:n]

@@ -227,24 +227,80 @@ def test_runner_records_probes_learnability_and_matched_loss(experiment):  # noq
         assert line["base"] == m["base"]["accuracy"][j]
         assert set(line["after_training"]) == {"lora", "curlora"}
         for label, acc in line["after_training"].items():
-            cleared = acc > line["majority"] and acc > line["base"]
-            assert (label in line["learned_by"]) == cleared
+            t = line["tests"][label]  # a one-sided test on the stored rows, not a margin
+            rec = m["methods"][label]
+            assert t["n"] == rec["matrix_n"][j + 1][j] == len(task.eval) and t["k"] == round(acc * t["n"])
+            assert set(t["p"]) == {"majority", "base"} and t["unpaired"] == []
+            assert t["p_value"] == max(t["p"].values())
+            assert (label in line["learned_by"]) == (t["p_value"] < 0.05)
         assert line["verdict"].startswith("No method learned" if not line["learned_by"] else f"Task '{task.name}' was")
 
 
+def _rec(kind, cells, n=64):
+    """A record whose stages' accuracies are k/n with per-row bits (the first k rows right)."""
+    from curlora.measure.stats import to_bits, wilson
+
+    def row(ks):
+        return [None if k is None else k / n for k in ks], [None if k is None else n for k in ks], \
+            [None if k is None else to_bits([i < k for i in range(n)]) for k in ks]
+
+    rows = [row(ks) for ks in cells]
+    return {"kind": kind, "matrix": [r[0] for r in rows], "matrix_n": [r[1] for r in rows],
+            "matrix_correct": [r[2] for r in rows]}
+
+
+def test_learned_is_a_one_sided_test_not_a_margin():
+    # 33/64 against a 50 % majority: p = 0.45, not learned; 37/64 (p = 0.13) neither; 46/64 (p = 0.0003) is.
+    metrics = {"tasks": ["a"], "majority": [0.5], "base": None,
+               "methods": {"lora": _rec("lora", [[None], [33]]), "curlora": _rec("curlora", [[None], [46]]),
+                           "full": _rec("full", [[None], [37]])}}
+    (a,) = probes.learnability(metrics)
+    assert a["learned_by"] == ["curlora"]
+    assert abs(a["tests"]["lora"]["p_value"] - 0.4503) < 1e-3 and abs(a["tests"]["full"]["p_value"] - 0.1302) < 1e-3
+    assert a["tests"]["curlora"]["p_value"] < 0.001 and a["tests"]["curlora"]["k"] == 46
+    assert "curlora 46/64 (p < 0.001)" in a["verdict"]
+
+
+def test_against_the_base_the_same_rows_are_paired():
+    # base right on rows 0..39, the method on rows 0..45: 6 rows only the method gets, 0 the other way round:
+    # McNemar p = 0.5**6 = 0.016, learned; right on rows 18..63 instead (still 46/64) it gains 24 rows the base
+    # missed and loses 18 the base had: McNemar p = P(X >= 24 | 42, 1/2) = 0.22, not learned.
+    from curlora.measure.stats import to_bits
+    n = 64
+    base_bits = [i < 40 for i in range(n)]
+    metrics = {"tasks": ["a"], "majority": [0.5],
+               "base": {"accuracy": [40 / n], "n": [n], "correct": [to_bits(base_bits)]},
+               "methods": {"lora": _rec("lora", [[40], [46]])}}
+    (a,) = probes.learnability(metrics, untrained=set())
+    assert abs(a["tests"]["lora"]["p"]["base"] - 0.5 ** 6) < 1e-12 and a["learned_by"] == ["lora"]
+    shifted = [18 <= i < 64 for i in range(n)]
+    metrics["methods"]["lora"]["matrix_correct"][1] = [to_bits(shifted)]
+    (a,) = probes.learnability(metrics)
+    assert abs(a["tests"]["lora"]["p"]["base"] - 0.2204) < 1e-3 and a["learned_by"] == []
+    assert a["verdict"].startswith("No method learned task 'a'")
+
+
 def test_learnability_verdict_with_a_head_only_control():
-    metrics = {"tasks": ["a", "b"], "majority": [0.5, 0.6], "base": {"accuracy": [None, None]},
-               "methods": {"head-only": {"kind": "head-only", "matrix": [[None, None], [0.7, None], [0.7, 0.6]]},
-                           "curlora": {"kind": "curlora", "matrix": [[None, None], [0.8, None], [0.8, 0.6]]},
-                           "lora": {"kind": "lora", "matrix": [[None, None], [0.65, None], [0.6, 0.9]]}}}
+    metrics = {"tasks": ["a", "b"], "majority": [0.5, 0.5], "base": None,
+               "methods": {"head-only": _rec("head-only", [[None, None], [40, None], [40, 32]]),
+                           "curlora": _rec("curlora", [[None, None], [56, None], [56, 32]]),
+                           "lora": _rec("lora", [[None, None], [42, None], [38, 50]])}}
     a, b = probes.learnability(metrics, control="head-only")
-    assert a["head_only"] == 0.7 and a["learned_by"] == ["curlora"] and "head-only control (0.700)" in a["verdict"]
+    assert a["head_only"] == 40 / 64 and a["learned_by"] == ["curlora"] and "head-only control (0.625)" in a["verdict"]
+    assert a["tests"]["lora"]["p"]["head_only"] == 0.25  # 2 rows more than the control: nothing
     assert b["learned_by"] == ["lora"]
-    metrics["methods"]["lora"]["matrix"][2][1] = 0.6
+    metrics["methods"]["lora"] = _rec("lora", [[None, None], [42, None], [38, 36]])
     b = probes.learnability(metrics, control="head-only")[1]
     assert b["learned_by"] == [] and b["verdict"].startswith("No method learned task 'b'")
-    metrics["methods"] = {k: {**v, "matrix": v["matrix"][:2]} for k, v in metrics["methods"].items()}
+    metrics["methods"] = {k: {**v, **{f: v[f][:2] for f in ("matrix", "matrix_n", "matrix_correct")}}
+                          for k, v in metrics["methods"].items()}
     assert probes.learnability(metrics, control="head-only")[1]["verdict"] == "Task 'b' has not been trained yet."
+
+
+def test_a_run_stored_without_row_counts_is_not_called_learned():
+    metrics = {"tasks": ["a"], "majority": [0.5], "methods": {"lora": {"kind": "lora", "matrix": [[0.5], [0.9]]}}}
+    (a,) = probes.learnability(metrics)
+    assert a["learned_by"] == [] and "not testable" in a["verdict"]
 
 
 # -- the learning-rate sweep -------------------------------------------------------------------------------

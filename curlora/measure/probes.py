@@ -18,8 +18,10 @@ model drifts from what it knew. These probes show both:
   every parameter with two or more dimensions. Matrix names are the base model's module names
   (`model.layers.0.self_attn.q_proj`), the same for LoRA and CURLoRA; for `full` they are parameter names
   (`model.layers.0.self_attn.q_proj.weight`).
-- **learnability** (`learnability`): per task, the majority-class share, the base and head-only scores, each
-  method's accuracy right after training the task, and which methods beat all of those lines.
+- **learnability** (`learnability`, `task_test`): per task, the majority-class share, the base and head-only
+  scores, each method's accuracy right after training the task with a one-sided test against each of those lines
+  (exact binomial against the majority share; exact McNemar on the same rows against the base and the control),
+  and the methods whose every test has p < 0.05. A margin is never a verdict.
 
 metrics.json fields written by the runner (one list entry per stage, entry 0 = the base model, before training):
 
@@ -55,7 +57,8 @@ from safetensors.torch import load_file, save_file
 from curlora.adapter.layer import math_weight
 from curlora.adapter.model import CURLoRAModel
 from curlora.errors import CurloraError, check_stop
-from curlora.measure.record import RunMetrics
+from curlora.measure import stats
+from curlora.measure.record import MethodRecord, RunMetrics
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
@@ -227,43 +230,96 @@ def weight_drift(model, snapshot: dict[str, torch.Tensor] | None = None) -> dict
 
 
 # -- learnability ------------------------------------------------------------------------------------------
-def _beats(acc, line) -> bool:
-    return line is None or acc > line + 1e-12
+def task_test(cell: dict, majority: float | None, base: dict | None = None, control: dict | None = None) -> dict:
+    """Whether one accuracy cell (a method right after training a task) beats every line a learned task must clear,
+    each by a one-sided test at p < 0.05 (curlora/measure/stats.py):
+
+    - the majority-class share: exact binomial, k of n against that share;
+    - the base model and the head-only control: exact McNemar on the same rows when both cells kept their per-row
+      correctness, else (a run stored without it) binomial against their accuracy, marked `unpaired`.
+
+    The task counts as learned when the largest of those p-values is below 0.05 (each line must be cleared).
+    `cell`, `base`, `control` are MethodRecord.cell() dicts. Returns {score, n, k, p_value, p: {line: p},
+    unpaired: [lines], learned}; without a row count nothing can be tested (learned False, p_value None)."""
+    acc, n = cell.get("accuracy"), cell.get("n")
+    out = {"score": acc, "n": n, "k": None, "p_value": None, "p": {}, "unpaired": [], "learned": False}
+    if acc is None or not n:
+        return out
+    own = cell.get("correct")
+    k = sum(own) if own is not None else round(acc * n)
+    out["k"] = k
+    if majority is not None:
+        out["p"]["majority"] = stats.binom_greater(k, n, majority)
+    for name, other in (("base", base), ("head_only", control)):
+        if not other or other.get("accuracy") is None:
+            continue
+        theirs = other.get("correct")
+        if own is not None and theirs is not None and len(theirs) == len(own):
+            out["p"][name] = stats.mcnemar_greater(*stats.discordant(own, theirs))
+        else:
+            out["p"][name] = stats.binom_greater(k, n, other["accuracy"])
+            out["unpaired"].append(name)
+    out["p_value"] = max(out["p"].values()) if out["p"] else None
+    out["learned"] = out["p_value"] is not None and out["p_value"] < stats.ALPHA
+    return out
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def learnability(metrics, untrained: set[str] = frozenset(), control: str | None = None) -> list[dict]:
-    """Per task: the lines a learned task must clear and which methods cleared them right after training it.
+    """Per task: the lines a learned task must clear, each method's test right after training it (`task_test`),
+    which methods learned it, and the verdict in one sentence with n, the score and the p-value.
 
     `untrained` are the labels of methods that never train (the base), `control` the label of the head-only
     control if the run has one: the runner names them from the method registry, so no kind is spelled here."""
     m = RunMetrics.of(metrics)
     tasks, majority = m.tasks, m.majority
-    base = (m.base.accuracy if m.base else None) or [None] * len(tasks)
+    base_row = m.base
     recs = m.methods
     head_only = recs.get(control) if control else None
     out = []
     for j, name in enumerate(tasks):
-        def right_after(rec):
-            rows = rec.matrix
-            return rows[j + 1][j] if len(rows) > j + 1 and rows[j + 1][j] is not None else None
-
-        ho = right_after(head_only) if head_only else None
-        after = {label: right_after(r) for label, r in recs.items() if label not in untrained and label != control}
-        after = {k: v for k, v in after.items() if v is not None}
-        learned = [k for k, v in after.items() if _beats(v, majority[j]) and _beats(v, base[j]) and _beats(v, ho)]
+        base_cell = None
+        if base_row is not None and j < len(base_row.accuracy) and base_row.accuracy[j] is not None:
+            base_rec = MethodRecord(matrix=[base_row.accuracy], matrix_n=[base_row.n], matrix_correct=[base_row.correct],
+                                    matrix_ci95=[base_row.ci95], matrix_pred_share=[base_row.pred_share])
+            base_cell = base_rec.cell(0, j)
+        ho = head_only.cell(j + 1, j) if head_only and head_only.stages_done > j else None
+        ho = ho if ho and ho["accuracy"] is not None else None
+        tests = {}
+        for label, rec in recs.items():
+            if label in untrained or label == control or rec.stages_done <= j:
+                continue
+            cell = rec.cell(j + 1, j)
+            if cell["accuracy"] is not None:
+                tests[label] = task_test(cell, majority[j] if j < len(majority) else None, base_cell, ho)
+        after = {label: t["score"] for label, t in tests.items()}
+        learned = [label for label, t in tests.items() if t["learned"]]
         parts = [f"the majority-class share ({majority[j]:.3f})"]
-        if base[j] is not None:
-            parts.append(f"the base model ({base[j]:.3f})")
+        if base_cell is not None:
+            parts.append(f"the base model ({base_cell['accuracy']:.3f})")
         if ho is not None:
-            parts.append(f"the head-only control ({ho:.3f})")
+            parts.append(f"the head-only control ({ho['accuracy']:.3f})")
         lines = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        if not after:
+
+        def said(label):
+            t = tests[label]
+            if t["p_value"] is None:
+                return f"{label} {t['score']:.3f} (no row count stored: not testable)"
+            return f"{label} {t['k']}/{t['n']} ({_p(t['p_value'])})"
+
+        if not tests:
             verdict = f"Task '{name}' has not been trained yet."
         elif learned:
-            verdict = f"Task '{name}' was learned by {', '.join(learned)}: above {lines}."
+            verdict = (f"Task '{name}' was learned by {', '.join(said(k) for k in learned)}: above {lines}, "
+                       "one-sided at p < 0.05.")
         else:
-            verdict = (f"No method learned task '{name}': right after training it, none scored above {lines}, "
-                       "so forgetting on this task says nothing about the methods.")
-        out.append({"task": name, "majority": majority[j], "base": base[j], "head_only": ho,
-                    "after_training": after, "learned_by": learned, "verdict": verdict})
+            verdict = (f"No method learned task '{name}': right after training it, none scored above {lines} at "
+                       f"p < 0.05 ({'; '.join(said(k) for k in tests)}), so forgetting on this task says "
+                       "nothing about the methods.")
+        out.append({"task": name, "majority": majority[j], "base": base_cell["accuracy"] if base_cell else None,
+                    "head_only": ho["accuracy"] if ho else None, "after_training": after, "tests": tests,
+                    "learned_by": learned, "verdict": verdict})
     return out

@@ -9,8 +9,12 @@ Fields (one list entry per stage, entry 0 = the base model before training):
     RunMetrics   run_id, tasks, scoring, forgetting_definition, probe {source, tokens, window, stride}, majority
                  (majority-class share per task), base (Row | None), methods {label: MethodRecord}, self_probe
                  (settings of the self-sampled probe | None), comparison (equal_lr | matched_loss), learnability
-    Row          accuracy [per task], ppl, ppl_single_window, self_ppl, kl_to_base
-    MethodRecord kind, status (pending | running | completed | failed | cancelled), message, matrix, ppl,
+    Row          accuracy [per task], ppl, ppl_single_window, self_ppl, kl_to_base, n [rows scored per task],
+                 ci95 [[lo, hi] Wilson 95 % per task], correct [per-row correctness per task, hex bits:
+                 curlora/measure/stats.py], pred_share [share of the most predicted class per task]
+    MethodRecord kind, setting (what was set for it: lr, r, …), status (pending | running | completed | failed |
+                 cancelled), message, matrix, matrix_n, matrix_ci95, matrix_correct, matrix_pred_share (the Row
+                 lists per stage, beside matrix), ppl,
                  ppl_single_window, self_ppl, kl_to_base, drift [{total, per_matrix}], train [TrainRecord],
                  trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/plasticity),
                  ppl_relative (ppl / the base's)
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
+from curlora.measure.stats import from_bits
 
 
 def _known(cls, data: dict) -> tuple[dict, dict]:
@@ -54,18 +60,33 @@ class Row:
     ppl_single_window: float | None = None
     self_ppl: float | None = None
     kl_to_base: float | None = None
+    n: list | None = None
+    ci95: list | None = None
+    correct: list | None = None
+    pred_share: list | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> Row:
+        return cls(**_known(cls, data or {})[0])
 
     def event(self) -> dict:
-        """The fields a `stage` event carries (curlora/run/events.py)."""
-        return dataclasses.asdict(self)
+        """The fields a `stage` event carries (curlora/run/events.py): all but the per-row bits."""
+        out = dataclasses.asdict(self)
+        out.pop("correct")
+        return out
 
 
 @dataclass
 class MethodRecord:
     kind: str = ""
+    setting: dict = field(default_factory=dict)
     status: str = "pending"
     message: str | None = None
     matrix: list = field(default_factory=list)
+    matrix_n: list = field(default_factory=list)
+    matrix_ci95: list = field(default_factory=list)
+    matrix_correct: list = field(default_factory=list)
+    matrix_pred_share: list = field(default_factory=list)
     ppl: list = field(default_factory=list)
     ppl_single_window: list = field(default_factory=list)
     self_ppl: list = field(default_factory=list)
@@ -90,11 +111,25 @@ class MethodRecord:
     def append(self, row: Row, drift: dict) -> None:
         """The next stage: one entry more in each per-stage list."""
         self.matrix.append(list(row.accuracy))
+        self.matrix_n.append(row.n)
+        self.matrix_ci95.append(row.ci95)
+        self.matrix_correct.append(row.correct)
+        self.matrix_pred_share.append(row.pred_share)
         self.ppl.append(row.ppl)
         self.ppl_single_window.append(row.ppl_single_window)
         self.self_ppl.append(row.self_ppl)
         self.kl_to_base.append(row.kl_to_base)
         self.drift.append(drift)
+
+    def cell(self, stage: int, task: int) -> dict:
+        """One accuracy cell with what backs it: {accuracy, n, ci95, correct (list of bool) | None, pred_share}."""
+        def at(rows):
+            row = rows[stage] if stage < len(rows) and rows[stage] is not None else None
+            return row[task] if row is not None and task < len(row) else None
+
+        acc, n, bits = at(self.matrix), at(self.matrix_n), at(self.matrix_correct)
+        return {"accuracy": acc, "n": n, "ci95": at(self.matrix_ci95), "pred_share": at(self.matrix_pred_share),
+                "correct": from_bits(bits, n) if bits is not None and n else None}
 
     def last(self, name: str):
         """The last non-None entry of a per-stage list (self_ppl, kl_to_base), or None."""
@@ -106,7 +141,8 @@ class MethodRecord:
         rec = cls(**{k: v for k, v in known.items() if k not in ("train", "extra")}, extra=extra)
         rec.train = [TrainRecord(**_known(TrainRecord, t)[0]) for t in known.get("train") or []]
         n = len(rec.matrix)
-        for name in ("self_ppl", "kl_to_base", "drift"):  # a run stored before the drift probes: no numbers
+        for name in ("self_ppl", "kl_to_base", "drift", "matrix_n", "matrix_ci95", "matrix_correct",
+                     "matrix_pred_share"):  # a run stored before the drift probes or the intervals: no numbers
             if not getattr(rec, name):
                 setattr(rec, name, [None] * n)
         return rec
@@ -141,7 +177,7 @@ class RunMetrics:
         known, extra = _known(cls, data)
         out = cls(**{k: v for k, v in known.items() if k not in ("base", "methods", "extra")}, extra=extra)
         if known.get("base"):
-            out.base = Row(**_known(Row, known["base"])[0])
+            out.base = Row.from_json(known["base"])
         out.methods = {label: MethodRecord.from_json(rec) for label, rec in (known.get("methods") or {}).items()}
         out.learnability = out.learnability or []
         return out

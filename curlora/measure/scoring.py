@@ -126,7 +126,8 @@ def accuracy(preds: list[int], gold: list[int]) -> float:
 
 def score(model, tokenizer, task, data, mode: str, max_length: int, batch_size: int = 32,
           head: nn.Module | None = None, limit: int | None = None, should_stop=None) -> dict:
-    """{accuracy, n, mode} of `model` on `data` (a task's eval split or a sub-sample); raises
+    """{accuracy, n, mode, correct (per row), pred_share (share of the most predicted class)} of `model` on `data`
+    (a task's eval split or a sub-sample); raises
     curlora.errors.Cancelled between batches once `should_stop()` is true."""
     was_training = model.training
     model.eval()
@@ -146,4 +147,7 @@ def score(model, tokenizer, task, data, mode: str, max_length: int, batch_size: 
             raise ValueError(f"unknown scoring mode {mode!r}")
     finally:
         model.train(was_training)
-    return {"accuracy": accuracy(preds, gold), "n": len(gold), "mode": mode}
+    correct = [p == g for p, g in zip(preds, gold)]
+    top = max((preds.count(c) for c in set(preds)), default=0)
+    return {"accuracy": accuracy(preds, gold), "n": len(gold), "mode": mode, "correct": correct,
+            "pred_share": top / len(preds) if preds else None}

@@ -93,6 +93,16 @@ class Method:
         the base model's count. None: known only per task (heads)."""
         return 0
 
+    def setting(self, settings: MethodSettings, default_lr: float) -> dict:
+        """What was set for this method that tells it apart from another of its kind or a rival: the learning
+        rate it trained at (when it trains) and its rank (when ranked). Stored in metrics.json beside its numbers."""
+        out = {}
+        if self.trains:
+            out["lr"] = settings.lr or default_lr
+        if self.ranked:
+            out["r"] = settings.r
+        return out
+
 
 class AdapterMethod(Method):
     """A PEFT-layout adapter on the frozen base (CURLoRA, LoRA and its family)."""
@@ -219,3 +229,21 @@ class HeadOnly(Method):
 
     def trainable(self, settings, shapes, parameters):
         return None  # hidden × classes, per task
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as people write it: 2e-2, 3.5e-4, 1e-1."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def described(label: str, setting: dict | None) -> str:
+    """A method's label with its setting, as every heading, legend, table and export shows it:
+    'curlora (lr 2e-02, r 8)'; the bare label when nothing was set (the base model)."""
+    parts = []
+    if setting and setting.get("lr") is not None:
+        parts.append(f"lr {lr_text(setting['lr'])}")
+    if setting and setting.get("r") is not None:
+        parts.append(f"r {setting['r']}")
+    return f"{label} ({', '.join(parts)})" if parts else label

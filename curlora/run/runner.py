@@ -32,6 +32,7 @@ from curlora.measure.metrics import majority_share, summarize
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
 from curlora.measure.scoring import score
+from curlora.measure.stats import to_bits, wilson
 from curlora.paths import DEFAULT_PROBE
 from curlora.run import events
 from curlora.run.limits import check_positions
@@ -213,16 +214,23 @@ class Executor:
     # -- measuring ---------------------------------------------------------------------------------------
     def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> Row:
         ev, tr = self.cfg.evaluation, self.cfg.training
-        accs = []
+        cells = []
         for j, task in enumerate(self.L.tasks):
             if ev.scoring == "head" and j not in heads:
-                accs.append(None)
+                cells.append(None)
                 continue
-            accs.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
-                              ev.batch_size, head=heads.get(j), should_stop=self.should_stop)["accuracy"])
+            cells.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
+                               ev.batch_size, head=heads.get(j), should_stop=self.should_stop))
         # the strided pass; its first window is the paper's number (ppl_single_window)
         ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride, should_stop=self.should_stop)
-        row = Row(accuracy=accs, ppl=ppl["ppl"], ppl_single_window=ppl["single_window"]["ppl"])
+
+        def each(fn):
+            return [None if c is None else fn(c) for c in cells]
+
+        row = Row(accuracy=each(lambda c: c["accuracy"]), ppl=ppl["ppl"],
+                  ppl_single_window=ppl["single_window"]["ppl"], n=each(lambda c: c["n"]),
+                  ci95=each(lambda c: list(wilson(sum(c["correct"]), c["n"]) or ())),
+                  correct=each(lambda c: to_bits(c["correct"])), pred_share=each(lambda c: c["pred_share"]))
         if self.self_probe:
             for k, v in probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop).items():
                 setattr(row, k, v)
@@ -336,7 +344,8 @@ class Executor:
         base = self.metrics.base
         rec = self.metrics.methods.get(m.label)
         if rec is None:
-            rec = self.metrics.methods[m.label] = MethodRecord(kind=m.kind)
+            rec = self.metrics.methods[m.label] = MethodRecord(
+                kind=m.kind, setting=method(m.kind).setting(m, self.cfg.training.lr))
             rec.append(base, NO_DRIFT)
         done = rec.stages_done
         if rec.status in ("completed", "failed") or done >= n:

@@ -285,12 +285,20 @@ class ExperimentConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExperimentConfig":
-        """Read a YAML file; relative task files are taken from the YAML file's folder."""
+    def load(cls, path: str | Path, sections: dict | None = None) -> "ExperimentConfig":
+        """Read a YAML file; relative task files are taken from the YAML file's folder. Top-level keys named in
+        `sections` (e.g. {"study": None}) are not part of the experiment: they are taken out into that dict."""
         path = Path(path)
         if not path.is_file():
             raise CurloraError(f"Experiment file {path} does not exist.")
-        cfg = cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+        text = path.read_text(encoding="utf-8")
+        if sections:
+            data = yaml.safe_load(text)
+            if isinstance(data, dict):
+                for name in sections:
+                    sections[name] = data.pop(name, None)
+                text = yaml.safe_dump(data, sort_keys=False)
+        cfg = cls.from_yaml(text, source=str(path))
         for t in cfg.tasks:
             for key in ("train_file", "eval_file"):
                 value = getattr(t, key)

@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("curlora.cli.check_data", "register"),
     ("curlora.cli.runs", "register"),
     ("curlora.cli.sweep", "register"),
+    ("curlora.cli.study", "register"),
 ]
 
 

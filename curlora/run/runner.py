@@ -159,13 +159,18 @@ def strip_adapters(base: torch.nn.Module) -> None:
 class Executor:
     """Runs (or resumes) the experiment stored in `run`, updating metrics.json after every stage."""
 
-    def __init__(self, run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None):
+    def __init__(self, run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None,
+                 base: Row | None = None):
+        """`base`: row 0 measured already (a study measures it once for all its runs, and puts the self-probe
+        files in the run folder beforehand); the run then starts at its first method unit."""
         self.run, self.cfg, self.L = run, cfg, loaded
         self.external_stop = should_stop
         self.on_event = on_event
         self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
         self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
         self.metrics = self._stored() or self._fresh_metrics()
+        if self.metrics.base is None and base is not None:
+            self.metrics.base = base
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _fresh_metrics(self) -> RunMetrics:
@@ -487,9 +492,10 @@ class Executor:
             torch.distributed.barrier()
 
 
-def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
+def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None, device_call=None,
+            base: Row | None = None) -> str:
     """Run or resume `run`. device_call(fn) runs one unit of work (see Executor.execute); None runs it here."""
-    return Executor(run, cfg, loaded, should_stop, on_event).execute(device_call)
+    return Executor(run, cfg, loaded, should_stop, on_event, base=base).execute(device_call)
 
 
 def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=None, on_event=None) -> Run:

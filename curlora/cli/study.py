@@ -1,0 +1,88 @@
+"""`python -m curlora study EXPERIMENT.yaml --lrs curlora=3e-3,1e-2 --lrs lora=5e-4,1e-3 --seeds 0,1,2`: the
+learning-rate × seed study of curlora/run/study.py from the command line; `--resume STUDY_ID` continues one.
+A `study:` section in the YAML (lrs, seeds, kl_budget) does the same; flags override it."""
+
+from __future__ import annotations
+
+import sys
+
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.run import events
+from curlora.run.study import STUDY_FILE, StudySettings, read, resume_study, run_study
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="each method over a grid of learning rates and seeds: the learning-forgetting "
+                                     "frontier, with intervals")
+    p.add_argument("experiment", metavar="EXPERIMENT.yaml", nargs="?")
+    p.add_argument("--lrs", action="append", default=[], metavar="METHOD=LR,LR,…",
+                   help="a method's learning-rate grid (repeat per method); default: the method's prior")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--kl-budget", type=float, default=None,
+                   help="pick each method's best lr as the highest learning with mean KL to base within this")
+    p.add_argument("--resume", metavar="STUDY_ID", default=None, help="continue a stopped or killed study")
+    p.set_defaults(func=cmd_study)
+
+
+def parse_grid(items: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for item in items:
+        label, sep, values = item.partition("=")
+        if not sep or not label.strip():
+            raise CurloraError(f"--lrs: {item!r} should read METHOD=LR,LR,… e.g. lora=5e-4,1e-3.")
+        try:
+            out[label.strip()] = [float(x) for x in values.split(",") if x.strip()]
+        except ValueError:
+            raise CurloraError(f"--lrs: {values!r} is not a comma-separated list of numbers (e.g. 5e-4,1e-3).") from None
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurloraError(f"--seeds: {text!r} is not a comma-separated list of whole numbers (e.g. 0,1,2).") from None
+
+
+def _printer():
+    def on_event(e):
+        if e.get("kind") == events.RUN_END:
+            print(f"  run {e['status']}: {e['message']}", flush=True)
+        elif e.get("kind") == events.ERROR:
+            print(f"error: {e.get('message', '')}", flush=True)
+    return on_event
+
+
+def cmd_study(args) -> int:
+    from curlora.cli.runs import _with_signals
+
+    if args.resume:
+        study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer()))
+    else:
+        if not args.experiment:
+            raise CurloraError("study: give EXPERIMENT.yaml, or --resume STUDY_ID.")
+        sections = {"study": None}
+        cfg = ExperimentConfig.load(args.experiment, sections)
+        settings = StudySettings.from_dict(sections["study"])
+        if args.lrs:
+            settings.lrs.update(parse_grid(args.lrs))
+        if args.seeds:
+            settings.seeds = parse_seeds(args.seeds)
+        if args.kl_budget is not None:
+            settings.kl_budget = args.kl_budget
+        study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer()))
+    body = read(study)
+    print(f"study {study.id}: {study.path / STUDY_FILE} ({study.status()['status']})")
+    for label, best in (body.get("best") or {}).items():
+        if best:
+            g = body["groups"][best["key"]]
+            print(f"{label}: best lr {best['lr']:g} — learning {g['learning']['mean']:.1f} pts, forgetting "
+                  f"{g['forgetting']['mean']:.1f} pts, KL {g['kl_to_base']['mean'] or 0:.4f} (n={g['learning']['n']})")
+    for c in body.get("comparison") or []:
+        print(c["sentence"])
+    return 0 if study.status()["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(2)

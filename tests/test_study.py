@@ -1,0 +1,147 @@
+"""Studies: a grid of runs over learning rates and seeds as one object (curlora/run/study.py), on a tiny model."""
+
+import json
+
+import pytest
+
+from curlora.cli.main import main as cli
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.run import study as S
+from curlora.run.runner import Executor
+from curlora.run.store import Run, list_runs
+from tiny_experiment import make_experiment
+
+GRID = {"curlora": [0.01, 0.05], "lora": [0.001, 0.01]}
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    d = make_experiment(tmp_path / "exp", steps=2)
+    d["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    return ExperimentConfig.from_dict(d)
+
+
+def test_a_study_runs_every_point_once_sharing_the_base_row(cfg, tmp_path, monkeypatch):
+    calls = {"base_unit": 0}
+    real = Executor.base_unit
+
+    def counted(self):
+        calls["base_unit"] += 1
+        return real(self)
+
+    monkeypatch.setattr(Executor, "base_unit", counted)
+    study = S.run_study(cfg, S.StudySettings(lrs=GRID, seeds=[0, 1]), tmp_path / "runs")
+    body = json.loads((study.path / "study.json").read_text())
+    assert study.status()["status"] == "completed" and calls["base_unit"] == 0  # no run measured its own base
+    assert len(body["plan"]) == 8 and all(e["status"] == "completed" for e in body["plan"])
+    assert [(e["seed"]) for e in body["plan"]] == [0] * 4 + [1] * 4  # seed-major: every setting early
+    runs = {r.id: r for r in list_runs(tmp_path / "runs")}
+    assert study.id in runs and all(e["run_id"] in runs for e in body["plan"])  # ordinary runs, listed
+    for e in body["plan"]:
+        m = runs[e["run_id"]].record()
+        assert list(m.methods) == [e["method"]] and m.methods[e["method"]].setting["lr"] == e["lr"]
+        assert m.base.accuracy == body["base"]["accuracy"] and m.base.self_ppl == body["base"]["self_ppl"]
+        assert runs[e["run_id"]].config().training.seed == e["seed"]
+        assert not [x for x in runs[e["run_id"]].events() if x["kind"] == "stage" and x["stage"] == 0]
+    assert len([x for x in study.events() if x["kind"] == "stage" and x["stage"] == 0]) == 1  # once per study
+    # points, groups over seeds, the frontier, the best lr and the comparison
+    assert len(body["points"]) == 8
+    p = body["points"][0]
+    for name in ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
+                 "final_loss", "constant_predictions", "learned", "run_id", "lr", "seed", "method"):
+        assert name in p
+    assert len(p["final_loss"]) == 2
+    g = body["groups"]["lora@1e-3"]
+    assert g["learning"]["n"] == 2 and len(g["learning"]["ci95"]) == 2 and g["seeds"] == [0, 1]
+    mean = sum(q["learning"] for q in body["points"] if q["method"] == "lora" and q["lr"] == 0.001) / 2
+    assert abs(g["learning"]["mean"] - mean) < 1e-9
+    for label in GRID:
+        front = body["frontier"][label]
+        assert front and all(body["groups"][k]["method"] == label for k in front)
+        ls = [body["groups"][k]["learning"]["mean"] for k in front]
+        fs = [body["groups"][k]["forgetting"]["mean"] for k in front]
+        assert ls == sorted(ls) and all(f1 >= f0 for f0, f1 in zip(fs, fs[1:]))  # more learning costs forgetting
+        assert body["best"][label]["lr"] in GRID[label]
+    (c,) = body["comparison"]
+    assert c["methods"] == ["curlora", "lora"] and c["sentence"]
+
+
+def test_frontier_best_and_matched_comparison_on_known_groups():
+    def g(label, lr, learning, forgetting, kl):
+        def s(x):
+            return {"mean": x, "ci95": [x - 1, x + 1], "n": 3, "sd": 1.0}
+        return {"method": label, "lr": lr, "setting": {"lr": lr}, "learning": s(learning),
+                "forgetting": s(forgetting), "kl_to_base": s(kl), "seeds": [0, 1, 2], "run_ids": []}
+
+    groups = {"a@1e-3": g("a", 1e-3, 5, 1, 0.01), "a@1e-2": g("a", 1e-2, 10, 4, 0.05),
+              "a@3e-2": g("a", 3e-2, 8, 6, 0.08),  # beaten by a@1e-2 on both: off the frontier
+              "b@1e-3": g("b", 1e-3, 4, 0.5, 0.02), "b@1e-2": g("b", 1e-2, 12, 9, 0.2)}
+    assert S.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
+    assert S.best_of(groups, "a", 0.06)["key"] == "a@1e-2" and S.best_of(groups, "a", 0.02)["key"] == "a@1e-3"
+    assert "no learning rate is within" in S.best_of(groups, "b", 0.001)["chosen"]
+    fronts = {"a": S.frontier_of(groups, "a"), "b": S.frontier_of(groups, "b")}
+    c = S.compare(groups, fronts, [], "a", "b", None)
+    assert c["learning"] == 10  # the highest learning both reach
+    assert c["forgetting"]["a"]["mean"] == 4 and abs(c["forgetting"]["b"]["mean"] - 6.875) < 1e-9
+    assert c["intervals_overlap"] is False and "a forgets less" in c["sentence"]
+    groups["b@1e-2"]["forgetting"] = {"mean": 5, "ci95": [3, 7], "n": 3, "sd": 2}
+    c = S.compare(groups, fronts, [], "a", "b", None)
+    assert c["intervals_overlap"] is True and "neither method forgets measurably less" in c["sentence"]
+    far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
+    c = S.compare(far, {"a": ["a@1"], "b": ["b@1"]}, [], "a", "b", None)
+    assert c["learning"] is None and "never reach the same learning" in c["sentence"]
+
+
+def test_a_killed_study_resumes_where_it_stopped(cfg, tmp_path):
+    root = tmp_path / "runs"
+    seen = {"runs": 0}
+
+    def stop_after_first():
+        return seen["runs"] >= 2
+
+    def on_event(e):
+        if e["kind"] == "run_end":
+            seen["runs"] += 1
+
+    from curlora.run.runner import load_everything
+    loaded = load_everything(cfg)
+    study = S.create(cfg, S.StudySettings(lrs={"curlora": [0.01], "lora": [0.001, 0.01]}, seeds=[0]), root)
+    assert S.execute(study, loaded, should_stop=stop_after_first, on_event=on_event) == "cancelled"
+    body = S.read(study)
+    done = [e for e in body["plan"] if e["status"] == "completed"]
+    assert study.status()["status"] == "cancelled" and len(done) == 2 and len(body["points"]) == 2
+    first_ids = [e["run_id"] for e in done]
+    S.execute(Run.open(study.id, root), loaded)
+    body = S.read(study)
+    assert all(e["status"] == "completed" for e in body["plan"]) and len(body["points"]) == 3
+    assert [e["run_id"] for e in body["plan"][:2]] == first_ids  # kept, not run again
+    assert len(list_runs(root)) == 4  # the study and its three runs: nothing duplicated
+
+
+def test_bad_grids_are_refused_before_anything_is_written(cfg, tmp_path):
+    root = tmp_path / "runs"
+    with pytest.raises(CurloraError, match="--lrs: dora is not a trained method"):
+        S.create(cfg, S.StudySettings(lrs={"dora": [1e-3]}), root)
+    with pytest.raises(CurloraError, match="must be positive"):
+        S.create(cfg, S.StudySettings(lrs={"lora": [0.0]}), root)
+    with pytest.raises(CurloraError, match="distinct seeds"):
+        S.create(cfg, S.StudySettings(seeds=[1, 1]), root)
+    assert not root.exists() or not list_runs(root)
+
+
+def test_the_cli_reads_a_study_section_and_flags(cfg, tmp_path, monkeypatch, capsys):
+    import yaml
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "store"))
+    d = cfg.to_dict()
+    d["methods"] = [m for m in d["methods"] if m["kind"] == "lora"]
+    d["study"] = {"lrs": {"lora": [0.001]}, "seeds": [0]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert cli(["study", str(path), "--seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "study.json" in out and "lora: best lr 0.001" in out
+    (study,) = [r for r in list_runs(tmp_path / "store") if S.is_study(r)]
+    assert S.read(study)["plan"][0]["seed"] == 3
+    assert cli(["study", str(path), "--lrs", "lora=abc"]) == 2
+    assert "not a comma-separated list" in capsys.readouterr().err

@@ -292,6 +292,9 @@ class ExperimentConfig:
         if not path.is_file():
             raise CurloraError(f"Experiment file {path} does not exist.")
         text = path.read_text(encoding="utf-8")
+        if not sections and "study:" in text and isinstance(data := yaml.safe_load(text), dict) and "study" in data:
+            raise CurloraError(f"{path} describes a study (it has a study: section); run it with "
+                               f"`python -m curlora study {path}`, or remove the section to run the experiment once.")
         if sections:
             data = yaml.safe_load(text)
             if isinstance(data, dict):

@@ -12,7 +12,12 @@ PRESETS = sorted((REPO / "presets" / "experiments").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_preset_parses_and_round_trips(path):
-    cfg = ExperimentConfig.load(path)
+    sections = {"study": None}
+    cfg = ExperimentConfig.load(path, sections)
+    if sections["study"] is not None:  # a study preset: its grids are valid for its methods
+        from curlora.run.study import StudySettings, plan_settings
+
+        plan_settings(cfg, StudySettings.from_dict(sections["study"]))
     again = ExperimentConfig.from_yaml(cfg.to_yaml())
     assert again.to_dict() == cfg.to_dict()
     assert {m.kind for m in cfg.methods} >= {"curlora", "lora"}

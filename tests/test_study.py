@@ -145,3 +145,28 @@ def test_the_cli_reads_a_study_section_and_flags(cfg, tmp_path, monkeypatch, cap
     assert S.read(study)["plan"][0]["seed"] == 3
     assert cli(["study", str(path), "--lrs", "lora=abc"]) == 2
     assert "not a comma-separated list" in capsys.readouterr().err
+
+
+def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
+    from curlora.run.jobs import JobManager
+    from curlora.ui import compare_tab, study_charts
+
+    jobs = JobManager(tmp_path / "runs")
+    try:
+        sid = jobs.submit_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01], "curlora": [0.05]}, seeds=[0]))
+        assert jobs.wait(sid, timeout=300)
+    finally:
+        jobs.shutdown()
+    study = Run.open(sid, tmp_path / "runs")
+    body = S.read(study)
+    assert study.status()["status"] == "completed" and len(body["points"]) == 3
+    fig = study_charts.frontier_figure(body)
+    names = {t.name for t in fig.data if t.name}
+    assert any(n.startswith("lora") for n in names) and any(n.startswith("curlora") for n in names)
+    assert fig.layout.uirevision == "frontier" and "3 of 3 runs finished" in fig.layout.title.text
+    rows = compare_tab.best_table(body)
+    assert {r[0].split(" ")[0] for r in rows} == {"lora", "curlora"} and all("lr " in r[0] for r in rows)
+    md = compare_tab.summary_md(body, study.status())
+    assert "completed" in md and body["comparison"][0]["sentence"] in md
+    assert compare_tab.parse_grids("lora=1e-3,2e-3; curlora=1e-2") == {"lora": [0.001, 0.002], "curlora": [0.01]}
+    assert study_charts.frontier_figure({}).data == ()

@@ -9,7 +9,7 @@ import sys
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
-from curlora.run.study import STUDY_FILE, StudySettings, read, resume_study, run_study
+from curlora.run.study import STUDY_FILE, StudySettings, parse_grid, parse_seeds, read, resume_study, run_study
 
 
 def register(sub) -> None:
@@ -23,26 +23,6 @@ def register(sub) -> None:
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
     p.add_argument("--resume", metavar="STUDY_ID", default=None, help="continue a stopped or killed study")
     p.set_defaults(func=cmd_study)
-
-
-def parse_grid(items: list[str]) -> dict[str, list[float]]:
-    out = {}
-    for item in items:
-        label, sep, values = item.partition("=")
-        if not sep or not label.strip():
-            raise CurloraError(f"--lrs: {item!r} should read METHOD=LR,LR,… e.g. lora=5e-4,1e-3.")
-        try:
-            out[label.strip()] = [float(x) for x in values.split(",") if x.strip()]
-        except ValueError:
-            raise CurloraError(f"--lrs: {values!r} is not a comma-separated list of numbers (e.g. 5e-4,1e-3).") from None
-    return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CurloraError(f"--seeds: {text!r} is not a comma-separated list of whole numbers (e.g. 0,1,2).") from None
 
 
 def _printer():

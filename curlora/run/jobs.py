@@ -58,6 +58,7 @@ class Job:
     cfg: ExperimentConfig
     loaded: object = None  # what start() loaded; None for a resume or a job that waited (loaded when it starts)
     owner: str | None = None
+    study: bool = False  # the run folder is a study (curlora/run/study.py): its points run one after another
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
 
@@ -101,8 +102,30 @@ class JobManager:
             self._enqueue(Job(run, cfg, None if busy else loaded, owner=owner))
         return run.id
 
+    def submit_study(self, cfg: ExperimentConfig, settings, owner: str | None = None,
+                     notices: list[str] | None = None) -> str:
+        """Queue a study (curlora/run/study.py) as one job: its runs share the loaded model and the base row, and
+        each training unit passes the device gate like any run's. The same checks as `submit`; a study counts as
+        one run against the per-visitor limit."""
+        from curlora.run import study as studies
+        from curlora.run.runner import load_everything
+
+        self.policy.resolve_sources(cfg, self.root, owner)
+        self.policy.check_config(cfg, self.root, owner)
+        self._check_room(owner)
+        self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
+        limits = self.policy.limits
+        loaded = load_everything(cfg, limits=limits)
+        run = studies.create(cfg, settings, self.root)
+        write_owner(run.path, owner)
+        with self._cv:
+            busy = self._current is not None or bool(self._queue)
+            self._enqueue(Job(run, cfg, None if busy else loaded, owner=owner, study=True))
+        return run.id
+
     def resume(self, run_id: str, owner: str | None = None) -> str:
         """Queue an interrupted or cancelled run; it continues from its last finished stage."""
+        from curlora.run import study as studies
         from curlora.run.runner import resumable
 
         self.open(run_id, owner, change=True)
@@ -110,9 +133,16 @@ class JobManager:
         with self._cv:
             if self._find(run_id) is not None:
                 raise CurloraError(f"Run {run_id} is already queued or running.")
-            run, cfg = resumable(run_id, self.root)
+            run = Run.open(run_id, self.root)
+            if studies.is_study(run):
+                run.check_free()
+                if run.status()["status"] == "completed":
+                    raise CurloraError(f"Study {run_id} is already completed; start a new study to run it again.")
+                cfg = run.config()
+            else:
+                run, cfg = resumable(run_id, self.root)
             run.clear_cancel()  # a Stop that came before this Resume is answered already
-            self._enqueue(Job(run, cfg, None, owner=owner))
+            self._enqueue(Job(run, cfg, None, owner=owner, study=studies.is_study(run)))
         return run_id
 
     def _check_room(self, owner: str | None) -> None:
@@ -333,8 +363,13 @@ class JobManager:
                     job.run.set_status("cancelled", "cancelled before it started — resume to run it")
                     continue
                 loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
-                execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set,
-                        device_call=self.gate.caller(f"a training stage of run {job.run.id}"))
+                device_call = self.gate.caller(f"a training stage of {'study' if job.study else 'run'} {job.run.id}")
+                if job.study:
+                    from curlora.run import study as studies
+
+                    studies.execute(job.run, loaded, should_stop=job.stop.is_set, device_call=device_call)
+                else:
+                    execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set, device_call=device_call)
             except RunBusy as err:  # another process trains it: its status is that process's to write
                 job.error = str(err)
             except Cancelled:  # stopped while its tasks or model were loading

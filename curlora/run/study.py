@@ -60,6 +60,7 @@ from curlora.run.methods import described, lr_text, method
 from curlora.run.store import Run, atomic_write_text
 
 STUDY_FILE = "study.json"
+OWNER_FILE = "owner"  # curlora/run/hosting.py write_owner
 SETTINGS_FILE = "study.yaml"
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
 CONSTANT_SHARE = 0.95
@@ -85,6 +86,26 @@ class StudySettings:
 
     def to_dict(self) -> dict:
         return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget}
+
+
+def parse_grid(items: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for item in items:
+        label, sep, values = item.partition("=")
+        if not sep or not label.strip():
+            raise CurloraError(f"--lrs: {item!r} should read METHOD=LR,LR,… e.g. lora=5e-4,1e-3.")
+        try:
+            out[label.strip()] = [float(x) for x in values.split(",") if x.strip()]
+        except ValueError:
+            raise CurloraError(f"--lrs: {values!r} is not a comma-separated list of numbers (e.g. 5e-4,1e-3).") from None
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurloraError(f"--seeds: {text!r} is not a comma-separated list of whole numbers (e.g. 0,1,2).") from None
 
 
 def default_grid(kind: str) -> list[float]:
@@ -401,7 +422,8 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
                 else:
                     pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
                     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=root)
-                    for name in (PROBE_FILE, REF_FILE):  # the shared self-probe: the run reads it back
+                    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):  # the shared self-probe (the run reads it
+                        # back) and the study's owner: a visitor owns the runs of their study
                         if (study.path / name).is_file():
                             shutil.copyfile(study.path / name, run.path / name)
                     entry["run_id"] = run.id

@@ -17,7 +17,7 @@ import gradio as gr
 from curlora.run.chat import Chat
 from curlora.run.device_gate import DeviceGate
 from curlora.run.jobs import JobManager
-from curlora.ui import chat_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
+from curlora.ui import chat_tab, compare_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
 from curlora.ui.common import PUBLIC, Engine, Sessions
 
 MAX_UPLOAD = os.environ.get("CURLORA_MAX_UPLOAD", "50mb")
@@ -28,7 +28,7 @@ footer {display: none !important}
 """
 INTRO = ("# CURLoRA Studio\nContinual fine-tuning with **CURLoRA** beside **LoRA**: train both through a sequence "
          "of tasks and watch what each forgets. Steps: **Model** → **Tasks** → **Train**, then **Results** and "
-         "**Chat**; every run is kept under **Runs**.")
+         "**Chat**; **Compare** traces each method over learning rates and seeds; every run is kept under **Runs**.")
 
 
 def zero_gpu(seconds: int = 120):
@@ -78,6 +78,8 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
                 tasks = tasks_tab.build(engine)
             with gr.Tab("3 · Train", id="train"):
                 train = train_tab.build(engine, model)
+            with gr.Tab("Compare", id="compare") as compare_page:
+                compare = compare_tab.build(engine, train)
             with gr.Tab("Results", id="results") as results_page:
                 results = results_tab.build(engine)
             with gr.Tab("Chat", id="chat") as chat_page:
@@ -112,6 +114,8 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             chat_ui["pick_run"], chat_ui["run"], chat_ui["pick_outputs"], **light)
         runs_page.select(runs["fresh"], None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
+        compare_page.select(compare["fresh"], compare["pick"], compare["pick"], **light)
+        compare["open"].click(open_run, compare["point"], [results["run"], tabs], **light)
 
         # This browser's workspace: its task list lives on the server under a random token kept in local storage.
         workspace = gr.BrowserState("", storage_key="curlora-workspace", secret="curlora-studio-workspace")

@@ -286,4 +286,5 @@ def build(engine: Engine, model: dict) -> dict:
         comp.change(show_config, form, [cli, yaml_box, yaml_file], api_name=False, show_progress="hidden", **light)
     return {"run_id": run_id, "remembered": remembered, "timer": timer, "reattach": reattach, "count": count,
             "count_inputs": count_inputs, "counts": counts, "show_config": show_config, "form": form,
+            "paths": paths, "make_config": make_config,
             "config_outputs": [cli, yaml_box, yaml_file]}

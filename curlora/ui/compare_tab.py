@@ -1,0 +1,140 @@
+"""Compare: each method over a grid of learning rates and seeds (a study, curlora/run/study.py), drawn live as
+learning against forgetting. The experiment is the one on the Train tab (its model, tasks and methods); this tab
+adds the grids and the seeds. Every number drawn or written here is read from the study's study.json."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from curlora.errors import CurloraError
+from curlora.run import study as studies
+from curlora.run.methods import described, kinds, lr_text, method
+from curlora.ui import study_charts
+from curlora.ui.common import Engine, friendly, with_request
+
+EMPTY = "Pick a study, or start one: the frontier fills in as its runs finish."
+
+
+def default_grids() -> str:
+    return "; ".join(f"{k}={','.join(lr_text(x) for x in method(k).lr_prior)}" for k in kinds()
+                     if method(k).trains and method(k).lr_prior and method(k).group != "baselines")
+
+
+def parse_grids(text: str) -> dict[str, list[float]]:
+    return studies.parse_grid([part.strip() for part in (text or "").split(";") if part.strip()])
+
+
+def best_table(body: dict) -> list[list]:
+    rows = []
+    for label, best in (body.get("best") or {}).items():
+        if not best:
+            continue
+        g = body["groups"][best["key"]]
+
+        def cell(name, digits=2):
+            s = g[name]
+            if s["mean"] is None:
+                return "n/a"
+            ci = s["ci95"]
+            return f"{s['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+        rows.append([described(label, g["setting"]), g["learning"]["n"], cell("learning"), cell("forgetting"),
+                     cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
+                     ", ".join(g["constant_predictions"]) or "–", best["chosen"]])
+    return rows
+
+
+HEADERS = ["method (setting)", "seeds", "learning (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
+           "self-ppl ratio", "probe-ppl ratio", "constant predictions", "chosen"]
+
+
+def summary_md(body: dict, status: dict) -> str:
+    if not body:
+        return EMPTY
+    lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
+    for c in body.get("comparison") or []:
+        lines.append(c["sentence"])
+    lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
+                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds. The best setting "
+                 f"per method: {studies.BEST_RULE}.")
+    return "\n\n".join(lines)
+
+
+def build(engine: Engine, train: dict) -> dict:
+    jobs = engine.jobs
+    gr.Markdown("Which method gives the learning you need with the least forgetting? One setting per method cannot "
+                "say: the answer moves with the learning rate. A **study** trains every method of the Train tab's "
+                "experiment at each learning rate of its grid and each seed (one ordinary run each, listed under "
+                "Runs), and draws learning against forgetting.")
+    with gr.Row():
+        grids = gr.Textbox(default_grids(), label="learning-rate grids (method=lr,lr,…; separated by ;)", scale=3,
+                           elem_id="study-grids")
+        seeds = gr.Textbox("0,1", label="seeds", scale=1, elem_id="study-seeds")
+        kl_budget = gr.Number(None, label="KL budget for 'best' (optional)", scale=1)
+    with gr.Row():
+        start = gr.Button("Start study", variant="primary", elem_id="study-start")
+        stop = gr.Button("Stop study")
+        pick = gr.Dropdown([], label="study", allow_custom_value=False, scale=3, elem_id="study-pick")
+    summary = gr.Markdown(EMPTY, elem_id="study-summary")
+    plot = gr.Plot(study_charts.frontier_figure({}), elem_id="study-frontier")
+    table = gr.Dataframe(headers=HEADERS, label="each method at its own best learning rate", interactive=False,
+                         wrap=True)
+    with gr.Row():
+        point = gr.Dropdown([], label="a run of this study", scale=3)
+        open_point = gr.Button("Open in Results", scale=1)
+    timer = gr.Timer(2.0, active=False)
+
+    def mine(request) -> list[str]:
+        return [r.id for r in jobs.runs(engine.owner(request)) if studies.is_study(r)]
+
+    def draw(sid: str, request):
+        run = jobs.open(sid, engine.owner(request))
+        body, status = studies.read(run), run.status()
+        points = [f"{e['run_id']}" for e in body.get("plan") or [] if e.get("run_id")]
+        live = status.get("status") in ("running", "queued")
+        return (summary_md(body, status), study_charts.frontier_figure(body), best_table(body),
+                gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
+
+    inputs = [grids, seeds, kl_budget, *train["form"]]
+
+    @with_request(len(inputs))
+    @friendly
+    def submit(grid_text, seed_text, budget, *values, request: gr.Request):
+        cfg = train["make_config"](request, dict(zip(train["paths"], values)))
+        settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
+                                         kl_budget=budget or None)
+        notices = []
+        sid = jobs.submit_study(cfg, settings, engine.owner(request), notices)
+        for note in notices:
+            gr.Info(note)
+        return gr.update(choices=mine(request), value=sid), gr.Timer(active=True)
+
+    @friendly
+    def show(sid: str, request: gr.Request):
+        if not sid:
+            return EMPTY, study_charts.frontier_figure({}), [], gr.update(choices=[]), gr.Timer(active=False)
+        return draw(sid, request)
+
+    @friendly
+    def cancel(sid: str, request: gr.Request):
+        if not sid:
+            raise CurloraError("No study to stop: pick or start one first.")
+        jobs.cancel(sid, engine.owner(request))
+        gr.Info("Stopping after the current step; finished runs are kept (resume the study from the Runs tab).")
+
+    def fresh(sid: str, request: gr.Request):
+        ids = mine(request)
+        return gr.update(choices=ids, value=sid if sid in ids else (ids[0] if ids else None))
+
+    light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
+    outputs = [summary, plot, table, point, timer]
+    start.click(submit, inputs, [pick, timer], api_name="start_study")
+    stop.click(cancel, pick, None, api_name=False)
+    pick.change(show, pick, outputs, **light)
+    timer.tick(show, pick, outputs, **light)
+    return {"pick": pick, "point": point, "open": open_point, "fresh": fresh, "show": show, "outputs": outputs,
+            "grids": grids, "seeds": seeds}
+
+

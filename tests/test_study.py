@@ -170,3 +170,24 @@ def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
     assert "completed" in md and body["comparison"][0]["sentence"] in md
     assert compare_tab.parse_grids("lora=1e-3,2e-3; curlora=1e-2") == {"lora": [0.001, 0.002], "curlora": [0.01]}
     assert study_charts.frontier_figure({}).data == ()
+
+
+def test_the_ray_executor_spreads_a_study_over_a_local_instance(cfg, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is an optional extra (requirements-extras.txt)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(S.Path(S.__file__).resolve().parents[2]),
+                                       "HF_HUB_OFFLINE": "1"}})
+    try:
+        from curlora.run.runner import load_everything
+        root = tmp_path / "runs"
+        cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+        study = S.create(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0]), root)
+        assert S.execute_ray(study, load_everything(cfg)) == "completed"
+    finally:
+        ray.shutdown()
+    body = S.read(study)
+    assert [e["status"] for e in body["plan"]] == ["completed", "completed"] and len(body["points"]) == 2
+    for e in body["plan"]:
+        m = Run.open(e["run_id"], root).record()
+        assert m.base.accuracy == body["base"]["accuracy"]  # the shared base row, not measured again
+        assert not [x for x in Run.open(e["run_id"], root).events() if x["kind"] == "stage" and x["stage"] == 0]

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--kl-budget", type=float, default=None,
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: runs one after another here; ray: spread over a Ray cluster (RAY_ADDRESS, else a "
+                        "local instance; one GPU per run where there are GPUs)")
     p.add_argument("--resume", metavar="STUDY_ID", default=None, help="continue a stopped or killed study")
     p.set_defaults(func=cmd_study)
 
@@ -38,7 +41,8 @@ def cmd_study(args) -> int:
     from curlora.cli.runs import _with_signals
 
     if args.resume:
-        study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer()))
+        study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),
+                                                          executor=args.executor))
     else:
         if not args.experiment:
             raise CurloraError("study: give EXPERIMENT.yaml, or --resume STUDY_ID.")
@@ -51,7 +55,8 @@ def cmd_study(args) -> int:
             settings.seeds = parse_seeds(args.seeds)
         if args.kl_budget is not None:
             settings.kl_budget = args.kl_budget
-        study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer()))
+        study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
+                                                       executor=args.executor))
     body = read(study)
     print(f"study {study.id}: {study.path / STUDY_FILE} ({study.status()['status']})")
     for label, best in (body.get("best") or {}).items():

@@ -451,6 +451,96 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
         return "completed"
 
 
+def _point_in_worker(root: str, run_id: str, base: dict) -> str:
+    """One point run inside a Ray worker: it loads the model itself and reads the shared base row and self-probe
+    from the run store (the workers share its filesystem: one machine, or a store on shared storage)."""
+    from curlora.run.runner import execute as execute_run
+    from curlora.run.runner import load_everything
+
+    run = Run.open(run_id, Path(root))
+    cfg = run.config()
+    return execute_run(run, cfg, load_everything(cfg), base=Row.from_json(base))
+
+
+def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None, poll: float = 1.0) -> str:
+    """Like `execute`, but the study's pending runs spread over a Ray cluster (`address`, else RAY_ADDRESS, else
+    a local instance with this machine's CPUs and GPUs): one GPU per run where the cluster has GPUs, else one CPU.
+    The base row is measured here first, then every point is one Ray task; Stop cancels the tasks not finished."""
+    try:
+        import ray
+    except ImportError:
+        raise CurloraError("--executor ray needs Ray: pip install -r requirements-extras.txt (or pip install ray)."
+                           ) from None
+    import os
+
+    from curlora.run.runner import Executor
+
+    cfg, settings = study.config(), settings_of(study)
+    root = study.root
+    body = read(study)
+    plan = body.get("plan") or []
+    started_here = not ray.is_initialized()
+    if started_here:
+        package_root = str(Path(__file__).resolve().parents[2])  # workers import curlora from the same tree
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}})
+    try:
+        with study.lock():
+            study.set_status("running", f"study of {len(plan)} runs on Ray")
+            _base_row(study, body, cfg, loaded, should_stop, None, Executor)
+            gpus = ray.cluster_resources().get("GPU", 0)
+            remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_point_in_worker)
+            tasks = {}
+            for entry in plan:
+                if entry["status"] == "completed":
+                    continue
+                if not entry["run_id"]:
+                    pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
+                    run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=root)
+                    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):
+                        if (study.path / name).is_file():
+                            shutil.copyfile(study.path / name, run.path / name)
+                    entry["run_id"] = run.id
+                run = Run.open(entry["run_id"], root)
+                if run.status()["status"] == "completed":
+                    entry["status"] = "completed"
+                    continue
+                run.set_status("queued", f"waiting for a Ray worker (study {study.id})")
+                entry["status"] = "running"
+                tasks[remote.remote(str(root), entry["run_id"], body["base"])] = entry
+            _save(study, settings, body, plan)
+            failed = []
+            while tasks:
+                if should_stop and should_stop():
+                    for ref, entry in tasks.items():
+                        Run.open(entry["run_id"], root).request_cancel()
+                        ray.cancel(ref)
+                        entry["status"] = "cancelled"
+                    _save(study, settings, body, plan)
+                    study.set_status("cancelled", "stopped on request; finished runs are kept — resume the study "
+                                                  "to go on")
+                    return "cancelled"
+                done, _ = ray.wait(list(tasks), num_returns=1, timeout=poll)
+                for ref in done:
+                    entry = tasks.pop(ref)
+                    try:
+                        entry["status"] = ray.get(ref)
+                    except Exception as err:  # the run wrote its own failed status; the study goes on
+                        entry["status"] = "failed"
+                        failed.append(f"{entry['run_id']}: {type(err).__name__}")
+                    _save(study, settings, body, plan)
+                    study.log(events.STUDY_POINT, study=study.id, run_id=entry["run_id"], method=entry["method"],
+                              lr=entry["lr"], seed=entry["seed"])
+            done_n = sum(1 for e in plan if e["status"] == "completed")
+            note = f"; failed: {', '.join(failed)}" if failed else ""
+            study.set_status("completed", f"study finished on Ray: {done_n} of {len(plan)} runs completed{note}")
+            return "completed"
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def _base_row(study, body, cfg, loaded, should_stop, device_call, Executor) -> Row:
     """Row 0, measured once for the whole study (in the study folder, with the self-probe files)."""
     if body.get("base"):
@@ -495,17 +585,27 @@ def _save(study: Run, settings: StudySettings, body: dict, plan: list[dict]) -> 
 
 
 def run_study(cfg: ExperimentConfig, settings: StudySettings, root: Path | None = None, should_stop=None,
-              on_event=None) -> Run:
-    """Create and run a study here (the CLI): load once, then every point."""
+              on_event=None, executor: str = "local") -> Run:
+    """Create and run a study here (the CLI): load once, then every point — one after another (`local`) or
+    spread over a Ray cluster (`ray`)."""
     from curlora.run.runner import load_everything
 
     loaded = load_everything(cfg)
     study = create(cfg, settings, root)
-    execute(study, loaded, should_stop=should_stop, on_event=on_event)
+    _dispatch(study, loaded, should_stop, on_event, executor)
     return study
 
 
-def resume_study(study_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+def _dispatch(study, loaded, should_stop, on_event, executor: str) -> str:
+    if executor == "ray":
+        return execute_ray(study, loaded, should_stop=should_stop)
+    if executor != "local":
+        raise CurloraError(f"--executor: {executor!r} is not one of local, ray.")
+    return execute(study, loaded, should_stop=should_stop, on_event=on_event)
+
+
+def resume_study(study_id: str, root: Path | None = None, should_stop=None, on_event=None,
+                 executor: str = "local") -> Run:
     from curlora.run.runner import load_everything
 
     study = Run.open(study_id, root)
@@ -514,5 +614,5 @@ def resume_study(study_id: str, root: Path | None = None, should_stop=None, on_e
     study.check_free()
     if study.status()["status"] == "completed":
         raise CurloraError(f"Study {study_id} is already completed; start a new study to run it again.")
-    execute(study, load_everything(study.config()), should_stop=should_stop, on_event=on_event)
+    _dispatch(study, load_everything(study.config()), should_stop, on_event, executor)
     return study

@@ -329,7 +329,8 @@ def compare(groups: dict, fronts: dict, points: list[dict], a: str, b: str, metr
         pr = out["paired"]
         test = (f" Paired over {pr['n']} seeds at those settings: {a} − {b} = {pr['mean']:.2f} pts, "
                 f"p = {pr['p_value']:.3f}, d_z = {pr['effect_size']:.2f}." if pr["effect_size"] is not None else
-                f" Paired over {pr['n']} seeds: difference {pr['mean']:.2f} pts, no spread to test.")
+                f" Paired over {pr['n']} seeds: the difference is {pr['mean']:.2f} pts on every seed, so there is "
+                "no spread to test.")
     if out["rows"]:
         r = out["rows"]
         test += (f" On the earlier tasks' final rows ({r['rows']} paired rows) {a} alone is right on "
@@ -342,6 +343,10 @@ def compare(groups: dict, fronts: dict, points: list[dict], a: str, b: str, metr
     else:
         less = a if fa_["mean"] < fb_["mean"] else b
         verdict = f" The intervals do not overlap: {less} forgets less at this learning."
+    if level <= 0:
+        verdict += (f" Note: the highest learning both reach is not above the majority-class / base line, so this "
+                    f"compares settings that learned nothing measurable; {a if max(la) <= max(lb) else b} never "
+                    "learned above it on this grid.")
     out["sentence"] = head + test + verdict
     return out
 

@@ -72,7 +72,7 @@ def build(engine: Engine, train: dict) -> dict:
         grids = gr.Textbox(default_grids(), label="learning-rate grids (method=lr,lr,…; separated by ;)", scale=3,
                            elem_id="study-grids")
         seeds = gr.Textbox("0,1", label="seeds", scale=1, elem_id="study-seeds")
-        kl_budget = gr.Number(None, label="KL budget for 'best' (optional)", scale=1)
+        kl_budget = gr.Number(0, label="KL budget for 'best' (0: none)", minimum=0, scale=1)
     with gr.Row():
         start = gr.Button("Start study", variant="primary", elem_id="study-start")
         stop = gr.Button("Stop study")

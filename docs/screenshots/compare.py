@@ -1,0 +1,51 @@
+"""A screenshot of the Compare tab drawing a finished study, for the README and docs/demo-study.md.
+
+    .venv/bin/python docs/screenshots/compare.py RUN_STORE      # e.g. the CURLORA_DATA_DIR of a demo study
+
+Serves the app on a free loopback port over that run store, opens Compare (the newest study is picked) and saves
+docs/screenshots/compare.png at 1280×1100.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def main() -> int:
+    store = Path(sys.argv[1]).resolve()
+    os.environ["CURLORA_DATA_DIR"] = str(store)
+    from app_server import serve
+    from browser import launch, missing, tab
+
+    if missing():
+        print(missing())
+        return 1
+    from playwright.sync_api import expect, sync_playwright
+
+    demo, url, _ = serve(store)
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            tab(page, "Compare")
+            expect(page.locator("#study-frontier")).to_contain_text("runs finished")
+            page.wait_for_timeout(1500)
+            page.locator("#study-frontier").scroll_into_view_if_needed()
+            page.screenshot(path=HERE / "compare.png", full_page=False)
+            browser.close()
+    finally:
+        demo.close()
+    print(HERE / "compare.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

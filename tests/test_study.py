@@ -191,3 +191,18 @@ def test_the_ray_executor_spreads_a_study_over_a_local_instance(cfg, tmp_path):
         m = Run.open(e["run_id"], root).record()
         assert m.base.accuracy == body["base"]["accuracy"]  # the shared base row, not measured again
         assert not [x for x in Run.open(e["run_id"], root).events() if x["kind"] == "stage" and x["stage"] == 0]
+
+
+def test_auto_picks_ray_only_where_there_is_something_to_spread_over(monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert S.pick_executor("auto") == "local" and S.pick_executor("ray") == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert S.pick_executor("auto") == ("ray" if importlib.util.find_spec("ray") else "local")
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert S.pick_executor("auto") == ("ray" if importlib.util.find_spec("ray") else "local")
+    with pytest.raises(CurloraError, match="not one of auto, local, ray"):
+        S._dispatch(None, None, None, None, "slurm")

@@ -21,9 +21,10 @@ def register(sub) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--kl-budget", type=float, default=None,
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
+    p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
                    help="local: runs one after another here; ray: spread over a Ray cluster (RAY_ADDRESS, else a "
-                        "local instance; one GPU per run where there are GPUs)")
+                        "local instance; one GPU per run where there are GPUs); auto (default): ray when RAY_ADDRESS "
+                        "is set or several GPUs are visible and ray is installed, else local")
     p.add_argument("--resume", metavar="STUDY_ID", default=None, help="continue a stopped or killed study")
     p.set_defaults(func=cmd_study)
 

@@ -590,7 +590,7 @@ def _save(study: Run, settings: StudySettings, body: dict, plan: list[dict]) -> 
 
 
 def run_study(cfg: ExperimentConfig, settings: StudySettings, root: Path | None = None, should_stop=None,
-              on_event=None, executor: str = "local") -> Run:
+              on_event=None, executor: str = "auto") -> Run:
     """Create and run a study here (the CLI): load once, then every point — one after another (`local`) or
     spread over a Ray cluster (`ray`)."""
     from curlora.run.runner import load_everything
@@ -601,16 +601,31 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, root: Path | None 
     return study
 
 
+def pick_executor(executor: str = "auto") -> str:
+    """`auto`: Ray where there is something to spread over (RAY_ADDRESS set, or more than one GPU visible) and
+    Ray is installed; else the runs go one after another here."""
+    if executor != "auto":
+        return executor
+    import importlib.util
+    import os
+
+    import torch
+
+    wide = bool(os.environ.get("RAY_ADDRESS")) or torch.cuda.device_count() > 1
+    return "ray" if wide and importlib.util.find_spec("ray") is not None else "local"
+
+
 def _dispatch(study, loaded, should_stop, on_event, executor: str) -> str:
+    executor = pick_executor(executor)
     if executor == "ray":
         return execute_ray(study, loaded, should_stop=should_stop)
     if executor != "local":
-        raise CurloraError(f"--executor: {executor!r} is not one of local, ray.")
+        raise CurloraError(f"--executor: {executor!r} is not one of auto, local, ray.")
     return execute(study, loaded, should_stop=should_stop, on_event=on_event)
 
 
 def resume_study(study_id: str, root: Path | None = None, should_stop=None, on_event=None,
-                 executor: str = "local") -> Run:
+                 executor: str = "auto") -> Run:
     from curlora.run.runner import load_everything
 
     study = Run.open(study_id, root)

@@ -117,6 +117,12 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
         compare_page.select(compare["fresh"], compare["pick"], compare["pick"], **light)
         compare["open"].click(open_run, compare["point"], [results["run"], tabs], **light)
 
+        def chat_with(rid: str, request: gr.Request):
+            ids = engine.run_ids(request)
+            return gr.update(choices=ids, value=rid), gr.Tabs(selected="chat")
+
+        compare["chat"].click(chat_with, compare["point"], [chat_ui["run"], tabs], **light)
+
         # This browser's workspace: its task list lives on the server under a random token kept in local storage.
         workspace = gr.BrowserState("", storage_key="curlora-workspace", secret="curlora-studio-workspace")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pathlib import Path
+
 from curlora.measure.record import RunMetrics
 from curlora.run import events as ev
-from curlora.run.methods import method
+from curlora.run.methods import described, method
 
 KIND_COLOURS = {"curlora": "#1f6fb4", "lora": "#e8710a", "base": "#7f7f7f", "full": "#c0392b", "head-only": "#8e44ad"}
 EXTRA = ["#2ca02c", "#17becf", "#bcbd22", "#e377c2", "#8c564b"]
@@ -33,6 +35,40 @@ def method_colours(metrics: RunMetrics | dict, events: list[dict] | None = None)
         out[label] = colour
         used.add(colour)
     return out
+
+
+def named(metrics: RunMetrics | dict, label: str) -> str:
+    """A method's label with its setting ('curlora (lr 2e-2, r 8)'); the bare label for a record stored before
+    settings were (or for a method the record does not hold yet)."""
+    rec = RunMetrics.of(metrics).methods.get(label)
+    return described(label, rec.setting if rec is not None else None)
+
+
+SAME = "≈"  # the mark of a number that its own 95 % interval cannot tell from the reference it is compared with
+NOISE_NOTE = (f"{SAME}: the cell's 95 % interval contains the majority-class share or the base model's accuracy on "
+              f"that task (not distinguishable from them)")
+DIFF_NOTE = f"{SAME} in the difference: the two cells' 95 % intervals overlap (inside the noise)"
+
+
+def _contains(ci, value) -> bool:
+    return ci is not None and value is not None and len(ci) == 2 and ci[0] <= value <= ci[1]
+
+
+def _overlap(a, b) -> bool:
+    return a is not None and b is not None and len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
+
+
+def _interval_text(cell: dict) -> str:
+    """'n=64, 95 % CI [60.0, 81.5] %' for a hover, from the stored numbers; what is missing says so."""
+    n, ci = cell.get("n"), cell.get("ci95")
+    parts = [f"n={n:,}" if n else "n not stored"]
+    parts.append(f"95 % CI [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] %" if ci else "no interval stored")
+    return ", ".join(parts)
+
+
+def _note(fig: go.Figure, text: str, y: float = -0.32) -> None:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0, y=y, xanchor="left",
+                       yanchor="top", align="left", font={"size": 11, "color": "#666"})
 
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
@@ -75,10 +111,12 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     for label in dict.fromkeys(e["method"] for e in steps):
         mine = [e for e in steps if e["method"] == label]
         fig.add_trace(go.Scatter(x=[_global_step(e, lengths) for e in mine], y=[e["smoothed_loss"] for e in mine],
-                                 mode="lines", name=label, line={"color": colours.get(label), "width": 2},
+                                 mode="lines", name=named(metrics, label),
+                                 line={"color": colours.get(label), "width": 2},
                                  customdata=[[e["task"], e["loss"]] for e in mine],
                                  hovertemplate="task %{customdata[0]}<br>step %{x}<br>smoothed %{y:.3f}"
-                                               "<br>loss %{customdata[1]:.3f}<extra>" + label + "</extra>"))
+                                               "<br>loss %{customdata[1]:.3f}<extra>" + named(metrics, label)
+                                               + "</extra>"))
     first = steps[0]["method"]
     boundary = 0
     for stage in range(1, max(s for (m, s) in lengths if m == first)):
@@ -97,8 +135,21 @@ def _pct(v) -> str:
     return "" if v is None else f"{100 * v:.0f}"
 
 
+def _reference(m: RunMetrics, stage: int, task: int) -> list[float]:
+    """What a cell is told apart from: the majority-class share of the task and, after training (stage ≥ 1), the
+    base model's accuracy on it (row 0 *is* the base model, so it is compared with the majority share only)."""
+    refs = [m.majority[task]] if task < len(m.majority) and m.majority[task] is not None else []
+    if stage >= 1 and m.base is not None and task < len(m.base.accuracy or []) and m.base.accuracy[task] is not None:
+        refs.append(m.base.accuracy[task])
+    return refs
+
+
 def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
-    """One heatmap per method (rows: stages, columns: tasks), plus CURLoRA − LoRA where both exist."""
+    """One heatmap per method (rows: stages, columns: tasks), plus CURLoRA − LoRA where both exist.
+
+    Hover: accuracy, n and the stored 95 % Wilson interval. A cell whose interval contains the majority-class share
+    or the base model's accuracy is marked ≈; in the difference, ≈ marks two cells whose intervals overlap. Every
+    interval is the stored one (metrics.json's matrix_ci95): nothing is recomputed here."""
     m = RunMetrics.of(metrics)
     methods = m.methods
     if not m or not methods:
@@ -109,56 +160,125 @@ def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
     kinds = {rec.kind: label for label, rec in methods.items()}
     if "curlora" in kinds and "lora" in kinds:
         pair = (kinds["curlora"], kinds["lora"])
-    titles = [f"{label} ({methods[label].status})" for label in labels]
+    titles = [f"{named(m, label)} ({methods[label].status})" for label in labels]
     if pair:
-        titles.append(f"{pair[0]} − {pair[1]} (points)")
+        titles.append(f"{named(m, pair[0])} − {named(m, pair[1])} (points; {SAME}: intervals overlap)")
     cols = len(titles)
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.06)
     n = len(tasks) + 1
+    any_interval = False
     for c, label in enumerate(labels, start=1):
-        matrix = methods[label].matrix
+        rec = methods[label]
+        matrix = rec.matrix
         z = [[None if a is None else 100 * a for a in row] for row in matrix] + [[None] * len(tasks)] * (n - len(matrix))
+        text, hover = [], []
+        for i in range(n):
+            trow, hrow = [], []
+            for j in range(len(tasks)):
+                cell = rec.cell(i, j) if i < len(matrix) else {}
+                acc = cell.get("accuracy")
+                any_interval = any_interval or cell.get("ci95") is not None
+                same = acc is not None and any(_contains(cell.get("ci95"), r) for r in _reference(m, i, j))
+                trow.append("" if acc is None else (SAME if same else "") + _pct(acc))
+                hrow.append(_interval_text(cell) + (f"<br>{SAME} majority class or base inside the interval"
+                                                    if same else "") if acc is not None else "not measured yet")
+            text.append(trow)
+            hover.append(hrow)
         fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmin=0, zmax=100, colorscale="Blues",
-                                 text=[[_pct(None if v is None else v / 100) for v in row] for row in z],
-                                 texttemplate="%{text}", showscale=c == 1,
+                                 text=text, texttemplate="%{text}", showscale=c == 1, customdata=hover,
                                  colorbar={"title": "%", "x": 1.0, "len": 0.8, "thickness": 12},
-                                 hovertemplate="%{y}<br>task %{x}: %{z:.1f}%<extra>" + label + "</extra>"),
+                                 hovertemplate="%{y}<br>task %{x}: %{z:.1f}%<br>%{customdata}<extra>"
+                                               + named(m, label) + "</extra>"),
                       row=1, col=c)
     if pair:
-        a, b = methods[pair[0]].matrix, methods[pair[1]].matrix
+        ra, rb = methods[pair[0]], methods[pair[1]]
+        a, b = ra.matrix, rb.matrix
         rows = min(len(a), len(b))
         z = [[None if x is None or y is None else 100 * (x - y) for x, y in zip(a[i], b[i])] for i in range(rows)]
+        text, hover = [], []
+        for i in range(rows):
+            trow, hrow = [], []
+            for j, v in enumerate(z[i]):
+                ca, cb = ra.cell(i, j), rb.cell(i, j)
+                noise = v is not None and _overlap(ca.get("ci95"), cb.get("ci95"))
+                trow.append("" if v is None else (SAME if noise else "") + f"{v:+.0f}")
+                hrow.append(f"{pair[0]}: {_interval_text(ca)}<br>{pair[1]}: {_interval_text(cb)}"
+                            + ("<br>intervals overlap: inside the noise" if noise else ""))
+            text.append(trow)
+            hover.append(hrow)
         z += [[None] * len(tasks)] * (n - rows)
+        text += [[""] * len(tasks)] * (n - rows)
+        hover += [["not measured yet"] * len(tasks)] * (n - rows)
         fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmid=0, colorscale="RdBu",
-                                 text=[["" if v is None else f"{v:+.0f}" for v in row] for row in z],
-                                 texttemplate="%{text}", showscale=False,
-                                 hovertemplate="%{y}<br>task %{x}: %{z:+.1f} points<extra>difference</extra>"),
+                                 text=text, texttemplate="%{text}", showscale=False, customdata=hover,
+                                 hovertemplate="%{y}<br>task %{x}: %{z:+.1f} points<br>%{customdata}"
+                                               "<extra>difference</extra>"),
                       row=1, col=cols)
     fig.update_yaxes(autorange="reversed")
     for c in range(2, cols + 1):
         fig.update_yaxes(showticklabels=False, row=1, col=c)
     _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {m.scoring}")
-    fig.update_layout(margin={"l": 120, "r": 40, "t": 70, "b": 40})
+    note = NOISE_NOTE + (f"<br>{DIFF_NOTE}" if pair else "") if any_interval else \
+        "no 95 % intervals stored for this run (recorded before they were): no cell can be marked " + SAME
+    _note(fig, note, y=-0.15)
+    fig.update_layout(margin={"l": 120, "r": 40, "t": 70, "b": 85})
     return fig
 
 
+def probe_name(m: RunMetrics) -> str:
+    source = (m.probe or {}).get("source")
+    return Path(source).name if source else "the probe text"
+
+
+PPL_TITLE = "Perplexity of general text — closer to the base line = less drift"
+
+
 def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
+    """Perplexity on the run's probe text (left) and the KL to the base model on its own self-sampled text (right),
+    per stage: the KL is the in-domain drift measure; a probe outside the model's own domain can read better than
+    the base while the model drifts."""
     m = RunMetrics.of(metrics)
     if not m or m.base is None:
         return empty("Perplexity of general text")
     colours = method_colours(m)
     n = len(m.tasks) + 1
     labels = _row_labels(m, n)
-    fig = go.Figure()
+    probe = probe_name(m)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=[f"perplexity on {probe}", "KL to base on self-sampled text (nats/token)"])
     fig.add_trace(go.Scatter(x=labels, y=[m.base.ppl] * n, mode="lines", name="base model",
-                             line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}))
+                             line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}), row=1, col=1)
+    any_kl = False
     for label, rec in m.methods.items():
         if not method(rec.kind).trains:
             continue
-        fig.add_trace(go.Scatter(x=labels[: len(rec.ppl)], y=rec.ppl, mode="lines+markers", name=label,
-                                 line={"color": colours[label], "width": 2.5}))
-    return _layout(fig, "Perplexity on held-out general text (lower = less forgetting of the base)",
-                   yaxis_title="perplexity")
+        name = named(m, label)
+        fig.add_trace(go.Scatter(x=labels[: len(rec.ppl)], y=rec.ppl, mode="lines+markers", name=name,
+                                 legendgroup=label, line={"color": colours[label], "width": 2.5},
+                                 hovertemplate="%{x}: perplexity %{y:.2f}<extra>" + name + "</extra>"),
+                      row=1, col=1)
+        kl = list(rec.kl_to_base or [])
+        if any(x is not None for x in kl):
+            any_kl = True
+            fig.add_trace(go.Scatter(x=labels[: len(kl)], y=kl, mode="lines+markers", name=f"{name}: KL to base",
+                                     legendgroup=label, showlegend=False,
+                                     line={"color": colours[label], "width": 2.5},
+                                     hovertemplate="%{x}: KL %{y:.4f}<extra>" + name + "</extra>"),
+                          row=1, col=2)
+    if any_kl:
+        fig.add_trace(go.Scatter(x=labels, y=[0.0] * n, mode="lines", name="base model: KL", showlegend=False,
+                                 line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}), row=1, col=2)
+    else:
+        fig.add_annotation(text="no KL to base stored for this run (self-probe off or an older run)",
+                           showarrow=False, font={"size": 12, "color": "#888"}, x=0.5, y=0.5,
+                           xref="x2 domain", yref="y2 domain")
+    fig.update_yaxes(title_text="perplexity", row=1, col=1)
+    fig.update_yaxes(title_text="KL to base", rangemode="tozero", row=1, col=2)
+    _layout(fig, PPL_TITLE)
+    _note(fig, f"Probe text: {probe}. A probe not in the model's own domain can read better than the base<br>"
+               f"while the model drifts; the self-probe KL (right) is the in-domain measure.", y=-0.38)
+    fig.update_layout(height=HEIGHT + 40, margin={"l": 50, "r": 20, "t": 70, "b": 110})
+    return fig
 
 
 def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
@@ -179,7 +299,7 @@ def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figu
             if not pts:
                 continue
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[None if p[1] is None else 100 * p[1] for p in pts],
-                                     mode="lines+markers", name=f"{label}: {task}",
+                                     mode="lines+markers", name=f"{named(m, label)}: {task}",
                                      line={"color": colours.get(label), "dash": DASHES[j % len(DASHES)]}))
     for j, (task, share) in enumerate(zip(tasks, m.majority)):
         if share is not None and j < len(tasks) - 1:

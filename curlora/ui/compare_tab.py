@@ -84,6 +84,7 @@ def build(engine: Engine, train: dict) -> dict:
     with gr.Row():
         point = gr.Dropdown([], label="a run of this study", scale=3)
         open_point = gr.Button("Open in Results", scale=1)
+        chat_point = gr.Button("Chat with it", scale=1)
     timer = gr.Timer(2.0, active=False)
 
     def mine(request) -> list[str]:
@@ -134,7 +135,7 @@ def build(engine: Engine, train: dict) -> dict:
     stop.click(cancel, pick, None, api_name=False)
     pick.change(show, pick, outputs, **light)
     timer.tick(show, pick, outputs, **light)
-    return {"pick": pick, "point": point, "open": open_point, "fresh": fresh, "show": show, "outputs": outputs,
+    return {"pick": pick, "point": point, "open": open_point, "chat": chat_point, "fresh": fresh, "show": show, "outputs": outputs,
             "grids": grids, "seeds": seeds}
 
 

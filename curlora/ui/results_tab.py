@@ -1,6 +1,7 @@
-"""Results tab: any run's summary table (ACC, BWT, FWT, forgetting, perplexity, parameters, time, memory), its
-charts, exports built by the engine's export functions (curlora/run/export.py), so the app and `curlora export` agree, and any
-finished stage evaluated on a new CSV or text (curlora/run/evaluate.py, the engine behind `curlora eval`)."""
+"""Results tab: any run's summary table (ACC with the final training loss, BWT, FWT, forgetting, perplexity,
+parameters, time, memory), a matched-loss run's targets, its charts, exports built by the engine's export functions
+(curlora/run/export.py), so the app and `curlora export` agree, and any finished stage evaluated on a new CSV or
+text (curlora/run/evaluate.py, the engine behind `curlora eval`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import export_file, table
-from curlora.run.methods import method
+from curlora.run.methods import described, method
 from curlora.run.store import Run
 from curlora.ui import live
+from curlora.ui.charts import SAME
 from curlora.ui.common import Engine, friendly, wait_for_device
 
-SUMMARY_HEADERS = ["method", "status", "ACC %", "BWT", "FWT", "forgetting", "plasticity %", "ppl base → final",
-                   "self-ppl base → final", "KL to base", "weight drift", "trainable", "train s", "peak memory"]
+FWT_LABEL = "FWT (vs the base model before training)"
+SUMMARY_HEADERS = ["method", "setting", "ACC %", "final loss per task", "BWT", FWT_LABEL, "forgetting",
+                   "plasticity %", "ppl base → final", "self-ppl base → final", "KL to base", "weight drift",
+                   "trainable", "train s", "peak memory", "status"]
 
 
 def _pct(v, signed=False) -> str:
@@ -27,8 +31,21 @@ def _pct(v, signed=False) -> str:
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
 
+def setting_text(label: str, setting: dict | None) -> str:
+    """The setting part of a described label ('lr 2e-2, r 8'), '–' when nothing was stored (an older run)."""
+    full = described(label, setting)
+    return full[len(label) + 2:-1] if full != label else "–"
+
+
+def final_losses(rec) -> str:
+    """Each trained task's final training loss, in task order: 'a 0.412 · b 0.377' (– for a stage not stored)."""
+    parts = [f"{t.task} {'–' if t.final_loss is None else f'{t.final_loss:.3f}'}".strip() for t in rec.train]
+    return " · ".join(parts) or "–"
+
+
 def summary_rows(metrics: RunMetrics | dict) -> list[list]:
-    """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.measure.metrics)."""
+    """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.measure.metrics). The method
+    column keeps the bare label (what the API and exports key on); the setting stands beside it."""
     m = RunMetrics.of(metrics)
     rows = []
     base_ppl = m.base.ppl if m.base else None
@@ -37,14 +54,55 @@ def summary_rows(metrics: RunMetrics | dict) -> list[list]:
         self_ppl = [x for x in rec.self_ppl if x is not None]
         drift = rec.last("drift")
         mem = rec.peak_memory_bytes
-        rows.append([label, rec.status, _pct(s.get("acc")), _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
+        rows.append([label, setting_text(label, rec.setting), _pct(s.get("acc")), final_losses(rec),
+                     _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
                      _pct(s.get("forgetting"), True), _pct(s.get("plasticity")),
-                     f"{base_ppl:.2f} → {rec.ppl[-1]:.2f}" if base_ppl and rec.ppl else "–",
+                     f"{base_ppl:.2f} → {rec.ppl[-1]:.2f}" if base_ppl and rec.ppl and rec.ppl[-1] is not None
+                     else "–",
                      f"{self_ppl[0]:.2f} → {self_ppl[-1]:.2f}" if self_ppl else "–",
                      f"{rec.last('kl_to_base'):.4f}" if rec.last("kl_to_base") is not None else "–",
                      f"{drift['total']:.4f}" if drift and drift.get("total") is not None else "–",
-                     f"{rec.trainable:,}", f"{rec.seconds:.0f}", f"{mem / 2**20:.0f} MiB" if mem else "–"])
+                     f"{rec.trainable:,}", f"{rec.seconds:.0f}", f"{mem / 2**20:.0f} MiB" if mem else "–",
+                     rec.status])
     return rows
+
+
+def missed_targets(metrics: RunMetrics | dict) -> list[str]:
+    """One banner sentence per method that missed its target loss on some task of a matched-loss run."""
+    m = RunMetrics.of(metrics)
+    if m.comparison != "matched_loss":
+        return []
+    out = []
+    for label, rec in m.methods.items():
+        aimed = [t for t in rec.train if t.target_loss is not None]
+        missed = [t for t in aimed if t.reached is False]
+        if missed:
+            out.append(f"{described(label, rec.setting)} missed its target loss on {len(missed)} of {len(aimed)} "
+                       f"tasks: this is not a matched comparison there ({', '.join(t.task for t in missed)}).")
+    return out
+
+
+def matched_loss_md(metrics: RunMetrics | dict) -> str:
+    """Matched-loss runs: target / reached / steps / final loss per method and task (TrainRecord); empty for an
+    equal-lr run. The missed-target warning is `banner`."""
+    m = RunMetrics.of(metrics)
+    if m.comparison != "matched_loss":
+        return ""
+    lines = ["**Matched loss:** each method trains each task until its smoothed loss reaches the target (or the "
+             "step limit).", "",
+             "| method | task | target loss | reached | steps | final loss |", "|---|---|---|---|---|---|"]
+    for label, rec in m.methods.items():
+        for t in rec.train:
+            reached = "–" if t.reached is None else ("yes" if t.reached else "**no**")
+            lines.append(f"| {described(label, rec.setting)} | {t.task} | "
+                         f"{'–' if t.target_loss is None else f'{t.target_loss:.3f}'} | {reached} | {t.steps:,} | "
+                         f"{'–' if t.final_loss is None else f'{t.final_loss:.3f}'} |")
+    return "\n".join(lines)
+
+
+def banner(metrics: RunMetrics | dict) -> str:
+    """The warning a matched-loss run shows first when a method missed its target (empty otherwise)."""
+    return "\n\n".join(f"> ⚠️ **{s}**" for s in missed_targets(metrics))
 
 
 def notes(metrics: RunMetrics | dict) -> str:
@@ -52,12 +110,22 @@ def notes(metrics: RunMetrics | dict) -> str:
     if not m:
         return ""
     maj = ", ".join(f"{t} {_pct(a)}%" for t, a in zip(m.tasks, m.majority))
-    return (f"**Scoring:** {m.scoring} · **Forgetting:** {m.forgetting_definition} · "
-            f"**BWT** negative = forgot, **FWT** = gain on a task before training it (points) · "
-            f"**Majority-class accuracy:** {maj} · **Perplexity probe:** {Path(m.probe['source']).name}, "
-            f"{m.probe['tokens']:,} tokens, window {m.probe['window']} · **self-ppl / KL:** on "
-            f"text sampled from the base model itself; **weight drift:** ‖ΔW‖/‖W‖ over adapted matrices"
+    probe = m.probe or {}
+    source = Path(probe["source"]).name if probe.get("source") else "–"
+    methods = " · ".join(described(label, rec.setting) for label, rec in m.methods.items())
+    text = (f"**Methods:** {methods or '–'} · **Scoring:** {m.scoring} · "
+            f"**Forgetting:** {m.forgetting_definition} · "
+            f"**BWT** negative = forgot, **{FWT_LABEL}** = gain on a task before training it (points) · "
+            f"**Majority-class accuracy:** {maj} · **Perplexity probe:** {source}, "
+            f"{probe.get('tokens') or 0:,} tokens, window {probe.get('window', '–')} (a probe outside the model's "
+            f"own domain can read better than the base while the model drifts) · **self-ppl / KL:** on "
+            f"text sampled from the base model itself (the in-domain drift measure); "
+            f"**weight drift:** ‖ΔW‖/‖W‖ over adapted matrices · "
+            f"**Accuracy heatmaps:** hover for n and the 95 % interval; "
+            f"{SAME} marks a cell whose interval contains the majority-class share or the base model's accuracy"
             + "".join(f"\n\n- {v['verdict']}" for v in m.learnability if v.get("verdict")))
+    matched, warn = matched_loss_md(m), banner(m)
+    return (warn + "\n\n" if warn else "") + text + ("\n\n" + matched if matched else "")
 
 
 def stage_choices(run: Run) -> tuple[list[str], int]:
@@ -147,7 +215,7 @@ def build(engine: Engine) -> dict:
     summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary per method",
                            elem_id="results-summary")
     with gr.Row():
-        loss_plot, ppl_plot = gr.Plot(label="Loss"), gr.Plot(label="Perplexity")
+        loss_plot, ppl_plot = gr.Plot(label="Loss"), gr.Plot(label="Perplexity and KL to base")
     heatmap = gr.Plot(label="Accuracy")
     forget_plot = gr.Plot(label="Forgetting")
     with gr.Accordion("Accuracy matrices as text (also the Markdown export)", open=False):

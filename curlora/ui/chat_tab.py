@@ -26,8 +26,7 @@ def pane_labels(metrics: RunMetrics | dict | None, choices: dict, stage) -> tupl
         return f"LoRA after task {k}", f"CURLoRA after task {k}"
     m = RunMetrics.of(metrics)
     out = []
-    for kind in ("lora", "curlora"):
-        label = pane_methods(choices)[kind]
+    for label in pane_methods(choices).values():  # LoRA's pane, then CURLoRA's
         rec = m.methods.get(label)
         out.append(f"{described(label, rec.setting if rec is not None else None)} after task {k}")
     return out[0], out[1]

@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from curlora.run.study import interval_text  # noqa: E402
+
 PRESET = REPO / "presets" / "experiments" / "demo-study.yaml"
 DOC = REPO / "docs" / "demo-study.md"
 GOAL_S = 720.0
@@ -36,10 +40,7 @@ def run_study(data_dir: Path) -> tuple[float, Path]:
 
 
 def fmt(s: dict, digits: int = 2) -> str:
-    if not s or s.get("mean") is None:
-        return "n/a"
-    ci = s.get("ci95")
-    return f"{s['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else " (n=1)")
+    return interval_text(s, digits, single=" (n=1)")
 
 
 def document(study: Path, wall: float, note: str) -> str:

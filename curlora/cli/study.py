@@ -4,8 +4,6 @@ A `study:` section in the YAML (lrs, seeds, kl_budget) does the same; flags over
 
 from __future__ import annotations
 
-import sys
-
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
@@ -68,7 +66,3 @@ def cmd_study(args) -> int:
     for c in body.get("comparison") or []:
         print(c["sentence"])
     return 0 if study.status()["status"] == "completed" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(2)

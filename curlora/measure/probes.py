@@ -58,7 +58,7 @@ from curlora.adapter.layer import math_weight
 from curlora.adapter.model import CURLoRAModel
 from curlora.errors import CurloraError, check_stop
 from curlora.measure import stats
-from curlora.measure.record import MethodRecord, RunMetrics
+from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
@@ -281,11 +281,8 @@ def learnability(metrics, untrained: set[str] = frozenset(), control: str | None
     head_only = recs.get(control) if control else None
     out = []
     for j, name in enumerate(tasks):
-        base_cell = None
-        if base_row is not None and j < len(base_row.accuracy) and base_row.accuracy[j] is not None:
-            base_rec = MethodRecord(matrix=[base_row.accuracy], matrix_n=[base_row.n], matrix_correct=[base_row.correct],
-                                    matrix_ci95=[base_row.ci95], matrix_pred_share=[base_row.pred_share])
-            base_cell = base_rec.cell(0, j)
+        base_cell = base_row.cell(j) if base_row is not None else None
+        base_cell = base_cell if base_cell and base_cell["accuracy"] is not None else None
         ho = head_only.cell(j + 1, j) if head_only and head_only.stages_done > j else None
         ho = ho if ho and ho["accuracy"] is not None else None
         tests = {}

@@ -69,6 +69,15 @@ class Row:
     def from_json(cls, data: dict) -> Row:
         return cls(**_known(cls, data or {})[0])
 
+    def cell(self, task: int) -> dict:
+        """One task's accuracy with what backs it: {accuracy, n, ci95, correct (list of bool) | None, pred_share}."""
+        def at(values):
+            return values[task] if values is not None and task < len(values) else None
+
+        acc, n, bits = at(self.accuracy), at(self.n), at(self.correct)
+        return {"accuracy": acc, "n": n, "ci95": at(self.ci95), "pred_share": at(self.pred_share),
+                "correct": from_bits(bits, n) if bits is not None and n else None}
+
     def event(self) -> dict:
         """The fields a `stage` event carries (curlora/run/events.py): all but the per-row bits."""
         out = dataclasses.asdict(self)
@@ -121,15 +130,23 @@ class MethodRecord:
         self.kl_to_base.append(row.kl_to_base)
         self.drift.append(drift)
 
-    def cell(self, stage: int, task: int) -> dict:
-        """One accuracy cell with what backs it: {accuracy, n, ci95, correct (list of bool) | None, pred_share}."""
-        def at(rows):
-            row = rows[stage] if stage < len(rows) and rows[stage] is not None else None
-            return row[task] if row is not None and task < len(row) else None
+    def targets(self) -> tuple[list[TrainRecord], list[TrainRecord]]:
+        """(the tasks trained towards a target loss, those of them that missed it): matched-loss runs."""
+        aimed = [t for t in self.train if t.target_loss is not None]
+        return aimed, [t for t in aimed if t.reached is False]
 
-        acc, n, bits = at(self.matrix), at(self.matrix_n), at(self.matrix_correct)
-        return {"accuracy": acc, "n": n, "ci95": at(self.matrix_ci95), "pred_share": at(self.matrix_pred_share),
-                "correct": from_bits(bits, n) if bits is not None and n else None}
+    def row(self, stage: int) -> Row:
+        """Stage `stage` as a Row (what `append` added for it)."""
+        def at(lists):
+            return lists[stage] if stage < len(lists) else None
+
+        return Row(accuracy=at(self.matrix) or [], ppl=at(self.ppl), ppl_single_window=at(self.ppl_single_window),
+                   self_ppl=at(self.self_ppl), kl_to_base=at(self.kl_to_base), n=at(self.matrix_n),
+                   ci95=at(self.matrix_ci95), correct=at(self.matrix_correct), pred_share=at(self.matrix_pred_share))
+
+    def cell(self, stage: int, task: int) -> dict:
+        """One accuracy cell with what backs it (Row.cell)."""
+        return self.row(stage).cell(task)
 
     def last(self, name: str):
         """The last non-None entry of a per-stage list (self_ppl, kl_to_base), or None."""

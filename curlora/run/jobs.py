@@ -87,20 +87,10 @@ class JobManager:
         """Check the server's policy and limits, validate and create the run (CurloraError on bad input, nothing
         written), then queue it. To stay within the owner's store quota their oldest finished runs may be deleted
         first; `notices` gets one sentence per deleted run."""
-        from curlora.run.runner import load_everything, start
+        from curlora.run.runner import start
 
-        self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
-        self.policy.check_config(cfg, self.root, owner)
-        self._check_room(owner)
-        self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
-        limits = self.policy.limits
-        run, loaded = start(cfg, self.root, load_everything(cfg, limits=limits) if limits is not None else None)
-        write_owner(run.path, owner)
-        with self._cv:
-            busy = self._current is not None or bool(self._queue)
-            # A waiting job should not hold a second copy of the weights; it reloads them when its turn comes.
-            self._enqueue(Job(run, cfg, None if busy else loaded, owner=owner))
-        return run.id
+        run, loaded = start(cfg, self.root, self._admit(cfg, owner, notices))
+        return self._queue_new(Job(run, cfg, loaded, owner=owner))
 
     def submit_study(self, cfg: ExperimentConfig, settings, owner: str | None = None,
                      notices: list[str] | None = None) -> str:
@@ -108,20 +98,28 @@ class JobManager:
         each training unit passes the device gate like any run's. The same checks as `submit`; a study counts as
         one run against the per-visitor limit."""
         from curlora.run import study as studies
+
+        loaded = self._admit(cfg, owner, notices)
+        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True))
+
+    def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None):
+        """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
         from curlora.run.runner import load_everything
 
-        self.policy.resolve_sources(cfg, self.root, owner)
+        self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
         self.policy.check_config(cfg, self.root, owner)
         self._check_room(owner)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
-        limits = self.policy.limits
-        loaded = load_everything(cfg, limits=limits)
-        run = studies.create(cfg, settings, self.root)
-        write_owner(run.path, owner)
+        return load_everything(cfg, limits=self.policy.limits)
+
+    def _queue_new(self, job: Job) -> str:
+        write_owner(job.run.path, job.owner)
         with self._cv:
-            busy = self._current is not None or bool(self._queue)
-            self._enqueue(Job(run, cfg, None if busy else loaded, owner=owner, study=True))
-        return run.id
+            if self._current is not None or self._queue:
+                # A waiting job should not hold a second copy of the weights; it reloads them when its turn comes.
+                job.loaded = None
+            self._enqueue(job)
+        return job.run.id
 
     def resume(self, run_id: str, owner: str | None = None) -> str:
         """Queue an interrupted or cancelled run; it continues from its last finished stage."""

@@ -241,7 +241,7 @@ def _interp(groups: dict, front: list[str], level: float, name: str) -> dict | N
     pts = [(groups[k]["learning"]["mean"], groups[k][name], k) for k in front if groups[k][name]["mean"] is not None]
     if not pts or level < pts[0][0] - 1e-12 or level > pts[-1][0] + 1e-12:
         return None
-    for (x0, s0, k0), (x1, s1, k1) in itertools.pairwise(pts) if len(pts) > 1 else []:
+    for (x0, s0, k0), (x1, s1, k1) in itertools.pairwise(pts):
         if x0 - 1e-12 <= level <= x1 + 1e-12:
             w = 0.0 if x1 == x0 else (level - x0) / (x1 - x0)
             break
@@ -259,14 +259,11 @@ def _nearest(groups: dict, front: list[str], level: float) -> str:
     return min(front, key=lambda k: abs(groups[k]["learning"]["mean"] - level))
 
 
-def _rows_test(points: list[dict], ka: str, kb: str, metrics_of) -> dict | None:
+def _rows_test(by: dict, seeds: list[int], ka: str, kb: str, metrics_of) -> dict | None:
     """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the seeds both groups
-    ran: does one method keep more rows right than the other?"""
-    by = {}
-    for p in points:
-        by.setdefault((key(p["method"], p["lr"]), p["seed"]), p)
+    ran (`by`: (group key, seed) -> point): does one method keep more rows right than the other?"""
     b = c = rows = 0
-    for seed in sorted({s for (k, s) in by if k == ka} & {s for (k, s) in by if k == kb}):
+    for seed in seeds:
         pa, pb = by[(ka, seed)], by[(kb, seed)]
         ma, mb = metrics_of(pa["run_id"]), metrics_of(pb["run_id"])
         ra, rb = ma.methods[pa["method"]], mb.methods[pb["method"]]
@@ -283,11 +280,13 @@ def _rows_test(points: list[dict], ka: str, kb: str, metrics_of) -> dict | None:
     return {"rows": rows, "only_first_right": b, "only_second_right": c, "p_value": p}
 
 
-def _fmt(s: dict | None, unit: str = "") -> str:
+def interval_text(s: dict | None, digits: int = 2, unit: str = "", single: str = " (one seed: no interval)") -> str:
+    """A summary() as "mean [lo, hi]" (the study's sentences, the Compare tab, bench/demo_study_time.py);
+    `single` follows the mean when there is no interval."""
     if not s or s.get("mean") is None:
         return "n/a"
     ci = s.get("ci95")
-    return f"{s['mean']:.2f}{unit}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else " (one seed: no interval)")
+    return f"{s['mean']:.{digits}f}{unit}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else single)
 
 
 def compare(groups: dict, fronts: dict, points: list[dict], a: str, b: str, metrics_of) -> dict:
@@ -317,12 +316,12 @@ def compare(groups: dict, fronts: dict, points: list[dict], a: str, b: str, metr
     diffs = [by[(ka, s)]["forgetting"] - by[(kb, s)]["forgetting"] for s in seeds
              if by[(ka, s)]["forgetting"] is not None and by[(kb, s)]["forgetting"] is not None]
     out["paired"] = {"seeds": seeds, **stats.paired_t(diffs)} if diffs else None
-    out["rows"] = _rows_test(points, ka, kb, metrics_of)
+    out["rows"] = _rows_test(by, seeds, ka, kb, metrics_of)
     fa_, fb_ = out["forgetting"][a], out["forgetting"][b]
     out["intervals_overlap"] = stats.overlap(fa_ and fa_["ci95"], fb_ and fb_["ci95"])
     sa, sb = groups[ka]["setting"], groups[kb]["setting"]
     head = (f"At matched learning ({level:.1f} points above the better of the majority class and the base), "
-            f"{a} forgets {_fmt(fa_, ' pts')} and {b} {_fmt(fb_, ' pts')} (interpolated along each frontier; "
+            f"{a} forgets {interval_text(fa_, unit=' pts')} and {b} {interval_text(fb_, unit=' pts')} (interpolated along each frontier; "
             f"nearest settings {described(a, sa)} and {described(b, sb)}).")
     test = ""
     if out["paired"] and out["paired"]["p_value"] is not None:
@@ -399,7 +398,6 @@ def settings_of(study: Run) -> StudySettings:
 def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=None) -> str:
     """Run (or resume) every point of the study in `study`, one after another, sharing `loaded` and the base row.
     Returns the study's status: completed | cancelled (a failed point is recorded and the study goes on)."""
-    from curlora.run.runner import Executor
     from curlora.run.runner import execute as execute_run
 
     cfg, settings = study.config(), settings_of(study)
@@ -409,7 +407,7 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
     with study.lock():
         study.set_status("running", f"study of {len(plan)} runs")
         try:
-            base = _base_row(study, body, cfg, loaded, should_stop, device_call, Executor)
+            base = _base_row(study, body, cfg, loaded, should_stop, device_call)
             for entry in plan:
                 if entry["status"] == "completed":
                     continue
@@ -425,13 +423,7 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
                         run.repair()
                     pcfg = run.config()
                 else:
-                    pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
-                    run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=root)
-                    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):  # the shared self-probe (the run reads it
-                        # back) and the study's owner: a visitor owns the runs of their study
-                        if (study.path / name).is_file():
-                            shutil.copyfile(study.path / name, run.path / name)
-                    entry["run_id"] = run.id
+                    run, pcfg = _new_point_run(study, cfg, entry)
                     _save(study, settings, body, plan)
                 entry["status"] = "running"
                 status = execute_run(run, pcfg, loaded, should_stop=should_stop, on_event=on_event,
@@ -456,6 +448,18 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
         return "completed"
 
 
+def _new_point_run(study: Run, cfg: ExperimentConfig, entry: dict) -> tuple[Run, ExperimentConfig]:
+    """The run folder of one plan entry (its id goes into the entry), with the study's shared self-probe files (the
+    run reads them back) and its owner (a visitor owns the runs of their study)."""
+    pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
+    run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
+    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):
+        if (study.path / name).is_file():
+            shutil.copyfile(study.path / name, run.path / name)
+    entry["run_id"] = run.id
+    return run, pcfg
+
+
 def _point_in_worker(root: str, run_id: str, base: dict) -> str:
     """One point run inside a Ray worker: it loads the model itself and reads the shared base row and self-probe
     from the run store (the workers share its filesystem: one machine, or a store on shared storage)."""
@@ -478,8 +482,6 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
                            ) from None
     import os
 
-    from curlora.run.runner import Executor
-
     cfg, settings = study.config(), settings_of(study)
     root = study.root
     body = read(study)
@@ -493,21 +495,14 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
     try:
         with study.lock():
             study.set_status("running", f"study of {len(plan)} runs on Ray")
-            _base_row(study, body, cfg, loaded, should_stop, None, Executor)
+            _base_row(study, body, cfg, loaded, should_stop, None)
             gpus = ray.cluster_resources().get("GPU", 0)
             remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_point_in_worker)
             tasks = {}
             for entry in plan:
                 if entry["status"] == "completed":
                     continue
-                if not entry["run_id"]:
-                    pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
-                    run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=root)
-                    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):
-                        if (study.path / name).is_file():
-                            shutil.copyfile(study.path / name, run.path / name)
-                    entry["run_id"] = run.id
-                run = Run.open(entry["run_id"], root)
+                run = _new_point_run(study, cfg, entry)[0] if not entry["run_id"] else Run.open(entry["run_id"], root)
                 if run.status()["status"] == "completed":
                     entry["status"] = "completed"
                     continue
@@ -546,8 +541,10 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
             ray.shutdown()
 
 
-def _base_row(study, body, cfg, loaded, should_stop, device_call, Executor) -> Row:
+def _base_row(study, body, cfg, loaded, should_stop, device_call) -> Row:
     """Row 0, measured once for the whole study (in the study folder, with the self-probe files)."""
+    from curlora.run.runner import Executor
+
     if body.get("base"):
         return Row.from_json(body["base"])
     ex = Executor(study, cfg, loaded, should_stop=should_stop)
@@ -566,8 +563,10 @@ def _base_row(study, body, cfg, loaded, should_stop, device_call, Executor) -> R
 
 
 def _save(study: Run, settings: StudySettings, body: dict, plan: list[dict]) -> None:
-    """Recompute the points and the analysis from the runs the plan names, and write study.json."""
+    """The points and the analysis from the runs the plan names, written to study.json. A finished run's point is
+    measured once (kept from the last save); only runs finished since are read."""
     root = study.root
+    known = {p["run_id"]: p for p in body.get("points") or []}
     cache: dict[str, RunMetrics] = {}
 
     def metrics_of(run_id: str) -> RunMetrics:
@@ -578,6 +577,9 @@ def _save(study: Run, settings: StudySettings, body: dict, plan: list[dict]) -> 
     points = []
     for e in plan:
         if e["status"] != "completed" or not e["run_id"]:
+            continue
+        if e["run_id"] in known:
+            points.append(known[e["run_id"]])
             continue
         m = metrics_of(e["run_id"])
         measures = point_measures(m, e["method"])

@@ -34,11 +34,7 @@ def best_table(body: dict) -> list[list]:
         g = body["groups"][best["key"]]
 
         def cell(name, digits=2):
-            s = g[name]
-            if s["mean"] is None:
-                return "n/a"
-            ci = s["ci95"]
-            return f"{s['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+            return studies.interval_text(g[name], digits, single="")
 
         rows.append([described(label, g["setting"]), g["learning"]["n"], cell("learning"), cell("forgetting"),
                      cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
@@ -93,7 +89,7 @@ def build(engine: Engine, train: dict) -> dict:
     def draw(sid: str, request):
         run = jobs.open(sid, engine.owner(request))
         body, status = studies.read(run), run.status()
-        points = [f"{e['run_id']}" for e in body.get("plan") or [] if e.get("run_id")]
+        points = [e["run_id"] for e in body.get("plan") or [] if e.get("run_id")]
         live = status.get("status") in ("running", "queued")
         return (summary_md(body, status), study_charts.frontier_figure(body), best_table(body),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))

@@ -1,6 +1,6 @@
 """Plotly figures of a study (study.json, curlora/run/study.py): drawing only, every number comes from the file.
 
-The frontier: learning (x) against forgetting and against KL to base (y), one colour per method, each learning rate
+The frontier: learning (x) against forgetting and against KL to base (y), one colour per method (the run charts' colour of its kind), each learning rate
 a point with 95 % error bars over seeds on both axes, the seeds themselves as faint dots, the frontier as a line.
 """
 
@@ -10,8 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from curlora.run.methods import lr_text
-
-COLOURS = ["#1f6fb4", "#e8710a", "#2ca02c", "#8e44ad", "#c0392b", "#17becf", "#7f7f7f"]
+from curlora.ui.charts import EXTRA, KIND_COLOURS
 
 
 def _err(s: dict) -> tuple[float | None, float | None]:
@@ -27,7 +26,7 @@ def frontier_figure(body: dict) -> go.Figure:
     groups = body.get("groups") or {}
     labels = list((body.get("settings") or {}).get("lrs") or {})
     for i, label in enumerate(labels):
-        colour = COLOURS[i % len(COLOURS)]
+        colour = KIND_COLOURS.get(label) or EXTRA[i % len(EXTRA)]  # the colour the run charts give its kind
         mine = sorted((g for g in groups.values() if g["method"] == label), key=lambda g: g["lr"])
         pts = [p for p in body.get("points") or [] if p["method"] == label]
         for col, name in ((1, "forgetting"), (2, "kl_to_base")):

@@ -85,8 +85,7 @@ def table(run: Run) -> str:
              "majority-class accuracy: " + ", ".join(f"{t} {_fmt(a, True)}" for t, a in zip(tasks, m.majority)),
              "accuracy cells: % [95 % Wilson interval] n = rows scored", ""]
     for name, rec in m.methods.items():
-        aimed = [t for t in rec.train if t.target_loss is not None]
-        missed = [t for t in aimed if t.reached is False]
+        aimed, missed = rec.targets()
         if m.comparison == "matched_loss" and missed:
             lines.append(f"WARNING: {described(name, rec.setting)} missed its target loss on {len(missed)} of "
                          f"{len(aimed)} tasks: this is not a matched comparison there.")

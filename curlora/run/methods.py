@@ -238,12 +238,18 @@ def lr_text(lr: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def described(label: str, setting: dict | None) -> str:
-    """A method's label with its setting, as every heading, legend, table and export shows it:
-    'curlora (lr 2e-02, r 8)'; the bare label when nothing was set (the base model)."""
+def setting_text(setting: dict | None) -> str:
+    """A method's setting as shown: 'lr 2e-2, r 8'; '' when nothing was set (the base model, an older run)."""
     parts = []
     if setting and setting.get("lr") is not None:
         parts.append(f"lr {lr_text(setting['lr'])}")
     if setting and setting.get("r") is not None:
         parts.append(f"r {setting['r']}")
-    return f"{label} ({', '.join(parts)})" if parts else label
+    return ", ".join(parts)
+
+
+def described(label: str, setting: dict | None) -> str:
+    """A method's label with its setting, as every heading, legend, table and export shows it:
+    'curlora (lr 2e-2, r 8)'; the bare label when nothing was set (the base model)."""
+    text = setting_text(setting)
+    return f"{label} ({text})" if text else label

@@ -12,14 +12,13 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
-from curlora.run.export import export_file, table
-from curlora.run.methods import described, method
+from curlora.run.export import FWT_LABEL, export_file, table
+from curlora.run.methods import described, method, setting_text
 from curlora.run.store import Run
 from curlora.ui import live
 from curlora.ui.charts import SAME
 from curlora.ui.common import Engine, friendly, wait_for_device
 
-FWT_LABEL = "FWT (vs the base model before training)"
 SUMMARY_HEADERS = ["method", "setting", "ACC %", "final loss per task", "BWT", FWT_LABEL, "forgetting",
                    "plasticity %", "ppl base → final", "self-ppl base → final", "KL to base", "weight drift",
                    "trainable", "train s", "peak memory", "status"]
@@ -29,12 +28,6 @@ def _pct(v, signed=False) -> str:
     if v is None:
         return "–"
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
-
-
-def setting_text(label: str, setting: dict | None) -> str:
-    """The setting part of a described label ('lr 2e-2, r 8'), '–' when nothing was stored (an older run)."""
-    full = described(label, setting)
-    return full[len(label) + 2:-1] if full != label else "–"
 
 
 def final_losses(rec) -> str:
@@ -54,7 +47,7 @@ def summary_rows(metrics: RunMetrics | dict) -> list[list]:
         self_ppl = [x for x in rec.self_ppl if x is not None]
         drift = rec.last("drift")
         mem = rec.peak_memory_bytes
-        rows.append([label, setting_text(label, rec.setting), _pct(s.get("acc")), final_losses(rec),
+        rows.append([label, setting_text(rec.setting) or "–", _pct(s.get("acc")), final_losses(rec),
                      _pct(s.get("bwt"), True), _pct(s.get("fwt"), True),
                      _pct(s.get("forgetting"), True), _pct(s.get("plasticity")),
                      f"{base_ppl:.2f} → {rec.ppl[-1]:.2f}" if base_ppl and rec.ppl and rec.ppl[-1] is not None
@@ -74,8 +67,7 @@ def missed_targets(metrics: RunMetrics | dict) -> list[str]:
         return []
     out = []
     for label, rec in m.methods.items():
-        aimed = [t for t in rec.train if t.target_loss is not None]
-        missed = [t for t in aimed if t.reached is False]
+        aimed, missed = rec.targets()
         if missed:
             out.append(f"{described(label, rec.setting)} missed its target loss on {len(missed)} of {len(aimed)} "
                        f"tasks: this is not a matched comparison there ({', '.join(t.task for t in missed)}).")

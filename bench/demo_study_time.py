@@ -49,8 +49,9 @@ def document(study: Path, wall: float, note: str) -> str:
     lines = ["# The demo study: learning against forgetting on the bundled model", "",
              f"`python -m curlora study presets/experiments/demo-study.yaml` — {len(plan)} runs "
              f"({', '.join(f'{k}: {len(v)} lrs' for k, v in body['settings']['lrs'].items())}; seeds "
-             f"{body['settings']['seeds']}), the bundled kjv-llama-5m, the three demo tasks (64 eval rows each), "
-             "30 steps per task.", "",
+             f"{body['settings']['seeds']}), r = 8 on all seven projection matrices for both methods, the bundled "
+             "kjv-llama-5m, the three demo tasks (64 eval rows each, so each accuracy cell has n = 64), 30 steps "
+             "per task.", "",
              f"**Wall time: {wall:.0f} s ({wall / 60:.1f} min)** against a goal of {GOAL_S / 60:.0f} min on 2 CPU "
              f"cores — {'within' if wall <= GOAL_S else 'over'} the goal. {note}", "",
              "Every number below is a mean over seeds with its 95 % Student-t interval (2 seeds: t = 12.7, so the "

@@ -51,6 +51,9 @@ UPPER_BOUNDS: dict[str, int | float] = {
 }
 
 SCORING_MODES = ("likelihood", "head", "generate")
+# curlora.adapter.sampling.SAMPLING_MODES spelled out, as the config loads no torch (tests/test_inspect.py keeps
+# the two equal)
+SAMPLING_RULES = ("inverted", "inverted_offset", "uniform", "norm", "leverage")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("no", "fp16", "bf16")
 COMPARISONS = ("equal_lr", "matched_loss")
@@ -79,7 +82,7 @@ class MethodSettings:
     alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
                                    "by alpha / r (default r: scale 1, the paper's LoRA).")
     target_modules: list[str] | None = _f(None, "Modules to adapt; default: the model's attention projections.")
-    sampling: str = _f("inverted", "CURLoRA sampling: inverted | inverted_offset | uniform | norm.")
+    sampling: str = _f("inverted", "CURLoRA sampling: inverted | inverted_offset | uniform | norm | leverage.")
     replace: bool = _f(True, "CURLoRA: sample columns/rows with replacement (paper).")
     seed: int = _f(0, "CURLoRA: sampling seed.")
     dropout: float = _f(0.0, "LoRA dropout.")
@@ -169,7 +172,7 @@ class ExperimentConfig:
         for i, m in enumerate(self.methods):
             one_of(f"methods[{i}].kind", m.kind, kinds())
             method(m.kind).check(m, self.evaluation.scoring, f"methods[{i}]")
-            one_of(f"methods[{i}].sampling", m.sampling, ("inverted", "inverted_offset", "uniform", "norm"))
+            one_of(f"methods[{i}].sampling", m.sampling, SAMPLING_RULES)
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
             if not METHOD_NAME.match(m.label):

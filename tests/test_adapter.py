@@ -27,7 +27,7 @@ def randomise_u(model, scale=0.5, seed=3):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.curlora_layers().values():
-            for f in layer.curlora.values():
+            for f in layer.curlora_factors.values():
                 f.U.copy_(torch.randn(f.U.shape, generator=g) * scale)
 
 
@@ -40,7 +40,7 @@ def test_output_identical_to_base_at_init(arch, sampling, replace):
     model = adapted(arch, sampling, replace)
     assert torch.equal(model(x).logits, base_logits)
     for layer in model.curlora_layers().values():
-        assert torch.count_nonzero(layer.curlora["default"].U) == 0
+        assert torch.count_nonzero(layer.curlora_factors["default"].U) == 0
 
 
 @matrix
@@ -49,7 +49,7 @@ def test_output_identical_to_base_at_init(arch, sampling, replace):
 def test_only_u_trains_and_count_is_r_squared_per_matrix(arch, sampling, replace):
     model = adapted(arch, sampling, replace)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.endswith(".curlora.default.U") for n in trainable)
+    assert trainable and all(n.endswith(".curlora_factors.default.U") for n in trainable)
     assert len(model.curlora_layers()) == N_ADAPTED[arch]
     assert model.get_nb_trainable_parameters()[0] == R * R * N_ADAPTED[arch]
 
@@ -60,7 +60,7 @@ def test_only_u_trains_and_count_is_r_squared_per_matrix(arch, sampling, replace
 def test_c_and_r_are_literal_columns_and_rows_of_w(arch, sampling, replace):
     model = adapted(arch, sampling, replace)
     for layer in model.curlora_layers().values():
-        f = layer.curlora["default"]
+        f = layer.curlora_factors["default"]
         stored = layer.base_layer.weight
         for k in range(R):
             if isinstance(layer, Conv1DCURLoRA):  # Conv1D stores W transposed: W's column j is stored row j
@@ -77,7 +77,7 @@ def test_c_and_r_are_literal_columns_and_rows_of_w(arch, sampling, replace):
 def test_sampling_is_reproducible_and_seed_dependent(arch):
     def picks(seed):
         m = adapted(arch, seed=seed)
-        return {n: (l.curlora["default"].I.tolist(), l.curlora["default"].J.tolist()) for n, l in m.curlora_layers().items()}
+        return {n: (l.curlora_factors["default"].I.tolist(), l.curlora_factors["default"].J.tolist()) for n, l in m.curlora_layers().items()}
 
     assert picks(0) == picks(0)
     assert picks(0) != picks(1)
@@ -86,7 +86,7 @@ def test_sampling_is_reproducible_and_seed_dependent(arch):
 @matrix
 def test_each_module_gets_its_own_draw(arch):
     m = adapted(arch, sampling="uniform")
-    draws = [tuple(l.curlora["default"].J.tolist()) for l in m.curlora_layers().values()]
+    draws = [tuple(l.curlora_factors["default"].J.tolist()) for l in m.curlora_layers().values()]
     assert len(set(draws)) > 1
 
 
@@ -144,12 +144,12 @@ def test_half_precision_model_keeps_u_in_float32_and_runs(dtype):
     x = tokens()
     ref = base(x).logits
     model = get_curlora_model(base, cfg)
-    assert all(l.curlora["default"].U.dtype == torch.float32 for l in model.curlora_layers().values())
+    assert all(l.curlora_factors["default"].U.dtype == torch.float32 for l in model.curlora_layers().values())
     assert torch.equal(model(x).logits, ref)
     # Same base weights in fp32 pick the same columns and rows.
     fp32 = get_curlora_model(tiny_model("llama"), cfg)
-    assert [l.curlora["default"].J.tolist() for l in model.curlora_layers().values()] == [
-        l.curlora["default"].J.tolist() for l in fp32.curlora_layers().values()
+    assert [l.curlora_factors["default"].J.tolist() for l in model.curlora_layers().values()] == [
+        l.curlora_factors["default"].J.tolist() for l in fp32.curlora_layers().values()
     ]
 
 
@@ -169,7 +169,7 @@ def test_one_optimiser_step_changes_output_and_only_u_gets_gradients(arch):
     opt.step()
     assert not torch.allclose(model(x).logits, before)
     for layer in model.curlora_layers().values():  # C and R stay frozen slices of W
-        f = layer.curlora["default"]
+        f = layer.curlora_factors["default"]
         assert torch.equal(f.C, math_weight(layer)[:, f.J])
 
 
@@ -182,7 +182,8 @@ def test_save_then_load_gives_identical_logits(arch, sampling, tmp_path):
     with torch.no_grad():
         logits = model(x).logits
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "adapter_config.json",
+                                                          "adapter_model.safetensors"]  # PEFT's layout and card
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["peft_type"] == "CURLORA" and saved["r"] == R and saved["sampling"] == sampling
     again = CURLoRAModel.from_pretrained(tiny_model(arch), tmp_path)
@@ -198,9 +199,11 @@ def test_saved_adapter_holds_u_and_indices_not_c_and_r(tmp_path):
     model = adapted("llama", r=8)
     model.save_pretrained(tmp_path)
     state = load_file(tmp_path / "adapter_model.safetensors")
+    assert all(k.startswith("base_model.model.") and ".curlora_factors." in k for k in state)  # PEFT's key layout
     kinds = {k.rsplit(".", 1)[1] for k in state}
-    assert kinds == {"curlora_U", "curlora_I", "curlora_J", "curlora_shape", "curlora_fingerprint"}
-    assert all(state[k].shape == (8, 8) for k in state if k.endswith("curlora_U"))
+    assert kinds == {"U", "I", "J", "shape", "sketch"}  # no C, no R: they are cut from the base on load
+    assert all(state[k].shape == (8, 8) for k in state if k.endswith(".U"))
+    assert all(state[k].shape == (4 * 8,) for k in state if k.endswith(".sketch"))  # norms + projections
 
 
 @matrix
@@ -224,7 +227,7 @@ def test_merge_and_unload_gives_a_plain_model_with_the_update_folded_in(arch):
     randomise_u(model)
     x = tokens()
     unmerged = model(x).logits
-    expected = {n: (math_weight(l) + l.curlora["default"].delta()).detach() for n, l in model.curlora_layers().items()}
+    expected = {n: (math_weight(l) + l.curlora_factors["default"].delta()).detach() for n, l in model.curlora_layers().items()}
     plain = model.merge_and_unload()
     assert not any("curlora" in n for n, _ in plain.named_modules())
     assert torch.allclose(plain(x).logits, unmerged, atol=1e-5, rtol=1e-4)
@@ -252,7 +255,8 @@ def test_named_adapters_switch_disable_and_delete():
     randomise_u(model, seed=1)
     a = model(x).logits
     model.add_adapter("other", CURLoRAConfig(r=2, target_modules=["v_proj"], seed=5))
-    assert model.active_adapter == "other"
+    assert model.active_adapter == "default"  # PEFT's rule: adding does not switch
+    model.set_adapter("other")
     assert torch.equal(model(x).logits, base_logits)  # fresh adapter: U = 0
     assert model.get_nb_trainable_parameters()[0] == 2 * 2 * 2
     model.set_adapter("default")
@@ -261,9 +265,10 @@ def test_named_adapters_switch_disable_and_delete():
         assert torch.equal(model(x).logits, base_logits)
     assert torch.equal(model(x).logits, a)
     model.delete_adapter("default")
-    assert model.active_adapter == "other"
+    assert list(model.peft_config) == ["other"]
+    model.set_adapter("other")
     assert torch.equal(model(x).logits, base_logits)
-    with pytest.raises(CurloraError, match="already exists"):
+    with pytest.raises(ValueError, match="already exists"):  # PEFT's own refusal
         model.add_adapter("other", CURLoRAConfig(r=2, target_modules=["v_proj"]))
 
 

@@ -318,15 +318,15 @@ def test_an_allocator_error_fails_one_method_with_the_out_of_memory_sentence(whe
     probe = torch.tensor([[1, 5, 9]])
     ref = loaded.model(probe).logits
     if where == "attach":  # the second adapted layer fails: the first is already wrapped in the base
-        real, calls = CURLoRALayer.add_adapter, {"n": 0}
+        real, calls = CURLoRALayer.update_layer, {"n": 0}
 
-        def add_adapter(self, *a, **k):
+        def update_layer(self, *a, **k):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError(OOM)
             return real(self, *a, **k)
 
-        monkeypatch.setattr(CURLoRALayer, "add_adapter", add_adapter)
+        monkeypatch.setattr(CURLoRALayer, "update_layer", update_layer)
     else:
         real_train = runner.train_task
 

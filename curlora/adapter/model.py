@@ -1,19 +1,20 @@
-"""`CURLoRAModel`: a transformers model with CURLoRA adapters injected, with PEFT's surface.
+"""CURLoRA as a PEFT tuner, and the package's own thin API over it.
 
-    model = get_curlora_model(base, CURLoRAConfig(r=8, target_modules=["q_proj", "v_proj"]))
-    model.print_trainable_parameters()
-    model.save_pretrained(folder)            # adapter_config.json + adapter_model.safetensors
-    merged = model.merge_and_unload()
-    again = CURLoRAModel.from_pretrained(base, folder)
+After `import curlora` PEFT's own calls work:
 
-The saved adapter holds U, the sampled indices I and J, each matrix's shape and a fingerprint of C and R; C and R
-themselves are cut again from the base weights on load, after checking that those weights are the ones the
-adapter was trained on.
+    model = peft.get_peft_model(base, CURLoRAConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    model.print_trainable_parameters()                 # r² per adapted matrix
+    model.save_pretrained(folder)                      # PEFT's layout: adapter_config.json + adapter_model.safetensors
+    again = peft.PeftModel.from_pretrained(fresh_base, folder)
+    merged = again.merge_and_unload()
+
+`get_curlora_model(base, config)` and `CURLoRAModel.from_pretrained(base, folder)` are the same thing, kept for the
+code written against the first version; the latter also reads adapters saved by version 0.1.0 of this package
+(keys `<module>.curlora_U` …, a norms-only fingerprint).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -21,20 +22,23 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from peft import PeftModelForCausalLM
+from peft.tuners.tuners_utils import BaseTuner
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, set_peft_model_state_dict
+from safetensors.torch import load_file
 from torch import nn
 
-from curlora import __version__
 from curlora.adapter.config import PEFT_TYPE, CURLoRAConfig
 from curlora.adapter.layer import CURLoRALayer, dispatch, math_weight
+from curlora.adapter.peft_method import PREFIX
 from curlora.adapter.sampling import sample_cur_indices
 from curlora.errors import CurloraError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-# Relative tolerance on the C/R fingerprint: loose enough for the same base in another dtype (bf16 keeps ~3
-# digits), far tighter than what a different checkpoint gives.
-FINGERPRINT_RTOL = 2e-2
+PEFT_KEY_PREFIX = "base_model.model."
+_OLD_SUFFIXES = {"curlora_U": "U", "curlora_I": "I", "curlora_J": "J", "curlora_shape": "shape",
+                 "curlora_fingerprint": "sketch"}
 
 
 def _output_embedding_names(model: nn.Module) -> set[str]:
@@ -48,10 +52,10 @@ def find_target_modules(model: nn.Module, targets: list[str] | str) -> list[str]
     names = []
     heads = _output_embedding_names(model)
     for name, module in model.named_modules():
-        if not name or ".curlora." in f".{name}." or name.endswith(".base_layer"):
+        if not name or PREFIX in name or name.endswith(".base_layer"):
             continue
         if targets == "all-linear":
-            hit = name not in heads and (isinstance(module, CURLoRALayer) or dispatch(module) is not None)
+            hit = name not in heads and dispatch(module) is not None
         elif isinstance(targets, str):
             hit = re.fullmatch(targets, name) is not None
         else:
@@ -66,241 +70,103 @@ def _adaptable_names(model: nn.Module) -> list[str]:
     return sorted(leaves)
 
 
-class CURLoRAModel(nn.Module):
-    """A causal LM with CURLoRA adapters. Calls, `.generate`, `.config` etc. pass through to the wrapped model."""
+class CURLoRATuner(BaseTuner):
+    """PEFT's tuner for CURLoRA: finds the targeted Linear / Conv1D layers, samples C and R, wraps each one."""
 
-    def __init__(self, model: nn.Module, config: CURLoRAConfig, adapter_name: str = "default"):
-        super().__init__()
-        self.model = model
-        self.peft_config: dict[str, CURLoRAConfig] = {}
-        self.active_adapter: str | None = None
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.add_adapter(adapter_name, config)
+    prefix: str = PREFIX
+    tuner_layer_cls = CURLoRALayer
+    target_module_mapping = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    # -- plumbing ----------------------------------------------------------------------------------------
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "model":
-                raise
-            return getattr(self.model, name)
+    def _pre_injection_hook(self, model: nn.Module, config: CURLoRAConfig, adapter_name: str) -> None:
+        """Refuse, in one sentence, targets that match nothing or something CURLoRA can't adapt."""
+        targets = config.target_modules
+        if targets is None:
+            return  # PEFT fills the architecture's default
+        names = find_target_modules(model, sorted(targets) if isinstance(targets, set) else targets)
+        if not names:
+            raise CurloraError(
+                f"No module matches target_modules={targets!r}; this model's adaptable layers are: "
+                f"{', '.join(_adaptable_names(model)) or 'none'}."
+            )
+        for name in names:
+            module = model.get_submodule(name)
+            if dispatch(module) is None:
+                raise CurloraError(
+                    f"Module {name!r} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and GPT-2's "
+                    "Conv1D layers only — pick other target_modules."
+                )
 
-    def forward(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        layer = target if isinstance(target, CURLoRALayer) else dispatch(target)(target)
+        w = layer.weight_math()
+        if not config.replace and config.r > min(w.shape):
+            raise CurloraError(
+                f"Rank r={config.r} is larger than {current_key!r} ({w.shape[0]} x {w.shape[1]}) allows without "
+                "replacement; lower r or set replace=True."
+            )
+        rows, cols = sample_cur_indices(w, config.r, config.sampling, config.replace, config.seed, current_key)
+        layer.update_layer(adapter_name, rows, cols, config.alpha, inference_mode=config.inference_mode)
+        if layer is not target:
+            self._replace_module(parent, target_name, layer, target)
 
-    def generate(self, *args, **kwargs):
-        return self.model.generate(*args, **kwargs)
+
+def curlora_layers(model: nn.Module) -> dict[str, CURLoRALayer]:
+    """The CURLoRA layers of a (PEFT-wrapped) model, named as in the bare base model."""
+    return {n.removeprefix(PEFT_KEY_PREFIX): m for n, m in model.named_modules() if isinstance(m, CURLoRALayer)}
+
+
+class CURLoRAModel(PeftModelForCausalLM):
+    """A `PeftModelForCausalLM` whose adapters are CURLoRA: everything PEFT's model does, plus reading 0.1.0
+    adapters and saving without ever leaving a half-written file."""
+
+    def __init__(self, model: nn.Module, config: CURLoRAConfig, adapter_name: str = "default", **kwargs):
+        super().__init__(model, config, adapter_name, **kwargs)
 
     def curlora_layers(self) -> dict[str, CURLoRALayer]:
-        return {n: m for n, m in self.model.named_modules() if isinstance(m, CURLoRALayer)}
+        return curlora_layers(self)
 
-    # -- adapters ----------------------------------------------------------------------------------------
-    def add_adapter(
-        self, adapter_name: str, config: CURLoRAConfig, indices: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-    ) -> None:
-        """Inject adapter `adapter_name`. `indices` (module name → (I, J)) skips sampling, for loading."""
-        if adapter_name in self.peft_config:
-            raise CurloraError(f"An adapter named {adapter_name!r} already exists; choose another name.")
-        targets = find_target_modules(self.model, config.target_modules)
-        if not targets:
-            raise CurloraError(
-                f"No module matches target_modules={config.target_modules!r}; this model's adaptable layers are: "
-                f"{', '.join(_adaptable_names(self.model)) or 'none'}."
-            )
-        for name in targets:
-            module = self.model.get_submodule(name)
-            if not isinstance(module, CURLoRALayer):
-                wrapper_cls = dispatch(module)
-                if wrapper_cls is None:
-                    raise CurloraError(
-                        f"Module {name!r} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and GPT-2's "
-                        "Conv1D layers only — pick other target_modules."
-                    )
-                module = wrapper_cls(module)
-                self._put_back(name, module)
-            w = module.weight_math()
-            if indices is not None:
-                rows, cols = indices[name]
-            else:
-                if not config.replace and config.r > min(w.shape):
-                    raise CurloraError(
-                        f"Rank r={config.r} is larger than {name!r} ({w.shape[0]} x {w.shape[1]}) allows without "
-                        "replacement; lower r or set replace=True."
-                    )
-                rows, cols = sample_cur_indices(w, config.r, config.sampling, config.replace, config.seed, name)
-            module.add_adapter(adapter_name, rows, cols, config.alpha)
-        self.peft_config[adapter_name] = config
-        self.set_adapter(adapter_name)
-
-    def set_adapter(self, adapter_name: str) -> None:
-        """Make `adapter_name` the one that runs and trains (others stay in memory, inactive and frozen)."""
-        if adapter_name not in self.peft_config:
-            raise CurloraError(f"No adapter named {adapter_name!r}; adapters: {', '.join(self.peft_config)}.")
-        for layer in self.curlora_layers().values():
-            if any(layer.merged_adapters):
-                raise CurloraError("Unmerge the adapters before switching to another one.")
-            layer.active_adapters = [adapter_name] if adapter_name in layer.curlora else []
-            for name, factors in layer.curlora.items():
-                factors.U.requires_grad_(name == adapter_name)
-        self.active_adapter = adapter_name
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        if adapter_name not in self.peft_config:
-            raise CurloraError(f"No adapter named {adapter_name!r}; adapters: {', '.join(self.peft_config)}.")
-        for name, layer in self.curlora_layers().items():
-            if adapter_name in layer.curlora:
-                layer.delete_adapter(adapter_name)
-            if not len(layer.curlora):  # nothing left to wrap: put the original module back
-                self._put_back(name, layer.base_layer)
-        del self.peft_config[adapter_name]
-        if self.active_adapter == adapter_name:
-            self.active_adapter = None
-            if self.peft_config:
-                self.set_adapter(next(iter(self.peft_config)))
-
-    @contextlib.contextmanager
-    def disable_adapter(self):
-        """Run as the bare base model inside the block (e.g. to score the base beside the adapted model)."""
-        layers = self.curlora_layers().values()
-        for layer in layers:
-            layer.disabled = True
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.disabled = False
-
-    # -- counting ----------------------------------------------------------------------------------------
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.parameters())
-        return trainable, total
-
-    def print_trainable_parameters(self) -> None:
-        trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-
-    # -- merging -----------------------------------------------------------------------------------------
-    def merge_adapter(self, keep_original: bool = True) -> None:
-        """Fold the active adapter into the base weights (fast inference); `unmerge_adapter` undoes it exactly."""
-        for layer in self.curlora_layers().values():
-            layer.merge(keep_original=keep_original)
-
-    def unmerge_adapter(self) -> None:
-        for layer in self.curlora_layers().values():
-            layer.unmerge()
-
-    def _replace_wrappers(self, merge: bool) -> nn.Module:
-        for name, layer in self.curlora_layers().items():
-            if merge:
-                layer.merge(keep_original=False)
-            else:
-                layer.unmerge()
-            self._put_back(name, layer.base_layer)
-        self.peft_config.clear()
-        return self.model
-
-    def _put_back(self, name: str, module: nn.Module) -> None:
-        parent, _, child = name.rpartition(".")
-        setattr(self.model.get_submodule(parent) if parent else self.model, child, module)
-
-    def merge_and_unload(self) -> nn.Module:
-        """The plain transformers model with W + alpha·C U R folded in; this wrapper is spent afterwards."""
-        return self._replace_wrappers(merge=True)
-
-    def unload(self) -> nn.Module:
-        """The plain base model with every adapter removed and its original modules (and weights) back."""
-        return self._replace_wrappers(merge=False)
-
-    # -- saving and loading ------------------------------------------------------------------------------
-    def adapter_state_dict(self, adapter_name: str) -> dict[str, torch.Tensor]:
-        state = {}
-        for name, layer in self.curlora_layers().items():
-            if adapter_name not in layer.curlora:
-                continue
-            f = layer.curlora[adapter_name]
-            state[f"{name}.curlora_U"] = f.U.detach().cpu().contiguous()
-            state[f"{name}.curlora_I"] = f.I.cpu().contiguous()
-            state[f"{name}.curlora_J"] = f.J.cpu().contiguous()
-            state[f"{name}.curlora_shape"] = torch.tensor(list(layer.weight_math().shape), dtype=torch.int64)
-            state[f"{name}.curlora_fingerprint"] = f.fingerprint()
-        return state
-
-    def save_pretrained(self, save_directory: str | os.PathLike, selected_adapters: list[str] | None = None) -> None:
-        """PEFT's layout: the default adapter in the folder itself, any other in a subfolder named after it.
-
-        Each file is written to a temporary name and renamed, so a crash never leaves a half-written adapter.
-        """
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """PEFT's save into a temporary folder, then each file renamed into place (the config last)."""
         root = Path(save_directory)
-        for adapter_name in selected_adapters or list(self.peft_config):
-            folder = root if adapter_name == "default" else root / adapter_name
-            folder.mkdir(parents=True, exist_ok=True)
-            cfg = self.peft_config[adapter_name].to_dict()
-            if cfg.get("base_model_name_or_path") is None:
-                cfg["base_model_name_or_path"] = getattr(getattr(self.model, "config", None), "_name_or_path", None)
-            cfg.update(curlora_version=__version__, task_type="CAUSAL_LM")
-            state = self.adapter_state_dict(adapter_name)
-            _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
-            _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n"))
+        root.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("safe_serialization", True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".saving-") as tmp:
+            super().save_pretrained(tmp, **kwargs)
+            files = sorted((p for p in Path(tmp).rglob("*") if p.is_file()), key=lambda p: p.name == CONFIG_NAME)
+            for f in files:
+                target = root / f.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, target)
 
-    def load_adapter(self, path: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False) -> None:
-        config, state = read_adapter(path)
-        layer_names = sorted({k.rsplit(".", 1)[0] for k in state})
-        indices = {}
-        for name in layer_names:
-            try:
-                module = self.model.get_submodule(name)
-            except AttributeError:
-                raise CurloraError(
-                    f"The adapter in {path} adapts {name!r}, which this base model does not have: it was trained on "
-                    "a different architecture."
-                ) from None
-            want = tuple(state[f"{name}.curlora_shape"].tolist())
-            got = tuple(math_weight(module).shape) if hasattr(module, "weight") else None
-            if got != want:
-                here = f"{got[0]} x {got[1]}" if got and len(got) == 2 else "not a weight matrix"
-                raise CurloraError(
-                    f"The adapter in {path} was trained on a different base model: {name!r} is {here} here but "
-                    f"{want[0]} x {want[1]} in the adapter."
-                )
-            indices[name] = (state[f"{name}.curlora_I"], state[f"{name}.curlora_J"])
-        config.target_modules = layer_names  # exactly the saved layers, whatever pattern made them
-        self.add_adapter(adapter_name, config, indices=indices)
+    def load_adapter(self, path: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False,
+                     **kwargs) -> None:
+        """Add the adapter saved in `path` (this version's layout or 0.1.0's) under `adapter_name`."""
+        config, state = read_adapter(path, self.get_base_model())
+        config.inference_mode = not is_trainable
+        self.add_adapter(adapter_name, config)
         try:
-            for name, layer in self.curlora_layers().items():
-                if adapter_name not in layer.curlora:
-                    continue
-                f = layer.curlora[adapter_name]
-                saved = state[f"{name}.curlora_fingerprint"].float()
-                if not torch.allclose(f.fingerprint(), saved, rtol=FINGERPRINT_RTOL, atol=1e-6):
-                    raise CurloraError(
-                        f"The adapter in {path} was trained on different base weights: the rows and columns it "
-                        f"samples from {name!r} don't match. Load it on the model it was trained on "
-                        f"({config.base_model_name_or_path or 'see adapter_config.json'})."
-                    )
-                with torch.no_grad():
-                    f.U.copy_(state[f"{name}.curlora_U"].to(f.U.dtype))
-                f.U.requires_grad_(is_trainable)
+            _set_state(self, state, adapter_name, path)
         except Exception:
             self.delete_adapter(adapter_name)
             raise
+        if not is_trainable:
+            self.eval()
 
     @classmethod
-    def from_pretrained(
-        cls, model: nn.Module, path: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False
-    ) -> "CURLoRAModel":
-        """Attach the adapter saved in `path` to `model` (the same base it was trained on)."""
-        config, _ = read_adapter(path)
-        wrapper = cls.__new__(cls)
-        nn.Module.__init__(wrapper)
-        wrapper.model = model
-        wrapper.peft_config = {}
-        wrapper.active_adapter = None
-        for p in model.parameters():
-            p.requires_grad_(False)
-        wrapper.load_adapter(path, adapter_name, is_trainable=is_trainable)
+    def from_pretrained(cls, model: nn.Module, path: str | os.PathLike, adapter_name: str = "default",
+                        is_trainable: bool = False, **kwargs) -> CURLoRAModel:
+        """Attach the adapter saved in `path` to `model` (the same base it was trained on). On any refusal the
+        base model is handed back as it was."""
+        config, state = read_adapter(path, model)
+        config.inference_mode = not is_trainable
+        wrapper = cls(model, config, adapter_name)
+        try:
+            _set_state(wrapper, state, adapter_name, path)
+        except Exception:
+            wrapper.base_model.unload()
+            raise
+        if not is_trainable:
+            wrapper.eval()
         return wrapper
 
 
@@ -309,8 +175,19 @@ def get_curlora_model(model: nn.Module, config: CURLoRAConfig, adapter_name: str
     return CURLoRAModel(model, config, adapter_name)
 
 
-def read_adapter(path: str | os.PathLike) -> tuple[CURLoRAConfig, dict[str, torch.Tensor]]:
-    """Config and tensors of a saved CURLoRA adapter folder, with a clear error for anything else."""
+def _set_state(model: nn.Module, state: dict[str, torch.Tensor], adapter_name: str, path) -> None:
+    result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+    stray = [k for k in result.unexpected_keys if PREFIX in k]
+    missing = [k for k in result.missing_keys if PREFIX in k and f".{adapter_name}." in k]
+    if stray or missing:
+        name = (stray or missing)[0].removeprefix(PEFT_KEY_PREFIX).split(f".{PREFIX}")[0]
+        raise CurloraError(f"The adapter in {path} does not fit this base model: its layer {name!r} has no match "
+                           "here (it was trained on a different architecture).")
+
+
+def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[CURLoRAConfig, dict[str, torch.Tensor]]:
+    """Config and tensors (in PEFT's key layout) of a saved CURLoRA adapter folder, with a clear error for anything
+    else. A 0.1.0 adapter's keys are converted; given `model`, its layers are checked to exist there."""
     folder = Path(path)
     cfg_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not folder.is_dir():
@@ -326,25 +203,49 @@ def read_adapter(path: str | os.PathLike) -> tuple[CURLoRAConfig, dict[str, torc
         data = json.loads(cfg_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise CurloraError(f"{cfg_file} is not valid JSON ({err}).") from None
-    if data.get("peft_type") != PEFT_TYPE:
-        raise CurloraError(
-            f"{folder} holds a {data.get('peft_type', 'unknown')} adapter, not a CURLoRA one; load it with PEFT."
-        )
-    config = CURLoRAConfig.from_dict(data)
+    if not isinstance(data, dict) or data.get("peft_type") != PEFT_TYPE:
+        kind = data.get("peft_type", "unknown") if isinstance(data, dict) else "unknown"
+        raise CurloraError(f"{folder} holds a {kind} adapter, not a CURLoRA one; load it with PEFT.")
     try:
         state = load_file(str(weights_file))
     except Exception as err:  # safetensors raises its own error types for truncated or corrupt files
         raise CurloraError(f"{weights_file} is unreadable or truncated ({err}).") from None
+    old = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] in _OLD_SUFFIXES}
+    if old:
+        state = {}
+        for key, value in old.items():
+            layer, suffix = key.rsplit(".", 1)
+            state[f"{PEFT_KEY_PREFIX}{layer}.{PREFIX}factors.{_OLD_SUFFIXES[suffix]}"] = value
+    layers = sorted({k.removeprefix(PEFT_KEY_PREFIX).split(f".{PREFIX}")[0] for k in state})
+    if old:
+        data["target_modules"] = layers  # exactly the saved layers, whatever pattern made them
+    if model is not None:
+        _check_fits(folder, model, layers, state)
+    config = CURLoRAConfig.from_dict(data)
     return config, state
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _check_fits(folder: Path, model: nn.Module, layers: list[str], state: dict[str, torch.Tensor]) -> None:
+    """Refuse, naming the layer, an adapter whose layers the model lacks or has in another shape."""
+    for layer in layers:
+        try:
+            module = model.get_submodule(layer)
+        except AttributeError:
+            raise CurloraError(
+                f"The adapter in {folder} adapts {layer!r}, which this base model does not have: it was trained "
+                "on a different architecture."
+            ) from None
+        shape = state.get(f"{PEFT_KEY_PREFIX}{layer}.{PREFIX}factors.shape")
+        got = tuple(math_weight(module).shape) if hasattr(module, "weight") else None
+        if shape is not None and got != tuple(shape.tolist()):
+            want = tuple(shape.tolist())
+            here = f"{got[0]} x {got[1]}" if got and len(got) == 2 else "not a weight matrix"
+            raise CurloraError(
+                f"The adapter in {folder} was trained on a different base model: {layer!r} is {here} here but "
+                f"{want[0]} x {want[1]} in the adapter."
+            )
+
+
+def is_curlora(model: nn.Module) -> bool:
+    """Whether `model` carries CURLoRA layers (made by PEFT's calls or this package's)."""
+    return any(isinstance(m, CURLoRALayer) for m in model.modules())

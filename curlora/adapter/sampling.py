@@ -12,7 +12,9 @@ import hashlib
 
 import torch
 
-SAMPLING_MODES = ("inverted", "inverted_offset", "uniform", "norm")
+SAMPLING_MODES = ("inverted", "inverted_offset", "uniform", "norm", "leverage")
+# The rules that need only the squared norms of W's columns and rows (leverage needs W's singular vectors).
+NORM_RULES = SAMPLING_MODES[:4]
 
 # The reference implementation's offset: p~ ∝ 1 / (p + 0.001).
 REFERENCE_OFFSET = 1e-3
@@ -24,11 +26,13 @@ def sampling_probabilities(squared_norms: torch.Tensor, mode: str) -> torch.Tens
     - "inverted": p~_j ∝ 1 / p_j with p_j = ||W[:, j]||² / ||W||_F² (the paper).
     - "inverted_offset": p~_j ∝ 1 / (p_j + 0.001) (the reference code; near uniform for wide layers).
     - "uniform": every index equally likely.
-    - "norm": p~_j ∝ p_j (classic CUR leverage by norm).
+    - "norm": p~_j ∝ p_j (classic CUR sampling by norm).
     All-zero columns are never chosen by "inverted" (their 1/p is infinite, yet they would add nothing to C·U·R);
-    if every column is zero the result is uniform.
+    if every column is zero the result is uniform. "leverage" needs W itself: see `probabilities`.
     """
-    if mode not in SAMPLING_MODES:
+    if mode not in NORM_RULES:
+        if mode in SAMPLING_MODES:
+            raise ValueError(f"{mode!r} sampling needs the matrix, not its norms: use probabilities(weight, r, mode)")
         raise ValueError(f"sampling must be one of {', '.join(SAMPLING_MODES)}; got {mode!r}")
     sq = squared_norms.detach().to(device="cpu", dtype=torch.float64)
     total = sq.sum()
@@ -44,6 +48,34 @@ def sampling_probabilities(squared_norms: torch.Tensor, mode: str) -> torch.Tens
         weights = torch.zeros_like(p)
         weights[nonzero] = 1.0 / p[nonzero]
     return weights / weights.sum()
+
+
+def leverage_scores(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) leverage scores of W's top-k singular subspace: π_j = ‖V_k[j, :]‖² / k for columns and
+    ‖U_k[i, :]‖² / k for rows (Mahoney & Drineas 2009), each summing to 1.
+
+    k is capped at W's numerical rank: singular vectors of zero singular values are arbitrary, and would make the
+    scores depend on the LAPACK build. An all-zero W gives uniform scores. Costs one exact SVD (seconds for a
+    4096-wide matrix).
+    """
+    w = weight.detach().to(device="cpu", dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    k = min(int(k), int((s > s.max() * max(w.shape) * torch.finfo(torch.float64).eps).sum()))
+    if k == 0:
+        m, n = w.shape
+        return torch.full((m,), 1.0 / m, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64)
+    rows = (u[:, :k] ** 2).sum(dim=1)
+    cols = (vh[:k] ** 2).sum(dim=0)
+    return rows / rows.sum(), cols / cols.sum()
+
+
+def probabilities(weight: torch.Tensor, r: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row_p, col_p): the probabilities `mode` gives W's rows and columns, float64 on the CPU; leverage uses k = r."""
+    if mode == "leverage":
+        return leverage_scores(weight, r)
+    w = weight.detach().to(device="cpu", dtype=torch.float64)
+    sq = w * w
+    return sampling_probabilities(sq.sum(dim=1), mode), sampling_probabilities(sq.sum(dim=0), mode)
 
 
 def generator_for(seed: int, module_name: str) -> torch.Generator:
@@ -72,10 +104,8 @@ def sample_cur_indices(
 
     Columns and rows are sampled independently, as in the paper and the reference code.
     """
-    w = weight.detach().to(device="cpu", dtype=torch.float64)
+    row_p, col_p = probabilities(weight, r, mode)
     g = generator_for(seed, module_name)
-    col_p = sampling_probabilities((w * w).sum(dim=0), mode)
-    row_p = sampling_probabilities((w * w).sum(dim=1), mode)
     cols = sample_indices(col_p, r, replace, g)
     rows = sample_indices(row_p, r, replace, g)
     return rows, cols

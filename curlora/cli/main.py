@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("curlora.cli.runs", "register"),
     ("curlora.cli.sweep", "register"),
     ("curlora.cli.study", "register"),
+    ("curlora.cli.sampling", "register"),
 ]
 
 

@@ -54,8 +54,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from curlora.adapter.layer import math_weight
-from curlora.adapter.model import CURLoRAModel
+from curlora.adapter.layer import CURLoRALayer, math_weight
 from curlora.errors import CurloraError, check_stop
 from curlora.measure import stats
 from curlora.measure.record import RunMetrics
@@ -186,11 +185,6 @@ def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: in
 
 
 # -- weight drift ------------------------------------------------------------------------------------------
-def _cur_sq_norm(f) -> torch.Tensor:
-    c, u, r = f.C.double(), f.U.detach().double(), f.R.double()
-    return f.alpha ** 2 * torch.trace((c.T @ c) @ u @ (r @ r.T) @ u.T)
-
-
 def _lora_sq_norm(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
     a, b = a.detach().double(), b.detach().double()
     return scaling ** 2 * torch.trace((b.T @ b) @ (a @ a.T))
@@ -203,22 +197,18 @@ def weight_drift(model, snapshot: dict[str, torch.Tensor] | None = None) -> dict
     `snapshot` (parameter name → base tensor) is for a fully fine-tuned model; a model with neither adapters
     nor a snapshot has drifted 0."""
     pairs: dict[str, tuple[float, float]] = {}  # name -> (‖ΔW‖², ‖W‖²)
-    if isinstance(model, CURLoRAModel):
-        for name, layer in model.curlora_layers().items():
-            w2 = float(math_weight(layer).double().pow(2).sum())
-            d2 = sum(float(_cur_sq_norm(layer.curlora[a])) for a in layer.active_adapters)
-            pairs[name] = (d2, w2)
-    elif isinstance(model, peft.PeftModel):
-        for name, mod in model.named_modules():
-            if not isinstance(mod, peft.tuners.lora.LoraLayer):
-                continue
+    for name, mod in model.named_modules():
+        if isinstance(mod, CURLoRALayer):
+            keys = [a for a in mod.active_adapters if a in mod.curlora_factors]
+            d2 = sum(mod.curlora_factors[a].delta_sq_norm() for a in keys)
+        elif isinstance(mod, peft.tuners.lora.LoraLayer):
             keys = [k for k in mod.active_adapters if k in mod.lora_A]
-            if not keys:
-                continue
             d2 = sum(float(_lora_sq_norm(mod.lora_A[k].weight, mod.lora_B[k].weight, mod.scaling[k])) for k in keys)
-            w2 = float(mod.get_base_layer().weight.double().pow(2).sum())
-            pairs[name.removeprefix("base_model.model.")] = (d2, w2)
-    elif snapshot is not None:
+        else:
+            continue
+        if keys:
+            pairs[name.removeprefix("base_model.model.")] = (d2, float(math_weight(mod).double().pow(2).sum()))
+    if not pairs and snapshot is not None:
         for name, p in model.named_parameters():
             if p.ndim >= 2 and name in snapshot:
                 base = snapshot[name].to(p.device).double()

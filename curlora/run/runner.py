@@ -23,7 +23,6 @@ import peft
 import torch
 from safetensors.torch import load_file, save_file
 
-from curlora.adapter.layer import CURLoRALayer
 from curlora.data.tasks import load_task
 from curlora.errors import Cancelled, CurloraError, check_stop
 from curlora.experiment import ExperimentConfig, MethodSettings
@@ -146,14 +145,9 @@ def strip_adapters(base: torch.nn.Module) -> None:
     """Put the original layer back wherever a CURLoRA or LoRA wrapper is left in `base` (an attach that ran out of
     memory half way), so the next method starts from the clean base model."""
     for name, module in list(base.named_modules()):
-        if isinstance(module, CURLoRALayer):
-            original = module.base_layer
-        elif isinstance(module, peft.tuners.tuners_utils.BaseTunerLayer):
-            original = module.get_base_layer()
-        else:
-            continue
-        parent, _, child = name.rpartition(".")
-        setattr(base.get_submodule(parent) if parent else base, child, original)
+        if isinstance(module, peft.tuners.tuners_utils.BaseTunerLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(base.get_submodule(parent) if parent else base, child, module.get_base_layer())
 
 
 class Executor:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from curlora.models.loading import BUNDLED_DEFAULT, describe_model
+from curlora.experiment import SAMPLING_RULES
+from curlora.measure.cur_sampling import inspect_model, table
+from curlora.models.loading import BUNDLED_DEFAULT, describe_model, load_model
 from curlora.models.presets import load_model_presets
 from curlora.ui.common import friendly
+from curlora.ui.sampling_charts import sampling_figure
 
 
 def _gb(n: int | None) -> str:
@@ -43,6 +46,57 @@ def default_targets(choice: str) -> str:
     return ", ".join(preset.target_modules) if preset else ""
 
 
+def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None):
+    """(report, summary, matrix choices, columns figure, rows figure, table) for the chosen model, loaded on the CPU
+    for this click only: the report kept in the page's state holds no weights."""
+    choice = (choice or "").strip()
+    if not choice:
+        raise gr.Error("Choose a model first.")
+    if policy is not None:
+        policy.check_model(choice)
+    model, _, _ = load_model(choice, dtype=dtype, device="cpu")
+    report = inspect_model(model, r=int(r or 0), sampling=rule, seed=int(seed or 0))
+    first = report["matrices"][0]
+    headers, rows = table(report)
+    return (report, report["summary"], gr.update(choices=[m["name"] for m in report["matrices"]], value=first["name"]),
+            sampling_figure(first, "columns"), sampling_figure(first, "rows"), {"headers": headers, "data": rows})
+
+
+def pick_matrix(report: dict | None, name: str):
+    matrix = next((m for m in (report or {}).get("matrices", []) if m["name"] == name), None)
+    return sampling_figure(matrix, "columns"), sampling_figure(matrix, "rows")
+
+
+def sampling_panel(name, dtype, policy) -> None:
+    """Which columns and rows CURLoRA would take from each adapted matrix of the selected model, under each rule."""
+    gr.Markdown("CURLoRA takes r real columns (C) and rows (R) of each adapted W, drawn from probabilities a rule "
+                "gives them: **inverted** 1/p (the paper), **inverted_offset** 1/(p + 0.001) (the reference code), "
+                "**norm** p, **leverage** (classic CUR) or **uniform**. The histograms show how far each rule is "
+                "from uniform (TV: total-variation distance); the table shows what the chosen rule draws from the "
+                "architecture's default targets.")
+    with gr.Row():
+        r = gr.Number(8, label="rank r", precision=0, minimum=1)
+        rule = gr.Dropdown(list(SAMPLING_RULES), value="inverted", label="rule the draws use")
+        seed = gr.Number(0, label="sampling seed", precision=0)
+        inspect_button = gr.Button("Inspect sampling", variant="secondary")
+    summary = gr.Markdown(elem_id="sampling-summary")
+    matrix = gr.Dropdown([], label="matrix", elem_id="sampling-matrix")
+    with gr.Row():
+        cols_plot = gr.Plot(sampling_figure(None, "columns"), label="columns")
+        rows_plot = gr.Plot(sampling_figure(None, "rows"), label="rows")
+    table = gr.Dataframe(value=[], interactive=False, label="every adapted matrix (c/r: columns/rows)")
+    report = gr.State(None)
+
+    @friendly
+    def run(choice, dtype_value, r_value, rule_value, seed_value):
+        return inspect_sampling(choice, dtype_value, r_value, rule_value, seed_value, policy)
+
+    inspect_button.click(run, [name, dtype, r, rule, seed], [report, summary, matrix, cols_plot, rows_plot, table],
+                         api_name=False, concurrency_limit=1, concurrency_id="inspect-sampling")
+    matrix.change(pick_matrix, [report, matrix], [cols_plot, rows_plot], api_name=False, concurrency_limit=None,
+                  show_progress="hidden")
+
+
 def build(engine=None) -> dict:
     policy = engine.jobs.policy if engine is not None else None
 
@@ -71,4 +125,6 @@ def build(engine=None) -> dict:
             info = gr.Markdown(elem_id="model-info")
     for trigger in (name.change, dtype.change, check.click):
         trigger(describe_here, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
+    with gr.Accordion("CURLoRA sampling", open=False, elem_id="sampling-panel"):
+        sampling_panel(name, dtype, policy)
     return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here}

@@ -12,7 +12,7 @@ import typing
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig, MethodSettings
+from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
 from curlora.paths import QUICK_DEMO
 from curlora.run.estimate import trainable_parameters
 from curlora.run.methods import method
@@ -92,8 +92,7 @@ def build(engine: Engine, model: dict) -> dict:
             gr.Markdown("**CURLoRA** — trains only U (r × r); C, R sampled from W, frozen")
             c_r = gr.Number(cur.r, label="rank r", precision=0, minimum=1)
             c_alpha = gr.Number(1.0 if cur.alpha is None else cur.alpha, label="alpha (scale of C·U·R; paper: 1)")
-            c_sampling = gr.Dropdown(["inverted", "inverted_offset", "uniform", "norm"], value=cur.sampling,
-                                     label="column/row sampling")
+            c_sampling = gr.Dropdown(list(SAMPLING_RULES), value=cur.sampling, label="column/row sampling")
             c_seed = gr.Number(cur.seed, label="sampling seed", precision=0)
             c_lr = gr.Number(cur.lr, label="learning rate (empty: the shared one)", elem_id="curlora-lr")
         with gr.Column(scale=1, min_width=200):

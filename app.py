@@ -5,6 +5,7 @@ Thin on purpose: offline-safe environment defaults, then the UI from `curlora.ui
     python app.py                          # http://127.0.0.1:7860, this machine only
     python app.py --host 0.0.0.0 --port 8080
     CURLORA_AUTH=user:password python app.py --share   # a public link: set a login first
+    python app.py --mcp                    # also an MCP server at /gradio_api/mcp/ (or CURLORA_MCP=1)
 """
 
 import argparse
@@ -29,12 +30,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let experiments with model.trust_remote_code: true run the model's own Python code (only "
                         "on your own machine; refused when the app is hosted)")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the app as an MCP server at /gradio_api/mcp/ (read-mostly tools over the run "
+                        "store; the same as CURLORA_MCP=1; needs gradio's mcp extra)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself; launch() only makes loopback the default.
     args = parse_args()
+    if args.mcp:
+        os.environ["CURLORA_MCP"] = "1"  # read by build_app and launch (curlora/ui/mcp.py)
     if args.trust_remote_code:
         from curlora.models.loading import allow_remote_code
 
@@ -44,4 +50,9 @@ if __name__ == "__main__":
         options["server_name"] = args.host
     if args.port:
         options["server_port"] = args.port
-    launch(build_app(), **options)
+    from curlora.errors import CurloraError
+
+    try:
+        launch(build_app(), **options)
+    except CurloraError as err:  # a bad login setting, a missing extra: one sentence, no traceback
+        raise SystemExit(f"error: {err}") from None

@@ -12,7 +12,13 @@ with PEFT as soon as PEFT itself is imported (now, if it already is).
 import importlib
 import importlib.abc
 import importlib.util
+import logging
 import sys
+
+# bitsandbytes (an optional extra) warns at import, on CPUs with AVX512-BF16, that an optional kernel package is
+# missing; nothing here uses that kernel (curlora/models/loading.py turns its CPU repacking off), and the warning
+# would be a second line under every one-sentence error.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __version__ = "0.2.0"
 

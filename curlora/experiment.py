@@ -2,7 +2,7 @@
 
     model:      which base model, dtype, device
     tasks:      the ordered task sequence (TaskConfig each, see curlora/data/task_config.py)
-    methods:    curlora / lora / base / head-only / full, each with its own settings
+    methods:    the registered kinds (curlora, lora, PEFT's peers, baselines), each with its own settings
     training:   schedule and optimiser, shared by every method; comparison: equal_lr (the paper) or matched_loss
     evaluation: scoring mode, eval budget, perplexity probe, self-sampled probe (curlora/measure/probes.py), in-task probes
     run:        name (the data directory comes from CURLORA_DATA_DIR, default ./runs)
@@ -51,6 +51,7 @@ UPPER_BOUNDS: dict[str, int | float] = {
 }
 
 SCORING_MODES = ("likelihood", "head", "generate")
+QUANTIZATIONS = ("none", "8bit", "4bit")
 # curlora.adapter.sampling.SAMPLING_MODES spelled out, as the config loads no torch (tests/test_inspect.py keeps
 # the two equal)
 SAMPLING_RULES = ("inverted", "inverted_offset", "uniform", "norm", "leverage")
@@ -72,13 +73,17 @@ class ModelSettings:
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps (ignored under accelerate launch / torchrun).")
     revision: str | None = _f(None, "Hub revision.")
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model (only if you trust it).")
+    quantization: str = _f("none", "none | 8bit | 4bit (NF4): load the base through bitsandbytes (an optional extra); "
+                                   "the adapters train in the compute dtype on top (QLoRA; CURLoRA cuts C and R from "
+                                   "the dequantised weight).")
 
 
 @dataclass
 class MethodSettings:
-    kind: str = _f("curlora", "curlora | lora | base (no training) | head-only | full (full fine-tune).")
+    kind: str = _f("curlora", "curlora | lora | mica | pissa | osf | corda | dora | base (no training) | head-only | "
+                              "full (full fine-tune): the registered kinds (curlora/run/methods.py).")
     name: str | None = _f(None, "Label in results (default: the kind); must be unique in a run.")
-    r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA: A is r x in, B is out x r).")
+    r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA and its PEFT peers: A is r x in, B is out x r; OSF has none).")
     alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
                                    "by alpha / r (default r: scale 1, the paper's LoRA).")
     target_modules: list[str] | None = _f(None, "Modules to adapt; default: the model's attention projections.")
@@ -86,6 +91,9 @@ class MethodSettings:
     replace: bool = _f(True, "CURLoRA: sample columns/rows with replacement (paper).")
     seed: int = _f(0, "CURLoRA: sampling seed.")
     dropout: float = _f(0.0, "LoRA dropout.")
+    preserve: list[float] | None = _f(None, "OSF: the share of each adapted matrix's smaller side kept frozen at each "
+                                            "task, one per task, never shrinking (a short list repeats its last "
+                                            "value); default t/(n+1) at task t of n.")
     lr: float | None = _f(None, "Learning rate for this method only (default: training.lr).")
 
     @property
@@ -107,6 +115,9 @@ class TrainingSettings:
     adam_eps: float = _f(1e-6, "AdamW epsilon (paper: 1e-6).")
     seed: int = _f(0, "Seed of the example order (the same for every method) and of heads.")
     precision: str = _f("no", "Mixed precision: no | fp16 | bf16.")
+    gradient_checkpointing: bool = _f(False, "Recompute each layer's activations in the backward pass: activation "
+                                             "memory of about one layer instead of all of them, for roughly a "
+                                             "third more time per step (for 1-7B bases).")
     comparison: str = _f("equal_lr", "equal_lr (same schedule for every method, the paper) | matched_loss (each "
                                      "method trains on a task until its smoothed loss reaches a target).")
     target_loss: float | None = _f(None, "matched_loss: the smoothed training loss to reach on every task.")
@@ -135,9 +146,14 @@ class EvaluationSettings:
     self_probe_seed: int = _f(0, "Self-probe: sampling seed.")
 
 
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # run.log_with, through curlora/run/trackers.py
+
+
 @dataclass
 class RunSettings:
     name: str = _f("run", "A name for the run (part of its id).")
+    log_with: list[str] = _f([], "Experiment trackers: tensorboard | trackio | wandb | mlflow (none by default).")
+    group: str | None = _f(None, "The trackers' group of this run (a study sets it to the study's id).")
 
 
 @dataclass
@@ -163,6 +179,7 @@ class ExperimentConfig:
             if value not in allowed:
                 raise CurloraError(f"{path}: {value!r} is not one of {', '.join(allowed)}.")
 
+        one_of("model.quantization", self.model.quantization, QUANTIZATIONS)
         if not self.tasks:
             raise CurloraError("tasks: an experiment needs at least one task.")
         names = [t.name for t in self.tasks]
@@ -172,6 +189,9 @@ class ExperimentConfig:
         for i, m in enumerate(self.methods):
             one_of(f"methods[{i}].kind", m.kind, kinds())
             method(m.kind).check(m, self.evaluation.scoring, f"methods[{i}]")
+            if self.model.quantization != "none" and method(m.kind).trains_all_weights:
+                raise CurloraError(f"methods[{i}]: '{m.kind}' trains every weight, which a {self.model.quantization} "
+                                   "base cannot hold; set model.quantization: none or drop this method.")
             one_of(f"methods[{i}].sampling", m.sampling, SAMPLING_RULES)
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
@@ -182,6 +202,8 @@ class ExperimentConfig:
         if len(set(labels)) != len(labels):
             raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")
         one_of("evaluation.scoring", self.evaluation.scoring, SCORING_MODES)
+        for i, name in enumerate(self.run.log_with):
+            one_of(f"run.log_with[{i}]", name, TRACKERS)
         one_of("training.scheduler", self.training.scheduler, SCHEDULERS)
         one_of("training.precision", self.training.precision, PRECISIONS)
         for path, value, low in [("training.lr", self.training.lr, 0), ("training.batch_size", self.training.batch_size, 1),

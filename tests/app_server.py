@@ -13,11 +13,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(root):
-    """(demo, url, jobs) with runs under `root`; close with demo.close()."""
+def serve(root, jobs=None):
+    """(demo, url, jobs) with runs under `root` (or `jobs`' own root); close with demo.close()."""
     from curlora.ui.app import build_app, launch
 
-    jobs = JobManager(root)
+    jobs = jobs or JobManager(root)
     demo = build_app(jobs=jobs)
     port = free_port()
     launch(demo, server_port=port, prevent_thread_lock=True, quiet=True)
@@ -25,11 +25,11 @@ def serve(root):
 
 
 @contextlib.contextmanager
-def serving(root):
-    """serve(root) with CURLORA_DATA_DIR pointing at `root` for the duration; yields (url, jobs)."""
+def serving(root, jobs=None):
+    """serve(root, jobs) with CURLORA_DATA_DIR pointing at `root` for the duration; yields (url, jobs)."""
     old = os.environ.get("CURLORA_DATA_DIR")
     os.environ["CURLORA_DATA_DIR"] = str(root)
-    demo, url, jobs = serve(root)
+    demo, url, jobs = serve(root, jobs() if callable(jobs) else jobs)
     try:
         yield url, jobs
     finally:

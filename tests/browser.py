@@ -14,7 +14,7 @@ def missing() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (pip install -r requirements.txt)"
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
     if not CHROMIUM.exists() and not shutil.which("chromium"):
         return "no system Chromium at /usr/bin/chromium (apt-get install chromium)"
     return None

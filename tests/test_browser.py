@@ -100,17 +100,17 @@ def test_start_watch_refresh_reattach_stop(server, page):
     page.locator("#eval-run").click()
     expect(page.locator("#eval-result")).to_contain_text("accuracy", timeout=60_000)
 
-    # Chat: one prompt, three panes, the fine-tuned panes answer from their own weights.
+    # Chat: one message, three panes, the fine-tuned panes answer from their own weights.
     tab(page, "Chat")
     chat_run = page.locator("#chat-run input")
     chat_run.fill(run_id)
     chat_run.press("Enter")
     page.locator("#chat-prompt textarea").fill("the king")
     page.locator("#chat-send").click()
-    panes = [page.locator(f"#pane-{p} textarea") for p in ("base", "lora", "curlora")]
-    for pane in panes:
-        expect(pane).not_to_have_value("", timeout=60_000)
-    page.wait_for_timeout(1500)  # the last pane finishes streaming
-    texts = [pane.input_value() for pane in panes]
+    replies = [page.locator(f"#pane-{p} [data-testid='bot']") for p in ("base", "lora", "curlora")]
+    for reply in replies:
+        expect(reply).to_have_count(1, timeout=60_000)
+        expect(reply).not_to_have_text("…", timeout=60_000)  # every pane has finished streaming
+    texts = [reply.inner_text() for reply in replies]
     assert texts[0] != texts[1], texts
     assert page.locator("text=Traceback").count() == 0

@@ -111,40 +111,6 @@ def test_delete_refuses_a_running_run_and_removes_a_finished_one(setup):
     assert list_runs(root) == []
 
 
-def test_on_zerogpu_every_unit_of_a_run_is_its_own_gpu_call(setup, monkeypatch):
-    """With the `spaces` package on a ZeroGPU Space, the app's job queue hands each unit (the base row, then one
-    method on one task) to spaces.GPU separately, with the duration from CURLORA_GPU_SECONDS."""
-    import sys
-    import types
-
-    pytest.importorskip("gradio")
-    from curlora.ui.app import default_jobs
-
-    calls = []
-
-    def GPU(duration):  # the decorator factory of the `spaces` package
-        def wrap(fn):
-            def call():
-                calls.append(duration)
-                return fn()
-            return call
-        return wrap
-
-    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
-    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
-    monkeypatch.setenv("CURLORA_GPU_SECONDS", "90")
-    _, cfg, root, _ = setup
-    monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
-    jobs = default_jobs()
-    run_id = jobs.submit(cfg())
-    assert jobs.wait(run_id, timeout=300)
-    assert Run.open(run_id, root).status()["status"] == "completed"
-    assert calls == [90] * (1 + 2 * 2)  # base row + (curlora, lora) × 2 tasks
-    assert jobs.gate.holder is None
-    monkeypatch.delenv("SPACES_ZERO_GPU")
-    assert default_jobs().gate._wrap is None  # anywhere else: no wrapping
-
-
 def test_two_job_queues_on_one_store_never_train_one_run_twice_and_a_stop_reaches_a_queued_run(setup):
     """Two app processes on one run store (two JobManagers here; the run lock is per open file, so it holds
     between them as between processes): the other queue sees a waiting run as queued, cannot resume or delete it,

@@ -164,8 +164,8 @@ class CURLoRALayer(nn.Module, BaseTunerLayer):
 
     # -- orientation (overridden by Conv1D) --------------------------------------------------------------
     def weight_math(self) -> torch.Tensor:
-        """The base weight as out x in."""
-        return self.get_base_layer().weight
+        """The base weight as out x in (dequantised when bitsandbytes packed it)."""
+        return dense_weight(self.get_base_layer())
 
     def _delta_to_storage(self, delta: torch.Tensor) -> torch.Tensor:
         return delta
@@ -190,6 +190,9 @@ class CURLoRALayer(nn.Module, BaseTunerLayer):
         names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.curlora_factors]
         if not names:
             return
+        if is_quantized(self.get_base_layer()):
+            raise CurloraError("CURLoRA cannot merge into a quantised (8-bit / 4-bit) base weight; keep the adapter "
+                               "separate, or merge on a full-precision load of the base.")
         weight = self.get_base_layer().weight
         if self._unmerged_weight is None:
             self._unmerged_weight = weight.detach().clone()
@@ -240,21 +243,38 @@ class Conv1DCURLoRA(CURLoRALayer):
     """For GPT-2's `Conv1D`, which stores its weight in x out and computes x @ W + b."""
 
     def weight_math(self) -> torch.Tensor:
-        return self.get_base_layer().weight.T
+        return dense_weight(self.get_base_layer()).T
 
     def _delta_to_storage(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T
 
 
+def is_quantized(module: nn.Module) -> bool:
+    """Whether bitsandbytes packed this layer's weight (8-bit or 4-bit)."""
+    return type(getattr(module, "weight", None)).__name__ in ("Params4bit", "Int8Params")
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """A plain layer's weight as stored, dequantised to its compute dtype where bitsandbytes packed it."""
+    if not is_quantized(module):
+        return module.weight
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    with torch.no_grad():
+        w = dequantize_bnb_weight(module.weight, getattr(module, "state", None))
+    dtype = getattr(module, "compute_dtype", None) or torch.float32
+    return w.to(dtype)
+
+
 def math_weight(module: nn.Module) -> torch.Tensor:
-    """A (possibly wrapped) module's weight as out x in, whatever its storage orientation."""
+    """A (possibly wrapped) module's weight as out x in, whatever its storage orientation (dequantised)."""
     if isinstance(module, CURLoRALayer):
         return module.weight_math()
     if isinstance(module, BaseTunerLayer):
         module = module.get_base_layer()
     if Conv1D is not None and isinstance(module, Conv1D):
         return module.weight.T
-    return module.weight
+    return dense_weight(module)
 
 
 def dispatch(module: nn.Module) -> type[CURLoRALayer] | None:

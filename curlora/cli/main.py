@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("curlora.cli.sweep", "register"),
     ("curlora.cli.study", "register"),
     ("curlora.cli.sampling", "register"),
+    ("curlora.cli.push", "register"),
 ]
 
 

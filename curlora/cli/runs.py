@@ -46,11 +46,15 @@ def register(sub) -> None:
     p.add_argument("--label-words", metavar="V=WORD", nargs="*", default=[],
                    help="verbalizers for --task, e.g. 0=negative 1=positive")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder")
+    p = sub.add_parser("export", help="metrics CSV/JSON, a Markdown table and the adapters of a run, into a folder; "
+                                      "--tensorboard: its curves and numbers as TensorBoard event files")
     p.add_argument("run_id")
-    p.add_argument("--out", required=True, help="folder to write (must not exist yet)")
+    p.add_argument("--out", help="folder to write (must not exist yet)")
     p.add_argument("--merged", action="store_true",
                    help="also write each adapter method's final stage merged into the base: a plain transformers model")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write the run's training curves and stored numbers as TensorBoard event files under DIR/<run "
+                        "id> (each run of a study under DIR/<study id>/); `tensorboard --logdir DIR` shows them")
     p.set_defaults(func=cmd_export)
 
 
@@ -110,8 +114,11 @@ def cmd_run(args) -> int:
     from curlora.experiment import ExperimentConfig
     from curlora.run.runner import execute, start
 
+    from curlora.run.trackers import check_installed
+
     _allow_remote_code(args)
     cfg = ExperimentConfig.load(args.experiment)
+    check_installed(cfg.run.log_with)
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)
     status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
@@ -170,6 +177,16 @@ def cmd_eval(args) -> int:
 
 def cmd_export(args) -> int:
     run = Run.open(args.run_id)
+    if not args.out and not args.tensorboard:
+        raise CurloraError("export needs --out FOLDER (files and adapters) or --tensorboard DIR (event files), or "
+                           "both.")
+    if args.tensorboard:
+        from curlora.run.trackers import export_tensorboard
+
+        for folder in export_tensorboard(run, Path(args.tensorboard)):
+            print(f"TensorBoard event files of {folder.name} in {folder}")
+        if not args.out:
+            return 0
     out = Path(args.out)
     if out.exists():
         raise CurloraError(f"{out} already exists; choose a new folder for the export.")

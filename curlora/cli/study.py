@@ -8,6 +8,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
 from curlora.run.study import STUDY_FILE, StudySettings, parse_grid, parse_seeds, read, resume_study, run_study
+from curlora.run.trackers import check_installed
 
 
 def register(sub) -> None:
@@ -54,6 +55,7 @@ def cmd_study(args) -> int:
             settings.seeds = parse_seeds(args.seeds)
         if args.kl_budget is not None:
             settings.kl_budget = args.kl_budget
+        check_installed(cfg.run.log_with)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
     body = read(study)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from curlora.errors import check_stop
+from curlora.measure.forward import tail_logits
 
 
 def tokenize_text(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
@@ -34,19 +35,6 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
         if end == n_tokens:
             break
     return out
-
-
-def _logits(model, inp: torch.Tensor, keep: int) -> torch.Tensor:
-    """Logits of the last `keep` positions; through transformers' `logits_to_keep` where the model takes it."""
-    width = inp.shape[1]
-    if keep < width and getattr(model, "_ppl_logits_to_keep", True):
-        try:
-            logits = model(input_ids=inp, logits_to_keep=keep).logits
-        except TypeError:  # a model without the argument: compute them all, once told
-            model._ppl_logits_to_keep = False
-        else:
-            return logits[:, -keep:]  # a model that ignored the argument returns all positions
-    return model(input_ids=inp).logits[:, width - keep:]
 
 
 @torch.no_grad()
@@ -78,7 +66,7 @@ def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, b
             # Logits only from the first position that predicts a scored token on (about half of a strided window):
             # the vocabulary projection and the loss are a large part of a small model's forward.
             lo = min(first_scored - begin for begin, _, first_scored in batch) - 1
-            logits = _logits(model, inp.to(device), width - lo)
+            logits = tail_logits(model, width - lo, input_ids=inp.to(device))
             nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target[:, lo + 1:].to(device).flatten(),
                                   ignore_index=-100, reduction="none").view(len(batch), width - lo - 1)
             if first is None:

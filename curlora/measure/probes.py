@@ -57,6 +57,7 @@ from safetensors.torch import load_file, save_file
 from curlora.adapter.layer import CURLoRALayer, math_weight
 from curlora.errors import CurloraError, check_stop
 from curlora.measure import stats
+from curlora.measure.forward import next_token_logits
 from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
@@ -91,11 +92,13 @@ def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temper
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(int(seed))
     ids = torch.full((texts, 1), _start_token(tokenizer), dtype=torch.long)
+    past = None
     try:
         for _ in range(tokens):
             check_stop(should_stop)
-            # the whole prefix every step, no KV cache: probes are short, and cache APIs differ between versions
-            logits = model(input_ids=ids.to(device)).logits[:, -1].double().cpu()
+            # one new token per step through the KV cache, logits at the last position only
+            logits, past = next_token_logits(model, ids.to(device), past)
+            logits = logits.double().cpu()
             if temperature <= 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:
@@ -108,21 +111,26 @@ def sample_self_probe(model, tokenizer, texts: int = 8, tokens: int = 64, temper
 
 @torch.no_grad()
 def _log_probs(model, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token log-probabilities (texts × (L-1) × V, float64 on the CPU) at every position but the last."""
+    """Next-token log-probabilities (texts × (L-1) × V, float32 on the CPU) at every position but the last.
+
+    float32, not float64: the log-softmax of bf16/fp32 logits gains nothing from more digits, and at 152k entries
+    per position float64 doubles the cost. The base and every later model go through this same path, so an
+    unchanged model still gives q == p bit for bit."""
     was_training = model.training
     model.eval()
     try:
         logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[:, :-1]
     finally:
         model.train(was_training)
-    return F.log_softmax(logits.double(), dim=-1).cpu()
+    return F.log_softmax(logits.float(), dim=-1).cpu()
 
 
 def _coarsen(logp: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """Log-probabilities of the entries `index` plus a last remainder bucket (all of `logp` if index is None)."""
+    """Log-probabilities (float64) of the entries `index` plus a last remainder bucket (all of `logp` if index is
+    None)."""
     if index is None:
-        return logp
-    top = logp.gather(-1, index)
+        return logp.double()
+    top = logp.gather(-1, index).double()
     rest = torch.clamp(1.0 - top.exp().sum(-1, keepdim=True), min=0.0)
     return torch.cat([top, torch.log(rest)], dim=-1)
 
@@ -154,7 +162,7 @@ def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
     for i, row in enumerate(ids):
         check_stop(should_stop)
         logq = _log_probs(model, row[None])[0]
-        nll -= float(logq.gather(-1, row[1:, None]).sum())
+        nll -= float(logq.gather(-1, row[1:, None]).double().sum())
         # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
         p = ref["logp"][i]
         q = _coarsen(logq, ref["index"][i] if "index" in ref else None)

@@ -15,6 +15,7 @@ from torch import nn
 
 from curlora.errors import check_stop
 from curlora.measure.encode import Encoder, last_token_index, pad_batch
+from curlora.measure.forward import tail_forward, tail_logits
 
 ENCODE_CHECK_ROWS = 1024  # how often the prompt encoding of a large eval split checks for Stop
 
@@ -60,19 +61,24 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
         check_stop(should_stop)
         batch = items[i:i + batch_size]
         ids, mask, _ = pad_batch([it[2] for it in batch], pad_id(tokenizer))
-        logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1).cpu()
+        # logits only from the first position that predicts a label token on (rows of similar length batch
+        # together, so that is a few positions, not the whole prompt): on a 152k vocabulary the full log-softmax
+        # of a 32-row batch would be gigabytes
+        lo = min(it[3] for it in batch) - 1
+        logits = tail_logits(model, ids.shape[1] - lo, input_ids=ids.to(device), attention_mask=mask.to(device))
+        logp = F.log_softmax(logits.float(), -1).cpu()
         for b, (row, k, seq, start, cont) in enumerate(batch):
             if k == -1:
-                scores[row] = logp[b, start - 1, cont]
+                scores[row] = logp[b, start - 1 - lo, cont]
             else:
-                pos = torch.arange(start - 1, start - 1 + len(cont))
+                pos = torch.arange(start - 1 - lo, start - 1 - lo + len(cont))
                 scores[row, k] = logp[b, pos, torch.tensor(cont)].sum()
     return scores.argmax(dim=1).tolist(), list(gold)
 
 
 def head_features(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Last-layer hidden state at the last non-pad token of each row."""
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    out = tail_forward(model, 1, input_ids=ids, attention_mask=mask, output_hidden_states=True)  # no vocabulary logits
     hidden = out.hidden_states[-1]
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(mask)]
 

@@ -440,13 +440,34 @@ def load_tokenizer(folder: Path, choice: str, trust_remote_code: bool = False):
                            "tokenizer.save_pretrained writes.") from None
 
 
+def quantization_config(quantization: str, compute_dtype: torch.dtype):
+    """transformers' BitsAndBytesConfig for "8bit" / "4bit" (NF4, double quantisation), None for "none"; one sentence
+    when bitsandbytes (an optional extra) is missing."""
+    if quantization in (None, "none"):
+        return None
+    if quantization not in ("8bit", "4bit"):
+        raise CurloraError(f"model.quantization: {quantization!r} is not one of none, 8bit, 4bit.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise CurloraError(f"model.quantization: {quantization} needs bitsandbytes, an optional extra; install it "
+                           "with `pip install -r requirements-extras.txt` or set quantization: none.") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def load_model(choice: str = BUNDLED_DEFAULT, *, dtype: str | torch.dtype | None = "auto",
                device: str | None = "auto", revision: str | None = None, trust_remote_code: bool = False,
-               memory_check: bool = True):
+               memory_check: bool = True, quantization: str = "none"):
     """(model, tokenizer, ModelInfo) for a bundled name, a local folder or a hub id; the model is in eval mode.
 
     dtype and device default to 'auto' (see `resolve_dtype`). `trust_remote_code` must be asked for explicitly.
-    `memory_check=False` skips the estimate-versus-free-memory refusal.
+    `memory_check=False` skips the estimate-versus-free-memory refusal. `quantization` "8bit" / "4bit" (NF4)
+    loads the linear layers through bitsandbytes, computing in `dtype`.
     """
     from transformers import AutoModelForCausalLM
 
@@ -464,15 +485,24 @@ def load_model(choice: str = BUNDLED_DEFAULT, *, dtype: str | torch.dtype | None
         info.path = str(folder)
     check_weights(folder, choice)
     tokenizer = load_tokenizer(folder, choice, trust_remote_code)
+    quantized = quantization_config(quantization, torch_dtype)
     try:
         with BUILD_LOCK:
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch_dtype, use_safetensors=True, local_files_only=True,
-                trust_remote_code=trust_remote_code, device_map={"": device} if device != "cpu" else None)
+                trust_remote_code=trust_remote_code, quantization_config=quantized,
+                device_map={"": device} if device != "cpu" or quantized else None)
     except (OSError, ValueError, RuntimeError) as err:
         raise CurloraError(f"The weights of '{choice}' could not be loaded ({_short(err)}); check that the folder "
                            "is complete and its files match config.json.") from None
     model.eval()
+    if quantized is not None:
+        for module in model.modules():
+            # bitsandbytes repacks a 4-bit weight for its CPU inference kernel at the first no-grad forward, and
+            # nothing differentiates through that kernel afterwards: the base row's evaluation would silently
+            # stop every adapter on top from training. The generic kernel trains and scores the same.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     info.pad_token_source = ensure_pad_token(tokenizer, model)
     info.pad_token, info.pad_token_id = tokenizer.pad_token, tokenizer.pad_token_id
     return model, tokenizer, info

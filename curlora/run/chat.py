@@ -3,11 +3,16 @@
     chat = Chat()
     for text in chat.stream(run_id, "lora@2", "And the king said", max_new_tokens=40):
         ...                                # the reply so far, token by token
+    chat.stream(run_id, "lora@2", "And then?", history=[...], system="Answer briefly.")   # a chat model
 
 A pane is "base" or "<method>@<stage>". The base model is loaded once per (name, dtype, device) and shared; a
 pane attaches its adapter, generates, and detaches again, so the base pane can never see a fine-tuned weight
 (Unsloth Studio shipped a compare view where both panes used the fine-tuned model). One lock serialises panes:
 they share the one copy of the base weights.
+
+A tokenizer with a chat template gets a real chat: the pane's history and the system prompt go through the template
+(curlora/run/chat_format.py) and the reply stops at the end-of-turn marker or eos. Without a template the prompt is
+completed as plain text, and history and system prompt are not sent.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import torch
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import adapters as methods
+from curlora.run.chat_format import chat_prompt, conversation, has_template, held_back, stop_tokens
 from curlora.run.store import Run
+
+CHAT, COMPLETION = "chat", "completion"
 
 
 def parse_pane(pane: str) -> tuple[str, int]:
@@ -48,22 +56,58 @@ def pane_choices(run: Run) -> dict[str, list[int]]:
     return out
 
 
+def _key(cfg: ExperimentConfig) -> tuple:
+    return (cfg.model.name, cfg.model.dtype, cfg.model.device, cfg.model.revision)
+
+
 class Chat:
     """A cache of base models and a generator that runs one pane at a time."""
 
     def __init__(self):
         self._models: dict[tuple, tuple] = {}
+        self._tokenizers: dict[tuple, object] = {}
         self.lock = threading.Lock()
 
     def base(self, cfg: ExperimentConfig):
         from curlora.models.loading import load_model
 
-        key = (cfg.model.name, cfg.model.dtype, cfg.model.device, cfg.model.revision)
+        key = _key(cfg)
         if key not in self._models:
             model, tok, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                                        revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
             self._models = {key: (model, tok)}  # keep one base model in memory at a time
         return self._models[key]
+
+    def tokenizer(self, cfg: ExperimentConfig):
+        """The base model's tokenizer without loading its weights (the loaded model's, once it is loaded)."""
+        from curlora.models.loading import load_tokenizer, locate
+
+        key = _key(cfg)
+        if key in self._models:
+            return self._models[key][1]
+        if key not in self._tokenizers:
+            _, folder = locate(cfg.model.name, revision=cfg.model.revision, weights=True)  # a hub model's files
+            self._tokenizers = {key: load_tokenizer(folder, cfg.model.name, cfg.model.trust_remote_code)}
+        return self._tokenizers[key]
+
+    def check(self, run_id: str | None, prompt: str, histories=(None,), system: str | None = None,
+              root=None) -> str:
+        """Everything about a message that can be refused, before any device work: the run, the prompt, and (for a
+        chat model) the template applied to each pane's history. Returns "chat" or "completion"."""
+        if not prompt or not prompt.strip():
+            raise CurloraError("Type a prompt first.")
+        if not run_id:
+            raise CurloraError("Pick a run first: its config says which base model to load.")
+        tok = self.tokenizer(Run.open(run_id, root).config())
+        if not has_template(tok):
+            return COMPLETION
+        limit = getattr(tok, "model_max_length", None)
+        for history in histories:
+            n = len(tok(chat_prompt(tok, conversation(history, prompt, system)), add_special_tokens=False).input_ids)
+            if limit and limit < 10**8 and n >= limit:
+                raise CurloraError(f"The conversation is {n} tokens long and the model reads at most {limit}; press "
+                                   "Clear to start a new one.")
+        return CHAT
 
     @contextmanager
     def _weights(self, run: Run, model, pane: str):
@@ -81,9 +125,11 @@ class Chat:
             methods.detach(adapted)
 
     def stream(self, run_id: str | None, pane: str, prompt: str, *, max_new_tokens: int = 48,
-               temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, root=None) -> Iterator[str]:
+               temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, root=None, history=None,
+               system: str | None = None) -> Iterator[str]:
         """The reply so far after each new token. temperature 0 is greedy; sampling is seeded, the same for every
-        pane, so panes differ only through their weights."""
+        pane, so panes differ only through their weights. `history` (this pane's earlier turns, {"role",
+        "content"}) and `system` are used by a model with a chat template and ignored by one without."""
         if not prompt or not prompt.strip():
             raise CurloraError("Type a prompt first.")
         if not run_id:
@@ -92,20 +138,31 @@ class Chat:
         cfg = run.config()
         with self.lock:
             model, tok = self.base(cfg)
+            templated = has_template(tok)
+            if templated:
+                text = chat_prompt(tok, conversation(history, prompt, system))
+                ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+            else:
+                ids = tok(prompt, return_tensors="pt").input_ids
+            stop_ids, stop_texts = stop_tokens(tok, model, templated)
             with self._weights(run, model, pane) as m:
-                yield from _generate(m, tok, prompt, max_new_tokens, temperature, top_p, seed)
+                yield from generate(m, tok, ids, max_new_tokens, temperature, top_p, seed, stop_ids, stop_texts)
 
 
 @torch.no_grad()
-def _generate(model, tok, prompt: str, max_new_tokens: int, temperature: float, top_p: float,
-              seed: int) -> Iterator[str]:
-    """A plain decoding loop with the KV cache: works the same through PEFT and CURLoRA wrappers."""
+def generate(model, tok, ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+             seed: int = 0, stop_ids: set[int] | None = None, stop_texts: tuple[str, ...] = ()) -> Iterator[str]:
+    """A plain decoding loop with the KV cache (works the same through PEFT and CURLoRA wrappers), yielding the
+    reply so far after each token: every yield extends the one before (a half-decoded character, or text that may
+    be the start of a stop text, waits for the next token), and the last is the whole reply. It ends at a token in
+    `stop_ids` or at a text in `stop_texts` (neither is shown), after `max_new_tokens`, or at the context limit."""
     device = next(model.parameters()).device
-    ids = tok(prompt, return_tensors="pt").input_ids.to(device)
+    ids = ids.to(device)
+    stop_ids = {tok.eos_token_id} if stop_ids is None else stop_ids
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     limit = getattr(model.config, "max_position_embeddings", None)
     out_ids: list[int] = []
-    past, step_ids = None, ids
+    past, step_ids, shown, text, said = None, ids, "", "", False
     for _ in range(int(max_new_tokens)):
         if limit and ids.shape[1] + len(out_ids) >= limit:
             break
@@ -121,10 +178,20 @@ def _generate(model, tok, prompt: str, max_new_tokens: int, temperature: float, 
             nxt = int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
         else:
             nxt = int(logits.argmax())
-        if nxt == tok.eos_token_id:
+        if nxt in stop_ids:
             break
         out_ids.append(nxt)
         step_ids = torch.tensor([[nxt]], device=device)
-        yield tok.decode(out_ids, skip_special_tokens=True)
-    if not out_ids:
-        yield ""
+        text = tok.decode(out_ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stop_texts if s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+            break
+        visible = text[:len(text) - held_back(text, stop_texts)]
+        if visible.endswith("\ufffd"):  # a character whose bytes are not all generated yet
+            continue
+        if visible != shown and visible.startswith(shown):
+            shown, said = visible, True
+            yield shown
+    if text != shown or not said:
+        yield text

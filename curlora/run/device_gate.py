@@ -7,8 +7,9 @@
 
 Training is split into units (the base row, then one method on one task; see runner.Executor.execute), and the
 gate is taken per unit, so a chat reply or an evaluation waits for at most one stage, never for a whole run.
-On a ZeroGPU Space `wrap` is `spaces.GPU(duration=…)`: each unit then gets the GPU for its own call, in the
-worker process ZeroGPU runs it in (units read and write everything through the run store, so that is safe).
+`wrap` (optional) runs each unit through a wrapper such as `spaces.GPU(duration=…)`. The app does not use it for
+training on a ZeroGPU Space: a spaces.GPU call needs the visitor's request, so there the units are handed to the
+visitor's event handler instead (curlora/run/handoff.py), which takes this gate around each one.
 """
 
 from __future__ import annotations

@@ -265,6 +265,13 @@ class Policy:
 
     def check_config(self, cfg, root: Path, owner: str | None) -> None:
         """Everything about a config this server refuses, before any file is read or anything is written."""
+        if cfg.run.log_with:
+            if self.hosted:
+                raise CurloraError("run.log_with: experiment trackers are off on this server (they would log to "
+                                   "the host's accounts); remove run.log_with, or run it on your own machine.")
+            from curlora.run.trackers import check_installed
+
+            check_installed(cfg.run.log_with)
         self.check_model(cfg.model.name, cfg.model.trust_remote_code)
         for obj, key, what in sources(cfg):
             self.check_source(getattr(obj, key), what, root, owner)

@@ -10,6 +10,8 @@
 Jobs belong to the server process, not to a browser tab, so closing or refreshing the page changes nothing.
 A run's units of work (one method on one task) pass through `jobs.gate` (curlora/run/device_gate.py), which chat and
 evaluation take too: one piece of device work at a time, and none waits for more than one stage.
+On a ZeroGPU Space (a `handoff`, curlora/run/handoff.py) the worker thread posts each unit instead, and the
+visitor's own request runs it (`drive`): spaces.GPU takes the visitor's quota from the request it is called in.
 Runs live on disk (the run store); this object knows which are queued and who owns what. Every call that takes a
 run id takes the caller's owner key too (curlora/run/hosting.py): when the app is hosted a visitor reaches only their
 own runs, and another visitor's run id is answered exactly as an unknown one. Locally (owner None) the one user
@@ -29,6 +31,7 @@ from pathlib import Path
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run.device_gate import DeviceGate
+from curlora.run.handoff import PAUSED, Handoff, Unattended
 from curlora.run.hosting import Policy, read_owner, write_owner
 from curlora.run.store import EventCache, Run, data_dir, list_runs
 
@@ -61,14 +64,17 @@ class Job:
     study: bool = False  # the run folder is a study (curlora/run/study.py): its points run one after another
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
+    paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/run/handoff.py)
 
 
 class JobManager:
     """A FIFO of runs and the one worker thread that executes them."""
 
-    def __init__(self, root: Path | None = None, gate: DeviceGate | None = None, policy: Policy | None = None):
+    def __init__(self, root: Path | None = None, gate: DeviceGate | None = None, policy: Policy | None = None,
+                 handoff: Handoff | None = None):
         self._root = root
         self.gate = gate or DeviceGate()
+        self.handoff = handoff  # ZeroGPU: units run in their owner's request (`drive`), not in the worker thread
         self.policy = policy or Policy.detect()
         self._queue: deque[Job] = deque()
         self._current: Job | None = None
@@ -361,13 +367,15 @@ class JobManager:
                     job.run.set_status("cancelled", "cancelled before it started — resume to run it")
                     continue
                 loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
-                device_call = self.gate.caller(f"a training stage of {'study' if job.study else 'run'} {job.run.id}")
+                device_call = self._device_call(job, loaded)
                 if job.study:
                     from curlora.run import study as studies
 
                     studies.execute(job.run, loaded, should_stop=job.stop.is_set, device_call=device_call)
                 else:
                     execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set, device_call=device_call)
+                if job.paused:  # ended like a cancelled run; say why, and that its owner's page continues it
+                    job.run.set_status("interrupted", PAUSED.format(wait=self.handoff.wait), paused=True)
             except RunBusy as err:  # another process trains it: its status is that process's to write
                 job.error = str(err)
             except Cancelled:  # stopped while its tasks or model were loading
@@ -383,3 +391,27 @@ class JobManager:
                 with self._cv:
                     self._current = None
                     self._cv.notify_all()
+
+    def _device_call(self, job: Job, loaded):
+        """How the runner runs each unit of `job`: under the gate here, or (ZeroGPU) handed to its owner's request
+        with a duration measured from the run (curlora/run/gpu_budget.py)."""
+        what = f"a training stage of {'study' if job.study else 'run'} {job.run.id}"
+        if self.handoff is None:
+            return self.gate.caller(what)
+        from curlora.run.gpu_budget import Budget, unit_seconds
+
+        budget = Budget.from_env()
+
+        def call(fn):
+            seconds = unit_seconds(job.run, job.cfg, loaded.tasks, budget, study=job.study)
+            try:
+                return self.handoff.call(job.run.id, job.owner, what, seconds, fn, should_stop=job.stop.is_set)
+            except Unattended:
+                job.paused = True
+                raise
+        return call
+
+    # -- ZeroGPU: units run in their owner's request -----------------------------------------------------------
+    def active(self, owner: str | None = None) -> list[str]:
+        """Run ids of `owner`'s jobs training or waiting here."""
+        return [j.run.id for j in self._active() if j.owner == owner]

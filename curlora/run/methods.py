@@ -5,13 +5,20 @@ evaluation, export, limits, the estimate and the charts ask it, never a `kind ==
     m.attach(base, settings, stage_folder)      # -> Attached(model, cleanup, snapshot); None = start fresh
     m.save(model, folder)                       # what a finished stage keeps (adapter folder, weights, nothing)
     m.trainable(settings, shapes, parameters)   # trainable parameters from the config alone (None: unknown)
+    m.drift(model, snapshot)                    # how far the weights moved after a stage
     kinds()                                     # the registered kinds, in registration order
 
-Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds a sixth in a test).
+Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds one more in a test).
 The class attributes say what the rest of the app may do with it: `trains` (base: no), `has_adapter` (a PEFT-layout
 stage folder: chat, evaluation on new data and merged exports work on it), `ranked` (has a rank r: the rank limit
-and the out-of-memory hint apply), `needs_head_scoring` (head-only), `group` and `title` for the Train tab and
+and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach also takes a Context:
+the task index and calibration text), `group`, `title`, `column` and `trainable_note` for the Train tab and
 `lr_prior` (a learning-rate range for study grids).
+
+PEFT's peers are registered below the baselines: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA
+family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
+and writes them back on cleanup, bit for bit, and saves stages that apply to the original base
+(curlora/run/adapters.py).
 
 Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
 """
@@ -55,6 +62,18 @@ def method(kind: str) -> Method:
 
 
 @dataclass
+class Context:
+    """What the runner gives a method that asks for it (`needs_context`) at attach, beside its settings: the task
+    it is about to train (0-based) of how many, and general text for a data-driven init: `calibration(n)` is up to
+    n token ids (1-D) and where they come from, to be run `window` tokens at a time."""
+
+    task: int
+    tasks: int
+    window: int
+    calibration: Callable[[int], tuple[object, str]]
+
+
+@dataclass
 class Attached:
     """A method ready to train or score: the model to use, how to give the shared base back, and the base weights
     kept aside when the method changes them (for its weight drift and the restore)."""
@@ -73,7 +92,11 @@ class Method:
     has_adapter: ClassVar[bool] = False
     ranked: ClassVar[bool] = False
     needs_head_scoring: ClassVar[bool] = False
+    needs_context: ClassVar[bool] = False
+    column: ClassVar[str] = ""  # the Train tab column whose boxes set this method's fields (default: its own kind)
+    trainable_note: ClassVar[str] = ""  # what the Train tab shows where trainable() is None
     lr_prior: ClassVar[tuple[float, ...]] = ()
+    trains_all_weights: ClassVar[bool] = False  # every base weight trains: a quantised base cannot hold that
 
     def check(self, settings: MethodSettings, scoring: str, where: str) -> None:
         """Config-time refusals for this kind, one sentence naming `where` (e.g. 'methods[2]')."""
@@ -90,8 +113,15 @@ class Method:
 
     def trainable(self, settings: MethodSettings, shapes: list[tuple[int, int]], parameters: int) -> int | None:
         """Trainable parameters from the config: `shapes` are the (in, out) of the targeted matrices, `parameters`
-        the base model's count. None: known only per task (heads)."""
+        the base model's count. None: known only per task (heads, OSF's growing frozen share)."""
         return 0
+
+    def drift(self, model, snapshot: dict | None) -> dict:
+        """{"total", "per_matrix"} weight drift after a stage (curlora/measure/probes.py); `snapshot` is the
+        Attached one."""
+        from curlora.measure.probes import weight_drift
+
+        return weight_drift(model, snapshot)
 
     def setting(self, settings: MethodSettings, default_lr: float) -> dict:
         """What was set for this method that tells it apart from another of its kind or a rival: the learning
@@ -138,6 +168,19 @@ def targets(settings, model) -> list[str]:
     return settings.target_modules or default_targets(model)
 
 
+def lora_config(settings, model, **variant):
+    """PEFT's LoraConfig for `settings` on `model` (GPT-2's Conv1D layers are read transposed); `variant` picks one
+    of LoRA's family (init_lora_weights="mica", use_dora=True, …)."""
+    import peft
+    from transformers.pytorch_utils import Conv1D
+
+    names = targets(settings, model)
+    conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in names)
+    return peft.LoraConfig(r=settings.r, lora_alpha=settings.r if settings.alpha is None else settings.alpha,
+                           target_modules=names, lora_dropout=settings.dropout, fan_in_fan_out=conv1d,
+                           task_type="CAUSAL_LM", **variant)
+
+
 @register
 class CURLoRA(AdapterMethod):
     kind, title, group = "curlora", "CURLoRA", "forgetting-aware"
@@ -163,15 +206,7 @@ class LoRA(AdapterMethod):
     lr_prior = (2e-4, 5e-4, 1e-3, 2e-3)
 
     def peft_config(self, settings, model):
-        import peft
-
-        from curlora.adapter.layer import Conv1D
-
-        names = targets(settings, model)
-        conv1d = any(isinstance(mod, Conv1D) for n, mod in model.named_modules() if n.rsplit(".", 1)[-1] in names)
-        return peft.LoraConfig(r=settings.r, lora_alpha=settings.r if settings.alpha is None else settings.alpha,
-                               target_modules=names, lora_dropout=settings.dropout, fan_in_fan_out=conv1d,
-                               task_type="CAUSAL_LM")
+        return lora_config(settings, model)
 
     def trainable(self, settings, shapes, parameters):
         return sum(settings.r * (i + o) for i, o in shapes)
@@ -187,6 +222,7 @@ class Base(Method):
 @register
 class FullFineTune(Method):
     kind, title = "full", "full fine-tune"
+    trains_all_weights = True
     help = "Every weight of the model trains (the most forgetting to expect); the base is restored afterwards."
     lr_prior = (1e-5, 3e-5, 1e-4)
 
@@ -220,6 +256,7 @@ class HeadOnly(Method):
     kind, title = "head-only", "head-only (needs head scoring)"
     help = "Only a classification head per task trains on the frozen base: the paper's control for head scoring."
     needs_head_scoring = True
+    trainable_note = "hidden × classes per task"
     lr_prior = (1e-3, 1e-2)
 
     def attach(self, base, settings, stage):
@@ -253,3 +290,6 @@ def described(label: str, setting: dict | None) -> str:
     'curlora (lr 2e-2, r 8)'; the bare label when nothing was set (the base model)."""
     text = setting_text(setting)
     return f"{label} ({text})" if text else label
+
+
+from curlora.run import peers  # noqa: E402,F401  (PEFT's peers register themselves, after the methods above)

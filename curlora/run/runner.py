@@ -33,9 +33,10 @@ from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, Trai
 from curlora.measure.scoring import score
 from curlora.measure.stats import to_bits, wilson
 from curlora.paths import DEFAULT_PROBE
-from curlora.run import events
+from curlora.run import events, trackers
 from curlora.run.limits import check_positions
-from curlora.run.methods import method
+from curlora.run.estimate import check_fits
+from curlora.run.methods import Context, method
 from curlora.run.store import DiskFull, Run, is_disk_full
 from curlora.run.train import Diverged, new_head, train_task
 
@@ -98,8 +99,10 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     check_stop(should_stop)
+    check_fits(cfg, device=device)  # weights, optimiser, activations, logits against the free memory: before loading
     model, tokenizer, info = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device,
-                                        revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+                                        revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                                        quantization=cfg.model.quantization)
     check_positions(cfg, model)
     text, source = probe_text(cfg, info)
     ids = tokenize_text(tokenizer, text, cfg.evaluation.ppl_max_tokens)
@@ -159,7 +162,7 @@ class Executor:
         files in the run folder beforehand); the run then starts at its first method unit."""
         self.run, self.cfg, self.L = run, cfg, loaded
         self.external_stop = should_stop
-        self.on_event = on_event
+        self.on_event = trackers.follow(run, cfg, on_event)  # run.log_with: curlora/run/trackers.py
         self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
         self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
         self.metrics = self._stored() or self._fresh_metrics()
@@ -396,9 +399,22 @@ class Executor:
         if head_mode:
             for j in range(done):
                 heads[j] = self.load_head(m, j + 1, j)
-        attached = method(m.kind).attach(base, m, self.run.adapter_dir(m.label, done) if done else None)
+        kind = method(m.kind)
+        context = Context(done, len(self.L.tasks), self.cfg.evaluation.ppl_window, self.calibration)
+        extra = {"context": context} if kind.needs_context else {}
+        attached = kind.attach(base, m, self.run.adapter_dir(m.label, done) if done else None, **extra)
         self.snapshot = attached.snapshot
         return attached.model, heads, attached.cleanup
+
+    def calibration(self, tokens: int) -> tuple[torch.Tensor, str]:
+        """General text for a data-driven init (CorDA's covariance), up to `tokens` ids: the probe text past the part
+        perplexity scores, so that probe stays out of sample; the scored part where the text has no window more."""
+        text, source = probe_text(self.cfg, self.L.info)
+        scored = int(self.L.probe_ids.numel())
+        rest = tokenize_text(self.L.tokenizer, text, scored + tokens)[scored:]
+        if rest.numel() >= self.cfg.evaluation.ppl_window:
+            return rest, f"{source}: tokens {scored}-{scored + rest.numel()}, past the scored probe"
+        return self.L.probe_ids[:tokens], f"{source}: the scored probe itself (its perplexity is then in sample)"
 
     def load_head(self, m: MethodSettings, stage: int, task_index: int):
         state = load_file(self.run.adapter_dir(m.label, stage) / "heads.safetensors")
@@ -428,7 +444,7 @@ class Executor:
         self.save_stage(m, model, heads, i + 1)
         self.wait_for_save()
         row = self.evaluate(model, heads)
-        drift = probes.weight_drift(model, self.snapshot)
+        drift = method(m.kind).drift(model, self.snapshot)
         rec.append(row, drift)
         rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
                                      seconds=round(result.seconds, 3), smoothed_loss=result.smoothed_loss,

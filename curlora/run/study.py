@@ -146,7 +146,7 @@ def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_
     one = dataclasses.replace(m, lr=lr, seed=seed)
     name = f"{cfg.run.name}-{label}-lr{lr_text(lr)}-s{seed}"
     return dataclasses.replace(cfg, methods=[one], training=dataclasses.replace(cfg.training, seed=seed),
-                               run=dataclasses.replace(cfg.run, name=name))
+                               run=dataclasses.replace(cfg.run, name=name, group=study_id))  # the trackers' group
 
 
 def key(label: str, lr: float) -> str:

@@ -61,6 +61,19 @@ def new_head(model, n_classes: int, seed: int) -> nn.Linear:
     return head.to(next(model.parameters()).device)
 
 
+def _checkpointing(model: nn.Module, wanted: bool):
+    """Turn on transformers' gradient checkpointing for this task (the non-reentrant kind, which needs no input
+    gradients through a frozen embedding, so it works for every method); the model it was turned on for, or None."""
+    if not wanted:
+        return None
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(target, "supports_gradient_checkpointing", False):
+        raise CurloraError(f"training.gradient_checkpointing: {type(target).__name__} does not support gradient "
+                           "checkpointing; turn it off or pick another model.")
+    target.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return target
+
+
 def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: float, head: nn.Module | None = None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                max_length: int | None = None, stop_at_loss: float | None = None) -> TrainResult:
@@ -96,6 +109,7 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
     pmodel, phead = prepared[0], (prepared[1] if head_mode else None)
     popt, ploader, psched = prepared[-3:]
     pmodel.train()
+    checkpointed = _checkpointing(model, cfg.gradient_checkpointing)
 
     step, started, smoothed, last = 0, time.time(), None, float("nan")
     reached = False
@@ -114,6 +128,10 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                             f"lower the learning rate (now {lr:g}) or use a smaller batch or full precision."
                         )
                     acc.backward(loss)
+                    if step == 0 and acc.sync_gradients and all(p.grad is None for p in params):
+                        raise CurloraError(f"Training on task '{task.name}' reached none of the trainable "
+                                           "parameters (no gradient flows to them); this model or layer type "
+                                           "can't train this method, so pick another method or model.")
                     popt.step()
                     psched.step()
                     popt.zero_grad(set_to_none=True)
@@ -133,6 +151,8 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                     break
     finally:
         pmodel.eval()
+        if checkpointed is not None:
+            checkpointed.activation_checkpointing_disable()  # the shared base goes back as it came
         acc.free_memory()
     return TrainResult(steps=step, final_loss=last, seconds=time.time() - started,
                        smoothed_loss=float("nan") if smoothed is None else smoothed,

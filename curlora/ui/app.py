@@ -15,9 +15,9 @@ import os
 import gradio as gr
 
 from curlora.run.chat import Chat
-from curlora.run.device_gate import DeviceGate
 from curlora.run.jobs import JobManager
-from curlora.ui import chat_tab, compare_tab, model_tab, results_tab, runs_tab, tasks_tab, train_tab
+from curlora.ui import chat_tab, compare_tab, mcp, model_tab, results_tab, runs_tab, tasks_tab, train_tab
+from curlora.ui import zero_gpu as zgpu
 from curlora.ui.common import PUBLIC, Engine, Sessions
 
 MAX_UPLOAD = os.environ.get("CURLORA_MAX_UPLOAD", "50mb")
@@ -31,22 +31,7 @@ INTRO = ("# CURLoRA Studio\nContinual fine-tuning with **CURLoRA** beside **LoRA
          "**Chat**; **Compare** traces each method over learning rates and seeds; every run is kept under **Runs**.")
 
 
-def zero_gpu(seconds: int = 120):
-    """`spaces.GPU(duration=seconds)` on a ZeroGPU Space; None anywhere else."""
-    if not os.environ.get("SPACES_ZERO_GPU"):
-        return None
-    try:
-        import spaces
-    except ImportError:
-        return None
-    return spaces.GPU(duration=seconds)
-
-
-def default_jobs() -> JobManager:
-    """The server's job queue. On ZeroGPU every unit of a run (one method on one task) is its own GPU call,
-    of at most CURLORA_GPU_SECONDS (default 300) seconds: keep each task's steps within that."""
-    wrap = zero_gpu(int(os.environ.get("CURLORA_GPU_SECONDS", "300")))
-    return JobManager(gate=DeviceGate(wrap=wrap) if wrap else None)
+zero_gpu, default_jobs = zgpu.zero_gpu, zgpu.default_jobs  # ZeroGPU: curlora/ui/zero_gpu.py
 
 
 def limits_text(engine: Engine) -> str:
@@ -86,6 +71,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
                 chat_ui = chat_tab.build(engine, gpu=zero_gpu())
             with gr.Tab("Runs", id="runs") as runs_page:
                 runs = runs_tab.build(engine)
+        zgpu.wire(engine, train, runs)  # ZeroGPU only: training units run in the visitor's requests
 
         light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
 
@@ -138,6 +124,8 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
                    runs["run"], results["run"], chat_ui["run"], workspace], **light)
         demo.load(model["describe"], [model["name"], model["dtype"]], model["info"], **light)
         demo.load(train["count"], train["count_inputs"], train["counts"], **light)
+        tools = mcp.register(engine) if mcp.enabled() else []  # CURLORA_MCP=1: curlora/ui/mcp.py
+    mcp.settle(demo, tools)
     return demo
 
 
@@ -155,8 +143,12 @@ def launch(demo: gr.Blocks, **kwargs):
     from curlora.errors import CurloraError
 
     demo.queue(default_concurrency_limit=4)
+    # run_history off: gradio would keep every call's inputs (uploaded task files among them) in the browser
     options = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), "max_file_size": MAX_UPLOAD,
-               "css": CSS, "theme": gr.themes.Soft(primary_hue="blue"), "show_error": True}
+               "css": CSS, "theme": gr.themes.Soft(primary_hue="blue"), "show_error": True, "run_history": False}
+    if mcp.enabled():
+        mcp.check_installed()
+        options["mcp_server"] = True
     secret = os.environ.get(AUTH_ENV, "")
     if secret:
         user, sep, password = secret.partition(":")

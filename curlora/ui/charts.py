@@ -1,7 +1,9 @@
 """Plotly figures from a run's metrics.json and events: drawing only, every number comes from the run store.
 
 A method has the same colour in every chart (CURLoRA blue, LoRA orange, base grey, …), so a reader can follow
-one method from the loss curve to the heatmap to the perplexity line.
+one method from the loss curve to the heatmap to the perplexity line. Live charts are redrawn while a run trains:
+each keeps one `uirevision` per chart and run (the reader's zoom, pan and hidden legend entries survive every
+update; another run starts fresh), every trace has a stable `uid`, and methods come in the run's own order.
 """
 
 from __future__ import annotations
@@ -71,12 +73,31 @@ def _note(fig: go.Figure, text: str, y: float = -0.32) -> None:
                        yanchor="top", align="left", font={"size": 11, "color": "#666"})
 
 
-def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
+def _layout(fig: go.Figure, title: str, revision: str | None = None, **kw) -> go.Figure:
+    """The common layout; `revision` (chart name + run id) keeps the reader's zoom and legend across redraws."""
     fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 15}}, height=HEIGHT, template="plotly_white",
                       margin={"l": 50, "r": 20, "t": 50, "b": 40},
                       legend={"orientation": "h", "y": -0.25, "yanchor": "top"},
-                      **kw)
+                      **({"uirevision": revision} if revision else {}), **kw)
     return fig
+
+
+def revision(chart: str, metrics: RunMetrics | dict, events: list[dict] | None = None) -> str:
+    """One uirevision per chart and run: stable while the run trains, new for another run."""
+    run_id = RunMetrics.of(metrics).run_id
+    if not run_id:
+        start = ev.first(events or [], ev.RUN_START)
+        run_id = str(start.get("t", "")) if start else ""
+    return f"{chart}:{run_id}"
+
+
+def method_order(metrics: RunMetrics | dict, events: list[dict], found) -> list[str]:
+    """The labels in `found`, in the run's own order (run_start's methods, then the record's), so a trace never
+    changes place when another method starts."""
+    start = ev.first(events or [], ev.RUN_START)
+    known = list(dict.fromkeys([*(start.get("methods", []) if start else []), *RunMetrics.of(metrics).methods]))
+    found = list(dict.fromkeys(found))
+    return [label for label in known if label in found] + [label for label in found if label not in known]
 
 
 def empty(title: str, note: str = "waiting for the first results…") -> go.Figure:
@@ -108,10 +129,10 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     colours = method_colours(metrics, events)
     lengths = _stage_lengths(events)
     fig = go.Figure()
-    for label in dict.fromkeys(e["method"] for e in steps):
+    for label in method_order(metrics, events, (e["method"] for e in steps)):
         mine = [e for e in steps if e["method"] == label]
         fig.add_trace(go.Scatter(x=[_global_step(e, lengths) for e in mine], y=[e["smoothed_loss"] for e in mine],
-                                 mode="lines", name=named(metrics, label),
+                                 mode="lines", name=named(metrics, label), uid=f"loss:{label}",
                                  line={"color": colours.get(label), "width": 2},
                                  customdata=[[e["task"], e["loss"]] for e in mine],
                                  hovertemplate="task %{customdata[0]}<br>step %{x}<br>smoothed %{y:.3f}"
@@ -122,7 +143,7 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     for stage in range(1, max(s for (m, s) in lengths if m == first)):
         boundary += lengths.get((first, stage), 0)
         fig.add_vline(x=boundary + 0.5, line={"color": "#bbb", "dash": "dot", "width": 1})
-    return _layout(fig, "Training loss (smoothed; dotted lines: task boundaries)",
+    return _layout(fig, "Training loss (smoothed; dotted lines: task boundaries)", revision("loss", metrics, events),
                    xaxis_title="step (across tasks)", yaxis_title="loss")
 
 
@@ -185,6 +206,7 @@ def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
             text.append(trow)
             hover.append(hrow)
         fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmin=0, zmax=100, colorscale="Blues",
+                                 uid=f"accuracy:{label}",
                                  text=text, texttemplate="%{text}", showscale=c == 1, customdata=hover,
                                  colorbar={"title": "%", "x": 1.0, "len": 0.8, "thickness": 12},
                                  hovertemplate="%{y}<br>task %{x}: %{z:.1f}%<br>%{customdata}<extra>"
@@ -209,7 +231,7 @@ def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
         z += [[None] * len(tasks)] * (n - rows)
         text += [[""] * len(tasks)] * (n - rows)
         hover += [["not measured yet"] * len(tasks)] * (n - rows)
-        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmid=0, colorscale="RdBu",
+        fig.add_trace(go.Heatmap(z=z, x=tasks, y=_row_labels(m, n), zmid=0, colorscale="RdBu", uid="accuracy:diff",
                                  text=text, texttemplate="%{text}", showscale=False, customdata=hover,
                                  hovertemplate="%{y}<br>task %{x}: %{z:+.1f} points<br>%{customdata}"
                                                "<extra>difference</extra>"),
@@ -217,7 +239,7 @@ def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     for c in range(2, cols + 1):
         fig.update_yaxes(showticklabels=False, row=1, col=c)
-    _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {m.scoring}")
+    _layout(fig, f"Accuracy (%) on every task after each stage — scoring: {m.scoring}", revision("accuracy", m))
     note = NOISE_NOTE + (f"<br>{DIFF_NOTE}" if pair else "") if any_interval else \
         "no 95 % intervals stored for this run (recorded before they were): no cell can be marked " + SAME
     _note(fig, note, y=-0.15)
@@ -246,7 +268,7 @@ def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
     probe = probe_name(m)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=[f"perplexity on {probe}", "KL to base on self-sampled text (nats/token)"])
-    fig.add_trace(go.Scatter(x=labels, y=[m.base.ppl] * n, mode="lines", name="base model",
+    fig.add_trace(go.Scatter(x=labels, y=[m.base.ppl] * n, mode="lines", name="base model", uid="ppl:base",
                              line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}), row=1, col=1)
     any_kl = False
     for label, rec in m.methods.items():
@@ -254,19 +276,20 @@ def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
             continue
         name = named(m, label)
         fig.add_trace(go.Scatter(x=labels[: len(rec.ppl)], y=rec.ppl, mode="lines+markers", name=name,
-                                 legendgroup=label, line={"color": colours[label], "width": 2.5},
+                                 legendgroup=label, uid=f"ppl:{label}", line={"color": colours[label], "width": 2.5},
                                  hovertemplate="%{x}: perplexity %{y:.2f}<extra>" + name + "</extra>"),
                       row=1, col=1)
         kl = list(rec.kl_to_base or [])
         if any(x is not None for x in kl):
             any_kl = True
             fig.add_trace(go.Scatter(x=labels[: len(kl)], y=kl, mode="lines+markers", name=f"{name}: KL to base",
-                                     legendgroup=label, showlegend=False,
+                                     legendgroup=label, showlegend=False, uid=f"kl:{label}",
                                      line={"color": colours[label], "width": 2.5},
                                      hovertemplate="%{x}: KL %{y:.4f}<extra>" + name + "</extra>"),
                           row=1, col=2)
     if any_kl:
         fig.add_trace(go.Scatter(x=labels, y=[0.0] * n, mode="lines", name="base model: KL", showlegend=False,
+                                 uid="kl:base",
                                  line={"color": KIND_COLOURS["base"], "dash": "dash", "width": 1.5}), row=1, col=2)
     else:
         fig.add_annotation(text="no KL to base stored for this run (self-probe off or an older run)",
@@ -274,7 +297,7 @@ def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
                            xref="x2 domain", yref="y2 domain")
     fig.update_yaxes(title_text="perplexity", row=1, col=1)
     fig.update_yaxes(title_text="KL to base", rangemode="tozero", row=1, col=2)
-    _layout(fig, PPL_TITLE)
+    _layout(fig, PPL_TITLE, revision("perplexity", m))
     _note(fig, f"Probe text: {probe}. A probe not in the model's own domain can read better than the base<br>"
                f"while the model drifts; the self-probe KL (right) is the in-domain measure.", y=-0.38)
     fig.update_layout(height=HEIGHT + 40, margin={"l": 50, "r": 20, "t": 70, "b": 110})
@@ -292,7 +315,7 @@ def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figu
     lengths = _stage_lengths(events)
     tasks = m.tasks
     fig = go.Figure()
-    for label in dict.fromkeys(e["method"] for e in probes):
+    for label in method_order(m, events, (e["method"] for e in probes)):
         mine = [e for e in probes if e["method"] == label]
         for j, task in enumerate(tasks):
             pts = [(_global_step(e, lengths), e["accuracy"][j]) for e in mine if j < len(e["accuracy"])]
@@ -300,6 +323,7 @@ def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figu
                 continue
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[None if p[1] is None else 100 * p[1] for p in pts],
                                      mode="lines+markers", name=f"{named(m, label)}: {task}",
+                                     uid=f"probe:{label}:{task}",
                                      line={"color": colours.get(label), "dash": DASHES[j % len(DASHES)]}))
     for j, (task, share) in enumerate(zip(tasks, m.majority)):
         if share is not None and j < len(tasks) - 1:
@@ -307,4 +331,5 @@ def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figu
                           annotation_text=f"majority class: {task}", annotation_font={"size": 10, "color": "#777"},
                           annotation_position=("top left", "bottom left", "top right", "bottom right")[j % 4])
     return _layout(fig, "Forgetting during training: accuracy on earlier tasks (probe rows)",
-                   xaxis_title="step (across tasks)", yaxis_title="accuracy %", yaxis_range=[0, 102])
+                   revision("forgetting", m, events), xaxis_title="step (across tasks)", yaxis_title="accuracy %",
+                   yaxis_range=[0, 102])

@@ -1,5 +1,7 @@
-"""Chat tab: one prompt, three panes — the base model, LoRA at stage k, CURLoRA at stage k — each with its own
-weights (see curlora/run/chat.py), streamed one pane after the other with shared generation settings."""
+"""Chat tab: one message, three panes — the base model, LoRA at stage k, CURLoRA at stage k — each with its own
+weights and its own conversation (see curlora/run/chat.py), streamed one pane after the other with shared
+generation settings. A base model with a chat template chats (system prompt, each pane's history, the template);
+one without completes each message as plain text. Clear empties all three panes."""
 
 from __future__ import annotations
 
@@ -7,9 +9,17 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
-from curlora.run.chat import pane_choices
+from curlora.run.chat import CHAT, pane_choices
+from curlora.run.chat_format import has_template
 from curlora.run.methods import described
 from curlora.ui.common import Engine, friendly, wait_for_device
+
+PENDING = "…"
+EMPTY = "(an empty reply: the model ended its turn at once)"
+MODES = {True: "This base model has a **chat template**: each pane keeps its own conversation, sent through the "
+               "template with the system prompt; a reply ends at the template's end-of-turn marker.",
+         False: "This base model has **no chat template**: each message is completed as plain text; earlier turns "
+                "and the system prompt are not sent."}
 
 
 def pane_methods(choices: dict) -> dict[str, str]:
@@ -39,10 +49,17 @@ def build(engine: Engine, gpu=None) -> dict:
         run = jobs.open(rid, engine.owner(request))
         return pane_choices(run), run.record()
 
+    def mode_of(rid: str, request: gr.Request) -> str:
+        """Whether the run's base model chats (a chat template) or completes plain text, in a sentence."""
+        try:
+            return MODES[has_template(chat.tokenizer(jobs.open(rid, engine.owner(request)).config()))]
+        except CurloraError:
+            return ""
+
     @friendly
     def pick_run(rid: str, request: gr.Request):
         if not rid:
-            return gr.update(), "_Pick a run with saved stages._", gr.update(), gr.update()
+            return gr.update(), "_Pick a run with saved stages._", gr.update(), gr.update(), gr.update(), ""
         choices, record = panes_of(rid, request)
         top = max((max(s) for s in choices.values()), default=1)
         label = ", ".join(f"{described(m, record.methods[m].setting if m in record.methods else None)}: stages "
@@ -51,15 +68,41 @@ def build(engine: Engine, gpu=None) -> dict:
         note = f"Tasks: {order}. Saved adapters — {label}."
         lora_label, cur_label = pane_labels(record, choices, top)
         return (gr.update(minimum=1, maximum=max(top, 1), value=top, step=1, interactive=top > 1), note,
-                gr.update(label=lora_label), gr.update(label=cur_label))
+                gr.update(label=lora_label), gr.update(label=cur_label), gr.update(label="Base model"),
+                mode_of(rid, request))
+
+    def panes(choices: dict, stage: int) -> list[str]:
+        by_kind = pane_methods(choices)
+        return ["base", f"{by_kind['lora']}@{stage}", f"{by_kind['curlora']}@{stage}"]
+
+    def replies(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed, histories=None, system=None):
+        """The three panes' replies so far, pane after pane (what runs on the device)."""
+        texts = ["", "", ""]
+        for i, pane in enumerate(panes(choices, stage)):
+            method = pane.split("@")[0]
+            if pane != "base" and stage not in choices.get(method, []):
+                texts[i] = f"({method} has no saved stage {stage} in this run)"
+                yield tuple(texts)
+                continue
+            for part in chat.stream(rid, pane, prompt, max_new_tokens=int(max_new_tokens),
+                                    temperature=float(temperature), top_p=float(top_p), seed=int(seed),
+                                    root=jobs.root, history=histories[i] if histories else None, system=system):
+                texts[i] = part
+                yield tuple(texts)
+
+    # ZeroGPU: the GPU is held for the replies, not while waiting; an engine error raised on the GPU keeps its
+    # sentence (friendly turns it into a gr.Error, which spaces passes through; anything else it reduces to a name).
+    on_device = gpu(friendly(replies)) if gpu else replies
 
     @friendly
     def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed, request: gr.Request):
+        """One prompt, three text replies (the API's /chat; a chat model gets it as a single user turn)."""
         if not rid:
             raise CurloraError("Pick a run first.")
         if not (prompt or "").strip():
             raise CurloraError("Type a prompt first.")
         choices, _ = panes_of(rid, request)
+        chat.check(rid, prompt, root=jobs.root)
         jobs.policy.allow_chat(engine.owner(request))
         stage = int(stage or 1)
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
@@ -68,39 +111,70 @@ def build(engine: Engine, gpu=None) -> dict:
         finally:
             jobs.gate.release()
 
-    def reply(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed):
-        by_kind = pane_methods(choices)
-        panes = ["base", f"{by_kind['lora']}@{stage}", f"{by_kind['curlora']}@{stage}"]
-        texts = ["", "", ""]
-        for i, pane in enumerate(panes):
-            method = pane.split("@")[0]
-            if pane != "base" and stage not in choices.get(method, []):
-                texts[i] = f"({method} has no saved stage {stage} in this run)"
-                yield tuple(texts)
-                continue
-            for part in chat.stream(rid, pane, prompt, max_new_tokens=int(max_new_tokens),
-                                    temperature=float(temperature), top_p=float(top_p), seed=int(seed),
-                                    root=jobs.root):
-                texts[i] = part
-                yield tuple(texts)
+    @friendly
+    def turn(rid, stage, message, system, max_new_tokens, temperature, top_p, seed, h_base, h_lora, h_cur,
+             request: gr.Request):
+        """The message as the next turn of each pane's conversation; every input is checked before device work."""
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        if not (message or "").strip():
+            raise CurloraError("Type a message first.")
+        choices, _ = panes_of(rid, request)
+        earlier = [list(h or []) for h in (h_base, h_lora, h_cur)]
+        mode = chat.check(rid, message, earlier, system, root=jobs.root)
+        jobs.policy.allow_chat(engine.owner(request))
+        stage = int(stage or 1)
+        shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": PENDING}]
+                 for h in earlier]
 
-    on_device = gpu(reply) if gpu else reply  # ZeroGPU: the GPU is held for the reply, not while waiting
+        cleared = []
+
+        def frame(texts):
+            """The three conversations with the replies so far; the message box is emptied once, at the start."""
+            for h, text in zip(shown, texts):
+                h[-1] = {"role": "assistant", "content": text or PENDING}
+            box = gr.skip() if cleared else ""
+            cleared.append(True)
+            return (*[list(h) for h in shown], box)
+
+        for note in wait_for_device(jobs.gate, "a chat reply", 1):
+            yield frame((note,) * 3)
+        try:
+            texts = ("", "", "")
+            history = earlier if mode == CHAT else None
+            for texts in on_device(rid, choices, stage, message, max_new_tokens, temperature, top_p, seed,
+                                   history, system if mode == CHAT else None):
+                yield frame(texts)
+            yield frame(tuple(t or EMPTY for t in texts))
+        finally:
+            jobs.gate.release()
+
     with gr.Row():
         run = gr.Dropdown([], label="Run", allow_custom_value=True, scale=3, elem_id="chat-run")
         stage = gr.Slider(1, 3, value=1, step=1, label="After task k (stage)", scale=2, elem_id="chat-stage")
     note = gr.Markdown()
-    prompt = gr.Textbox(label="Prompt (sent to all three)", lines=2, elem_id="chat-prompt",
+    mode = gr.Markdown(elem_id="chat-mode")
+    system = gr.Textbox(label="System prompt (chat models only)", lines=1, elem_id="chat-system",
+                        placeholder="You are a helpful assistant.")
+    with gr.Row():
+        base = gr.Chatbot(label="Base model", height=360, elem_id="pane-base")
+        lora = gr.Chatbot(label="LoRA at stage k", height=360, elem_id="pane-lora")
+        cur = gr.Chatbot(label="CURLoRA at stage k", height=360, elem_id="pane-curlora")
+    prompt = gr.Textbox(label="Message (sent to all three)", lines=2, elem_id="chat-prompt",
                         placeholder="And the LORD said unto Moses,")
+    with gr.Row():
+        send_btn = gr.Button("Send to all three", variant="primary", elem_id="chat-send", scale=3)
+        clear_btn = gr.Button("Clear", elem_id="chat-clear", scale=1)
     with gr.Row():
         max_new = gr.Slider(1, 256, value=48, step=1, label="max new tokens")
         temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0: greedy)")
         top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p")
         seed = gr.Number(0, label="seed", precision=0)
-    send_btn = gr.Button("Send to all three", variant="primary", elem_id="chat-send")
-    with gr.Row():
-        base = gr.Textbox(label="Base model", lines=8, elem_id="pane-base")
-        lora = gr.Textbox(label="LoRA at stage k", lines=8, elem_id="pane-lora")
-        cur = gr.Textbox(label="CURLoRA at stage k", lines=8, elem_id="pane-curlora")
+    # The API's /chat: one prompt, three text replies (no history), as before the panes became conversations.
+    with gr.Row(visible=False):
+        api_base, api_lora, api_cur = gr.Textbox(), gr.Textbox(), gr.Textbox()
+        api_send = gr.Button()
+
     def relabel(rid, k, request: gr.Request):
         """The pane labels at stage k, with each method's setting (generic when the run can't be read)."""
         try:
@@ -110,12 +184,16 @@ def build(engine: Engine, gpu=None) -> dict:
         lora_label, cur_label = pane_labels(record, choices, k)
         return gr.update(label=lora_label), gr.update(label=cur_label)
 
-    pick_outputs = [stage, note, lora, cur]
+    pick_outputs = [stage, note, lora, cur, base, mode]
     stage.change(relabel, [run, stage], [lora, cur], api_name=False, concurrency_limit=None, show_progress="hidden")
     run.change(pick_run, run, pick_outputs, api_name=False, concurrency_limit=None)
     # Chat computes on the model: one generation at a time, in the same group as evaluation work.
-    send_btn.click(send, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name="chat",
-                   concurrency_id="gpu", concurrency_limit=1)
-    prompt.submit(send, [run, stage, prompt, max_new, temperature, top_p, seed], [base, lora, cur], api_name=False,
-                  concurrency_id="gpu", concurrency_limit=1)
+    gpu_group = {"concurrency_id": "gpu", "concurrency_limit": 1}
+    turn_inputs = [run, stage, prompt, system, max_new, temperature, top_p, seed, base, lora, cur]
+    send_btn.click(turn, turn_inputs, [base, lora, cur, prompt], api_name="chat_turn", **gpu_group)
+    prompt.submit(turn, turn_inputs, [base, lora, cur, prompt], api_name=False, **gpu_group)
+    clear_btn.click(lambda: ([], [], []), None, [base, lora, cur], api_name=False, concurrency_limit=None,
+                    show_progress="hidden")
+    api_send.click(send, [run, stage, prompt, max_new, temperature, top_p, seed], [api_base, api_lora, api_cur],
+                   api_name="chat", **gpu_group)
     return {"run": run, "pick_run": pick_run, "pick_outputs": pick_outputs}

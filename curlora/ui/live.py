@@ -1,10 +1,13 @@
 """Reading a run for display: its status line, a progress bar from the last events, and the four charts.
 
-Shared by the Train tab (polled by a timer while a run trains) and the Results tab (any run, on demand)."""
+Shared by the Train tab (polled by a timer while a run trains: `redraw` sends the heatmaps and the perplexity chart
+again only at stage ends) and the Results tab (any run, on demand: `figures`)."""
 
 from __future__ import annotations
 
 import html
+
+import gradio as gr
 
 from curlora.measure.record import RunMetrics
 from curlora.run import events as ev
@@ -65,3 +68,29 @@ def figures(metrics: dict, events: list[dict]) -> tuple:
     """(loss, accuracy heatmaps, perplexity, forgetting) figures."""
     return (charts.loss_figure(metrics, events), charts.accuracy_heatmaps(metrics),
             charts.perplexity_figure(metrics), charts.forgetting_figure(metrics, events))
+
+
+STAGE_VIEW = "train:stage-figures"  # in SessionState.drawn: what the heatmaps and the perplexity chart show
+
+
+def stage_key(run_id: str, events: list[dict]) -> tuple:
+    """What the heatmaps and the perplexity chart are drawn from: they change only when a stage is stored (a stage
+    event), a method stops with an error, or the run ends — never with a training step."""
+    return run_id, len(ev.of_kind(events, ev.STAGE, ev.ERROR, ev.RUN_END))
+
+
+def redraw(drawn: dict, run_id: str, metrics, events: list[dict]) -> tuple:
+    """The four figures for a live poll: the loss and forgetting charts follow every step; the heatmaps and the
+    perplexity chart are sent again only at a stage end (gr.skip() otherwise: nothing is sent, the chart the reader
+    is hovering stays as it is)."""
+    key = stage_key(run_id, events)
+    if drawn.get(STAGE_VIEW) == key:
+        return (charts.loss_figure(metrics, events), gr.skip(), gr.skip(), charts.forgetting_figure(metrics, events))
+    drawn[STAGE_VIEW] = key
+    return figures(metrics, events)
+
+
+def forget(drawn: dict) -> None:
+    """A page (re)attaches: draw everything again at the next poll."""
+    drawn.pop("train", None)
+    drawn.pop(STAGE_VIEW, None)

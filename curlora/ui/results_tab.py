@@ -1,7 +1,8 @@
 """Results tab: any run's summary table (ACC with the final training loss, BWT, FWT, forgetting, perplexity,
 parameters, time, memory), a matched-loss run's targets, its charts, exports built by the engine's export functions
 (curlora/run/export.py), so the app and `curlora export` agree, and any finished stage evaluated on a new CSV or
-text (curlora/run/evaluate.py, the engine behind `curlora eval`)."""
+text (curlora/run/evaluate.py, the engine behind `curlora eval`), and the run pushed to the Hugging Face hub
+(curlora/run/hub.py, the engine behind `curlora push`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import FWT_LABEL, export_file, table
+from curlora.run.hub import push
 from curlora.run.methods import described, method, setting_text
 from curlora.run.store import Run
 from curlora.ui import live
@@ -148,7 +150,7 @@ def build(engine: Engine) -> dict:
                 gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
 
     @friendly
-    def evaluate(rid: str, method: str, stage, upload, request: gr.Request):
+    def evaluate(rid: str, method: str, stage, upload, request: gr.Request, progress=gr.Progress()):
         """A finished stage (or the base, stage 0) on an uploaded task CSV (accuracy) or .txt (perplexity)."""
         if not rid:
             raise CurloraError("Pick a run first.")
@@ -163,7 +165,9 @@ def build(engine: Engine) -> dict:
         cfg = run.config()
         yield from wait_for_device(jobs.gate, "an evaluation", 1)
         try:
-            yield f"Evaluating {'the base model' if stage == 0 else f'{method} after task {stage}'}…"
+            what = "the base model" if stage == 0 else f"{method} after task {stage}"
+            progress(0.2, desc=f"evaluating {what}")
+            yield f"Evaluating {what}…"
             with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
                 res = jobs.gate.on_device(lambda: evaluate_stage(
                     rid, method or "base", stage, task_file=None if as_text else path,
@@ -189,16 +193,57 @@ def build(engine: Engine) -> dict:
 
     def exporter(what):
         @friendly
-        def handler(rid: str, request: gr.Request):
+        def handler(rid: str, request: gr.Request, progress=gr.Progress()):
             if not rid:
                 raise CurloraError("Pick a run first.")
             owner = engine.owner(request)
             if what != "merged.zip":
+                progress(0.5, desc=f"writing {what}")
                 return export_file(jobs, rid, what, owner)
             jobs.open(rid, owner)  # before waiting for the device
+            progress(0.05, desc="waiting for the device")
             with jobs.gate.hold("a merged-model export"):  # loads and merges a full model
+                progress(0.2, desc="merging each method's last stage into the base model")
                 return export_file(jobs, rid, what, owner)
         return handler
+
+    @friendly
+    def push_run(rid: str, repo: str, only: str | None, merged: bool, private: bool, request: gr.Request,
+                 oauth: gr.OAuthToken | None = None, progress=gr.Progress()):
+        """The run to one hub repo (curlora/run/hub.py): its adapters, the model card, its numbers."""
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        run = jobs.open(rid, engine.owner(request))
+        token = getattr(oauth, "token", None)
+        if engine.hosted and not token:  # never the server's own token for a visitor
+            raise CurloraError("Sign in with Hugging Face first (the button at the top of the page): a push goes to "
+                               "your own account with your own token.")
+        config, public = None, None
+        if engine.hosted:  # the visitor's config and numbers without the server's paths
+            config = jobs.policy.public_yaml(run.config(), jobs.root)
+            public = lambda path: jobs.policy.public_path(path, jobs.root)  # noqa: E731
+
+        def report(fraction: float, text: str) -> None:
+            progress(fraction, desc=text)
+
+        def send() -> str:
+            return push(run, repo, only=only or None, merged=bool(merged), token=token, private=bool(private),
+                        config_yaml=config, progress=report, public_path=public)
+
+        if merged:
+            report(0.02, "waiting for the device")
+            with jobs.gate.hold("a push with merged models"):  # loads and merges a full model
+                url = send()
+        else:
+            url = send()
+        return f"Pushed run `{rid}` to [{url}]({url})."
+
+    @friendly
+    def push_choices(rid: str, request: gr.Request):
+        if not rid:
+            return gr.update(choices=[], value=None)
+        labels, _ = stage_choices(jobs.open(rid, engine.owner(request)))
+        return gr.update(choices=[""] + labels, value="")
 
     with gr.Row():
         run = gr.Dropdown([], label="Run", allow_custom_value=True, scale=4, elem_id="results-run")
@@ -231,6 +276,19 @@ def build(engine: Engine) -> dict:
                               file_types=[".csv", ".tsv", ".txt"], elem_id="eval-file")
         ev_button = gr.Button("Evaluate", elem_id="eval-run")
         ev_result = gr.Markdown(elem_id="eval-result")
+    with gr.Accordion("Push to Hub", open=False, elem_id="results-push"):
+        gr.Markdown("One hub repo for the run: `adapters/<method>/stage-<k>/` for each finished stage, a model card "
+                    "written from the run (base model, tasks, settings, each accuracy with its n and interval, "
+                    "perplexity and KL, the exact config), `metrics.json` and `config.yaml`. The token: your Hugging "
+                    "Face login on a Space; locally HF_TOKEN or `hf auth login`. It is never stored or shown.")
+        with gr.Row():
+            push_repo = gr.Textbox(label="Repo (NAME or OWNER/NAME)", scale=3, elem_id="push-repo")
+            push_method = gr.Dropdown([], label="Method (empty: every method with an adapter)", scale=2,
+                                      allow_custom_value=True, elem_id="push-method")
+            push_merged = gr.Checkbox(False, label="also merged models (full size)", scale=1)
+            push_private = gr.Checkbox(True, label="private repo", scale=1)
+        push_button = gr.Button("Push to Hub", elem_id="push-run")
+        push_result = gr.Markdown(elem_id="push-result")
     outputs = [header, summary, text, loss_plot, heatmap, ppl_plot, forget_plot]
     run.change(show, run, outputs, api_name="results", concurrency_limit=None)
     run.change(pick, run, [ev_method, ev_stage], api_name=False, concurrency_limit=None, show_progress="hidden")
@@ -238,6 +296,9 @@ def build(engine: Engine) -> dict:
                     concurrency_id="gpu", concurrency_limit=1)
     reload.click(refresh, run, run, api_name=False, concurrency_limit=None).then(
         show, run, outputs, api_name=False, concurrency_limit=None)
+    run.change(push_choices, run, push_method, api_name=False, concurrency_limit=None, show_progress="hidden")
+    push_button.click(push_run, [run, push_repo, push_method, push_merged, push_private], push_result,
+                      api_name="push_to_hub", concurrency_limit=1, concurrency_id="push")
     for what, btn in buttons.items():
         btn.click(exporter(what), run, files, api_name=f"export_{what.replace('.', '_')}", concurrency_limit=None)
     return {"run": run, "show": show, "outputs": outputs, "refresh": refresh}

@@ -1,5 +1,8 @@
 """Plotly figures of a study (study.json, curlora/run/study.py): drawing only, every number comes from the file.
 
+Redrawn while a study runs: one uirevision keeps the reader's zoom and legend, and each trace has a stable uid
+(a method's seed dots appear only once it has points, and must not take another trace's place).
+
 The frontier: learning (x) against forgetting and against KL to base (y), one colour per method (the run charts' colour of its kind), each learning rate
 a point with 95 % error bars over seeds on both axes, the seeds themselves as faint dots, the frontier as a line.
 """
@@ -34,6 +37,7 @@ def frontier_figure(body: dict) -> go.Figure:
                 fig.add_trace(go.Scatter(
                     x=[p["learning"] for p in pts], y=[p[name] for p in pts], mode="markers",
                     marker={"color": colour, "size": 5, "opacity": 0.3}, showlegend=False, hoverinfo="text",
+                    uid=f"{label}:{name}:seeds",
                     hovertext=[f"{label} lr {lr_text(p['lr'])} seed {p['seed']}<br>run {p['run_id']}" for p in pts]),
                     row=1, col=col)
             good = [g for g in mine if g["learning"]["mean"] is not None and g[name]["mean"] is not None]
@@ -45,6 +49,7 @@ def frontier_figure(body: dict) -> go.Figure:
                 x=[g["learning"]["mean"] for g in good], y=[g[name]["mean"] for g in good], mode="markers+text",
                 text=[lr_text(g["lr"]) for g in good], textposition="top center", textfont={"size": 10},
                 marker={"color": colour, "size": 10}, name=f"{label} (r {good[0]['setting'].get('r', '–')})",
+                uid=f"{label}:{name}:groups",
                 legendgroup=label, showlegend=col == 1,
                 error_x={"type": "data", "array": [e[0] for e in ex], "arrayminus": [e[1] for e in ex],
                          "visible": True, "thickness": 1},
@@ -58,6 +63,7 @@ def frontier_figure(body: dict) -> go.Figure:
             if len(front) > 1:
                 fig.add_trace(go.Scatter(x=[g["learning"]["mean"] for g in front], y=[g[name]["mean"] for g in front],
                                          mode="lines", line={"color": colour, "width": 2, "dash": "dot"},
+                                         uid=f"{label}:{name}:frontier",
                                          showlegend=False, hoverinfo="skip", legendgroup=label), row=1, col=col)
     done = sum(1 for e in body.get("plan") or [] if e.get("status") == "completed")
     total = len(body.get("plan") or [])

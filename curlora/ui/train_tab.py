@@ -13,16 +13,18 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
+from curlora.models.loading import available_memory
 from curlora.paths import QUICK_DEMO
-from curlora.run.estimate import trainable_parameters
-from curlora.run.methods import method
+from curlora.run.estimate import memory_text, trainable_parameters, training_memory
+from curlora.run.methods import kinds as registered, method
 from curlora.run.store import atomic_write_text
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, shown, with_request
 
 PRESET = QUICK_DEMO
-METHODS = [("CURLoRA", "curlora"), ("LoRA", "lora"), ("base (no training)", "base"), ("full fine-tune", "full"),
-           ("head-only (needs head scoring)", "head-only")]
+GROUPS = ("forgetting-aware", "LoRA family", "baselines")
+METHODS = [(method(k).title, k) for group in GROUPS for k in registered() if method(k).group == group]  # form order
+GROUPED = " · ".join(f"{group}: {', '.join(t for t, k in METHODS if method(k).group == group)}" for group in GROUPS)
 
 
 def _defaults() -> ExperimentConfig:
@@ -54,8 +56,9 @@ def _assign(obj, key: str, value) -> None:
 
 
 def method_settings(values: dict) -> list[MethodSettings]:
-    """The methods of the form: the ticked kinds, each with the fields of its own column ('curlora.r', 'lora.r', …)
-    and the shared target modules for the kinds that attach adapters."""
+    """The methods of the form: the ticked kinds, each with the fields of its column ('curlora.r', 'lora.r', …: its
+    own, or the one its registered class names, as LoRA's peers share LoRA's) and the shared target modules for the
+    kinds that attach adapters."""
     kinds = values.get("methods") or []
     if not kinds:
         raise CurloraError("Pick at least one method (CURLoRA and LoRA side by side is the point).")
@@ -66,9 +69,10 @@ def method_settings(values: dict) -> list[MethodSettings]:
         settings = MethodSettings(kind=kind)
         if method(kind).has_adapter:
             settings.target_modules = _targets(values.get("methods.target_modules"))
+        column = method(kind).column or kind
         for path, value in values.items():
-            if path.startswith(kind + "."):
-                _assign(settings, path[len(kind) + 1:], value)
+            if path.startswith(column + "."):
+                _assign(settings, path[len(column) + 1:], value)
         out.append(settings)
     return out
 
@@ -79,15 +83,19 @@ def build(engine: Engine, model: dict) -> dict:
     preset = {m.kind: m for m in d.methods}
     cur, lora = preset.get("curlora", MethodSettings(kind="curlora")), preset.get("lora", MethodSettings(kind="lora"))
 
-    gr.Markdown("Both methods train on the same tasks, in the same order, with the same data order. CURLoRA may "
-                "have its own learning rate (its U starts at zero between frozen low-norm columns and rows, so it "
+    gr.Markdown("Every ticked method trains on the same tasks, in the same order, with the same data order. CURLoRA "
+                "may have its own learning rate (its U starts at zero between frozen low-norm columns and rows, so it "
                 "usually needs a larger one); leave it empty for one shared rate, or compare at matched loss. Runs "
                 "live on the server: close the tab and come back, the run keeps going.")
+    with gr.Accordion("What each method does, and what it needs", open=False):
+        gr.Markdown("\n".join(f"- **{title}** ({method(k).group}): {method(k).help}" for title, k in METHODS))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            kinds = gr.CheckboxGroup(METHODS, value=["curlora", "lora"], label="Methods", elem_id="methods")
-            targets = gr.Textbox(", ".join(cur.target_modules or []), label="Target modules (both adapters)")
+            kinds = gr.CheckboxGroup(METHODS, value=["curlora", "lora"], label="Methods", info=GROUPED,
+                                     elem_id="methods")
+            targets = gr.Textbox(", ".join(cur.target_modules or []), label="Target modules (every adapter)")
             counts = gr.Markdown(elem_id="trainable-counts")
+            memory = gr.Markdown(elem_id="memory-estimate")
         with gr.Column(scale=1, min_width=200):
             gr.Markdown("**CURLoRA** — trains only U (r × r); C, R sampled from W, frozen")
             c_r = gr.Number(cur.r, label="rank r", precision=0, minimum=1)
@@ -96,7 +104,8 @@ def build(engine: Engine, model: dict) -> dict:
             c_seed = gr.Number(cur.seed, label="sampling seed", precision=0)
             c_lr = gr.Number(cur.lr, label="learning rate (empty: the shared one)", elem_id="curlora-lr")
         with gr.Column(scale=1, min_width=200):
-            gr.Markdown("**LoRA** (PEFT) — trains A (r × in) and B (out × r)")
+            gr.Markdown("**LoRA** (PEFT) — trains A (r × in) and B (out × r); these boxes also set "
+                        + ", ".join(method(k).title for _, k in METHODS if method(k).column == "lora"))
             l_r = gr.Number(lora.r, label="rank r", precision=0, minimum=1)
             l_alpha = gr.Number(lora.alpha or lora.r, label="lora_alpha (paper: = r, scale 1)")
             l_dropout = gr.Number(lora.dropout, label="dropout", minimum=0, maximum=0.9)
@@ -106,6 +115,11 @@ def build(engine: Engine, model: dict) -> dict:
             lr = gr.Number(d.training.lr, label="learning rate (LoRA, and CURLoRA unless set)")
             batch = gr.Number(d.training.batch_size, label="batch size", precision=0, minimum=1)
             max_len = gr.Number(d.training.max_length, label="max tokens per example", precision=0, minimum=8)
+            checkpointing = gr.Checkbox(d.training.gradient_checkpointing, label="gradient checkpointing",
+                                        info="less activation memory, about a third more time per step")
+            quantization = gr.Dropdown(["none", "8bit", "4bit"], value=d.model.quantization,
+                                       label="base quantisation (bitsandbytes)",
+                                       info="4bit: NF4 (QLoRA); the adapters train on top in the compute dtype")
         with gr.Column(scale=1, min_width=220):
             gr.Markdown("**Evaluation**")
             scoring = gr.Dropdown(["likelihood", "head", "generate"], value=d.evaluation.scoring, label="scoring")
@@ -147,7 +161,7 @@ def build(engine: Engine, model: dict) -> dict:
         "evaluation.scoring": scoring, "evaluation.probe_every": probe_every, "evaluation.eval_rows": eval_rows,
         "run.name": run_name, "model.name": model["name"], "model.dtype": model["dtype"],
         "model.device": model["device"], "training.comparison": comparison, "training.target_loss": target_loss,
-        "curlora.lr": c_lr,
+        "curlora.lr": c_lr, "training.gradient_checkpointing": checkpointing, "model.quantization": quantization,
     }
     form = list(fields.values())
     paths = list(fields)
@@ -203,8 +217,22 @@ def build(engine: Engine, model: dict) -> dict:
             numbers = trainable_parameters((values["model.name"] or "").strip(), settings)
         except (CurloraError, ValueError, TypeError) as err:
             return f"_Trainable parameters: {err}_"
-        shown = [f"**{k}** {'hidden × classes per task' if v is None else f'{v:,}'}" for k, v in numbers.items()]
+        notes = {m.label: method(m.kind).trainable_note for m in settings}
+        shown = [f"**{k}** {notes[k] if v is None else f'{v:,}'}" for k, v in numbers.items()]
         return "Trainable parameters: " + " · ".join(shown)
+
+    @with_request(n)
+    @friendly
+    def estimate_memory(*values, request: gr.Request):
+        try:
+            cfg = make_config(request, dict(zip(paths, values)))
+            est = training_memory(cfg)
+            free = available_memory(est["device"])
+        except (CurloraError, ValueError, TypeError) as err:
+            return f"_Memory: {shown(str(err))}_"
+        warn = " — **will not fit**: lower the batch size or max tokens, or turn on checkpointing or 4bit" \
+            if est["total"] > free else ""
+        return f"Memory: {memory_text(est, free)}{warn}"
 
     @with_request(n)
     @friendly
@@ -250,13 +278,13 @@ def build(engine: Engine, model: dict) -> dict:
         if drawn.get("train") == sig:
             return (gr.skip(),) * 5 + (gr.Timer(active=not finished),)
         drawn["train"] = sig
-        return (live.progress_html(rid, status, metrics, events), *live.figures(metrics, events),
+        return (live.progress_html(rid, status, metrics, events), *live.redraw(drawn, rid, metrics, events),
                 gr.Timer(active=not finished))
 
     def reattach(saved: str, request: gr.Request):
         """Page (re)load: the run this browser started last, else the run of this visitor's the server is training
         now (never another visitor's: hosted, the owner check refuses it)."""
-        sessions.get(request).drawn.pop("train", None)
+        live.forget(sessions.get(request).drawn)
         owner = engine.owner(request)
         for rid in (saved, jobs.current()):
             if not rid:
@@ -283,6 +311,7 @@ def build(engine: Engine, model: dict) -> dict:
         comp.change(count, count_inputs, counts, api_name=False, show_progress="hidden", **light)
     for comp in form:
         comp.change(show_config, form, [cli, yaml_box, yaml_file], api_name=False, show_progress="hidden", **light)
+        comp.change(estimate_memory, form, memory, api_name=False, show_progress="hidden", **light)
     return {"run_id": run_id, "remembered": remembered, "timer": timer, "reattach": reattach, "count": count,
             "count_inputs": count_inputs, "counts": counts, "show_config": show_config, "form": form,
             "paths": paths, "make_config": make_config,

@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     model.print_trainable_parameters()
     args = TrainingArguments(output_dir=a.out, max_steps=a.steps, per_device_train_batch_size=4,
                              learning_rate=a.lr, logging_steps=max(1, a.steps // 4), save_strategy="no",
-                             report_to=[], use_cpu=True, seed=0)
+                             report_to=[], use_cpu=True, seed=0, bf16=False)  # float32 on any CPU
     result = Trainer(model=model, args=args, train_dataset=Texts(tok, TEXTS)).train()
     adapter = Path(a.out) / "adapter"
     model.save_pretrained(adapter)

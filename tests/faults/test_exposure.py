@@ -91,6 +91,8 @@ def test_app_py_flags():
     from app import parse_args
 
     # loopback, no link, no remote code by default
-    assert vars(parse_args([])) == {"host": None, "port": None, "share": False, "trust_remote_code": False}
+    assert vars(parse_args([])) == {"host": None, "port": None, "share": False, "trust_remote_code": False,
+                                    "mcp": False}  # no MCP server either
+    assert parse_args(["--mcp"]).mcp is True
     args = parse_args(["--host", "0.0.0.0", "--port", "8080", "--share"])
     assert (args.host, args.port, args.share) == ("0.0.0.0", 8080, True)

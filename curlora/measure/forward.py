@@ -1,0 +1,47 @@
+"""A forward pass that computes only the logits a measurement reads.
+
+The vocabulary projection is the largest single matmul of a small model's forward (GPT-2: 768 x 50,257; Qwen2.5-0.5B:
+896 x 151,936), and a log-softmax over it at every position of a batch is gigabytes on a big vocabulary. Every
+measurement reads a few positions: the last one (sampling), the tail of a window (perplexity) or the label word
+after a prompt (likelihood scoring). transformers' `logits_to_keep` computes just the last `keep` positions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tail_forward(model, keep: int, **inputs):
+    """The model's output with `.logits` cut to the last `keep` positions (computed only there where it can)."""
+    width = inputs["input_ids"].shape[1]
+    keep = max(1, min(int(keep), width))
+    if keep < width and getattr(model, "_curlora_logits_to_keep", True):
+        # the positions as an index tensor, not the int: transformers then slices the hidden states by index (a
+        # contiguous copy) instead of by a strided view, which CPU bf16 matmuls take ~90x longer on (PyTorch 2.13)
+        positions = torch.arange(width - keep, width, device=inputs["input_ids"].device)
+        try:
+            out = model(**inputs, logits_to_keep=positions)
+        except TypeError:  # a model without the argument: compute them all, once told
+            model._curlora_logits_to_keep = False
+        else:
+            out.logits = out.logits[:, -keep:]  # a model that ignored the argument returns all positions
+            return out
+    out = model(**inputs)
+    out.logits = out.logits[:, width - keep:]
+    return out
+
+
+def tail_logits(model, keep: int, **inputs) -> torch.Tensor:
+    """Logits of the last `keep` positions (batch x keep x vocab)."""
+    return tail_forward(model, keep, **inputs).logits
+
+
+@torch.no_grad()
+def next_token_logits(model, ids: torch.Tensor, past=None):
+    """(logits at the last position (batch x vocab), the KV cache to pass back): after the first call only the
+    newest token goes through the model. A model that returns no cache gets the whole prefix each time."""
+    inputs = {"input_ids": ids if past is None else ids[:, -1:], "use_cache": True}
+    if past is not None:
+        inputs["cache"] = past  # transformers 5's name for what 4.x called past_key_values
+    out = tail_forward(model, 1, **inputs)
+    return out.logits[:, -1], getattr(out, "cache", None)

@@ -73,7 +73,14 @@ def one_method(kind: str, base, tok, task, family: str, steps: int, batch: int, 
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    attached = m.attach(base, settings, None)
+    extra = {}
+    if m.needs_context:  # CorDA's covariance, OSF's per-task schedule: one task, the bundled probe text
+        from curlora.measure.perplexity import tokenize_text
+        from curlora.run.methods import Context
+
+        text = (REPO / "assets" / "probe" / "kjv_heldout.txt").read_text(encoding="utf-8")
+        extra["context"] = Context(0, 1, 128, lambda n: (tokenize_text(tok, text, n), "the bundled probe text"))
+    attached = m.attach(base, settings, None, **extra)
     try:
         cfg = TrainingSettings(max_steps=steps, batch_size=batch, lr=lr, max_length=128, scheduler="constant")
         tokens = []
@@ -191,7 +198,7 @@ def main(argv=None) -> dict:
 
 def document(body: dict) -> str:
     shapes = body.get("what") or ("tiny random-init shapes" if body["tiny"] else "random-init real shapes")
-    head = (f"# GPU benchmark: {body['device']}\n\n`python bench/gpu.py` — {body['dtype']}, {shapes}, "
+    head = (f"# Per-method benchmark: {body['device']}\n\n`python bench/gpu.py` — {body['dtype']}, {shapes}, "
             "each method trained through the product's `train_task` on the same rows of the bundled `reviews` task "
             "(batch and steps below), then its 64 eval rows scored by likelihood.")
     if body["tiny"]:

@@ -42,8 +42,10 @@ def main() -> int:
             page.wait_for_timeout(1500)
             tab(page, "Train")
             methods = page.locator("#methods")
+            from curlora.run.methods import method
+
             for kind in ("mica", "pissa", "corda", "osf", "dora"):
-                methods.get_by_label(kind, exact=True).check()
+                methods.get_by_label(method(kind).title, exact=True).check()
             expect(page.locator("#memory-estimate")).to_contain_text("at the peak")
             page.wait_for_timeout(1000)
             methods.scroll_into_view_if_needed()

@@ -1,0 +1,382 @@
+"""The forgetting study as a learning–forgetting frontier on stories260K (docs/forgetting-study.md).
+
+    # the matched-loss comparison: one ordinary run per seed, CURLoRA chasing LoRA's training loss on every task
+    python bench/forgetting_frontier.py matched docs/studies/stories260k-matched-loss.yaml --seeds 0,1,2 \\
+        --data-dir /tmp/fs-matched --out docs/studies/stories260k-matched-loss.json
+    # the frontier itself is a study: CURLORA_DATA_DIR=/tmp/fs-runs python -m curlora study \\
+    #     docs/studies/stories260k-frontier.yaml   (then copy its study.json to docs/studies/stories260k-frontier.json)
+    # the document's tables and figure, from the two committed JSON files (nothing is re-run)
+    python bench/forgetting_frontier.py tables --study docs/studies/stories260k-frontier.json \\
+        --matched docs/studies/stories260k-matched-loss.json --figure docs/studies/stories260k-frontier.png
+
+Every mean over seeds comes with its 95 % Student-t interval (curlora.measure.stats.summary, df = seeds − 1), every
+accuracy cell of one run with its Wilson interval over the n eval rows, so no number in the document is copied by
+hand and none stands without its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from curlora.measure import stats  # noqa: E402
+from curlora.run.study import interval_text, point_measures  # noqa: E402
+
+MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+
+
+def fmt(s: dict | None, digits: int = 2) -> str:
+    return interval_text(s, digits, single=" (n=1)")
+
+
+def t_note(n: int) -> str:
+    return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degrees of freedom" if n > 1 else "one seed: no interval"
+
+
+# -- the matched-loss runs -------------------------------------------------------------------------------------
+def seeded(cfg, seed: int):
+    """The experiment at one seed, as a study point sets it: the example order, heads and CURLoRA's sampling; the
+    row samples stay those of the YAML (seed 0), so every seed scores the same eval rows."""
+    methods = [dataclasses.replace(m, seed=seed) if m.kind == "curlora" else m for m in cfg.methods]
+    return dataclasses.replace(cfg, methods=methods, training=dataclasses.replace(cfg.training, seed=seed),
+                               run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}-s{seed}"))
+
+
+def rows_test(ma, mb, la: str, lb: str) -> tuple[int, int, int]:
+    """(rows, only a right, only b right) over the earlier tasks' final-stage rows of two methods of one run."""
+    ra, rb = ma.methods[la], mb.methods[lb]
+    last = len(ra.matrix) - 1
+    b = c = n = 0
+    for j in range(len(ma.tasks) - 1):
+        ca, cb = ra.cell(last, j)["correct"], rb.cell(last, j)["correct"]
+        db, dc = stats.discordant(ca, cb)
+        b, c, n = b + db, c + dc, n + len(ca)
+    return n, b, c
+
+
+def matched(args) -> int:
+    from curlora.experiment import ExperimentConfig
+    from curlora.run.runner import execute, load_everything, start
+
+    cfg = ExperimentConfig.load(args.experiment)
+    ref = cfg.training.matched_loss_reference
+    labels = [m.label for m in cfg.methods if m.kind != "base"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = Path(args.data_dir)
+    loaded = load_everything(cfg)
+    per_seed, records, t0 = [], {}, time.time()
+    for seed in seeds:
+        scfg = seeded(cfg, seed)
+        run, _ = start(scfg, root, loaded)
+        t = time.time()
+        status = execute(run, scfg, loaded)
+        m = run.record()
+        records[seed] = m
+        entry = {"seed": seed, "run_id": run.id, "status": status, "seconds": round(time.time() - t, 1),
+                 "base": {"accuracy": m.base.accuracy, "n": m.base.n, "ci95": m.base.ci95, "ppl": m.base.ppl,
+                          "self_ppl": m.base.self_ppl}, "majority": m.majority, "methods": {}}
+        for label in labels:
+            rec = m.methods[label]
+            entry["methods"][label] = {
+                "setting": rec.setting, **(point_measures(m, label) or {}),
+                "final_accuracy": rec.matrix[-1], "final_ci95": rec.matrix_ci95[-1] if rec.matrix_ci95 else None,
+                "n": rec.matrix_n[-1] if rec.matrix_n else None,
+                "train": [{"task": tr.task, "steps": tr.steps, "smoothed_loss": tr.smoothed_loss,
+                           "target_loss": tr.target_loss, "reached": tr.reached} for tr in rec.train]}
+        per_seed.append(entry)
+        print(f"seed {seed}: {run.id} {status} ({entry['seconds']:.0f} s)", flush=True)
+    body = {"experiment": str(args.experiment), "reference": ref, "seeds": seeds,
+            "wall_s": round(time.time() - t0, 1), "runs": per_seed, "groups": {}, "paired": {}}
+    for label in labels:
+        pts = [e["methods"][label] for e in per_seed]
+        g = {name: stats.summary([p.get(name) for p in pts]) for name in MEASURES}
+        g["setting"] = pts[0]["setting"]
+        g["steps"] = [stats.summary([p["train"][j]["steps"] for p in pts]) for j in range(len(cfg.tasks))]
+        g["reached"] = [sum(1 for p in pts if p["train"][j]["reached"]) for j in range(len(cfg.tasks))]
+        body["groups"][label] = g
+    for label in labels:
+        if label == ref:
+            continue
+        out = {}
+        for name in ("forgetting", "kl_to_base", "learning", "acc"):
+            diffs = [e["methods"][label][name] - e["methods"][ref][name] for e in per_seed
+                     if e["methods"][label].get(name) is not None and e["methods"][ref].get(name) is not None]
+            out[name] = stats.paired_t(diffs)
+        n = b = c = 0
+        for seed in seeds:
+            dn, db, dc = rows_test(records[seed], records[seed], label, ref)
+            n, b, c = n + dn, b + db, c + dc
+        out["rows"] = {"rows": n, "only_first_right": b, "only_second_right": c,
+                       "p_value": min(1.0, 2 * min(stats.mcnemar_greater(b, c), stats.mcnemar_greater(c, b)))}
+        body["paired"][f"{label} - {ref}"] = out
+    Path(args.out).write_text(json.dumps(body, indent=1, default=float) + "\n")
+    print(f"wrote {args.out} ({body['wall_s'] / 60:.1f} min)")
+    return 0
+
+
+# -- the document's tables -------------------------------------------------------------------------------------
+def setting_text(setting: dict) -> str:
+    bits = [f"lr {setting['lr']:g}"] if setting.get("lr") is not None else []
+    if setting.get("r") is not None:
+        bits.append(f"r {setting['r']}")
+    return ", ".join(bits)
+
+
+def ratio_ppl(s: dict | None, base_ppl: float | None, digits: int = 0) -> str:
+    """A ratio summary shown as perplexity (the ratio times the base's), interval scaled alike."""
+    if not s or s.get("mean") is None or not base_ppl:
+        return "n/a"
+    scaled = {"mean": s["mean"] * base_ppl, "ci95": [x * base_ppl for x in s["ci95"]] if s.get("ci95") else None}
+    return fmt(scaled, digits)
+
+
+def base_lines(base: dict, tasks: list[str]) -> list[str]:
+    cells = [f"{100 * a:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] (n = {n})"
+             for a, (lo, hi), n in zip(base["accuracy"], base["ci95"], base["n"])]
+    return ["| task | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
+            "| base accuracy, % [Wilson 95 %] | " + " | ".join(cells) + " |"]
+
+
+def study_tables(body: dict) -> list[str]:
+    groups, base = body["groups"], body["base"]
+    n = max(g["learning"]["n"] for g in groups.values())
+    ppl0, self0 = base["ppl"], base["self_ppl"]
+    lines = [f"Means over {n} seeds with 95 % Student-t intervals ({t_note(n)}). Base: WikiText-2 perplexity "
+             f"{ppl0:.1f}, self-perplexity {self0:.3f}, KL 0.", "",
+             "| method (lr, r) | learning, pts | forgetting, pts | ACC, % | KL to base | self-ppl ratio | "
+             "WikiText ppl | collapsed to one class on | learned (seeds of " + str(n) + ") |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    points = body["points"]
+    for k, g in sorted(groups.items(), key=lambda kv: (list(body["settings"]["lrs"]).index(kv[1]["method"]),
+                                                        kv[1]["lr"])):
+        front = " ◆" if k in body["frontier"].get(g["method"], []) else ""
+        learned = {}
+        for p in points:
+            if p["method"] == g["method"] and p["lr"] == g["lr"]:
+                for t in p["learned"]:
+                    learned[t] = learned.get(t, 0) + 1
+        lines.append(f"| {g['method']} ({setting_text(g['setting'])}){front} | {fmt(g['learning'], 1)} | "
+                     f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
+                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} | "
+                     f"{', '.join(g['constant_predictions']) or '–'} | "
+                     f"{', '.join(f'{t} {c}' for t, c in learned.items()) or '–'} |")
+    lines += ["", "◆: on the method's frontier (no other learning rate of it learns more *and* forgets less, by "
+              "the means).", "", "Each at its own best learning rate (" + body["settings"]["best_rule"] + "):", ""]
+    for label, best in body["best"].items():
+        if best:
+            g = groups[best["key"]]
+            lines.append(f"- **{label} ({setting_text(g['setting'])})** ({best['chosen']}): learning "
+                         f"{fmt(g['learning'], 1)} pts, forgetting {fmt(g['forgetting'], 1)} pts, KL "
+                         f"{fmt(g['kl_to_base'], 3)}, self-ppl ratio {fmt(g['self_ppl_ratio'], 2)}, WikiText ppl "
+                         f"{ratio_ppl(g['probe_ppl_ratio'], ppl0)}")
+    lines += ["", "At matched in-domain drift (the two learning rates of a pair of methods whose mean KL to base is "
+              "closest, by ratio; paired over the seeds):", ""]
+    labels = list(body["settings"]["lrs"])
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            pairs = [(ka, kb) for ka, ga in groups.items() if ga["method"] == a
+                     for kb, gb in groups.items() if gb["method"] == b
+                     if ga["kl_to_base"]["mean"] and gb["kl_to_base"]["mean"]]
+            if not pairs:
+                continue
+            ka, kb = min(pairs, key=lambda p: abs(math.log(groups[p[0]]["kl_to_base"]["mean"] /
+                                                             groups[p[1]]["kl_to_base"]["mean"])))
+            ga, gb = groups[ka], groups[kb]
+            by = {(p["method"], p["lr"], p["seed"]): p for p in points}
+            seeds = [sd for sd in ga["seeds"] if sd in gb["seeds"]]
+            diff = stats.paired_t([by[(a, ga["lr"], sd)]["learning"] - by[(b, gb["lr"], sd)]["learning"]
+                                   for sd in seeds])
+            p_text = f", p = {diff['p_value']:.3f}" if diff.get("p_value") is not None else ""
+            lines.append(f"- {a} ({setting_text(ga['setting'])}) at KL {fmt(ga['kl_to_base'], 3)} learns "
+                         f"{fmt(ga['learning'], 1)} pts and forgets {fmt(ga['forgetting'], 1)}; {b} "
+                         f"({setting_text(gb['setting'])}) at KL {fmt(gb['kl_to_base'], 3)} learns "
+                         f"{fmt(gb['learning'], 1)} and forgets {fmt(gb['forgetting'], 1)}. Learning, {a} − {b}, "
+                         f"paired over {len(seeds)} seeds: {fmt(diff, 1)} pts{p_text}.")
+    lines += ["", "At matched learning (interpolated along each frontier; the highest learning both reach):", ""]
+    lines += [f"- {c['sentence']}" + (f" KL there: {c['methods'][0]} {fmt(c['kl_to_base'].get(c['methods'][0]), 3)}, "
+                                      f"{c['methods'][1]} {fmt(c['kl_to_base'].get(c['methods'][1]), 3)}."
+                                      if c.get("kl_to_base") else "") for c in body["comparison"]]
+    return lines
+
+
+def matched_tables(body: dict) -> list[str]:
+    ref, runs = body["reference"], body["runs"]
+    tasks = [t["task"] for t in runs[0]["methods"][ref]["train"]]
+    n = len(runs)
+    ppl0 = runs[0]["base"]["ppl"]
+    lines = [f"{n} runs (seeds {', '.join(str(s) for s in body['seeds'])}; {body['wall_s'] / 60:.1f} min). Means "
+             f"with 95 % Student-t intervals ({t_note(n)}).", "",
+             "| method (lr, r) | steps per task (" + ", ".join(tasks) + ") | target reached (runs) | learning, pts | "
+             "forgetting, pts | ACC, % | KL to base | self-ppl ratio | WikiText ppl |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, g in body["groups"].items():
+        steps = ", ".join(f"{s['mean']:.0f}" for s in g["steps"])
+        reached = "reference" if label == ref else ", ".join(f"{r}/{n}" for r in g["reached"])
+        lines.append(f"| {label} ({setting_text(g['setting'])}) | {steps} | {reached} | {fmt(g['learning'], 1)} | "
+                     f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
+                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |")
+    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}:", ""]
+    for pair, out in body["paired"].items():
+        parts = []
+        for name, unit in (("forgetting", " pts"), ("kl_to_base", ""), ("learning", " pts")):
+            s = out[name]
+            p = f", p = {s['p_value']:.3f}" if s.get("p_value") is not None else ""
+            parts.append(f"{name.replace('_', ' ')} {fmt(s, 3 if name == 'kl_to_base' else 1)}{unit}{p}")
+        r = out["rows"]
+        lines.append(f"- **{pair}**: " + "; ".join(parts) + f". Earlier tasks' final rows ({r['rows']} paired): "
+                     f"{pair.split(' - ')[0]} alone right on {r['only_first_right']}, {ref} alone on "
+                     f"{r['only_second_right']} (exact McNemar p = {r['p_value']:.3f}).")
+    return lines
+
+
+def matrices(args) -> int:
+    """Beside a study's study.json, what its points leave out: every run's accuracy matrix with n, Wilson intervals
+    and the most-predicted share, and its per-stage perplexity, self-perplexity and KL (small enough to commit)."""
+    from curlora.run.store import Run
+
+    study = Path(args.study_dir)
+    body = json.loads((study / "study.json").read_text())
+    out = {"study": study.name, "tasks": None, "majority": None, "runs": []}
+    for e in body["plan"]:
+        if e["status"] != "completed":
+            continue
+        m = Run.open(e["run_id"], study.parent).record()
+        rec = m.methods[e["method"]]
+        out["tasks"], out["majority"] = m.tasks, m.majority
+        out["runs"].append({"method": e["method"], "lr": e["lr"], "seed": e["seed"], "run_id": e["run_id"],
+                            "matrix": rec.matrix, "n": rec.matrix_n, "ci95": rec.matrix_ci95,
+                            "pred_share": rec.matrix_pred_share, "ppl": rec.ppl, "self_ppl": rec.self_ppl,
+                            "kl_to_base": rec.kl_to_base, "trainable": rec.trainable})
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n")
+    print(f"wrote {args.out}: {len(out['runs'])} runs")
+    return 0
+
+
+def own_stage_table(mats: dict, groups: dict) -> list[str]:
+    """Accuracy on each task right after training it, and on each task at the end: means over seeds, intervals."""
+    tasks = mats["tasks"]
+    n_rows = mats["runs"][0]["n"][1][0]
+    seeds = len({r["seed"] for r in mats["runs"]})
+    lines = [f"Accuracy, %, mean over {seeds} seeds [95 % Student-t, {t_note(seeds)}]; each cell of one run is "
+             f"scored on n = {n_rows} held-out rows (a single run's Wilson interval at 50 % is about ±10 points). "
+             "Majority-class share: " + ", ".join(f"{t} {100 * s:.0f}" for t, s in zip(tasks, mats["majority"])) +
+             ".", "",
+             "| method (lr, r) | " + " | ".join(f"{t} after {t}" for t in tasks) + " | " +
+             " | ".join(f"{t} at the end" for t in tasks[:-1]) + " |",
+             "|---" * (2 * len(tasks)) + "|"]
+    for g in groups.values():
+        runs = [r for r in mats["runs"] if r["method"] == g["method"] and r["lr"] == g["lr"]]
+        if not runs:
+            continue
+        own = [fmt(stats.summary([100 * r["matrix"][j + 1][j] for r in runs]), 1) for j in range(len(tasks))]
+        end = [fmt(stats.summary([100 * r["matrix"][-1][j] for r in runs]), 1) for j in range(len(tasks) - 1)]
+        lines.append(f"| {g['method']} ({setting_text(g['setting'])}) | " + " | ".join(own + end) + " |")
+    return lines
+
+
+def figure(body: dict, png: Path) -> None:
+    """The app's frontier chart (curlora/ui/study_charts.py) as HTML and, through headless Chromium, a PNG."""
+    import subprocess
+    import tempfile
+
+    from curlora.ui.study_charts import frontier_figure
+
+    fig = frontier_figure(body)
+    fig.update_layout(width=1300, height=520)
+    fig.write_html(png.with_suffix(".html"), include_plotlyjs="cdn")
+    if not Path("/usr/bin/chromium").is_file():
+        print(f"no /usr/bin/chromium here: wrote {png.with_suffix('.html')} only, no PNG", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        html = Path(d) / "fig.html"
+        fig.write_html(html, include_plotlyjs=True, config={"displayModeBar": False})
+        subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        "--hide-scrollbars", "--virtual-time-budget=8000", f"--screenshot={png}",
+                        "--window-size=1320,540", html.as_uri()], check=True, capture_output=True, timeout=120)
+
+
+def earlier_tables(paths: list[str]) -> list[str]:
+    """The earlier one-setting runs (bench/forgetting_study.py's results JSON: results[scoring][seed] = metrics.json),
+    final stage: the in-domain drift (KL to base, self-perplexity on the model's own samples) beside WikiText-2."""
+    lines = []
+    for path in paths:
+        results = json.loads(Path(path).read_text())
+        for scoring, by_seed in results.items():
+            runs = list(by_seed.values())
+            n = len(runs)
+            lines += [f"**{Path(path).name}**, {scoring} scoring, final stage, {n} seeds ({t_note(n)}):", "",
+                      "| method (lr, r) | KL to base | self-ppl | WikiText ppl | ACC, % | last task, % |",
+                      "|---|---|---|---|---|---|"]
+            base = runs[0]["methods"][next(iter(runs[0]["methods"]))]
+            lines.append(f"| (base before training) | 0 | {base['self_ppl'][0]:.2f} | {base['ppl'][0]:,.1f} | | |")
+            for name in runs[0]["methods"]:
+                recs = [r["methods"][name] for r in runs]
+                train = recs[0]["train"]
+                lr = train[0]["lr"] if train and recs[0]["kind"] != "base" else None
+                rank = next((int(x[1:]) for x in name.split("-") if x[:1] == "r" and x[1:].isdigit()), None)
+                bits = ([f"lr {lr:g}"] if lr else []) + ([f"r {rank}"] if rank else [])
+                label = name + (f" ({', '.join(bits)})" if bits else "")
+                kl = stats.summary([r["kl_to_base"][-1] for r in recs])
+                sp = stats.summary([r["self_ppl"][-1] for r in recs])
+                pp = stats.summary([r["ppl"][-1] for r in recs])
+                acc = stats.summary([100 * r["summary"]["acc"] if r["summary"].get("acc") is not None else None
+                                     for r in recs])
+                last = stats.summary([100 * r["matrix"][-1][-1] for r in recs])
+                lines.append(f"| {label} | {fmt(kl, 4)} | {fmt(sp, 2)} | {fmt(pp, 0)} | {fmt(acc, 1)} | "
+                             f"{fmt(last, 1)} |")
+            lines.append("")
+    return lines
+
+
+def tables(args) -> int:
+    out = []
+    if args.matched:
+        out += ["### Matched loss", ""] + matched_tables(json.loads(Path(args.matched).read_text())) + [""]
+    if args.study:
+        body = json.loads(Path(args.study).read_text())
+        tasks = ["mrpc", "sst2", "sentiment140", "reviews"][:len(body["base"]["accuracy"])]
+        out += ["### Frontier", ""] + base_lines(body["base"], tasks) + [""] + study_tables(body) + [""]
+        if args.matrices:
+            out += own_stage_table(json.loads(Path(args.matrices).read_text()), body["groups"]) + [""]
+        if args.figure:
+            figure(body, Path(args.figure))
+    if args.earlier:
+        out += ["### Earlier runs, in-domain drift", ""] + earlier_tables(args.earlier)
+    print("\n".join(out))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("matched", help="the matched-loss runs, one per seed, summarised into one JSON")
+    m.add_argument("experiment")
+    m.add_argument("--seeds", default="0,1,2")
+    m.add_argument("--data-dir", default="/tmp/fs-matched")
+    m.add_argument("--out", default=str(REPO / "docs" / "studies" / "stories260k-matched-loss.json"))
+    t = sub.add_parser("tables", help="the document's Markdown tables from the committed JSON files")
+    t.add_argument("--study", default=None)
+    t.add_argument("--matched", default=None)
+    t.add_argument("--figure", default=None, help="write the frontier chart here (PNG, an HTML beside it)")
+    t.add_argument("--matrices", default=None, help="the study's matrices JSON (the `matrices` command)")
+    t.add_argument("--earlier", nargs="*", default=[], help="bench/forgetting_study.py results JSON files")
+    x = sub.add_parser("matrices", help="every run's accuracy matrix and drift of a study folder, into one JSON")
+    x.add_argument("study_dir")
+    x.add_argument("--out", default=str(REPO / "docs" / "studies" / "stories260k-frontier-matrices.json"))
+    args = ap.parse_args(argv)
+    return {"matched": matched, "tables": tables, "matrices": matrices}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,6 +39,10 @@ def fmt(s: dict | None, digits: int = 2) -> str:
     return interval_text(s, digits, single=" (n=1)")
 
 
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def t_note(n: int) -> str:
     return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degrees of freedom" if n > 1 else "one seed: no interval"
 
@@ -196,12 +200,12 @@ def study_tables(body: dict) -> list[str]:
             seeds = [sd for sd in ga["seeds"] if sd in gb["seeds"]]
             diff = stats.paired_t([by[(a, ga["lr"], sd)]["learning"] - by[(b, gb["lr"], sd)]["learning"]
                                    for sd in seeds])
-            p_text = f", p = {diff['p_value']:.3f}" if diff.get("p_value") is not None else ""
+            p_note = f", {p_text(diff['p_value'])}" if diff.get("p_value") is not None else ""
             lines.append(f"- {a} ({setting_text(ga['setting'])}) at KL {fmt(ga['kl_to_base'], 3)} learns "
                          f"{fmt(ga['learning'], 1)} pts and forgets {fmt(ga['forgetting'], 1)}; {b} "
                          f"({setting_text(gb['setting'])}) at KL {fmt(gb['kl_to_base'], 3)} learns "
                          f"{fmt(gb['learning'], 1)} and forgets {fmt(gb['forgetting'], 1)}. Learning, {a} − {b}, "
-                         f"paired over {len(seeds)} seeds: {fmt(diff, 1)} pts{p_text}.")
+                         f"paired over {len(seeds)} seeds: {fmt(diff, 1)} pts{p_note}.")
     lines += ["", "At matched learning (interpolated along each frontier; the highest learning both reach):", ""]
     lines += [f"- {c['sentence']}" + (f" KL there: {c['methods'][0]} {fmt(c['kl_to_base'].get(c['methods'][0]), 3)}, "
                                       f"{c['methods'][1]} {fmt(c['kl_to_base'].get(c['methods'][1]), 3)}."
@@ -225,17 +229,33 @@ def matched_tables(body: dict) -> list[str]:
         lines.append(f"| {label} ({setting_text(g['setting'])}) | {steps} | {reached} | {fmt(g['learning'], 1)} | "
                      f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
                      f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |")
-    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}:", ""]
+    n_rows = runs[0]["methods"][ref]["n"][0] if runs[0]["methods"][ref].get("n") else None
+    lines += ["", f"Accuracy at the end, %, mean over the {n} seeds [95 % Student-t]; each cell of one run is scored "
+              f"on n = {n_rows} held-out rows; majority share " +
+              ", ".join(f"{t} {100 * s:.0f}" for t, s in zip(tasks, runs[0]["majority"])) + ":", "",
+              "| method (lr, r) | " + " | ".join(tasks) + " | learned by the one-sided test (runs) | "
+              "collapsed to one class on (runs) |", "|---" * (len(tasks) + 3) + "|"]
+    for label, g in body["groups"].items():
+        recs = [e["methods"][label] for e in runs]
+        cells = [fmt(stats.summary([100 * r["final_accuracy"][j] for r in recs]), 1) for j in range(len(tasks))]
+        learned = {t: sum(t in r["learned"] for r in recs) for t in tasks}
+        const = {t: sum(t in r["constant_predictions"] for r in recs) for t in tasks}
+        lines.append(f"| {label} ({setting_text(g['setting'])}) | " + " | ".join(cells) + " | " +
+                     (", ".join(f"{t} {c}/{n}" for t, c in learned.items() if c) or "–") + " | " +
+                     (", ".join(f"{t} {c}/{n}" for t, c in const.items() if c) or "–") + " |")
+    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}:",
+              ""]
     for pair, out in body["paired"].items():
         parts = []
         for name, unit in (("forgetting", " pts"), ("kl_to_base", ""), ("learning", " pts")):
             s = out[name]
-            p = f", p = {s['p_value']:.3f}" if s.get("p_value") is not None else ""
-            parts.append(f"{name.replace('_', ' ')} {fmt(s, 3 if name == 'kl_to_base' else 1)}{unit}{p}")
+            p = f", {p_text(s['p_value'])}" if s.get("p_value") is not None else ""
+            shown = "KL to base" if name == "kl_to_base" else name
+            parts.append(f"{shown} {fmt(s, 3 if name == 'kl_to_base' else 1)}{unit}{p}")
         r = out["rows"]
         lines.append(f"- **{pair}**: " + "; ".join(parts) + f". Earlier tasks' final rows ({r['rows']} paired): "
                      f"{pair.split(' - ')[0]} alone right on {r['only_first_right']}, {ref} alone on "
-                     f"{r['only_second_right']} (exact McNemar p = {r['p_value']:.3f}).")
+                     f"{r['only_second_right']} (exact McNemar {p_text(r['p_value'])}).")
     return lines
 
 

@@ -24,14 +24,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-SHAPES = {
-    "gpt2-124m": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
-                  "vocab_size": 50257},
-    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
-                     "max_position_embeddings": 32768, "tie_word_embeddings": True},
-}
+from real_sizes import SHAPES as REAL  # noqa: E402  (the GPT-2-124M and Qwen2.5-0.5B shapes, one definition)
+
+SHAPES = {name: spec["config"] for name, spec in REAL.items()}
+
 TINY = {
     "gpt2-tiny": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256,
                   "vocab_size": 4096},

@@ -12,13 +12,11 @@ import pytest
 
 from conftest import REPO
 from curlora.errors import CurloraError
-from curlora.experiment import ExperimentConfig
 from curlora.run import hub
 from curlora.run.export import cell_text
-from curlora.run.runner import run_experiment
 from curlora.run.store import Run
 from fake_hub import fake_hub
-from tiny_experiment import make_experiment
+from tiny_experiment import finished_run
 
 TOKEN = "hf_fakePushCheck4Kd8Lq2Zx7Wc1Vb9Nm3As5Df"
 
@@ -26,10 +24,7 @@ TOKEN = "hf_fakePushCheck4Kd8Lq2Zx7Wc1Vb9Nm3As5Df"
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("push")
-    exp = make_experiment(tmp / "exp", steps=2)
-    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
-    run = run_experiment(ExperimentConfig.from_dict(exp), root=tmp / "runs")
-    assert run.status()["status"] == "completed"
+    _, run = finished_run(tmp / "exp", tmp / "runs")
     return tmp, run
 
 

@@ -11,9 +11,8 @@ import yaml
 
 from curlora.experiment import ExperimentConfig
 from curlora.run.chat import Chat
-from curlora.run.runner import run_experiment
 from curlora.run.study import StudySettings, run_study
-from tiny_experiment import make_experiment
+from tiny_experiment import finished_run
 
 pytest.importorskip("mcp", reason="gradio's mcp extra is not installed (requirements-extras.txt)")
 from mcp import ClientSession  # noqa: E402
@@ -27,10 +26,8 @@ PROMPT = "the king said"
 def store(tmp_path_factory):
     """A finished run and a finished two-method study in one run store."""
     tmp = tmp_path_factory.mktemp("mcp")
-    exp = make_experiment(tmp / "exp", steps=2)
-    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
     root = tmp / "runs"
-    run = run_experiment(ExperimentConfig.from_dict(exp), root=root)
+    exp, run = finished_run(tmp / "exp", root)
     study = run_study(ExperimentConfig.from_dict(exp), StudySettings(lrs={"curlora": [0.05], "lora": [0.05]}),
                       root=root, executor="local")
     return root, run, study, exp

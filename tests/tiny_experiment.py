@@ -39,3 +39,16 @@ def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora"
                        "probe_every": 2, "probe_rows": 4},
         "run": {"name": "tiny"},
     }
+
+
+def finished_run(folder, root):
+    """The tiny experiment (2 steps, a 2 × 8-token self-probe, no in-task probes) run to the end in store `root`:
+    (the experiment dict, the Run) — what the export, push and MCP tests read."""
+    from curlora.experiment import ExperimentConfig
+    from curlora.run.runner import run_experiment
+
+    exp = make_experiment(folder, steps=2)
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    run = run_experiment(ExperimentConfig.from_dict(exp), root=root)
+    assert run.status()["status"] == "completed"
+    return exp, run

@@ -251,7 +251,9 @@ class Conv1DCURLoRA(CURLoRALayer):
 
 def is_quantized(module: nn.Module) -> bool:
     """Whether bitsandbytes packed this layer's weight (8-bit or 4-bit)."""
-    return type(getattr(module, "weight", None)).__name__ in ("Params4bit", "Int8Params")
+    from peft.utils.integrations import get_bnb_param_type
+
+    return bool(get_bnb_param_type(getattr(module, "weight", None)))
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:

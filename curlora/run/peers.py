@@ -13,9 +13,11 @@ from curlora.run.methods import AdapterMethod, Attached, Context, lora_config, r
 
 # -- PEFT's peers: LoRA's family and the forgetting-aware methods -------------------------------------------------
 def adapted_layers(settings, model) -> dict:
-    """name -> module for every layer a method adapts in `model` (PEFT's rule for a list of names)."""
-    names = targets(settings, model)
-    return {n: m for n, m in model.named_modules() if n and any(n == t or n.endswith("." + t) for t in names)}
+    """name -> module for every layer a method adapts in `model` (PEFT's matching rules, as CURLoRA's adapter uses
+    them: names, a regular expression or all-linear)."""
+    from curlora.adapter.model import find_target_modules
+
+    return {n: model.get_submodule(n) for n in find_target_modules(model, targets(settings, model))}
 
 
 def tuner_layers(model) -> dict:

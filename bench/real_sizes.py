@@ -66,6 +66,19 @@ def build(shape: str, root: Path) -> Path:
     return folder
 
 
+def config(shape: str, setting: str, folder: Path) -> dict:
+    """The measured experiment (as a dict): LoRA r 8 on `shape`'s attention, the first 2 demo tasks, batch 4."""
+    s = SETTINGS[setting]
+    cfg = experiment(max_steps=s["steps"], max_eval_rows=s["eval_rows"], ppl_max_tokens=s["ppl_tokens"],
+                     name=f"{shape}-{setting}")
+    cfg["model"] = {"name": str(folder), "dtype": SHAPES[shape]["dtype"], "device": "cpu"}
+    cfg["tasks"] = cfg["tasks"][:2]
+    cfg["methods"] = [{"kind": "lora", "r": 8, "target_modules": TARGETS[shape]}]
+    cfg["training"].update(batch_size=4, max_length=128, warmup_steps=1)
+    cfg["evaluation"].update(probe_every=0)
+    return cfg
+
+
 def measure(shape: str, setting: str, root: Path, threads: int, reuse: bool = False) -> dict:
     folder = build(shape, root)
     if reuse:  # a finished run of this shape and setting already in `root` (the bench was interrupted after it)
@@ -79,14 +92,7 @@ def measure(shape: str, setting: str, root: Path, threads: int, reuse: bool = Fa
                 row = summarise(shape, setting, res)
                 row.update(estimate(work / "experiment.yaml"))
                 return row
-    s = SETTINGS[setting]
-    cfg = experiment(max_steps=s["steps"], max_eval_rows=s["eval_rows"], ppl_max_tokens=s["ppl_tokens"],
-                     name=f"{shape}-{setting}")
-    cfg["model"] = {"name": str(folder), "dtype": SHAPES[shape]["dtype"], "device": "cpu"}
-    cfg["tasks"] = cfg["tasks"][:2]
-    cfg["methods"] = [{"kind": "lora", "r": 8, "target_modules": TARGETS[shape]}]
-    cfg["training"].update(batch_size=4, max_length=128, warmup_steps=1)
-    cfg["evaluation"].update(probe_every=0)
+    cfg = config(shape, setting, folder)
     work = root / "runs" / f"{shape}-{setting}-{int(time.time())}"
     path = write_experiment(cfg, work / "experiment.yaml")
     res = run_cli(path, work / "store", threads=threads)

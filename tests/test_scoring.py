@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
 from curlora.measure.encode import Encoder, last_token_index, pad_batch
-from curlora.measure.scoring import head_features, head_predictions, likelihood_predictions, score
+from curlora.measure.scoring import (KEEP_PER_ROW, head_features, head_predictions, likelihood_predictions,
+                                     logit_batches, score)
 from curlora.run.train import new_head
 from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
@@ -70,6 +71,32 @@ def test_likelihood_picks_the_most_likely_label_word(setup, which):
             logp = F.log_softmax(logits, -1)
             totals.append(sum(logp[i - 1, full[i]].item() for i in range(n_prompt, len(full))))
         assert preds[row] == max(range(len(totals)), key=totals.__getitem__)
+
+
+def _item(length: int, start: int):
+    return (0, -1, [1] * length, start, [2])
+
+
+def test_logit_batches_keep_order_and_bound_the_logits():
+    lengths = [20, 21, 21, 22, 30, 31, 40, 41, 41, 41, 41, 41, 41, 41, 41, 60, 90, 91]
+    items = [_item(n, n) for n in lengths]  # one label token after each prompt
+    batches = logit_batches(items, batch_size=8)
+    assert [it for b in batches for it in b] == items  # every item once, in order
+    for b in batches:
+        assert len(b) <= 8
+        keep = len(b[-1][2]) - (min(it[3] for it in b) - 1)
+        assert len(b) == 1 or keep * len(b) <= KEEP_PER_ROW * 8
+    # prompts one token apart need two positions each: they fill a whole batch
+    assert [len(it[2]) for it in batches[2]] == [40] + [41] * 7
+    # a long row never shares a batch with short ones whose logits it would stretch
+    assert [[len(it[2]) for it in b] for b in batches[-2:]] == [[60], [90, 91]]
+
+
+def test_likelihood_predictions_do_not_depend_on_the_batch_size(setup):
+    model, tok, task, pair = setup
+    for t in (task, pair):
+        one = likelihood_predictions(model, tok, t, t.eval, 64, batch_size=1)
+        assert likelihood_predictions(model, tok, t, t.eval, 64, batch_size=32) == one
 
 
 def test_score_reports_mode_and_count(setup):

@@ -34,6 +34,30 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
+KEEP_PER_ROW = 4  # the vocabulary logits a scoring batch may compute: on average this many positions per row
+
+
+def logit_batches(items: list, batch_size: int) -> list[list]:
+    """Consecutive groups of `items` (sorted by sequence length; item[2] the sequence, item[3] the first position
+    after the prompt) of at most `batch_size`, cut early where the batch's logits would span more than
+    KEEP_PER_ROW positions per row.
+
+    A right-padded batch computes logits from its earliest label position to its longest row's end for every
+    row: 32 prompts of 23 to 57 tokens would take 35 positions x 32 rows of the full vocabulary (225 MB on
+    GPT-2's, 680 MB on Qwen's) where 32 to 64 are read, plus the padding to the longest row. Rows of nearly equal
+    length still fill a whole batch."""
+    out, batch, lo = [], [], None
+    for it in items:
+        start = it[3] - 1
+        lo2 = start if lo is None else min(lo, start)
+        if batch and (len(batch) >= batch_size or (len(it[2]) - lo2) * (len(batch) + 1) > KEEP_PER_ROW * batch_size):
+            out.append(batch)
+            batch, lo2 = [], start
+        batch.append(it)
+        lo = lo2
+    return out + ([batch] if batch else [])
+
+
 @torch.no_grad()
 def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
                            limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
@@ -57,13 +81,10 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
     scores = torch.full((len(texts), len(words)), float("-inf"))
     device = _device(model)
     items.sort(key=lambda it: len(it[2]))  # similar lengths together: less padding
-    for i in range(0, len(items), batch_size):
+    for batch in logit_batches(items, batch_size):
         check_stop(should_stop)
-        batch = items[i:i + batch_size]
         ids, mask, _ = pad_batch([it[2] for it in batch], pad_id(tokenizer))
-        # logits only from the first position that predicts a label token on (rows of similar length batch
-        # together, so that is a few positions, not the whole prompt): on a 152k vocabulary the full log-softmax
-        # of a 32-row batch would be gigabytes
+        # logits only from the first position that predicts a label token on (a few positions: see logit_batches)
         lo = min(it[3] for it in batch) - 1
         logits = tail_logits(model, ids.shape[1] - lo, input_ids=ids.to(device), attention_mask=mask.to(device))
         logp = F.log_softmax(logits.float(), -1).cpu()

@@ -18,6 +18,9 @@ from curlora.paths import PRESETS
 PRESETS_FILE = PRESETS / "models.yaml"
 FAMILIES = ("llama", "gpt2", "qwen2", "mistral")
 SOURCES = ("bundled", "hub")
+# what a preset's gpu_24gb may set, and the type of each (model.dtype, model.quantization, training.*)
+GPU_24GB_KEYS = {"dtype": str, "quantization": str, "batch_size": int, "max_length": int,
+                 "gradient_checkpointing": bool}
 REQUIRED = ("source", "family", "architecture", "parameters", "memory_gb", "target_modules", "rank", "gated",
             "license")
 
@@ -41,6 +44,8 @@ class ModelPreset:
     probe: str | None = field(default=None, metadata={"help": "Default probe text, relative to the repo."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the repository's own code."})
     notes: str = field(default="", metadata={"help": "Shown beside the choice."})
+    gpu_24gb: dict = field(default_factory=dict, metadata={
+        "help": "Settings whose training-memory estimate fits a 24 GB GPU (keys of GPU_24GB_KEYS)."})
 
 
 def load_model_presets(path: str | os.PathLike | None = None) -> dict[str, ModelPreset]:
@@ -91,7 +96,25 @@ def _parse(name: str, body: object, path: Path) -> ModelPreset:
     for key in ("gated", "trust_remote_code"):
         if not isinstance(body.get(key, False), bool):
             raise CurloraError(f"{where}: {key} must be true or false.")
+    fit = body.get("gpu_24gb", {})
+    if not isinstance(fit, dict) or any(k not in GPU_24GB_KEYS or type(v) is not GPU_24GB_KEYS[k]
+                                        for k, v in fit.items()):
+        raise CurloraError(f"{where}: gpu_24gb must map some of {', '.join(GPU_24GB_KEYS)} to a value of its type.")
     return ModelPreset(
         name=name, **{k: v for k, v in body.items() if k not in ("target_modules", "paper_target_modules")},
         target_modules=tuple(body["target_modules"]), paper_target_modules=tuple(body.get("paper_target_modules", [])),
     )
+
+
+def gpu_24gb_text(preset: ModelPreset) -> str:
+    """A preset's 24 GB settings as one line ("" when it states none)."""
+    f = preset.gpu_24gb
+    if not f:
+        return ""
+    parts = [f.get("dtype", "the preset's dtype")]
+    if f.get("quantization", "none") != "none":
+        parts.append(f"{f['quantization']} base")
+    if "batch_size" in f or "max_length" in f:
+        parts.append(f"batch {f.get('batch_size', '?')} x {f.get('max_length', '?')} tokens")
+    parts.append("gradient checkpointing on" if f.get("gradient_checkpointing") else "no gradient checkpointing")
+    return ", ".join(parts)

@@ -60,7 +60,7 @@ def _bytes(dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def training_memory(cfg, *, device: str | None = None) -> dict:
+def training_memory(cfg, *, device: str | None = None, planning: bool = False) -> dict:
     """What a run of experiment `cfg` needs at its peak, in bytes, from the model's config alone:
 
     weights (quantised linear layers at their packed size) + the largest of (one method training: its trainable
@@ -71,10 +71,12 @@ def training_memory(cfg, *, device: str | None = None) -> dict:
     for its backward); with gradient checkpointing only each layer's input is kept, plus one layer's set.
 
     {"weights", "training", "evaluation", "total", "parts": {...}} — a first-order estimate (±25 % against the
-    peaks measured in docs/real-sizes.md), not an allocator trace."""
+    peaks measured in docs/real-sizes.md), not an allocator trace. `planning`: take `device` as given (e.g. "cuda"
+    on a machine without one) instead of checking it is here."""
     from curlora.models.loading import resolve_device, resolve_dtype
 
-    device = resolve_device(device or cfg.model.device)
+    # planning: the estimate for a device that need not be on this machine (a preset's 24 GB GPU)
+    device = (device or cfg.model.device) if planning else resolve_device(device or cfg.model.device)
     dtype = resolve_dtype(cfg.model.dtype, device)
     b = _bytes(dtype)
     model = _skeleton(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)

@@ -7,7 +7,7 @@ import gradio as gr
 from curlora.experiment import SAMPLING_RULES
 from curlora.measure.cur_sampling import inspect_model, table
 from curlora.models.loading import BUNDLED_DEFAULT, describe_model, load_model
-from curlora.models.presets import load_model_presets
+from curlora.models.presets import gpu_24gb_text, load_model_presets
 from curlora.ui.common import friendly
 from curlora.ui.sampling_charts import sampling_figure
 
@@ -34,6 +34,9 @@ def describe(choice: str, dtype: str, policy=None) -> str:
     if preset:
         lines.append(f"- **suggested** rank {preset.rank}, targets {', '.join(preset.target_modules)}")
         lines.append(f"- **license** {preset.license}")
+        if gpu_24gb_text(preset):
+            lines.append(f"- **fits a 24 GB GPU with** {gpu_24gb_text(preset)} (the training-memory estimate, "
+                         "tests/test_preset_memory.py)")
         if preset.notes:
             lines.append(f"\n{preset.notes}")
     if d.note:

@@ -8,7 +8,7 @@ from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
 from curlora.measure.encode import Encoder, last_token_index, pad_batch
 from curlora.measure.scoring import (KEEP_PER_ROW, head_features, head_predictions, likelihood_predictions,
-                                     logit_batches, score)
+                                     likelihood_scores, logit_batches, score)
 from curlora.run.train import new_head
 from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
@@ -97,6 +97,84 @@ def test_likelihood_predictions_do_not_depend_on_the_batch_size(setup):
     for t in (task, pair):
         one = likelihood_predictions(model, tok, t, t.eval, 64, batch_size=1)
         assert likelihood_predictions(model, tok, t, t.eval, 64, batch_size=32) == one
+
+
+def _alone(model, tok, t, row, max_length=64):
+    """Each class's label-word log-likelihood for one row, its prompt + word forwarded alone (no padding, no cache)."""
+    pairs = t.eval["text_pair"] if t.is_pair else [None] * len(t.eval)
+    enc = Encoder(tok, max_length)
+    prompt = t.prompt(t.eval["text"][row], pairs[row])
+    p = enc.prompt_ids(prompt)
+    out = []
+    for word in t.words:
+        c = enc.continuation(prompt, p, word)
+        q = enc.fit(p, c)
+        logp = F.log_softmax(model(input_ids=torch.tensor([q + c])).logits[0].float(), -1)
+        out.append(sum(logp[len(q) + j - 1, c[j]].item() for j in range(len(c))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def long_words(setup, tmp_path_factory):
+    """The sentiment rows with label words of different lengths, each several tokens of the tiny tokenizer."""
+    _, tok, _, _ = setup
+    tmp = tmp_path_factory.mktemp("words")
+    make_tasks(tmp)
+    task = load_task(TaskConfig(name="sent", train_file=str(tmp / "sent.csv"), eval_size=16,
+                                verbalizers={"0": "zq", "1": "xylophonic vortex"}))
+    lengths = [len(tok(" " + w, add_special_tokens=False)["input_ids"]) for w in task.words]
+    assert min(lengths) > 1 and len(set(lengths)) == 2  # the shared-prompt path, with continuations padded
+    return task
+
+
+def _tiny_gpt2(tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(5)
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # rotary and absolute position embeddings
+def test_several_token_words_share_the_prompt_and_score_as_each_sequence_alone(setup, long_words, arch):
+    model, tok, _, _ = setup
+    if arch == "gpt2":
+        model = _tiny_gpt2(tok)
+    scores, gold = likelihood_scores(model, tok, long_words, long_words.eval, 64, batch_size=8)
+    n = len(long_words.eval)
+    assert scores.shape == (n, 2) and gold == list(long_words.eval["label_id"])
+    with torch.no_grad():
+        expected = torch.tensor([_alone(model, tok, long_words, row) for row in range(n)])
+    assert torch.allclose(scores, expected, atol=1e-4)
+
+
+def test_a_model_without_a_cache_scores_each_class_as_its_own_sequence(setup, long_words):
+    model, tok, _, _ = setup
+
+    class NoCache(torch.nn.Module):  # answers like a model that returns no KV cache
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            kw.pop("use_cache", None)
+            out = self.inner(**kw, use_cache=False)
+            assert getattr(out, "past_key_values", None) is None
+            return out
+
+    forwarded = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: forwarded.append(a[0].numel()))
+    try:
+        shared, _ = likelihood_scores(model, tok, long_words, long_words.eval, 64, batch_size=8)
+        n_shared = sum(forwarded)
+        forwarded.clear()
+        alone, _ = likelihood_scores(NoCache(model), tok, long_words, long_words.eval, 64, batch_size=8)
+    finally:
+        hook.remove()
+    assert torch.allclose(shared, alone, atol=1e-4)
+    # two classes: each prompt once (plus the words' tokens) instead of once per class
+    assert n_shared < 0.7 * sum(forwarded)
 
 
 def test_score_reports_mode_and_count(setup):

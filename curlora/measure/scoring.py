@@ -58,13 +58,72 @@ def logit_batches(items: list, batch_size: int) -> list[list]:
     return out + ([batch] if batch else [])
 
 
+def _shared_cache(out):
+    """The KV cache of a prompt forward when the continuations can run on it (one cache of full-attention layers
+    that can be repeated per class), else None."""
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    if any(getattr(cache, "is_sliding", None) or []) or any(getattr(cache, "is_linear", None) or []):
+        return None  # a sliding window or recurrent state keeps less than the whole prompt
+    return cache
+
+
+def _shared_prompt_scores(model, batch, pad: int, device) -> torch.Tensor | None:
+    """(rows x classes) summed label-word log-likelihoods of `batch` (items whose prompt is the same for every
+    class): the prompts go through the model once, then every class's continuation of every row in one forward on
+    the prompts' KV cache, repeated per class. None when the model returns no usable cache.
+
+    A two-class task with several-token label words forwarded each prompt twice before (one sequence per class);
+    now once, plus the few tokens of the words."""
+    classes = len(batch[0][4])
+    ids, mask, _ = pad_batch([it[2] for it in batch], pad)
+    lo = min(it[3] for it in batch) - 1
+    out = tail_forward(model, ids.shape[1] - lo, input_ids=ids.to(device), attention_mask=mask.to(device),
+                       use_cache=True)
+    cache = _shared_cache(out)
+    if cache is None:
+        return None
+    first = F.log_softmax(out.logits.float(), -1).cpu()
+    scores = torch.stack([first[b, it[3] - 1 - lo, [c[0] for c in it[4]]] for b, it in enumerate(batch)])
+    # The continuations: token j of a word is predicted from its tokens before j, which sit right after each
+    # row's own prompt end (position ids say where; the prompt's padding stays masked).
+    tails = [c[:-1] for it in batch for c in it[4]]  # row-major: (row b, class k) at b * classes + k
+    width = max(len(t) for t in tails)
+    if width == 0:
+        return scores
+    cache.batch_repeat_interleave(classes)
+    cont = torch.full((len(tails), width), pad, dtype=torch.long)
+    cont_mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for i, t in enumerate(tails):
+        cont[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        cont_mask[i, :len(t)] = 1
+    starts = torch.tensor([it[3] for it in batch]).repeat_interleave(classes)
+    positions = starts[:, None] + torch.arange(width)[None, :]
+    full_mask = torch.cat([mask.repeat_interleave(classes, dim=0), cont_mask], dim=1)
+    inputs = {"input_ids": cont.to(device), "attention_mask": full_mask.to(device),
+              "position_ids": positions.to(device), "use_cache": True, "cache": cache}
+    logp = F.log_softmax(model(**inputs).logits.float(), -1).cpu()
+    for b, it in enumerate(batch):
+        for k, c in enumerate(it[4]):
+            if len(c) > 1:
+                i = b * classes + k
+                scores[b, k] += logp[i, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum()
+    return scores
+
+
 @torch.no_grad()
-def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
-                           limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
+def likelihood_scores(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
+                      limit: int | None = None, should_stop=None) -> tuple[torch.Tensor, list[int]]:
+    """(rows x classes) log-likelihood of each class's label word after each row's prompt (summed over the word's
+    tokens), and the gold class ids."""
     enc = Encoder(tokenizer, max_length)
     texts, pairs, gold = _rows(data, limit)
     words = task.words
     items = []  # (row, class or -1 for "all classes at once", seq, start of continuation, continuation)
+    shared = []  # (row, -2, prompt, its length, every class's continuation): several-token words, one prompt
     for row, (text, pair) in enumerate(zip(texts, pairs)):
         if row % ENCODE_CHECK_ROWS == 0:
             check_stop(should_stop)
@@ -74,12 +133,22 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
         if all(len(c) == 1 for c in conts):  # one forward scores every class: next-token logits after the prompt
             q = enc.fit(p, [0])
             items.append((row, -1, q, len(q), [c[0] for c in conts]))
+            continue
+        fitted = [enc.fit(p, c) for c in conts]
+        if all(q == fitted[0] for q in fitted):  # the prompt is not cut differently for a longer word
+            shared.append((row, -2, fitted[0], len(fitted[0]), conts))
         else:
-            for k, c in enumerate(conts):
-                q = enc.fit(p, c)
-                items.append((row, k, q + c, len(q), c))
+            items += [(row, k, q + c, len(q), c) for k, (q, c) in enumerate(zip(fitted, conts))]
     scores = torch.full((len(texts), len(words)), float("-inf"))
     device = _device(model)
+    shared.sort(key=lambda it: len(it[2]))
+    for batch in logit_batches(shared, batch_size):
+        check_stop(should_stop)
+        got = _shared_prompt_scores(model, batch, pad_id(tokenizer), device)
+        if got is None:  # no cache to continue from: one sequence per class, as for a cut prompt
+            items += [(row, k, q + c, len(q), c) for row, _, q, _, conts in batch for k, c in enumerate(conts)]
+        else:
+            scores[[it[0] for it in batch]] = got
     items.sort(key=lambda it: len(it[2]))  # similar lengths together: less padding
     for batch in logit_batches(items, batch_size):
         check_stop(should_stop)
@@ -94,7 +163,13 @@ def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_
             else:
                 pos = torch.arange(start - 1 - lo, start - 1 - lo + len(cont))
                 scores[row, k] = logp[b, pos, torch.tensor(cont)].sum()
-    return scores.argmax(dim=1).tolist(), list(gold)
+    return scores, list(gold)
+
+
+def likelihood_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 32,
+                           limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
+    scores, gold = likelihood_scores(model, tokenizer, task, data, max_length, batch_size, limit, should_stop)
+    return scores.argmax(dim=1).tolist(), gold
 
 
 def head_features(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

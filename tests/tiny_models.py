@@ -72,10 +72,16 @@ def save_tiny_llama_dir(folder, seed: int = 0, hidden: int = 32, layers: int = 2
 
 
 def write_task_csv(path, rows, header=("text", "label")):
+    """Written beside and moved into place, so a reader in another thread (a served app validating the same file)
+    never sees it half-written."""
     import csv
+    import os
+    import threading
 
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
+    os.replace(tmp, path)
     return path

@@ -118,8 +118,9 @@ def document(results: list[dict], machine: str) -> str:
                           f"x 512) on {r['shape']} {r['setting']}" for r in results)
               + ", before any speed-up can help. The perplexity probe's strided windows forward each scored token "
               "about twice (window 256, stride 128); non-overlapping windows (ppl_stride = ppl_window) halve that "
-              "part at the cost of less context at each window's start. A label word of several tokens is scored "
-              "as one sequence per class, so two-class tasks with such words forward their prompts twice.", ""]
+              "part at the cost of less context at each window's start. Label words of several tokens share "
+              "their prompt's forward (the classes continue on its KV cache), so a two-class task forwards each "
+              "prompt once plus the words' tokens.", ""]
     return "\n".join(lines)
 
 

@@ -160,7 +160,7 @@ def test_a_model_without_a_cache_scores_each_class_as_its_own_sequence(setup, lo
         def forward(self, **kw):
             kw.pop("use_cache", None)
             out = self.inner(**kw, use_cache=False)
-            assert getattr(out, "past_key_values", None) is None
+            assert getattr(out, "cache", None) is None
             return out
 
     forwarded = []

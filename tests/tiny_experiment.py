@@ -1,9 +1,8 @@
 """A two-task experiment on a tiny random Llama, for the app, job and chat tests (seconds on one CPU thread)."""
 
-import os
 import random
-import threading
 
+from curlora.run.store import atomic_write_text
 from tiny_models import save_tiny_llama_dir, write_task_csv
 
 
@@ -17,9 +16,7 @@ def write_tasks(folder) -> None:
     pair = [(f"the {w} king", f"the {w if y else 'old'} king", "yes" if y else "no")
             for w, y in zip(["new", "good", "bad", "dull"] * 10, [0, 1] * 20)]
     write_task_csv(folder / "pair.csv", pair, header=("sentence1", "sentence2", "label"))
-    probe = folder / f"probe.txt.{threading.get_ident()}.tmp"  # moved into place: see write_task_csv
-    probe.write_text(" ".join(["the king went and the people came said yes"] * 30))
-    os.replace(probe, folder / "probe.txt")
+    atomic_write_text(folder / "probe.txt", " ".join(["the king went and the people came said yes"] * 30))
 
 
 def make_experiment(folder, steps: int = 4, lr: float = 0.05, methods=("curlora", "lora")) -> dict:

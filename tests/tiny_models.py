@@ -72,16 +72,17 @@ def save_tiny_llama_dir(folder, seed: int = 0, hidden: int = 32, layers: int = 2
 
 
 def write_task_csv(path, rows, header=("text", "label")):
-    """Written beside and moved into place, so a reader in another thread (a served app validating the same file)
-    never sees it half-written."""
+    """Moved into place whole (store.atomic_write_text), so a reader in another thread (a served app validating
+    the same file) never sees it half-written."""
     import csv
-    import os
-    import threading
+    import io
+    from pathlib import Path
 
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+    from curlora.run.store import atomic_write_text
+
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(Path(path), text.getvalue())
     return path

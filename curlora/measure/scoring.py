@@ -61,9 +61,7 @@ def logit_batches(items: list, batch_size: int) -> list[list]:
 def _shared_cache(out):
     """The KV cache of a prompt forward when the continuations can run on it (one cache of full-attention layers
     that can be repeated per class), else None."""
-    cache = getattr(out, "cache", None)
-    if cache is None:
-        cache = getattr(out, "past_key_values", None)
+    cache = getattr(out, "cache", None)  # transformers 5's name, as in forward.next_token_logits
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     if any(getattr(cache, "is_sliding", None) or []) or any(getattr(cache, "is_linear", None) or []):
@@ -95,11 +93,7 @@ def _shared_prompt_scores(model, batch, pad: int, device) -> torch.Tensor | None
     if width == 0:
         return scores
     cache.batch_repeat_interleave(classes)
-    cont = torch.full((len(tails), width), pad, dtype=torch.long)
-    cont_mask = torch.zeros((len(tails), width), dtype=torch.long)
-    for i, t in enumerate(tails):
-        cont[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-        cont_mask[i, :len(t)] = 1
+    cont, cont_mask, _ = pad_batch(tails, pad)
     starts = torch.tensor([it[3] for it in batch]).repeat_interleave(classes)
     positions = starts[:, None] + torch.arange(width)[None, :]
     full_mask = torch.cat([mask.repeat_interleave(classes, dim=0), cont_mask], dim=1)

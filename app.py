@@ -42,7 +42,7 @@ if __name__ == "__main__":
     if args.mcp:
         os.environ["CURLORA_MCP"] = "1"  # read by build_app and launch (curlora/ui/mcp.py)
     if args.trust_remote_code:
-        from curlora.models.loading import allow_remote_code
+        from curlora.models.remote_code import allow_remote_code
 
         allow_remote_code()
     options = {"share": True} if args.share else {}

@@ -11,7 +11,7 @@ from pathlib import Path
 from curlora.errors import CurloraError
 from curlora.run import events as ev
 from curlora.run.export import copy_finished_adapters, export_merged, metrics_csv, table
-from curlora.run.store import Run, data_dir, list_runs
+from curlora.run.store import Run, data_dir, list_runs, resumable
 
 
 def register(sub) -> None:
@@ -66,7 +66,7 @@ def remote_code_flag(p) -> None:
 
 def _allow_remote_code(args) -> None:
     if getattr(args, "trust_remote_code", False):
-        from curlora.models.loading import allow_remote_code
+        from curlora.models.remote_code import allow_remote_code
 
         allow_remote_code()
 
@@ -112,13 +112,13 @@ def _with_signals(fn):
 
 def cmd_run(args) -> int:
     from curlora.experiment import ExperimentConfig
-    from curlora.run.runner import execute, start
-
     from curlora.run.trackers import check_installed
 
     _allow_remote_code(args)
     cfg = ExperimentConfig.load(args.experiment)
     check_installed(cfg.run.log_with)
+    from curlora.run.runner import execute, start  # torch and transformers: only once the config is sound
+
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)
     status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
@@ -127,9 +127,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    _allow_remote_code(args)
+    resumable(args.run_id)  # a wrong id or a completed run is refused before torch is imported
     from curlora.run.runner import resume
 
-    _allow_remote_code(args)
     run = _with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
     print(table(run))
     return 0 if run.status()["status"] == "completed" else 3

@@ -23,6 +23,7 @@ from torch import nn
 
 from curlora.errors import CurloraError
 from curlora.models.build_lock import BUILD_LOCK
+from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
 
 BUNDLED_DEFAULT = "kjv-llama-5m"
@@ -73,23 +74,6 @@ class ModelInfo(ModelDescription):
 
 
 # --- choosing where a model comes from ---------------------------------------------------------------------
-
-_remote_code = {"allowed": False}
-
-
-def allow_remote_code(allowed: bool = True) -> None:
-    """Set by the `--trust-remote-code` command-line flag of the app or the CLI (and by nothing else): a config
-    alone can never make this process run a model's own Python code."""
-    _remote_code["allowed"] = bool(allowed)
-
-
-def remote_code_allowed() -> bool:
-    return _remote_code["allowed"]
-
-
-def refuse_remote_code() -> CurloraError:
-    return CurloraError("model.trust_remote_code would run the model's own Python code, and this process was not "
-                        "started with --trust-remote-code; start it with that flag if you trust the code.")
 
 
 def bundled_models() -> dict[str, Path]:

@@ -32,7 +32,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from curlora.errors import CurloraError
-from curlora.models.loading import refuse_remote_code, remote_code_allowed
+from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
 from curlora.run.limits import Limits
 

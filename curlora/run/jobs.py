@@ -33,7 +33,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
 from curlora.run.hosting import Policy, read_owner, write_owner
-from curlora.run.store import EventCache, Run, data_dir, list_runs
+from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
 
 
 def folder_bytes(folder: Path) -> int:
@@ -130,7 +130,6 @@ class JobManager:
     def resume(self, run_id: str, owner: str | None = None) -> str:
         """Queue an interrupted or cancelled run; it continues from its last finished stage."""
         from curlora.run import study as studies
-        from curlora.run.runner import resumable
 
         self.open(run_id, owner, change=True)
         self._check_room(owner)
@@ -332,8 +331,6 @@ class JobManager:
     def recover(self) -> list[str]:
         """Queue again, in their old order, the runs a shutdown stopped (see `shutdown`); a run killed without one
         (kill -9, a crash) stays interrupted, for its owner to resume. Returns the run ids queued."""
-        from curlora.run.runner import resumable
-
         marked = []
         for run in list_runs(self.root):
             st = run.status()

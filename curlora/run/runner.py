@@ -37,7 +37,7 @@ from curlora.run import events, trackers
 from curlora.run.limits import check_positions
 from curlora.run.estimate import check_fits
 from curlora.run.methods import Context, method
-from curlora.run.store import DiskFull, Run, is_disk_full
+from curlora.run.store import DiskFull, Run, is_disk_full, resumable
 from curlora.run.train import Diverged, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
@@ -512,25 +512,6 @@ def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=
     run, loaded = start(cfg, root)
     execute(run, cfg, loaded, should_stop, on_event)
     return run
-
-
-def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
-    """The run and its config as run, if it can be resumed (interrupted, cancelled, failed or damaged); else why not.
-    What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
-    run = Run.open(run_id, root)
-    run.check_free()  # RunBusy: another process trains it
-    status = run.status()
-    if status["status"] == "completed":
-        raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
-    if status["status"] == "running":
-        raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
-    if status["status"] == "queued":
-        raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
-                           "there when its turn comes.")
-    cfg = run.config()
-    with run.lock():
-        run.repair()
-    return run, cfg
 
 
 def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:

@@ -546,3 +546,22 @@ class EventCache:
             while len(self._items) > self._runs:
                 self._items.pop(next(iter(self._items)))
             return events
+
+
+def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
+    """The run and its config as run, if it can be resumed (interrupted, cancelled, failed or damaged); else why not.
+    What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
+    run = Run.open(run_id, root)
+    run.check_free()  # RunBusy: another process trains it
+    status = run.status()
+    if status["status"] == "completed":
+        raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
+    if status["status"] == "running":
+        raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
+    if status["status"] == "queued":
+        raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
+                           "there when its turn comes.")
+    cfg = run.config()
+    with run.lock():
+        run.repair()
+    return run, cfg

@@ -53,7 +53,6 @@ import yaml
 from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure import stats
-from curlora.measure.probes import PROBE_FILE, REF_FILE
 from curlora.measure.record import Row, RunMetrics
 from curlora.run import events
 from curlora.run.methods import described, lr_text, method
@@ -451,6 +450,8 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
 def _new_point_run(study: Run, cfg: ExperimentConfig, entry: dict) -> tuple[Run, ExperimentConfig]:
     """The run folder of one plan entry (its id goes into the entry), with the study's shared self-probe files (the
     run reads them back) and its owner (a visitor owns the runs of their study)."""
+    from curlora.measure.probes import PROBE_FILE, REF_FILE  # here: the probes module imports torch
+
     pcfg = point_config(cfg, entry["method"], entry["lr"], entry["seed"], study.id)
     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
     for name in (PROBE_FILE, REF_FILE, OWNER_FILE):

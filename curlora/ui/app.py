@@ -168,7 +168,7 @@ def launch(demo: gr.Blocks, **kwargs):
     if engine is not None and (share or not loopback):
         engine.jobs.policy.become_hosted()  # reachable by others: visitors own their runs, no server paths
     if engine is not None and engine.hosted:
-        from curlora.models.loading import remote_code_allowed
+        from curlora.models.remote_code import remote_code_allowed
 
         if remote_code_allowed():
             raise CurloraError("--trust-remote-code cannot be used when the app is hosted (served beyond this "

@@ -15,7 +15,7 @@ import yaml
 from app_server import serving
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.models.loading import allow_remote_code
+from curlora.models.remote_code import allow_remote_code
 from curlora.run.hosting import ASSETS, Policy, owner_key, public_message, read_owner
 from curlora.run.jobs import JobManager
 

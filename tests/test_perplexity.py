@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curlora.measure.perplexity import perplexity, single_window_perplexity, windows
+from curlora.measure import perplexity as ppl_module
+from curlora.measure.perplexity import batches, perplexity, single_window_perplexity, windows
 from tiny_models import tiny_model
 
 
@@ -84,3 +85,43 @@ def test_models_without_logits_to_keep_give_the_same_number():
     got = perplexity(_NoLogitsToKeep(model), ids, window=32, stride=16, batch_size=3)
     assert got["tokens"] == want["tokens"] == 89
     assert got["ppl"] == pytest.approx(want["ppl"], rel=1e-5)
+
+
+@pytest.mark.parametrize("n, window, stride, size, budget", [(300, 32, 16, 8, 4 * 97 * 40), (300, 32, 16, 8, 1),
+                                                              (90, 32, 32, 3, 10**9), (45, 16, 5, 4, 4 * 97 * 30)])
+def test_batches_keep_order_and_the_logits_budget(n, window, stride, size, budget):
+    spans = windows(n, window, stride)
+    got = batches(spans, size, vocab=97, budget=budget)
+    assert [s for b in got for s in b] == spans and all(1 <= len(b) <= size for b in got)
+    for b in got:
+        width = max(e - s for s, e, _ in b)
+        lo = min(f - s for s, _, f in b) - 1
+        assert len(b) == 1 or len(b) * (width - lo) * 97 * 4 <= budget
+
+
+class _Recording(torch.nn.Module):
+    """A model that notes the shape of every logits tensor it returns."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.shapes = inner, inner.config, []
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        self.shapes.append(tuple(out.logits.shape))
+        return out
+
+
+def test_a_big_vocabulary_splits_the_windows_to_the_budget_with_the_same_number(monkeypatch):
+    model = tiny_model("llama")
+    ids = torch.randint(0, 97, (200,), generator=torch.Generator().manual_seed(5))
+    want = perplexity(model, ids, window=32, stride=16, batch_size=8)
+    budget = 3 * 17 * 97 * 4  # three strided windows' logits (17 positions each), fewer than the first window's 32
+    monkeypatch.setattr(ppl_module, "LOGITS_BUDGET", budget)
+    rec = _Recording(model)
+    got = perplexity(rec, ids, window=32, stride=16, batch_size=8)
+    assert got["tokens"] == want["tokens"] == 199 and got["windows"] == want["windows"] == 12
+    assert got["ppl"] == pytest.approx(want["ppl"], rel=1e-6)
+    assert got["single_window"] == pytest.approx(want["single_window"], rel=1e-6)
+    assert rec.shapes[0] == (1, 32, 97)  # the first window (scored from its second token) goes alone
+    assert all(b * k * v * 4 <= budget for b, k, v in rec.shapes[1:]) and len(rec.shapes) == 5

@@ -37,6 +37,36 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
     return out
 
 
+# A batch of windows holds at most this many bytes of float32 logits (a window alone may hold more): on a 152k
+# vocabulary a window of 256 is ~156 MB of them, and 8 windows with the loss's copies were ~3.7 GB at the peak.
+LOGITS_BUDGET = 256 * 2**20
+
+
+def _span(batch) -> tuple[int, int]:
+    """(width, lo) of a batch of windows: its longest window, and the last position whose logits it needs not."""
+    return max(end - begin for begin, end, _ in batch), min(first - begin for begin, _, first in batch) - 1
+
+
+def batches(spans: list[tuple[int, int, int]], batch_size: int, vocab: int | None = None,
+            budget: int = LOGITS_BUDGET) -> list[list[tuple[int, int, int]]]:
+    """Consecutive windows, at most `batch_size` together and, where the vocabulary size is known, no more than
+    keep `budget` bytes of float32 logits (windows x positions computed x vocab); a window alone may exceed it."""
+    out, cur = [], []
+    for span in spans:
+        trial = cur + [span]
+        width, lo = _span(trial)
+        if cur and (len(trial) > batch_size or (vocab and len(trial) * (width - lo) * vocab * 4 > budget)):
+            out.append(cur)
+            trial = [span]
+        cur = trial
+    return out + [cur] if cur else out
+
+
+def vocab_size(model) -> int | None:
+    """The vocabulary size from the model's config (None for a bare module without one)."""
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8,
                should_stop=None) -> dict:
@@ -52,27 +82,27 @@ def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, b
     spans = windows(int(ids.numel()), window, stride)
     total_nll, total, first = 0.0, 0, None
     try:
-        for i in range(0, len(spans), batch_size):
+        for batch in batches(spans, batch_size, vocab_size(model), LOGITS_BUDGET):
             check_stop(should_stop)
-            batch = spans[i:i + batch_size]
-            width = max(end - begin for begin, end, _ in batch)
+            width, lo = _span(batch)
             inp = torch.zeros(len(batch), width, dtype=torch.long)
-            target = torch.full((len(batch), width), -100, dtype=torch.long)
-            for b, (begin, end, first_scored) in enumerate(batch):
+            for b, (begin, end, _) in enumerate(batch):
                 inp[b, : end - begin] = ids[begin:end]
-                target[b, first_scored - begin: end - begin] = ids[first_scored:end]
             # Padding sits on the right, after every real token: causal attention never lets a real token see it,
             # so no attention mask is needed (pad positions are never scored).
             # Logits only from the first position that predicts a scored token on (about half of a strided window):
             # the vocabulary projection and the loss are a large part of a small model's forward.
-            lo = min(first_scored - begin for begin, _, first_scored in batch) - 1
             logits = tail_logits(model, width - lo, input_ids=inp.to(device))
-            nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target[:, lo + 1:].to(device).flatten(),
-                                  ignore_index=-100, reduction="none").view(len(batch), width - lo - 1)
-            if first is None:
-                first = (float(nll[0].sum()), int((target[0, 1:] != -100).sum()))
-            total_nll += float(nll.sum())
-            total += int((target[:, 1:] != -100).sum())
+            for b, (begin, end, first_scored) in enumerate(batch):
+                # logits at position p predict token p + 1; a window's scored predictions are one contiguous slice,
+                # so the loss reads a view of the batch's logits, one window at a time, instead of a flattened copy
+                rows = logits[b, first_scored - begin - 1 - lo: end - begin - 1 - lo]
+                nll = float(F.cross_entropy(rows.float(), ids[first_scored:end].to(device), reduction="sum"))
+                if first is None:
+                    first = (nll, end - first_scored)
+                total_nll += nll
+                total += end - first_scored
+            del logits
     finally:
         model.train(was_training)
     mean = total_nll / max(total, 1)

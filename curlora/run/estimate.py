@@ -12,6 +12,7 @@ from torch import nn
 
 from curlora.errors import CurloraError
 from curlora.experiment import MethodSettings
+from curlora.measure.perplexity import LOGITS_BUDGET
 from curlora.run.methods import method, targets
 
 
@@ -110,7 +111,9 @@ def training_memory(cfg, *, device: str | None = None, planning: bool = False) -
     trains = any(method(m.kind).trains for m in cfg.methods)
     training = (kept + loss_logits + optimiser) if trains else 0
     ev = cfg.evaluation
-    ppl_logits = 8 * ev.ppl_window * vocab * 4  # a batch of 8 windows, about half of each scored
+    one = ev.ppl_window * vocab * 4  # one window's float32 logits
+    # a batch of windows (8, or fewer to stay within the budget), plus one window's float copy and log-softmax
+    ppl_logits = min(8 * one, max(LOGITS_BUDGET, one)) + 2 * one
     score_logits = ev.batch_size * 8 * vocab * 4  # the label positions of a scoring batch
     evaluation = max(ppl_logits, score_logits, (ev.self_probe_tokens + 1) * vocab * 4 * 2)
     total = weights + max(training, evaluation)

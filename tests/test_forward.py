@@ -37,6 +37,36 @@ def test_tail_logits_are_the_full_forwards_last_positions(arch, wrap):
             assert torch.allclose(got, full[:, -min(keep, 10):], atol=1e-5)
 
 
+class OnlyIds(torch.nn.Module):
+    """A causal LM whose forward takes nothing but input_ids, as some remote-code models do."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids):
+        return self.inner(input_ids=input_ids)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_measurement_holds_no_kv_cache_and_a_forward_without_the_arguments_still_works(arch):
+    """A cache of the whole batch would sit beside the logits (GPT-2, 8 windows of 256: 150 MB) for nothing."""
+    from curlora.measure.forward import tail_forward
+
+    model = tiny_model(arch)
+    x = tokens(batch=2, length=12)
+    with torch.no_grad():
+        full = model(input_ids=x).logits
+        out = tail_forward(model, 3, input_ids=x)
+        assert getattr(out, "cache", None) is None and getattr(out, "past_key_values", None) is None
+        assert tail_forward(model, 3, input_ids=x, use_cache=True).cache is not None  # asked for: given
+        bare = OnlyIds(model)
+        for _ in range(2):  # the second call goes straight to what the model takes
+            got = tail_forward(bare, 3, input_ids=x).logits
+            assert torch.allclose(got, full[:, -3:], atol=1e-5)
+        assert bare._curlora_refused == {"use_cache", "logits_to_keep"}
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_greedy_sampling_through_the_cache_is_the_whole_prefix_argmax(arch):
     model = tiny_model(arch)

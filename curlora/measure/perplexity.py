@@ -67,6 +67,20 @@ def vocab_size(model) -> int | None:
     return getattr(getattr(model, "config", None), "vocab_size", None)
 
 
+def _window_nlls(logits: torch.Tensor, batch, lo: int, ids: torch.Tensor) -> list[tuple[float, int]]:
+    """(summed NLL, tokens scored) of each window of a batch, from its logits (batch x positions from lo + 1 on).
+
+    Logits at position p predict token p + 1, so a window's scored predictions are one contiguous slice: the loss
+    reads a view of the batch's logits, one window at a time, instead of a flattened copy. Nothing here outlives
+    the call, so a batch's logits are freed before the next batch's are made."""
+    out = []
+    for b, (begin, end, first_scored) in enumerate(batch):
+        rows = logits[b, first_scored - begin - 1 - lo: end - begin - 1 - lo]
+        target = ids[first_scored:end].to(logits.device)
+        out.append((float(F.cross_entropy(rows.float(), target, reduction="sum")), end - first_scored))
+    return out
+
+
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, batch_size: int = 8,
                should_stop=None) -> dict:
@@ -92,17 +106,11 @@ def perplexity(model, ids: torch.Tensor, window: int = 256, stride: int = 128, b
             # so no attention mask is needed (pad positions are never scored).
             # Logits only from the first position that predicts a scored token on (about half of a strided window):
             # the vocabulary projection and the loss are a large part of a small model's forward.
-            logits = tail_logits(model, width - lo, input_ids=inp.to(device))
-            for b, (begin, end, first_scored) in enumerate(batch):
-                # logits at position p predict token p + 1; a window's scored predictions are one contiguous slice,
-                # so the loss reads a view of the batch's logits, one window at a time, instead of a flattened copy
-                rows = logits[b, first_scored - begin - 1 - lo: end - begin - 1 - lo]
-                nll = float(F.cross_entropy(rows.float(), ids[first_scored:end].to(device), reduction="sum"))
+            for nll, count in _window_nlls(tail_logits(model, width - lo, input_ids=inp.to(device)), batch, lo, ids):
                 if first is None:
-                    first = (nll, end - first_scored)
+                    first = (nll, count)
                 total_nll += nll
-                total += end - first_scored
-            del logits
+                total += count
     finally:
         model.train(was_training)
     mean = total_nll / max(total, 1)

@@ -57,7 +57,7 @@ from safetensors.torch import load_file, save_file
 from curlora.adapter.layer import CURLoRALayer, math_weight
 from curlora.errors import CurloraError, check_stop
 from curlora.measure import stats
-from curlora.measure.forward import next_token_logits
+from curlora.measure.forward import next_token_logits, tail_logits
 from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
@@ -119,7 +119,7 @@ def _log_probs(model, ids: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[:, :-1]
+        logits = tail_logits(model, ids.shape[1], input_ids=ids.to(next(model.parameters()).device))[:, :-1]
     finally:
         model.train(was_training)
     return F.log_softmax(logits.float(), dim=-1).cpu()

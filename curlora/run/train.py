@@ -124,7 +124,7 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                         loss = pmodel(**batch).loss
                     if not torch.isfinite(loss):
                         raise Diverged(
-                            f"Training on task '{task.name}' diverged at step {step + 1} (loss is {float(loss)}); "
+                            f"Training on task '{task.name}' diverged at step {step + 1} (loss is {loss.item():g}); "
                             f"lower the learning rate (now {lr:g}) or use a smaller batch or full precision."
                         )
                     acc.backward(loss)

@@ -65,6 +65,25 @@ def test_self_probe_texts_are_reproducible_for_a_seed_and_stored(llama_dir, tmp_
     assert torch.equal(again, ids) and torch.equal(ref2["logp"], ref["logp"])
 
 
+def test_texts_grouped_under_a_small_logits_budget_give_the_same_reference_and_measures(llama_dir, monkeypatch):
+    model, tok = load(llama_dir)
+    ids = probes.sample_self_probe(model, tok, texts=5, tokens=16, seed=1)
+    budget = 2 * 2 * 17 * len(tok) * 4  # two texts per group: 2, 2, 1
+    together = probes.reference(model, ids)
+    with monkeypatch.context() as m:
+        m.setattr(probes, "LOGITS_BUDGET", budget)
+        assert [start for start, _ in probes._groups(model, ids)] == [0, 2, 4]
+        apart = probes.reference(model, ids)
+    assert torch.allclose(apart["logp"], together["logp"], atol=1e-6)
+    moved = attach(model, "lora")
+    perturb(moved)
+    want = probes.self_probe_measures(moved, ids, together)
+    monkeypatch.setattr(probes, "LOGITS_BUDGET", budget)
+    got = probes.self_probe_measures(moved, ids, apart)
+    assert got["self_ppl"] == pytest.approx(want["self_ppl"], rel=1e-6) and got["kl_to_base"] > 0
+    assert got["kl_to_base"] == pytest.approx(want["kl_to_base"], rel=1e-4, abs=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["curlora", "lora"])
 @pytest.mark.parametrize("full_vocab", [True, False])
 def test_kl_is_zero_untrained_and_positive_after_training(llama_dir, kind, full_vocab, monkeypatch):

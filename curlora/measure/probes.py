@@ -58,6 +58,7 @@ from curlora.adapter.layer import CURLoRALayer, math_weight
 from curlora.errors import CurloraError, check_stop
 from curlora.measure import stats
 from curlora.measure.forward import next_token_logits, tail_logits
+from curlora.measure.perplexity import LOGITS_BUDGET, vocab_size
 from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
@@ -135,19 +136,31 @@ def _coarsen(logp: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([top, torch.log(rest)], dim=-1)
 
 
+def _groups(model, ids: torch.Tensor):
+    """The probe texts a few at a time (index of the first, the texts' log-probabilities): as many together as keep
+    their float32 logits and log-softmax within the perplexity's logits budget (GPT-2, 8 x 65 tokens: all 8; a
+    152k vocabulary: 6), one at least. The base and every later model are grouped alike, so q == p stays exact."""
+    vocab = vocab_size(model) or 0
+    per_text = 2 * ids.shape[1] * vocab * 4
+    size = max(1, LOGITS_BUDGET // per_text) if per_text else ids.shape[0]
+    for start in range(0, ids.shape[0], size):
+        yield start, _log_probs(model, ids[start:start + size])
+
+
 def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) -> dict[str, torch.Tensor]:
     """The base model's next-token distributions on the probe: {"logp"} in full, or {"logp", "index"} top-k.
 
-    One text at a time, so a 128k vocabulary costs one text's L × V floats, not N of them."""
+    A few texts at a time (see _groups), so a 128k vocabulary costs a few texts' L × V floats, not N of them."""
     logps, indices = [], []
-    for row in ids:
+    check_stop(should_stop)
+    for _, group in _groups(model, ids):
+        for logp in group:
+            index = None
+            if logp.shape[-1] > FULL_VOCAB_MAX:
+                index = logp.topk(min(top_k, logp.shape[-1]), dim=-1).indices
+                indices.append(index)
+            logps.append(_coarsen(logp, index))
         check_stop(should_stop)
-        logp = _log_probs(model, row[None])[0]
-        index = None
-        if logp.shape[-1] > FULL_VOCAB_MAX:
-            index = logp.topk(min(top_k, logp.shape[-1]), dim=-1).indices
-            indices.append(index)
-        logps.append(_coarsen(logp, index))
     ref = {"logp": torch.stack(logps)}
     if indices:
         ref["index"] = torch.stack(indices)
@@ -157,18 +170,21 @@ def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) ->
 def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
                         should_stop=None) -> dict[str, float]:
     """{"self_ppl", "kl_to_base"} of `model` on the probe ids against the base reference (Cancelled between
-    texts once `should_stop()` is true)."""
+    groups of texts once `should_stop()` is true)."""
     nll, kl = 0.0, 0.0
-    for i, row in enumerate(ids):
+    check_stop(should_stop)
+    for start, group in _groups(model, ids):
+        for j, logq in enumerate(group):
+            i = start + j
+            row = ids[i]
+            nll -= float(logq.gather(-1, row[1:, None]).double().sum())
+            # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
+            p = ref["logp"][i]
+            q = _coarsen(logq, ref["index"][i] if "index" in ref else None)
+            # a bucket the base gives probability 0 contributes nothing, whatever q says
+            terms = torch.where(p > -math.inf, p.exp() * (p - torch.clamp(q, min=-700.0)), torch.zeros_like(p))
+            kl += float(terms.sum())
         check_stop(should_stop)
-        logq = _log_probs(model, row[None])[0]
-        nll -= float(logq.gather(-1, row[1:, None]).double().sum())
-        # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
-        p = ref["logp"][i]
-        q = _coarsen(logq, ref["index"][i] if "index" in ref else None)
-        # a bucket the base gives probability 0 contributes nothing, whatever q says
-        terms = torch.where(p > -math.inf, p.exp() * (p - torch.clamp(q, min=-700.0)), torch.zeros_like(p))
-        kl += float(terms.sum())
     n = ids.shape[0] * (ids.shape[1] - 1)
     return {"self_ppl": math.exp(nll / n), "kl_to_base": max(kl / n, 0.0)}
 

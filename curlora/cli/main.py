@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("curlora.cli.study", "register"),
     ("curlora.cli.sampling", "register"),
     ("curlora.cli.push", "register"),
+    ("curlora.cli.chat", "register"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""Base models: resolve a user's choice — a bundled name, a local folder or a hub id — to (model, tokenizer, info).
+"""Base models: resolve a user's choice — a bundled name, a packaged GGUF (SmolLM2), a local .gguf file, a local
+folder or a hub id — to (model, tokenizer, info). A GGUF is converted once into a cached safetensors folder
+(curlora/models/gguf.py) and loaded from there like any folder.
 
 Every way this can go wrong that a user can fix (a typo in a path, a hub id that is not cached while offline, a
 gated repository, pickle-only weights, a model too big for the machine) raises `CurloraError` with one sentence,
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from curlora.errors import CurloraError
+from curlora.models import gguf
 from curlora.models.build_lock import BUILD_LOCK
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
@@ -46,7 +49,7 @@ class ModelDescription:
     """What a model is, found without loading its weights where possible (the UI shows this before loading)."""
 
     choice: str = field(metadata={"help": "What the user typed: bundled name, folder or hub id."})
-    source: str = field(metadata={"help": "bundled | folder | hub"})
+    source: str = field(metadata={"help": "bundled | package (a GGUF a registry package ships) | gguf | folder | hub"})
     path: str | None = field(default=None, metadata={"help": "Local folder (None: hub id not downloaded)."})
     architecture: str | None = field(default=None, metadata={"help": "e.g. LlamaForCausalLM."})
     model_type: str | None = field(default=None, metadata={"help": "config.model_type, e.g. llama."})
@@ -56,6 +59,9 @@ class ModelDescription:
     target_modules: list[str] = field(default_factory=list,
                                       metadata={"help": "Leaf Linear/Conv1D names an adapter can target."})
     note: str | None = field(default=None, metadata={"help": "Why some fields are missing or estimated."})
+    weights: str | None = field(default=None, metadata={
+        "help": "How the weights were stored where they are not the original, e.g. 'Q4_1, dequantised: not the "
+                "bf16 original'."})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,7 +103,8 @@ def _looks_like_path(choice: str) -> bool:
 
 
 def locate(choice: str, *, revision: str | None = None, weights: bool = False) -> tuple[str, Path]:
-    """(source, local folder) for a choice: a bundled name, then an existing folder, then a hub id.
+    """(source, local folder) for a choice: a bundled name, a packaged GGUF, a .gguf file (both converted on first
+    use), then an existing folder, then a hub id.
 
     Hub ids come from the local cache first; the network is used only when the hub is not offline, and only
     for config.json unless `weights` is set.
@@ -109,6 +116,9 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
     name = BUNDLED_DEFAULT if choice in BUNDLED_ALIASES else choice
     if name in bundled:
         return "bundled", bundled[name]
+    gguf_file = gguf_source_file(choice)
+    if gguf_file is not None:
+        return ("package" if choice in gguf.PACKAGED else "gguf"), gguf.converted(gguf_file)
     folder = Path(choice).expanduser()
     if folder.is_dir():
         return "folder", folder.resolve()
@@ -118,6 +128,22 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
         raise CurloraError(f"The model folder '{choice}' does not exist; check the path (it is read on the machine "
                            "running the app).")
     return "hub", _hub_folder(choice, revision, weights)
+
+
+def gguf_source_file(choice: str) -> Path | None:
+    """The .gguf behind a choice (a packaged model's name or a path ending in .gguf), None for any other choice."""
+    choice = str(choice).strip()
+    if choice in gguf.PACKAGED:
+        return gguf.packaged(choice)
+    if gguf.is_gguf(choice):
+        path = Path(choice).expanduser()
+        if path.is_dir():
+            raise CurloraError(f"'{choice}' is a folder; give the .gguf file itself.")
+        if not path.is_file():
+            raise CurloraError(f"The GGUF file '{choice}' does not exist; check the path (it is read on the machine "
+                               "running the app).")
+        return path.resolve()
+    return None
 
 
 def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
@@ -363,6 +389,15 @@ def describe_model(choice: str, *, dtype: str | torch.dtype | None = "auto", dev
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    gguf_file = gguf_source_file(choice)
+    if gguf_file is not None and gguf.cached(gguf_file) is None:  # not converted yet: read its metadata only
+        source = "package" if str(choice).strip() in gguf.PACKAGED else "gguf"
+        desc = ModelDescription(choice=choice, source=source, note="converted once into a safetensors folder "
+                                "in the model cache on first load (20–50 s on two cores)")
+        _, quant = gguf.read_header(gguf_file)
+        desc.weights = gguf.GgufSource(gguf_file.name, "", 0, "", quant).quality_note
+        _describe_config(desc, gguf.gguf_config(gguf_file), torch_dtype, trust_remote_code)
+        return desc
     try:
         source, folder = locate(choice, revision=revision)
     except CurloraError as err:
@@ -376,7 +411,13 @@ def describe_model(choice: str, *, dtype: str | torch.dtype | None = "auto", dev
             target_modules=list(preset.target_modules), note=f"from presets/models.yaml: {err}")
     desc = ModelDescription(choice=choice, source=source, path=str(folder))
     _describe_config(desc, read_config(folder, choice, trust_remote_code), torch_dtype, trust_remote_code)
+    desc.weights = _weights_note(folder)
     return desc
+
+
+def _weights_note(folder: Path) -> str | None:
+    origin = gguf.source_of(folder)
+    return origin.quality_note if origin else None
 
 
 def _preset(choice: str):
@@ -462,6 +503,7 @@ def load_model(choice: str = BUNDLED_DEFAULT, *, dtype: str | torch.dtype | None
     info = ModelInfo(choice=choice, source=source, path=str(folder), device=device,
                      trust_remote_code=trust_remote_code)
     _describe_config(info, config, torch_dtype, trust_remote_code)
+    info.weights = _weights_note(folder)
     if memory_check:
         check_memory(info, device)
     if source == "hub":

@@ -6,6 +6,7 @@ is only advice: any other folder or hub id loads too. Entries keep their file or
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from curlora.paths import PRESETS
 
 PRESETS_FILE = PRESETS / "models.yaml"
 FAMILIES = ("llama", "gpt2", "qwen2", "mistral")
-SOURCES = ("bundled", "hub")
+SOURCES = ("bundled", "package", "hub")
 # what a preset's gpu_24gb may set, and the type of each (model.dtype, model.quantization, training.*)
 GPU_24GB_KEYS = {"dtype": str, "quantization": str, "batch_size": int, "max_length": int,
                  "gradient_checkpointing": bool}
@@ -30,7 +31,7 @@ class ModelPreset:
     """One entry of presets/models.yaml (see the comment at the top of that file for each field)."""
 
     name: str = field(metadata={"help": "Bundled name or hub id; what the loader is given."})
-    source: str = field(metadata={"help": "bundled | hub"})
+    source: str = field(metadata={"help": "bundled | package | hub"})
     family: str = field(metadata={"help": "llama | gpt2 | qwen2 | mistral"})
     architecture: str = field(metadata={"help": "transformers class, e.g. LlamaForCausalLM."})
     parameters: int = field(metadata={"help": "Exact parameter count."})
@@ -48,6 +49,50 @@ class ModelPreset:
         "help": "Settings whose training-memory estimate fits a 24 GB GPU (keys of GPU_24GB_KEYS)."})
 
 
+@dataclass(frozen=True)
+class ZeroShot:
+    """One task scored zero-shot: accuracy with its n and 95 % Wilson interval, and the most-predicted class share."""
+
+    task: str = field(metadata={"help": "Task name."})
+    accuracy: float = field(metadata={"help": "Share of rows right."})
+    n: int = field(metadata={"help": "Rows scored."})
+    ci95: tuple[float, float] = field(metadata={"help": "Wilson 95 % interval of the accuracy."})
+    majority: float = field(metadata={"help": "Majority-class share of those rows."})
+    pred_share: float = field(metadata={"help": "Share of rows given the most-predicted class (1.0: one answer)."})
+
+    def text(self) -> str:
+        lo, hi = self.ci95
+        one = " (one class for every row)" if self.pred_share >= 0.999 else ""
+        return (f"{self.task} {100 * self.accuracy:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}] n={self.n}, majority "
+                f"{100 * self.majority:.0f} %{one}")
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """What this project measured of a preset, and how (so the Model tab states a protocol with every number)."""
+
+    model: str = field(metadata={"help": "Preset name."})
+    weights: str = field(metadata={"help": "How the measured weights were stored, e.g. Q4_1, dequantised."})
+    perplexity: float = field(metadata={"help": "WikiText-2 test perplexity under `protocol`."})
+    protocol: str = field(metadata={"help": "The perplexity protocol in words."})
+    zero_shot: tuple[ZeroShot, ...] = field(metadata={"help": "Zero-shot accuracies, likelihood scoring."})
+    scoring: str = field(metadata={"help": "How the zero-shot rows were scored."})
+    reply: str = field(default="", metadata={"help": "Greedy reply to the Paris question through the template."})
+    measured_by: str = field(default="", metadata={"help": "The command that wrote this file."})
+    machine: str = field(default="", metadata={"help": "Where it was measured."})
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelQuality":
+        zs = tuple(ZeroShot(**{**z, "ci95": tuple(z["ci95"])}) for z in data.get("zero_shot", []))
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "zero_shot"}
+        return cls(**known, zero_shot=zs)
+
+    def to_json(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
 def load_model_presets(path: str | os.PathLike | None = None) -> dict[str, ModelPreset]:
     """Every entry of the models preset file, in file order; a malformed entry is a `CurloraError`."""
     path = Path(path) if path else PRESETS_FILE
@@ -63,7 +108,29 @@ def load_model_presets(path: str | os.PathLike | None = None) -> dict[str, Model
 
 
 def default_model_name(path: str | os.PathLike | None = None) -> str:
-    return next(iter(load_model_presets(path)))
+    """SmolLM2 (a real pretrained model) where its package is installed; the first entry otherwise."""
+    from curlora.models.gguf import PACKAGED, packaged
+
+    presets = load_model_presets(path)
+    for name in presets:
+        if name in PACKAGED:
+            try:
+                packaged(name)
+                return name
+            except CurloraError:
+                pass
+    return next(iter(presets))
+
+
+def quality(name: str) -> ModelQuality | None:
+    """What this project measured of a preset (presets/quality/<name>.json, written by bench/model_quality.py)."""
+    path = PRESETS / "quality" / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return ModelQuality.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _parse(name: str, body: object, path: Path) -> ModelPreset:

@@ -66,6 +66,36 @@ def chat_prompt(tok, messages: list[dict]) -> str:
     return text
 
 
+_SYSTEM = "\u2063curlora-system\u2063"
+_USER = "\u2063curlora-user\u2063"
+
+
+def default_system(tok) -> str | None:
+    """The system prompt the template writes when the conversation has none (SmolLM2's "You are a helpful AI
+    assistant named SmolLM, trained by Hugging Face"), or None. Found by rendering with a marker system prompt,
+    taking what surrounds it, and reading what stands there without one."""
+    if not has_template(tok):
+        return None
+    user = [{"role": "user", "content": _USER}]
+    try:
+        plain = tok.apply_chat_template(user, tokenize=False)
+        marked = tok.apply_chat_template([{"role": "system", "content": _SYSTEM}] + user, tokenize=False)
+    except Exception:  # a template that refuses a system turn, or cannot render: nothing it injects to show
+        return None
+    if not isinstance(plain, str) or not isinstance(marked, str) or _SYSTEM not in marked:
+        return None
+    head, rest = marked.split(_SYSTEM, 1)
+    tail = rest.split(_USER, 1)[0]
+    # `tail` runs from the system text's end to the user text: the end-of-system marker plus the user header.
+    # The shortest non-empty prefix of it that `plain` contains after `head` ends the injected prompt.
+    if not plain.startswith(head) or not tail:
+        return None
+    body = plain[len(head):]
+    cut = body.find(tail)
+    injected = body[:cut].strip() if cut > 0 else ""
+    return injected or None
+
+
 def end_of_turn(tok) -> str | None:
     """The marker the template writes after an assistant reply ('<|im_end|>', '<|eot_id|>', '</s>'…), read by
     rendering a reply and looking at what follows it; None where nothing does (then eos alone ends a reply)."""

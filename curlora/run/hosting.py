@@ -259,6 +259,9 @@ class Policy:
         name = (name or "").strip()
         if name in bundled_models() or name in BUNDLED_ALIASES or name in load_model_presets():
             return
+        if name.lower().endswith(".gguf"):
+            raise CurloraError("model.name: a .gguf file on the server cannot be used here; pick a preset (SmolLM2 "
+                               "is one) or a hub id.")
         if _looks_like_path(name) or not HUB_ID.match(name):
             raise CurloraError(f"model.name: {name!r} is not a preset, the bundled model or a hub id (owner/name); "
                                "folders on the server cannot be used here.")

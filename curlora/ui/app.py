@@ -123,6 +123,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
                   [train["run_id"], train["timer"], tasks["task_list"], tasks["order_note"], runs["table"],
                    runs["run"], results["run"], chat_ui["run"], workspace], **light)
         demo.load(model["describe"], [model["name"], model["dtype"]], model["info"], **light)
+        demo.load(model["show_template"], model["name"], model["template"], **light)
         demo.load(train["count"], train["count_inputs"], train["counts"], **light)
         tools = mcp.register(engine) if mcp.enabled() else []  # CURLORA_MCP=1: curlora/ui/mcp.py
     mcp.settle(demo, tools)

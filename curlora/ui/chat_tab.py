@@ -10,7 +10,7 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.chat import CHAT, pane_choices
-from curlora.run.chat_format import has_template
+from curlora.run.chat_format import default_system, has_template
 from curlora.run.methods import described
 from curlora.ui.common import Engine, friendly, wait_for_device
 
@@ -52,9 +52,13 @@ def build(engine: Engine, gpu=None) -> dict:
     def mode_of(rid: str, request: gr.Request) -> str:
         """Whether the run's base model chats (a chat template) or completes plain text, in a sentence."""
         try:
-            return MODES[has_template(chat.tokenizer(jobs.open(rid, engine.owner(request)).config()))]
+            tok = chat.tokenizer(jobs.open(rid, engine.owner(request)).config())
         except CurloraError:
             return ""
+        injected = default_system(tok)
+        return MODES[has_template(tok)] + (
+            f" With the system prompt left empty, its template sends its own: “{injected}”; type one to replace it."
+            if injected else "")
 
     @friendly
     def pick_run(rid: str, request: gr.Request):

@@ -6,8 +6,8 @@ import gradio as gr
 
 from curlora.experiment import SAMPLING_RULES
 from curlora.measure.cur_sampling import inspect_model, table
-from curlora.models.loading import BUNDLED_DEFAULT, describe_model, load_model
-from curlora.models.presets import gpu_24gb_text, load_model_presets
+from curlora.models.loading import describe_model, load_model
+from curlora.models.presets import default_model_name, gpu_24gb_text, load_model_presets, quality
 from curlora.ui.common import friendly
 from curlora.ui.sampling_charts import sampling_figure
 
@@ -31,6 +31,8 @@ def describe(choice: str, dtype: str, policy=None) -> str:
              f"- **weights in memory ({d.dtype})** {_gb(d.memory_bytes)}",
              f"- **adaptable modules** {', '.join(d.target_modules) or '–'}",
              f"- **source** {d.source}{' — `' + d.path + '`' if d.path and not hosted else ''}"]
+    if d.weights:
+        lines.append(f"- **weights** {d.weights}")
     if preset:
         lines.append(f"- **suggested** rank {preset.rank}, targets {', '.join(preset.target_modules)}")
         lines.append(f"- **license** {preset.license}")
@@ -39,14 +41,37 @@ def describe(choice: str, dtype: str, policy=None) -> str:
                          "tests/test_preset_memory.py)")
         if preset.notes:
             lines.append(f"\n{preset.notes}")
+        lines += quality_lines(choice)
     if d.note:
         lines.append(f"\n_Note: {d.note}_")
     return "\n".join(lines)
 
 
-def default_targets(choice: str) -> str:
-    preset = load_model_presets().get(choice)
-    return ", ".join(preset.target_modules) if preset else ""
+def quality_lines(choice: str) -> list[str]:
+    """What this project measured of the preset, each number with its protocol (presets/quality/<name>.json)."""
+    q = quality(choice)
+    if q is None:
+        return []
+    lines = [f"\n**Measured by this project** ({q.weights}; `{q.measured_by}`, {q.machine}):",
+             f"- WikiText-2 test perplexity **{q.perplexity:.1f}** ({q.protocol})",
+             f"- zero-shot ({q.scoring}): " + "; ".join(z.text() for z in q.zero_shot)]
+    if q.reply:
+        lines.append(f"- greedy reply to \"What is the capital of France?\": \"{q.reply}\"")
+    return lines
+
+
+def template_text(choice: str) -> str:
+    """The chat template of a described model, for the Model tab's accordion ("" when it has none or is not
+    local yet)."""
+    from curlora.models.loading import load_tokenizer, locate
+
+    try:
+        _, folder = locate(choice)
+        tok = load_tokenizer(folder, choice)
+    except Exception:  # noqa: BLE001 — a hub id not cached, a folder without a tokenizer: nothing to show
+        return ""
+    template = getattr(tok, "chat_template", None)
+    return template if isinstance(template, str) else ""
 
 
 def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None):
@@ -109,7 +134,7 @@ def build(engine=None) -> dict:
 
     presets = load_model_presets()
     choices = [(p.label or name, name) for name, p in presets.items()]
-    default = BUNDLED_DEFAULT if BUNDLED_DEFAULT in presets else next(iter(presets))
+    default = default_model_name()
     gr.Markdown(lambda: "Pick the base model every method starts from. The bundled model works offline; a hub id "
                 "needs the network (or the hub cache) " + (
                     "(on this hosted server folders can't be used: presets, the bundled model and hub ids only)."
@@ -126,8 +151,20 @@ def build(engine=None) -> dict:
             check = gr.Button("Describe", variant="secondary")
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="model-info")
+    with gr.Accordion("Chat template", open=False, elem_id="model-template"):
+        template = gr.Code(language="jinja2", interactive=False, label="the template chat prompts go through "
+                           "(empty: the model completes plain text)")
+
+    @friendly
+    def template_here(choice: str) -> str:
+        if policy is not None:
+            policy.check_model(choice)
+        return template_text((choice or "").strip())
+
     for trigger in (name.change, dtype.change, check.click):
         trigger(describe_here, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
+    name.change(template_here, name, template, api_name=False, concurrency_limit=None, show_progress="hidden")
     with gr.Accordion("CURLoRA sampling", open=False, elem_id="sampling-panel"):
         sampling_panel(name, dtype, policy)
-    return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here}
+    return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here,
+            "template": template, "show_template": template_here}

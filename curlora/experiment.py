@@ -114,6 +114,9 @@ class TrainingSettings:
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     adam_eps: float = _f(1e-6, "AdamW epsilon (paper: 1e-6).")
     seed: int = _f(0, "Seed of the example order (the same for every method) and of heads.")
+    group_by_length: bool = _f(True, "Batch rows of similar length together (seeded; the same batches in the same "
+                                     "order for every method), so batches carry little padding; false: plain "
+                                     "shuffled batches.")
     precision: str = _f("no", "Mixed precision: no | fp16 | bf16.")
     gradient_checkpointing: bool = _f(False, "Recompute each layer's activations in the backward pass: activation "
                                              "memory of about one layer instead of all of them, for roughly a "

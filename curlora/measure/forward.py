@@ -59,3 +59,25 @@ def next_token_logits(model, ids: torch.Tensor, past=None):
         inputs["cache"] = past  # transformers 5's name for what 4.x called past_key_values
     out = tail_forward(model, 1, **inputs)
     return out.logits[:, -1], getattr(out, "cache", None)
+
+
+def label_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal-LM loss over the tokens `labels` keeps (not -100), computing vocabulary logits only at the
+    positions that predict them: the mean over those tokens of the float32 cross-entropy, equal to
+    `model(..., labels=labels).loss` (to float rounding) without the head at every other position.
+
+    A row's label tokens sit at different columns in a right-padded batch, so the head runs at the union of the
+    batch's predicting columns (a handful in a length-grouped batch of label words) and each row reads its own."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    columns = keep.any(dim=0).nonzero().flatten()  # the predicting positions, sorted
+    if columns.numel() == 0:
+        raise ValueError("no label token in the batch")
+    out, passed = _call(model, {"input_ids": input_ids, "attention_mask": attention_mask},
+                        {"use_cache": False, "logits_to_keep": columns})
+    logits = out.logits
+    if logits.shape[1] != columns.numel():  # a model that computed every position
+        logits = logits[:, columns]
+    picked = targets[:, columns]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), picked.reshape(-1),
+                                             ignore_index=-100)

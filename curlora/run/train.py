@@ -23,6 +23,7 @@ from transformers import get_scheduler
 from curlora.errors import CurloraError, check_stop
 from curlora.experiment import TrainingSettings
 from curlora.measure.encode import Encoder, pad_batch
+from curlora.measure.forward import label_loss
 from curlora.measure.scoring import encode_prompts, head_features, pad_id
 
 
@@ -47,6 +48,38 @@ def training_examples(tokenizer, task, max_length: int, head_mode: bool) -> list
     enc = Encoder(tokenizer, max_length)
     words = task.words
     return [enc.training_example(task.prompt(t, p), words[y]) for t, p, y in zip(texts, pairs, labels)]
+
+
+class LengthGroupedBatches:
+    """Batches of rows of similar length, in a seeded random order: the same batches in the same order for every
+    method of a run (HF Trainer's `group_by_length` idea). Each pass shuffles all rows, cuts the shuffle into
+    groups of `group` batches, sorts each group by length and cuts it into batches, then shuffles the batches, so
+    long and short batches stay spread over the schedule. Each pass draws from the same generator, so a second
+    epoch is a new order, and a run is the same every time."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50):
+        self.lengths, self.batch_size, self.group = lengths, batch_size, group
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for k in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[k]
+
+
+def padding_share(batches, lengths: list[int]) -> float:
+    """Share of a padded batch's positions that are padding, over the given batches of row indices."""
+    real = sum(lengths[i] for b in batches for i in b)
+    total = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - real / total if total else 0.0
 
 
 def new_head(model, n_classes: int, seed: int) -> nn.Linear:
@@ -92,8 +125,13 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
         ids, mask, labels = pad_batch([b[0] for b in batch], pid, labels=[b[1] for b in batch])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    if cfg.group_by_length:
+        lengths = [len(e[0]) for e in examples]
+        loader = DataLoader(examples, batch_sampler=LengthGroupedBatches(lengths, cfg.batch_size, cfg.seed),
+                            collate_fn=collate)
+    else:
+        loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(cfg.seed))
     per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head_mode else [])
@@ -120,8 +158,8 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                     if head_mode:
                         feats = head_features(pmodel, batch["input_ids"], batch["attention_mask"])
                         loss = F.cross_entropy(phead(feats.float()), batch["labels"])
-                    else:
-                        loss = pmodel(**batch).loss
+                    else:  # the vocabulary head only where a label token is predicted
+                        loss = label_loss(pmodel, batch["input_ids"], batch["attention_mask"], batch["labels"])
                     if not torch.isfinite(loss):
                         raise Diverged(
                             f"Training on task '{task.name}' diverged at step {step + 1} (loss is {loss.item():g}); "

@@ -117,6 +117,9 @@ def build(engine: Engine, model: dict) -> dict:
             max_len = gr.Number(d.training.max_length, label="max tokens per example", precision=0, minimum=8)
             checkpointing = gr.Checkbox(d.training.gradient_checkpointing, label="gradient checkpointing",
                                         info="less activation memory, about a third more time per step")
+            grouped = gr.Checkbox(d.training.group_by_length, label="group rows by length",
+                                  info="batches of similar-length rows (seeded, the same for every method): "
+                                       "less padding per step")
             quantization = gr.Dropdown(["none", "8bit", "4bit"], value=d.model.quantization,
                                        label="base quantisation (bitsandbytes)",
                                        info="4bit: NF4 (QLoRA); the adapters train on top in the compute dtype")
@@ -161,7 +164,8 @@ def build(engine: Engine, model: dict) -> dict:
         "evaluation.scoring": scoring, "evaluation.probe_every": probe_every, "evaluation.eval_rows": eval_rows,
         "run.name": run_name, "model.name": model["name"], "model.dtype": model["dtype"],
         "model.device": model["device"], "training.comparison": comparison, "training.target_loss": target_loss,
-        "curlora.lr": c_lr, "training.gradient_checkpointing": checkpointing, "model.quantization": quantization,
+        "curlora.lr": c_lr, "training.gradient_checkpointing": checkpointing,
+        "model.quantization": quantization, "training.group_by_length": grouped,
     }
     form = list(fields.values())
     paths = list(fields)

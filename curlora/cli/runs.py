@@ -17,6 +17,9 @@ from curlora.run.store import Run, data_dir, list_runs, resumable
 def register(sub) -> None:
     p = sub.add_parser("run", help="run an experiment YAML (see presets/experiments/)")
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    p.add_argument("--dry-run", action="store_true",
+                   help="load everything and estimate the run's time on this machine from a short calibration (a "
+                        "few training steps per method, a few scoring rows per task); writes nothing")
     remote_code_flag(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last finished stage")
@@ -117,8 +120,17 @@ def cmd_run(args) -> int:
     _allow_remote_code(args)
     cfg = ExperimentConfig.load(args.experiment)
     check_installed(cfg.run.log_with)
-    from curlora.run.runner import execute, start  # torch and transformers: only once the config is sound
+    from curlora.run.runner import execute, load_everything, start  # torch: only once the config is sound
 
+    if args.dry_run:
+        import time
+
+        from curlora.run.cost import estimate
+
+        began = time.perf_counter()
+        loaded = load_everything(cfg)
+        print(estimate(cfg, loaded, load_s=time.perf_counter() - began).text(), flush=True)
+        return 0
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)
     status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))

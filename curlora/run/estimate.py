@@ -98,7 +98,9 @@ def training_memory(cfg, *, device: str | None = None, planning: bool = False) -
     tokens = t.batch_size * t.max_length
     per_layer = (12 * hidden + 3 * inter) * b
     kept = tokens * hidden * b * layers + tokens * per_layer if t.gradient_checkpointing else tokens * per_layer * layers
-    loss_logits = tokens * vocab * 4 * 2  # float32 logits and their gradient
+    # float32 logits and their gradient, only at the columns that predict a label word (measure/forward.label_loss):
+    # at most a few per row, and a length-grouped batch shares most of them
+    loss_logits = t.batch_size * min(t.max_length, 4 * t.batch_size) * vocab * 4 * 2
     counts = trainable_parameters(cfg.model.name, cfg.methods, revision=cfg.model.revision,
                                   trust_remote_code=cfg.model.trust_remote_code)
     optimiser = 0

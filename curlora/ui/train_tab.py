@@ -96,6 +96,8 @@ def build(engine: Engine, model: dict) -> dict:
             targets = gr.Textbox(", ".join(cur.target_modules or []), label="Target modules (every adapter)")
             counts = gr.Markdown(elem_id="trainable-counts")
             memory = gr.Markdown(elem_id="memory-estimate")
+            time_btn = gr.Button("Estimate time (measures a few steps)", size="sm", elem_id="time-estimate-btn")
+            time_box = gr.Markdown(elem_id="time-estimate")
         with gr.Column(scale=1, min_width=200):
             gr.Markdown("**CURLoRA** — trains only U (r × r); C, R sampled from W, frozen")
             c_r = gr.Number(cur.r, label="rank r", precision=0, minimum=1)
@@ -240,6 +242,19 @@ def build(engine: Engine, model: dict) -> dict:
 
     @with_request(n)
     @friendly
+    def estimate_time(*values, request: gr.Request):
+        """The run's time on this machine, from a calibration on the device (it waits its turn like a stage)."""
+        from curlora.run.cost import estimate_config
+
+        cfg = make_config(request, dict(zip(paths, values)))
+        jobs.policy.check_config(cfg, jobs.root, engine.owner(request))
+        limits = jobs.policy.limits if jobs.policy.hosted else None
+        with jobs.gate.hold("a time estimate"):  # it trains a few steps: it waits for the device like a stage
+            est = jobs.gate.on_device(lambda: estimate_config(cfg, limits=limits))
+        return est.text().replace("\n", "  \n")
+
+    @with_request(n)
+    @friendly
     def submit(*values, request: gr.Request):
         notices = []
         run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices)
@@ -305,6 +320,7 @@ def build(engine: Engine, model: dict) -> dict:
     start.click(submit, form, [run_id, remembered, timer], api_name="start", concurrency_limit=None)
     start_yaml.click(submit_yaml, yaml_in, [run_id, remembered, timer], api_name="start_yaml", concurrency_limit=None)
     stop.click(cancel, run_id, None, api_name="stop", **light)
+    time_btn.click(estimate_time, form, time_box, api_name="estimate_time", concurrency_id="gpu", concurrency_limit=1)
     timer.tick(poll, run_id, outputs, api_name=False, show_progress="hidden", **light)
     run_id.change(poll, run_id, outputs, api_name=False, show_progress="hidden", **light)
     status_json = gr.JSON(visible=False)

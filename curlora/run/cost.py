@@ -1,0 +1,227 @@
+"""What a run will cost on this machine, told before Start: training and evaluation seconds per stage, from a short
+calibration measured now on the loaded model (a few training steps per method, a few scoring rows per task, a slice
+of the perplexity probe and of the self-probe), scaled by the run's own counts of steps, rows and tokens.
+
+    loaded = load_everything(cfg)
+    est = estimate(cfg, loaded)          # CostEstimate: per method and stage, the base row, the share of evaluation
+    print(est.text())                    # what `python -m curlora run --dry-run` prints and the Train tab shows
+
+The calibration is real work on the real model, so it carries this machine's load at the moment it ran: an
+estimate on a busy machine is slower than the run on a quiet one, and the text says what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from curlora.experiment import ExperimentConfig
+from curlora.measure.perplexity import perplexity, windows
+from curlora.measure.scoring import score
+from curlora.measure.stats import wilson
+from curlora.run.methods import Context, method
+
+CALIBRATION_STEPS = 3  # the first step warms caches and allocators; the later ones are timed
+CALIBRATION_ROWS = 16
+EVAL_SHARE_WARN = 1 / 3
+
+
+@dataclass
+class StageCost:
+    method: str = field(metadata={"help": "Method label."})
+    train_s: float = field(metadata={"help": "Training one task: steps x seconds per step (+ in-task probes)."})
+    eval_s: float = field(metadata={"help": "Scoring every task, the perplexity probe and the self-probe."})
+
+
+@dataclass
+class CostEstimate:
+    """A run's time, estimated before it starts (seconds on this machine)."""
+
+    calibration: str = field(metadata={"help": "What was measured to make the estimate."})
+    step_s: dict[str, float] = field(metadata={"help": "Measured seconds per training step, per method."})
+    load_s: float = field(metadata={"help": "Loading tasks, model and probe text (measured)."})
+    base_s: float = field(metadata={"help": "The base row: scoring, probes, sampling the self-probe texts."})
+    stages: list[StageCost] = field(metadata={"help": "One per method and task, in run order."})
+    precision: list[str] = field(metadata={"help": "What each task's eval rows buy: ± Wilson half-width at 50 %."})
+    advice: list[str] = field(default_factory=list, metadata={"help": "What to change when evaluation dominates."})
+
+    @property
+    def train_s(self) -> float:
+        return sum(s.train_s for s in self.stages)
+
+    @property
+    def eval_s(self) -> float:
+        return self.base_s + sum(s.eval_s for s in self.stages)
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.train_s + self.eval_s
+
+    @property
+    def eval_share(self) -> float:
+        return self.eval_s / self.total_s if self.total_s else 0.0
+
+    @property
+    def warning(self) -> str | None:
+        if self.eval_share <= EVAL_SHARE_WARN:
+            return None
+        return (f"Evaluation is {100 * self.eval_share:.0f} % of this run (more than a third): "
+                + "; ".join(self.advice) + ".")
+
+    def text(self) -> str:
+        lines = [f"Estimated time on this machine: about {_dur(self.total_s)} — training {_dur(self.train_s)}, "
+                 f"evaluation {_dur(self.eval_s)} ({100 * self.eval_share:.0f} %), loading {_dur(self.load_s)}.",
+                 f"Base row (before any training): {_dur(self.base_s)}."]
+        seen = []
+        for s in self.stages:
+            if s.method not in seen:
+                seen.append(s.method)
+                mine = [x for x in self.stages if x.method == s.method]
+                lines.append(f"{s.method}: {self.step_s[s.method]:.2f} s per step; per task about "
+                             f"{_dur(mine[0].train_s)} training + {_dur(mine[0].eval_s)} evaluation.")
+        lines.append("Precision the eval rows buy: " + "; ".join(self.precision) + ".")
+        if self.warning:
+            lines.append("WARNING: " + self.warning)
+        lines.append(f"(From a calibration measured just now: {self.calibration}. Other work on this machine "
+                     "slows both the calibration and the run.)")
+        return "\n".join(lines)
+
+
+def _dur(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def half_width(n: int, p: float = 0.5) -> float:
+    """± points (percent) of the 95 % Wilson interval of an accuracy p measured on n rows."""
+    lo, hi = wilson(round(p * n), n) or (0.0, 1.0)
+    return 100 * (hi - lo) / 2
+
+
+def step_seconds(cfg: ExperimentConfig, loaded, m) -> float:
+    """Seconds per training step of method m on the first task, measured: CALIBRATION_STEPS steps, the first not
+    counted, then the base given back."""
+    from dataclasses import replace
+
+    from curlora.run.train import new_head, train_task
+
+    kind = method(m.kind)
+    if not kind.trains:
+        return 0.0
+    ids = loaded.probe_ids
+    context = Context(0, len(loaded.tasks), cfg.evaluation.ppl_window, lambda n: (ids[:n], "the probe text"))
+    extra = {"context": context} if kind.needs_context else {}
+    attached = kind.attach(loaded.model, m, None, **extra)
+    times = []
+    try:
+        head = new_head(attached.model, len(loaded.tasks[0].classes), 0) if cfg.evaluation.scoring == "head" else None
+        schedule = replace(cfg.training, max_steps=CALIBRATION_STEPS, epochs=1.0)
+        train_task(attached.model, loaded.tokenizer, loaded.tasks[0], schedule, lr=0.0, head=head,
+                   on_step=lambda e: times.append(e["elapsed"]))
+    finally:
+        attached.cleanup()
+    if len(times) < 2:
+        return times[0] if times else 0.0
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate:
+    """The run's time from a calibration on `loaded` (curlora.run.runner.Loaded); nothing is written."""
+    ev, tr = cfg.evaluation, cfg.training
+    model, tok = loaded.model, loaded.tokenizer
+    step_s = {m.label: step_seconds(cfg, loaded, m) for m in cfg.methods}
+
+    # scoring: seconds per row of each task, from its first CALIBRATION_ROWS rows
+    scoring = "likelihood" if ev.scoring == "head" else ev.scoring  # a head scores like a forward; close enough
+    rows, per_row = [], []
+    for task in loaded.tasks:
+        n = len(task.eval) if not ev.eval_rows else min(ev.eval_rows, len(task.eval))
+        k = min(CALIBRATION_ROWS, n)
+        sample = task.eval.select(range(k))
+        per_row.append(_timed(lambda: score(model, tok, task, sample, scoring, tr.max_length, ev.batch_size)) / k)
+        rows.append(n)
+    score_s = sum(n * s for n, s in zip(rows, per_row))
+
+    # perplexity: forwarded tokens at the rate of a two-window slice
+    ids = loaded.probe_ids
+    spans = windows(int(ids.numel()), ev.ppl_window, ev.ppl_stride)
+    forwarded = sum(end - begin for begin, end, _ in spans)
+    piece = ids[: min(int(ids.numel()), 2 * ev.ppl_window)]
+    piece_tokens = sum(e - b for b, e, _ in windows(int(piece.numel()), ev.ppl_window, ev.ppl_stride)) or 1
+    ppl_s = _timed(lambda: perplexity(model, piece, ev.ppl_window, ev.ppl_stride)) / piece_tokens * forwarded
+
+    # self-probe: each stage forwards texts x tokens (at the perplexity rate); the base row also samples them
+    probe_s, sample_s = 0.0, 0.0
+    if ev.self_probe:
+        probe_s = ppl_s / forwarded * ev.self_probe_texts * (ev.self_probe_tokens + 1) if forwarded else 0.0
+        sample_s = _decode_seconds(model, ev.self_probe_texts) * ev.self_probe_tokens
+    stage_eval = score_s + ppl_s + probe_s
+
+    stages = []
+    n_tasks = len(loaded.tasks)
+    for m in cfg.methods:
+        kind = method(m.kind)
+        for i in range(n_tasks):
+            steps = _steps(cfg, loaded.tasks[i]) if kind.trains else 0
+            probes = 0.0
+            if kind.trains and ev.probe_every:
+                earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))
+                probes = (steps // ev.probe_every) * earlier
+            stages.append(StageCost(m.label, steps * step_s[m.label] + probes, stage_eval if kind.trains else 0.0))
+    precision = [f"{t.name} ±{half_width(n):.0f} points (n={n})" for t, n in zip(loaded.tasks, rows)]
+    advice = [f"score fewer eval rows (evaluation.eval_rows; now {max(rows)} per task, {score_s:.0f} s a stage)",
+              f"fewer perplexity-probe tokens (evaluation.ppl_max_tokens, ppl_stride = ppl_window; now {forwarded:,} "
+              f"tokens forwarded, {ppl_s:.0f} s a stage)"]
+    if ev.self_probe:
+        advice.append(f"fewer self-probe texts or tokens (now {ev.self_probe_texts} x {ev.self_probe_tokens})")
+    advice.append("or train more steps per task (training.max_steps), which evaluation then weighs less against")
+    how = (f"{CALIBRATION_STEPS} training steps per method ({CALIBRATION_STEPS - 1} timed), {CALIBRATION_ROWS} "
+           "scoring rows per task, a two-window slice of the perplexity probe" +
+           (", one self-probe decoding step" if ev.self_probe else ""))
+    return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=stage_eval + sample_s, stages=stages,
+                        precision=precision, advice=advice)
+
+
+def _steps(cfg: ExperimentConfig, task) -> int:
+    tr = cfg.training
+    if tr.max_steps:
+        return tr.max_steps
+    per_epoch = math.ceil(math.ceil(len(task.train) / tr.batch_size) / tr.grad_accum)
+    return max(1, math.ceil(tr.epochs * per_epoch))
+
+
+@torch.no_grad()
+def _decode_seconds(model, batch: int) -> float:
+    """Seconds of one sampling step of the self-probe's batch with a short KV cache (measured: 3 steps, first not
+    counted)."""
+    from curlora.measure.forward import next_token_logits
+
+    device = next(model.parameters()).device
+    ids = torch.ones((batch, 1), dtype=torch.long, device=device)
+    past, times = None, []
+    for _ in range(3):
+        start = time.perf_counter()
+        logits, past = next_token_logits(model, ids, past)
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+        times.append(time.perf_counter() - start)
+    return sum(times[1:]) / 2
+
+
+def estimate_config(cfg: ExperimentConfig, limits=None, should_stop=None) -> CostEstimate:
+    """Load what the run would load (refused as a run would be, over `limits`), then calibrate; writes nothing."""
+    from curlora.run.runner import load_everything
+
+    began = time.perf_counter()
+    loaded = load_everything(cfg, limits=limits, should_stop=should_stop)
+    return estimate(cfg, loaded, load_s=time.perf_counter() - began)

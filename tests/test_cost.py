@@ -1,0 +1,66 @@
+"""The cost told before Start: a calibration on the loaded model turns the run's counts of steps, rows and tokens
+into seconds per stage; evaluation over a third of the run is warned about with what to change; the eval rows'
+precision is the Wilson half-width; `run --dry-run` prints it and writes nothing."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from curlora.experiment import ExperimentConfig
+from curlora.run.cost import CostEstimate, StageCost, estimate_config, half_width
+from tiny_experiment import make_experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_half_width_is_the_wilson_interval_at_fifty_percent():
+    assert half_width(100) == pytest.approx(100 * (0.59617 - 0.40383) / 2, abs=0.001)
+    assert half_width(64) > half_width(100) > half_width(400)
+
+
+def test_the_estimate_scales_the_calibration_by_the_runs_counts(tmp_path):
+    exp = make_experiment(tmp_path / "exp", steps=6)
+    exp["evaluation"].update(self_probe_texts=2, self_probe_tokens=8)
+    cfg = ExperimentConfig.from_dict(exp)
+    est = estimate_config(cfg)
+    assert [(s.method) for s in est.stages] == ["curlora", "curlora", "lora", "lora"]
+    assert set(est.step_s) == {"curlora", "lora"} and all(v > 0 for v in est.step_s.values())
+    for s in est.stages:
+        # in-task probes every 2 steps add scoring to tasks after the first
+        assert s.train_s >= 6 * est.step_s[s.method] and s.eval_s > 0
+    assert est.stages[0].train_s == pytest.approx(6 * est.step_s["curlora"])
+    assert est.total_s == pytest.approx(est.load_s + est.train_s + est.eval_s)
+    assert 0 < est.eval_share < 1
+    for name, line in zip(("sent", "pair"), est.precision):
+        n = int(re.fullmatch(rf"{name} ±\d+ points \(n=(\d+)\)", line).group(1))
+        assert line == f"{name} ±{half_width(n):.0f} points (n={n})"
+    text = est.text()
+    assert "Estimated time on this machine" in text and "calibration measured just now" in text
+
+
+def test_evaluation_over_a_third_is_warned_about_with_what_to_change():
+    est = CostEstimate("x", {"lora": 1.0}, 0.0, 30.0, [StageCost("lora", 10.0, 30.0)], ["t ±10 points (n=100)"],
+                       ["score fewer eval rows (evaluation.eval_rows)", "fewer perplexity-probe tokens"])
+    assert est.eval_share == pytest.approx(60 / 70)
+    assert est.warning.startswith("Evaluation is 86 % of this run (more than a third): score fewer eval rows")
+    assert "WARNING" in est.text()
+    quiet = CostEstimate("x", {"lora": 1.0}, 0.0, 1.0, [StageCost("lora", 100.0, 1.0)], [], [])
+    assert quiet.warning is None and "WARNING" not in quiet.text()
+
+
+def test_dry_run_prints_the_estimate_and_writes_nothing(tmp_path):
+    exp = make_experiment(tmp_path / "exp", steps=2)
+    exp["evaluation"].update(probe_every=0, self_probe=False)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CURLORA_DATA_DIR": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "curlora", "run", str(path), "--dry-run"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Estimated time on this machine" in out.stdout and "Precision the eval rows buy" in out.stdout
+    assert not runs.exists() or not any(runs.iterdir())

@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="load everything and estimate the run's time on this machine from a short calibration (a "
                         "few training steps per method, a few scoring rows per task); writes nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the estimate as JSON")
     remote_code_flag(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last finished stage")
@@ -129,7 +130,8 @@ def cmd_run(args) -> int:
 
         began = time.perf_counter()
         loaded = load_everything(cfg)
-        print(estimate(cfg, loaded, load_s=time.perf_counter() - began).text(), flush=True)
+        est = estimate(cfg, loaded, load_s=time.perf_counter() - began)
+        print(json.dumps(est.to_json()) if args.json else est.text(), flush=True)
         return 0
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)

@@ -71,6 +71,12 @@ class CostEstimate:
         return (f"Evaluation is {100 * self.eval_share:.0f} % of this run (more than a third): "
                 + "; ".join(self.advice) + ".")
 
+    def to_json(self) -> dict:
+        import dataclasses
+
+        return {**dataclasses.asdict(self), "train_s": self.train_s, "eval_s": self.eval_s, "total_s": self.total_s,
+                "eval_share": self.eval_share, "warning": self.warning}
+
     def text(self) -> str:
         lines = [f"Estimated time on this machine: about {_dur(self.total_s)} — training {_dur(self.train_s)}, "
                  f"evaluation {_dur(self.eval_s)} ({100 * self.eval_share:.0f} %), loading {_dur(self.load_s)}.",

@@ -213,11 +213,11 @@ def _export_stage(run: Run, args) -> None:
 def cmd_export(args) -> int:
     run = Run.open(args.run_id)
     stage_export = bool(args.lora or args.gguf)
+    if not stage_export and (args.method is not None or args.stage is not None):
+        raise CurloraError("--method and --stage choose the stage for --lora DIR or --gguf FILE; add one of them.")
     if not args.out and not args.tensorboard and not stage_export:
         raise CurloraError("export needs --out FOLDER (files and adapters), --tensorboard DIR (event files), or "
                            "--lora DIR / --gguf FILE with --method and --stage.")
-    if not stage_export and (args.method is not None or args.stage is not None):
-        raise CurloraError("--method and --stage choose the stage for --lora DIR or --gguf FILE; add one of them.")
     if stage_export:
         _export_stage(run, args)
         if not args.out and not args.tensorboard:

@@ -27,7 +27,7 @@ from curlora.run.store import Run
 GGUF_TYPES = ("f16", "q8_0")
 ARCHITECTURES = ("llama",)  # model_type values written as llama.cpp's "llama" architecture
 # Bounds the tests assert on the tiny random Llama (measured max |Δ logit| well inside them, see the docstring).
-TOLERANCE = {"f16": 2e-3, "q8_0": 2e-2}
+TOLERANCE = {"f16": 5e-4, "q8_0": 1e-2}
 QK8_0 = 32  # Q8_0's block: a row must be a whole number of blocks
 
 # The pre-tokenizer's regex split, as llama.cpp names it (tokenizer.ggml.pre), recognised from tokenizer.json's

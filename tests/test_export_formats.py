@@ -332,3 +332,39 @@ def test_cli_refuses_gguf_for_a_base_that_is_not_llama(finished, cli, monkeypatc
     assert code == 2 and "Llama-family models only, and this base is a gpt2 model (GPT2LMHeadModel)" in err
     assert not (tmp / "gpt2.gguf").exists()
     assert not [p for p in tmp.iterdir() if p.name.startswith(".gpt2.gguf.partial")]
+
+
+def test_the_results_tab_engine_call_gives_a_lora_zip_and_a_gguf_file(finished):
+    """What the Results tab's "Export stage" button calls (the tab only wires it): files in the owner's exports
+    folder, made by the same engine as the CLI."""
+    import zipfile
+
+    from curlora.run.export import export_stage_file
+    from curlora.run.jobs import JobManager
+
+    tmp, run = finished
+    jobs = JobManager(tmp / "runs")
+    archive = export_stage_file(jobs, run.id, "curlora", 1, "lora")
+    assert archive.endswith(f"{run.id}-curlora-stage-1-lora.zip")
+    with zipfile.ZipFile(archive) as z:
+        assert sorted(z.namelist()) == ["curlora-stage-1-lora/", "curlora-stage-1-lora/adapter_config.json",
+                                        "curlora-stage-1-lora/adapter_model.safetensors"]
+        assert json.loads(z.read("curlora-stage-1-lora/adapter_config.json"))["peft_type"] == "LORA"
+    path = export_stage_file(jobs, run.id, "lora", 2, "gguf-q8_0")
+    assert path.endswith(f"{run.id}-lora-stage-2-q8_0.gguf") and open(path, "rb").read(4) == b"GGUF"
+    with pytest.raises(CurloraError, match="Unknown stage export 'gguf-q4'"):
+        export_stage_file(jobs, run.id, "lora", 2, "gguf-q4")
+
+
+def test_the_results_tab_exports_a_stage_through_the_app(finished):
+    gradio_client = pytest.importorskip("gradio_client")
+
+    from app_server import serving
+
+    tmp, run = finished
+    with serving(run.root) as (url, _):
+        client = gradio_client.Client(url, verbose=False)
+        path = client.predict(run.id, "curlora", 2, "gguf-f16", api_name="/export_stage")
+        assert path.endswith("-curlora-stage-2-f16.gguf") and open(path, "rb").read(4) == b"GGUF"
+        with pytest.raises(gradio_client.exceptions.AppError, match="Stage must be between 1 and 2"):
+            client.predict(run.id, "curlora", 3, "lora", api_name="/export_stage")

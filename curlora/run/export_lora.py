@@ -145,12 +145,18 @@ def write_lora(config, state: dict, dest: Path) -> Path:
 
 
 def _copy_lora(stage: Path, dest: Path) -> Path:
-    """A stage that already is a PEFT LoRA folder: its config and weights, nothing of the studio's."""
+    """A stage that already is a PEFT LoRA folder: its config and weights, nothing of the studio's. A named init
+    ("mica") becomes PEFT's plain one: the saved weights replace whatever an init draws, and a loader that doesn't
+    know the name (or runs its SVD on every layer first) gains nothing from it."""
     def write(tmp: Path) -> None:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (stage / name).is_file() or (stage / name).is_symlink():
                 raise CurloraError(f"{stage} lacks {name}; the stage is incomplete and cannot be exported.")
             shutil.copyfile(stage / name, tmp / name)
+        config = json.loads((tmp / CONFIG_NAME).read_text(encoding="utf-8"))
+        if isinstance(config.get("init_lora_weights"), str):
+            config["init_lora_weights"] = True
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     return publish(dest, write, folder=True)
 

@@ -161,6 +161,14 @@ def _copy_lora(stage: Path, dest: Path) -> Path:
     return publish(dest, write, folder=True)
 
 
+def _peft_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("peft_type")
+    except (OSError, ValueError, AttributeError):
+        raise CurloraError(f"{folder / CONFIG_NAME} is missing or not a JSON object; the stage cannot be "
+                           "exported.") from None
+
+
 def export_lora(run: Run, label: str, stage: int, dest: Path) -> dict:
     """Stage `stage` of method `label` as a PEFT LoRA folder at `dest` (must not exist). Returns what was written:
     {"path", "kind", "r", "converted"} (converted: CURLoRA factors turned into LoRA's; else a copy)."""
@@ -168,7 +176,7 @@ def export_lora(run: Run, label: str, stage: int, dest: Path) -> dict:
     check_destination(dest)
     folder = finished_stage(run, label, stage)
     kind = method_kind(run, label)
-    if kind != "curlora":
+    if _peft_type(folder) == "LORA":  # decided by what the folder holds, not by the method's name
         _copy_lora(folder, dest)
         config = json.loads((dest / CONFIG_NAME).read_text(encoding="utf-8"))
         return {"path": str(dest), "kind": kind, "r": config.get("r"), "converted": False}

@@ -214,12 +214,14 @@ def test_gguf_refuses_a_model_that_is_not_llama_and_writes_nothing(merged_llama,
 # -- the CLI on a finished run --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """The tiny two-task experiment (CURLoRA, LoRA and the base line) run to the end, in its own store."""
+    """The tiny two-task experiment (CURLoRA, LoRA, a full fine-tune and the base line) run to the end, in its own
+    store."""
     from curlora.experiment import ExperimentConfig
     from curlora.run.runner import run_experiment
 
     tmp = tmp_path_factory.mktemp("cli-export")
-    exp = make_experiment(tmp, steps=2, methods=("curlora", "lora", "base"))
+    exp = make_experiment(tmp, steps=2, methods=("curlora", "lora", "base", "full"))
+    exp["methods"][3] = {"kind": "full", "lr": 1e-3}
     exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
     run = run_experiment(ExperimentConfig.from_dict(exp), root=tmp / "runs")
     assert run.status()["status"] == "completed"
@@ -266,6 +268,8 @@ def test_cli_exports_a_curlora_stage_as_lora_and_a_lora_stage_as_it_is(finished,
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (tmp / "out" / "lora-1" / name).read_bytes() == (stage / name).read_bytes()
     assert sorted(p.name for p in (tmp / "out").iterdir()) == ["curlora-2", "lora-1"]  # no temporary left
+    (tmp / "fresh").mkdir()  # the user's usual permissions, not a private temporary folder's 0700
+    assert (tmp / "out" / "curlora-2").stat().st_mode == (tmp / "fresh").stat().st_mode
 
 
 @pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
@@ -277,11 +281,34 @@ def test_cli_exports_a_merged_stage_as_gguf(finished, cli, gguf_type):
     code, out, err = cli("--method", "curlora", "--stage", 2, "--gguf", path, "--gguf-type", gguf_type)
     assert code == 0, err
     assert f"GGUF ({gguf_type.upper()}" in out and f"FROM ./{path.name}" in out
+    fresh = tmp / f"fresh-{gguf_type}"
+    fresh.write_bytes(b"")
+    assert path.stat().st_mode == fresh.stat().st_mode  # not mkstemp's private 0600
     ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
     again = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name).eval()
     with torch.no_grad():
         got = again(input_ids=ids).logits
     assert float((got - stage_logits(run, "curlora", 2, ids)).abs().max()) <= TOLERANCE[gguf_type]
+
+
+def test_cli_exports_a_full_fine_tunes_stage_as_gguf(finished, cli):
+    """A full fine-tune's stage is a whole model: the GGUF holds its weights (nothing to merge)."""
+    from safetensors.torch import load_model
+    from transformers import AutoModelForCausalLM
+
+    tmp, run = finished
+    path = tmp / "full-2.gguf"
+    code, _, err = cli("--method", "full", "--stage", 2, "--gguf", path)
+    assert code == 0, err
+    trained = AutoModelForCausalLM.from_pretrained(run.config().model.name).eval()
+    load_model(trained, str(run.adapter_dir("full", 2) / "model.safetensors"), strict=False)
+    again = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name).eval()
+    read = dict(again.named_parameters())
+    for name, w in trained.named_parameters():
+        assert torch.equal(read[name].detach(), rounded(w.detach(), "f16")), name
+    base = AutoModelForCausalLM.from_pretrained(run.config().model.name)
+    assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight,  # trained weights, not the base's
+                           base.model.layers[0].self_attn.q_proj.weight)
 
 
 def unfinished_copy(run, tmp):
@@ -308,8 +335,10 @@ def test_cli_refuses_what_it_cannot_export_in_one_sentence_and_writes_nothing(fi
     taken.write_text("mine")
     cases = [
         (("--method", "dora", "--stage", 1, "--lora", dest / "a"), "has no method 'dora'; its methods are curlora, "
-                                                                   "lora, base."),
+                                                                   "lora, base, full."),
         (("--method", "base", "--stage", 1, "--gguf", dest / "b.gguf"), "'base' (base) saves no stage"),
+        (("--method", "full", "--stage", 1, "--lora", dest / "g"), "'full' (full) saves no stage that can be "
+                                                                   "exported this way; pick one of the adapter methods"),
         (("--method", "curlora", "--stage", 3, "--lora", dest / "c"), "Stage must be between 1 and 2"),
         (("--method", "curlora", "--lora", dest / "d"), "needs --method M and --stage K"),
         (("--method", "curlora", "--stage", 1, "--gguf", taken), "already exists; choose a new path"),

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,10 +83,11 @@ def publish(dest: Path, write: Callable[[Path], None], folder: bool) -> Path:
     dest = Path(dest)
     check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{dest.name}.partial-"
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent) if folder else
-               tempfile.mkstemp(prefix=prefix, dir=dest.parent)[1])
+    # a fresh name, made the ordinary way (not mkstemp's private 0600): the export gets the user's usual permissions
+    tmp = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
     try:
+        if folder:
+            tmp.mkdir()
         write(tmp)
         check_destination(dest)  # someone else may have taken the name while this one wrote
         os.rename(tmp, dest)

@@ -412,3 +412,46 @@ def test_the_results_tab_exports_a_stage_through_the_app(finished):
         assert path.endswith("-curlora-stage-2-f16.gguf") and open(path, "rb").read(4) == b"GGUF"
         with pytest.raises(gradio_client.exceptions.AppError, match="Stage must be between 1 and 2"):
             client.predict(run.id, "curlora", 3, "lora", api_name="/export_stage")
+
+
+def spm_tokenizer():
+    """A Llama-2-style tokenizer: sentencepiece-like BPE with byte fallback (no byte-level alphabet), trained on
+    the tiny corpus, with <unk>, <s>, </s> and the 256 byte tokens first."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    from tiny_models import WORDS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator([" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) for i in range(200)],
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=specials))
+    data = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["merges"]]
+    return LlamaTokenizer(vocab=data["vocab"], merges=merges)
+
+
+def test_a_sentencepiece_style_llama_tokenizer_round_trips_with_scores_and_byte_tokens(tmp_path):
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    tokenizer = spm_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=1, eos_token_id=2)).eval()
+    path = write_gguf(model, tokenizer, tmp_path / "spm.gguf", "f16")
+    reader = gguf.GGUFReader(str(path))
+    field = reader.fields["tokenizer.ggml.model"]
+    assert bytes(field.parts[field.data[0]]).decode() == "llama"
+    meta = tokenizer_metadata(tokenizer, len(tokenizer))
+    assert meta["types"][:4] == [2, 3, 3, 6] and meta["scores"][300] == -300.0  # unk, <s>, </s>, <0x00>; -id
+    assert meta["space_prefix"] is True
+    text = "the king went é!"  # é and ! are not in the trained vocabulary: byte fallback
+    again = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    assert again(text).input_ids == tokenizer(text).input_ids
+    ids = torch.tensor([tokenizer(text).input_ids])
+    read = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    with torch.no_grad():
+        assert float((read(input_ids=ids).logits - model(input_ids=ids).logits).abs().max()) <= TOLERANCE["f16"]

@@ -4,9 +4,9 @@
     export_gguf(run, "curlora", 2, path, "f16")       # `curlora export RUN --method M --stage K --gguf FILE`
 
 The file is what llama.cpp's own convert_hf_to_gguf.py writes for a Llama: architecture "llama" with its hyper-
-parameters, the tokenizer (byte-level BPE: tokens, merges, token types, special ids, the chat template), and the
-tensors under llama.cpp's names, with q and k rows permuted into llama.cpp's rotary layout (transformers' GGUF loader
-undoes exactly that permutation). 1-D tensors (norms, biases) stay float32; matrices are F16, or Q8_0 (blocks of 32
+parameters, the tokenizer (byte-level BPE, or sentencepiece-style BPE with byte fallback: tokens, merges, token
+types, scores for the latter, special ids, the chat template), and the tensors under llama.cpp's names, with q and k
+rows permuted into llama.cpp's rotary layout (transformers' GGUF loader undoes exactly that permutation). 1-D tensors (norms, biases) stay float32; matrices are F16, or Q8_0 (blocks of 32
 with one f16 scale) where a row's length is a multiple of 32, and F16 where it isn't, as llama.cpp falls back.
 
 Read back through transformers' GGUF loader, every weight is the merged model's weight rounded as the type rounds it
@@ -22,6 +22,7 @@ docs/export.md has the table):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from curlora.errors import CurloraError
@@ -76,9 +77,15 @@ def _pre_type(pre: dict | None) -> str:
     return "default"
 
 
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
 def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
-    """What llama.cpp reads of a byte-level BPE tokenizer (tokenizer.ggml.*), from a transformers fast tokenizer:
-    {"model", "pre", "tokens", "types", "merges", "bos", "eos", "unk", "pad", "add_bos", "add_eos", "template"}."""
+    """What llama.cpp reads of the tokenizer (tokenizer.ggml.*), from a transformers fast tokenizer: {"model",
+    "pre", "tokens", "types", "scores", "merges", "bos", "eos", "unk", "pad", "add_bos", "add_eos", "space_prefix",
+    "template"}. Byte-level BPE (GPT-2, Llama 3, SmolLM) is llama.cpp's "gpt2" model; a sentencepiece-style BPE with
+    byte fallback (Llama 2, Mistral, TinyLlama) its "llama" model, with scores -id: llama.cpp's SPM tokenizer merges
+    the best-scored pair first, and such a vocabulary is numbered in merge order."""
     from gguf import TokenType
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -86,33 +93,43 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
         raise CurloraError("GGUF export needs the model's fast tokenizer (tokenizer.json); this one has none.")
     data = json.loads(backend.to_str())
     model, pre = data.get("model") or {}, data.get("pre_tokenizer")
-    if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(pre):
-        raise CurloraError(f"GGUF export writes byte-level BPE tokenizers (GPT-2, Llama 3, SmolLM style), and this "
-                           f"model's is a {model.get('type')} tokenizer with a different pre-tokenizer.")
+    byte_level = "ByteLevel" in json.dumps(pre)
+    spm = bool(model.get("byte_fallback")) and not byte_level
+    if model.get("type") != "BPE" or not (byte_level or spm):
+        raise CurloraError(f"GGUF export writes BPE tokenizers (byte-level as in GPT-2, Llama 3 and SmolLM, or "
+                           f"sentencepiece-style with byte fallback as in Llama 2), and this model's is a "
+                           f"{model.get('type')} tokenizer without either.")
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise CurloraError(f"The tokenizer has ids up to {max(vocab.values())} but the model only {vocab_size} "
                            "embeddings; this model and tokenizer don't belong together.")
     added = {t.content: t for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
     by_id = {i: t for t, i in vocab.items()}
-    tokens, types = [], []
+    tokens, types, scores = [], [], []
     for i in range(vocab_size):
         token = by_id.get(i)
         if token is None:  # embedding rows the tokenizer never produces, named as llama.cpp names them
-            tokens.append(f"[PAD{i}]")
-            types.append(TokenType.UNUSED)
+            token, kind, score = f"[PAD{i}]", TokenType.UNUSED, -1000.0
+        elif spm and token == tokenizer.unk_token:  # byte-level vocabularies mark it as the control token it is
+            kind, score = TokenType.UNKNOWN, 0.0
         elif token in added:
-            tokens.append(token)
-            types.append(TokenType.CONTROL if added[token].special else TokenType.USER_DEFINED)
+            kind = TokenType.CONTROL if added[token].special else TokenType.USER_DEFINED
+            score = 0.0 if added[token].special else -1000.0
+        elif spm and BYTE_TOKEN.fullmatch(token):
+            kind, score = TokenType.BYTE, 0.0
         else:
-            tokens.append(token)
-            types.append(TokenType.NORMAL)
+            kind, score = TokenType.NORMAL, -float(i)
+        tokens.append(token)
+        types.append(int(kind))
+        scores.append(score)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     probe = "hello"
     plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
     full = tokenizer(probe)["input_ids"]
+    first = tokenizer.convert_ids_to_tokens(plain[:1])
     return {
-        "model": "gpt2", "pre": _pre_type(pre), "tokens": tokens, "types": [int(t) for t in types], "merges": merges,
+        "model": "llama" if spm else "gpt2", "pre": "default" if spm else _pre_type(pre), "tokens": tokens,
+        "types": types, "scores": scores if spm else None, "merges": merges,
         "bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "unk": tokenizer.unk_token_id,
         "pad": tokenizer.pad_token_id,
         # what the tokenizer itself adds around a text, so llama.cpp's prompts start as transformers' do
@@ -120,6 +137,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
                         and plain[:1] != [tokenizer.bos_token_id]),
         "add_eos": bool(tokenizer.eos_token_id is not None and full[-1:] == [tokenizer.eos_token_id]
                         and plain[-1:] != [tokenizer.eos_token_id]),
+        "space_prefix": bool(spm and first and first[0].startswith("\u2581")),  # sentencepiece's leading "▁"
         "template": tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), str) else None,
     }
 
@@ -194,7 +212,11 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str = "f16", name: str |
         w.add_tokenizer_pre(tok["pre"])
         w.add_token_list(tok["tokens"])
         w.add_token_types(tok["types"])
-        w.add_token_merges(tok["merges"])
+        if tok["scores"] is not None:
+            w.add_token_scores(tok["scores"])
+            w.add_add_space_prefix(tok["space_prefix"])
+        if tok["merges"]:
+            w.add_token_merges(tok["merges"])
         for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("unk", w.add_unk_token_id),
                          ("pad", w.add_pad_token_id)):
             if tok[key] is not None:

@@ -59,6 +59,17 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", metavar="DIR",
                    help="write the run's training curves and stored numbers as TensorBoard event files under DIR/<run "
                         "id> (each run of a study under DIR/<study id>/); `tensorboard --logdir DIR` shows them")
+    p.add_argument("--method", help="with --lora or --gguf: the method label as in `show` (e.g. curlora, lora)")
+    p.add_argument("--stage", type=int, help="with --lora or --gguf: the stage, k = after the k-th task (--gguf: 0 = "
+                                             "the base model)")
+    p.add_argument("--lora", metavar="DIR",
+                   help="write the stage as a plain PEFT LoRA folder (a CURLoRA stage converted exactly: B = α·C·U, "
+                        "A = R), for PEFT, vLLM --lora-modules, TGI; DIR must not exist")
+    p.add_argument("--gguf", metavar="FILE",
+                   help="write the stage merged into the base as one GGUF file for llama.cpp, Ollama, LM Studio "
+                        "(Llama-family bases); FILE must not exist")
+    p.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16",
+                   help="the GGUF's matrix type: f16 (default) or q8_0 (half the size, 8-bit blocks)")
     p.set_defaults(func=cmd_export)
 
 
@@ -190,11 +201,41 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _export_stage(run: Run, args) -> None:
+    """--lora DIR and --gguf FILE: one stage of one method, in the formats people serve."""
+    if args.method is None or args.stage is None:
+        raise CurloraError("export --lora / --gguf needs --method M and --stage K (the stage after the k-th task).")
+    from curlora.run.export_lora import check_destination
+
+    for dest in filter(None, (args.lora, args.gguf)):  # both refused before either is written
+        check_destination(Path(dest))
+    if args.lora:
+        from curlora.run.export_lora import export_lora
+
+        res = export_lora(run, args.method, args.stage, Path(args.lora))
+        how = "converted from CURLoRA exactly" if res["converted"] else f"the {res['kind']} stage as saved"
+        print(f"LoRA adapter (rank {res['r']}, {how}) in {res['path']}: "
+              "PeftModel.from_pretrained(base, DIR) or vLLM --lora-modules NAME=DIR")
+    if args.gguf:
+        from curlora.run.export_gguf import export_gguf
+
+        res = export_gguf(run, args.method, args.stage, Path(args.gguf), args.gguf_type)
+        print(f"GGUF ({res['type'].upper()}, {res['bytes'] / 2**20:.1f} MiB) in {res['path']}: "
+              f"llama-cli -m {res['path']}, or an Ollama Modelfile with FROM ./{Path(res['path']).name}")
+
+
 def cmd_export(args) -> int:
     run = Run.open(args.run_id)
-    if not args.out and not args.tensorboard:
-        raise CurloraError("export needs --out FOLDER (files and adapters) or --tensorboard DIR (event files), or "
-                           "both.")
+    stage_export = bool(args.lora or args.gguf)
+    if not stage_export and (args.method is not None or args.stage is not None):
+        raise CurloraError("--method and --stage choose the stage for --lora DIR or --gguf FILE; add one of them.")
+    if not args.out and not args.tensorboard and not stage_export:
+        raise CurloraError("export needs --out FOLDER (files and adapters), --tensorboard DIR (event files), or "
+                           "--lora DIR / --gguf FILE with --method and --stage.")
+    if stage_export:
+        _export_stage(run, args)
+        if not args.out and not args.tensorboard:
+            return 0
     if args.tensorboard:
         from curlora.run.trackers import export_tensorboard
 

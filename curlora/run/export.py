@@ -7,6 +7,8 @@ tables as text, the metrics as CSV, the finished adapter folders, and merged mod
     copy_finished_adapters(run, m, dest)         # only the stages metrics.json vouches for; links never followed
     export_merged(run, m, dest)                  # each adapter method's last stage folded into the base
     export_file(jobs, run_id, what, owner)       # one file for a browser to download (the Results tab)
+    export_stage_file(jobs, run_id, m, k, fmt)   # one stage as a PEFT LoRA zip or a GGUF file (the Results tab;
+                                                 # the work is in export_lora.py and export_gguf.py)
 """
 
 from __future__ import annotations
@@ -192,12 +194,7 @@ def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = No
     m = run.metrics()
     if not m:
         raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
-    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
-    out = Path(tempfile.mkdtemp(prefix="export-", dir=folder))
+    out = _export_folder(jobs, owner)
     if what == "metrics.json":
         (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
     elif what == "metrics.csv":
@@ -218,3 +215,36 @@ def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = No
     else:
         raise CurloraError(f"Unknown export {what!r}.")
     return str(out / what)
+
+
+def _export_folder(jobs: JobManager, owner: str | None) -> Path:
+    """A new folder in the owner's exports folder, where exports older than EXPORT_KEEP_S are removed first."""
+    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    return Path(tempfile.mkdtemp(prefix="export-", dir=folder))
+
+
+STAGE_FORMATS = {"lora": "PEFT LoRA folder (zip)", "gguf-f16": "GGUF F16, merged", "gguf-q8_0": "GGUF Q8_0, merged"}
+
+
+def export_stage_file(jobs: JobManager, run_id: str, label: str, stage: int, fmt: str, owner: str | None = None) -> str:
+    """One stage of one method for the browser to download, in a format people serve (the Results tab; the CLI's
+    `export --lora / --gguf`): "lora" a zip of the PEFT LoRA folder (curlora/run/export_lora.py), "gguf-f16" or
+    "gguf-q8_0" the stage merged into the base as one .gguf file (curlora/run/export_gguf.py)."""
+    if fmt not in STAGE_FORMATS:
+        raise CurloraError(f"Unknown stage export {fmt!r}; the formats are {', '.join(STAGE_FORMATS)}.")
+    run = jobs.open(run_id, owner)
+    out = _export_folder(jobs, owner)
+    name = f"{run_id}-{label}-stage-{int(stage)}"
+    if fmt == "lora":
+        from curlora.run.export_lora import export_lora
+
+        export_lora(run, label, int(stage), out / name / f"{label}-stage-{int(stage)}-lora")
+        return shutil.make_archive(str(out / f"{name}-lora"), "zip", out / name)
+    from curlora.run.export_gguf import export_gguf
+
+    gguf_type = fmt.removeprefix("gguf-")
+    return export_gguf(run, label, int(stage), out / f"{name}-{gguf_type}.gguf", gguf_type)["path"]

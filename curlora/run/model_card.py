@@ -5,7 +5,8 @@ the app and `curlora show` show.
 
 It says what was trained (base model, tasks in order, each method with its setting), what the repo holds and how to
 load it, each method's accuracy matrix (every cell with its n and 95 % Wilson interval), perplexity, self-perplexity
-and KL to the base after every stage, ACC/BWT/FWT/forgetting, the learnability verdicts, and the exact config.
+and KL to the base after every stage, ACC/BWT/FWT/forgetting, the learnability verdicts, how to serve a stage
+elsewhere (PEFT / vLLM LoRA, llama.cpp / Ollama / LM Studio GGUF), and the exact config.
 """
 
 from __future__ import annotations
@@ -54,6 +55,34 @@ def _matrix(m: RunMetrics, label: str) -> list[str]:
     return lines
 
 
+def serving(run_id: str, base: str, label: str, k: int) -> list[str]:
+    """How to serve a stage outside this app, as Markdown lines: the two exports and the tools that load each one.
+    What was checked here is said as such (tests/test_export_formats.py); the rest names the tool's own command."""
+    cmd = f"python -m curlora export {run_id} --method {label} --stage {k}"
+    return [
+        "## Serving a stage", "",
+        "**As a plain LoRA adapter** (any adapter method; a CURLoRA stage is converted exactly, W + α·C·U·R = W + B·A "
+        "with B = α·C·U and A = R, at lora_alpha = r):", "",
+        "```bash", f"{cmd} --lora ./{label}-stage-{k}-lora", "```", "",
+        "- PEFT, without CURLoRA installed: `PeftModel.from_pretrained(base, \"./" + label + f"-stage-{k}-lora\")` "
+        "(the project's tests check, in a process without curlora, that the logits equal the stage's to 1e-5).",
+        f"- vLLM: `vllm serve {base} --enable-lora --max-lora-rank R --lora-modules {label}=./{label}-stage-{k}-lora` "
+        "(R at least the adapter's rank; vLLM serves plain LoRA, not DoRA).",
+        "- llama.cpp's `--lora` takes a GGUF LoRA, which this app does not write: convert the folder with llama.cpp's "
+        "`convert_lora_to_gguf.py --base BASE_FOLDER ./" + f"{label}-stage-{k}-lora` (not checked here), or serve the "
+        "merged GGUF below.", "",
+        "**Merged, as one GGUF file** for llama.cpp, Ollama and LM Studio (Llama-family bases; `--gguf-type q8_0` "
+        "for a file about half the size):", "",
+        "```bash", f"{cmd} --gguf ./{label}-stage-{k}.gguf --gguf-type f16",
+        f"llama-cli -m ./{label}-stage-{k}.gguf          # or: llama-server -m ./{label}-stage-{k}.gguf",
+        f"printf 'FROM ./{label}-stage-{k}.gguf\\n' > Modelfile && ollama create {label}-stage-{k} -f Modelfile",
+        "```", "",
+        "The file follows the layout of llama.cpp's own converter (architecture `llama`, q/k rows permuted, the "
+        "tokenizer's merges and chat template); LM Studio takes the same file (`lms import`). What is checked here: "
+        "it reads back through transformers' GGUF loader with the merged model's tokens and logits up to rounding "
+        "(F16 and Q8_0 bounds in `docs/export.md`); llama.cpp itself is not run by the tests.", ""]
+
+
 def model_card(run, metrics, config_yaml: str, repo: str, methods: list[str] | None = None,
                merged: bool = False) -> str:
     """README.md for `repo` holding the adapters of `methods` (default: every method with an adapter) of `run`."""
@@ -95,5 +124,7 @@ def model_card(run, metrics, config_yaml: str, repo: str, methods: list[str] | N
     verdicts = [v["verdict"] for v in m.learnability if v.get("verdict")]
     if verdicts:
         lines += ["## Was each task learned?", "", *[f"- {v}" for v in verdicts], ""]
+    if pushed:
+        lines += serving(run.id, base, first, k)
     lines += ["## The exact config", "", "```yaml", config_yaml.rstrip("\n"), "```", ""]
     return "\n".join(lines)

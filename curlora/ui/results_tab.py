@@ -1,6 +1,7 @@
 """Results tab: any run's summary table (ACC with the final training loss, BWT, FWT, forgetting, perplexity,
 parameters, time, memory), a matched-loss run's targets, its charts, exports built by the engine's export functions
-(curlora/run/export.py), so the app and `curlora export` agree, and any finished stage evaluated on a new CSV or
+(curlora/run/export.py), so the app and `curlora export` agree, one stage as a PEFT LoRA folder or a merged GGUF
+file (curlora/run/export_lora.py, export_gguf.py: the engine behind `curlora export --lora / --gguf`), any finished stage evaluated on a new CSV or
 text (curlora/run/evaluate.py, the engine behind `curlora eval`), and the run pushed to the Hugging Face hub
 (curlora/run/hub.py, the engine behind `curlora push`)."""
 
@@ -13,7 +14,7 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
-from curlora.run.export import FWT_LABEL, export_file, table
+from curlora.run.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
 from curlora.run.hub import push
 from curlora.run.methods import described, method, setting_text
 from curlora.run.store import Run
@@ -150,6 +151,15 @@ def build(engine: Engine) -> dict:
                 gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
 
     @friendly
+    def pick_stage(rid: str, request: gr.Request):
+        """The stage export's controls for this run: its adapter methods and stages 1..n."""
+        if not rid:
+            return gr.update(choices=[], value=None), gr.update()
+        labels, n = stage_choices(jobs.open(rid, engine.owner(request)))
+        return (gr.update(choices=labels, value=labels[0] if labels else None),
+                gr.update(minimum=1, maximum=max(n, 1), value=max(n, 1), step=1))
+
+    @friendly
     def evaluate(rid: str, method: str, stage, upload, request: gr.Request, progress=gr.Progress()):
         """A finished stage (or the base, stage 0) on an uploaded task CSV (accuracy) or .txt (perplexity)."""
         if not rid:
@@ -206,6 +216,20 @@ def build(engine: Engine) -> dict:
                 progress(0.2, desc="merging each method's last stage into the base model")
                 return export_file(jobs, rid, what, owner)
         return handler
+
+    @friendly
+    def export_stage(rid: str, label: str, stage, fmt: str, request: gr.Request, progress=gr.Progress()):
+        """One stage of one method as a PEFT LoRA zip or a merged GGUF file (curlora/run/export.py)."""
+        if not rid:
+            raise CurloraError("Pick a run first.")
+        if not label:
+            raise CurloraError("This run has no method with an adapter to export; pick a run with CURLoRA or LoRA.")
+        owner = engine.owner(request)
+        jobs.open(rid, owner)  # before waiting for the device
+        progress(0.05, desc="waiting for the device")
+        with jobs.gate.hold("a stage export"):  # loads the base model (and merges, for GGUF)
+            progress(0.2, desc=f"writing {label} after task {int(stage or 0)} as {STAGE_FORMATS.get(fmt, fmt)}")
+            return export_stage_file(jobs, rid, label, int(stage or 0), fmt, owner)
 
     @friendly
     def push_run(rid: str, repo: str, only: str | None, merged: bool, private: bool, request: gr.Request,
@@ -267,6 +291,20 @@ def build(engine: Engine) -> dict:
                             ("merged.zip", "Merged models (zip)")]}
             gr.Markdown("Merged models: each method's last finished stage folded into a copy of the base model "
                         "(full model size; loads with `AutoModelForCausalLM.from_pretrained`).")
+    with gr.Accordion("Export a stage to serve it (PEFT LoRA, GGUF)", open=False, elem_id="results-serve"):
+        gr.Markdown("**PEFT LoRA**: a zip of `adapter_config.json` + `adapter_model.safetensors` that "
+                    "`PeftModel.from_pretrained(base, folder)` and vLLM (`--enable-lora --lora-modules name=folder`) "
+                    "load without this app; a CURLoRA stage is converted exactly (B = α·C·U, A = R). **GGUF**: the "
+                    "stage merged into the base as one file for llama.cpp (`llama-cli -m file.gguf`), Ollama "
+                    "(`FROM ./file.gguf` in a Modelfile) and LM Studio; Llama-family bases only. Q8_0 is about half "
+                    "of F16's size, with a slightly larger rounding error.")
+        with gr.Row():
+            sx_method = gr.Dropdown([], label="Method", scale=1, allow_custom_value=True, elem_id="serve-method")
+            sx_stage = gr.Slider(1, 3, value=1, step=1, label="After task k", scale=2, elem_id="serve-stage")
+            sx_format = gr.Radio([(label, fmt) for fmt, label in STAGE_FORMATS.items()], value="lora",
+                                 label="Format", scale=2, elem_id="serve-format")
+        sx_button = gr.Button("Export stage", elem_id="serve-export")
+        sx_file = gr.File(label="Stage export", height=90, elem_id="serve-file")
     with gr.Accordion("Evaluate a stage on new data", open=False, elem_id="results-evaluate"):
         with gr.Row():
             ev_method = gr.Dropdown([], label="Method", scale=1, allow_custom_value=True, elem_id="eval-method")
@@ -292,6 +330,9 @@ def build(engine: Engine) -> dict:
     outputs = [header, summary, text, loss_plot, heatmap, ppl_plot, forget_plot]
     run.change(show, run, outputs, api_name="results", concurrency_limit=None)
     run.change(pick, run, [ev_method, ev_stage], api_name=False, concurrency_limit=None, show_progress="hidden")
+    run.change(pick_stage, run, [sx_method, sx_stage], api_name=False, concurrency_limit=None, show_progress="hidden")
+    sx_button.click(export_stage, [run, sx_method, sx_stage, sx_format], sx_file, api_name="export_stage",
+                    concurrency_id="gpu", concurrency_limit=1)
     ev_button.click(evaluate, [run, ev_method, ev_stage, ev_file], ev_result, api_name="evaluate",
                     concurrency_id="gpu", concurrency_limit=1)
     reload.click(refresh, run, run, api_name=False, concurrency_limit=None).then(

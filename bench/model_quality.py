@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=300, help="zero-shot rows per task (seeded, stratified)")
     ap.add_argument("--ppl-tokens", type=int, default=16384, help="WikiText-2 test tokens scored")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this measurement needs the shared evaluation files")

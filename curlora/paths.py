@@ -11,3 +11,4 @@ PRESETS = REPO / "presets"  # models.yaml, datasets.yaml, experiments/
 DEMO_TASKS = ASSETS / "tasks"
 DEFAULT_PROBE = ASSETS / "probe" / "kjv_heldout.txt"
 QUICK_DEMO = PRESETS / "experiments" / "quick-demo.yaml"
+REAL_DEMO = PRESETS / "experiments" / "real-demo.yaml"

@@ -14,22 +14,32 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
 from curlora.models.loading import available_memory
-from curlora.paths import QUICK_DEMO
+from curlora.paths import QUICK_DEMO, REAL_DEMO
 from curlora.run.estimate import memory_text, trainable_parameters, training_memory
 from curlora.run.methods import kinds as registered, method
 from curlora.run.store import atomic_write_text
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, shown, with_request
 
-PRESET = QUICK_DEMO
+# The form starts from the preset of the default base model; the picker above the form loads either.
+DEMOS = {"quick-demo": ("Quick demo: the bundled 5M model, about 3 min", QUICK_DEMO),
+         "real-demo": ("Real demo: SmolLM2-135M-Instruct (docs/demo-cost.md)", REAL_DEMO)}
 GROUPS = ("forgetting-aware", "LoRA family", "baselines")
 METHODS = [(method(k).title, k) for group in GROUPS for k in registered() if method(k).group == group]  # form order
 GROUPED = " · ".join(f"{group}: {', '.join(t for t, k in METHODS if method(k).group == group)}" for group in GROUPS)
 
 
-def _defaults() -> ExperimentConfig:
+def default_demo() -> str:
+    """The real demo where SmolLM2 is the app's default model (its package is installed), else the quick demo."""
+    from curlora.models.gguf import PACKAGED
+    from curlora.models.presets import default_model_name
+
+    return "real-demo" if default_model_name() in PACKAGED else "quick-demo"
+
+
+def _defaults(demo: str | None = None) -> ExperimentConfig:
     try:
-        return ExperimentConfig.load(PRESET)
+        return ExperimentConfig.load(DEMOS[demo or default_demo()][1])
     except CurloraError:
         return ExperimentConfig(tasks=[{"name": "x", "train_file": "x.csv"}])
 
@@ -53,6 +63,31 @@ def _assign(obj, key: str, value) -> None:
             setattr(obj, key, None)
         return
     setattr(obj, key, base(value.strip() if isinstance(value, str) else value) if base in (int, float, str) else value)
+
+
+def form_values(cfg: ExperimentConfig, paths: list[str]) -> list:
+    """The Train form's values for an experiment (the inverse of make_config, field by field): what loading a preset
+    puts in each widget. A method column the experiment doesn't have keeps its widget's value (gr.skip)."""
+    import gradio as gr
+
+    by_column = {(method(m.kind).column or m.kind): m for m in cfg.methods}
+    out = []
+    for path in paths:
+        section, _, key = path.partition(".")
+        if path == "methods":
+            out.append([m.kind for m in cfg.methods])
+        elif path == "methods.target_modules":
+            first = next((m for m in cfg.methods if m.target_modules), None)
+            out.append(", ".join(first.target_modules) if first else "")
+        elif section in ("model", "training", "evaluation", "run"):
+            out.append(getattr(getattr(cfg, section), key))
+        elif section in by_column:
+            out.append(getattr(by_column[section], key))
+        elif path == "preset":
+            out.append(gr.skip())
+        else:
+            out.append(gr.skip())
+    return out
 
 
 def method_settings(values: dict) -> list[MethodSettings]:
@@ -87,6 +122,9 @@ def build(engine: Engine, model: dict) -> dict:
                 "may have its own learning rate (its U starts at zero between frozen low-norm columns and rows, so it "
                 "usually needs a larger one); leave it empty for one shared rate, or compare at matched loss. Runs "
                 "live on the server: close the tab and come back, the run keeps going.")
+    demo_pick = gr.Dropdown([(label, key) for key, (label, _) in DEMOS.items()], value=default_demo(),
+                            label="Start from a preset (sets the base model and this form; tasks stay as they are)",
+                            elem_id="train-preset")
     with gr.Accordion("What each method does, and what it needs", open=False):
         gr.Markdown("\n".join(f"- **{title}** ({method(k).group}): {method(k).help}" for title, k in METHODS))
     with gr.Row(equal_height=False):
@@ -168,6 +206,7 @@ def build(engine: Engine, model: dict) -> dict:
         "model.device": model["device"], "training.comparison": comparison, "training.target_loss": target_loss,
         "curlora.lr": c_lr, "training.gradient_checkpointing": checkpointing,
         "model.quantization": quantization, "training.group_by_length": grouped,
+        "preset": demo_pick,  # not a config field: which preset gives the settings the form doesn't show
     }
     form = list(fields.values())
     paths = list(fields)
@@ -176,7 +215,7 @@ def build(engine: Engine, model: dict) -> dict:
         tasks = sessions.get(request).tasks
         if not tasks:
             raise CurloraError("Add at least one task on the Tasks tab first (the three demo tasks are one click).")
-        cfg = _defaults()
+        cfg = _defaults(values.get("preset") if values.get("preset") in DEMOS else None)
         cfg.tasks = list(tasks)
         cfg.methods = method_settings(values)
         for path, value in values.items():
@@ -196,6 +235,12 @@ def build(engine: Engine, model: dict) -> dict:
         return ExperimentConfig.from_dict(cfg.to_dict())  # the same validation a YAML file gets
 
     n = len(form)
+
+    @friendly
+    def load_demo(key: str):
+        values = form_values(_defaults(key), paths)
+        values[paths.index("run.name")] = key
+        return values
 
     @with_request(n)
     @friendly
@@ -320,6 +365,7 @@ def build(engine: Engine, model: dict) -> dict:
     start.click(submit, form, [run_id, remembered, timer], api_name="start", concurrency_limit=None)
     start_yaml.click(submit_yaml, yaml_in, [run_id, remembered, timer], api_name="start_yaml", concurrency_limit=None)
     stop.click(cancel, run_id, None, api_name="stop", **light)
+    demo_pick.input(load_demo, demo_pick, form, api_name=False, **light)
     time_btn.click(estimate_time, form, time_box, api_name="estimate_time", concurrency_id="gpu", concurrency_limit=1)
     timer.tick(poll, run_id, outputs, api_name=False, show_progress="hidden", **light)
     run_id.change(poll, run_id, outputs, api_name=False, show_progress="hidden", **light)

@@ -1,0 +1,67 @@
+"""Screenshots of a finished SmolLM2 run in the app: the Model tab (what SmolLM2 is, measured) and the Chat tab
+with the same questions to the base model, LoRA and CURLoRA after the last task.
+
+    .venv/bin/python docs/screenshots/real_chat.py RUNS_DIR RUN_ID
+
+RUNS_DIR is the store holding the run (e.g. the one `python -m curlora run presets/experiments/real-demo.yaml`
+wrote to); the app serves it on a free loopback port. Writes docs/screenshots/{model-smollm2,chat-smollm2-*}.png.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app_server import serve  # noqa: E402
+from browser import launch, missing, set_model, tab  # noqa: E402
+
+QUESTIONS = [("paris", "What is the capital of France?"),
+             ("review", "Is this review positive or negative? \"The toaster broke after two days.\""),
+             ("steps", "Give me three tips for learning to cook.")]
+
+
+def main() -> int:
+    if missing():
+        print(missing())
+        return 1
+    from playwright.sync_api import expect, sync_playwright
+
+    root, run_id = Path(sys.argv[1]), sys.argv[2]
+    demo, url, jobs = serve(root)
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(300_000)
+        page.goto(url)
+        set_model(page, "smollm2-135m-instruct")
+        expect(page.locator("#model-info")).to_contain_text("Measured by this project")
+        page.screenshot(path=HERE / "model-smollm2.png", full_page=True)
+        tab(page, "Chat")
+        pick = page.locator("#chat-run input")
+        pick.fill(run_id)
+        pick.press("Enter")
+        expect(page.locator("#chat-mode")).to_contain_text("SmolLM")
+        page.get_by_label("max new tokens").fill("96")
+        page.get_by_label("max new tokens").press("Enter")
+        for name, text in QUESTIONS:
+            page.locator("#chat-clear").click()
+            page.locator("#chat-prompt textarea").fill(text)
+            page.locator("#chat-send").click()
+            for pane in ("base", "lora", "curlora"):
+                bot = page.locator(f"#pane-{pane} [data-testid='bot']")
+                expect(bot).to_have_count(1)
+                expect(bot.nth(0)).not_to_have_text("…", timeout=300_000)
+            expect(page.locator("#chat-prompt textarea")).to_have_value("")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=HERE / f"chat-smollm2-{name}.png", full_page=True)
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 MAX_FILE_MB = 300.0  # a 1.6M-row Sentiment140 file is 238 MB; much more than this doesn't belong in RAM as str
 DELIMITERS = (",", ";", "\t", "|")
@@ -97,7 +97,9 @@ def looks_like_formula(cell: str) -> bool:
 
 def show(value: object, width: int = 60) -> str:
     """A user's value as it may appear inside a one-line message: control characters escaped, long text clipped."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(value))
+    if not isinstance(value, str):  # str() of a nested value walks all of it; clip() stops after a few items
+        return clip(value, width)
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value[: width * 4])
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -141,7 +143,7 @@ def read_table(
         delimiter = sniff_delimiter(text)
     elif len(delimiter) != 1 or delimiter in "\"\r\n":
         raise CurloraError(f"{name}: the delimiter must be one character other than a quote or a line break, "
-                           f"got {delimiter!r}.")
+                           f"got {clip(delimiter)}.")
     table = _parse(text, name, delimiter)
     table.encoding, table.bom, table.line_endings = encoding, bom, _line_endings(text)
     table.warnings[:0] = warnings
@@ -178,7 +180,7 @@ def _decode(data: bytes, name: str, fallback: str | None) -> tuple[str, str, boo
         except UnicodeError:
             pass
         except LookupError:
-            raise CurloraError(f"{name}: unknown fallback encoding {fallback!r}; use a Python codec name such as "
+            raise CurloraError(f"{name}: unknown fallback encoding {clip(fallback)}; use a Python codec name such as "
                                "'latin-1' or 'cp1252'.") from None
     if data.startswith(_UTF16_BOMS) and not codecs.lookup(fallback or "utf-8").name.startswith("utf-16"):
         raise CurloraError(f"{name} is saved as UTF-16 (it starts with a UTF-16 byte-order mark); save it as "

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models.build_lock import BUILD_LOCK
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
@@ -227,7 +227,7 @@ def read_config(folder: Path, choice: str, trust_remote_code: bool = False):
         if not raw.get("auto_map"):
             import transformers
 
-            raise CurloraError(f"'{choice}' has model type {model_type!r}, which transformers "
+            raise CurloraError(f"'{choice}' has model type {clip(model_type)}, which transformers "
                                f"{transformers.__version__} does not know; upgrade transformers or pick another "
                                "model.")
     elif model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -303,7 +303,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if key not in DTYPES:
-        raise CurloraError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        raise CurloraError(f"Unknown dtype {clip(dtype)}; use auto, float32, bfloat16 or float16.")
     return DTYPES[key]
 
 
@@ -312,9 +312,9 @@ def resolve_device(device: str | None) -> str:
     if key == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if key.startswith("cuda") and not torch.cuda.is_available():
-        raise CurloraError(f"Device {device!r} was asked for but no CUDA GPU is visible; use device 'cpu' or 'auto'.")
+        raise CurloraError(f"Device {clip(device)} was asked for but no CUDA GPU is visible; use device 'cpu' or 'auto'.")
     if key not in ("cpu", "mps") and not key.startswith("cuda"):
-        raise CurloraError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
+        raise CurloraError(f"Unknown device {clip(device)}; use auto, cpu, cuda, cuda:N or mps.")
     return key
 
 
@@ -430,7 +430,7 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype):
     if quantization in (None, "none"):
         return None
     if quantization not in ("8bit", "4bit"):
-        raise CurloraError(f"model.quantization: {quantization!r} is not one of none, 8bit, 4bit.")
+        raise CurloraError(f"model.quantization: {clip(quantization)} is not one of none, 8bit, 4bit.")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
@@ -25,14 +25,14 @@ def stage_model(run: Run, cfg: ExperimentConfig, base, method: str, stage: int):
         return base, lambda: None
     kinds = {m.label: registered(m.kind) for m in cfg.methods}
     if method not in kinds:
-        raise CurloraError(f"Run {run.id} has no method {method!r}; it has {', '.join(kinds)}.")
+        raise CurloraError(f"Run {run.id} has no method {clip(method)}; it has {', '.join(kinds)}.")
     folder = run.adapter_dir(method, stage)
     if not kinds[method].trains:
         return base, lambda: None
     if not folder.is_dir():
-        raise CurloraError(f"Run {run.id} has no stage {stage} for {method!r} yet (finished stages are in {folder.parent}).")
+        raise CurloraError(f"Run {run.id} has no stage {stage} for {clip(method)} yet (finished stages are in {folder.parent}).")
     if not kinds[method].has_adapter:
-        raise CurloraError(f"Evaluating a {kinds[method].kind!r} stage on new data isn't supported; pick a method "
+        raise CurloraError(f"Evaluating a {clip(kinds[method].kind)} stage on new data isn't supported; pick a method "
                            "that saves an adapter (e.g. curlora or lora).")
     model = methods.load_adapter(base, folder)
     return model, lambda: methods.detach(model)

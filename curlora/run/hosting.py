@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
 from curlora.run.limits import Limits
@@ -68,7 +68,7 @@ def resolve_bundled(value: str | None) -> str | None:
         return value
     path = _bundled_path(value).resolve()
     if not _within(path, ASSETS.resolve()):
-        raise CurloraError(f"{value[:120]!r} is not a bundled file: bundled paths stay inside assets/.")
+        raise CurloraError(f"{clip(value[:120])} is not a bundled file: bundled paths stay inside assets/.")
     return str(path)
 
 
@@ -260,7 +260,7 @@ class Policy:
         if name in bundled_models() or name in BUNDLED_ALIASES or name in load_model_presets():
             return
         if _looks_like_path(name) or not HUB_ID.match(name):
-            raise CurloraError(f"model.name: {name!r} is not a preset, the bundled model or a hub id (owner/name); "
+            raise CurloraError(f"model.name: {clip(name)} is not a preset, the bundled model or a hub id (owner/name); "
                                "folders on the server cannot be used here.")
 
     def check_config(self, cfg, root: Path, owner: str | None) -> None:

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
@@ -216,7 +216,7 @@ class JobManager:
         if self.policy.hosted:
             run_owner = read_owner(run.path) if run is not None else None
             if run is None or not self.policy.visible(run_owner, owner):
-                raise CurloraError(f"No run {str(run_id)[:140]!r} here; the Runs tab lists your runs.")
+                raise CurloraError(f"No run {clip(str(run_id))} here; the Runs tab lists your runs.")
             if change and not self.policy.may_change(run_owner, owner):
                 raise CurloraError(f"Run {run_id} is a shared example: it can be read, exported and chatted with, "
                                    "but not changed; start your own run to train.")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.run.methods import method
 
 ENV_PREFIX = "CURLORA_LIMIT_"
@@ -222,13 +222,13 @@ def _parse(raw, f: dataclasses.Field, where: str) -> int | float | None:
         except ValueError:
             value = raw
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CurloraError(f"{where}: {raw!r} is not a number; give a number such as {example}, or none to lift "
+        raise CurloraError(f"{where}: {clip(raw)} is not a number; give a number such as {example}, or none to lift "
                            "the limit.")
     if not math.isfinite(value) or value < 0:
-        raise CurloraError(f"{where}: {raw!r} is not a limit; give a number of at least 0, or none to lift it.")
+        raise CurloraError(f"{where}: {clip(raw)} is not a limit; give a number of at least 0, or none to lift it.")
     if whole:
         if not float(value).is_integer():
-            raise CurloraError(f"{where}: {raw!r} is not a whole number; give one such as {example}, or none to "
+            raise CurloraError(f"{where}: {clip(raw)} is not a whole number; give one such as {example}, or none to "
                                "lift the limit.")
         return int(value)
     return float(value)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
@@ -41,7 +41,7 @@ REGISTRY: dict[str, Method] = {}
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make `cls` a method kind (its `kind` must be new)."""
     if not cls.kind or cls.kind in REGISTRY:
-        raise ValueError(f"method kind {cls.kind!r} is empty or registered twice")
+        raise ValueError(f"method kind {clip(cls.kind)} is empty or registered twice")
     REGISTRY[cls.kind] = cls()
     return cls
 
@@ -58,7 +58,7 @@ def method(kind: str) -> Method:
     try:
         return REGISTRY[kind]
     except KeyError:
-        raise CurloraError(f"{kind!r} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
+        raise CurloraError(f"{clip(kind)} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import METHOD_NAME, ExperimentConfig
 from curlora.run import events as ev
 
@@ -72,7 +72,7 @@ def new_run_id(name: str = "run") -> str:
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
         raise CurloraError(
-            f"{run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' only (as `list` shows them)."
+            f"{clip(run_id)} is not a valid run id: use letters, digits, '.', '_' and '-' only (as `list` shows them)."
         )
     return run_id
 
@@ -184,7 +184,7 @@ class Run:
     def open(cls, run_id: str, root: Path | None = None) -> "Run":
         run = cls((root or data_dir()).resolve(), run_id)
         if run.path.is_symlink() or not (run.path / "config.yaml").is_file():
-            raise CurloraError(f"No run {run_id!r} in {run.root}; `python -m curlora list` shows the runs there.")
+            raise CurloraError(f"No run {clip(run_id)} in {run.root}; `python -m curlora list` shows the runs there.")
         return run
 
     def remove(self) -> None:
@@ -226,7 +226,7 @@ class Run:
 
     def adapter_dir(self, method: str, stage: int) -> Path:
         if not METHOD_NAME.match(method):
-            raise CurloraError(f"{method!r} is not a valid method name.")
+            raise CurloraError(f"{clip(method)} is not a valid method name.")
         return self.path / "adapters" / method / f"stage-{int(stage)}"
 
     def _read_json(self, name: str) -> tuple[dict | None, str | None]:

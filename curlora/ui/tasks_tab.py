@@ -15,7 +15,7 @@ from curlora.data.presets import load_presets
 from curlora.data.report import format_summary
 from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.paths import DEMO_TASKS
 from curlora.run.hosting import task_sources
 from curlora.ui.common import Engine, friendly, with_request
@@ -34,7 +34,7 @@ def demo_tasks() -> list[str]:
 def demo_config(name: str) -> TaskConfig:
     folder = DEMO_DIR / name
     if not (folder / "train.csv").is_file():
-        raise CurloraError(f"There is no demo task {name!r}; choose one of {', '.join(demo_tasks())}.")
+        raise CurloraError(f"There is no demo task {clip(name)}; choose one of {', '.join(demo_tasks())}.")
     ev = folder / "eval.csv"
     return TaskConfig(name=name, train_file=str(folder / "train.csv"), eval_file=str(ev) if ev.is_file() else None,
                       max_train_rows=400, max_eval_rows=100)
@@ -47,10 +47,10 @@ def parse_verbalizers(text: str) -> dict[str, str] | None:
         if not part.strip():
             continue
         if "=" not in part:
-            raise CurloraError(f"Verbalizer {part.strip()!r} needs the form 'label = word', e.g. '0 = negative'.")
+            raise CurloraError(f"Verbalizer {clip(part.strip())} needs the form 'label = word', e.g. '0 = negative'.")
         label, word = (s.strip() for s in part.split("=", 1))
         if not label or not word:
-            raise CurloraError(f"Verbalizer {part.strip()!r} needs a label and a word on either side of '='.")
+            raise CurloraError(f"Verbalizer {clip(part.strip())} needs a label and a word on either side of '='.")
         out[label] = word
     return out or None
 
@@ -93,7 +93,7 @@ def build(engine: Engine) -> dict:
     def check_and_add(cfg: TaskConfig, request: gr.Request) -> str:
         tasks = sessions.get(request).tasks
         if any(t.name == cfg.name for t in tasks):
-            raise CurloraError(f"There is already a task named {cfg.name!r}; give this one another name.")
+            raise CurloraError(f"There is already a task named {clip(cfg.name)}; give this one another name.")
         limit = getattr(policy.limits, "tasks_per_run", None)
         if limit is not None and len(tasks) >= limit:
             raise CurloraError(f"Tasks per run: the limit here is {limit}; remove a task before adding another.")

@@ -11,7 +11,7 @@ import typing
 
 import gradio as gr
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
 from curlora.models.loading import available_memory
 from curlora.paths import QUICK_DEMO
@@ -44,7 +44,7 @@ def _assign(obj, key: str, value) -> None:
     may be None, such as eval rows or a target loss) leaves None; any other empty box keeps the default."""
     hints = typing.get_type_hints(type(obj))
     if key not in hints:
-        raise CurloraError(f"The Train form has no setting {key!r}.")
+        raise CurloraError(f"The Train form has no setting {clip(key)}.")
     tp = hints[key]
     optional = type(None) in typing.get_args(tp)
     base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
@@ -246,7 +246,7 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit_yaml(text: str, request: gr.Request):
         notices = []
-        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box"), engine.owner(request),
+        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box", aliases=not engine.hosted), engine.owner(request),
                           notices)
         for note in notices:
             gr.Info(note)

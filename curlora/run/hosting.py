@@ -87,6 +87,49 @@ def owner_key(kind: str, value: str) -> str:
     return hashlib.sha256(f"curlora-owner\0{kind}\0{value}".encode()).hexdigest()[:32]
 
 
+ANONYMOUS = "anonymous"  # the pool every caller who is not signed in draws from
+PROXY_HOPS_ENV = "CURLORA_PROXY_HOPS"  # trusted proxies in front of the app that append to X-Forwarded-For
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who pays for a request: the key its allowances (runs queued, chat replies, turns of the device) are counted
+    under. It is not who owns a run (that is the owner key, per browser): a visitor who opens four sessions owns four
+    task lists but still has one allowance. `pooled`: not signed in, so it also draws from the one pool all such
+    callers share (Limits.runs_anonymous, chat_per_minute_anonymous)."""
+
+    key: str
+    pooled: bool = False
+
+    @classmethod
+    def of(cls, who: "Client | str | None") -> "Client":
+        """A Client from an owner key (the CLI, tests, a server that is not hosted: the owner pays for itself)."""
+        return who if isinstance(who, Client) else cls(who or LOCAL)
+
+
+def client_of(user_key: str | None, forwarded_for: str | None, behind_proxy: bool) -> Client:
+    """The paying identity of a request. A signed-in user (their owner key) has an allowance of their own. Anyone
+    else is pooled: behind the Space's proxy (SPACE_ID set) by the address the proxy forwards, the entry it appended
+    to X-Forwarded-For (CURLORA_PROXY_HOPS from the right, default 1: earlier entries are whatever the caller sent);
+    elsewhere the header is the caller's own word, so all of them are one key. A new gradio session, workspace
+    token or MCP connection changes none of these."""
+    if user_key:
+        return Client(user_key)
+    if behind_proxy and forwarded_for:
+        hops = os.environ.get(PROXY_HOPS_ENV, "").strip()
+        hops = int(hops) if hops.isdigit() and int(hops) > 0 else 1
+        entries = [e.strip() for e in str(forwarded_for)[:1000].split(",")]
+        address = entries[-hops] if len(entries) >= hops else ""
+        if address:
+            return Client(owner_key("address", address), pooled=True)
+    return Client(ANONYMOUS, pooled=True)
+
+
+def behind_space_proxy() -> bool:
+    """A Hugging Face Space (SPACE_ID set) is reached only through its proxy, which sets X-Forwarded-For."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
 def _within(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -279,21 +322,31 @@ class Policy:
             self.limits.check_experiment(cfg)
 
     # -- chat ------------------------------------------------------------------------------------------------
-    def allow_chat(self, owner: str | None, now: float | None = None) -> None:
-        """At most `limits.chat_per_minute` replies per owner in any 60 s."""
-        limit = getattr(self.limits, "chat_per_minute", None)
-        if limit is None:
-            return
+    def allow_chat(self, client: Client | str | None, now: float | None = None) -> None:
+        """At most `limits.chat_per_minute` replies per client in any 60 s, and for callers who are not signed
+        in at most `chat_per_minute_anonymous` together (a fresh session or MCP connection is the same client)."""
+        client = Client.of(client)
+        checks = [(client.key, getattr(self.limits, "chat_per_minute", None), "Chat replies per minute", "")]
+        if client.pooled and self.hosted:
+            checks.append((ANONYMOUS + "\0pool", getattr(self.limits, "chat_per_minute_anonymous", None),
+                           "Chat replies per minute of visitors who are not signed in",
+                           " (or sign in for an allowance of your own)"))
         now = time.monotonic() if now is None else now
         with self._lock:
-            recent = self._chats.setdefault(owner or LOCAL, deque())
-            while recent and now - recent[0] >= 60:
-                recent.popleft()
-            if len(recent) >= limit:
-                wait = 60 - (now - recent[0])
-                raise CurloraError(f"Chat replies per minute: the limit here is {limit:g}; try again in "
-                                   f"{max(1, round(wait))} s.")
-            recent.append(now)
+            queues = []
+            for key, limit, what, hint in checks:
+                if limit is None:
+                    continue
+                recent = self._chats.setdefault(key, deque())
+                while recent and now - recent[0] >= 60:
+                    recent.popleft()
+                if len(recent) >= limit:
+                    wait = 60 - (now - recent[0])
+                    raise CurloraError(f"{what}: the limit here is {limit:g}; try again in {max(1, round(wait))} s"
+                                       f"{hint}.")
+                queues.append(recent)
+            for recent in queues:
+                recent.append(now)
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`,;()<>]+/)*([^\s'\"`,;()<>/]*)")

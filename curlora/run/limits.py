@@ -64,6 +64,10 @@ class Limits:
     queue_length: int | None = _limit("runs queued at once (everyone)")
     store_mb_total: float | None = _limit("stored runs in total (everyone)", "MB", whole=False)
     max_rank: int | None = _limit("largest rank r")
+    runs_anonymous: int | None = _limit("runs of visitors not signed in, all together (active + queued)")
+    chat_per_minute_anonymous: int | None = _limit("chat replies per minute of visitors not signed in, together")
+    points_per_study: int | None = _limit("runs in one study (methods × learning rates × seeds)")
+    tokens_per_study: int | None = _limit("training tokens per study (summed over its runs)")
 
     @classmethod
     def load(cls, hosted: bool) -> "Limits":
@@ -112,6 +116,21 @@ class Limits:
                   "set evaluation.eval_rows (or the task's max_eval_rows) to the limit or less")
         _over_tokens(training_tokens(cfg, [len(t.train) for t in tasks]), self.tokens_per_run)
 
+    # -- per-study checks --------------------------------------------------------------------------------
+    def check_study(self, cfg, points: dict[str, int], rows: list[int] | None = None) -> None:
+        """Refuse a study whose whole grid is over the limits: its runs (`points`: method label -> runs of that
+        method, see study_points) and the training tokens summed over them (each run trains one method; with
+        `rows` None, only when every schedule has max_steps)."""
+        _over("Runs per study (methods × learning rates × seeds)", sum(points.values()), self.points_per_study,
+              "use fewer learning rates or seeds (or fewer methods)", subject="study")
+        per = tokens_by_method(cfg, rows)
+        if per is None:
+            return
+        total = sum(per.get(label, 0) * n for label, n in points.items())
+        _over("Training tokens per study (summed over its runs)", total, self.tokens_per_study,
+              "use fewer learning rates or seeds, or lower training.max_steps (or epochs), batch_size or max_length",
+              subject="study")
+
 
 # Hosted defaults, for a free CPU Space (2 vCPUs, 16 GB RAM, 50 GB of disk that is lost on restart) that every
 # visitor shares, one run at a time:
@@ -125,10 +144,15 @@ class Limits:
 #   a full fine-tune of the bundled model is 20 MB a stage; the rest of the disk holds models and caches.
 # - chat 20 replies a minute: a reply takes the device for a second or two, so one visitor can't starve the rest.
 # - rank 64: a quarter of the bundled model's hidden size; CURLoRA's U is r × r per adapted matrix.
+# - visitors who are not signed in: 6 runs and 60 chat replies a minute all together, so anonymous callers (however
+#   many sessions, tokens or connections they open) leave 2 queue places to signed-in visitors.
+# - a study: 16 runs (2 methods × 4 learning rates × 2 seeds) and 4e7 training tokens in all (two runs' worth: a
+#   study of quick-demo points has 108 of them), so one study is an afternoon of the Space, not 9 days.
 HOSTED: dict[str, int | float | None] = {
     "runs_per_visitor": 2, "tokens_per_run": 20_000_000, "tasks_per_run": 10, "rows_per_task": 5_000,
     "eval_rows_per_task": 1_000, "upload_mb": 20, "store_mb_per_visitor": 500, "chat_per_minute": 20,
-    "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64,
+    "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64, "runs_anonymous": 6,
+    "chat_per_minute_anonymous": 60, "points_per_study": 16, "tokens_per_study": 40_000_000,
 }
 # On your own machine nothing is limited but the size of one upload through the browser.
 LOCAL: dict[str, int | float | None] = {"upload_mb": 50}
@@ -143,20 +167,36 @@ def steps_per_task(rows: int, training) -> int:
 def training_tokens(cfg, rows: list[int] | None = None) -> int | None:
     """Training tokens per run (module docstring); None when a schedule needs the row counts and `rows`
     (train rows per task, in task order) is not given."""
+    per = tokens_by_method(cfg, rows)
+    return None if per is None else sum(per.values())
+
+
+def tokens_by_method(cfg, rows: list[int] | None = None) -> dict[str, int] | None:
+    """Training tokens of each trained method's schedule over all tasks (label -> tokens); None as above."""
     tr = cfg.training
     per_step = tr.batch_size * tr.grad_accum * tr.max_length
-    total = 0
+    out = {}
     for m in cfg.methods:
         if not method(m.kind).trains:
             continue
         budgets = {tr.max_steps}
         if tr.comparison == "matched_loss" and m.label != tr.matched_loss_reference:
             budgets.add(tr.matched_loss_max_steps or tr.max_steps)
+        total = 0
         for i in range(len(cfg.tasks)):
             if None in budgets and rows is None:
                 return None
             total += max(b if b is not None else steps_per_task(rows[i], tr) for b in budgets) * per_step
-    return total
+        out[m.label] = total
+    return out
+
+
+def study_points(settings) -> dict[str, int]:
+    """Runs of each method in a study's grid (label -> learning rates × seeds × task orders, when the settings
+    have an orders axis), from its planned settings (study.plan_settings), before anything is created."""
+    seeds = len(getattr(settings, "seeds", None) or [0])
+    orders = len(getattr(settings, "orders", None) or [None])
+    return {label: len(grid) * seeds * orders for label, grid in settings.lrs.items()}
 
 
 def scored_eval_rows(cfg, task) -> int:
@@ -191,9 +231,10 @@ def check_positions(cfg, model) -> None:
                                f"use at most {limit}.")
 
 
-def _over(what: str, asked: int, limit: int | float | None, change: str) -> None:
+def _over(what: str, asked: int, limit: int | float | None, change: str, subject: str = "run") -> None:
     if limit is not None and asked > limit:
-        raise CurloraError(f"{what}: this run asks for {_show(asked)}, the limit here is {_show(limit)}; {change}.")
+        raise CurloraError(f"{what}: this {subject} asks for {_show(asked)}, the limit here is {_show(limit)}; "
+                           f"{change}.")
 
 
 def _over_tokens(tokens: int | None, limit: int | None) -> None:

@@ -180,7 +180,7 @@ class Tools:
                         for label, rec in m.methods.items()}})
 
     def generate(self, run_id: str, method: str, stage: int, prompt: str, owner: str | None = None,
-                 max_new_tokens: int = 48, gate=None) -> str:
+                 max_new_tokens: int = 48, gate=None, client=None) -> str:
         """Generate a reply to a prompt with one method of a run after one stage (greedy decoding): the base model is
         "base" (or stage 0); "lora" at stage 2 is the LoRA adapter saved after the second task.
 
@@ -206,7 +206,7 @@ class Tools:
                 raise CurloraError(f"{method} keeps no adapter to generate with; use base (stage 0) or an adapter "
                                    "method.")
             pane = f"{method}@{stage}"
-        self.jobs.policy.allow_chat(owner)
+        self.jobs.policy.allow_chat(client or owner)
 
         def reply() -> str:
             text = ""
@@ -224,7 +224,7 @@ class Tools:
         return as_json({"run_id": run.id, "method": "base" if pane == "base" else method,
                         "stage": 0 if pane == "base" else stage, "prompt": prompt, "reply": text})
 
-    def start_run(self, experiment_yaml: str, owner: str | None = None) -> str:
+    def start_run(self, experiment_yaml: str, owner: str | None = None, client=None) -> str:
         """Start a run from an experiment YAML (the same file `python -m curlora run` reads, with the same checks and
         limits as the app's Train tab); it queues behind any run in progress.
 
@@ -236,5 +236,5 @@ class Tools:
         """
         cfg = ExperimentConfig.from_yaml(experiment_yaml or "", source="experiment_yaml",
                                          aliases=not self.jobs.policy.hosted)
-        run_id = self.jobs.submit(cfg, owner)
+        run_id = self.jobs.submit(cfg, owner, client=client)
         return as_json({"run_id": run_id, "status": self.jobs.status(run_id, owner)["status"]})

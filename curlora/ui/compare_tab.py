@@ -103,7 +103,7 @@ def build(engine: Engine, train: dict) -> dict:
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
                                          kl_budget=budget or None)
         notices = []
-        sid = jobs.submit_study(cfg, settings, engine.owner(request), notices)
+        sid = jobs.submit_study(cfg, settings, engine.owner(request), notices, client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return gr.update(choices=mine(request), value=sid), gr.Timer(active=True)

@@ -21,7 +21,7 @@ import os
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.run.hosting import owner_key
+from curlora.run.hosting import Client, owner_key
 from curlora.run.mcp_tools import Tools
 from curlora.ui.common import Engine, friendly
 
@@ -71,6 +71,14 @@ def caller(engine: Engine, request: gr.Request | None) -> str | None:
     return owner_key("user", user) if engine.hosted else None
 
 
+def payer(engine: Engine, owner: str | None, request: gr.Request | None) -> Client | None:
+    """Who pays for an MCP call: the login's user, else (like a page) the forwarded address or the anonymous pool;
+    a new MCP connection is none of these anew."""
+    if not engine.hosted:
+        return None
+    return Client(owner) if owner else engine.client(request)
+
+
 def register(engine: Engine) -> list[str]:
     """The tools as API endpoints of the Blocks being built (call inside its `with`); returns their names."""
     tools = Tools(engine.jobs, engine.chat)
@@ -88,10 +96,13 @@ def register(engine: Engine) -> list[str]:
         return tools.compare_methods(run_id, caller(engine, request))
 
     def generate(run_id: str, method: str, stage: int, prompt: str, request: gr.Request) -> str:
-        return tools.generate(run_id, method, stage, prompt, caller(engine, request), gate=engine.jobs.gate)
+        owner = caller(engine, request)
+        return tools.generate(run_id, method, stage, prompt, owner, gate=engine.jobs.gate,
+                              client=payer(engine, owner, request))
 
     def start_run(experiment_yaml: str, request: gr.Request) -> str:
-        return tools.start_run(experiment_yaml, caller(engine, request))
+        owner = caller(engine, request)
+        return tools.start_run(experiment_yaml, owner, client=payer(engine, owner, request))
 
     fns = [list_runs, get_run_summary, get_accuracy_matrix, compare_methods, generate]
     if login() is not None:

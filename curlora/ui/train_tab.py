@@ -238,7 +238,8 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit(*values, request: gr.Request):
         notices = []
-        run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices)
+        run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices,
+                          client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return run, run, gr.Timer(active=True)
@@ -246,8 +247,8 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit_yaml(text: str, request: gr.Request):
         notices = []
-        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box", aliases=not engine.hosted), engine.owner(request),
-                          notices)
+        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box", aliases=not engine.hosted),
+                          engine.owner(request), notices, client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return run, run, gr.Timer(active=True)

@@ -279,3 +279,52 @@ def test_a_second_visitors_run_starts_before_an_8_run_studys_last_run(tmp_path):
         stages = [x for x in Run.open(e["run_id"], jobs.root).events() if x["kind"] == "stage" and x["stage"] == 1]
         assert len(stages) == 1
     assert json.loads((study.path / "study.json").read_text())["points"]
+
+
+# -- the same over HTTP, as on a Space: SPACE_ID set, each visitor's address in X-Forwarded-For ---------------------
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    from app_server import serving
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURLORA_MULTI_USER", "1")
+    mp.setenv("SPACE_ID", "curlora/studio")
+    try:
+        with serving(tmp_path_factory.mktemp("space") / "runs") as (url, jobs):
+            yield url, jobs
+    finally:
+        mp.undo()
+
+
+def test_on_a_space_four_fresh_sessions_from_one_address_get_two_places_and_an_alias_yaml_nothing(space):
+    gradio_client = pytest.importorskip("gradio_client")
+    import yaml
+
+    url, jobs = space
+    jobs.gate.acquire("the test holds the device")  # the runs stay queued
+    try:
+        sessions = [gradio_client.Client(url, verbose=False, headers={"X-Forwarded-For": "203.0.113.7"})
+                    for _ in range(4)]
+        started, refused = [], []
+        for client in sessions:
+            for _ in range(2):
+                try:
+                    started.append(client.predict(yaml.safe_dump(tiny_hosted()), api_name="/start_yaml")[0])
+                except gradio_client.exceptions.AppError as err:
+                    refused.append(str(err))
+        assert len(started) == 2 and len(refused) == 6
+        assert all(r.startswith("Runs per visitor: you have 2 run(s) training or queued") for r in refused)
+        # another address is another visitor; its session may queue, and an alias YAML is refused at once
+        other = gradio_client.Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
+        began = time.perf_counter()
+        with pytest.raises(gradio_client.exceptions.AppError) as err:
+            other.predict(alias_yaml(5), api_name="/start_yaml")
+        assert time.perf_counter() - began < 5
+        assert "uses a YAML anchor or alias" in str(err.value) and len(str(err.value)) < 200
+        assert len(jobs.queued()) + bool(jobs.current()) == 2
+    finally:
+        for rid in started:
+            from curlora.run.hosting import read_owner
+
+            jobs.cancel(rid, read_owner(Run.open(rid, jobs.root).path))
+        jobs.gate.release()

@@ -87,6 +87,17 @@ def owner_key(kind: str, value: str) -> str:
     return hashlib.sha256(f"curlora-owner\0{kind}\0{value}".encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One kept upload of a visitor: its name, its size in bytes, its content digest (the handle to delete it by)
+    and the runs of theirs that name it."""
+
+    name: str
+    size: int
+    digest: str
+    used_by: list[str]
+
+
 ANONYMOUS = "anonymous"  # the pool every caller who is not signed in draws from
 PROXY_HOPS_ENV = "CURLORA_PROXY_HOPS"  # trusted proxies in front of the app that append to X-Forwarded-For
 
@@ -184,9 +195,11 @@ class Policy:
     def upload_dir(self, root: Path, owner: str | None) -> Path:
         return self.owner_dir(root, owner) / "uploads"
 
-    def keep_upload(self, src: str | os.PathLike, root: Path, owner: str | None, validate=None) -> Path:
+    def keep_upload(self, src: str | os.PathLike, root: Path, owner: str | None, validate=None,
+                    stored: int | None = None) -> Path:
         """Keep an upload for runs to use (and resume after a restart): checked by `validate(path)` first (a
-        refused file is never kept), then stored once per content per owner, under the name it first came with."""
+        refused file is never kept), then stored once per content per owner, under the name it first came with.
+        `stored`: the bytes the owner stores already (runs and uploads); a kept upload counts against their share."""
         src = Path(src)
         limit = getattr(self.limits, "upload_mb", None)
         size = src.stat().st_size
@@ -200,6 +213,11 @@ class Policy:
         existing = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()] if folder.is_dir() else []
         if existing:
             return existing[0]
+        share = getattr(self.limits, "store_mb_per_visitor", None)
+        if share is not None and stored is not None and stored + size > share * 1e6:
+            raise CurloraError(f"Stored runs per visitor: yours would take {(stored + size) / 1e6:.1f} MB with "
+                               f"'{src.name}', the limit here is {share:g} MB; delete some of your runs or uploads "
+                               "(Tasks tab, Your uploads) first.")
         folder.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name).strip("._") or "upload.csv"
         dest = folder / name
@@ -220,6 +238,41 @@ class Policy:
         files = [t.get(k) for t in data.get("tasks") or [] if isinstance(t, dict) for k in ("train_file", "eval_file")]
         files.append((data.get("evaluation") or {}).get("probe_text"))
         return {Path(f).resolve() for f in files if isinstance(f, str) and f"/{OWNERS_DIR}/" in f}
+
+    def list_uploads(self, root: Path, owner: str | None, runs=()) -> list[Upload]:
+        """The owner's kept uploads, newest first, each with its size and the runs (of `runs`) that name it."""
+        folder = self.upload_dir(root, owner)
+        if not folder.is_dir():
+            return []
+        users: dict[Path, list[str]] = {}
+        for run in runs:
+            for path in self.uploads_used(run.config_yaml):
+                users.setdefault(path, []).append(run.id)
+        found = []
+        for path in folder.glob("*/*"):
+            if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
+                st = path.stat()
+                found.append((st.st_mtime, Upload(path.name, st.st_size, path.parent.name,
+                                                  sorted(users.get(path.resolve(), [])))))
+        return [u for _, u in sorted(found, key=lambda t: t[0], reverse=True)]
+
+    def delete_upload(self, root: Path, owner: str | None, digest: str, runs=(), busy=()) -> Upload:
+        """Delete one kept upload (by the digest `list_uploads` gives); refused while a run in `busy` (queued or
+        training) names it. Finished runs that named it keep their numbers but can no longer be resumed."""
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{16}", digest)):
+            raise CurloraError("Pick one of your uploads to delete (the Tasks tab lists them).")
+        match = next((u for u in self.list_uploads(root, owner, runs) if u.digest == digest), None)
+        if match is None:
+            raise CurloraError("You have no such upload; the Tasks tab lists yours.")
+        waiting = [r for r in match.used_by if r in set(busy)]
+        if waiting:
+            raise CurloraError(f"Upload '{match.name}' is used by run {waiting[0]}, which is queued or training; "
+                               "stop it first, then delete the upload.")
+        path = self.upload_dir(root, owner) / digest / match.name
+        path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        return match
 
     def forget_uploads(self, paths: set[Path], root: Path, owner: str | None) -> None:
         """Delete kept uploads no run uses any more (only inside the owner's own uploads folder)."""

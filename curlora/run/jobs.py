@@ -160,7 +160,7 @@ class JobManager:
         need, runs = study_bytes(cfg, loaded, points), sum(points.values())
         checks = []
         if mine is not None:
-            used = self._owner_bytes(owner)
+            used = self.stored_bytes(owner)
             checks.append(("your share", used, mine))
         if total is not None and self.root.is_dir():
             checks.append(("this server's run store", folder_bytes(self.root), total))
@@ -171,7 +171,7 @@ class JobManager:
                                    "here; use fewer learning rates or seeds, or delete some of your runs or "
                                    "uploads first.")
 
-    def _owner_bytes(self, owner: str | None) -> int:
+    def stored_bytes(self, owner: str | None) -> int:
         """What `owner` stores: their runs and their own folder (uploads, exports, task list)."""
         runs = [r for r in self.runs(owner) if self.policy.may_change(read_owner(r.path), owner)]
         return sum(folder_bytes(r.path) for r in runs) + folder_bytes(self.policy.owner_dir(self.root, owner))
@@ -503,9 +503,32 @@ class JobManager:
             if job.units > 0 and self._others_wait(job):
                 job.yielded = True
                 raise Yielded()
+            self._check_growth(job)
             job.units += 1
             return inner(fn)
         return call
+
+    def _check_growth(self, job: Job) -> None:
+        """The store quotas while a run grows (each unit saves a stage, a study's each run its own files): over
+        its owner's share, or with the whole store full, this job stops before its next unit with a sentence
+        (finished stages kept). Only the job that is growing is stopped; nobody else's run is touched."""
+        if not self.policy.hosted:
+            return
+        limits = self.policy.limits
+        mine, total = getattr(limits, "store_mb_per_visitor", None), getattr(limits, "store_mb_total", None)
+        what = f"{'study' if job.study else 'run'} {job.run.id}"
+        if mine is not None:
+            used = self.stored_bytes(job.owner)
+            if used >= mine * 1e6:
+                raise CurloraError(f"Stored runs per visitor: your runs and uploads take {used / 1e6:,.1f} MB, over "
+                                   f"the limit of {mine:g} MB here, so {what} stopped after its finished stages "
+                                   "(kept); delete some of your runs or uploads, then resume it.")
+        if total is not None:
+            used = folder_bytes(self.root)
+            if used >= total * 1e6:
+                raise CurloraError(f"Stored runs in total: this server's run store holds {used / 1e6:,.0f} MB, the "
+                                   f"limit here is {total:g} MB, so {what} stopped after its finished stages (kept); "
+                                   "delete some of your runs, then resume it.")
 
     def _device_inner(self, job: Job, loaded):
         """Under the gate here, or (ZeroGPU) handed to its owner's request with a duration measured from the run

@@ -33,6 +33,8 @@ import dataclasses
 import difflib
 import math
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +70,11 @@ class Limits:
     chat_per_minute_anonymous: int | None = _limit("chat replies per minute of visitors not signed in, together")
     points_per_study: int | None = _limit("runs in one study (methods × learning rates × seeds)")
     tokens_per_study: int | None = _limit("training tokens per study (summed over its runs)")
+    rows_per_file: int | None = _limit("data rows read from one task file (reading stops there)")
+    eval_rows_per_run: int | None = _limit("eval rows scored per run (rows × stages, over tasks, and in-task probes)")
+    self_probe_tokens: int | None = _limit("self-probe tokens per stage (texts × tokens)")
+    probe_tokens: int | None = _limit("perplexity probe tokens per stage (evaluation.ppl_max_tokens)")
+    task_loads_at_once: int | None = _limit("task files read at once (everyone)")
 
     @classmethod
     def load(cls, hosted: bool) -> "Limits":
@@ -105,6 +112,19 @@ class Limits:
         if rows is not None:
             _over("Eval rows per task (evaluation.eval_rows)", rows, self.eval_rows_per_task, "lower it")
         _over_tokens(training_tokens(cfg), self.tokens_per_run)
+        ev = cfg.evaluation
+        if ev.self_probe:
+            _over("Self-probe tokens per stage (evaluation.self_probe_texts × self_probe_tokens)",
+                  ev.self_probe_texts * ev.self_probe_tokens, self.self_probe_tokens,
+                  "lower self_probe_texts or self_probe_tokens")
+        if self.probe_tokens is not None and ev.ppl_max_tokens is None:
+            raise CurloraError(f"Perplexity probe tokens per stage (evaluation.ppl_max_tokens): this run reads the "
+                               f"whole probe text, the limit here is {_show(self.probe_tokens)}; set ppl_max_tokens to "
+                               "that or less.")
+        _over("Perplexity probe tokens per stage (evaluation.ppl_max_tokens)", ev.ppl_max_tokens or 0,
+              self.probe_tokens, "lower it")
+        if rows is not None:
+            _over_eval(eval_work(cfg, [rows] * len(cfg.tasks)), self.eval_rows_per_run)
 
     def check_loaded(self, cfg, tasks) -> None:
         """Refuse what only the loaded tasks show is over a limit: training rows, scored eval rows, and the
@@ -115,6 +135,8 @@ class Limits:
             _over(f"Eval rows per task (task '{t.name}')", scored_eval_rows(cfg, t), self.eval_rows_per_task,
                   "set evaluation.eval_rows (or the task's max_eval_rows) to the limit or less")
         _over_tokens(training_tokens(cfg, [len(t.train) for t in tasks]), self.tokens_per_run)
+        _over_eval(eval_work(cfg, [scored_eval_rows(cfg, t) for t in tasks], [len(t.train) for t in tasks]),
+                   self.eval_rows_per_run)
 
     # -- per-study checks --------------------------------------------------------------------------------
     def check_study(self, cfg, points: dict[str, int], rows: list[int] | None = None) -> None:
@@ -144,6 +166,11 @@ class Limits:
 #   a full fine-tune of the bundled model is 20 MB a stage; the rest of the disk holds models and caches.
 # - chat 20 replies a minute: a reply takes the device for a second or two, so one visitor can't starve the rest.
 # - rank 64: a quarter of the bundled model's hidden size; CURLoRA's U is r × r per adapted matrix.
+# - evaluation: 60,000 eval rows scored per run (the quick demo scores 3 tasks × 7 stages × ~100 rows), 4,096
+#   self-probe tokens per stage (the default 8 × 64 = 512) and 16,384 probe tokens (twice the default): a run of
+#   1 step, 1,024 self-probe texts of 400 tokens and 1,000 eval rows ran for minutes before these.
+# - files: reading stops after 20,000 data rows (4 × the training rows a task may keep, so a task can still be
+#   sub-sampled), and two task files are read at once, so concurrent /start calls cannot fill the memory.
 # - visitors who are not signed in: 6 runs and 60 chat replies a minute all together, so anonymous callers (however
 #   many sessions, tokens or connections they open) leave 2 queue places to signed-in visitors.
 # - a study: 16 runs (2 methods × 4 learning rates × 2 seeds) and 4e7 training tokens in all (two runs' worth: a
@@ -153,9 +180,38 @@ HOSTED: dict[str, int | float | None] = {
     "eval_rows_per_task": 1_000, "upload_mb": 20, "store_mb_per_visitor": 500, "chat_per_minute": 20,
     "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64, "runs_anonymous": 6,
     "chat_per_minute_anonymous": 60, "points_per_study": 16, "tokens_per_study": 40_000_000,
+    "rows_per_file": 20_000, "eval_rows_per_run": 60_000, "self_probe_tokens": 4_096, "probe_tokens": 16_384,
+    "task_loads_at_once": 2,
 }
 # On your own machine nothing is limited but the size of one upload through the browser.
 LOCAL: dict[str, int | float | None] = {"upload_mb": 50}
+
+
+# Task files being read now, by every caller of this process (the app's visitors, its job thread): reading a big CSV
+# holds its rows in memory, so concurrent /start calls wait for a place (and are refused after READ_WAIT seconds).
+_READING = {"count": 0}
+_READING_CV = threading.Condition()
+READ_WAIT = 60.0
+
+
+@contextmanager
+def reading_tasks(limits, wait: float = READ_WAIT):
+    """Hold one of the host's `task_loads_at_once` places while task files are read (no limit: no wait)."""
+    limit = getattr(limits, "task_loads_at_once", None)
+    if limit is None:
+        yield
+        return
+    with _READING_CV:
+        if not _READING_CV.wait_for(lambda: _READING["count"] < max(1, limit), wait):
+            raise CurloraError(f"Task files read at once: {_READING['count']} are being read for other visitors, "
+                               f"the limit here is {_show(limit)}; try again in a minute.")
+        _READING["count"] += 1
+    try:
+        yield
+    finally:
+        with _READING_CV:
+            _READING["count"] -= 1
+            _READING_CV.notify()
 
 
 def steps_per_task(rows: int, training) -> int:
@@ -199,6 +255,22 @@ def study_points(settings) -> dict[str, int]:
     return {label: len(grid) * seeds * orders for label, grid in settings.lrs.items()}
 
 
+def eval_work(cfg, scored: list[int], rows: list[int] | None = None) -> int:
+    """Eval rows a run scores in all: every stage (the base, then each trained method after each task) scores every
+    task's eval rows (`scored`, per task), and the in-task probe (evaluation.probe_every) scores probe_rows rows of
+    each earlier task every probe_every steps (counted where the steps are known)."""
+    tr, ev = cfg.training, cfg.evaluation
+    trained = [m for m in cfg.methods if method(m.kind).trains]
+    stages = 1 + len(trained) * len(cfg.tasks)
+    total = stages * sum(scored)
+    if ev.probe_every:
+        for i in range(1, len(cfg.tasks)):
+            steps = tr.max_steps if tr.max_steps is not None else (
+                steps_per_task(rows[i], tr) if rows is not None else 0)
+            total += len(trained) * (steps // ev.probe_every) * ev.probe_rows * i
+    return total
+
+
 def scored_eval_rows(cfg, task) -> int:
     """Eval rows of `task` scored at every stage (evaluation.eval_rows caps them)."""
     limit = cfg.evaluation.eval_rows
@@ -235,6 +307,11 @@ def _over(what: str, asked: int, limit: int | float | None, change: str, subject
     if limit is not None and asked > limit:
         raise CurloraError(f"{what}: this {subject} asks for {_show(asked)}, the limit here is {_show(limit)}; "
                            f"{change}.")
+
+
+def _over_eval(rows: int, limit: int | None) -> None:
+    _over("Eval rows scored per run (eval rows × stages, over tasks, with in-task probes)", rows, limit,
+          "lower evaluation.eval_rows or probe_rows, raise probe_every, or train fewer tasks or methods")
 
 
 def _over_tokens(tokens: int | None, limit: int | None) -> None:

@@ -87,10 +87,13 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
         setattr(obj, key, resolve_bundled(getattr(obj, key)))
     if limits is not None:
         limits.check_experiment(cfg)
+    from curlora.run.limits import reading_tasks
+
     tasks = []
-    for t in cfg.tasks:
-        check_stop(should_stop)
-        tasks.append(load_task(t, base_dir=base_dir))
+    with reading_tasks(limits):  # a host's cap on files read at once; reading stops at its rows_per_file
+        for t in cfg.tasks:
+            check_stop(should_stop)
+            tasks.append(load_task(t, base_dir=base_dir, max_rows=getattr(limits, "rows_per_file", None)))
     if limits is not None:
         limits.check_loaded(cfg, tasks)
     if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():

@@ -216,3 +216,27 @@ def _tiny(tmp_path) -> dict:
     d = make_experiment(tmp_path / "exp", steps=1, methods=("lora",))
     d["evaluation"].update(probe_every=0, self_probe=False)
     return d
+
+
+# -- cheap polling ------------------------------------------------------------------------------------------------
+def test_a_300k_step_loss_chart_is_downsampled_and_a_poll_redraws_it_only_when_it_moved():
+    pytest.importorskip("gradio")
+    from curlora.ui import charts, live
+
+    steps = [{"kind": "step", "method": "lora", "stage": 1, "task": "t", "step": i + 1, "steps": 300_000,
+              "loss": 1.0, "smoothed_loss": 1.0 / (i + 1), "lr": 0.1, "elapsed": i * 0.01} for i in range(300_000)]
+    events = [{"kind": "run_start", "tasks": ["t"], "methods": ["lora"]}, *steps]
+    metrics = {"tasks": ["t"], "methods": {}}
+    fig = charts.loss_figure(metrics, events)
+    (trace,) = fig.data
+    assert len(trace.x) <= charts.LOSS_POINTS + 1 and trace.x[-1] == 300_000 and trace.x[0] == 1
+    assert "at most 400 points per curve" in fig.layout.title.text
+    drawn = {}
+    first = live.redraw(drawn, "r", metrics, events)
+    assert all(f is not live.gr.skip() for f in first[:1])
+    more = events + [dict(steps[-1], step=300_000 + i) for i in range(1, 100)]  # 99 new steps: under 1 %
+    loss, heat, ppl, probes = live.redraw(drawn, "r", metrics, more)
+    assert isinstance(loss, dict) and loss.get("__type__") == "update" and not loss.get("value")  # gr.skip()
+    many = more + [dict(steps[-1], step=400_000 + i) for i in range(3_100)]
+    loss, *_ = live.redraw(drawn, "r", metrics, many)
+    assert hasattr(loss, "data")  # grown by more than a hundredth: drawn again

@@ -26,6 +26,7 @@ from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError, clip
 from curlora.run.methods import kinds, method  # the one run/ module the config reads: which kinds exist
 
+RUN_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a study's id fits; '../x' and 'a/b' do not
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 # -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
 # Each is far beyond what the largest preset uses (paper-mistral-7b: max_length 512, ppl_window 4096, r 16); the
@@ -202,6 +203,10 @@ class ExperimentConfig:
         if len(set(labels)) != len(labels):
             raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")
         one_of("evaluation.scoring", self.evaluation.scoring, SCORING_MODES)
+        group = self.run.group
+        if group is not None and (not RUN_GROUP.match(group) or ".." in group):
+            raise CurloraError(f"run.group: {clip(group)} names the trackers' folder of this run: use letters, digits, "
+                               "'.', '_' and '-' only (no path).")
         for i, name in enumerate(self.run.log_with):
             one_of(f"run.log_with[{i}]", name, TRACKERS)
         one_of("training.scheduler", self.training.scheduler, SCHEDULERS)

@@ -11,6 +11,9 @@ not touched at all under HF_HUB_OFFLINE, and memory is estimated from the config
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import dataclasses
 import json
 import os
@@ -96,6 +99,22 @@ def _looks_like_path(choice: str) -> bool:
             or "\\" in choice or bool(re.match(r"^[A-Za-z]:", choice)))
 
 
+# Hosted, a model name is never looked up as a path on the server: 'app.py' or 'runs' would otherwise answer "is a
+# file" / "has no config.json", an oracle for what the server holds. A context (not a global) so that a hosted
+# request and a local caller in the same process each get their own rule.
+_HUB_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("curlora_hub_only", default=False)
+
+
+@contextlib.contextmanager
+def hub_only(on: bool = True):
+    """Within this block (and the calls it makes), a model name is a bundled name or a hub id, never a folder."""
+    token = _HUB_ONLY.set(bool(on))
+    try:
+        yield
+    finally:
+        _HUB_ONLY.reset(token)
+
+
 def locate(choice: str, *, revision: str | None = None, weights: bool = False) -> tuple[str, Path]:
     """(source, local folder) for a choice: a bundled name, then an existing folder, then a hub id.
 
@@ -109,6 +128,11 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
     name = BUNDLED_DEFAULT if choice in BUNDLED_ALIASES else choice
     if name in bundled:
         return "bundled", bundled[name]
+    if _HUB_ONLY.get():
+        if _looks_like_path(choice) or not HUB_ID.match(choice):
+            raise CurloraError(f"model.name: {clip(choice)} is not a preset, the bundled model or a hub id "
+                               "(owner/name); folders on the server cannot be used here.")
+        return "hub", _hub_folder(choice, revision, weights)
     folder = Path(choice).expanduser()
     if folder.is_dir():
         return "folder", folder.resolve()

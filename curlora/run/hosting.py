@@ -423,3 +423,70 @@ def read_owner(run_path: Path) -> str | None:
     except OSError:
         return None
     return text if text in (LOCAL, EXAMPLES) or OWNER_KEY.match(text) else None
+
+
+SHARED_FROM = "owner.before-shared"  # who owned a run before the host made it a shared example
+
+
+def share(run_path: Path) -> None:
+    """Make a run a shared example, remembering its owner so that `unshare` gives it back to them."""
+    run_path = Path(run_path)
+    before = read_owner(run_path)
+    if before != EXAMPLES:
+        (run_path / SHARED_FROM).write_text((before or LOCAL) + "\n", encoding="utf-8")
+    write_owner(run_path, EXAMPLES)
+
+
+def unshare(run_path: Path) -> str:
+    """Give a shared example back to the owner it had before `share` (the local user if none was recorded)."""
+    run_path = Path(run_path)
+    before = read_owner_file(run_path / SHARED_FROM) or LOCAL
+    write_owner(run_path, before)
+    with contextlib.suppress(OSError):
+        (run_path / SHARED_FROM).unlink()
+    return before
+
+
+def read_owner_file(path: Path) -> str | None:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if text in (LOCAL, EXAMPLES) or OWNER_KEY.match(text) else None
+
+
+class LoginGuard:
+    """Backoff for wrong logins, per paying client (the forwarded address on a Space): the first FREE wrong tries
+    cost nothing, then each one locks that client out for twice as long as the one before (1 s, 2 s, 4 s, … up to
+    MAX_WAIT), so guessing a password over MCP goes from a hundred tries in 8 s to about a dozen a minute at best.
+    A right login clears the count."""
+
+    FREE = 5
+    MAX_WAIT = 300.0
+
+    def __init__(self):
+        self._tries: dict[str, tuple[int, float]] = {}  # client key -> (wrong tries, locked until)
+        self._lock = threading.Lock()
+
+    def check(self, client: Client | str | None, now: float | None = None) -> None:
+        key = Client.of(client).key
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            _, until = self._tries.get(key, (0, 0.0))
+        if now < until:
+            raise CurloraError(f"Too many wrong logins from here: try again in {max(1, round(until - now))} s.")
+
+    def failed(self, client: Client | str | None, now: float | None = None) -> None:
+        key = Client.of(client).key
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            count, _ = self._tries.get(key, (0, 0.0))
+            count += 1
+            wait = 0.0 if count <= self.FREE else min(self.MAX_WAIT, 2.0 ** (count - self.FREE - 1))
+            if len(self._tries) > 100_000:
+                self._tries.clear()
+            self._tries[key] = (count, now + wait)
+
+    def passed(self, client: Client | str | None) -> None:
+        with self._lock:
+            self._tries.pop(Client.of(client).key, None)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from curlora.errors import Cancelled, CurloraError, clip
 from curlora.experiment import ExperimentConfig
+from curlora.models.loading import hub_only
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
 from curlora.run.hosting import Client, Policy, read_owner, write_owner
@@ -99,6 +100,8 @@ class JobManager:
         self._closing = False
         self.last_run_id: str | None = None
         self._events = EventCache()
+        self._owners: dict[str, tuple[int, str | None]] = {}  # run id -> (owner file's mtime_ns, owner)
+        self._store_size: tuple[float, int] | None = None  # (when measured, bytes of the whole store)
         self._served: dict[str, int] = {}  # client key -> when it last got the worker (a counter, not a time)
         self._turns = 0
 
@@ -146,7 +149,8 @@ class JobManager:
         self.policy.check_config(cfg, self.root, owner)
         self._check_room(owner, client)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
-        return load_everything(cfg, limits=self.policy.limits)
+        with hub_only(self.policy.hosted):  # hosted, a model name is never looked up as a server path
+            return load_everything(cfg, limits=self.policy.limits)
 
     def _check_study_store(self, cfg: ExperimentConfig, loaded, points: dict[str, int], owner: str | None) -> None:
         """Refuse a study whose runs would not fit the owner's store share or the store's room (estimated: each run
@@ -163,7 +167,7 @@ class JobManager:
             used = self.stored_bytes(owner)
             checks.append(("your share", used, mine))
         if total is not None and self.root.is_dir():
-            checks.append(("this server's run store", folder_bytes(self.root), total))
+            checks.append(("this server's run store", self.store_bytes(), total))
         for what, used, limit in checks:
             if used + need > limit * 1e6:
                 raise CurloraError(f"Stored runs: this study's {runs} runs would store about {need / 1e6:,.0f} MB "
@@ -246,7 +250,7 @@ class JobManager:
         limits = self.policy.limits
         total, mine = getattr(limits, "store_mb_total", None), getattr(limits, "store_mb_per_visitor", None)
         if total is not None and self.root.is_dir():
-            used = folder_bytes(self.root) / 1e6
+            used = self.store_bytes() / 1e6
             if used >= total:
                 raise CurloraError(f"Stored runs in total: this server's run store holds {used:.0f} MB, the limit "
                                    f"here is {total:g} MB; try again after older runs are deleted.")
@@ -294,11 +298,37 @@ class JobManager:
         return self._events.events(self.open(run_id, owner))
 
     def runs(self, owner: str | None = None) -> list[Run]:
-        """The runs `owner` may see, newest first (every run, locally)."""
+        """The runs `owner` may see, newest first (every run, locally). Owners are remembered per run and read
+        again only when a run's owner file changes (a stat, not a read, per run: with thousands of other visitors'
+        runs a page load no longer reads thousands of files)."""
         runs = list_runs(self.root)
         if not self.policy.hosted:
             return runs
-        return [r for r in runs if self.policy.visible(read_owner(r.path), owner)]
+        return [r for r in runs if self.policy.visible(self._owner_of(r), owner)]
+
+    def _owner_of(self, run: Run) -> str | None:
+        try:
+            stamp = os.lstat(run.path / "owner").st_mtime_ns
+        except OSError:
+            stamp = -1
+        cached = self._owners.get(run.id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = read_owner(run.path)
+        if len(self._owners) > 100_000:  # a bound, not an eviction policy: ids of deleted runs pile up slowly
+            self._owners.clear()
+        self._owners[run.id] = (stamp, found)
+        return found
+
+    STORE_SIZE_AGE = 30.0  # seconds a measurement of the whole store is used for the store_mb_total checks
+
+    def store_bytes(self) -> int:
+        """Bytes of the whole run store, measured at most every STORE_SIZE_AGE seconds: the total limit is a
+        coarse bound, and walking every visitor's files at every submission and every unit cost seconds."""
+        now = time.monotonic()
+        if self._store_size is None or now - self._store_size[0] >= self.STORE_SIZE_AGE:
+            self._store_size = (now, folder_bytes(self.root))
+        return self._store_size[1]
 
     # -- asking --------------------------------------------------------------------------------------------
     def _active(self) -> list[Job]:
@@ -450,7 +480,8 @@ class JobManager:
                     job.run.clear_cancel()
                     job.run.set_status("cancelled", "cancelled before it started — resume to run it")
                     continue
-                loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
+                with hub_only(self.policy.hosted):
+                    loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
                 device_call = self._device_call(job, loaded)
                 if job.study:
                     from curlora.run import study as studies
@@ -524,7 +555,7 @@ class JobManager:
                                    f"the limit of {mine:g} MB here, so {what} stopped after its finished stages "
                                    "(kept); delete some of your runs or uploads, then resume it.")
         if total is not None:
-            used = folder_bytes(self.root)
+            used = self.store_bytes()
             if used >= total * 1e6:
                 raise CurloraError(f"Stored runs in total: this server's run store holds {used / 1e6:,.0f} MB, the "
                                    f"limit here is {total:g} MB, so {what} stopped after its finished stages (kept); "

@@ -60,16 +60,40 @@ def adapter_config(m: MethodSettings, model):
     return method(m.kind).peft_config(m, model)
 
 
+def probe_missing(path: Path) -> CurloraError:
+    """The sentence for a probe text that cannot be read as a file: missing, or a folder, device or pipe."""
+    if path.exists():
+        return CurloraError(f"evaluation.probe_text: {path} is not a regular text file (a folder, a device or a "
+                            "pipe); give the path of a .txt file.")
+    return CurloraError(f"evaluation.probe_text: {path} does not exist.")
+
+
+def source_name(path: Path) -> str:
+    """How metrics.json names the probe text: 'bundled:REL' under assets/, 'upload:NAME' for a visitor's upload (the
+    names a config may use), else the path as given. A shared example's export then names no server path."""
+    from curlora.paths import ASSETS
+    from curlora.run.hosting import OWNERS_DIR
+
+    real = path.resolve()
+    try:
+        return f"bundled:{real.relative_to(ASSETS.resolve()).as_posix()}"
+    except ValueError:
+        pass
+    if OWNERS_DIR in real.parts:
+        return f"upload:{real.name}"
+    return str(path)
+
+
 def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
     if cfg.evaluation.probe_text:
         path = Path(cfg.evaluation.probe_text)
         if not path.is_file():
-            raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
-        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+            raise probe_missing(path)
+        return path.read_text(encoding="utf-8", errors="replace"), source_name(path)
     bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
     for path in (bundled, DEFAULT_PROBE):
         if path.is_file():
-            return path.read_text(encoding="utf-8"), str(path)
+            return path.read_text(encoding="utf-8"), source_name(path)
     raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
 
 
@@ -97,7 +121,7 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
     if limits is not None:
         limits.check_loaded(cfg, tasks)
     if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
-        raise CurloraError(f"evaluation.probe_text: {cfg.evaluation.probe_text} does not exist.")
+        raise probe_missing(Path(cfg.evaluation.probe_text))
     device = cfg.model.device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"

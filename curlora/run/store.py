@@ -489,11 +489,36 @@ class Run:
         if problems:
             return {"status": "damaged", "message": f"{'; '.join(problems)}; resume the run to repair it"}
         if body["status"] == "running":
+            ended = self._last_end()
+            if ended is not None and ended.get("status") == "failed" and ended.get("message"):
+                # it ended failed but could not store that (a full disk): its log has the sentence
+                return {**body, "status": "failed", "message": str(ended["message"])}
             return {**body, "status": "interrupted", "message": "the process running it stopped"}
         if body["status"] == "queued" and not _queue_alive(body.get("queued_by")):
             return {**body, "status": "interrupted",
                     "message": "it waited in the queue of an app that stopped; resume it to run it"}
         return body
+
+    def _last_end(self, tail: int = 16384) -> dict | None:
+        """The run_end event among the last `tail` bytes of the log, if the log ends with one (read from the end: a
+        status check must not read a long log)."""
+        try:
+            fd = os.open(self.path / "events.jsonl", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            os.lseek(fd, max(0, size - tail), os.SEEK_SET)
+            data = os.read(fd, tail)
+        finally:
+            os.close(fd)
+        for line in reversed(data.decode("utf-8", errors="replace").splitlines()):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            return event if isinstance(event, dict) and event.get("kind") == "run_end" else None
+        return None
 
     def request_cancel(self) -> None:
         (self.path / "cancel").touch()

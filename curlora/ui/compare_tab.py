@@ -13,13 +13,16 @@ from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
 from curlora.ui import study_charts
 from curlora.ui.common import Engine, friendly, with_request
+from curlora.ui.train_tab import DEFAULT_METHODS
 
 EMPTY = "Pick a study, or start one: the frontier fills in as its runs finish."
 
 
-def default_grids() -> str:
-    return "; ".join(f"{k}={','.join(lr_text(x) for x in method(k).lr_prior)}" for k in kinds()
-                     if method(k).trains and method(k).lr_prior and method(k).group != "baselines")
+def default_grids(methods=DEFAULT_METHODS) -> str:
+    """The grids of the Train form's default methods (a grid naming a method the experiment lacks is refused, so
+    the default names only those the default experiment has; methods without a grid get their prior anyway)."""
+    return "; ".join(f"{k}={','.join(lr_text(x) for x in method(k).lr_prior)}" for k in methods
+                     if k in kinds() and method(k).trains and method(k).lr_prior)
 
 
 def parse_grids(text: str) -> dict[str, list[float]]:

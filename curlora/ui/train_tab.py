@@ -23,6 +23,7 @@ from curlora.ui.common import Engine, friendly, shown, with_request
 
 PRESET = QUICK_DEMO
 GROUPS = ("forgetting-aware", "LoRA family", "baselines")
+DEFAULT_METHODS = ("curlora", "lora")  # the form's methods until the visitor picks others
 METHODS = [(method(k).title, k) for group in GROUPS for k in registered() if method(k).group == group]  # form order
 GROUPED = " · ".join(f"{group}: {', '.join(t for t, k in METHODS if method(k).group == group)}" for group in GROUPS)
 
@@ -91,7 +92,7 @@ def build(engine: Engine, model: dict) -> dict:
         gr.Markdown("\n".join(f"- **{title}** ({method(k).group}): {method(k).help}" for title, k in METHODS))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            kinds = gr.CheckboxGroup(METHODS, value=["curlora", "lora"], label="Methods", info=GROUPED,
+            kinds = gr.CheckboxGroup(METHODS, value=list(DEFAULT_METHODS), label="Methods", info=GROUPED,
                                      elem_id="methods")
             targets = gr.Textbox(", ".join(cur.target_modules or []), label="Target modules (every adapter)")
             counts = gr.Markdown(elem_id="trainable-counts")

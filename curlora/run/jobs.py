@@ -533,7 +533,8 @@ class JobManager:
         def call(fn):
             if job.units > 0 and self._others_wait(job):
                 job.yielded = True
-                raise Yielded()
+                raise Yielded("gave the device to another visitor's waiting run after a finished stage; it continues "
+                              "from there when its turn comes")
             self._check_growth(job)
             job.units += 1
             return inner(fn)

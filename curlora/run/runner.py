@@ -302,8 +302,8 @@ class Executor:
                     if self.progress(m) == before:
                         raise CurloraError(f"A training unit of {m.label} finished without saving its stage; "
                                            "resume the run to try again.")
-        except Cancelled:
-            self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
+        except Cancelled as err:  # a Stop, or the queue taking the device back for another visitor (its own words)
+            self.finish("cancelled", str(err) or "stopped on request; finished stages are kept — resume to continue")
             return "cancelled"
         except Exception as err:  # the status must say failed, whatever broke
             if is_disk_full(err):  # a write outside the store's own files (a stage, a probe file) found the disk full

@@ -279,6 +279,9 @@ def test_a_second_visitors_run_starts_before_an_8_run_studys_last_run(tmp_path):
         stages = [x for x in Run.open(e["run_id"], jobs.root).events() if x["kind"] == "stage" and x["stage"] == 1]
         assert len(stages) == 1
     assert json.loads((study.path / "study.json").read_text())["points"]
+    gave_way = [x for e in plan for x in Run.open(e["run_id"], jobs.root).events()
+                if x["kind"] == "run_end" and x["status"] == "cancelled"]
+    assert gave_way and all(x["message"].startswith("gave the device to another visitor's waiting run") for x in gave_way)
 
 
 # -- the same over HTTP, as on a Space: SPACE_ID set, each visitor's address in X-Forwarded-For ---------------------

@@ -131,10 +131,10 @@ class JobManager:
 
         points = study_points(studies.plan_settings(cfg, settings))  # the grid's refusals first, then its size
         limits = self.policy.limits
-        if limits is not None and hasattr(limits, "check_study"):
+        if limits is not None:
             limits.check_study(cfg, points)  # before anything loads: a 100,000-run grid costs nothing to refuse
         loaded = self._admit(cfg, owner, notices, client)
-        if limits is not None and hasattr(limits, "check_study"):
+        if limits is not None:
             limits.check_study(cfg, points, rows=[len(t.train) for t in loaded.tasks])
             self._check_study_store(cfg, loaded, points, owner)
         return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True,
@@ -170,8 +170,8 @@ class JobManager:
             checks.append(("this server's run store", self.store_bytes(), total))
         for what, used, limit in checks:
             if used + need > limit * 1e6:
-                raise CurloraError(f"Stored runs: this study's {runs} runs would store about {need / 1e6:,.0f} MB "
-                                   f"and {what} already holds {used / 1e6:,.0f} MB, over the limit of {limit:g} MB "
+                raise CurloraError(f"Stored runs: this study's {runs} runs would store about {need / 1e6:,.1f} MB "
+                                   f"and {what} already holds {used / 1e6:,.1f} MB, over the limit of {limit:g} MB "
                                    "here; use fewer learning rates or seeds, or delete some of your runs or "
                                    "uploads first.")
 

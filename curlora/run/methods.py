@@ -116,6 +116,11 @@ class Method:
         the base model's count. None: known only per task (heads, OSF's growing frozen share)."""
         return 0
 
+    def stored(self, settings: MethodSettings, shapes: list[tuple[int, int]], parameters: int) -> int:
+        """Numbers a saved stage keeps (what the store's size estimate counts): the trained ones, unless the method
+        saves frozen tensors beside them."""
+        return self.trainable(settings, shapes, parameters) or 0
+
     def drift(self, model, snapshot: dict | None) -> dict:
         """{"total", "per_matrix"} weight drift after a stage (curlora/measure/probes.py); `snapshot` is the
         Attached one."""
@@ -197,6 +202,9 @@ class CURLoRA(AdapterMethod):
 
     def trainable(self, settings, shapes, parameters):
         return len(shapes) * settings.r * settings.r
+
+    def stored(self, settings, shapes, parameters):
+        return sum(settings.r * (i + o) + settings.r * settings.r for i, o in shapes)  # C and R beside U
 
 
 @register

@@ -1,15 +1,14 @@
 """How many bytes a study's runs will leave in the run store, estimated before it is admitted.
 
 Each run of a study trains one method over every task and keeps, per task, that method's stage folder (its adapter
-in float32 safetensors: a CURLoRA stage stores C, U and R, about what a rank-r LoRA stores), its own small files
+in float32 safetensors, as much as the method's registry entry says it stores: a CURLoRA stage keeps C and R beside
+U), its own small files
 (config, events, metrics: RUN_OVERHEAD) and the self-probe reference of the base model (texts × tokens × the
 vocabulary, or its top-k plus a remainder when the vocabulary is large; float64). Counting the reference once per
 run is an upper bound where the runs of a study share it.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 RUN_OVERHEAD = 256 * 1024  # config.yaml, events.jsonl, metrics.json and status of a small run, generously
 FLOAT32, FLOAT64 = 4, 8
@@ -25,15 +24,11 @@ def stage_bytes(cfg, model, settings) -> int:
     if not kind.trains:
         return 0
     parameters = sum(p.numel() for p in model.parameters())
-    if not kind.has_adapter:
-        return FLOAT32 * (kind.trainable(settings, [], parameters) or 0)
-    modules = dict(model.named_modules())
-    shapes = [_shape(modules[n]) for n in find_target_modules(model, targets(settings, model))]
-    stored = dataclasses.replace(settings, kind="lora") if settings.kind == "curlora" else settings
-    count = method(stored.kind).trainable(stored, shapes, parameters) or 0
-    if settings.kind == "curlora":
-        count += settings.r * settings.r * len(shapes)  # U beside C and R
-    return FLOAT32 * count
+    shapes = []
+    if kind.has_adapter:
+        modules = dict(model.named_modules())
+        shapes = [_shape(modules[n]) for n in find_target_modules(model, targets(settings, model))]
+    return FLOAT32 * kind.stored(settings, shapes, parameters)
 
 
 def reference_bytes(cfg, model) -> int:

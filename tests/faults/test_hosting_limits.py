@@ -146,7 +146,7 @@ def test_a_study_is_refused_when_its_runs_would_not_fit_the_visitors_store(tmp_p
     jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True, limits=limits))
     cfg = ExperimentConfig.from_dict(tiny_hosted())
     with pytest.raises(CurloraError, match=r"Stored runs: this study's 4 runs would store about .* MB and your share "
-                                           r"already holds 0 MB, over the limit of 0.05 MB here"):
+                                           r"already holds 0.0 MB, over the limit of 0.05 MB here"):
         jobs.submit_study(cfg, studies.StudySettings(lrs={"curlora": [0.01], "lora": [0.001]}, seeds=[0, 1]),
                           owner_key("user", "a"))
     assert not (tmp_path / "runs").exists() or list_runs(tmp_path / "runs") == []
@@ -279,6 +279,15 @@ def test_a_second_visitors_run_starts_before_an_8_run_studys_last_run(tmp_path):
         stages = [x for x in Run.open(e["run_id"], jobs.root).events() if x["kind"] == "stage" and x["stage"] == 1]
         assert len(stages) == 1
     assert json.loads((study.path / "study.json").read_text())["points"]
+    # the store estimate a hosted admission uses is an upper bound of what the runs really took
+    from curlora.run.jobs import folder_bytes
+    from curlora.run.runner import load_everything
+    from curlora.run.store_estimate import study_bytes
+
+    used = sum(folder_bytes(Run.open(e["run_id"], jobs.root).path) for e in plan)
+    estimate = study_bytes(cfg, load_everything(cfg), {"lora": 8})
+    assert used <= estimate < 20 * used, (used, estimate)
+    print(f"study store: {used:,} bytes used, {estimate:,} estimated")
     gave_way = [x for e in plan for x in Run.open(e["run_id"], jobs.root).events()
                 if x["kind"] == "run_end" and x["status"] == "cancelled"]
     assert gave_way and all(x["message"].startswith("gave the device to another visitor's waiting run") for x in gave_way)

@@ -15,6 +15,7 @@ from curlora.ui import study_charts
 from curlora.ui.common import Engine, friendly, with_request
 from curlora.ui.train_tab import DEFAULT_METHODS
 
+GRID_TEXT_MAX = 2_000  # characters of the grids or seeds box: a hundred learning rates fit
 EMPTY = "Pick a study, or start one: the frontier fills in as its runs finish."
 
 
@@ -102,6 +103,10 @@ def build(engine: Engine, train: dict) -> dict:
     @with_request(len(inputs))
     @friendly
     def submit(grid_text, seed_text, budget, *values, request: gr.Request):
+        for what, text in (("learning-rate grids", grid_text), ("seeds", seed_text)):
+            if len(text or "") > GRID_TEXT_MAX:  # the grid's own sentences quote what they refuse
+                raise CurloraError(f"The {what} are {len(text):,} characters long; the limit here is "
+                                   f"{GRID_TEXT_MAX:,}, far beyond any study a server runs (see its limits).")
         cfg = train["make_config"](request, dict(zip(train["paths"], values)))
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
                                          kl_budget=budget or None)

@@ -139,3 +139,18 @@ def test_18_a_probe_text_that_is_a_device_is_named_as_such(tmp_path):
         "evaluation.probe_text: /dev/zero is not a regular text file (a folder, a device or a pipe); give the path "
         "of a .txt file.")
     assert str(probe_missing(tmp_path / "none.txt")).endswith("none.txt does not exist.")
+
+
+def test_the_study_form_refuses_a_huge_grid_text_before_parsing_it(tmp_path, monkeypatch):
+    gradio_client = pytest.importorskip("gradio_client")
+    from app_server import serving
+
+    monkeypatch.setenv("CURLORA_MULTI_USER", "1")
+    with serving(tmp_path / "runs") as (url, jobs):
+        client = gradio_client.Client(url, verbose=False)
+        info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/start_study"]
+        args = [p.get("parameter_default") for p in info["parameters"]]
+        args[0], args[1] = "curlora=" + ",".join(["0.001"] * 2000), "0"
+        with pytest.raises(gradio_client.exceptions.AppError) as err:
+            client.predict(*args, api_name="/start_study")
+        assert str(err.value).startswith("The learning-rate grids are 12,007 characters long; the limit here is 2,000")

@@ -239,6 +239,33 @@ class Policy:
         files.append((data.get("evaluation") or {}).get("probe_text"))
         return {Path(f).resolve() for f in files if isinstance(f, str) and f"/{OWNERS_DIR}/" in f}
 
+    PAYER_FILE = "payer"  # <owner dir>/payer: the client that last paid for this owner's runs or uploads
+
+    def note_payer(self, root: Path, owner: str | None, client: Client | None) -> None:
+        """Remember which client pays for `owner` (hosted), so that a client's share counts all its owners."""
+        if not self.hosted or client is None or owner is None:
+            return
+        folder = self.owner_dir(root, owner)
+        path = folder / self.PAYER_FILE
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.read_text(encoding="utf-8").strip() == client.key:
+                return
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(client.key + "\n", encoding="utf-8")
+
+    def owners_paid_by(self, root: Path, client: Client) -> set[str]:
+        """The owners whose last paying client is `client`."""
+        found = set()
+        base = root / OWNERS_DIR
+        if not base.is_dir():
+            return found
+        for folder in base.iterdir():
+            path = folder / self.PAYER_FILE
+            with contextlib.suppress(OSError):
+                if not path.is_symlink() and path.read_text(encoding="utf-8").strip() == client.key:
+                    found.add(folder.name)
+        return found
+
     def list_uploads(self, root: Path, owner: str | None, runs=()) -> list[Upload]:
         """The owner's kept uploads, newest first, each with its size and the runs (of `runs`) that name it."""
         folder = self.upload_dir(root, owner)

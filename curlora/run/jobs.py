@@ -149,6 +149,7 @@ class JobManager:
         self.policy.check_config(cfg, self.root, owner)
         self._check_room(owner, client)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
+        self._check_payer_store(client)
         with hub_only(self.policy.hosted):  # hosted, a model name is never looked up as a server path
             return load_everything(cfg, limits=self.policy.limits)
 
@@ -175,6 +176,27 @@ class JobManager:
                                    "here; use fewer learning rates or seeds, or delete some of your runs or "
                                    "uploads first.")
 
+    def _check_payer_store(self, client: Client | None) -> None:
+        """The share counted per paying client, over every owner (session, workspace) it has used: a fresh session
+        starts an empty task list, not a fresh 500 MB."""
+        mine = getattr(self.policy.limits, "store_mb_per_visitor", None)
+        if client is None or mine is None or not self.policy.hosted:
+            return
+        used = self.payer_bytes(client)
+        if used >= mine * 1e6:
+            raise CurloraError(f"Stored runs per visitor: what you store here over all your sessions takes "
+                               f"{used / 1e6:,.1f} MB, the limit here is {mine:g} MB; delete some of your runs or "
+                               "uploads first (in the browser that made them), or sign in.")
+
+    def payer_bytes(self, client: Client) -> int:
+        """Bytes stored by every owner whose last paying client was `client` (runs and own folders)."""
+        owners = self.policy.owners_paid_by(self.root, client)
+        total = sum(folder_bytes(self.policy.owner_dir(self.root, o)) for o in owners)
+        for run in list_runs(self.root):
+            if self._owner_of(run) in owners:
+                total += folder_bytes(run.path)
+        return total
+
     def stored_bytes(self, owner: str | None) -> int:
         """What `owner` stores: their runs and their own folder (uploads, exports, task list)."""
         runs = [r for r in self.runs(owner) if self.policy.may_change(read_owner(r.path), owner)]
@@ -182,6 +204,7 @@ class JobManager:
 
     def _queue_new(self, job: Job) -> str:
         write_owner(job.run.path, job.owner)
+        self.policy.note_payer(self.root, job.owner, job.client)
         with self._cv:
             if self._current is not None or self._queue:
                 # A waiting job should not hold a second copy of the weights; it reloads them when its turn comes.
@@ -551,6 +574,8 @@ class JobManager:
         what = f"{'study' if job.study else 'run'} {job.run.id}"
         if mine is not None:
             used = self.stored_bytes(job.owner)
+            if job.client is not None:
+                used = max(used, self.payer_bytes(job.client))
             if used >= mine * 1e6:
                 raise CurloraError(f"Stored runs per visitor: your runs and uploads take {used / 1e6:,.1f} MB, over "
                                    f"the limit of {mine:g} MB here, so {what} stopped after its finished stages "

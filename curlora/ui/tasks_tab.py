@@ -157,8 +157,12 @@ def build(engine: Engine) -> dict:
         if not path:
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), None, "")
         # Read (and so validated) before it is kept: a file the reader refuses never reaches the run store.
-        owner = engine.owner(request)
-        kept = str(policy.keep_upload(path, jobs.root, owner, validate=read, stored=jobs.stored_bytes(owner)))
+        owner, client = engine.owner(request), engine.client(request)
+        stored = jobs.stored_bytes(owner)
+        if client is not None:  # hosted: the client's share counts every session it has used
+            stored = max(stored, jobs.payer_bytes(client))
+        kept = str(policy.keep_upload(path, jobs.root, owner, validate=read, stored=stored))
+        policy.note_payer(jobs.root, owner, client)
         table = read(kept)
         found = detect_columns(table.columns)
         cols = [NONE] + table.columns

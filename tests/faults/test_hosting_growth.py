@@ -240,3 +240,32 @@ def test_a_300k_step_loss_chart_is_downsampled_and_a_poll_redraws_it_only_when_i
     many = more + [dict(steps[-1], step=400_000 + i) for i in range(3_100)]
     loss, *_ = live.redraw(drawn, "r", metrics, many)
     assert hasattr(loss, "data")  # grown by more than a hundredth: drawn again
+
+
+def test_fresh_sessions_from_one_address_share_one_store_allowance(tmp_path):
+    limits = Limits.load(hosted=True)
+    limits.store_mb_per_visitor = 3
+    policy = Policy(hosted=True, limits=limits)
+    jobs = JobManager(tmp_path / "runs", policy=policy)
+    from curlora.run.hosting import client_of
+
+    address = client_of(None, "203.0.113.7", True)
+    first, second, third = (owner_key("session", f"fresh-{i}") for i in range(3))
+    policy.keep_upload(csv_of(tmp_path / "a.csv", 2, "a"), jobs.root, first, stored=jobs.payer_bytes(address))
+    policy.note_payer(jobs.root, first, address)
+    assert jobs.payer_bytes(address) > 1.9e6 and jobs.stored_bytes(second) < 1e5  # the new session owns nothing
+    with pytest.raises(CurloraError, match="the limit here is 3 MB"):  # but pays from the same allowance
+        policy.keep_upload(csv_of(tmp_path / "b.csv", 2, "b"), jobs.root, second, stored=jobs.payer_bytes(address))
+    policy.keep_upload(csv_of(tmp_path / "c.csv", 1.5, "c"), jobs.root, first)  # (as if kept before the check)
+    with pytest.raises(CurloraError) as err:
+        jobs.submit(hosted_cfg(), third, client=address)
+    assert str(err.value).startswith("Stored runs per visitor: what you store here over all your sessions takes ")
+    # another address is another allowance
+    jobs.gate.acquire("the test holds the device")
+    try:
+        other = client_of(None, "198.51.100.9", True)
+        rid = jobs.submit(hosted_cfg(), owner_key("session", "elsewhere"), client=other)
+        jobs.cancel(rid, owner_key("session", "elsewhere"))
+    finally:
+        jobs.gate.release()
+    jobs.wait(rid, timeout=120)

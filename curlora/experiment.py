@@ -23,9 +23,10 @@ from pathlib import Path
 import yaml
 
 from curlora.data.task_config import TaskConfig
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.run.methods import kinds, method  # the one run/ module the config reads: which kinds exist
 
+RUN_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a study's id fits; '../x' and 'a/b' do not
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
 # -- absolute bounds (ExperimentConfig.check) -----------------------------------------------------------------
 # Each is far beyond what the largest preset uses (paper-mistral-7b: max_length 512, ppl_window 4096, r 16); the
@@ -180,7 +181,7 @@ class ExperimentConfig:
     def check(self) -> None:
         def one_of(path, value, allowed):
             if value not in allowed:
-                raise CurloraError(f"{path}: {value!r} is not one of {', '.join(allowed)}.")
+                raise CurloraError(f"{path}: {clip(value)} is not one of {', '.join(allowed)}.")
 
         one_of("model.quantization", self.model.quantization, QUANTIZATIONS)
         if not self.tasks:
@@ -199,12 +200,16 @@ class ExperimentConfig:
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
             if not METHOD_NAME.match(m.label):
-                raise CurloraError(f"methods[{i}].name: {m.label!r} names the method's adapter folder: use letters, "
+                raise CurloraError(f"methods[{i}].name: {clip(m.label)} names the method's adapter folder: use letters, "
                                    "digits, '_' and '-' only, starting with a letter or digit.")
             labels.append(m.label)
         if len(set(labels)) != len(labels):
             raise CurloraError(f"methods: labels must be unique; give repeated kinds a 'name' ({labels}).")
         one_of("evaluation.scoring", self.evaluation.scoring, SCORING_MODES)
+        group = self.run.group
+        if group is not None and (not RUN_GROUP.match(group) or ".." in group):
+            raise CurloraError(f"run.group: {clip(group)} names the trackers' folder of this run: use letters, digits, "
+                               "'.', '_' and '-' only (no path).")
         for i, name in enumerate(self.run.log_with):
             one_of(f"run.log_with[{i}]", name, TRACKERS)
         one_of("training.scheduler", self.training.scheduler, SCHEDULERS)
@@ -267,7 +272,7 @@ class ExperimentConfig:
             if value < low:
                 raise CurloraError(f"{path}: must be at least {low}, got {value}.")
         if tr.comparison not in COMPARISONS:
-            raise CurloraError(f"training.comparison: {tr.comparison!r} is not one of {', '.join(COMPARISONS)}.")
+            raise CurloraError(f"training.comparison: {clip(tr.comparison)} is not one of {', '.join(COMPARISONS)}.")
         if tr.comparison != "matched_loss":
             return
         ref = tr.matched_loss_reference
@@ -278,15 +283,15 @@ class ExperimentConfig:
             return
         labels = [m.label for m in self.methods]
         if ref not in labels:
-            raise CurloraError(f"training.matched_loss_reference: {ref!r} is not a method of this run "
+            raise CurloraError(f"training.matched_loss_reference: {clip(ref)} is not a method of this run "
                                f"({', '.join(labels)}).")
         at = labels.index(ref)
         if not method(self.methods[at].kind).trains:
-            raise CurloraError(f"training.matched_loss_reference: {ref!r} is the untrained base; "
+            raise CurloraError(f"training.matched_loss_reference: {clip(ref)} is the untrained base; "
                                "pick a trained method.")
         before = [m.label for m in self.methods[:at] if method(m.kind).trains]
         if before:
-            raise CurloraError(f"training.matched_loss_reference: {ref!r} must run first, since the others match its "
+            raise CurloraError(f"training.matched_loss_reference: {clip(ref)} must run first, since the others match its "
                                f"loss; move it above {', '.join(before)} in methods.")
 
     # -- YAML --------------------------------------------------------------------------------------------
@@ -301,13 +306,9 @@ class ExperimentConfig:
         return _build(cls, data, "")
 
     @classmethod
-    def from_yaml(cls, text: str, source: str = "experiment") -> "ExperimentConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise CurloraError(f"{source} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
+    def from_yaml(cls, text: str, source: str = "experiment", aliases: bool = True) -> "ExperimentConfig":
+        """`aliases=False` (a hosted server) refuses YAML anchors and aliases before anything is built."""
+        data = read_yaml(text, source, aliases)
         if not isinstance(data, dict):
             raise CurloraError(f"{source} must be a YAML mapping with model, tasks, methods, … at the top.")
         return cls.from_dict(data)
@@ -344,6 +345,34 @@ class ExperimentConfig:
         return cfg
 
 
+# Every experiment YAML is far smaller (the largest preset is under 2 KB); the bound keeps a pasted or posted text
+# from costing the parser more than a few milliseconds.
+YAML_MAX_CHARS = 100_000
+
+
+def read_yaml(text: str, source: str = "experiment", aliases: bool = True):
+    """The YAML text parsed (safe_load), refused first if it is longer than YAML_MAX_CHARS or, with aliases=False,
+    if it has an anchor or an alias: a few hundred bytes of nested aliases stand for billions of nodes, and a server
+    shared by strangers has no use for them. The scanner sees the tokens without building anything."""
+    if not isinstance(text, str):
+        raise CurloraError(f"{source} must be YAML text.")
+    if len(text) > YAML_MAX_CHARS:
+        raise CurloraError(f"{source} is {len(text):,} characters long, over the limit of {YAML_MAX_CHARS:,} for an "
+                           "experiment YAML; remove what it does not need.")
+    try:
+        if not aliases:
+            for token in yaml.scan(text):
+                if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+                    line = token.start_mark.line + 1
+                    raise CurloraError(f"{source} uses a YAML anchor or alias (&name / *name) at line {line}, which "
+                                       "this server does not accept; write the values out in full.")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CurloraError(f"{source} is not valid YAML{where}: {str(getattr(err, 'problem', None) or err)[:120]}.") from None
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -367,11 +396,11 @@ def _check_value(value, tp, path: str):
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise CurloraError(f"{path}: expected a list, got {value!r}.")
+            raise CurloraError(f"{path}: expected a list, got {clip(value)}.")
         return [_check_value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise CurloraError(f"{path}: expected a mapping, got {value!r}.")
+            raise CurloraError(f"{path}: expected a mapping, got {clip(value)}.")
         return value
     if tp is TaskConfig:
         try:
@@ -382,23 +411,23 @@ def _check_value(value, tp, path: str):
         return _build(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            raise CurloraError(f"{path}: expected true or false, got {value!r}.")
+            raise CurloraError(f"{path}: expected true or false, got {clip(value)}.")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise CurloraError(f"{path}: expected a whole number, got {value!r}.")
+            raise CurloraError(f"{path}: expected a whole number, got {clip(value)}.")
         if abs(value) > 10**12:
             raise CurloraError(f"{path}: {value} is out of range.")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CurloraError(f"{path}: expected a number, got {value!r}.")
+            raise CurloraError(f"{path}: expected a number, got {clip(value)}.")
         if value != value or abs(value) > 1e12:
             raise CurloraError(f"{path}: {value} is out of range.")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise CurloraError(f"{path}: expected text, got {value!r}.")
+            raise CurloraError(f"{path}: expected text, got {clip(value)}.")
         if "\x00" in value:
             raise CurloraError(f"{path}: contains a NUL byte.")
         return value
@@ -407,7 +436,7 @@ def _check_value(value, tp, path: str):
 
 def _build(cls, data, path: str):
     if not isinstance(data, dict):
-        raise CurloraError(f"{path or 'experiment'}: expected a mapping of keys to values, got {data!r}.")
+        raise CurloraError(f"{path or 'experiment'}: expected a mapping of keys to values, got {clip(data)}.")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

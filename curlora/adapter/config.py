@@ -12,7 +12,7 @@ from peft import PeftConfig
 
 from curlora.adapter import peft_method
 from curlora.adapter.sampling import SAMPLING_MODES
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 PEFT_TYPE = peft_method.PEFT_TYPE
 VERSION = "0.2.0"  # the adapter layout: 0.1.0 wrote `<module>.curlora_U`; 0.2.0 writes PEFT's keys
@@ -48,7 +48,7 @@ class CURLoRAConfig(PeftConfig):
 
     def __post_init__(self):
         if self.peft_type not in (None, PEFT_TYPE):
-            raise CurloraError(f"This is not a CURLoRA config (peft_type={self.peft_type!r}).")
+            raise CurloraError(f"This is not a CURLoRA config (peft_type={clip(self.peft_type)}).")
         self.peft_type = peft_method.peft_type()
         if self.task_type is None:
             self.task_type = "CAUSAL_LM"
@@ -58,10 +58,10 @@ class CURLoRAConfig(PeftConfig):
         if isinstance(self.target_modules, (tuple, set)):
             self.target_modules = list(self.target_modules)
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise CurloraError(f"CURLoRA rank r must be a positive whole number; got {self.r!r}.")
+            raise CurloraError(f"CURLoRA rank r must be a positive whole number; got {clip(self.r)}.")
         if self.sampling not in SAMPLING_MODES:
             raise CurloraError(
-                f"CURLoRA sampling must be one of {', '.join(SAMPLING_MODES)}; got {self.sampling!r}."
+                f"CURLoRA sampling must be one of {', '.join(SAMPLING_MODES)}; got {clip(self.sampling)}."
             )
         if not self.target_modules:
             raise CurloraError("CURLoRA needs at least one target module (e.g. q_proj, v_proj).")
@@ -76,6 +76,6 @@ class CURLoRAConfig(PeftConfig):
         unknown = sorted(set(data) - known)
         if unknown:
             raise CurloraError(
-                f"Unknown CURLoRA setting {unknown[0]!r}; known settings are: {', '.join(sorted(known))}."
+                f"Unknown CURLoRA setting {clip(unknown[0])}; known settings are: {', '.join(sorted(known))}."
             )
         return cls(**data)

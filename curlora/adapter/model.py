@@ -32,7 +32,7 @@ from curlora.adapter.config import PEFT_TYPE, CURLoRAConfig
 from curlora.adapter.layer import CURLoRALayer, dispatch, math_weight
 from curlora.adapter.peft_method import PREFIX
 from curlora.adapter.sampling import sample_cur_indices
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -85,14 +85,14 @@ class CURLoRATuner(BaseTuner):
         names = find_target_modules(model, sorted(targets) if isinstance(targets, set) else targets)
         if not names:
             raise CurloraError(
-                f"No module matches target_modules={targets!r}; this model's adaptable layers are: "
+                f"No module matches target_modules={clip(targets)}; this model's adaptable layers are: "
                 f"{', '.join(_adaptable_names(model)) or 'none'}."
             )
         for name in names:
             module = model.get_submodule(name)
             if dispatch(module) is None:
                 raise CurloraError(
-                    f"Module {name!r} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and GPT-2's "
+                    f"Module {clip(name)} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and GPT-2's "
                     "Conv1D layers only — pick other target_modules."
                 )
 
@@ -101,7 +101,7 @@ class CURLoRATuner(BaseTuner):
         w = layer.weight_math()
         if not config.replace and config.r > min(w.shape):
             raise CurloraError(
-                f"Rank r={config.r} is larger than {current_key!r} ({w.shape[0]} x {w.shape[1]}) allows without "
+                f"Rank r={config.r} is larger than {clip(current_key)} ({w.shape[0]} x {w.shape[1]}) allows without "
                 "replacement; lower r or set replace=True."
             )
         rows, cols = sample_cur_indices(w, config.r, config.sampling, config.replace, config.seed, current_key)
@@ -181,7 +181,7 @@ def _set_state(model: nn.Module, state: dict[str, torch.Tensor], adapter_name: s
     missing = [k for k in result.missing_keys if PREFIX in k and f".{adapter_name}." in k]
     if stray or missing:
         name = (stray or missing)[0].removeprefix(PEFT_KEY_PREFIX).split(f".{PREFIX}")[0]
-        raise CurloraError(f"The adapter in {path} does not fit this base model: its layer {name!r} has no match "
+        raise CurloraError(f"The adapter in {path} does not fit this base model: its layer {clip(name)} has no match "
                            "here (it was trained on a different architecture).")
 
 
@@ -232,7 +232,7 @@ def _check_fits(folder: Path, model: nn.Module, layers: list[str], state: dict[s
             module = model.get_submodule(layer)
         except AttributeError:
             raise CurloraError(
-                f"The adapter in {folder} adapts {layer!r}, which this base model does not have: it was trained "
+                f"The adapter in {folder} adapts {clip(layer)}, which this base model does not have: it was trained "
                 "on a different architecture."
             ) from None
         shape = state.get(f"{PEFT_KEY_PREFIX}{layer}.{PREFIX}factors.shape")
@@ -241,7 +241,7 @@ def _check_fits(folder: Path, model: nn.Module, layers: list[str], state: dict[s
             want = tuple(shape.tolist())
             here = f"{got[0]} x {got[1]}" if got and len(got) == 2 else "not a weight matrix"
             raise CurloraError(
-                f"The adapter in {folder} was trained on a different base model: {layer!r} is {here} here but "
+                f"The adapter in {folder} was trained on a different base model: {clip(layer)} is {here} here but "
                 f"{want[0]} x {want[1]} in the adapter."
             )
 

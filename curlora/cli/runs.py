@@ -87,11 +87,14 @@ def _allow_remote_code(args) -> None:
 
 
 def cmd_share(args) -> int:
-    from curlora.run.hosting import EXAMPLES, LOCAL, write_owner
+    from curlora.run.hosting import share, unshare
 
     run = Run.open(args.run_id)
-    write_owner(run.path, LOCAL if args.off else EXAMPLES)
-    print(f"run {run.id} is {'no longer shared' if args.off else 'a shared, read-only example'}")
+    if args.off:  # back to whoever owned it before it was shared, not to the local user
+        unshare(run.path)
+    else:
+        share(run.path)
+    print(f"run {run.id} is {'no longer shared: its owner has it again' if args.off else 'a shared, read-only example'}")
     return 0
 
 

@@ -3,7 +3,7 @@ curlora/run/sweep.py from the command line."""
 
 from __future__ import annotations
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.run.sweep import SWEEP_FILE, lr_sweep
 
@@ -21,7 +21,7 @@ def parse_lrs(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise CurloraError(f"--lrs: {text!r} is not a comma-separated list of numbers (e.g. 1e-4,1e-3).") from None
+        raise CurloraError(f"--lrs: {clip(text)} is not a comma-separated list of numbers (e.g. 1e-4,1e-3).") from None
 
 
 def cmd_sweep(args) -> int:

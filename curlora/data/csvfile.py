@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 MAX_FILE_MB = 300.0  # a 1.6M-row Sentiment140 file is 238 MB; much more than this doesn't belong in RAM as str
 DELIMITERS = (",", ";", "\t", "|")
@@ -97,7 +97,11 @@ def looks_like_formula(cell: str) -> bool:
 
 def show(value: object, width: int = 60) -> str:
     """A user's value as it may appear inside a one-line message: control characters escaped, long text clipped."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(value))
+    if isinstance(value, (os.PathLike, int, float)):
+        value = str(value)
+    elif not isinstance(value, str):  # str() of a nested value walks all of it; clip() stops after a few items
+        return clip(value, width)
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value[: width * 4])
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -125,11 +129,13 @@ def read_table(
     fallback_encoding: str | None = None,
     delimiter: str | None = None,
     max_file_mb: float = MAX_FILE_MB,
+    max_rows: int | None = None,
 ) -> Table:
     """Read a CSV file into a `Table`, or raise CurloraError with one sentence naming the file and the place.
 
     The file must be UTF-8 (a BOM is fine); `fallback_encoding` (e.g. "latin-1") is tried only when given.
-    `delimiter` None detects `,` `;` tab or `|` from the header and the first rows.
+    `delimiter` None detects `,` `;` tab or `|` from the header and the first rows. `max_rows` (a host's limit)
+    stops reading at the first data row beyond it, with a sentence, instead of holding every row first.
     """
     data, name = _read_bytes(Path(path), max_file_mb)
     text, encoding, bom, warnings = _decode(data, name, fallback_encoding)
@@ -141,8 +147,8 @@ def read_table(
         delimiter = sniff_delimiter(text)
     elif len(delimiter) != 1 or delimiter in "\"\r\n":
         raise CurloraError(f"{name}: the delimiter must be one character other than a quote or a line break, "
-                           f"got {delimiter!r}.")
-    table = _parse(text, name, delimiter)
+                           f"got {clip(delimiter)}.")
+    table = _parse(text, name, delimiter, max_rows)
     table.encoding, table.bom, table.line_endings = encoding, bom, _line_endings(text)
     table.warnings[:0] = warnings
     return table
@@ -178,7 +184,7 @@ def _decode(data: bytes, name: str, fallback: str | None) -> tuple[str, str, boo
         except UnicodeError:
             pass
         except LookupError:
-            raise CurloraError(f"{name}: unknown fallback encoding {fallback!r}; use a Python codec name such as "
+            raise CurloraError(f"{name}: unknown fallback encoding {clip(fallback)}; use a Python codec name such as "
                                "'latin-1' or 'cp1252'.") from None
     if data.startswith(_UTF16_BOMS) and not codecs.lookup(fallback or "utf-8").name.startswith("utf-16"):
         raise CurloraError(f"{name} is saved as UTF-16 (it starts with a UTF-16 byte-order mark); save it as "
@@ -260,7 +266,7 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
-def _parse(text: str, name: str, delimiter: str) -> Table:
+def _parse(text: str, name: str, delimiter: str, max_rows: int | None = None) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     header_line = 0
@@ -290,6 +296,10 @@ def _parse(text: str, name: str, delimiter: str) -> Table:
             else:
                 ragged.append((start, len(record)))
                 continue
+        if max_rows is not None and len(rows) >= max_rows:
+            raise CurloraError(f"{name} has more than {max_rows:,} data rows, the most this server reads from one "
+                               f"file (reading stopped at line {start:,}); upload a sample of at most {max_rows:,} "
+                               "rows.")
         rows.append(tuple(record))
         lines.append(start)
     if header is None:  # only blank lines: caught as "no text" earlier unless cells were all empty

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from curlora.data.csvfile import MAX_FILE_MB, show
 from curlora.data.labels import canonical_label
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 DEFAULT_EVAL_SIZE = 0.2
 _DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
@@ -82,7 +82,7 @@ class TaskConfig:
                 value = os.fspath(value)
                 setattr(self, key, value)
             if value is not None and not isinstance(value, str):
-                raise CurloraError(f"{who}: '{key}' must be a string, got {show(repr(value))}.")
+                raise CurloraError(f"{who}: '{key}' must be a string, got {clip(value)}.")
         if self.delimiter is not None:
             self.delimiter = _DELIMITER_NAMES.get(self.delimiter.lower(), self.delimiter)
         if self.verbalizers is not None:
@@ -98,7 +98,7 @@ class TaskConfig:
         if size is not None and (not _is_number(size) or (isinstance(size, float) and not 0 < size < 1)
                                  or (isinstance(size, int) and size < 1)):
             raise CurloraError(f"{who}: 'eval_size' must be a fraction between 0 and 1 or a row count of at least "
-                               f"1, got {show(repr(size))}.")
+                               f"1, got {clip(size)}.")
         for key, low, optional in (("max_train_rows", 2, True), ("max_eval_rows", 1, True), ("max_classes", 2, False),
                                    ("seed", 0, False)):
             value = getattr(self, key)
@@ -106,11 +106,11 @@ class TaskConfig:
                 continue
             if not _is_number(value) or not isinstance(value, int) or value < low:
                 raise CurloraError(f"{who}: '{key}' must be a whole number of at least {low}, got "
-                                   f"{show(repr(value))}.")
+                                   f"{clip(value)}.")
         if not isinstance(self.drop_empty, bool):
-            raise CurloraError(f"{who}: 'drop_empty' must be true or false, got {show(repr(self.drop_empty))}.")
+            raise CurloraError(f"{who}: 'drop_empty' must be true or false, got {clip(self.drop_empty)}.")
         if not _is_number(self.max_file_mb) or self.max_file_mb <= 0:
-            raise CurloraError(f"{who}: 'max_file_mb' must be a positive number, got {show(repr(self.max_file_mb))}.")
+            raise CurloraError(f"{who}: 'max_file_mb' must be a positive number, got {clip(self.max_file_mb)}.")
         if self.eval_file and self.eval_size is not None:
             raise CurloraError(f"{who}: set either 'eval_file' or 'eval_size', not both.")
         if not self.train_file and not self.preset:

@@ -92,8 +92,9 @@ class _Rows:
 
 
 def load_task(cfg: TaskConfig, *, base_dir: str | os.PathLike | None = None,
-              presets_file: str | os.PathLike | None = None) -> Task:
-    """Read, validate and split a task; raise CurloraError with one sentence on the first unusable problem."""
+              presets_file: str | os.PathLike | None = None, max_rows: int | None = None) -> Task:
+    """Read, validate and split a task; raise CurloraError with one sentence on the first unusable problem.
+    `max_rows`: a host's limit on the data rows read from each file (reading stops there)."""
     cfg.validate()
     preset = get_preset(cfg.preset, presets_file) if cfg.preset else None
     from_hub = not cfg.train_file
@@ -101,7 +102,7 @@ def load_task(cfg: TaskConfig, *, base_dir: str | os.PathLike | None = None,
         raise CurloraError(f"task '{cfg.name}': preset '{preset.name}' has no hub source, so it needs a train_file.")
     exclude = set(cfg.exclude_labels) | (set(preset.hub.exclude_labels) if from_hub else set())
 
-    train_table = _open(cfg, cfg.train_file, preset, base_dir, preset.hub.train_split if from_hub else None)
+    train_table = _open(cfg, cfg.train_file, preset, base_dir, preset.hub.train_split if from_hub else None, max_rows)
     mapping = resolve_columns(train_table, text=cfg.text or (preset.hub.text if from_hub else None),
                               text_pair=cfg.text_pair or (preset.hub.text_pair if from_hub else None),
                               label=cfg.label or (preset.hub.label if from_hub else None))
@@ -115,7 +116,8 @@ def load_task(cfg: TaskConfig, *, base_dir: str | os.PathLike | None = None,
     eval_split = preset.hub.eval_split if from_hub and cfg.eval_size is None else None
     evals = None
     if cfg.eval_file or eval_split:
-        eval_table = _open(cfg, cfg.eval_file, preset, base_dir, None if cfg.eval_file else eval_split)
+        eval_table = _open(cfg, cfg.eval_file, preset, base_dir, None if cfg.eval_file else eval_split,
+                           max_rows)
         warnings += eval_table.warnings
         eval_mapping = ColumnMapping(
             text=find_column(eval_table, mapping.text, "text"), label=find_column(eval_table, mapping.label, "label"),
@@ -173,13 +175,14 @@ def load_task(cfg: TaskConfig, *, base_dir: str | os.PathLike | None = None,
                 template=template, mapping=mapping, warnings=warnings, summary=summary)
 
 
-def _open(cfg: TaskConfig, file: str | None, preset: DatasetPreset | None, base_dir, split: str | None) -> Table:
+def _open(cfg: TaskConfig, file: str | None, preset: DatasetPreset | None, base_dir, split: str | None,
+          max_rows: int | None = None) -> Table:
     if file:
         path = Path(file).expanduser()
         if base_dir is not None and not path.is_absolute():
             path = Path(base_dir) / path
         return read_table(path, fallback_encoding=cfg.fallback_encoding, delimiter=cfg.delimiter,
-                          max_file_mb=cfg.max_file_mb)
+                          max_file_mb=cfg.max_file_mb, max_rows=max_rows)
     hub = preset.hub
     return load_hub_split(preset, split, text=cfg.text or hub.text, text_pair=cfg.text_pair or hub.text_pair,
                           label=cfg.label or hub.label)

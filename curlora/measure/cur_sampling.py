@@ -21,7 +21,7 @@ import torch
 from curlora.adapter.layer import CURLoRALayer, dispatch, math_weight
 from curlora.adapter.model import find_target_modules
 from curlora.adapter.sampling import SAMPLING_MODES, probabilities, sample_cur_indices
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models.loading import default_targets, linear_module_names
 
 SIDES = ("columns", "rows")
@@ -74,12 +74,12 @@ def inspect_matrix(name: str, weight: torch.Tensor, r: int, sampling: str, seed:
     """Everything the report says about one matrix W (out x in)."""
     m, n = weight.shape
     if r > min(m, n):
-        raise CurloraError(f"Rank r={r} is larger than {name!r} ({m} x {n}) allows: C·U·R has rank at most "
+        raise CurloraError(f"Rank r={r} is larger than {clip(name)} ({m} x {n}) allows: C·U·R has rank at most "
                            f"{min(m, n)}; lower r.")
     try:
         rows, cols = sample_cur_indices(weight, r, sampling, replace, seed, name)
     except ValueError as err:  # too few columns can be drawn without replacement
-        raise CurloraError(f"{name!r}: {err}.") from None
+        raise CurloraError(f"{clip(name)}: {err}.") from None
     per_rule = {rule: probabilities(weight, r, rule) for rule in SAMPLING_MODES}  # rule -> (rows, columns)
     probs = {side: {rule: p[1 - i] for rule, p in per_rule.items()} for i, side in enumerate(SIDES)}
     w = weight.detach().to(device="cpu", dtype=torch.float64)
@@ -102,12 +102,12 @@ def target_names(model, targets) -> list[str]:
     targets = targets or default_targets(model)
     names = find_target_modules(model, targets)
     if not names:
-        raise CurloraError(f"No module matches targets {targets!r}; this model's adaptable layers are: "
+        raise CurloraError(f"No module matches targets {clip(targets)}; this model's adaptable layers are: "
                            f"{', '.join(linear_module_names(model)) or 'none'}.")
     for name in names:
         module = model.get_submodule(name)
         if not isinstance(module, CURLoRALayer) and dispatch(module) is None:
-            raise CurloraError(f"Module {name!r} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and "
+            raise CurloraError(f"Module {clip(name)} is a {type(module).__name__}; CURLoRA adapts torch.nn.Linear and "
                                "GPT-2's Conv1D layers only — pick other targets.")
     return names
 
@@ -116,7 +116,7 @@ def inspect_model(model, r: int = 8, sampling: str = "inverted", targets=None, s
                   replace: bool = True) -> dict:
     """The sampling report of every matrix CURLoRA(r, sampling, targets, seed, replace) would adapt in `model`."""
     if sampling not in SAMPLING_MODES:
-        raise CurloraError(f"sampling must be one of {', '.join(SAMPLING_MODES)}; got {sampling!r}.")
+        raise CurloraError(f"sampling must be one of {', '.join(SAMPLING_MODES)}; got {clip(sampling)}.")
     if int(r) != r or r < 1:
         raise CurloraError(f"Rank r must be a positive whole number, got {r}.")
     r = int(r)

@@ -13,6 +13,9 @@ not touched at all under HF_HUB_OFFLINE, and memory is estimated from the config
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import dataclasses
 import json
 import os
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models import gguf
 from curlora.models.build_lock import BUILD_LOCK
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
@@ -102,6 +105,22 @@ def _looks_like_path(choice: str) -> bool:
             or "\\" in choice or bool(re.match(r"^[A-Za-z]:", choice)))
 
 
+# Hosted, a model name is never looked up as a path on the server: 'app.py' or 'runs' would otherwise answer "is a
+# file" / "has no config.json", an oracle for what the server holds. A context (not a global) so that a hosted
+# request and a local caller in the same process each get their own rule.
+_HUB_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("curlora_hub_only", default=False)
+
+
+@contextlib.contextmanager
+def hub_only(on: bool = True):
+    """Within this block (and the calls it makes), a model name is a bundled name or a hub id, never a folder."""
+    token = _HUB_ONLY.set(bool(on))
+    try:
+        yield
+    finally:
+        _HUB_ONLY.reset(token)
+
+
 def locate(choice: str, *, revision: str | None = None, weights: bool = False) -> tuple[str, Path]:
     """(source, local folder) for a choice: a bundled name, a packaged GGUF, a .gguf file (both converted on first
     use), then an existing folder, then a hub id.
@@ -116,9 +135,16 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
     name = BUNDLED_DEFAULT if choice in BUNDLED_ALIASES else choice
     if name in bundled:
         return "bundled", bundled[name]
+    if choice in gguf.PACKAGED:  # a preset: allowed hosted too (the file is in the server's own packages)
+        return "package", gguf.converted(gguf.packaged(choice))
+    if _HUB_ONLY.get():
+        if _looks_like_path(choice) or not HUB_ID.match(choice) or gguf.is_gguf(choice):
+            raise CurloraError(f"model.name: {clip(choice)} is not a preset, the bundled model or a hub id "
+                               "(owner/name); folders and files on the server cannot be used here.")
+        return "hub", _hub_folder(choice, revision, weights)
     gguf_file = gguf_source_file(choice)
     if gguf_file is not None:
-        return ("package" if choice in gguf.PACKAGED else "gguf"), gguf.converted(gguf_file)
+        return "gguf", gguf.converted(gguf_file)
     folder = Path(choice).expanduser()
     if folder.is_dir():
         return "folder", folder.resolve()
@@ -253,7 +279,7 @@ def read_config(folder: Path, choice: str, trust_remote_code: bool = False):
         if not raw.get("auto_map"):
             import transformers
 
-            raise CurloraError(f"'{choice}' has model type {model_type!r}, which transformers "
+            raise CurloraError(f"'{choice}' has model type {clip(model_type)}, which transformers "
                                f"{transformers.__version__} does not know; upgrade transformers or pick another "
                                "model.")
     elif model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -329,7 +355,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if key not in DTYPES:
-        raise CurloraError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        raise CurloraError(f"Unknown dtype {clip(dtype)}; use auto, float32, bfloat16 or float16.")
     return DTYPES[key]
 
 
@@ -338,9 +364,9 @@ def resolve_device(device: str | None) -> str:
     if key == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if key.startswith("cuda") and not torch.cuda.is_available():
-        raise CurloraError(f"Device {device!r} was asked for but no CUDA GPU is visible; use device 'cpu' or 'auto'.")
+        raise CurloraError(f"Device {clip(device)} was asked for but no CUDA GPU is visible; use device 'cpu' or 'auto'.")
     if key not in ("cpu", "mps") and not key.startswith("cuda"):
-        raise CurloraError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
+        raise CurloraError(f"Unknown device {clip(device)}; use auto, cpu, cuda, cuda:N or mps.")
     return key
 
 
@@ -471,7 +497,7 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype):
     if quantization in (None, "none"):
         return None
     if quantization not in ("8bit", "4bit"):
-        raise CurloraError(f"model.quantization: {quantization!r} is not one of none, 8bit, 4bit.")
+        raise CurloraError(f"model.quantization: {clip(quantization)} is not one of none, 8bit, 4bit.")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -24,7 +24,7 @@ from torch import nn
 
 from curlora.adapter.config import PEFT_TYPE, CURLoRAConfig
 from curlora.adapter.model import CONFIG_NAME, WEIGHTS_NAME, CURLoRAModel, get_curlora_model
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models.build_lock import BUILD_LOCK
 
 METHODS = ("curlora", "lora")
@@ -149,7 +149,7 @@ def marker(folder: str | os.PathLike) -> dict:
     from curlora.run.methods import kinds
 
     if kind not in kinds():
-        raise CurloraError(f"{path} names {kind!r}, which is not a method kind of this version.")
+        raise CurloraError(f"{path} names {clip(kind)}, which is not a method kind of this version.")
     return data
 
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.run import adapters as methods
 from curlora.run.chat_format import chat_prompt, conversation, has_template, held_back, stop_tokens
@@ -38,7 +38,7 @@ def parse_pane(pane: str) -> tuple[str, int]:
         return "base", 0
     method, sep, stage = pane.rpartition("@")
     if not sep or not method or not stage.isdigit():
-        raise CurloraError(f"{pane!r} is not a chat pane: use 'base' or '<method>@<stage>', e.g. 'lora@2'.")
+        raise CurloraError(f"{clip(pane)} is not a chat pane: use 'base' or '<method>@<stage>', e.g. 'lora@2'.")
     return method, int(stage)
 
 
@@ -58,6 +58,26 @@ def pane_choices(run: Run) -> dict[str, list[int]]:
 
 def _key(cfg: ExperimentConfig) -> tuple:
     return (cfg.model.name, cfg.model.dtype, cfg.model.device, cfg.model.revision)
+
+
+# A prompt or chat message is read by a tokenizer and echoed back (MCP's generate returns it): bounded, so one
+# request cannot make the server tokenise or return megabytes. 4,000 characters are about 1,000 tokens, above the
+# bundled model's context; a conversation's earlier turns together get 16 times that.
+MAX_PROMPT_CHARS = 4_000
+MAX_HISTORY_CHARS = 64_000
+
+
+def check_prompt(prompt, system: str | None = None, histories=()) -> None:
+    """Refuse a prompt, system prompt or history over its bound (one sentence, nothing tokenised)."""
+    for what, text in (("The prompt", prompt), ("The system prompt", system)):
+        if isinstance(text, str) and len(text) > MAX_PROMPT_CHARS:
+            raise CurloraError(f"{what} is {len(text):,} characters long; the limit here is {MAX_PROMPT_CHARS:,}, "
+                               "so shorten it.")
+    for history in histories:
+        total = sum(len(str(t.get("content", ""))) if isinstance(t, dict) else len(str(t)) for t in history or [])
+        if total > MAX_HISTORY_CHARS:
+            raise CurloraError(f"The conversation so far is {total:,} characters long; the limit here is "
+                               f"{MAX_HISTORY_CHARS:,}; press Clear to start a new one.")
 
 
 class Chat:
@@ -96,6 +116,7 @@ class Chat:
         chat model) the template applied to each pane's history. Returns "chat" or "completion"."""
         if not prompt or not prompt.strip():
             raise CurloraError("Type a prompt first.")
+        check_prompt(prompt, system, histories)
         if not run_id:
             raise CurloraError("Pick a run first: its config says which base model to load.")
         tok = self.tokenizer(Run.open(run_id, root).config())
@@ -132,6 +153,7 @@ class Chat:
         "content"}) and `system` are used by a model with a chat template and ignored by one without."""
         if not prompt or not prompt.strip():
             raise CurloraError("Type a prompt first.")
+        check_prompt(prompt, system, (history,))
         if not run_id:
             raise CurloraError("Pick a run first: its config says which base model to load.")
         run = Run.open(run_id, root)

@@ -8,8 +8,9 @@ On a ZeroGPU Space the GPU is lent per call of a `spaces.GPU` function, and the 
 with the headers of the gradio request it runs in (the visitor's quota token, read from gradio's request context).
 A call from the job thread has no request, so there the job thread only decides *what* runs next (the runner and
 its units, unchanged) and posts each unit; the visitor's open page takes it and makes the GPU call from inside its
-own request. A unit nobody takes within `wait` seconds (the page was closed) pauses the run (`Unattended`), so one
-absent visitor never holds the queue; their page continues it when it is opened again.
+own request. A unit nobody takes pauses the run (`Unattended`), so one absent visitor never holds the queue; their
+page continues it when it is opened again. It pauses at once (after `grace` seconds, the gap between two polls of an
+open page) when no request of its owner is driving, and after `wait` seconds when one is but does not take it.
 
 No gradio here: the request side is whatever calls `take` (curlora/ui/zero_gpu.py in the app, tests directly).
 """
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from curlora.errors import Cancelled, CurloraError
 
 PAUSED = ("paused: on this Space a run gets the GPU only through its owner's open page, and none took its next "
-          "stage for {wait:g} s; open the app again (it continues by itself) or resume it from the Runs tab")
+          "stage (no page of theirs was open, or none took it for {wait:g} s); open the app again (it continues by "
+          "itself) or resume it from the Runs tab")
 
 
 class Unattended(Cancelled):
@@ -45,10 +48,32 @@ class Unit:
 
 
 class Handoff:
-    def __init__(self, wait: float = 120.0):
+    def __init__(self, wait: float = 120.0, grace: float = 5.0):
         self.wait = float(wait)
+        self.grace = min(float(grace), self.wait)
         self._cv = threading.Condition()
         self._posted: list[Unit] = []
+        self._drivers: dict[str | None, int] = {}  # owner -> requests in `drive` now
+        self._last_driven: dict[str | None, float] = {}  # owner -> when their last driving request ended
+
+    @contextmanager
+    def driving(self, owner: str | None):
+        """(A request.) Mark `owner`'s page as present for as long as it drives their units."""
+        with self._cv:
+            self._drivers[owner] = self._drivers.get(owner, 0) + 1
+            self._cv.notify_all()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._drivers[owner] -= 1
+                self._last_driven[owner] = time.monotonic()
+
+    def _absent(self, owner: str | None, since: float) -> bool:
+        """No request of `owner` is driving, nor has one for `grace` seconds (since the unit was posted)."""
+        if self._drivers.get(owner, 0) > 0:
+            return False
+        return time.monotonic() - max(since, self._last_driven.get(owner, 0.0)) >= self.grace
 
     def call(self, run_id: str, owner: str | None, what: str, seconds: int, fn: Callable[[], object],
              should_stop: Callable[[], bool] | None = None):
@@ -56,14 +81,15 @@ class Handoff:
         error, as if fn() had run here. Cancelled if the run is stopped before a request takes it; Unattended if
         none takes it within `wait` seconds. A unit once taken runs to its end (training watches Stop itself)."""
         unit = Unit(run_id, owner, what, int(seconds), fn)
-        deadline = time.monotonic() + self.wait
+        posted = time.monotonic()
+        deadline = posted + self.wait
         with self._cv:
             self._posted.append(unit)
             self._cv.notify_all()
             while not unit.taken:
                 left = deadline - time.monotonic()
                 stopped = bool(should_stop and should_stop())
-                if stopped or left <= 0:
+                if stopped or left <= 0 or self._absent(owner, posted):
                     self._posted.remove(unit)
                     raise Cancelled() if stopped else Unattended(PAUSED.format(wait=self.wait))
                 self._cv.wait(min(left, 0.25))
@@ -107,6 +133,11 @@ def drive(jobs, owner: str | None, on_device: Callable[[Callable[[], object], in
     waiting; returns once `owner` has no job training or waiting in `jobs` (a JobManager)."""
     if jobs.handoff is None:
         return
+    with jobs.handoff.driving(owner):
+        yield from _drive(jobs, owner, on_device, poll)
+
+
+def _drive(jobs, owner, on_device, poll):
     while True:
         unit = jobs.handoff.take(owner, poll)
         if unit is None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
 from curlora.run.limits import Limits
@@ -68,7 +68,7 @@ def resolve_bundled(value: str | None) -> str | None:
         return value
     path = _bundled_path(value).resolve()
     if not _within(path, ASSETS.resolve()):
-        raise CurloraError(f"{value[:120]!r} is not a bundled file: bundled paths stay inside assets/.")
+        raise CurloraError(f"{clip(value[:120])} is not a bundled file: bundled paths stay inside assets/.")
     return str(path)
 
 
@@ -85,6 +85,60 @@ def owner_key(kind: str, value: str) -> str:
     if not value:
         raise CurloraError("An owner needs an identity (a login, a workspace token or a session).")
     return hashlib.sha256(f"curlora-owner\0{kind}\0{value}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One kept upload of a visitor: its name, its size in bytes, its content digest (the handle to delete it by)
+    and the runs of theirs that name it."""
+
+    name: str
+    size: int
+    digest: str
+    used_by: list[str]
+
+
+ANONYMOUS = "anonymous"  # the pool every caller who is not signed in draws from
+PROXY_HOPS_ENV = "CURLORA_PROXY_HOPS"  # trusted proxies in front of the app that append to X-Forwarded-For
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who pays for a request: the key its allowances (runs queued, chat replies, turns of the device) are counted
+    under. It is not who owns a run (that is the owner key, per browser): a visitor who opens four sessions owns four
+    task lists but still has one allowance. `pooled`: not signed in, so it also draws from the one pool all such
+    callers share (Limits.runs_anonymous, chat_per_minute_anonymous)."""
+
+    key: str
+    pooled: bool = False
+
+    @classmethod
+    def of(cls, who: "Client | str | None") -> "Client":
+        """A Client from an owner key (the CLI, tests, a server that is not hosted: the owner pays for itself)."""
+        return who if isinstance(who, Client) else cls(who or LOCAL)
+
+
+def client_of(user_key: str | None, forwarded_for: str | None, behind_proxy: bool) -> Client:
+    """The paying identity of a request. A signed-in user (their owner key) has an allowance of their own. Anyone
+    else is pooled: behind the Space's proxy (SPACE_ID set) by the address the proxy forwards, the entry it appended
+    to X-Forwarded-For (CURLORA_PROXY_HOPS from the right, default 1: earlier entries are whatever the caller sent);
+    elsewhere the header is the caller's own word, so all of them are one key. A new gradio session, workspace
+    token or MCP connection changes none of these."""
+    if user_key:
+        return Client(user_key)
+    if behind_proxy and forwarded_for:
+        hops = os.environ.get(PROXY_HOPS_ENV, "").strip()
+        hops = int(hops) if hops.isdigit() and int(hops) > 0 else 1
+        entries = [e.strip() for e in str(forwarded_for)[:1000].split(",")]
+        address = entries[-hops] if len(entries) >= hops else ""
+        if address:
+            return Client(owner_key("address", address), pooled=True)
+    return Client(ANONYMOUS, pooled=True)
+
+
+def behind_space_proxy() -> bool:
+    """A Hugging Face Space (SPACE_ID set) is reached only through its proxy, which sets X-Forwarded-For."""
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -141,9 +195,11 @@ class Policy:
     def upload_dir(self, root: Path, owner: str | None) -> Path:
         return self.owner_dir(root, owner) / "uploads"
 
-    def keep_upload(self, src: str | os.PathLike, root: Path, owner: str | None, validate=None) -> Path:
+    def keep_upload(self, src: str | os.PathLike, root: Path, owner: str | None, validate=None,
+                    stored: int | None = None) -> Path:
         """Keep an upload for runs to use (and resume after a restart): checked by `validate(path)` first (a
-        refused file is never kept), then stored once per content per owner, under the name it first came with."""
+        refused file is never kept), then stored once per content per owner, under the name it first came with.
+        `stored`: the bytes the owner stores already (runs and uploads); a kept upload counts against their share."""
         src = Path(src)
         limit = getattr(self.limits, "upload_mb", None)
         size = src.stat().st_size
@@ -157,6 +213,11 @@ class Policy:
         existing = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()] if folder.is_dir() else []
         if existing:
             return existing[0]
+        share = getattr(self.limits, "store_mb_per_visitor", None)
+        if share is not None and stored is not None and stored + size > share * 1e6:
+            raise CurloraError(f"Stored runs per visitor: yours would take {(stored + size) / 1e6:.1f} MB with "
+                               f"'{src.name}', the limit here is {share:g} MB; delete some of your runs or uploads "
+                               "(Tasks tab, Your uploads) first.")
         folder.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name).strip("._") or "upload.csv"
         dest = folder / name
@@ -177,6 +238,68 @@ class Policy:
         files = [t.get(k) for t in data.get("tasks") or [] if isinstance(t, dict) for k in ("train_file", "eval_file")]
         files.append((data.get("evaluation") or {}).get("probe_text"))
         return {Path(f).resolve() for f in files if isinstance(f, str) and f"/{OWNERS_DIR}/" in f}
+
+    PAYER_FILE = "payer"  # <owner dir>/payer: the client that last paid for this owner's runs or uploads
+
+    def note_payer(self, root: Path, owner: str | None, client: Client | None) -> None:
+        """Remember which client pays for `owner` (hosted), so that a client's share counts all its owners."""
+        if not self.hosted or client is None or owner is None:
+            return
+        folder = self.owner_dir(root, owner)
+        path = folder / self.PAYER_FILE
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.read_text(encoding="utf-8").strip() == client.key:
+                return
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(client.key + "\n", encoding="utf-8")
+
+    def owners_paid_by(self, root: Path, client: Client) -> set[str]:
+        """The owners whose last paying client is `client`."""
+        found = set()
+        base = root / OWNERS_DIR
+        if not base.is_dir():
+            return found
+        for folder in base.iterdir():
+            path = folder / self.PAYER_FILE
+            with contextlib.suppress(OSError):
+                if not path.is_symlink() and path.read_text(encoding="utf-8").strip() == client.key:
+                    found.add(folder.name)
+        return found
+
+    def list_uploads(self, root: Path, owner: str | None, runs=()) -> list[Upload]:
+        """The owner's kept uploads, newest first, each with its size and the runs (of `runs`) that name it."""
+        folder = self.upload_dir(root, owner)
+        if not folder.is_dir():
+            return []
+        users: dict[Path, list[str]] = {}
+        for run in runs:
+            for path in self.uploads_used(run.config_yaml):
+                users.setdefault(path, []).append(run.id)
+        found = []
+        for path in folder.glob("*/*"):
+            if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
+                st = path.stat()
+                found.append((st.st_mtime, Upload(path.name, st.st_size, path.parent.name,
+                                                  sorted(users.get(path.resolve(), [])))))
+        return [u for _, u in sorted(found, key=lambda t: t[0], reverse=True)]
+
+    def delete_upload(self, root: Path, owner: str | None, digest: str, runs=(), busy=()) -> Upload:
+        """Delete one kept upload (by the digest `list_uploads` gives); refused while a run in `busy` (queued or
+        training) names it. Finished runs that named it keep their numbers but can no longer be resumed."""
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{16}", digest)):
+            raise CurloraError("Pick one of your uploads to delete (the Tasks tab lists them).")
+        match = next((u for u in self.list_uploads(root, owner, runs) if u.digest == digest), None)
+        if match is None:
+            raise CurloraError("You have no such upload; the Tasks tab lists yours.")
+        waiting = [r for r in match.used_by if r in set(busy)]
+        if waiting:
+            raise CurloraError(f"Upload '{match.name}' is used by run {waiting[0]}, which is queued or training; "
+                               "stop it first, then delete the upload.")
+        path = self.upload_dir(root, owner) / digest / match.name
+        path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        return match
 
     def forget_uploads(self, paths: set[Path], root: Path, owner: str | None) -> None:
         """Delete kept uploads no run uses any more (only inside the owner's own uploads folder)."""
@@ -263,7 +386,7 @@ class Policy:
             raise CurloraError("model.name: a .gguf file on the server cannot be used here; pick a preset (SmolLM2 "
                                "is one) or a hub id.")
         if _looks_like_path(name) or not HUB_ID.match(name):
-            raise CurloraError(f"model.name: {name!r} is not a preset, the bundled model or a hub id (owner/name); "
+            raise CurloraError(f"model.name: {clip(name)} is not a preset, the bundled model or a hub id (owner/name); "
                                "folders on the server cannot be used here.")
 
     def check_config(self, cfg, root: Path, owner: str | None) -> None:
@@ -282,21 +405,31 @@ class Policy:
             self.limits.check_experiment(cfg)
 
     # -- chat ------------------------------------------------------------------------------------------------
-    def allow_chat(self, owner: str | None, now: float | None = None) -> None:
-        """At most `limits.chat_per_minute` replies per owner in any 60 s."""
-        limit = getattr(self.limits, "chat_per_minute", None)
-        if limit is None:
-            return
+    def allow_chat(self, client: Client | str | None, now: float | None = None) -> None:
+        """At most `limits.chat_per_minute` replies per client in any 60 s, and for callers who are not signed
+        in at most `chat_per_minute_anonymous` together (a fresh session or MCP connection is the same client)."""
+        client = Client.of(client)
+        checks = [(client.key, getattr(self.limits, "chat_per_minute", None), "Chat replies per minute", "")]
+        if client.pooled and self.hosted:
+            checks.append((ANONYMOUS + "\0pool", getattr(self.limits, "chat_per_minute_anonymous", None),
+                           "Chat replies per minute of visitors who are not signed in",
+                           " (or sign in for an allowance of your own)"))
         now = time.monotonic() if now is None else now
         with self._lock:
-            recent = self._chats.setdefault(owner or LOCAL, deque())
-            while recent and now - recent[0] >= 60:
-                recent.popleft()
-            if len(recent) >= limit:
-                wait = 60 - (now - recent[0])
-                raise CurloraError(f"Chat replies per minute: the limit here is {limit:g}; try again in "
-                                   f"{max(1, round(wait))} s.")
-            recent.append(now)
+            queues = []
+            for key, limit, what, hint in checks:
+                if limit is None:
+                    continue
+                recent = self._chats.setdefault(key, deque())
+                while recent and now - recent[0] >= 60:
+                    recent.popleft()
+                if len(recent) >= limit:
+                    wait = 60 - (now - recent[0])
+                    raise CurloraError(f"{what}: the limit here is {limit:g}; try again in {max(1, round(wait))} s"
+                                       f"{hint}.")
+                queues.append(recent)
+            for recent in queues:
+                recent.append(now)
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`,;()<>]+/)*([^\s'\"`,;()<>/]*)")
@@ -320,3 +453,70 @@ def read_owner(run_path: Path) -> str | None:
     except OSError:
         return None
     return text if text in (LOCAL, EXAMPLES) or OWNER_KEY.match(text) else None
+
+
+SHARED_FROM = "owner.before-shared"  # who owned a run before the host made it a shared example
+
+
+def share(run_path: Path) -> None:
+    """Make a run a shared example, remembering its owner so that `unshare` gives it back to them."""
+    run_path = Path(run_path)
+    before = read_owner(run_path)
+    if before != EXAMPLES:
+        (run_path / SHARED_FROM).write_text((before or LOCAL) + "\n", encoding="utf-8")
+    write_owner(run_path, EXAMPLES)
+
+
+def unshare(run_path: Path) -> str:
+    """Give a shared example back to the owner it had before `share` (the local user if none was recorded)."""
+    run_path = Path(run_path)
+    before = read_owner_file(run_path / SHARED_FROM) or LOCAL
+    write_owner(run_path, before)
+    with contextlib.suppress(OSError):
+        (run_path / SHARED_FROM).unlink()
+    return before
+
+
+def read_owner_file(path: Path) -> str | None:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if text in (LOCAL, EXAMPLES) or OWNER_KEY.match(text) else None
+
+
+class LoginGuard:
+    """Backoff for wrong logins, per paying client (the forwarded address on a Space): the first FREE wrong tries
+    cost nothing, then each one locks that client out for twice as long as the one before (1 s, 2 s, 4 s, … up to
+    MAX_WAIT), so guessing a password over MCP goes from a hundred tries in 8 s to about a dozen a minute at best.
+    A right login clears the count."""
+
+    FREE = 5
+    MAX_WAIT = 300.0
+
+    def __init__(self):
+        self._tries: dict[str, tuple[int, float]] = {}  # client key -> (wrong tries, locked until)
+        self._lock = threading.Lock()
+
+    def check(self, client: Client | str | None, now: float | None = None) -> None:
+        key = Client.of(client).key
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            _, until = self._tries.get(key, (0, 0.0))
+        if now < until:
+            raise CurloraError(f"Too many wrong logins from here: try again in {max(1, round(until - now))} s.")
+
+    def failed(self, client: Client | str | None, now: float | None = None) -> None:
+        key = Client.of(client).key
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            count, _ = self._tries.get(key, (0, 0.0))
+            count += 1
+            wait = 0.0 if count <= self.FREE else min(self.MAX_WAIT, 2.0 ** (count - self.FREE - 1))
+            if len(self._tries) > 100_000:
+                self._tries.clear()
+            self._tries[key] = (count, now + wait)
+
+    def passed(self, client: Client | str | None) -> None:
+        with self._lock:
+            self._tries.pop(Client.of(client).key, None)

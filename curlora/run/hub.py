@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.measure.record import RunMetrics
 from curlora.run.export import copy_finished_adapters, export_merged, table
 from curlora.run.methods import method as registered
@@ -43,7 +43,7 @@ def _selected(run: Run, m: RunMetrics, only: str | None) -> RunMetrics:
     """The record with only the methods to push: `only`, or every method that keeps an adapter."""
     if only:
         if only not in m.methods:
-            raise CurloraError(f"Run {run.id} has no method {only!r}; its methods: {', '.join(m.methods) or 'none'}.")
+            raise CurloraError(f"Run {run.id} has no method {clip(only)}; its methods: {', '.join(m.methods) or 'none'}.")
         if not registered(m.methods[only].kind).has_adapter:
             raise CurloraError(f"{only} keeps no adapter (it is a {m.methods[only].kind} baseline); push an adapter "
                                "method instead.")
@@ -116,7 +116,7 @@ def push(run: Run, repo: str, only: str | None = None, merged: bool = False, tok
 
     repo = (repo or "").strip()
     if not REPO.match(repo) or ".." in repo:
-        raise CurloraError(f"{repo[:100]!r} is not a hub repo name: use NAME or OWNER/NAME (letters, digits, '-', "
+        raise CurloraError(f"{clip(repo[:100])} is not a hub repo name: use NAME or OWNER/NAME (letters, digits, '-', "
                            "'_' and '.').")
     report = progress or (lambda fraction, text: None)
     token = token or get_token()

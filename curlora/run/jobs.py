@@ -1,4 +1,4 @@
-"""The server-side job queue: training runs one at a time in a background thread, first come first served.
+"""The server-side job queue: training runs one at a time in a background thread, shared fairly between visitors.
 
     jobs = JobManager()
     run_id = jobs.submit(cfg, owner)   # checks policy and limits, validates (tasks, model); writes nothing if bad
@@ -8,6 +8,11 @@
     jobs.runs(owner)                   # the runs this owner may see, newest first
 
 Jobs belong to the server process, not to a browser tab, so closing or refreshing the page changes nothing.
+Fairness: each job is paid for by a `Client` (curlora/run/hosting.py: a signed-in user, or the pool of anonymous
+callers, per forwarded address behind a Space's proxy). The worker starts the waiting job of the client served
+longest ago, and a job yields after any unit of work while a job of another client waits: it goes back in the
+queue with its finished stages kept, and continues from there when its turn comes again. So one visitor's long
+study delays another visitor's run by one unit (one method on one task), not by the whole study.
 A run's units of work (one method on one task) pass through `jobs.gate` (curlora/run/device_gate.py), which chat and
 evaluation take too: one piece of device work at a time, and none waits for more than one stage.
 On a ZeroGPU Space (a `handoff`, curlora/run/handoff.py) the worker thread posts each unit instead, and the
@@ -28,11 +33,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import Cancelled, CurloraError, clip
 from curlora.experiment import ExperimentConfig
+from curlora.models.loading import hub_only
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
-from curlora.run.hosting import Policy, read_owner, write_owner
+from curlora.run.hosting import Client, Policy, read_owner, write_owner
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
 
 
@@ -55,6 +61,10 @@ def _created(run: Run) -> float:
         return 0.0
 
 
+class Yielded(Cancelled):
+    """A job gave the device to another client's waiting job after a unit; it is queued again, stages kept."""
+
+
 @dataclass
 class Job:
     run: Run
@@ -65,6 +75,13 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/run/handoff.py)
+    client: Client | None = None  # who pays: None = its owner (the CLI, tests, a server that is not hosted)
+    units: int = 0  # units of work done in its current turn
+    yielded: bool = False  # its last turn ended because another client's job was waiting
+
+    @property
+    def payer(self) -> Client:
+        return self.client or Client.of(self.owner)
 
 
 class JobManager:
@@ -83,43 +100,111 @@ class JobManager:
         self._closing = False
         self.last_run_id: str | None = None
         self._events = EventCache()
+        self._owners: dict[str, tuple[int, str | None]] = {}  # run id -> (owner file's mtime_ns, owner)
+        self._store_size: tuple[float, int] | None = None  # (when measured, bytes of the whole store)
+        self._served: dict[str, int] = {}  # client key -> when it last got the worker (a counter, not a time)
+        self._turns = 0
 
     @property
     def root(self) -> Path:
         return (self._root or data_dir()).resolve()
 
     # -- submitting --------------------------------------------------------------------------------------
-    def submit(self, cfg: ExperimentConfig, owner: str | None = None, notices: list[str] | None = None) -> str:
+    def submit(self, cfg: ExperimentConfig, owner: str | None = None, notices: list[str] | None = None,
+               client: Client | None = None) -> str:
         """Check the server's policy and limits, validate and create the run (CurloraError on bad input, nothing
         written), then queue it. To stay within the owner's store quota their oldest finished runs may be deleted
-        first; `notices` gets one sentence per deleted run."""
+        first; `notices` gets one sentence per deleted run. `client` pays for it (its owner when None)."""
         from curlora.run.runner import start
 
-        run, loaded = start(cfg, self.root, self._admit(cfg, owner, notices))
-        return self._queue_new(Job(run, cfg, loaded, owner=owner))
+        run, loaded = start(cfg, self.root, self._admit(cfg, owner, notices, client))
+        return self._queue_new(Job(run, cfg, loaded, owner=owner, client=client))
 
     def submit_study(self, cfg: ExperimentConfig, settings, owner: str | None = None,
-                     notices: list[str] | None = None) -> str:
+                     notices: list[str] | None = None, client: Client | None = None) -> str:
         """Queue a study (curlora/run/study.py) as one job: its runs share the loaded model and the base row, and
-        each training unit passes the device gate like any run's. The same checks as `submit`; a study counts as
-        one run against the per-visitor limit."""
+        each training unit passes the device gate like any run's. The same checks as `submit`, and the limits on
+        its whole grid: runs per study, training tokens summed over them, and the store its runs will take (an
+        estimate, checked against the owner's share and the store's room)."""
         from curlora.run import study as studies
+        from curlora.run.limits import study_points
 
-        loaded = self._admit(cfg, owner, notices)
-        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True))
+        points = study_points(studies.plan_settings(cfg, settings))  # the grid's refusals first, then its size
+        limits = self.policy.limits
+        if limits is not None:
+            limits.check_study(cfg, points)  # before anything loads: a 100,000-run grid costs nothing to refuse
+        loaded = self._admit(cfg, owner, notices, client)
+        if limits is not None:
+            limits.check_study(cfg, points, rows=[len(t.train) for t in loaded.tasks])
+            self._check_study_store(cfg, loaded, points, owner)
+        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True,
+                                   client=client))
 
-    def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None):
+    def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None,
+               client: Client | None = None):
         """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
         from curlora.run.runner import load_everything
 
         self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
         self.policy.check_config(cfg, self.root, owner)
-        self._check_room(owner)
+        self._check_room(owner, client)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
-        return load_everything(cfg, limits=self.policy.limits)
+        self._check_payer_store(client)
+        with hub_only(self.policy.hosted):  # hosted, a model name is never looked up as a server path
+            return load_everything(cfg, limits=self.policy.limits)
+
+    def _check_study_store(self, cfg: ExperimentConfig, loaded, points: dict[str, int], owner: str | None) -> None:
+        """Refuse a study whose runs would not fit the owner's store share or the store's room (estimated: each run
+        keeps an adapter per task and the self-probe reference; see curlora/run/store_estimate.py)."""
+        from curlora.run.store_estimate import study_bytes
+
+        limits = self.policy.limits
+        mine, total = getattr(limits, "store_mb_per_visitor", None), getattr(limits, "store_mb_total", None)
+        if mine is None and total is None:
+            return
+        need, runs = study_bytes(cfg, loaded, points), sum(points.values())
+        checks = []
+        if mine is not None:
+            used = self.stored_bytes(owner)
+            checks.append(("your share", used, mine))
+        if total is not None and self.root.is_dir():
+            checks.append(("this server's run store", self.store_bytes(), total))
+        for what, used, limit in checks:
+            if used + need > limit * 1e6:
+                raise CurloraError(f"Stored runs: this study's {runs} runs would store about {need / 1e6:,.1f} MB "
+                                   f"and {what} already holds {used / 1e6:,.1f} MB, over the limit of {limit:g} MB "
+                                   "here; use fewer learning rates or seeds, or delete some of your runs or "
+                                   "uploads first.")
+
+    def _check_payer_store(self, client: Client | None) -> None:
+        """The share counted per paying client, over every owner (session, workspace) it has used: a fresh session
+        starts an empty task list, not a fresh 500 MB."""
+        mine = getattr(self.policy.limits, "store_mb_per_visitor", None)
+        if client is None or mine is None or not self.policy.hosted:
+            return
+        used = self.payer_bytes(client)
+        if used >= mine * 1e6:
+            raise CurloraError(f"Stored runs per visitor: what you store here over all your sessions takes "
+                               f"{used / 1e6:,.1f} MB, the limit here is {mine:g} MB; delete some of your runs or "
+                               "uploads first (in the browser that made them), or sign in.")
+
+    def payer_bytes(self, client: Client) -> int:
+        """Bytes stored by every owner whose last paying client was `client` (runs and own folders)."""
+        owners = self.policy.owners_paid_by(self.root, client)
+        total = sum(folder_bytes(self.policy.owner_dir(self.root, o)) for o in owners)
+        for run in list_runs(self.root):
+            if self._owner_of(run) in owners:
+                total += folder_bytes(run.path)
+        return total
+
+    def stored_bytes(self, owner: str | None) -> int:
+        """What `owner` stores: their runs and their own folder (uploads, exports, task list)."""
+        runs = [r for r in self.runs(owner) if self.policy.may_change(read_owner(r.path), owner)]
+        return sum(folder_bytes(r.path) for r in runs) + folder_bytes(self.policy.owner_dir(self.root, owner))
 
     def _queue_new(self, job: Job) -> str:
         write_owner(job.run.path, job.owner)
+        self.policy.note_payer(self.root, job.owner, job.client)
         with self._cv:
             if self._current is not None or self._queue:
                 # A waiting job should not hold a second copy of the weights; it reloads them when its turn comes.
@@ -127,12 +212,12 @@ class JobManager:
             self._enqueue(job)
         return job.run.id
 
-    def resume(self, run_id: str, owner: str | None = None) -> str:
+    def resume(self, run_id: str, owner: str | None = None, client: Client | None = None) -> str:
         """Queue an interrupted or cancelled run; it continues from its last finished stage."""
         from curlora.run import study as studies
 
         self.open(run_id, owner, change=True)
-        self._check_room(owner)
+        self._check_room(owner, client)
         with self._cv:
             if self._find(run_id) is not None:
                 raise CurloraError(f"Run {run_id} is already queued or running.")
@@ -145,18 +230,27 @@ class JobManager:
             else:
                 run, cfg = resumable(run_id, self.root)
             run.clear_cancel()  # a Stop that came before this Resume is answered already
-            self._enqueue(Job(run, cfg, None, owner=owner, study=studies.is_study(run)))
+            self._enqueue(Job(run, cfg, None, owner=owner, study=studies.is_study(run), client=client))
         return run_id
 
-    def _check_room(self, owner: str | None) -> None:
-        """The host's limits on the queue: per visitor (active + queued) and in all."""
+    def _check_room(self, owner: str | None, client: Client | None = None) -> None:
+        """The host's limits on the queue: per paying client (active + queued; a fresh session or workspace token
+        is the same client), for all callers who are not signed in together, and in all."""
         limits = self.policy.limits
         jobs = self._active()
-        mine = sum(1 for j in jobs if j.owner == owner)
+        payer = client or Client.of(owner)
+        mine = sum(1 for j in jobs if j.payer.key == payer.key)
         per = getattr(limits, "runs_per_visitor", None)
         if per is not None and mine >= per:
             raise CurloraError(f"Runs per visitor: you have {mine} run(s) training or queued, the limit here is "
                                f"{per}; wait for one to finish or stop one.")
+        pool = getattr(limits, "runs_anonymous", None)
+        if payer.pooled and pool is not None and self.policy.hosted:
+            anonymous = sum(1 for j in jobs if j.payer.pooled)
+            if anonymous >= pool:
+                raise CurloraError(f"Runs of visitors who are not signed in: {anonymous} are training or queued, the "
+                                   f"limit here is {pool}; sign in for an allowance of your own, or try again when "
+                                   "one has finished.")
         total = getattr(limits, "queue_length", None)
         if total is not None and len(jobs) >= total:
             raise CurloraError(f"Queue length: {len(jobs)} runs are training or queued on this server, the limit "
@@ -179,7 +273,7 @@ class JobManager:
         limits = self.policy.limits
         total, mine = getattr(limits, "store_mb_total", None), getattr(limits, "store_mb_per_visitor", None)
         if total is not None and self.root.is_dir():
-            used = folder_bytes(self.root) / 1e6
+            used = self.store_bytes() / 1e6
             if used >= total:
                 raise CurloraError(f"Stored runs in total: this server's run store holds {used:.0f} MB, the limit "
                                    f"here is {total:g} MB; try again after older runs are deleted.")
@@ -216,7 +310,7 @@ class JobManager:
         if self.policy.hosted:
             run_owner = read_owner(run.path) if run is not None else None
             if run is None or not self.policy.visible(run_owner, owner):
-                raise CurloraError(f"No run {str(run_id)[:140]!r} here; the Runs tab lists your runs.")
+                raise CurloraError(f"No run {clip(str(run_id))} here; the Runs tab lists your runs.")
             if change and not self.policy.may_change(run_owner, owner):
                 raise CurloraError(f"Run {run_id} is a shared example: it can be read, exported and chatted with, "
                                    "but not changed; start your own run to train.")
@@ -227,11 +321,37 @@ class JobManager:
         return self._events.events(self.open(run_id, owner))
 
     def runs(self, owner: str | None = None) -> list[Run]:
-        """The runs `owner` may see, newest first (every run, locally)."""
+        """The runs `owner` may see, newest first (every run, locally). Owners are remembered per run and read
+        again only when a run's owner file changes (a stat, not a read, per run: with thousands of other visitors'
+        runs a page load no longer reads thousands of files)."""
         runs = list_runs(self.root)
         if not self.policy.hosted:
             return runs
-        return [r for r in runs if self.policy.visible(read_owner(r.path), owner)]
+        return [r for r in runs if self.policy.visible(self._owner_of(r), owner)]
+
+    def _owner_of(self, run: Run) -> str | None:
+        try:
+            stamp = os.lstat(run.path / "owner").st_mtime_ns
+        except OSError:
+            stamp = -1
+        cached = self._owners.get(run.id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = read_owner(run.path)
+        if len(self._owners) > 100_000:  # a bound, not an eviction policy: ids of deleted runs pile up slowly
+            self._owners.clear()
+        self._owners[run.id] = (stamp, found)
+        return found
+
+    STORE_SIZE_AGE = 30.0  # seconds a measurement of the whole store is used for the store_mb_total checks
+
+    def store_bytes(self) -> int:
+        """Bytes of the whole run store, measured at most every STORE_SIZE_AGE seconds: the total limit is a
+        coarse bound, and walking every visitor's files at every submission and every unit cost seconds."""
+        now = time.monotonic()
+        if self._store_size is None or now - self._store_size[0] >= self.STORE_SIZE_AGE:
+            self._store_size = (now, folder_bytes(self.root))
+        return self._store_size[1]
 
     # -- asking --------------------------------------------------------------------------------------------
     def _active(self) -> list[Job]:
@@ -245,12 +365,28 @@ class JobManager:
         return next((j for j in self._queue if j.run.id == run_id), None)
 
     def position(self, run_id: str) -> int | None:
-        """1 for the next job to start, 2 for the one after…; None if not waiting."""
+        """1 for the next job to start, 2 for the one after…; None if not waiting (the order the fair rule gives
+        now: each client in turn, the one served longest ago first)."""
         with self._cv:
-            for i, job in enumerate(self._queue):
+            for i, job in enumerate(self._order()):
                 if job.run.id == run_id:
                     return i + 1
         return None
+
+    def _order(self) -> list[Job]:
+        """The waiting jobs in the order they would start if no more came: round-robin over clients, each
+        client's own jobs first come first served, the client served longest ago (or never) first."""
+        served = dict(self._served)
+        if self._current is not None:
+            served[self._current.payer.key] = self._turns + 1
+        waiting, order, turn = list(self._queue), [], self._turns + 2
+        while waiting:
+            job = min(waiting, key=lambda j: (served.get(j.payer.key, -1), waiting.index(j)))
+            waiting.remove(job)
+            order.append(job)
+            served[job.payer.key] = turn
+            turn += 1
+        return order
 
     def current(self) -> str | None:
         with self._cv:
@@ -258,7 +394,7 @@ class JobManager:
 
     def queued(self) -> list[str]:
         with self._cv:
-            return [j.run.id for j in self._queue]
+            return [j.run.id for j in self._order()]
 
     def status(self, run_id: str, owner: str | None = None) -> dict:
         """The store's status, except that a job still waiting here is `queued` with its position."""
@@ -356,14 +492,19 @@ class JobManager:
                 self._cv.wait_for(lambda: bool(self._queue) or self._closing)
                 if self._closing:
                     return
-                job = self._current = self._queue.popleft()
+                job = self._current = self._order()[0]
+                self._queue.remove(job)
+                self._turns += 1
+                self._served[job.payer.key] = self._turns
+                job.units, job.yielded = 0, False
             loaded = None
             try:
                 if job.run.cancel_requested():  # a Stop sent from another process while it waited
                     job.run.clear_cancel()
                     job.run.set_status("cancelled", "cancelled before it started — resume to run it")
                     continue
-                loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
+                with hub_only(self.policy.hosted):
+                    loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
                 device_call = self._device_call(job, loaded)
                 if job.study:
                     from curlora.run import study as studies
@@ -373,6 +514,8 @@ class JobManager:
                     execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set, device_call=device_call)
                 if job.paused:  # ended like a cancelled run; say why, and that its owner's page continues it
                     job.run.set_status("interrupted", PAUSED.format(wait=self.handoff.wait), paused=True)
+                elif job.yielded and not job.stop.is_set():
+                    self._requeue(job)
             except RunBusy as err:  # another process trains it: its status is that process's to write
                 job.error = str(err)
             except Cancelled:  # stopped while its tasks or model were loading
@@ -389,9 +532,64 @@ class JobManager:
                     self._current = None
                     self._cv.notify_all()
 
+    def _requeue(self, job: Job) -> None:
+        """A job that yielded goes to the back of the queue (a fresh load when its turn comes: a waiting job holds
+        no weights); its finished stages are on disk, and it continues from them like a resumed run."""
+        with self._cv:
+            if self._closing:
+                return  # shutdown() marks it to be queued again at the next start
+            job.loaded = None
+            job.run.set_status("queued", "waiting for its turn: it gave the device to another visitor's run after "
+                                         "a finished stage and continues from there")
+            self._queue.append(job)
+            self._cv.notify_all()
+
+    def _others_wait(self, job: Job) -> bool:
+        with self._cv:
+            return any(j.payer.key != job.payer.key for j in self._queue)
+
     def _device_call(self, job: Job, loaded):
-        """How the runner runs each unit of `job`: under the gate here, or (ZeroGPU) handed to its owner's request
-        with a duration measured from the run (curlora/run/gpu_budget.py)."""
+        """How the runner runs each unit of `job` (under the gate here, or on ZeroGPU handed to its owner's
+        request), after its first unit of a turn only while no other client's job waits: otherwise it yields."""
+        inner = self._device_inner(job, loaded)
+
+        def call(fn):
+            if job.units > 0 and self._others_wait(job):
+                job.yielded = True
+                raise Yielded("gave the device to another visitor's waiting run after a finished stage; it continues "
+                              "from there when its turn comes")
+            self._check_growth(job)
+            job.units += 1
+            return inner(fn)
+        return call
+
+    def _check_growth(self, job: Job) -> None:
+        """The store quotas while a run grows (each unit saves a stage, a study's each run its own files): over
+        its owner's share, or with the whole store full, this job stops before its next unit with a sentence
+        (finished stages kept). Only the job that is growing is stopped; nobody else's run is touched."""
+        if not self.policy.hosted:
+            return
+        limits = self.policy.limits
+        mine, total = getattr(limits, "store_mb_per_visitor", None), getattr(limits, "store_mb_total", None)
+        what = f"{'study' if job.study else 'run'} {job.run.id}"
+        if mine is not None:
+            used = self.stored_bytes(job.owner)
+            if job.client is not None:
+                used = max(used, self.payer_bytes(job.client))
+            if used >= mine * 1e6:
+                raise CurloraError(f"Stored runs per visitor: your runs and uploads take {used / 1e6:,.1f} MB, over "
+                                   f"the limit of {mine:g} MB here, so {what} stopped after its finished stages "
+                                   "(kept); delete some of your runs or uploads, then resume it.")
+        if total is not None:
+            used = self.store_bytes()
+            if used >= total * 1e6:
+                raise CurloraError(f"Stored runs in total: this server's run store holds {used / 1e6:,.0f} MB, the "
+                                   f"limit here is {total:g} MB, so {what} stopped after its finished stages (kept); "
+                                   "delete some of your runs, then resume it.")
+
+    def _device_inner(self, job: Job, loaded):
+        """Under the gate here, or (ZeroGPU) handed to its owner's request with a duration measured from the run
+        (curlora/run/gpu_budget.py)."""
         what = f"a training stage of {'study' if job.study else 'run'} {job.run.id}"
         if self.handoff is None:
             return self.gate.caller(what)

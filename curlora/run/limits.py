@@ -33,12 +33,14 @@ import dataclasses
 import difflib
 import math
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.run.methods import method
 
 ENV_PREFIX = "CURLORA_LIMIT_"
@@ -64,6 +66,15 @@ class Limits:
     queue_length: int | None = _limit("runs queued at once (everyone)")
     store_mb_total: float | None = _limit("stored runs in total (everyone)", "MB", whole=False)
     max_rank: int | None = _limit("largest rank r")
+    runs_anonymous: int | None = _limit("runs of visitors not signed in, all together (active + queued)")
+    chat_per_minute_anonymous: int | None = _limit("chat replies per minute of visitors not signed in, together")
+    points_per_study: int | None = _limit("runs in one study (methods × learning rates × seeds)")
+    tokens_per_study: int | None = _limit("training tokens per study (summed over its runs)")
+    rows_per_file: int | None = _limit("data rows read from one task file (reading stops there)")
+    eval_rows_per_run: int | None = _limit("eval rows scored per run (rows × stages, over tasks, and in-task probes)")
+    self_probe_tokens: int | None = _limit("self-probe tokens per stage (texts × tokens)")
+    probe_tokens: int | None = _limit("perplexity probe tokens per stage (evaluation.ppl_max_tokens)")
+    task_loads_at_once: int | None = _limit("task files read at once (everyone)")
 
     @classmethod
     def load(cls, hosted: bool) -> "Limits":
@@ -101,6 +112,19 @@ class Limits:
         if rows is not None:
             _over("Eval rows per task (evaluation.eval_rows)", rows, self.eval_rows_per_task, "lower it")
         _over_tokens(training_tokens(cfg), self.tokens_per_run)
+        ev = cfg.evaluation
+        if ev.self_probe:
+            _over("Self-probe tokens per stage (evaluation.self_probe_texts × self_probe_tokens)",
+                  ev.self_probe_texts * ev.self_probe_tokens, self.self_probe_tokens,
+                  "lower self_probe_texts or self_probe_tokens")
+        if self.probe_tokens is not None and ev.ppl_max_tokens is None:
+            raise CurloraError(f"Perplexity probe tokens per stage (evaluation.ppl_max_tokens): this run reads the "
+                               f"whole probe text, the limit here is {_show(self.probe_tokens)}; set ppl_max_tokens to "
+                               "that or less.")
+        _over("Perplexity probe tokens per stage (evaluation.ppl_max_tokens)", ev.ppl_max_tokens or 0,
+              self.probe_tokens, "lower it")
+        if rows is not None:
+            _over_eval(eval_work(cfg, [rows] * len(cfg.tasks)), self.eval_rows_per_run)
 
     def check_loaded(self, cfg, tasks) -> None:
         """Refuse what only the loaded tasks show is over a limit: training rows, scored eval rows, and the
@@ -111,6 +135,23 @@ class Limits:
             _over(f"Eval rows per task (task '{t.name}')", scored_eval_rows(cfg, t), self.eval_rows_per_task,
                   "set evaluation.eval_rows (or the task's max_eval_rows) to the limit or less")
         _over_tokens(training_tokens(cfg, [len(t.train) for t in tasks]), self.tokens_per_run)
+        _over_eval(eval_work(cfg, [scored_eval_rows(cfg, t) for t in tasks], [len(t.train) for t in tasks]),
+                   self.eval_rows_per_run)
+
+    # -- per-study checks --------------------------------------------------------------------------------
+    def check_study(self, cfg, points: dict[str, int], rows: list[int] | None = None) -> None:
+        """Refuse a study whose whole grid is over the limits: its runs (`points`: method label -> runs of that
+        method, see study_points) and the training tokens summed over them (each run trains one method; with
+        `rows` None, only when every schedule has max_steps)."""
+        _over("Runs per study (methods × learning rates × seeds)", sum(points.values()), self.points_per_study,
+              "use fewer learning rates or seeds (or fewer methods)", subject="study")
+        per = tokens_by_method(cfg, rows)
+        if per is None:
+            return
+        total = sum(per.get(label, 0) * n for label, n in points.items())
+        _over("Training tokens per study (summed over its runs)", total, self.tokens_per_study,
+              "use fewer learning rates or seeds, or lower training.max_steps (or epochs), batch_size or max_length",
+              subject="study")
 
 
 # Hosted defaults, for a free CPU Space (2 vCPUs, 16 GB RAM, 50 GB of disk that is lost on restart) that every
@@ -125,13 +166,52 @@ class Limits:
 #   a full fine-tune of the bundled model is 20 MB a stage; the rest of the disk holds models and caches.
 # - chat 20 replies a minute: a reply takes the device for a second or two, so one visitor can't starve the rest.
 # - rank 64: a quarter of the bundled model's hidden size; CURLoRA's U is r × r per adapted matrix.
+# - evaluation: 60,000 eval rows scored per run (the quick demo scores 3 tasks × 7 stages × ~100 rows), 4,096
+#   self-probe tokens per stage (the default 8 × 64 = 512) and 16,384 probe tokens (twice the default): a run of
+#   1 step, 1,024 self-probe texts of 400 tokens and 1,000 eval rows ran for minutes before these.
+# - files: reading stops after 20,000 data rows (4 × the training rows a task may keep, so a task can still be
+#   sub-sampled), and two task files are read at once, so concurrent /start calls cannot fill the memory.
+# - visitors who are not signed in: 6 runs and 60 chat replies a minute all together, so anonymous callers (however
+#   many sessions, tokens or connections they open) leave 2 queue places to signed-in visitors.
+# - a study: 16 runs (2 methods × 4 learning rates × 2 seeds) and 4e7 training tokens in all (two runs' worth: a
+#   study of quick-demo points has 108 of them), so one study is an afternoon of the Space, not 9 days.
 HOSTED: dict[str, int | float | None] = {
     "runs_per_visitor": 2, "tokens_per_run": 20_000_000, "tasks_per_run": 10, "rows_per_task": 5_000,
     "eval_rows_per_task": 1_000, "upload_mb": 20, "store_mb_per_visitor": 500, "chat_per_minute": 20,
-    "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64,
+    "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64, "runs_anonymous": 6,
+    "chat_per_minute_anonymous": 60, "points_per_study": 16, "tokens_per_study": 40_000_000,
+    "rows_per_file": 20_000, "eval_rows_per_run": 60_000, "self_probe_tokens": 4_096, "probe_tokens": 16_384,
+    "task_loads_at_once": 2,
 }
 # On your own machine nothing is limited but the size of one upload through the browser.
 LOCAL: dict[str, int | float | None] = {"upload_mb": 50}
+
+
+# Task files being read now, by every caller of this process (the app's visitors, its job thread): reading a big CSV
+# holds its rows in memory, so concurrent /start calls wait for a place (and are refused after READ_WAIT seconds).
+_READING = {"count": 0}
+_READING_CV = threading.Condition()
+READ_WAIT = 60.0
+
+
+@contextmanager
+def reading_tasks(limits, wait: float = READ_WAIT):
+    """Hold one of the host's `task_loads_at_once` places while task files are read (no limit: no wait)."""
+    limit = getattr(limits, "task_loads_at_once", None)
+    if limit is None:
+        yield
+        return
+    with _READING_CV:
+        if not _READING_CV.wait_for(lambda: _READING["count"] < max(1, limit), wait):
+            raise CurloraError(f"Task files read at once: {_READING['count']} are being read for other visitors, "
+                               f"the limit here is {_show(limit)}; try again in a minute.")
+        _READING["count"] += 1
+    try:
+        yield
+    finally:
+        with _READING_CV:
+            _READING["count"] -= 1
+            _READING_CV.notify()
 
 
 def steps_per_task(rows: int, training) -> int:
@@ -143,19 +223,51 @@ def steps_per_task(rows: int, training) -> int:
 def training_tokens(cfg, rows: list[int] | None = None) -> int | None:
     """Training tokens per run (module docstring); None when a schedule needs the row counts and `rows`
     (train rows per task, in task order) is not given."""
+    per = tokens_by_method(cfg, rows)
+    return None if per is None else sum(per.values())
+
+
+def tokens_by_method(cfg, rows: list[int] | None = None) -> dict[str, int] | None:
+    """Training tokens of each trained method's schedule over all tasks (label -> tokens); None as above."""
     tr = cfg.training
     per_step = tr.batch_size * tr.grad_accum * tr.max_length
-    total = 0
+    out = {}
     for m in cfg.methods:
         if not method(m.kind).trains:
             continue
         budgets = {tr.max_steps}
         if tr.comparison == "matched_loss" and m.label != tr.matched_loss_reference:
             budgets.add(tr.matched_loss_max_steps or tr.max_steps)
+        total = 0
         for i in range(len(cfg.tasks)):
             if None in budgets and rows is None:
                 return None
             total += max(b if b is not None else steps_per_task(rows[i], tr) for b in budgets) * per_step
+        out[m.label] = total
+    return out
+
+
+def study_points(settings) -> dict[str, int]:
+    """Runs of each method in a study's grid (label -> learning rates × seeds × task orders, when the settings
+    have an orders axis), from its planned settings (study.plan_settings), before anything is created."""
+    seeds = len(getattr(settings, "seeds", None) or [0])
+    orders = len(getattr(settings, "orders", None) or [None])
+    return {label: len(grid) * seeds * orders for label, grid in settings.lrs.items()}
+
+
+def eval_work(cfg, scored: list[int], rows: list[int] | None = None) -> int:
+    """Eval rows a run scores in all: every stage (the base, then each trained method after each task) scores every
+    task's eval rows (`scored`, per task), and the in-task probe (evaluation.probe_every) scores probe_rows rows of
+    each earlier task every probe_every steps (counted where the steps are known)."""
+    tr, ev = cfg.training, cfg.evaluation
+    trained = [m for m in cfg.methods if method(m.kind).trains]
+    stages = 1 + len(trained) * len(cfg.tasks)
+    total = stages * sum(scored)
+    if ev.probe_every:
+        for i in range(1, len(cfg.tasks)):
+            steps = tr.max_steps if tr.max_steps is not None else (
+                steps_per_task(rows[i], tr) if rows is not None else 0)
+            total += len(trained) * (steps // ev.probe_every) * ev.probe_rows * i
     return total
 
 
@@ -191,9 +303,15 @@ def check_positions(cfg, model) -> None:
                                f"use at most {limit}.")
 
 
-def _over(what: str, asked: int, limit: int | float | None, change: str) -> None:
+def _over(what: str, asked: int, limit: int | float | None, change: str, subject: str = "run") -> None:
     if limit is not None and asked > limit:
-        raise CurloraError(f"{what}: this run asks for {_show(asked)}, the limit here is {_show(limit)}; {change}.")
+        raise CurloraError(f"{what}: this {subject} asks for {_show(asked)}, the limit here is {_show(limit)}; "
+                           f"{change}.")
+
+
+def _over_eval(rows: int, limit: int | None) -> None:
+    _over("Eval rows scored per run (eval rows × stages, over tasks, with in-task probes)", rows, limit,
+          "lower evaluation.eval_rows or probe_rows, raise probe_every, or train fewer tasks or methods")
 
 
 def _over_tokens(tokens: int | None, limit: int | None) -> None:
@@ -222,13 +340,13 @@ def _parse(raw, f: dataclasses.Field, where: str) -> int | float | None:
         except ValueError:
             value = raw
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CurloraError(f"{where}: {raw!r} is not a number; give a number such as {example}, or none to lift "
+        raise CurloraError(f"{where}: {clip(raw)} is not a number; give a number such as {example}, or none to lift "
                            "the limit.")
     if not math.isfinite(value) or value < 0:
-        raise CurloraError(f"{where}: {raw!r} is not a limit; give a number of at least 0, or none to lift it.")
+        raise CurloraError(f"{where}: {clip(raw)} is not a limit; give a number of at least 0, or none to lift it.")
     if whole:
         if not float(value).is_integer():
-            raise CurloraError(f"{where}: {raw!r} is not a whole number; give one such as {example}, or none to "
+            raise CurloraError(f"{where}: {clip(raw)} is not a whole number; give one such as {example}, or none to "
                                "lift the limit.")
         return int(value)
     return float(value)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.record import RunMetrics
 from curlora.run import study as studies
-from curlora.run.chat import Chat
+from curlora.run.chat import Chat, check_prompt
 from curlora.run.jobs import JobManager
 from curlora.run.methods import described
 from curlora.run.methods import method as registered
@@ -135,7 +135,7 @@ class Tools:
         rec = m.methods.get(method)
         if rec is None:
             known = ", ".join(m.methods) or "none finished yet"
-            raise CurloraError(f"Run {run.id} has no method {method!r}; its methods: {known}.")
+            raise CurloraError(f"Run {run.id} has no method {clip(method)}; its methods: {known}.")
         rows = [{"after": "base" if i == 0 else m.tasks[i - 1], "stage": i, "cells": _cells(m, rec, i)}
                 for i in range(len(rec.matrix))]
         return as_json({"run_id": run.id, "method": method, "described": described(method, rec.setting),
@@ -180,7 +180,7 @@ class Tools:
                         for label, rec in m.methods.items()}})
 
     def generate(self, run_id: str, method: str, stage: int, prompt: str, owner: str | None = None,
-                 max_new_tokens: int = 48, gate=None) -> str:
+                 max_new_tokens: int = 48, gate=None, client=None) -> str:
         """Generate a reply to a prompt with one method of a run after one stage (greedy decoding): the base model is
         "base" (or stage 0); "lora" at stage 2 is the LoRA adapter saved after the second task.
 
@@ -193,6 +193,7 @@ class Tools:
         Returns:
             JSON: {run_id, method, stage, prompt, reply}.
         """
+        check_prompt(prompt)  # before anything is read: the reply echoes the prompt
         run = self._open(run_id, owner)
         stage = int(stage)
         if method == "base" or stage == 0:
@@ -200,12 +201,12 @@ class Tools:
         else:
             kinds = {m.label: m.kind for m in run.config().methods}
             if method not in kinds:
-                raise CurloraError(f"Run {run.id} has no method {method!r}; its methods: {', '.join(kinds)}.")
+                raise CurloraError(f"Run {run.id} has no method {clip(method)}; its methods: {', '.join(kinds)}.")
             if not registered(kinds[method]).has_adapter:
                 raise CurloraError(f"{method} keeps no adapter to generate with; use base (stage 0) or an adapter "
                                    "method.")
             pane = f"{method}@{stage}"
-        self.jobs.policy.allow_chat(owner)
+        self.jobs.policy.allow_chat(client or owner)
 
         def reply() -> str:
             text = ""
@@ -223,7 +224,7 @@ class Tools:
         return as_json({"run_id": run.id, "method": "base" if pane == "base" else method,
                         "stage": 0 if pane == "base" else stage, "prompt": prompt, "reply": text})
 
-    def start_run(self, experiment_yaml: str, owner: str | None = None) -> str:
+    def start_run(self, experiment_yaml: str, owner: str | None = None, client=None) -> str:
         """Start a run from an experiment YAML (the same file `python -m curlora run` reads, with the same checks and
         limits as the app's Train tab); it queues behind any run in progress.
 
@@ -233,6 +234,7 @@ class Tools:
         Returns:
             JSON: {run_id, status}.
         """
-        cfg = ExperimentConfig.from_yaml(experiment_yaml or "", source="experiment_yaml")
-        run_id = self.jobs.submit(cfg, owner)
+        cfg = ExperimentConfig.from_yaml(experiment_yaml or "", source="experiment_yaml",
+                                         aliases=not self.jobs.policy.hosted)
+        run_id = self.jobs.submit(cfg, owner, client=client)
         return as_json({"run_id": run_id, "status": self.jobs.status(run_id, owner)["status"]})

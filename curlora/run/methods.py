@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
@@ -41,7 +41,7 @@ REGISTRY: dict[str, Method] = {}
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make `cls` a method kind (its `kind` must be new)."""
     if not cls.kind or cls.kind in REGISTRY:
-        raise ValueError(f"method kind {cls.kind!r} is empty or registered twice")
+        raise ValueError(f"method kind {clip(cls.kind)} is empty or registered twice")
     REGISTRY[cls.kind] = cls()
     return cls
 
@@ -58,7 +58,7 @@ def method(kind: str) -> Method:
     try:
         return REGISTRY[kind]
     except KeyError:
-        raise CurloraError(f"{kind!r} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
+        raise CurloraError(f"{clip(kind)} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
 
 
 @dataclass
@@ -115,6 +115,11 @@ class Method:
         """Trainable parameters from the config: `shapes` are the (in, out) of the targeted matrices, `parameters`
         the base model's count. None: known only per task (heads, OSF's growing frozen share)."""
         return 0
+
+    def stored(self, settings: MethodSettings, shapes: list[tuple[int, int]], parameters: int) -> int:
+        """Numbers a saved stage keeps (what the store's size estimate counts): the trained ones, unless the method
+        saves frozen tensors beside them."""
+        return self.trainable(settings, shapes, parameters) or 0
 
     def drift(self, model, snapshot: dict | None) -> dict:
         """{"total", "per_matrix"} weight drift after a stage (curlora/measure/probes.py); `snapshot` is the
@@ -197,6 +202,9 @@ class CURLoRA(AdapterMethod):
 
     def trainable(self, settings, shapes, parameters):
         return len(shapes) * settings.r * settings.r
+
+    def stored(self, settings, shapes, parameters):
+        return sum(settings.r * (i + o) + settings.r * settings.r for i, o in shapes)  # C and R beside U
 
 
 @register

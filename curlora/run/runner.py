@@ -60,16 +60,40 @@ def adapter_config(m: MethodSettings, model):
     return method(m.kind).peft_config(m, model)
 
 
+def probe_missing(path: Path) -> CurloraError:
+    """The sentence for a probe text that cannot be read as a file: missing, or a folder, device or pipe."""
+    if path.exists():
+        return CurloraError(f"evaluation.probe_text: {path} is not a regular text file (a folder, a device or a "
+                            "pipe); give the path of a .txt file.")
+    return CurloraError(f"evaluation.probe_text: {path} does not exist.")
+
+
+def source_name(path: Path) -> str:
+    """How metrics.json names the probe text: 'bundled:REL' under assets/, 'upload:NAME' for a visitor's upload (the
+    names a config may use), else the path as given. A shared example's export then names no server path."""
+    from curlora.paths import ASSETS
+    from curlora.run.hosting import OWNERS_DIR
+
+    real = path.resolve()
+    try:
+        return f"bundled:{real.relative_to(ASSETS.resolve()).as_posix()}"
+    except ValueError:
+        pass
+    if OWNERS_DIR in real.parts:
+        return f"upload:{real.name}"
+    return str(path)
+
+
 def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
     if cfg.evaluation.probe_text:
         path = Path(cfg.evaluation.probe_text)
         if not path.is_file():
-            raise CurloraError(f"evaluation.probe_text: {path} does not exist.")
-        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+            raise probe_missing(path)
+        return path.read_text(encoding="utf-8", errors="replace"), source_name(path)
     bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
     for path in (bundled, DEFAULT_PROBE):
         if path.is_file():
-            return path.read_text(encoding="utf-8"), str(path)
+            return path.read_text(encoding="utf-8"), source_name(path)
     raise CurloraError("No perplexity probe text: set evaluation.probe_text to a text file.")
 
 
@@ -87,14 +111,17 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
         setattr(obj, key, resolve_bundled(getattr(obj, key)))
     if limits is not None:
         limits.check_experiment(cfg)
+    from curlora.run.limits import reading_tasks
+
     tasks = []
-    for t in cfg.tasks:
-        check_stop(should_stop)
-        tasks.append(load_task(t, base_dir=base_dir))
+    with reading_tasks(limits):  # a host's cap on files read at once; reading stops at its rows_per_file
+        for t in cfg.tasks:
+            check_stop(should_stop)
+            tasks.append(load_task(t, base_dir=base_dir, max_rows=getattr(limits, "rows_per_file", None)))
     if limits is not None:
         limits.check_loaded(cfg, tasks)
     if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
-        raise CurloraError(f"evaluation.probe_text: {cfg.evaluation.probe_text} does not exist.")
+        raise probe_missing(Path(cfg.evaluation.probe_text))
     device = cfg.model.device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -275,8 +302,8 @@ class Executor:
                     if self.progress(m) == before:
                         raise CurloraError(f"A training unit of {m.label} finished without saving its stage; "
                                            "resume the run to try again.")
-        except Cancelled:
-            self.finish("cancelled", "stopped on request; finished stages are kept — resume to continue")
+        except Cancelled as err:  # a Stop, or the queue taking the device back for another visitor (its own words)
+            self.finish("cancelled", str(err) or "stopped on request; finished stages are kept — resume to continue")
             return "cancelled"
         except Exception as err:  # the status must say failed, whatever broke
             if is_disk_full(err):  # a write outside the store's own files (a stage, a probe file) found the disk full

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import METHOD_NAME, ExperimentConfig
 from curlora.run import events as ev
 
@@ -72,7 +72,7 @@ def new_run_id(name: str = "run") -> str:
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
         raise CurloraError(
-            f"{run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' only (as `list` shows them)."
+            f"{clip(run_id)} is not a valid run id: use letters, digits, '.', '_' and '-' only (as `list` shows them)."
         )
     return run_id
 
@@ -184,7 +184,7 @@ class Run:
     def open(cls, run_id: str, root: Path | None = None) -> "Run":
         run = cls((root or data_dir()).resolve(), run_id)
         if run.path.is_symlink() or not (run.path / "config.yaml").is_file():
-            raise CurloraError(f"No run {run_id!r} in {run.root}; `python -m curlora list` shows the runs there.")
+            raise CurloraError(f"No run {clip(run_id)} in {run.root}; `python -m curlora list` shows the runs there.")
         return run
 
     def remove(self) -> None:
@@ -226,7 +226,7 @@ class Run:
 
     def adapter_dir(self, method: str, stage: int) -> Path:
         if not METHOD_NAME.match(method):
-            raise CurloraError(f"{method!r} is not a valid method name.")
+            raise CurloraError(f"{clip(method)} is not a valid method name.")
         return self.path / "adapters" / method / f"stage-{int(stage)}"
 
     def _read_json(self, name: str) -> tuple[dict | None, str | None]:
@@ -489,11 +489,36 @@ class Run:
         if problems:
             return {"status": "damaged", "message": f"{'; '.join(problems)}; resume the run to repair it"}
         if body["status"] == "running":
+            ended = self._last_end()
+            if ended is not None and ended.get("status") == "failed" and ended.get("message"):
+                # it ended failed but could not store that (a full disk): its log has the sentence
+                return {**body, "status": "failed", "message": str(ended["message"])}
             return {**body, "status": "interrupted", "message": "the process running it stopped"}
         if body["status"] == "queued" and not _queue_alive(body.get("queued_by")):
             return {**body, "status": "interrupted",
                     "message": "it waited in the queue of an app that stopped; resume it to run it"}
         return body
+
+    def _last_end(self, tail: int = 16384) -> dict | None:
+        """The run_end event among the last `tail` bytes of the log, if the log ends with one (read from the end: a
+        status check must not read a long log)."""
+        try:
+            fd = os.open(self.path / "events.jsonl", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            os.lseek(fd, max(0, size - tail), os.SEEK_SET)
+            data = os.read(fd, tail)
+        finally:
+            os.close(fd)
+        for line in reversed(data.decode("utf-8", errors="replace").splitlines()):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            return event if isinstance(event, dict) and event.get("kind") == "run_end" else None
+        return None
 
     def request_cancel(self) -> None:
         (self.path / "cancel").touch()

@@ -33,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.run import events as ev
 from curlora.run.store import Run
 
@@ -114,7 +114,7 @@ def _make(name: str, run: Run, group: str | None, logging_dir: Path | None):
     if name == "mlflow":
         tags = {"curlora.run_id": run.id, **({"group": group} if group else {})}
         return tracking.MLflowTracker(PROJECT, run_name=run.id, tags=tags)
-    raise CurloraError(f"run.log_with: {name!r} is not a tracker this app knows.")
+    raise CurloraError(f"run.log_with: {clip(name)} is not a tracker this app knows.")
 
 
 class RunTracker:

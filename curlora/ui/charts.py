@@ -122,6 +122,18 @@ def _stage_lengths(events: list[dict]) -> dict:
     return out
 
 
+LOSS_POINTS = 400  # points per curve at most: a 300k-step log draws (and sends) as fast as a short one
+
+
+def thin(points: list, limit: int = LOSS_POINTS) -> list:
+    """Every k-th point (k fixed by the length) and always the last: at most limit + 1 points, in order."""
+    if len(points) <= limit:
+        return points
+    k = -(-len(points) // limit)
+    kept = points[::k]
+    return kept if kept[-1] is points[-1] else kept + [points[-1]]
+
+
 def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     steps = ev.of_kind(events, ev.STEP)
     if not steps:
@@ -130,7 +142,7 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     lengths = _stage_lengths(events)
     fig = go.Figure()
     for label in method_order(metrics, events, (e["method"] for e in steps)):
-        mine = [e for e in steps if e["method"] == label]
+        mine = thin([e for e in steps if e["method"] == label])
         fig.add_trace(go.Scatter(x=[_global_step(e, lengths) for e in mine], y=[e["smoothed_loss"] for e in mine],
                                  mode="lines", name=named(metrics, label), uid=f"loss:{label}",
                                  line={"color": colours.get(label), "width": 2},
@@ -143,8 +155,11 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     for stage in range(1, max(s for (m, s) in lengths if m == first)):
         boundary += lengths.get((first, stage), 0)
         fig.add_vline(x=boundary + 0.5, line={"color": "#bbb", "dash": "dot", "width": 1})
-    return _layout(fig, "Training loss (smoothed; dotted lines: task boundaries)", revision("loss", metrics, events),
-                   xaxis_title="step (across tasks)", yaxis_title="loss")
+    title = "Training loss (smoothed; dotted lines: task boundaries)"
+    if max(sum(1 for e in steps if e["method"] == m) for m in {e["method"] for e in steps}) > LOSS_POINTS:
+        title += f"; every k-th step shown, at most {LOSS_POINTS} points per curve"
+    return _layout(fig, title, revision("loss", metrics, events), xaxis_title="step (across tasks)",
+                   yaxis_title="loss")
 
 
 def _row_labels(m: RunMetrics, n_rows: int) -> list[str]:
@@ -316,7 +331,7 @@ def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figu
     tasks = m.tasks
     fig = go.Figure()
     for label in method_order(m, events, (e["method"] for e in probes)):
-        mine = [e for e in probes if e["method"] == label]
+        mine = thin([e for e in probes if e["method"] == label])
         for j, task in enumerate(tasks):
             pts = [(_global_step(e, lengths), e["accuracy"][j]) for e in mine if j < len(e["accuracy"])]
             if not pts:

@@ -107,7 +107,7 @@ def build(engine: Engine, gpu=None) -> dict:
             raise CurloraError("Type a prompt first.")
         choices, _ = panes_of(rid, request)
         chat.check(rid, prompt, root=jobs.root)
-        jobs.policy.allow_chat(engine.owner(request))
+        jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
         stage = int(stage or 1)
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
         try:
@@ -126,7 +126,7 @@ def build(engine: Engine, gpu=None) -> dict:
         choices, _ = panes_of(rid, request)
         earlier = [list(h or []) for h in (h_base, h_lora, h_cur)]
         mode = chat.check(rid, message, earlier, system, root=jobs.root)
-        jobs.policy.allow_chat(engine.owner(request))
+        jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
         stage = int(stage or 1)
         shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": PENDING}]
                  for h in earlier]

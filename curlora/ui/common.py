@@ -17,7 +17,7 @@ import gradio as gr
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.run.chat import Chat
-from curlora.run.hosting import Policy, owner_key, public_message
+from curlora.run.hosting import Client, Policy, behind_space_proxy, client_of, owner_key, public_message
 from curlora.run.jobs import JobManager
 from curlora.run.store import atomic_write_text
 
@@ -111,15 +111,28 @@ class Sessions:
                     self._aliases.popitem(last=False)
         return token
 
-    def owner(self, request: gr.Request | None) -> str:
-        """Who is asking, as a hashed owner key: the signed-in user (CURLORA_AUTH or a Space's Hugging Face login),
-        else this browser's workspace token, else (an API client, which has no page) its gradio session."""
+    @staticmethod
+    def signed_in(request: gr.Request | None) -> str | None:
+        """The owner key of the signed-in user (CURLORA_AUTH or a Space's Hugging Face login), if there is one."""
         user = getattr(request, "username", None)
         if user:
             return owner_key("user", str(user))
         hf_user = _hugging_face_user(request)
-        if hf_user:
-            return owner_key("hf", hf_user)
+        return owner_key("hf", hf_user) if hf_user else None
+
+    def client(self, request: gr.Request | None) -> Client:
+        """Who pays for this request (curlora/run/hosting.py client_of): the signed-in user, else the address the
+        Space's proxy forwards, else the one anonymous pool. A fresh session or workspace token is not a new one."""
+        headers = getattr(request, "headers", None)
+        forwarded = headers.get("x-forwarded-for") if headers is not None else None
+        return client_of(self.signed_in(request), forwarded, behind_space_proxy())
+
+    def owner(self, request: gr.Request | None) -> str:
+        """Who is asking, as a hashed owner key: the signed-in user (CURLORA_AUTH or a Space's Hugging Face login),
+        else this browser's workspace token, else (an API client, which has no page) its gradio session."""
+        user = self.signed_in(request)
+        if user:
+            return user
         key = getattr(request, "session_hash", None)
         with self._lock:
             token = self._aliases.get(key) if key else None
@@ -168,6 +181,10 @@ class Engine:
     def owner(self, request: gr.Request | None) -> str | None:
         """The owner key the engine checks every run id against; None locally (the one user owns everything)."""
         return self.sessions.owner(request) if self.hosted else None
+
+    def client(self, request: gr.Request | None) -> Client | None:
+        """Who pays for the request's work when hosted (None locally: the one user)."""
+        return self.sessions.client(request) if self.hosted else None
 
     def run_ids(self, request: gr.Request | None) -> list[str]:
         return [r.id for r in self.jobs.runs(self.owner(request))]

@@ -13,13 +13,17 @@ from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
 from curlora.ui import study_charts
 from curlora.ui.common import Engine, friendly, with_request
+from curlora.ui.train_tab import DEFAULT_METHODS
 
+GRID_TEXT_MAX = 2_000  # characters of the grids or seeds box: a hundred learning rates fit
 EMPTY = "Pick a study, or start one: the frontier fills in as its runs finish."
 
 
-def default_grids() -> str:
-    return "; ".join(f"{k}={','.join(lr_text(x) for x in method(k).lr_prior)}" for k in kinds()
-                     if method(k).trains and method(k).lr_prior and method(k).group != "baselines")
+def default_grids(methods=DEFAULT_METHODS) -> str:
+    """The grids of the Train form's default methods (a grid naming a method the experiment lacks is refused, so
+    the default names only those the default experiment has; methods without a grid get their prior anyway)."""
+    return "; ".join(f"{k}={','.join(lr_text(x) for x in method(k).lr_prior)}" for k in methods
+                     if k in kinds() and method(k).trains and method(k).lr_prior)
 
 
 def parse_grids(text: str) -> dict[str, list[float]]:
@@ -99,11 +103,15 @@ def build(engine: Engine, train: dict) -> dict:
     @with_request(len(inputs))
     @friendly
     def submit(grid_text, seed_text, budget, *values, request: gr.Request):
+        for what, text in (("learning-rate grids", grid_text), ("seeds", seed_text)):
+            if len(text or "") > GRID_TEXT_MAX:  # the grid's own sentences quote what they refuse
+                raise CurloraError(f"The {what} are {len(text):,} characters long; the limit here is "
+                                   f"{GRID_TEXT_MAX:,}, far beyond any study a server runs (see its limits).")
         cfg = train["make_config"](request, dict(zip(train["paths"], values)))
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
                                          kl_budget=budget or None)
         notices = []
-        sid = jobs.submit_study(cfg, settings, engine.owner(request), notices)
+        sid = jobs.submit_study(cfg, settings, engine.owner(request), notices, client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return gr.update(choices=mine(request), value=sid), gr.Timer(active=True)

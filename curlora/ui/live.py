@@ -79,18 +79,39 @@ def stage_key(run_id: str, events: list[dict]) -> tuple:
     return run_id, len(ev.of_kind(events, ev.STAGE, ev.ERROR, ev.RUN_END))
 
 
+LOSS_VIEW, PROBE_VIEW = "train:loss", "train:probes"
+
+
+def curve_changed(drawn: dict, view: str, run_id: str, events: list[dict], kind: str) -> bool:
+    """Has the curve of `kind` events (steps, probes) moved enough to be drawn again? It is, once it has grown by a
+    hundredth of what is drawn (at least one event): at 300k steps a poll sends the chart every 3,000 steps, not
+    every second."""
+    n = len(ev.of_kind(events, kind))
+    last = drawn.get(view)
+    if last is not None and last[0] == run_id and n - last[1] < max(1, last[1] // 100):
+        return False
+    drawn[view] = (run_id, n)
+    return True
+
+
 def redraw(drawn: dict, run_id: str, metrics, events: list[dict]) -> tuple:
-    """The four figures for a live poll: the loss and forgetting charts follow every step; the heatmaps and the
-    perplexity chart are sent again only at a stage end (gr.skip() otherwise: nothing is sent, the chart the reader
-    is hovering stays as it is)."""
+    """The four figures for a live poll: the loss and forgetting charts when their curves have grown (downsampled
+    to charts.LOSS_POINTS points); the heatmaps and the perplexity chart only at a stage end (gr.skip() otherwise:
+    nothing is sent, the chart the reader is hovering stays as it is)."""
     key = stage_key(run_id, events)
     if drawn.get(STAGE_VIEW) == key:
-        return (charts.loss_figure(metrics, events), gr.skip(), gr.skip(), charts.forgetting_figure(metrics, events))
+        loss = charts.loss_figure(metrics, events) if curve_changed(drawn, LOSS_VIEW, run_id, events, ev.STEP) \
+            else gr.skip()
+        probes = charts.forgetting_figure(metrics, events) if curve_changed(drawn, PROBE_VIEW, run_id, events,
+                                                                             ev.PROBE) else gr.skip()
+        return loss, gr.skip(), gr.skip(), probes
     drawn[STAGE_VIEW] = key
+    for view, kind in ((LOSS_VIEW, ev.STEP), (PROBE_VIEW, ev.PROBE)):
+        drawn[view] = (run_id, len(ev.of_kind(events, kind)))
     return figures(metrics, events)
 
 
 def forget(drawn: dict) -> None:
     """A page (re)attaches: draw everything again at the next poll."""
-    drawn.pop("train", None)
-    drawn.pop(STAGE_VIEW, None)
+    for view in ("train", STAGE_VIEW, LOSS_VIEW, PROBE_VIEW):
+        drawn.pop(view, None)

@@ -21,7 +21,7 @@ import os
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.run.hosting import owner_key
+from curlora.run.hosting import Client, LoginGuard, owner_key
 from curlora.run.mcp_tools import Tools
 from curlora.ui.common import Engine, friendly
 
@@ -42,6 +42,9 @@ def check_installed() -> None:
                            "`pip install -r requirements-extras.txt`).")
 
 
+GUARD = LoginGuard()  # wrong MCP logins, per client, for the whole process
+
+
 def login() -> tuple[str, str] | None:
     user, sep, password = os.environ.get(AUTH_ENV, "").partition(":")
     return (user.strip(), password) if sep and user.strip() and password else None
@@ -54,6 +57,8 @@ def caller(engine: Engine, request: gr.Request | None) -> str | None:
     creds = login()
     if creds is None:
         return None
+    who = engine.sessions.client(request)  # the address the Space's proxy forwards, or the anonymous pool
+    GUARD.check(who)
     header = ""
     headers = getattr(request, "headers", None)
     if headers is not None:
@@ -66,9 +71,20 @@ def caller(engine: Engine, request: gr.Request | None) -> str | None:
     ok = scheme.lower() == "basic" and hmac.compare_digest(user.encode(), creds[0].encode()) and \
         hmac.compare_digest(password.encode(), creds[1].encode())
     if not ok:
+        if value:  # a wrong login, not a missing one: it counts towards the backoff
+            GUARD.failed(who)
         raise CurloraError("This app has a login: send it with every MCP request as the header "
                            "`Authorization: Basic <base64 of user:password>`.")
+    GUARD.passed(who)
     return owner_key("user", user) if engine.hosted else None
+
+
+def payer(engine: Engine, owner: str | None, request: gr.Request | None) -> Client | None:
+    """Who pays for an MCP call: the login's user, else (like a page) the forwarded address or the anonymous pool;
+    a new MCP connection is none of these anew."""
+    if not engine.hosted:
+        return None
+    return Client(owner) if owner else engine.client(request)
 
 
 def register(engine: Engine) -> list[str]:
@@ -88,10 +104,13 @@ def register(engine: Engine) -> list[str]:
         return tools.compare_methods(run_id, caller(engine, request))
 
     def generate(run_id: str, method: str, stage: int, prompt: str, request: gr.Request) -> str:
-        return tools.generate(run_id, method, stage, prompt, caller(engine, request), gate=engine.jobs.gate)
+        owner = caller(engine, request)
+        return tools.generate(run_id, method, stage, prompt, owner, gate=engine.jobs.gate,
+                              client=payer(engine, owner, request))
 
     def start_run(experiment_yaml: str, request: gr.Request) -> str:
-        return tools.start_run(experiment_yaml, caller(engine, request))
+        owner = caller(engine, request)
+        return tools.start_run(experiment_yaml, owner, client=payer(engine, owner, request))
 
     fns = [list_runs, get_run_summary, get_accuracy_matrix, compare_methods, generate]
     if login() is not None:

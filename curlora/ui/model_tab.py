@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import gradio as gr
 
 from curlora.experiment import SAMPLING_RULES
 from curlora.measure.cur_sampling import inspect_model, table
-from curlora.models.loading import describe_model, load_model
+from curlora.models.loading import describe_model, hub_only, load_model
 from curlora.models.presets import default_model_name, gpu_24gb_text, load_model_presets, quality
 from curlora.ui.common import friendly
 from curlora.ui.sampling_charts import sampling_figure
@@ -23,7 +25,8 @@ def describe(choice: str, dtype: str, policy=None) -> str:
     hosted = bool(policy and policy.hosted)
     if policy is not None:
         policy.check_model(choice)  # hosted: no server folders (an upload must never become a model)
-    d = describe_model(choice, dtype=dtype, device="auto")
+    with hub_only(hosted):  # hosted, a name is never looked up as a server path
+        d = describe_model(choice, dtype=dtype, device="auto")
     preset = load_model_presets().get(choice)
     lines = [f"### {preset.label if preset else choice}",
              f"- **architecture** {d.architecture or 'unknown'} ({d.model_type or '?'})",
@@ -74,7 +77,7 @@ def template_text(choice: str) -> str:
     return template if isinstance(template, str) else ""
 
 
-def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None):
+def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None, gate=None):
     """(report, summary, matrix choices, columns figure, rows figure, table) for the chosen model, loaded on the CPU
     for this click only: the report kept in the page's state holds no weights."""
     choice = (choice or "").strip()
@@ -82,8 +85,15 @@ def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None):
         raise gr.Error("Choose a model first.")
     if policy is not None:
         policy.check_model(choice)
-    model, _, _ = load_model(choice, dtype=dtype, device="cpu")
-    report = inspect_model(model, r=int(r or 0), sampling=rule, seed=int(seed or 0))
+    # Under the device gate (never beside a training stage or a chat reply), hosted never as a server folder, and
+    # load_model refuses weights larger than the free memory before reading them.
+    with gate.hold("inspecting a model's sampling") if gate is not None else contextlib.nullcontext():
+        with hub_only(bool(policy and policy.hosted)):
+            model, _, _ = load_model(choice, dtype=dtype, device="cpu")
+        try:
+            report = inspect_model(model, r=int(r or 0), sampling=rule, seed=int(seed or 0))
+        finally:
+            del model
     first = report["matrices"][0]
     headers, rows = table(report)
     return (report, report["summary"], gr.update(choices=[m["name"] for m in report["matrices"]], value=first["name"]),
@@ -95,7 +105,7 @@ def pick_matrix(report: dict | None, name: str):
     return sampling_figure(matrix, "columns"), sampling_figure(matrix, "rows")
 
 
-def sampling_panel(name, dtype, policy) -> None:
+def sampling_panel(name, dtype, policy, gate=None) -> None:
     """Which columns and rows CURLoRA would take from each adapted matrix of the selected model, under each rule."""
     gr.Markdown("CURLoRA takes r real columns (C) and rows (R) of each adapted W, drawn from probabilities a rule "
                 "gives them: **inverted** 1/p (the paper), **inverted_offset** 1/(p + 0.001) (the reference code), "
@@ -117,7 +127,7 @@ def sampling_panel(name, dtype, policy) -> None:
 
     @friendly
     def run(choice, dtype_value, r_value, rule_value, seed_value):
-        return inspect_sampling(choice, dtype_value, r_value, rule_value, seed_value, policy)
+        return inspect_sampling(choice, dtype_value, r_value, rule_value, seed_value, policy, gate)
 
     inspect_button.click(run, [name, dtype, r, rule, seed], [report, summary, matrix, cols_plot, rows_plot, table],
                          api_name=False, concurrency_limit=1, concurrency_id="inspect-sampling")
@@ -159,12 +169,13 @@ def build(engine=None) -> dict:
     def template_here(choice: str) -> str:
         if policy is not None:
             policy.check_model(choice)
-        return template_text((choice or "").strip())
+        with hub_only(bool(policy and policy.hosted)):  # hosted, never a server path
+            return template_text((choice or "").strip())
 
     for trigger in (name.change, dtype.change, check.click):
         trigger(describe_here, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
     name.change(template_here, name, template, api_name=False, concurrency_limit=None, show_progress="hidden")
     with gr.Accordion("CURLoRA sampling", open=False, elem_id="sampling-panel"):
-        sampling_panel(name, dtype, policy)
+        sampling_panel(name, dtype, policy, engine.jobs.gate if engine is not None else None)
     return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here,
             "template": template, "show_template": template_here}

@@ -51,7 +51,7 @@ def build(engine: Engine) -> dict:
     def resume(rid: str, request: gr.Request):
         if not rid:
             raise CurloraError("Pick a run first.")
-        jobs.resume(rid, engine.owner(request))
+        jobs.resume(rid, engine.owner(request), client=engine.client(request))
         gr.Info(f"Run {rid} is queued again; it continues from its last finished stage.")
         return listing(request, rid)
 
@@ -61,7 +61,7 @@ def build(engine: Engine) -> dict:
             raise CurloraError("Pick a run first.")
         owner = engine.owner(request)
         run = jobs.open(rid, owner)
-        new = jobs.submit(run.config(), owner)
+        new = jobs.submit(run.config(), owner, client=engine.client(request))
         gr.Info(f"Started {new} with the same config.")
         return listing(request, new)
 

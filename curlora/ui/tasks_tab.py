@@ -15,9 +15,10 @@ from curlora.data.presets import load_presets
 from curlora.data.report import format_summary
 from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.paths import DEMO_TASKS
 from curlora.run.hosting import task_sources
+from curlora.run.limits import reading_tasks
 from curlora.ui.common import Engine, friendly, with_request
 
 DEMO_DIR = DEMO_TASKS
@@ -34,7 +35,7 @@ def demo_tasks() -> list[str]:
 def demo_config(name: str) -> TaskConfig:
     folder = DEMO_DIR / name
     if not (folder / "train.csv").is_file():
-        raise CurloraError(f"There is no demo task {name!r}; choose one of {', '.join(demo_tasks())}.")
+        raise CurloraError(f"There is no demo task {clip(name)}; choose one of {', '.join(demo_tasks())}.")
     ev = folder / "eval.csv"
     return TaskConfig(name=name, train_file=str(folder / "train.csv"), eval_file=str(ev) if ev.is_file() else None,
                       max_train_rows=400, max_eval_rows=100)
@@ -47,10 +48,10 @@ def parse_verbalizers(text: str) -> dict[str, str] | None:
         if not part.strip():
             continue
         if "=" not in part:
-            raise CurloraError(f"Verbalizer {part.strip()!r} needs the form 'label = word', e.g. '0 = negative'.")
+            raise CurloraError(f"Verbalizer {clip(part.strip())} needs the form 'label = word', e.g. '0 = negative'.")
         label, word = (s.strip() for s in part.split("=", 1))
         if not label or not word:
-            raise CurloraError(f"Verbalizer {part.strip()!r} needs a label and a word on either side of '='.")
+            raise CurloraError(f"Verbalizer {clip(part.strip())} needs a label and a word on either side of '='.")
         out[label] = word
     return out or None
 
@@ -76,13 +77,45 @@ def task_rows(tasks: list[TaskConfig]) -> list[list]:
     return rows
 
 
-def preview_rows(path: str, n: int = 8):
-    table = read_table(path)
+def preview_rows(table, n: int = 8):
     return gr.update(value=[list(r) for r in table.rows[:n]], headers=table.columns)
+
+
+UPLOAD_HEADERS = ["upload", "size (kB)", "used by runs", "id"]
 
 
 def build(engine: Engine) -> dict:
     sessions, policy, jobs = engine.sessions, engine.jobs.policy, engine.jobs
+
+    def read(path):
+        """A CSV read within the host's limits: a place among the files read at once, reading stopped at the
+        row limit."""
+        with reading_tasks(policy.limits):
+            return read_table(path, max_rows=getattr(policy.limits, "rows_per_file", None))
+
+    def loaded(cfg: TaskConfig):
+        with reading_tasks(policy.limits):
+            return load_task(cfg, max_rows=getattr(policy.limits, "rows_per_file", None))
+
+    def uploads_of(request) -> list:
+        owner = engine.owner(request)
+        return policy.list_uploads(jobs.root, owner, jobs.runs(owner))
+
+    @friendly
+    def list_uploads(request: gr.Request):
+        """The visitor's kept uploads (they count against their store quota): name, size, runs using it, id."""
+        return [[u.name, round(u.size / 1000, 1), ", ".join(u.used_by) or "–", u.digest] for u in uploads_of(request)]
+
+    @friendly
+    def delete_upload(digest: str, request: gr.Request):
+        owner = engine.owner(request)
+        gone = policy.delete_upload(jobs.root, owner, (digest or "").strip(), jobs.runs(owner),
+                                    busy=jobs.active(owner))
+        note = f"Deleted upload '{gone.name}' ({gone.size / 1e6:.1f} MB)."
+        if gone.used_by:
+            note += f" Run(s) {', '.join(gone.used_by)} keep their numbers but can no longer be resumed or re-run."
+        gr.Info(note)
+        return list_uploads(request)
 
     def listing(request: gr.Request):
         tasks = sessions.get(request).tasks
@@ -93,14 +126,14 @@ def build(engine: Engine) -> dict:
     def check_and_add(cfg: TaskConfig, request: gr.Request) -> str:
         tasks = sessions.get(request).tasks
         if any(t.name == cfg.name for t in tasks):
-            raise CurloraError(f"There is already a task named {cfg.name!r}; give this one another name.")
+            raise CurloraError(f"There is already a task named {clip(cfg.name)}; give this one another name.")
         limit = getattr(policy.limits, "tasks_per_run", None)
         if limit is not None and len(tasks) >= limit:
             raise CurloraError(f"Tasks per run: the limit here is {limit}; remove a task before adding another.")
         owner = engine.owner(request)
         for obj, key, what in task_sources(cfg):
             policy.check_source(getattr(obj, key), what, jobs.root, owner)
-        task = load_task(cfg)  # the engine's validation: bad input never reaches the task list
+        task = loaded(cfg)  # the engine's validation: bad input never reaches the task list
         tasks.append(cfg)
         sessions.save(request)
         return format_summary(task.summary)
@@ -124,18 +157,23 @@ def build(engine: Engine) -> dict:
         if not path:
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), None, "")
         # Read (and so validated) before it is kept: a file the reader refuses never reaches the run store.
-        kept = str(policy.keep_upload(path, jobs.root, engine.owner(request), validate=read_table))
-        table = read_table(kept)
+        owner, client = engine.owner(request), engine.client(request)
+        stored = jobs.stored_bytes(owner)
+        if client is not None:  # hosted: the client's share counts every session it has used
+            stored = max(stored, jobs.payer_bytes(client))
+        kept = str(policy.keep_upload(path, jobs.root, owner, validate=read, stored=stored))
+        policy.note_payer(jobs.root, owner, client)
+        table = read(kept)
         found = detect_columns(table.columns)
         cols = [NONE] + table.columns
         dd = lambda role: gr.update(choices=cols, value=found[role] or NONE)  # noqa: E731
-        return (Path(path).stem, dd("text"), dd("text_pair"), dd("label"), preview_rows(kept), kept,
+        return (Path(path).stem, dd("text"), dd("text_pair"), dd("label"), preview_rows(table), kept,
                 f"{len(table.rows):,} rows; columns {', '.join(table.columns)} ({table.describe_format()}). "
                 "Check the column mapping, then Check or Add.")
 
     @friendly
     def check(*form):
-        task = load_task(form_config(*form))
+        task = loaded(form_config(*form))
         return format_summary(task.summary)
 
     @with_request(10)
@@ -199,6 +237,14 @@ def build(engine: Engine) -> dict:
             report = gr.Textbox(label="Validation report (the engine's check-data)", lines=12, max_lines=20,
                                 elem_id="task-report")
             preview = gr.Dataframe(label="Preview (first rows of the upload)", interactive=False, wrap=True)
+            with gr.Accordion("Your uploads (they count against what you may store here)", open=False):
+                upload_list = gr.Dataframe(headers=UPLOAD_HEADERS, value=[], interactive=False, wrap=True,
+                                           elem_id="upload-list")
+                with gr.Row():
+                    upload_id = gr.Textbox(label="id of the upload to delete", scale=3, elem_id="upload-id")
+                    refresh_uploads = gr.Button("Refresh", size="sm", scale=1)
+                    delete_btn = gr.Button("Delete upload", size="sm", variant="stop", scale=1,
+                                           elem_id="upload-delete")
 
     form = [name, kept, text, pair, label, verbalizers, template, preset, max_train, max_eval]
     light = {"concurrency_limit": None, "api_name": False}
@@ -213,6 +259,8 @@ def build(engine: Engine) -> dict:
             return move(index, delta, request)
         return handler
 
+    refresh_uploads.click(list_uploads, None, upload_list, api_name="list_uploads", concurrency_limit=None)
+    delete_btn.click(delete_upload, upload_id, upload_list, api_name="delete_upload", concurrency_limit=None)
     up.click(mover(-1), [index], [task_list, order_note], **light)
     down.click(mover(1), [index], [task_list, order_note], **light)
     remove.click(mover(0), [index], [task_list, order_note], **light)

@@ -11,7 +11,7 @@ import typing
 
 import gradio as gr
 
-from curlora.errors import CurloraError
+from curlora.errors import CurloraError, clip
 from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
 from curlora.models.loading import available_memory
 from curlora.paths import QUICK_DEMO, REAL_DEMO
@@ -25,6 +25,7 @@ from curlora.ui.common import Engine, friendly, shown, with_request
 DEMOS = {"quick-demo": ("Quick demo: the bundled 5M model, about 3 min", QUICK_DEMO),
          "real-demo": ("Real demo: SmolLM2-135M-Instruct (docs/demo-cost.md)", REAL_DEMO)}
 GROUPS = ("forgetting-aware", "LoRA family", "baselines")
+DEFAULT_METHODS = ("curlora", "lora")  # the form's methods until the visitor picks others
 METHODS = [(method(k).title, k) for group in GROUPS for k in registered() if method(k).group == group]  # form order
 GROUPED = " · ".join(f"{group}: {', '.join(t for t, k in METHODS if method(k).group == group)}" for group in GROUPS)
 
@@ -54,7 +55,7 @@ def _assign(obj, key: str, value) -> None:
     may be None, such as eval rows or a target loss) leaves None; any other empty box keeps the default."""
     hints = typing.get_type_hints(type(obj))
     if key not in hints:
-        raise CurloraError(f"The Train form has no setting {key!r}.")
+        raise CurloraError(f"The Train form has no setting {clip(key)}.")
     tp = hints[key]
     optional = type(None) in typing.get_args(tp)
     base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
@@ -129,7 +130,7 @@ def build(engine: Engine, model: dict) -> dict:
         gr.Markdown("\n".join(f"- **{title}** ({method(k).group}): {method(k).help}" for title, k in METHODS))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            kinds = gr.CheckboxGroup(METHODS, value=["curlora", "lora"], label="Methods", info=GROUPED,
+            kinds = gr.CheckboxGroup(METHODS, value=list(DEFAULT_METHODS), label="Methods", info=GROUPED,
                                      elem_id="methods")
             targets = gr.Textbox(", ".join(cur.target_modules or []), label="Target modules (every adapter)")
             counts = gr.Markdown(elem_id="trainable-counts")
@@ -302,7 +303,8 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit(*values, request: gr.Request):
         notices = []
-        run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices)
+        run = jobs.submit(make_config(request, dict(zip(paths, values))), engine.owner(request), notices,
+                          client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return run, run, gr.Timer(active=True)
@@ -310,8 +312,8 @@ def build(engine: Engine, model: dict) -> dict:
     @friendly
     def submit_yaml(text: str, request: gr.Request):
         notices = []
-        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box"), engine.owner(request),
-                          notices)
+        run = jobs.submit(ExperimentConfig.from_yaml(text or "", source="the YAML box", aliases=not engine.hosted),
+                          engine.owner(request), notices, client=engine.client(request))
         for note in notices:
             gr.Info(note)
         return run, run, gr.Timer(active=True)

@@ -77,7 +77,7 @@ def wire(engine: Engine, train: dict, runs: dict) -> None:
     def run_units(rid, request: gr.Request):
         owner = engine.owner(request)
         if isinstance(rid, str) and rid and paused(jobs, rid, owner):
-            jobs.resume(rid, owner)
+            jobs.resume(rid, owner, client=engine.client(request))
         for done in drive(jobs, owner, on_device):
             yield gr.Timer(active=True) if done else gr.skip()  # the Train tab's view keeps polling
 

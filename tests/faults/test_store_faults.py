@@ -483,7 +483,8 @@ def test_finishing_a_failed_run_never_hides_its_error(world, tmp_path, monkeypat
     assert str(err.value) == "The task broke (injected)."
     monkeypatch.undo()
     assert run.events()[-1]["kind"] == "run_end" and run.events()[-1]["message"] == "The task broke (injected)."
-    assert run.status()["status"] == "interrupted"  # status.json still says running; nobody holds the lock
+    # status.json still says running and nobody holds the lock: it reads as the failure its log ends with (issue 31)
+    assert run.status()["status"] == "failed" and run.status()["message"] == "The task broke (injected)."
 
 
 def test_a_completed_run_whose_final_status_cannot_be_written_ends_failed(world, tmp_path, monkeypatch):

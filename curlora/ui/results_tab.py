@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from curlora.errors import CurloraError
+from curlora.errors import Cancelled, CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
 from curlora.run.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
@@ -159,6 +159,12 @@ def build(engine: Engine) -> dict:
         return (gr.update(choices=labels, value=labels[0] if labels else None),
                 gr.update(minimum=1, maximum=max(n, 1), value=max(n, 1), step=1))
 
+    stopping: set[str] = set()  # owners who pressed Stop on their evaluation
+
+    def stop_evaluation(request: gr.Request):
+        stopping.add(engine.owner(request))
+        gr.Info("Stopping the evaluation after its current batch.")
+
     @friendly
     def evaluate(rid: str, method: str, stage, upload, request: gr.Request, progress=gr.Progress()):
         """A finished stage (or the base, stage 0) on an uploaded task CSV (accuracy) or .txt (perplexity)."""
@@ -178,10 +184,18 @@ def build(engine: Engine) -> dict:
             what = "the base model" if stage == 0 else f"{method} after task {stage}"
             progress(0.2, desc=f"evaluating {what}")
             yield f"Evaluating {what}…"
+            owner = engine.owner(request)
+            stopping.discard(owner)
+            limits = jobs.policy.limits if jobs.policy.hosted else None
             with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
                 res = jobs.gate.on_device(lambda: evaluate_stage(
                     rid, method or "base", stage, task_file=None if as_text else path,
-                    text_file=path if as_text else None, root=jobs.root, loaded_model=engine.chat.base(cfg)))
+                    text_file=path if as_text else None, root=jobs.root, loaded_model=engine.chat.base(cfg),
+                    limits=limits, should_stop=lambda: owner in stopping,
+                    on_progress=lambda done, total: progress(done / max(total, 1), desc=f"evaluating {what}")))
+        except Cancelled:
+            yield f"Stopped: the evaluation of {what} was stopped before it finished; nothing was kept."
+            return
         finally:
             jobs.gate.release()
         yield describe_evaluation(res)
@@ -312,7 +326,9 @@ def build(engine: Engine) -> dict:
                                  elem_id="eval-stage")
             ev_file = gr.File(label="A task CSV (accuracy) or a .txt file (perplexity)", scale=2, height=90,
                               file_types=[".csv", ".tsv", ".txt"], elem_id="eval-file")
-        ev_button = gr.Button("Evaluate", elem_id="eval-run")
+        with gr.Row():
+            ev_button = gr.Button("Evaluate", elem_id="eval-run", scale=3)
+            ev_stop = gr.Button("Stop", elem_id="eval-stop", scale=1)
         ev_result = gr.Markdown(elem_id="eval-result")
     with gr.Accordion("Push to Hub", open=False, elem_id="results-push"):
         gr.Markdown("One hub repo for the run: `adapters/<method>/stage-<k>/` for each finished stage, a model card "
@@ -335,6 +351,7 @@ def build(engine: Engine) -> dict:
                     concurrency_id="gpu", concurrency_limit=1)
     ev_button.click(evaluate, [run, ev_method, ev_stage, ev_file], ev_result, api_name="evaluate",
                     concurrency_id="gpu", concurrency_limit=1)
+    ev_stop.click(stop_evaluation, None, None, api_name="stop_evaluation", concurrency_limit=None)
     reload.click(refresh, run, run, api_name=False, concurrency_limit=None).then(
         show, run, outputs, api_name=False, concurrency_limit=None)
     run.change(push_choices, run, push_method, api_name=False, concurrency_limit=None, show_progress="hidden")

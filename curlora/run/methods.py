@@ -13,7 +13,8 @@ The class attributes say what the rest of the app may do with it: `trains` (base
 stage folder: chat, evaluation on new data and merged exports work on it), `ranked` (has a rank r: the rank limit
 and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach also takes a Context:
 the task index and calibration text), `group`, `title`, `column` and `trainable_note` for the Train tab and
-`lr_prior` (a learning-rate range for study grids).
+`lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
+why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
 PEFT's peers are registered below the baselines: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA
 family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
@@ -25,6 +26,7 @@ Heavy imports (torch, peft) happen inside the methods, so the config can validat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +99,25 @@ class Method:
     trainable_note: ClassVar[str] = ""  # what the Train tab shows where trainable() is None
     lr_prior: ClassVar[tuple[float, ...]] = ()
     trains_all_weights: ClassVar[bool] = False  # every base weight trains: a quantised base cannot hold that
+    replays: ClassVar[bool] = True  # methods[i].replay may mix earlier tasks' rows into its batches
+    no_replay: ClassVar[str] = ""  # why not, where replays is False: '<kind> …; set replay: 0 …'
 
     def check(self, settings: MethodSettings, scoring: str, where: str) -> None:
         """Config-time refusals for this kind, one sentence naming `where` (e.g. 'methods[2]')."""
         if self.needs_head_scoring and scoring != "head":
             raise CurloraError(f"{where}: '{self.kind}' trains only a classification head, so it needs "
                                "evaluation.scoring: head.")
+        if settings.replay and not (self.trains and self.replays):
+            why = self.no_replay or "trains nothing, so it has no batch to replay earlier rows into"
+            raise CurloraError(f"{where}.replay: '{self.kind}' {why}; set replay: 0 or drop it from this method.")
+        if settings.replay and scoring == "head":
+            raise CurloraError(f"{where}.replay: with head scoring every task trains its own head, and replay mixes "
+                               "earlier tasks' rows into one label-word loss; use evaluation.scoring: likelihood or "
+                               "set replay: 0.")
+
+    def stage_tasks(self, i: int) -> range:
+        """The tasks (0-based) whose training rows stage i trains on as its own: the task of that stage."""
+        return range(i, i + 1)
 
     def attach(self, base, settings: MethodSettings, stage: Path | None) -> Attached:
         """The model to train from `base`, resumed from a saved stage folder (None: fresh)."""
@@ -131,6 +146,8 @@ class Method:
             out["lr"] = settings.lr or default_lr
         if self.ranked:
             out["r"] = settings.r
+        if settings.replay:
+            out["replay"] = settings.replay
         return out
 
 
@@ -268,6 +285,58 @@ class HeadOnly(Method):
         return None  # hidden × classes, per task
 
 
+@register
+class Joint(AdapterMethod):
+    """The multi-task upper bound as continual-learning papers report it: nothing to remember, since at stage k it
+    trains on tasks 1..k at once. A fresh adapter per stage (not the last stage's, which would make it replay of
+    everything instead of joint training), with the same LoRA init as `lora` so the two rows differ by the data."""
+
+    kind, title, group = "joint", "joint (multi-task upper bound)", "baselines"
+    help = ("The upper bound of continual-learning papers: at stage k a fresh PEFT LoRA (same init as lora) trains on "
+            "the union of tasks 1..k, shuffled together, for max_steps per task in it (k × max_steps; with epochs, "
+            "epochs over the union), so it never has to remember; each stage is a LoRA folder to chat with, "
+            "evaluate and export. Likelihood or generate scoring (one loss over every task so far).")
+    column = "lora"  # the Train tab's LoRA boxes (r, alpha, dropout) set it, so its adapter matches LoRA's
+    replays = False
+    no_replay = "already trains on every earlier task's rows, so replay adds nothing"
+    lr_prior = LoRA.lr_prior
+
+    def check(self, settings, scoring, where):
+        super().check(settings, scoring, where)
+        if scoring == "head":
+            raise CurloraError(f"{where}: 'joint' trains one label-word loss over every task so far, and head scoring "
+                               "gives each task its own head; use evaluation.scoring: likelihood or drop joint.")
+
+    def stage_tasks(self, i):
+        return range(0, i + 1)
+
+    def attach(self, base, settings, stage):
+        return super().attach(base, settings, None)  # every stage starts from the base: joint, not cumulative
+
+    def peft_config(self, settings, model):
+        return lora_config(settings, model)
+
+    def trainable(self, settings, shapes, parameters):
+        return sum(settings.r * (i + o) for i, o in shapes)
+
+
+def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
+                rows: list[int] | None) -> int | None:
+    """Optimiser steps of one method at stage i (0-based), as train_task runs them: `budget` (the schedule's
+    max_steps) per task the stage trains on, else epochs over those tasks' rows in batches of the own rows
+    (batch_size less the replayed rows, from stage 2 on); None when that needs `rows` (train rows per task)."""
+    from curlora.experiment import replayed_rows
+
+    own = method(settings.kind).stage_tasks(i)
+    if budget:
+        return budget * len(own)
+    if rows is None:
+        return None
+    per_batch = training.batch_size - (replayed_rows(settings.replay, training.batch_size) if i else 0)
+    per_epoch = math.ceil(math.ceil(sum(rows[j] for j in own) / per_batch) / training.grad_accum)
+    return max(1, math.ceil(training.epochs * per_epoch))
+
+
 def lr_text(lr: float) -> str:
     """A learning rate as people write it: 2e-2, 3.5e-4, 1e-1."""
     mantissa, exponent = f"{lr:.2e}".split("e")
@@ -282,6 +351,8 @@ def setting_text(setting: dict | None) -> str:
         parts.append(f"lr {lr_text(setting['lr'])}")
     if setting and setting.get("r") is not None:
         parts.append(f"r {setting['r']}")
+    if setting and setting.get("replay"):
+        parts.append(f"replay {setting['replay']:g}")
     return ", ".join(parts)
 
 

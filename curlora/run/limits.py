@@ -20,8 +20,10 @@ Training tokens per run (`tokens_per_run`): the work a run may do, counted befor
     sum over trained methods m (every kind but `base`) and tasks i of
         steps(m, i) × batch_size × grad_accum × max_length
 
-where steps(m, i) is the optimiser-step budget of m's schedule on task i: `training.max_steps`, or without it
-max(1, ceil(epochs × ceil(ceil(train rows of i / batch_size) / grad_accum))) (what `train_task` runs). Under
+where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/run/methods.py stage_steps, what
+`train_task` runs): `training.max_steps` per task the stage trains on (joint: every task so far), or without it
+max(1, ceil(epochs × ceil(ceil(train rows of those tasks / own rows per batch) / grad_accum))), where a batch's own
+rows are batch_size less the rows that experience replay draws from earlier tasks. Under
 `matched_loss` a method chasing the target may run `matched_loss_max_steps` instead; the larger budget counts.
 Sequences are padded to the longest in their batch, never beyond max_length, so this is an upper bound on the
 tokens trained on: one number that grows with every knob that makes a run slower.
@@ -39,7 +41,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError
-from curlora.run.methods import method
+from curlora.run.methods import method, stage_steps
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"
@@ -134,12 +136,6 @@ HOSTED: dict[str, int | float | None] = {
 LOCAL: dict[str, int | float | None] = {"upload_mb": 50}
 
 
-def steps_per_task(rows: int, training) -> int:
-    """Optimiser steps of an epoch-based schedule on `rows` training rows (train_task's formula)."""
-    per_epoch = math.ceil(math.ceil(rows / training.batch_size) / training.grad_accum)
-    return max(1, math.ceil(training.epochs * per_epoch))
-
-
 def training_tokens(cfg, rows: list[int] | None = None) -> int | None:
     """Training tokens per run (module docstring); None when a schedule needs the row counts and `rows`
     (train rows per task, in task order) is not given."""
@@ -153,9 +149,10 @@ def training_tokens(cfg, rows: list[int] | None = None) -> int | None:
         if tr.comparison == "matched_loss" and m.label != tr.matched_loss_reference:
             budgets.add(tr.matched_loss_max_steps or tr.max_steps)
         for i in range(len(cfg.tasks)):
-            if None in budgets and rows is None:
+            steps = [stage_steps(m, tr, i, b, rows) for b in budgets]
+            if None in steps:
                 return None
-            total += max(b if b is not None else steps_per_task(rows[i], tr) for b in budgets) * per_step
+            total += max(steps) * per_step
     return total
 
 

@@ -273,6 +273,8 @@ class HeadOnly(Method):
     kind, title = "head-only", "head-only (needs head scoring)"
     help = "Only a classification head per task trains on the frozen base: the paper's control for head scoring."
     needs_head_scoring = True
+    replays = False
+    no_replay = "trains one head per task on that task's rows alone, so earlier rows have no head to train here"
     trainable_note = "hidden × classes per task"
     lr_prior = (1e-3, 1e-2)
 

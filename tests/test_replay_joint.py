@@ -3,6 +3,7 @@ every batch from earlier tasks' rows, the same rows for every method) and the jo
 adapter per stage on every task so far)."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -134,6 +135,7 @@ def test_the_stage_steps_the_budgets_count():
      "methods[0].replay: 0.9 of a batch of 4 rows leaves none of the task's own rows; lower replay below 0.875 or "
      "raise training.batch_size."),
     ({"kind": "lora", "replay": 0.25}, "head", "methods[0].replay: with head scoring every task trains its own head"),
+    ({"kind": "head-only", "replay": 0.25}, "head", "methods[0].replay: 'head-only' trains one head per task"),
     ({"kind": "joint"}, "head", "methods[0]: 'joint' trains one label-word loss over every task so far"),
 ])
 def test_replay_and_joint_refusals_are_one_sentence(method_cfg, scoring, message):
@@ -147,3 +149,19 @@ def test_joint_is_a_registered_baseline_with_lora_boxes():
     joint = method("joint")
     assert (joint.group, joint.column, joint.has_adapter, joint.replays) == ("baselines", "lora", True, False)
     assert list(joint.stage_tasks(2)) == [0, 1, 2] and list(method("lora").stage_tasks(2)) == [2]
+
+
+def test_a_study_carries_replay_in_its_points_and_runs_joint_on_its_grid(tmp_path):
+    from curlora.run import study as S
+
+    exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora", "joint"))
+    exp["methods"][0].update(name="lora-replay", replay=0.25)
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    cfg = ExperimentConfig.from_dict(exp)
+    study = S.run_study(cfg, S.StudySettings(lrs={"lora-replay": [0.01], "joint": [0.01]}, seeds=[0]),
+                        tmp_path / "runs")
+    body = json.loads((study.path / "study.json").read_text())
+    assert study.status()["status"] == "completed"
+    settings = {p["method"]: p["setting"] for p in body["points"]}
+    assert settings == {"lora-replay": {"lr": 0.01, "r": 4, "replay": 0.25}, "joint": {"lr": 0.01, "r": 4}}
+    assert body["groups"]["lora-replay@1e-2"]["setting"]["replay"] == 0.25

@@ -87,8 +87,8 @@ class ModelSettings:
 @dataclass
 class MethodSettings:
     kind: str = _f("curlora", "curlora | lora | mica | pissa | osf | corda | dora | base (no training) | head-only | "
-                              "full (full fine-tune) | joint (multi-task upper bound): the registered kinds "
-                              "(curlora/run/methods.py).")
+                              "full (full fine-tune) | joint (multi-task upper bound) | ewc (EWC on LoRA): the "
+                              "registered kinds (curlora/run/methods.py).")
     name: str | None = _f(None, "Label in results (default: the kind); must be unique in a run.")
     r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA and its PEFT peers: A is r x in, B is out x r; OSF has none).")
     alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
@@ -102,6 +102,7 @@ class MethodSettings:
                                             "task, one per task, never shrinking (a short list repeats its last "
                                             "value); default t/(n+1) at task t of n.")
     lr: float | None = _f(None, "Learning rate for this method only (default: training.lr).")
+    ewc_lambda: float | None = _f(None, "EWC: strength λ of its penalty λ/2 · Σ F · (θ − θ*)² (default 100).")
     replay: float = _f(0.0, "Experience replay: this share of every training batch (round(replay × batch_size) "
                             "rows) is drawn from the earlier tasks' training rows, each encoded with its own task's "
                             "prompt and label words; seeded by training.seed and the stage, so every method with the "
@@ -267,6 +268,9 @@ class ExperimentConfig:
             if m.alpha is not None and m.alpha <= 0:
                 raise CurloraError(f"methods[{i}].alpha: must be positive, got {m.alpha:g} (leave it empty for the "
                                    "default).")
+            if m.ewc_lambda is not None and m.ewc_lambda < 0:
+                raise CurloraError(f"methods[{i}].ewc_lambda: must be 0 or more, got {m.ewc_lambda:g} (leave it empty "
+                                   "for 100).")
             if m.lr is not None and m.lr <= 0:
                 raise CurloraError(f"methods[{i}].lr: must be positive, got {m.lr:g} (leave it empty for training.lr).")
             self.check_replay(i, m)

@@ -137,6 +137,8 @@ def test_the_stage_steps_the_budgets_count():
     ({"kind": "lora", "replay": 0.25}, "head", "methods[0].replay: with head scoring every task trains its own head"),
     ({"kind": "head-only", "replay": 0.25}, "head", "methods[0].replay: 'head-only' trains one head per task"),
     ({"kind": "joint"}, "head", "methods[0]: 'joint' trains one label-word loss over every task so far"),
+    ({"kind": "ewc"}, "head", "methods[0]: 'ewc' weighs the adapter by the label-word loss's Fisher"),
+    ({"kind": "ewc", "ewc_lambda": -1}, "likelihood", "methods[0].ewc_lambda: must be 0 or more, got -1"),
 ])
 def test_replay_and_joint_refusals_are_one_sentence(method_cfg, scoring, message):
     with pytest.raises(CurloraError) as err:
@@ -165,3 +167,37 @@ def test_a_study_carries_replay_in_its_points_and_runs_joint_on_its_grid(tmp_pat
     settings = {p["method"]: p["setting"] for p in body["points"]}
     assert settings == {"lora-replay": {"lr": 0.01, "r": 4, "replay": 0.25}, "joint": {"lr": 0.01, "r": 4}}
     assert body["groups"]["lora-replay@1e-2"]["setting"]["replay"] == 0.25
+
+
+def test_ewc_keeps_the_adapter_nearer_the_last_task_and_saves_its_fisher(tmp_path):
+    """EWC on LoRA trains stage 1 exactly as LoRA does (same init, same data, nothing to keep yet); at stage 2 its
+    penalty holds the adapter nearer stage 1's. Each stage folder keeps the anchor (that stage's adapter) and the
+    summed Fisher, so a resumed run goes on with the same penalty."""
+    from safetensors.torch import load_file
+
+    from curlora.run.baselines import EWC_FILE
+
+    exp = make_experiment(tmp_path, steps=8, methods=("lora", "ewc"))
+    exp["methods"][1]["ewc_lambda"] = 1e6
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    run = run_experiment(ExperimentConfig.from_dict(exp), root=tmp_path / "runs")
+    m = run.record()
+    assert [rec.status for rec in m.methods.values()] == ["completed", "completed"]
+    assert described("ewc", m.methods["ewc"].setting) == "ewc (lr 5e-2, r 4, λ 1e+06)"
+
+    def adapter(label, stage):
+        return load_file(str(run.adapter_dir(label, stage) / "adapter_model.safetensors"))
+
+    def moved(label):
+        a, b = adapter(label, 1), adapter(label, 2)
+        return sum(float((b[k] - a[k]).pow(2).sum()) for k in a) ** 0.5
+
+    assert all((adapter("lora", 1)[k] == adapter("ewc", 1)[k]).all() for k in adapter("lora", 1))
+    assert moved("ewc") < 0.5 * moved("lora")
+    saved = [load_file(str(run.adapter_dir("ewc", s) / EWC_FILE)) for s in (1, 2)]
+    fisher = [{k: v for k, v in s.items() if k.startswith("fisher.")} for s in saved]
+    assert fisher[0] and all((fisher[1][k] >= fisher[0][k]).all() for k in fisher[0])  # summed over tasks
+    assert any(float(v.sum()) > 0 for v in fisher[0].values())
+    anchors = {k.split(".", 1)[1].replace(".default", ""): v for k, v in saved[0].items() if k.startswith("anchor.")}
+    weights = adapter("ewc", 1)  # PEFT's file drops the adapter name from the parameter names
+    assert anchors.keys() == weights.keys() and all((anchors[k] == weights[k]).all() for k in weights)

@@ -16,8 +16,8 @@ the task index and calibration text), `group`, `title`, `column` and `trainable_
 `lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
 why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
-PEFT's peers are registered below the baselines: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA
-family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
+The continual-learning baselines (joint training, EWC) live in curlora/run/baselines.py; PEFT's peers are registered
+below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
 and writes them back on cleanup, bit for bit, and saves stages that apply to the original base
 (curlora/run/adapters.py).
 
@@ -114,6 +114,14 @@ class Method:
             raise CurloraError(f"{where}.replay: with head scoring every task trains its own head, and replay mixes "
                                "earlier tasks' rows into one label-word loss; use evaluation.scoring: likelihood or "
                                "set replay: 0.")
+
+    def penalty(self, model, settings: MethodSettings) -> Callable[[], object] | None:
+        """A term the training loss adds at every step (EWC's quadratic pull to earlier tasks' weights); None: none."""
+        return None
+
+    def consolidate(self, model, settings: MethodSettings, fisher: Callable[[], dict]) -> None:
+        """After a stage trains, before it is saved: what the method keeps of it for the next stages (EWC: the
+        weights and `fisher()`, the diagonal Fisher on the stage's task)."""
 
     def stage_tasks(self, i: int) -> range:
         """The tasks (0-based) whose training rows stage i trains on as its own: the task of that stage."""
@@ -287,41 +295,6 @@ class HeadOnly(Method):
         return None  # hidden × classes, per task
 
 
-@register
-class Joint(AdapterMethod):
-    """The multi-task upper bound as continual-learning papers report it: nothing to remember, since at stage k it
-    trains on tasks 1..k at once. A fresh adapter per stage (not the last stage's, which would make it replay of
-    everything instead of joint training), with the same LoRA init as `lora` so the two rows differ by the data."""
-
-    kind, title, group = "joint", "joint (multi-task upper bound)", "baselines"
-    help = ("The upper bound of continual-learning papers: at stage k a fresh PEFT LoRA (same init as lora) trains on "
-            "the union of tasks 1..k, shuffled together, for max_steps per task in it (k × max_steps; with epochs, "
-            "epochs over the union), so it never has to remember; each stage is a LoRA folder to chat with, "
-            "evaluate and export. Likelihood or generate scoring (one loss over every task so far).")
-    column = "lora"  # the Train tab's LoRA boxes (r, alpha, dropout) set it, so its adapter matches LoRA's
-    replays = False
-    no_replay = "already trains on every earlier task's rows, so replay adds nothing"
-    lr_prior = LoRA.lr_prior
-
-    def check(self, settings, scoring, where):
-        super().check(settings, scoring, where)
-        if scoring == "head":
-            raise CurloraError(f"{where}: 'joint' trains one label-word loss over every task so far, and head scoring "
-                               "gives each task its own head; use evaluation.scoring: likelihood or drop joint.")
-
-    def stage_tasks(self, i):
-        return range(0, i + 1)
-
-    def attach(self, base, settings, stage):
-        return super().attach(base, settings, None)  # every stage starts from the base: joint, not cumulative
-
-    def peft_config(self, settings, model):
-        return lora_config(settings, model)
-
-    def trainable(self, settings, shapes, parameters):
-        return sum(settings.r * (i + o) for i, o in shapes)
-
-
 def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
                 rows: list[int] | None) -> int | None:
     """Optimiser steps of one method at stage i (0-based), as train_task runs them: `budget` (the schedule's
@@ -353,6 +326,8 @@ def setting_text(setting: dict | None) -> str:
         parts.append(f"lr {lr_text(setting['lr'])}")
     if setting and setting.get("r") is not None:
         parts.append(f"r {setting['r']}")
+    if setting and setting.get("ewc_lambda") is not None:
+        parts.append(f"λ {setting['ewc_lambda']:g}")
     if setting and setting.get("replay"):
         parts.append(f"replay {setting['replay']:g}")
     return ", ".join(parts)
@@ -365,4 +340,5 @@ def described(label: str, setting: dict | None) -> str:
     return f"{label} ({text})" if text else label
 
 
-from curlora.run import peers  # noqa: E402,F401  (PEFT's peers register themselves, after the methods above)
+# The continual-learning baselines (joint, EWC), then PEFT's peers, register themselves after the methods above.
+from curlora.run import baselines, peers  # noqa: E402,F401

@@ -38,7 +38,7 @@ from curlora.run.limits import check_positions
 from curlora.run.estimate import check_fits
 from curlora.run.methods import Context, method, stage_steps
 from curlora.run.store import DiskFull, Run, is_disk_full, resumable
-from curlora.run.train import Diverged, Replay, new_head, train_task
+from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
 
@@ -440,8 +440,12 @@ class Executor:
             schedule = dataclasses.replace(schedule, max_steps=stage_steps(m, schedule, i, schedule.max_steps, None))
         pooled = [self.L.tasks[j] for j in own if j != i]
         replay = Replay(self.L.tasks[:i], m.replay, i) if m.replay and i else None
+        kind = method(m.kind)
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
-                            should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay)
+                            should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay,
+                            penalty=kind.penalty(model, m))
+        kind.consolidate(model, m, lambda: fisher_diagonal(model, self.L.tokenizer, task, tr,
+                                                           should_stop=self.should_stop))
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)

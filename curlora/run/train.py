@@ -144,6 +144,34 @@ def padding_share(batches, lengths: list[int]) -> float:
     return 1 - real / total if total else 0.0
 
 
+FISHER_ROWS = 512  # enough batches for a stable diagonal on the tasks here, a bounded cost on large ones
+
+
+def fisher_diagonal(model: nn.Module, tokenizer, task, cfg: TrainingSettings, max_length: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
+    """The empirical diagonal Fisher of `model`'s trainable parameters on `task`'s first FISHER_ROWS training rows:
+    the mean over batches (of cfg.batch_size) of the squared gradient of the label loss, in eval mode (no dropout).
+    Batch gradients, not per-row ones: one backward a batch, at the price of a scale that depends on the batch."""
+    examples = training_examples(tokenizer, task, max_length or cfg.max_length, False)[:FISHER_ROWS]
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    device, pid = next(model.parameters()).device, pad_id(tokenizer)
+    model.eval()
+    batches = 0
+    for start in range(0, len(examples), cfg.batch_size):
+        chunk = examples[start:start + cfg.batch_size]
+        ids, mask, labels = pad_batch([e[0] for e in chunk], pid, labels=[e[1] for e in chunk])
+        model.zero_grad(set_to_none=True)
+        label_loss(model, ids.to(device), mask.to(device), labels.to(device)).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().float().pow(2)
+        batches += 1
+        check_stop(should_stop)
+    model.zero_grad(set_to_none=True)
+    return {n: f / max(1, batches) for n, f in fisher.items()}
+
+
 def new_head(model, n_classes: int, seed: int) -> nn.Linear:
     """A per-task classification head on the last hidden state (the paper's scoring mode), seeded."""
     hidden = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else model.config.hidden_size
@@ -172,10 +200,10 @@ def _checkpointing(model: nn.Module, wanted: bool):
 def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: float, head: nn.Module | None = None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                max_length: int | None = None, stop_at_loss: float | None = None, pooled: Sequence = (),
-               replay: Replay | None = None) -> TrainResult:
+               replay: Replay | None = None, penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
     """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`, with the rows
     of the `pooled` tasks shuffled in as its own (joint training) and `replay`'s share of every batch from earlier
-    tasks.
+    tasks. `penalty()` is added to every step's loss (EWC's); the loss logged and matched stays the task's own.
 
     With `stop_at_loss`, training ends at the first step whose smoothed loss is at or below it (the
     matched-loss comparison); the schedule still spans the full step budget, so the methods compared share it."""
@@ -230,7 +258,7 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                             f"Training on task '{task.name}' diverged at step {step + 1} (loss is {loss.item():g}); "
                             f"lower the learning rate (now {lr:g}) or use a smaller batch or full precision."
                         )
-                    acc.backward(loss)
+                    acc.backward(loss if penalty is None else loss + penalty())
                     if step == 0 and acc.sync_gradients and all(p.grad is None for p in params):
                         raise CurloraError(f"Training on task '{task.name}' reached none of the trainable "
                                            "parameters (no gradient flows to them); this model or layer type "

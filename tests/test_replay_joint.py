@@ -194,10 +194,30 @@ def test_ewc_keeps_the_adapter_nearer_the_last_task_and_saves_its_fisher(tmp_pat
 
     assert all((adapter("lora", 1)[k] == adapter("ewc", 1)[k]).all() for k in adapter("lora", 1))
     assert moved("ewc") < 0.5 * moved("lora")
-    saved = [load_file(str(run.adapter_dir("ewc", s) / EWC_FILE)) for s in (1, 2)]
-    fisher = [{k: v for k, v in s.items() if k.startswith("fisher.")} for s in saved]
-    assert fisher[0] and all((fisher[1][k] >= fisher[0][k]).all() for k in fisher[0])  # summed over tasks
-    assert any(float(v.sum()) > 0 for v in fisher[0].values())
+    assert not (run.adapter_dir("ewc", 2) / EWC_FILE).exists()  # no stage follows the last: no Fisher for one
+    saved = [load_file(str(run.adapter_dir("ewc", 1) / EWC_FILE))]
+    fisher = {k: v for k, v in saved[0].items() if k.startswith("fisher.")}
+    assert fisher and all((v >= 0).all() for v in fisher.values()) and any(v.sum() > 0 for v in fisher.values())
     anchors = {k.split(".", 1)[1].replace(".default", ""): v for k, v in saved[0].items() if k.startswith("anchor.")}
     weights = adapter("ewc", 1)  # PEFT's file drops the adapter name from the parameter names
     assert anchors.keys() == weights.keys() and all((anchors[k] == weights[k]).all() for k in weights)
+
+
+def test_ewc_sums_the_fisher_over_tasks_and_anchors_at_the_last_and_its_penalty_is_the_quadratic():
+    import torch
+
+    ewc, settings = method("ewc"), ExperimentConfig.from_dict(
+        {"tasks": [{"name": "a", "train_file": "a.csv"}], "methods": [{"kind": "ewc", "ewc_lambda": 4.0}]}).methods[0]
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.ewc_state, model.ewc_next = None, None
+    assert ewc.penalty(model, settings) is None  # the first task: nothing to keep yet
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    ewc.consolidate(model, settings, lambda: {"weight": torch.tensor([[0.5, 1.0]])})
+    model.ewc_state = model.ewc_next  # what the next stage's attach reads back from the stage folder
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 2.0]]))
+    assert float(ewc.penalty(model, settings)()) == 4.0 / 2 * 0.5 * (3.0 - 1.0) ** 2
+    ewc.consolidate(model, settings, lambda: {"weight": torch.tensor([[0.25, 0.0]])})
+    anchor, fisher = model.ewc_next
+    assert anchor["weight"].tolist() == [[3.0, 2.0]] and fisher["weight"].tolist() == [[0.75, 1.0]]

@@ -61,7 +61,8 @@ class EWC(AdapterMethod):
     help = ("Elastic weight consolidation on PEFT's LoRA: after each task the diagonal Fisher of the adapter's weights "
             "on that task's rows is added up, and later tasks train with λ/2 · Σ F · (θ − θ*)² added to the loss, "
             "θ* the adapter after the last task (online EWC); methods.ewc_lambda sets λ (default 100). A stage is a "
-            "LoRA folder plus ewc.safetensors. Likelihood or generate scoring.")
+            "LoRA folder plus ewc.safetensors (but the last, which no stage follows). Likelihood or generate "
+            "scoring.")
     column = "lora"  # the Train tab's LoRA boxes set it: the same adapter as lora, plus the penalty
     lr_prior = LoRA.lr_prior
 
@@ -88,7 +89,8 @@ class EWC(AdapterMethod):
 
         attached = super().attach(base, settings, stage)
         model = attached.model
-        model.ewc_state = None  # (anchor, fisher) by parameter name, from the last stage
+        model.ewc_state = None  # (anchor, fisher) by parameter name: the penalty this stage trains under
+        model.ewc_next = None  # the same for the next stage, once consolidated
         if stage is not None and (stage / EWC_FILE).is_file():
             saved = load_file(str(stage / EWC_FILE))
             device = next(model.parameters()).device
@@ -114,12 +116,14 @@ class EWC(AdapterMethod):
         old = getattr(model, "ewc_state", None)
         summed = {n: f + (old[1][n] if old else 0) for n, f in new.items()}
         anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in new}
-        model.ewc_state = (anchor, summed)
+        model.ewc_next = (anchor, summed)
 
     def save(self, model, folder):
         from safetensors.torch import save_file
 
         super().save(model, folder)
-        anchor, fisher = model.ewc_state
+        if model.ewc_next is None:  # the last task: no stage follows, so no Fisher was computed for one
+            return
+        anchor, fisher = model.ewc_next
         state = {**{f"anchor.{n}": t for n, t in anchor.items()}, **{f"fisher.{n}": t for n, t in fisher.items()}}
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / EWC_FILE))

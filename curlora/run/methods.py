@@ -120,8 +120,8 @@ class Method:
         return None
 
     def consolidate(self, model, settings: MethodSettings, fisher: Callable[[], dict]) -> None:
-        """After a stage trains, before it is saved: what the method keeps of it for the next stages (EWC: the
-        weights and `fisher()`, the diagonal Fisher on the stage's task)."""
+        """After a stage that another follows trains, before it is saved: what the method keeps of it for the next
+        stages (EWC: the weights and `fisher()`, the diagonal Fisher on the stage's task)."""
 
     def stage_tasks(self, i: int) -> range:
         """The tasks (0-based) whose training rows stage i trains on as its own: the task of that stage."""

@@ -444,8 +444,9 @@ class Executor:
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
                             should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay,
                             penalty=kind.penalty(model, m))
-        kind.consolidate(model, m, lambda: fisher_diagonal(model, self.L.tokenizer, task, tr,
-                                                           should_stop=self.should_stop))
+        if i + 1 < len(self.L.tasks):  # what a method keeps for later stages (EWC's Fisher): none after the last
+            kind.consolidate(model, m, lambda: fisher_diagonal(model, self.L.tokenizer, task, tr,
+                                                               should_stop=self.should_stop))
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)

@@ -153,20 +153,25 @@ def test_joint_is_a_registered_baseline_with_lora_boxes():
     assert list(joint.stage_tasks(2)) == [0, 1, 2] and list(method("lora").stage_tasks(2)) == [2]
 
 
-def test_a_study_carries_replay_in_its_points_and_runs_joint_on_its_grid(tmp_path):
+def test_a_study_takes_replay_as_an_axis_carries_it_in_its_points_and_runs_joint_on_its_grid(tmp_path):
     from curlora.run import study as S
 
     exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora", "joint"))
-    exp["methods"][0].update(name="lora-replay", replay=0.25)
     exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
     cfg = ExperimentConfig.from_dict(exp)
-    study = S.run_study(cfg, S.StudySettings(lrs={"lora-replay": [0.01], "joint": [0.01]}, seeds=[0]),
-                        tmp_path / "runs")
+    settings = S.StudySettings.from_dict({"lrs": {"lora": [0.01], "joint": [0.01]}, "seeds": [0], "replays": [0.25]})
+    study = S.run_study(cfg, settings, tmp_path / "runs")
     body = json.loads((study.path / "study.json").read_text())
     assert study.status()["status"] == "completed"
+    assert [m.label for m in study.config().methods] == ["lora", "lora-replay25", "joint"]  # joint never replays
+    assert S.settings_of(study).replays == [0.25] and body["settings"]["lrs"]["lora-replay25"] == [0.01]
     settings = {p["method"]: p["setting"] for p in body["points"]}
-    assert settings == {"lora-replay": {"lr": 0.01, "r": 4, "replay": 0.25}, "joint": {"lr": 0.01, "r": 4}}
-    assert body["groups"]["lora-replay@1e-2"]["setting"]["replay"] == 0.25
+    assert settings == {"lora": {"lr": 0.01, "r": 4}, "lora-replay25": {"lr": 0.01, "r": 4, "replay": 0.25},
+                        "joint": {"lr": 0.01, "r": 4}}
+    assert body["groups"]["lora-replay25@1e-2"]["setting"]["replay"] == 0.25
+    with pytest.raises(CurloraError, match=r"^methods\[1\]\.replay: 1\.5 is not a share of a batch"):
+        S.create(cfg, S.StudySettings(replays=[1.5]), tmp_path / "runs")
+    assert S.replay_label("curlora", 0.125) == "curlora-replay12_5"
 
 
 def test_ewc_keeps_the_adapter_nearer_the_last_task_and_saves_its_fisher(tmp_path):

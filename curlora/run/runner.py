@@ -435,12 +435,12 @@ class Executor:
                 model.train()
 
         target, schedule = self.matched_target(m, i)
-        own = method(m.kind).stage_tasks(i)  # joint: every task so far, max_steps for each
+        kind = method(m.kind)
+        own = kind.stage_tasks(i)  # joint: every task so far, max_steps for each
         if schedule.max_steps:
             schedule = dataclasses.replace(schedule, max_steps=stage_steps(m, schedule, i, schedule.max_steps, None))
         pooled = [self.L.tasks[j] for j in own if j != i]
-        replay = Replay(self.L.tasks[:i], m.replay, i) if m.replay and i else None
-        kind = method(m.kind)
+        replay = Replay(self.L.tasks[:i], m.replay, i) if m.replay and i else None  # the first task replays nothing
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
                             should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay,
                             penalty=kind.penalty(model, m))

@@ -172,6 +172,12 @@ def test_a_study_takes_replay_as_an_axis_carries_it_in_its_points_and_runs_joint
     with pytest.raises(CurloraError, match=r"^methods\[1\]\.replay: 1\.5 is not a share of a batch"):
         S.create(cfg, S.StudySettings(replays=[1.5]), tmp_path / "runs")
     assert S.replay_label("curlora", 0.125) == "curlora-replay12_5"
+    assert S.parse_replays("0.1, 0.25") == [0.1, 0.25]
+    with pytest.raises(CurloraError, match=r"^--replays: 'lots' is not a comma-separated list of shares"):
+        S.parse_replays("lots")
+    only_joint = ExperimentConfig.from_dict({**cfg.to_dict(), "methods": [{"kind": "joint"}, {"kind": "base"}]})
+    with pytest.raises(CurloraError, match=r"^--replays: no trained method of this experiment can replay"):
+        S.create(only_joint, S.StudySettings(replays=[0.25]), tmp_path / "runs")
 
 
 def test_ewc_keeps_the_adapter_nearer_the_last_task_and_saves_its_fisher(tmp_path):

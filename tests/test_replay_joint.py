@@ -107,7 +107,8 @@ def test_replay_and_joint_run_with_the_setting_in_every_label(tmp_path, monkeypa
 
 
 def test_the_stage_steps_the_budgets_count():
-    cfg = ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "a.csv"}, {"name": "b", "train_file": "b.csv"}],
+    tasks = [{"name": "a", "train_file": "a.csv"}, {"name": "b", "train_file": "b.csv"}]
+    cfg = ExperimentConfig.from_dict({"tasks": tasks,
                                       "methods": [{"kind": "joint"}, {"kind": "lora", "replay": 0.25}],
                                       "training": {"batch_size": 8, "epochs": 1}})
     joint, replay = cfg.methods

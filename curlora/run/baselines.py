@@ -47,6 +47,7 @@ class Joint(AdapterMethod):
 
 EWC_FILE = "ewc.safetensors"  # beside the adapter in every stage folder: the anchor weights and the summed Fisher
 EWC_LAMBDA = 100.0
+FISHER_ROWS = 512  # enough batches for a stable diagonal on the tasks here, a bounded cost on large ones
 
 
 @register
@@ -58,13 +59,14 @@ class EWC(AdapterMethod):
     batches of the label loss's squared gradient (curlora/run/train.py fisher_diagonal)."""
 
     kind, title, group = "ewc", "EWC (on LoRA)", "baselines"
-    help = ("Elastic weight consolidation on PEFT's LoRA: after each task the diagonal Fisher of the adapter's weights "
-            "on that task's rows is added up, and later tasks train with λ/2 · Σ F · (θ − θ*)² added to the loss, "
-            "θ* the adapter after the last task (online EWC); methods.ewc_lambda sets λ (default 100). A stage is a "
-            "LoRA folder plus ewc.safetensors (but the last, which no stage follows). Likelihood or generate "
-            "scoring.")
+    help = ("Elastic weight consolidation on PEFT's LoRA: after each task the diagonal Fisher of the adapter's "
+            "weights on that task's rows is added up, and later tasks train with λ/2 · Σ F · (θ − θ*)² added to "
+            "the loss, θ* the adapter after the last task (online EWC); methods.ewc_lambda sets λ (default 100). A "
+            "stage is a LoRA folder plus ewc.safetensors (but the last, which no stage follows). Likelihood or "
+            "generate scoring.")
     column = "lora"  # the Train tab's LoRA boxes set it: the same adapter as lora, plus the penalty
     lr_prior = LoRA.lr_prior
+    consolidation_rows = FISHER_ROWS
 
     def check(self, settings, scoring, where):
         super().check(settings, scoring, where)

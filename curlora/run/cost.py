@@ -181,6 +181,8 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
         kind = method(m.kind)
         for i in range(n_tasks):
             steps = stage_steps(m, cfg.training, i, cfg.training.max_steps, train_rows) if kind.trains else 0
+            if kind.trains and i + 1 < n_tasks:  # EWC's Fisher: a forward and backward per batch, like a step
+                steps += math.ceil(min(kind.consolidation_rows, train_rows[i]) / cfg.training.batch_size)
             probes = 0.0
             if kind.trains and ev.probe_every:
                 earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))

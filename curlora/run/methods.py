@@ -17,9 +17,9 @@ the task index and calibration text), `group`, `title`, `column` and `trainable_
 why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
 The continual-learning baselines (joint training, EWC) live in curlora/run/baselines.py; PEFT's peers are registered
-below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
-and writes them back on cleanup, bit for bit, and saves stages that apply to the original base
-(curlora/run/adapters.py).
+below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the
+shared base weights while they train: each keeps the targeted weights aside and writes them back on cleanup, bit for
+bit, and saves stages that apply to the original base (curlora/run/adapters.py).
 
 Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
 """
@@ -100,6 +100,7 @@ class Method:
     lr_prior: ClassVar[tuple[float, ...]] = ()
     trains_all_weights: ClassVar[bool] = False  # every base weight trains: a quantised base cannot hold that
     replays: ClassVar[bool] = True  # methods[i].replay may mix earlier tasks' rows into its batches
+    consolidation_rows: ClassVar[int] = 0  # training rows consolidate()'s fisher() reads (EWC), for the cost
     no_replay: ClassVar[str] = ""  # why not, where replays is False: '<kind> …; set replay: 0 …'
 
     def check(self, settings: MethodSettings, scoring: str, where: str) -> None:

@@ -445,8 +445,8 @@ class Executor:
                             should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay,
                             penalty=kind.penalty(model, m))
         if i + 1 < len(self.L.tasks):  # what a method keeps for later stages (EWC's Fisher): none after the last
-            kind.consolidate(model, m, lambda: fisher_diagonal(model, self.L.tokenizer, task, tr,
-                                                               should_stop=self.should_stop))
+            kind.consolidate(model, m, lambda: fisher_diagonal(
+                model, self.L.tokenizer, task, tr, kind.consolidation_rows, should_stop=self.should_stop))
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)

@@ -144,15 +144,12 @@ def padding_share(batches, lengths: list[int]) -> float:
     return 1 - real / total if total else 0.0
 
 
-FISHER_ROWS = 512  # enough batches for a stable diagonal on the tasks here, a bounded cost on large ones
-
-
-def fisher_diagonal(model: nn.Module, tokenizer, task, cfg: TrainingSettings, max_length: int | None = None,
+def fisher_diagonal(model: nn.Module, tokenizer, task, cfg: TrainingSettings, rows: int, max_length: int | None = None,
                     should_stop: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
-    """The empirical diagonal Fisher of `model`'s trainable parameters on `task`'s first FISHER_ROWS training rows:
-    the mean over batches (of cfg.batch_size) of the squared gradient of the label loss, in eval mode (no dropout).
+    """The empirical diagonal Fisher of `model`'s trainable parameters on `task`'s first `rows` training rows: the
+    mean over batches (of cfg.batch_size) of the squared gradient of the label loss, in eval mode (no dropout).
     Batch gradients, not per-row ones: one backward a batch, at the price of a scale that depends on the batch."""
-    examples = training_examples(tokenizer, task, max_length or cfg.max_length, False)[:FISHER_ROWS]
+    examples = training_examples(tokenizer, task, max_length or cfg.max_length, False)[:rows]
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     device, pid = next(model.parameters()).device, pad_id(tokenizer)

@@ -233,3 +233,18 @@ def test_ewc_sums_the_fisher_over_tasks_and_anchors_at_the_last_and_its_penalty_
     ewc.consolidate(model, settings, lambda: {"weight": torch.tensor([[0.25, 0.0]])})
     anchor, fisher = model.ewc_next
     assert anchor["weight"].tolist() == [[3.0, 2.0]] and fisher["weight"].tolist() == [[0.75, 1.0]]
+
+
+def test_the_cost_estimate_counts_joints_steps_and_ewcs_fisher_pass(tmp_path):
+    import math
+
+    from curlora.run.cost import estimate_config
+
+    exp = make_experiment(tmp_path, steps=6, methods=("joint", "ewc"))
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    cfg = ExperimentConfig.from_dict(exp)
+    est = estimate_config(cfg)
+    sent_rows = len(load_everything(cfg).tasks[0].train)
+    steps = [s.train_s / est.step_s[s.method] for s in est.stages]
+    fisher = math.ceil(min(512, sent_rows) / cfg.training.batch_size)  # a forward and backward per batch
+    assert steps == pytest.approx([6, 12, 6 + fisher, 6])  # joint: 6 per task so far; EWC: no Fisher after the last

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -61,6 +62,11 @@ PRECISIONS = ("no", "fp16", "bf16")
 COMPARISONS = ("equal_lr", "matched_loss")
 
 
+def replayed_rows(share: float, batch_size: int) -> int:
+    """Rows of each training batch that replay earlier tasks at a replay `share` (the rest are the task's own)."""
+    return int(share * batch_size + 0.5)
+
+
 def _f(default, help_text: str):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help_text})
@@ -82,7 +88,8 @@ class ModelSettings:
 @dataclass
 class MethodSettings:
     kind: str = _f("curlora", "curlora | lora | mica | pissa | osf | corda | dora | base (no training) | head-only | "
-                              "full (full fine-tune): the registered kinds (curlora/run/methods.py).")
+                              "full (full fine-tune) | joint (multi-task upper bound) | ewc (EWC on LoRA): the "
+                              "registered kinds (curlora/run/methods.py).")
     name: str | None = _f(None, "Label in results (default: the kind); must be unique in a run.")
     r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA and its PEFT peers: A is r x in, B is out x r; OSF has none).")
     alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
@@ -96,6 +103,12 @@ class MethodSettings:
                                             "task, one per task, never shrinking (a short list repeats its last "
                                             "value); default t/(n+1) at task t of n.")
     lr: float | None = _f(None, "Learning rate for this method only (default: training.lr).")
+    ewc_lambda: float | None = _f(None, "EWC: strength λ of its penalty λ/2 · Σ F · (θ − θ*)² (default 100).")
+    replay: float = _f(0.0, "Experience replay: this share of every training batch (round(replay × batch_size) "
+                            "rows) is drawn from the earlier tasks' training rows, each encoded with its own task's "
+                            "prompt and label words; seeded by training.seed and the stage, so every method with the "
+                            "same replay sees the same replayed rows; 0 (off) up to below 1; the first task has "
+                            "nothing to replay.")
 
     @property
     def label(self) -> str:
@@ -260,8 +273,29 @@ class ExperimentConfig:
             if m.alpha is not None and m.alpha <= 0:
                 raise CurloraError(f"methods[{i}].alpha: must be positive, got {m.alpha:g} (leave it empty for the "
                                    "default).")
+            if m.ewc_lambda is not None and m.ewc_lambda < 0:
+                raise CurloraError(f"methods[{i}].ewc_lambda: must be 0 or more, got {m.ewc_lambda:g} (leave it empty "
+                                   "for 100).")
             if m.lr is not None and m.lr <= 0:
                 raise CurloraError(f"methods[{i}].lr: must be positive, got {m.lr:g} (leave it empty for training.lr).")
+            self.check_replay(i, m)
+
+    def check_replay(self, i: int, m: MethodSettings) -> None:
+        """A replay share is a fraction of a batch that leaves at least one replayed and one own row in it."""
+        if not m.replay:
+            return
+        where, batch = f"methods[{i}].replay", self.training.batch_size
+        if not 0 <= m.replay < 1:
+            raise CurloraError(f"{where}: {m.replay:g} is not a share of a batch; use 0 (off) or more, below 1 "
+                               "(0.1 replays a tenth of every batch).")
+        rows = replayed_rows(m.replay, batch)
+        if rows == 0:
+            raise CurloraError(f"{where}: {m.replay:g} of a batch of {batch} rows rounds to no replayed row; raise "
+                               f"replay to at least {0.5 / batch:.3g} or training.batch_size to at least "
+                               f"{math.ceil(0.5 / m.replay)}.")
+        if rows >= batch:
+            raise CurloraError(f"{where}: {m.replay:g} of a batch of {batch} rows leaves none of the task's own rows; "
+                               f"lower replay below {(batch - 0.5) / batch:.3g} or raise training.batch_size.")
 
     def check_probes_and_comparison(self) -> None:
         ev, tr = self.evaluation, self.training

@@ -11,8 +11,10 @@ from tiny_experiment import make_experiment
 
 
 def test_the_kinds_and_what_they_declare():
-    assert kinds() == ("curlora", "lora", "base", "full", "head-only", "mica", "pissa", "corda", "osf", "dora")
-    assert [k for k in kinds() if method(k).has_adapter] == ["curlora", "lora", "mica", "pissa", "corda", "osf", "dora"]
+    assert kinds() == ("curlora", "lora", "base", "full", "head-only", "joint", "ewc", "mica", "pissa", "corda",
+                       "osf", "dora")
+    assert [k for k in kinds() if method(k).has_adapter] == ["curlora", "lora", "joint", "ewc", "mica", "pissa",
+                                                             "corda", "osf", "dora"]
     assert [k for k in kinds() if not method(k).trains] == ["base"]
     assert method("curlora").group == "forgetting-aware" and method("lora").group == "LoRA family"
     with pytest.raises(CurloraError, match="'qlora' is not a method kind; the kinds are curlora, lora, base"):
@@ -102,7 +104,7 @@ def test_a_sixth_method_is_one_class(norms_only, tmp_path):
 
 def test_an_unknown_kind_is_refused_with_the_registered_ones(norms_only):
     with pytest.raises(CurloraError, match=r"methods\[0\].kind: 'nope' is not one of curlora, lora, base, full, "
-                                           r"head-only, mica, pissa, corda, osf, dora, norms-only\."):
+                                           r"head-only, joint, ewc, mica, pissa, corda, osf, dora, norms-only\."):
         ExperimentConfig.from_dict({"tasks": [{"name": "t", "train_file": "t.csv"}], "methods": [{"kind": "nope"}]})
 
 

@@ -23,6 +23,22 @@ def test_each_kind_takes_its_own_column_and_adapters_share_the_targets():
         method_settings({"methods": []})
 
 
+def test_the_replay_box_adds_a_replay_row_beside_each_method_that_can_replay():
+    values = {"methods": ["curlora", "lora", "base", "joint", "ewc"], "lora.r": 4.0, "methods.replay": 0.25,
+              "methods.replay_beside": True}
+    got = method_settings(values)
+    assert [(m.label, m.kind, m.replay) for m in got] == [
+        ("curlora", "curlora", 0.0), ("curlora-replay", "curlora", 0.25), ("lora", "lora", 0.0),
+        ("lora-replay", "lora", 0.25), ("base", "base", 0.0), ("joint", "joint", 0.0), ("ewc", "ewc", 0.0),
+        ("ewc-replay", "ewc", 0.25)]
+    assert got[3].r == got[5].r == got[6].r == 4  # joint and EWC take the LoRA boxes: the adapter matches LoRA's
+    alone = method_settings({**values, "methods": ["lora"], "methods.replay_beside": False})
+    assert [(m.label, m.replay) for m in alone] == [("lora", 0.25)]
+    assert [m.replay for m in method_settings({**values, "methods.replay": 0})] == [0.0] * 5
+    with pytest.raises(CurloraError, match=r"^Experience replay needs a ticked method that trains on the tasks"):
+        method_settings({**values, "methods": ["base", "joint"]})
+
+
 def test_boxes_convert_to_the_field_type_and_empty_ones_keep_defaults_or_none():
     t, e = TrainingSettings(), EvaluationSettings()
     _assign(t, "max_steps", 60.0)

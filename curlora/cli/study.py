@@ -1,13 +1,14 @@
 """`python -m curlora study EXPERIMENT.yaml --lrs curlora=3e-3,1e-2 --lrs lora=5e-4,1e-3 --seeds 0,1,2`: the
 learning-rate × seed study of curlora/run/study.py from the command line; `--resume STUDY_ID` continues one.
-A `study:` section in the YAML (lrs, seeds, kl_budget) does the same; flags override it."""
+A `study:` section in the YAML (lrs, seeds, kl_budget, replays) does the same; flags override it."""
 
 from __future__ import annotations
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
-from curlora.run.study import STUDY_FILE, StudySettings, parse_grid, parse_seeds, read, resume_study, run_study
+from curlora.run.study import (STUDY_FILE, StudySettings, parse_grid, parse_replays, parse_seeds, read, resume_study,
+                               run_study)
 from curlora.run.trackers import check_installed
 
 
@@ -18,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--lrs", action="append", default=[], metavar="METHOD=LR,LR,…",
                    help="a method's learning-rate grid (repeat per method); default: the method's prior")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--replays", default=None, metavar="SHARE,…",
+                   help="experience replay as an axis: each trained method also runs at these replay shares, as "
+                        "'<method>-replay<percent>' (e.g. 0.1,0.25)")
     p.add_argument("--kl-budget", type=float, default=None,
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
     p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
@@ -53,6 +57,8 @@ def cmd_study(args) -> int:
             settings.lrs.update(parse_grid(args.lrs))
         if args.seeds:
             settings.seeds = parse_seeds(args.seeds)
+        if args.replays:
+            settings.replays = parse_replays(args.replays)
         if args.kl_budget is not None:
             settings.kl_budget = args.kl_budget
         check_installed(cfg.run.log_with)

@@ -18,7 +18,9 @@ Fields (one list entry per stage, entry 0 = the base model before training):
                  ppl_single_window, self_ppl, kl_to_base, drift [{total, per_matrix}], train [TrainRecord],
                  trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/plasticity),
                  ppl_relative (ppl / the base's)
-    TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached
+    TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached, trained_on (the tasks
+                 whose rows the stage trained on as its own: the task; joint: every task so far), replayed_per_batch
+                 (earlier tasks' rows in every batch under experience replay; 0: none)
 
 Old run folders load as they are: a field a run stored before it existed reads as its default (the drift probes'
 lists as None per stage). Unknown keys are kept and written back, so nothing a newer version stored is lost.
@@ -47,6 +49,8 @@ class TrainRecord:
     lr: float | None = None
     target_loss: float | None = None
     reached: bool | None = None
+    trained_on: list[str] | None = None
+    replayed_per_batch: int = 0
 
 
 NO_DRIFT = {"total": 0.0, "per_matrix": {}}  # the weight drift of an unchanged model

@@ -22,7 +22,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, windows
 from curlora.measure.scoring import score
 from curlora.measure.stats import wilson
-from curlora.run.methods import Context, method
+from curlora.run.methods import Context, method, stage_steps
 
 CALIBRATION_STEPS = 3  # the first step warms caches and allocators; the later ones are timed
 CALIBRATION_ROWS = 16
@@ -176,10 +176,13 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
 
     stages = []
     n_tasks = len(loaded.tasks)
+    train_rows = [len(t.train) for t in loaded.tasks]
     for m in cfg.methods:
         kind = method(m.kind)
         for i in range(n_tasks):
-            steps = _steps(cfg, loaded.tasks[i]) if kind.trains else 0
+            steps = stage_steps(m, cfg.training, i, cfg.training.max_steps, train_rows) if kind.trains else 0
+            if kind.trains and i + 1 < n_tasks:  # EWC's Fisher: a forward and backward per batch, like a step
+                steps += math.ceil(min(kind.consolidation_rows, train_rows[i]) / cfg.training.batch_size)
             probes = 0.0
             if kind.trains and ev.probe_every:
                 earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))
@@ -197,14 +200,6 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
            (", one self-probe decoding step" if ev.self_probe else ""))
     return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=stage_eval + sample_s, stages=stages,
                         precision=precision, advice=advice)
-
-
-def _steps(cfg: ExperimentConfig, task) -> int:
-    tr = cfg.training
-    if tr.max_steps:
-        return tr.max_steps
-    per_epoch = math.ceil(math.ceil(len(task.train) / tr.batch_size) / tr.grad_accum)
-    return max(1, math.ceil(tr.epochs * per_epoch))
 
 
 @torch.no_grad()

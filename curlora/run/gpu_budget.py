@@ -67,9 +67,9 @@ def next_unit(cfg, metrics: dict) -> tuple[str, int] | None:
 
 
 def unit_steps(cfg, label: str, task_index: int, tasks) -> int:
-    """Optimiser steps of one method on one task, as train_task counts them (max_steps, else epochs over the
-    task's training rows); 0 for the base row and for methods that do not train."""
-    from curlora.run.methods import method
+    """Optimiser steps of one method on one task, as train_task counts them (curlora/run/methods.py stage_steps:
+    max_steps, else epochs over the stage's training rows); 0 for the base row and for methods that do not train."""
+    from curlora.run.methods import method, stage_steps
 
     settings = next((m for m in cfg.methods if m.label == label), None)
     if settings is None or not method(settings.kind).trains:
@@ -77,11 +77,9 @@ def unit_steps(cfg, label: str, task_index: int, tasks) -> int:
     tr = cfg.training
     chasing = tr.comparison == "matched_loss" and label != tr.matched_loss_reference
     steps = (tr.matched_loss_max_steps or tr.max_steps) if chasing else tr.max_steps
-    if steps:
-        return int(steps)
-    rows = len(tasks[task_index].train) if tasks is not None and task_index < len(tasks) else 0
-    per_epoch = math.ceil(math.ceil(rows / max(1, tr.batch_size)) / max(1, tr.grad_accum))
-    return max(1, math.ceil(tr.epochs * per_epoch))
+    rows = [len(t.train) for t in tasks] if tasks is not None else [0] * (task_index + 1)
+    rows += [0] * (task_index + 1 - len(rows))
+    return int(stage_steps(settings, tr, task_index, steps, rows))
 
 
 def step_seconds(events: list[dict], label: str) -> float | None:

@@ -20,8 +20,10 @@ Training tokens per run (`tokens_per_run`): the work a run may do, counted befor
     sum over trained methods m (every kind but `base`) and tasks i of
         steps(m, i) × batch_size × grad_accum × max_length
 
-where steps(m, i) is the optimiser-step budget of m's schedule on task i: `training.max_steps`, or without it
-max(1, ceil(epochs × ceil(ceil(train rows of i / batch_size) / grad_accum))) (what `train_task` runs). Under
+where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/run/methods.py stage_steps, what
+`train_task` runs): `training.max_steps` per task the stage trains on (joint: every task so far), or without it
+max(1, ceil(epochs × ceil(ceil(train rows of those tasks / own rows per batch) / grad_accum))), where a batch's own
+rows are batch_size less the rows that experience replay draws from earlier tasks. Under
 `matched_loss` a method chasing the target may run `matched_loss_max_steps` instead; the larger budget counts.
 Sequences are padded to the longest in their batch, never beyond max_length, so this is an upper bound on the
 tokens trained on: one number that grows with every knob that makes a run slower.
@@ -41,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError, clip
-from curlora.run.methods import method
+from curlora.run.methods import method, stage_steps
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"
@@ -240,9 +242,10 @@ def tokens_by_method(cfg, rows: list[int] | None = None) -> dict[str, int] | Non
             budgets.add(tr.matched_loss_max_steps or tr.max_steps)
         total = 0
         for i in range(len(cfg.tasks)):
-            if None in budgets and rows is None:
+            steps = [stage_steps(m, tr, i, b, rows) for b in budgets]
+            if None in steps:
                 return None
-            total += max(b if b is not None else steps_per_task(rows[i], tr) for b in budgets) * per_step
+            total += max(steps) * per_step
         out[m.label] = total
     return out
 

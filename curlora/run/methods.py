@@ -13,18 +13,20 @@ The class attributes say what the rest of the app may do with it: `trains` (base
 stage folder: chat, evaluation on new data and merged exports work on it), `ranked` (has a rank r: the rank limit
 and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach also takes a Context:
 the task index and calibration text), `group`, `title`, `column` and `trainable_note` for the Train tab and
-`lr_prior` (a learning-rate range for study grids).
+`lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
+why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
-PEFT's peers are registered below the baselines: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA
-family). PiSSA, CorDA and OSF change the shared base weights while they train: each keeps the targeted weights aside
-and writes them back on cleanup, bit for bit, and saves stages that apply to the original base
-(curlora/run/adapters.py).
+The continual-learning baselines (joint training, EWC) live in curlora/run/baselines.py; PEFT's peers are registered
+below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the
+shared base weights while they train: each keeps the targeted weights aside and writes them back on cleanup, bit for
+bit, and saves stages that apply to the original base (curlora/run/adapters.py).
 
 Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +99,34 @@ class Method:
     trainable_note: ClassVar[str] = ""  # what the Train tab shows where trainable() is None
     lr_prior: ClassVar[tuple[float, ...]] = ()
     trains_all_weights: ClassVar[bool] = False  # every base weight trains: a quantised base cannot hold that
+    replays: ClassVar[bool] = True  # methods[i].replay may mix earlier tasks' rows into its batches
+    consolidation_rows: ClassVar[int] = 0  # training rows consolidate()'s fisher() reads (EWC), for the cost
+    no_replay: ClassVar[str] = ""  # why not, where replays is False: '<kind> …; set replay: 0 …'
 
     def check(self, settings: MethodSettings, scoring: str, where: str) -> None:
         """Config-time refusals for this kind, one sentence naming `where` (e.g. 'methods[2]')."""
         if self.needs_head_scoring and scoring != "head":
             raise CurloraError(f"{where}: '{self.kind}' trains only a classification head, so it needs "
                                "evaluation.scoring: head.")
+        if settings.replay and not (self.trains and self.replays):
+            why = self.no_replay or "trains nothing, so it has no batch to replay earlier rows into"
+            raise CurloraError(f"{where}.replay: '{self.kind}' {why}; set replay: 0 or drop it from this method.")
+        if settings.replay and scoring == "head":
+            raise CurloraError(f"{where}.replay: with head scoring every task trains its own head, and replay mixes "
+                               "earlier tasks' rows into one label-word loss; use evaluation.scoring: likelihood or "
+                               "set replay: 0.")
+
+    def penalty(self, model, settings: MethodSettings) -> Callable[[], object] | None:
+        """A term the training loss adds at every step (EWC's quadratic pull to earlier tasks' weights); None: none."""
+        return None
+
+    def consolidate(self, model, settings: MethodSettings, fisher: Callable[[], dict]) -> None:
+        """After a stage that another follows trains, before it is saved: what the method keeps of it for the next
+        stages (EWC: the weights and `fisher()`, the diagonal Fisher on the stage's task)."""
+
+    def stage_tasks(self, i: int) -> range:
+        """The tasks (0-based) whose training rows stage i trains on as its own: the task of that stage."""
+        return range(i, i + 1)
 
     def attach(self, base, settings: MethodSettings, stage: Path | None) -> Attached:
         """The model to train from `base`, resumed from a saved stage folder (None: fresh)."""
@@ -136,6 +160,8 @@ class Method:
             out["lr"] = settings.lr or default_lr
         if self.ranked:
             out["r"] = settings.r
+        if settings.replay:
+            out["replay"] = settings.replay
         return out
 
 
@@ -264,6 +290,8 @@ class HeadOnly(Method):
     kind, title = "head-only", "head-only (needs head scoring)"
     help = "Only a classification head per task trains on the frozen base: the paper's control for head scoring."
     needs_head_scoring = True
+    replays = False
+    no_replay = "trains one head per task on that task's rows alone, so earlier rows have no head to train here"
     trainable_note = "hidden × classes per task"
     lr_prior = (1e-3, 1e-2)
 
@@ -274,6 +302,23 @@ class HeadOnly(Method):
 
     def trainable(self, settings, shapes, parameters):
         return None  # hidden × classes, per task
+
+
+def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
+                rows: list[int] | None) -> int | None:
+    """Optimiser steps of one method at stage i (0-based), as train_task runs them: `budget` (the schedule's
+    max_steps) per task the stage trains on, else epochs over those tasks' rows in batches of the own rows
+    (batch_size less the replayed rows, from stage 2 on); None when that needs `rows` (train rows per task)."""
+    from curlora.experiment import replayed_rows
+
+    own = method(settings.kind).stage_tasks(i)
+    if budget:
+        return budget * len(own)
+    if rows is None:
+        return None
+    per_batch = training.batch_size - (replayed_rows(settings.replay, training.batch_size) if i else 0)
+    per_epoch = math.ceil(math.ceil(sum(rows[j] for j in own) / per_batch) / training.grad_accum)
+    return max(1, math.ceil(training.epochs * per_epoch))
 
 
 def lr_text(lr: float) -> str:
@@ -290,6 +335,10 @@ def setting_text(setting: dict | None) -> str:
         parts.append(f"lr {lr_text(setting['lr'])}")
     if setting and setting.get("r") is not None:
         parts.append(f"r {setting['r']}")
+    if setting and setting.get("ewc_lambda") is not None:
+        parts.append(f"λ {setting['ewc_lambda']:g}")
+    if setting and setting.get("replay"):
+        parts.append(f"replay {setting['replay']:g}")
     return ", ".join(parts)
 
 
@@ -300,4 +349,5 @@ def described(label: str, setting: dict | None) -> str:
     return f"{label} ({text})" if text else label
 
 
-from curlora.run import peers  # noqa: E402,F401  (PEFT's peers register themselves, after the methods above)
+# The continual-learning baselines (joint, EWC), then PEFT's peers, register themselves after the methods above.
+from curlora.run import baselines, peers  # noqa: E402,F401

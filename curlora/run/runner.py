@@ -36,9 +36,9 @@ from curlora.paths import DEFAULT_PROBE
 from curlora.run import events, trackers
 from curlora.run.limits import check_positions
 from curlora.run.estimate import check_fits
-from curlora.run.methods import Context, method
+from curlora.run.methods import Context, method, stage_steps
 from curlora.run.store import DiskFull, Run, is_disk_full, resumable
-from curlora.run.train import Diverged, new_head, train_task
+from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
 
@@ -462,8 +462,18 @@ class Executor:
                 model.train()
 
         target, schedule = self.matched_target(m, i)
+        kind = method(m.kind)
+        own = kind.stage_tasks(i)  # joint: every task so far, max_steps for each
+        if schedule.max_steps:
+            schedule = dataclasses.replace(schedule, max_steps=stage_steps(m, schedule, i, schedule.max_steps, None))
+        pooled = [self.L.tasks[j] for j in own if j != i]
+        replay = Replay(self.L.tasks[:i], m.replay, i) if m.replay and i else None  # the first task replays nothing
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
-                            should_stop=self.should_stop, stop_at_loss=target)
+                            should_stop=self.should_stop, stop_at_loss=target, pooled=pooled, replay=replay,
+                            penalty=kind.penalty(model, m))
+        if i + 1 < len(self.L.tasks):  # what a method keeps for later stages (EWC's Fisher): none after the last
+            kind.consolidate(model, m, lambda: fisher_diagonal(
+                model, self.L.tokenizer, task, tr, kind.consolidation_rows, should_stop=self.should_stop))
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)
@@ -475,7 +485,9 @@ class Executor:
         rec.append(row, drift)
         rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
                                      seconds=round(result.seconds, 3), smoothed_loss=result.smoothed_loss,
-                                     lr=m.lr or tr.lr, target_loss=target, reached=result.reached))
+                                     lr=m.lr or tr.lr, target_loss=target, reached=result.reached,
+                                     trained_on=[self.L.tasks[j].name for j in own],
+                                     replayed_per_batch=result.replayed_per_batch))
         rec.peak_memory_bytes = _peak_memory()
         self.save_metrics()
         self.log(events.STAGE, method=m.label, stage=i + 1, task=task.name, **row.event(), steps=result.steps,

@@ -14,7 +14,7 @@ that was interrupted continues from its last finished stage, the rest start.
 
 study.json:
 
-    settings   {lrs: {method: [lr, ...]}, seeds, kl_budget, best_rule}
+    settings   {lrs: {method: [lr, ...]}, seeds, kl_budget, replays, best_rule}
     base       the shared row 0 (accuracy, n, ci95, ppl, self_ppl, ...)
     plan       [{method, lr, seed, run_id | null, status}]          in the order they run (seed-major)
     points     one per finished run: method, lr, seed, run_id, setting, and the measures
@@ -72,19 +72,22 @@ class StudySettings:
     lrs: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # method label -> grid
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     kl_budget: float | None = None
+    replays: list[float] = dataclasses.field(default_factory=list)  # replay shares: an axis (with_replays)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> StudySettings:
         data = dict(data or {})
-        unknown = set(data) - {"lrs", "seeds", "kl_budget"}
+        unknown = set(data) - {"lrs", "seeds", "kl_budget", "replays"}
         if unknown:
             raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
-                               "seeds and kl_budget.")
+                               "seeds, kl_budget and replays.")
         lrs = {str(k): [float(x) for x in (v if isinstance(v, list) else [v])] for k, v in (data.get("lrs") or {}).items()}
-        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"))
+        replays = data.get("replays") or []
+        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"),
+                   replays=[float(x) for x in (replays if isinstance(replays, list) else [replays])])
 
     def to_dict(self) -> dict:
-        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget}
+        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "replays": self.replays}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -112,6 +115,44 @@ def default_grid(kind: str) -> list[float]:
     return list(method(kind).lr_prior)
 
 
+def replay_label(label: str, share: float) -> str:
+    """The label of `label` at a replay share in a study: 'lora-replay10' for 0.1 (a folder name: no dots)."""
+    return f"{label}-replay{share * 100:g}".replace(".", "_")
+
+
+def with_replays(cfg: ExperimentConfig, settings: StudySettings) -> tuple[ExperimentConfig, StudySettings]:
+    """Replay as an axis: every trained method that can replay (and has none set) also runs at each share of
+    `settings.replays`, as one more method of the experiment beside it ('lora-replay10'), on the same lr grid; the
+    expanded experiment is what the study stores, so its runs, groups, frontiers and comparisons treat each as a
+    method of its own. Shares the config refuses (1.5, a batch too small for one row) are refused here."""
+    shares = [x for x in dict.fromkeys(settings.replays) if x]
+    if not shares:
+        return cfg, settings
+    methods, lrs = [], dict(settings.lrs)
+    for m in cfg.methods:
+        methods.append(m)
+        kind = method(m.kind)
+        if not (kind.trains and kind.replays) or m.replay:
+            continue
+        for share in shares:
+            copy = dataclasses.replace(m, name=replay_label(m.label, share), replay=share)
+            methods.append(copy)
+            if m.label in settings.lrs:  # the method's grid, unless one is given for the copy itself
+                lrs.setdefault(copy.label, list(settings.lrs[m.label]))
+    if len(methods) == len(cfg.methods):
+        raise CurloraError("--replays: no trained method of this experiment can replay (base, head-only and joint "
+                           "never do, and one with replay set already has its share); add lora or curlora.")
+    expanded = ExperimentConfig.from_dict({**cfg.to_dict(), "methods": [dataclasses.asdict(m) for m in methods]})
+    return expanded, dataclasses.replace(settings, lrs=lrs)
+
+
+def parse_replays(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurloraError(f"--replays: {text!r} is not a comma-separated list of shares (e.g. 0.1,0.25).") from None
+
+
 def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettings:
     """Every trained method of the experiment with a grid (its prior unless one is given); refusals name the fix."""
     trained = [m for m in cfg.methods if method(m.kind).trains]
@@ -135,7 +176,8 @@ def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettin
         raise CurloraError(f"--seeds: give distinct seeds, e.g. 0,1,2 (got {settings.seeds}).")
     if settings.kl_budget is not None and not settings.kl_budget > 0:
         raise CurloraError(f"--kl-budget: must be a positive number (got {settings.kl_budget}).")
-    return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget)
+    return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget,
+                         replays=list(settings.replays))
 
 
 def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_id: str) -> ExperimentConfig:
@@ -365,6 +407,7 @@ def analyse(settings: StudySettings, base: dict | None, plan: list[dict], points
 # -- running --------------------------------------------------------------------------------------------------
 def create(cfg: ExperimentConfig, settings: StudySettings, root: Path | None = None) -> Run:
     """The study's folder, with its plan: nothing runs yet. Refusals (bad grids, no trained method) write nothing."""
+    cfg, settings = with_replays(cfg, settings)
     settings = plan_settings(cfg, settings)
     study = Run.create(cfg.to_yaml(), name=f"{cfg.run.name}-study", root=root)
     atomic_write_text(study.path / SETTINGS_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))

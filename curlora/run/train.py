@@ -1,7 +1,9 @@
 """Training one method on one task, through accelerate (so `accelerate launch` / `torchrun` just work).
 
 A fresh optimiser and schedule per task, as in the paper; the adapter (and the model) carry over between tasks.
-Every method sees the same examples in the same order: the order comes from the training seed alone.
+Every method sees the same examples in the same order: the order comes from the training seed alone. A stage may
+also train on earlier tasks' rows: pooled with its own (joint training) or as a fixed share of every batch
+(experience replay, `Replay`); each row is encoded by its own task (its prompt and label words).
 The loop checks `should_stop` after every optimiser step (cancel takes effect within one step) and stops on a
 non-finite loss with a message saying what to change.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +24,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from curlora.errors import CurloraError, check_stop
-from curlora.experiment import TrainingSettings
+from curlora.experiment import TrainingSettings, replayed_rows
 from curlora.measure.encode import Encoder, pad_batch
 from curlora.measure.forward import label_loss
 from curlora.measure.scoring import encode_prompts, head_features, pad_id
@@ -38,6 +41,7 @@ class TrainResult:
     seconds: float
     smoothed_loss: float = float("nan")  # the 0.9-EMA of the loss at the last step (what stop_at_loss compares)
     reached: bool | None = None  # with stop_at_loss: whether the smoothed loss got there within the step budget
+    replayed_per_batch: int = 0  # rows of earlier tasks in every batch (experience replay)
 
 
 def training_examples(tokenizer, task, max_length: int, head_mode: bool) -> list[tuple[list[int], object]]:
@@ -75,11 +79,94 @@ class LengthGroupedBatches:
             yield batches[k]
 
 
+class ReplayBatches:
+    """Every batch of `own` (indices of the stage's own rows) with `k` rows of the replay pool added, whose indices
+    follow the own rows' (`offset`, offset + 1, …, offset + pool − 1). The pool is drawn without replacement in a
+    shuffled order, shuffled again once used up, from a generator of its own: the replayed rows depend only on the
+    seed, the pool and k, never on the method, and the own rows' batches stay exactly those without replay."""
+
+    def __init__(self, own, offset: int, pool: int, k: int, seed: int):
+        self.own, self.offset, self.pool, self.k = own, offset, pool, k
+        self.generator = torch.Generator().manual_seed(seed)
+        self.queue: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.own)
+
+    def draw(self) -> list[int]:
+        out = []
+        while len(out) < self.k:
+            if not self.queue:
+                self.queue = (torch.randperm(self.pool, generator=self.generator) + self.offset).tolist()
+            take = min(self.k - len(out), len(self.queue))
+            out, self.queue = out + self.queue[:take], self.queue[take:]
+        return out
+
+    def __iter__(self):
+        for batch in self.own:
+            yield list(batch) + self.draw()
+
+
+@dataclass
+class Replay:
+    """Experience replay at one stage: `share` of every batch from the training rows of `tasks` (the earlier ones),
+    drawn with a generator seeded by the training seed and `stage` (0-based)."""
+
+    tasks: Sequence
+    share: float
+    stage: int
+
+
+def replay_seed(seed: int, stage: int) -> int:
+    """The replay draw's seed: its own stream per (training seed, stage), apart from the own rows' order."""
+    return (seed * 1_000_003 + stage) % (2 ** 63)
+
+
+def stage_batches(lengths: list[int], cfg: TrainingSettings, pool: int = 0, share: float = 0.0, stage: int = 0):
+    """The batch sampler of one stage over its examples: the first len(lengths) are its own rows (length-grouped or
+    plainly shuffled, seeded by cfg.seed), the next `pool` the replay pool; with a replay share and a pool, every
+    batch holds round(share × batch_size) replayed rows and batch_size less that of its own."""
+    k = replayed_rows(share, cfg.batch_size) if pool else 0
+    size = cfg.batch_size - k
+    if cfg.group_by_length:
+        own = LengthGroupedBatches(lengths, size, cfg.seed)
+    else:  # what DataLoader(shuffle=True, generator=…) draws
+        own = torch.utils.data.BatchSampler(
+            torch.utils.data.RandomSampler(range(len(lengths)), generator=torch.Generator().manual_seed(cfg.seed)),
+            size, drop_last=False)
+    return ReplayBatches(own, len(lengths), pool, k, replay_seed(cfg.seed, stage)) if k else own
+
+
 def padding_share(batches, lengths: list[int]) -> float:
     """Share of a padded batch's positions that are padding, over the given batches of row indices."""
     real = sum(lengths[i] for b in batches for i in b)
     total = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return 1 - real / total if total else 0.0
+
+
+def fisher_diagonal(model: nn.Module, tokenizer, task, cfg: TrainingSettings, rows: int, max_length: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
+    """The empirical diagonal Fisher of `model`'s trainable parameters on `task`'s first `rows` training rows: the
+    mean over batches (of cfg.batch_size) of the squared gradient of the label loss, in eval mode (no dropout).
+    Batch gradients, not per-row ones: one backward a batch, at the price of a scale that depends on the batch."""
+    examples = training_examples(tokenizer, task, max_length or cfg.max_length, False)[:rows]
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    device, pid = next(model.parameters()).device, pad_id(tokenizer)
+    model.eval()
+    batches = 0
+    for start in range(0, len(examples), cfg.batch_size):
+        chunk = examples[start:start + cfg.batch_size]
+        ids, mask, labels = pad_batch([e[0] for e in chunk], pid, labels=[e[1] for e in chunk])
+        model.zero_grad(set_to_none=True)
+        label_loss(model, ids.to(device), mask.to(device), labels.to(device)).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().float().pow(2)
+        batches += 1
+        check_stop(should_stop)
+    model.zero_grad(set_to_none=True)
+    return {n: f / max(1, batches) for n, f in fisher.items()}
 
 
 def new_head(model, n_classes: int, seed: int) -> nn.Linear:
@@ -109,13 +196,20 @@ def _checkpointing(model: nn.Module, wanted: bool):
 
 def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: float, head: nn.Module | None = None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-               max_length: int | None = None, stop_at_loss: float | None = None) -> TrainResult:
-    """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`.
+               max_length: int | None = None, stop_at_loss: float | None = None, pooled: Sequence = (),
+               replay: Replay | None = None, penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
+    """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`, with the rows
+    of the `pooled` tasks shuffled in as its own (joint training) and `replay`'s share of every batch from earlier
+    tasks. `penalty()` is added to every step's loss (EWC's); the loss logged and matched stays the task's own.
 
     With `stop_at_loss`, training ends at the first step whose smoothed loss is at or below it (the
     matched-loss comparison); the schedule still spans the full step budget, so the methods compared share it."""
     head_mode = head is not None
-    examples = training_examples(tokenizer, task, max_length or cfg.max_length, head_mode)
+    length = max_length or cfg.max_length
+    examples = [e for t in (*pooled, task) for e in training_examples(tokenizer, t, length, head_mode)]
+    own = len(examples)
+    if replay is not None and replay.share and replay.tasks:
+        examples += [e for t in replay.tasks for e in training_examples(tokenizer, t, length, head_mode)]
     pid = pad_id(tokenizer)
 
     def collate(batch):
@@ -125,13 +219,9 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
         ids, mask, labels = pad_batch([b[0] for b in batch], pid, labels=[b[1] for b in batch])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    if cfg.group_by_length:
-        lengths = [len(e[0]) for e in examples]
-        loader = DataLoader(examples, batch_sampler=LengthGroupedBatches(lengths, cfg.batch_size, cfg.seed),
-                            collate_fn=collate)
-    else:
-        loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(cfg.seed))
+    sampler = stage_batches([len(e[0]) for e in examples[:own]], cfg, len(examples) - own,
+                            replay.share if replay else 0.0, replay.stage if replay else 0)
+    loader = DataLoader(examples, batch_sampler=sampler, collate_fn=collate)
     per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head_mode else [])
@@ -165,7 +255,7 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
                             f"Training on task '{task.name}' diverged at step {step + 1} (loss is {loss.item():g}); "
                             f"lower the learning rate (now {lr:g}) or use a smaller batch or full precision."
                         )
-                    acc.backward(loss)
+                    acc.backward(loss if penalty is None else loss + penalty())
                     if step == 0 and acc.sync_gradients and all(p.grad is None for p in params):
                         raise CurloraError(f"Training on task '{task.name}' reached none of the trainable "
                                            "parameters (no gradient flows to them); this model or layer type "
@@ -194,4 +284,5 @@ def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: 
         acc.free_memory()
     return TrainResult(steps=step, final_loss=last, seconds=time.time() - started,
                        smoothed_loss=float("nan") if smoothed is None else smoothed,
-                       reached=reached if stop_at_loss is not None else None)
+                       reached=reached if stop_at_loss is not None else None,
+                       replayed_per_batch=sampler.k if isinstance(sampler, ReplayBatches) else 0)

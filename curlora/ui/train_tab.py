@@ -6,6 +6,7 @@ which trains in its own thread: the run goes on when the page closes, and the ti
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import typing
 
@@ -110,6 +111,30 @@ def method_settings(values: dict) -> list[MethodSettings]:
             if path.startswith(column + "."):
                 _assign(settings, path[len(column) + 1:], value)
         out.append(settings)
+    return with_replay(out, values)
+
+
+def with_replay(methods: list[MethodSettings], values: dict) -> list[MethodSettings]:
+    """The replay box: every ticked method that can replay gets that share, as a '<label>-replay' copy beside the
+    plain one (so both rows are in one run) or, with 'beside' unticked, in its place."""
+    share = values.get("methods.replay") or 0
+    if not share:
+        return methods
+    beside = values.get("methods.replay_beside", True)
+
+    def replays(m):
+        return method(m.kind).trains and method(m.kind).replays
+
+    if not any(replays(m) for m in methods):
+        raise CurloraError("Experience replay needs a ticked method that trains on the tasks (CURLoRA, LoRA, …); "
+                           "tick one or set the replay share to 0.")
+    out = []
+    for m in methods:
+        if not replays(m):
+            out.append(m)
+            continue
+        replayed = dataclasses.replace(m, replay=float(share), name=f"{m.label}-replay" if beside else m.name)
+        out += [m, replayed] if beside else [replayed]
     return out
 
 
@@ -158,6 +183,11 @@ def build(engine: Engine, model: dict) -> dict:
             max_len = gr.Number(d.training.max_length, label="max tokens per example", precision=0, minimum=8)
             checkpointing = gr.Checkbox(d.training.gradient_checkpointing, label="gradient checkpointing",
                                         info="less activation memory, about a third more time per step")
+            replay = gr.Number(0, label="experience replay: share of each batch from earlier tasks (0: off)",
+                               minimum=0, maximum=0.95, elem_id="replay-share")
+            replay_beside = gr.Checkbox(True, label="replay beside: each method also without replay",
+                                        info="'<method>-replay' rows next to the plain ones; joint, base and "
+                                             "head-only never replay")
             grouped = gr.Checkbox(d.training.group_by_length, label="group rows by length",
                                   info="batches of similar-length rows (seeded, the same for every method): "
                                        "less padding per step")
@@ -207,6 +237,7 @@ def build(engine: Engine, model: dict) -> dict:
         "model.device": model["device"], "training.comparison": comparison, "training.target_loss": target_loss,
         "curlora.lr": c_lr, "training.gradient_checkpointing": checkpointing,
         "model.quantization": quantization, "training.group_by_length": grouped,
+        "methods.replay": replay, "methods.replay_beside": replay_beside,
         "preset": demo_pick,  # not a config field: which preset gives the settings the form doesn't show
     }
     form = list(fields.values())

@@ -38,18 +38,20 @@ def main() -> int:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(300_000)
         page.goto(url)
-        set_model(page, "smollm2-135m-instruct")
-        expect(page.locator("#model-info")).to_contain_text("Measured by this project")
-        page.screenshot(path=HERE / "model-smollm2.png", full_page=True)
-        tab(page, "Chat")
-        pick = page.locator("#chat-run input")
-        pick.fill(run_id)
-        pick.press("Enter")
-        expect(page.locator("#chat-mode")).to_contain_text("SmolLM")
-        page.get_by_label("max new tokens").fill("96")
-        page.get_by_label("max new tokens").press("Enter")
-        for name, text in QUESTIONS:
-            page.locator("#chat-clear").click()
+        if "--chat-only" not in sys.argv:
+            set_model(page, "smollm2-135m-instruct")
+            expect(page.locator("#model-info")).to_contain_text("Measured by this project")
+            page.screenshot(path=HERE / "model-smollm2.png", full_page=True)
+        for name, text in QUESTIONS:  # a fresh page per question: each pane's conversation starts empty
+            page.goto(url)
+            tab(page, "Chat")
+            pick = page.locator("#chat-run input")
+            pick.fill(run_id)
+            pick.press("Enter")
+            expect(page.locator("#chat-mode")).to_contain_text("SmolLM")
+            box = page.get_by_role("spinbutton", name="max new tokens")  # the slider's number box
+            box.fill("96")
+            box.press("Enter")
             page.locator("#chat-prompt textarea").fill(text)
             page.locator("#chat-send").click()
             for pane in ("base", "lora", "curlora"):
@@ -57,7 +59,12 @@ def main() -> int:
                 expect(bot).to_have_count(1)
                 expect(bot.nth(0)).not_to_have_text("…", timeout=300_000)
             expect(page.locator("#chat-prompt textarea")).to_have_value("")
-            page.wait_for_timeout(1500)
+            last, same = None, 0
+            while same < 4:  # the last pane streams last: wait until its text has stopped growing for 4 s
+                page.wait_for_timeout(1000)
+                now = page.locator("#pane-curlora [data-testid='bot']").nth(0).inner_text()
+                same = same + 1 if now == last else 0
+                last = now
             page.screenshot(path=HERE / f"chat-smollm2-{name}.png", full_page=True)
         browser.close()
     return 0

@@ -7,6 +7,8 @@ import pytest
 from curlora.cli.main import main as cli
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.measure import study_analysis as A
+from curlora.measure.study_record import Group, Summary
 from curlora.run import study as S
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs
@@ -71,26 +73,51 @@ def test_frontier_best_and_matched_comparison_on_known_groups():
     def g(label, lr, learning, forgetting, kl):
         def s(x):
             return {"mean": x, "ci95": [x - 1, x + 1], "n": 3, "sd": 1.0}
-        return {"method": label, "lr": lr, "setting": {"lr": lr}, "learning": s(learning),
-                "forgetting": s(forgetting), "kl_to_base": s(kl), "seeds": [0, 1, 2], "run_ids": []}
+        return Group.of({"method": label, "lr": lr, "setting": {"lr": lr}, "learning": s(learning),
+                         "forgetting": s(forgetting), "kl_to_base": s(kl), "seeds": [0, 1, 2], "run_ids": []})
 
     groups = {"a@1e-3": g("a", 1e-3, 5, 1, 0.01), "a@1e-2": g("a", 1e-2, 10, 4, 0.05),
               "a@3e-2": g("a", 3e-2, 8, 6, 0.08),  # beaten by a@1e-2 on both: off the frontier
               "b@1e-3": g("b", 1e-3, 4, 0.5, 0.02), "b@1e-2": g("b", 1e-2, 12, 9, 0.2)}
-    assert S.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
-    assert S.best_of(groups, "a", 0.06)["key"] == "a@1e-2" and S.best_of(groups, "a", 0.02)["key"] == "a@1e-3"
-    assert "no learning rate is within" in S.best_of(groups, "b", 0.001)["chosen"]
-    fronts = {"a": S.frontier_of(groups, "a"), "b": S.frontier_of(groups, "b")}
-    c = S.compare(groups, fronts, [], "a", "b", None)
-    assert c["learning"] == 10  # the highest learning both reach
-    assert c["forgetting"]["a"]["mean"] == 4 and abs(c["forgetting"]["b"]["mean"] - 6.875) < 1e-9
-    assert c["intervals_overlap"] is False and "a forgets less" in c["sentence"]
-    groups["b@1e-2"]["forgetting"] = {"mean": 5, "ci95": [3, 7], "n": 3, "sd": 2}
-    c = S.compare(groups, fronts, [], "a", "b", None)
-    assert c["intervals_overlap"] is True and "neither method forgets measurably less" in c["sentence"]
+    assert A.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
+    assert A.best_of(groups, "a", 0.06).key == "a@1e-2" and A.best_of(groups, "a", 0.02).key == "a@1e-3"
+    assert "no learning rate is within" in A.best_of(groups, "b", 0.001).chosen
+    fronts = {"a": A.frontier_of(groups, "a"), "b": A.frontier_of(groups, "b")}
+    c = A.compare(groups, fronts, [], "a", "b", None)
+    assert c.learning == 10  # the highest learning both reach
+    assert c.forgetting["a"].mean == 4 and abs(c.forgetting["b"].mean - 6.875) < 1e-9
+    assert c.intervals_overlap is False and "a forgets less" in c.sentence
+    groups["b@1e-2"].forgetting = Summary.of({"mean": 5, "ci95": [3, 7], "n": 3, "sd": 2})
+    c = A.compare(groups, fronts, [], "a", "b", None)
+    assert c.intervals_overlap is True and "neither method forgets measurably less" in c.sentence
     far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
-    c = S.compare(far, {"a": ["a@1"], "b": ["b@1"]}, [], "a", "b", None)
-    assert c["learning"] is None and "never reach the same learning" in c["sentence"]
+    c = A.compare(far, {"a": ["a@1"], "b": ["b@1"]}, [], "a", "b", None)
+    assert c.learning is None and "never reach the same learning" in c.sentence
+
+
+def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
+    from curlora.measure.study_record import StudyRecord
+
+    body = {"settings": {"lrs": {"lora": [0.001]}, "seeds": [0], "kl_budget": None, "best_rule": "r",
+                         "future_setting": 1},
+            "base": None, "plan": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "status": "completed",
+                                    "order": [1, 0]}, {"method": "lora", "lr": 0.001, "seed": 1, "run_id": None,
+                                                       "status": "pending"}],
+            "points": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "setting": {"lr": 0.001},
+                        "learning": 2.0, "forgetting": 1.0, "replay": 0.1}],
+            "groups": {"lora@1e-3": {"method": "lora", "lr": 0.001, "learning": {"mean": 2.0, "ci95": None, "n": 1,
+                                                                                   "sd": None, "new": 3}}},
+            "frontier": {"lora": ["lora@1e-3"]}, "best": {"lora": None},
+            "comparison": [{"methods": ["lora", "x"], "verdict_later": "kept", "forgetting": {"lora": None}}],
+            "unknown_top": {"kept": True}}
+    rec = StudyRecord.of(body)
+    assert rec.point_run_ids() == ["x"] and rec.plan[0].extra == {"order": [1, 0]}
+    assert rec.groups["lora@1e-3"].learning.mean == 2.0 and rec.points[0].key == "lora@1e-3"
+    out = rec.to_json()
+    assert out["unknown_top"] == {"kept": True} and out["settings"]["future_setting"] == 1
+    assert out["points"][0]["replay"] == 0.1 and out["groups"]["lora@1e-3"]["learning"]["new"] == 3
+    assert out["comparison"][0]["verdict_later"] == "kept" and out["plan"][0]["order"] == [1, 0]
+    assert StudyRecord.of(out).to_json() == out
 
 
 def test_a_killed_study_resumes_where_it_stopped(cfg, tmp_path):

@@ -7,7 +7,8 @@ from __future__ import annotations
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
-from curlora.run.study import STUDY_FILE, StudySettings, parse_grid, parse_seeds, read, resume_study, run_study
+from curlora.run.store import STUDY_FILE
+from curlora.run.study import StudySettings, parse_grid, parse_seeds, resume_study, run_study
 from curlora.run.trackers import check_installed
 
 
@@ -58,13 +59,13 @@ def cmd_study(args) -> int:
         check_installed(cfg.run.log_with)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
-    body = read(study)
+    rec = study.study_record()
     print(f"study {study.id}: {study.path / STUDY_FILE} ({study.status()['status']})")
-    for label, best in (body.get("best") or {}).items():
+    for label, best in rec.best.items():
         if best:
-            g = body["groups"][best["key"]]
-            print(f"{label}: best lr {best['lr']:g} — learning {g['learning']['mean']:.1f} pts, forgetting "
-                  f"{g['forgetting']['mean']:.1f} pts, KL {g['kl_to_base']['mean'] or 0:.4f} (n={g['learning']['n']})")
-    for c in body.get("comparison") or []:
-        print(c["sentence"])
+            g = rec.groups[best.key]
+            print(f"{label}: best lr {best.lr:g} — learning {g.learning.mean:.1f} pts, forgetting "
+                  f"{g.forgetting.mean:.1f} pts, KL {g.kl_to_base.mean or 0:.4f} (n={g.learning.n})")
+    for c in rec.comparison:
+        print(c.sentence)
     return 0 if study.status()["status"] == "completed" else 1

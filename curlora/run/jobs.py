@@ -33,6 +33,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
 from curlora.run.hosting import Policy, read_owner, write_owner
+from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
 
 
@@ -61,7 +62,6 @@ class Job:
     cfg: ExperimentConfig
     loaded: object = None  # what start() loaded; None for a resume or a job that waited (loaded when it starts)
     owner: str | None = None
-    study: bool = False  # the run folder is a study (curlora/run/study.py): its points run one after another
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/run/handoff.py)
@@ -103,10 +103,8 @@ class JobManager:
         """Queue a study (curlora/run/study.py) as one job: its runs share the loaded model and the base row, and
         each training unit passes the device gate like any run's. The same checks as `submit`; a study counts as
         one run against the per-visitor limit."""
-        from curlora.run import study as studies
-
         loaded = self._admit(cfg, owner, notices)
-        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True))
+        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner))
 
     def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None):
         """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
@@ -128,24 +126,15 @@ class JobManager:
         return job.run.id
 
     def resume(self, run_id: str, owner: str | None = None) -> str:
-        """Queue an interrupted or cancelled run; it continues from its last finished stage."""
-        from curlora.run import study as studies
-
+        """Queue an interrupted or cancelled run (or study); it continues from its last finished stage."""
         self.open(run_id, owner, change=True)
         self._check_room(owner)
         with self._cv:
             if self._find(run_id) is not None:
                 raise CurloraError(f"Run {run_id} is already queued or running.")
-            run = Run.open(run_id, self.root)
-            if studies.is_study(run):
-                run.check_free()
-                if run.status()["status"] == "completed":
-                    raise CurloraError(f"Study {run_id} is already completed; start a new study to run it again.")
-                cfg = run.config()
-            else:
-                run, cfg = resumable(run_id, self.root)
+            run, cfg = resumable(run_id, self.root)
             run.clear_cancel()  # a Stop that came before this Resume is answered already
-            self._enqueue(Job(run, cfg, None, owner=owner, study=studies.is_study(run)))
+            self._enqueue(Job(run, cfg, None, owner=owner))
         return run_id
 
     def _check_room(self, owner: str | None) -> None:
@@ -339,7 +328,7 @@ class JobManager:
         queued = []
         for _, _, run in sorted(marked, key=lambda t: t[:2]):
             with contextlib.suppress(CurloraError):
-                _, cfg = resumable(run.id, self.root)
+                run, cfg = resumable(run.id, self.root)  # a Study comes back as a Study
                 with self._cv:
                     self._enqueue(Job(run, cfg, None, owner=read_owner(run.path)))
                 queued.append(run.id)
@@ -348,7 +337,7 @@ class JobManager:
     # -- the worker ----------------------------------------------------------------------------------------
     def _work(self) -> None:
         from curlora.errors import Cancelled
-        from curlora.run.runner import execute, load_everything
+        from curlora.run.runner import load_everything
         from curlora.run.store import RunBusy
 
         while True:
@@ -365,12 +354,7 @@ class JobManager:
                     continue
                 loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
                 device_call = self._device_call(job, loaded)
-                if job.study:
-                    from curlora.run import study as studies
-
-                    studies.execute(job.run, loaded, should_stop=job.stop.is_set, device_call=device_call)
-                else:
-                    execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set, device_call=device_call)
+                job.run.execute(loaded, should_stop=job.stop.is_set, device_call=device_call)
                 if job.paused:  # ended like a cancelled run; say why, and that its owner's page continues it
                     job.run.set_status("interrupted", PAUSED.format(wait=self.handoff.wait), paused=True)
             except RunBusy as err:  # another process trains it: its status is that process's to write
@@ -392,7 +376,7 @@ class JobManager:
     def _device_call(self, job: Job, loaded):
         """How the runner runs each unit of `job`: under the gate here, or (ZeroGPU) handed to its owner's request
         with a duration measured from the run (curlora/run/gpu_budget.py)."""
-        what = f"a training stage of {'study' if job.study else 'run'} {job.run.id}"
+        what = f"a training stage of {job.run.kind} {job.run.id}"
         if self.handoff is None:
             return self.gate.caller(what)
         from curlora.run.gpu_budget import Budget, unit_seconds
@@ -400,7 +384,7 @@ class JobManager:
         budget = Budget.from_env()
 
         def call(fn):
-            seconds = unit_seconds(job.run, job.cfg, loaded.tasks, budget, study=job.study)
+            seconds = unit_seconds(job.run, job.cfg, loaded.tasks, budget)
             try:
                 return self.handoff.call(job.run.id, job.owner, what, seconds, fn, should_stop=job.stop.is_set)
             except Unattended:

@@ -9,8 +9,11 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
+from curlora.measure.study_analysis import BEST_RULE, interval_text
+from curlora.measure.study_record import StudyRecord
 from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
+from curlora.run.store import Study
 from curlora.ui import study_charts
 from curlora.ui.common import Engine, friendly, with_request
 
@@ -26,19 +29,20 @@ def parse_grids(text: str) -> dict[str, list[float]]:
     return studies.parse_grid([part.strip() for part in (text or "").split(";") if part.strip()])
 
 
-def best_table(body: dict) -> list[list]:
+def best_table(rec: StudyRecord | dict) -> list[list]:
     rows = []
-    for label, best in (body.get("best") or {}).items():
+    rec = StudyRecord.of(rec)
+    for label, best in rec.best.items():
         if not best:
             continue
-        g = body["groups"][best["key"]]
+        g = rec.groups[best.key]
 
         def cell(name, digits=2):
-            return studies.interval_text(g[name], digits, single="")
+            return interval_text(g.measure(name), digits, single="")
 
-        rows.append([described(label, g["setting"]), g["learning"]["n"], cell("learning"), cell("forgetting"),
+        rows.append([described(label, g.setting), g.learning.n, cell("learning"), cell("forgetting"),
                      cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
-                     ", ".join(g["constant_predictions"]) or "–", best["chosen"]])
+                     ", ".join(g.constant_predictions) or "–", best.chosen])
     return rows
 
 
@@ -46,15 +50,16 @@ HEADERS = ["method (setting)", "seeds", "learning (pts)", "forgetting (pts)", "A
            "self-ppl ratio", "probe-ppl ratio", "constant predictions", "chosen"]
 
 
-def summary_md(body: dict, status: dict) -> str:
-    if not body:
+def summary_md(rec: StudyRecord | dict, status: dict) -> str:
+    rec = StudyRecord.of(rec)
+    if not rec:
         return EMPTY
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
-    for c in body.get("comparison") or []:
-        lines.append(c["sentence"])
+    for c in rec.comparison:
+        lines.append(c.sentence)
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds. The best setting "
-                 f"per method: {studies.BEST_RULE}.")
+                 f"per method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
 
@@ -84,14 +89,14 @@ def build(engine: Engine, train: dict) -> dict:
     timer = gr.Timer(2.0, active=False)
 
     def mine(request) -> list[str]:
-        return [r.id for r in jobs.runs(engine.owner(request)) if studies.is_study(r)]
+        return [r.id for r in jobs.runs(engine.owner(request)) if isinstance(r, Study)]
 
     def draw(sid: str, request):
         run = jobs.open(sid, engine.owner(request))
-        body, status = studies.read(run), run.status()
-        points = [e["run_id"] for e in body.get("plan") or [] if e.get("run_id")]
+        rec, status = run.study_record(), run.status()
+        points = rec.point_run_ids()
         live = status.get("status") in ("running", "queued")
-        return (summary_md(body, status), study_charts.frontier_figure(body), best_table(body),
+        return (summary_md(rec, status), study_charts.frontier_figure(rec), best_table(rec),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
 
     inputs = [grids, seeds, kl_budget, *train["form"]]

@@ -1,0 +1,373 @@
+"""A study's results as one typed record: what study.json holds, documented once, read by attribute.
+
+    rec = StudyRecord.of(study.study_json())    # or Study.study_record(); a dict (as stored) or a record
+    rec.groups["lora@1e-3"].learning.mean       # a measure of one (method, lr) over its seeds
+    rec.point_run_ids()                         # the runs of the study's points made so far, in plan order
+    rec.to_json()                               # the stored form: the keys study.json has always had
+
+Fields:
+
+    StudyRecord  settings (StudySettings: lrs {method: [lr, ...]}, seeds, kl_budget) with notes (best_rule,
+                 interpolation: how the analysis chose and interpolated), base (Row | None: the shared row 0),
+                 plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier {method: [keys]},
+                 best {method: Best | None}, comparison [Comparison]
+    PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
+                 in the order the points run (seed-major)
+    Point        one finished run: method, lr, seed, run_id, setting, and the measures
+                   learning          mean over tasks of (accuracy right after training the task − the better of
+                                     the majority-class share and the base model), in points (×100)
+                   forgetting        Chaudhry et al. (2018), mean over earlier tasks, points
+                   bwt, acc          backward transfer and final average accuracy, points
+                   kl_to_base        mean per-token KL(base ‖ model) on the self-sampled texts after the last task
+                   self_ppl_ratio    self-probe perplexity after the last task / the base's (the model's domain)
+                   probe_ppl_ratio   perplexity on the probe text / the base's (maybe out of domain)
+                   final_loss        [per task] the last training loss
+                   constant_predictions  [tasks] where ≥ 95 % of eval rows got one class right after training it
+                   learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
+    Group        one (method, lr): method, lr, setting, seeds, run_ids, each measure as a Summary over seeds,
+                 constant_predictions (the union over seeds)
+    Summary      mean, ci95 [lo, hi] | None (Student t over seeds; none from one seed), n, sd
+    Best         key, lr, rule, chosen (why this one)
+    Comparison   methods [a, b], learning (the matched level | None), forgetting and kl_to_base {method:
+                 Interpolated | None}, nearest {method: group key}, paired (Paired | None), rows (RowsTest | None),
+                 intervals_overlap, sentence
+
+Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from curlora.errors import CurloraError
+from curlora.measure.describe import lr_text
+from curlora.measure.record import Row
+
+MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+
+
+def _known(cls, data: dict) -> tuple[dict, dict]:
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+def _plain(obj) -> dict:
+    """A flat record as stored: its fields, then the unknown keys it was read with."""
+    out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "extra"}
+    return {**obj.extra, **out}
+
+
+def key(label: str, lr: float) -> str:
+    """The key of one (method, lr) group: 'lora@1e-3'."""
+    return f"{label}@{lr_text(lr)}"
+
+
+@dataclass
+class StudySettings:
+    """The grid a user asks for (a `study:` section, the CLI's flags, the Compare tab)."""
+    lrs: dict[str, list[float]] = field(default_factory=dict)  # method label -> grid
+    seeds: list[int] = field(default_factory=lambda: [0])
+    kl_budget: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> StudySettings:
+        data = dict(data or {})
+        unknown = set(data) - {"lrs", "seeds", "kl_budget"}
+        if unknown:
+            raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
+                               "seeds and kl_budget.")
+        lrs = {str(k): [float(x) for x in (v if isinstance(v, list) else [v])]
+               for k, v in (data.get("lrs") or {}).items()}
+        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"))
+
+    def to_dict(self) -> dict:
+        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget}
+
+
+@dataclass
+class Summary:
+    mean: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    sd: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: Summary | dict | None) -> Summary:
+        if isinstance(data, Summary):
+            return data
+        known, extra = _known(cls, data or {})
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class PlanEntry:
+    method: str = ""
+    lr: float = 0.0
+    seed: int = 0
+    run_id: str | None = None
+    status: str = "pending"
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return key(self.method, self.lr)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PlanEntry:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Point:
+    method: str = ""
+    lr: float = 0.0
+    seed: int = 0
+    run_id: str = ""
+    setting: dict = field(default_factory=dict)
+    learning: float | None = None
+    forgetting: float | None = None
+    bwt: float | None = None
+    acc: float | None = None
+    kl_to_base: float | None = None
+    self_ppl_ratio: float | None = None
+    probe_ppl_ratio: float | None = None
+    final_loss: list = field(default_factory=list)
+    constant_predictions: list = field(default_factory=list)
+    learned: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return key(self.method, self.lr)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Point:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Group:
+    method: str = ""
+    lr: float = 0.0
+    setting: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)
+    run_ids: list = field(default_factory=list)
+    learning: Summary = field(default_factory=Summary)
+    forgetting: Summary = field(default_factory=Summary)
+    bwt: Summary = field(default_factory=Summary)
+    acc: Summary = field(default_factory=Summary)
+    kl_to_base: Summary = field(default_factory=Summary)
+    self_ppl_ratio: Summary = field(default_factory=Summary)
+    probe_ppl_ratio: Summary = field(default_factory=Summary)
+    constant_predictions: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def measure(self, name: str) -> Summary:
+        """One of MEASURES as its Summary over seeds."""
+        if name not in MEASURES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def mean(self, name: str) -> float | None:
+        return self.measure(name).mean
+
+    @classmethod
+    def of(cls, data: Group | dict) -> Group:
+        if isinstance(data, Group):
+            return data
+        known, extra = _known(cls, data)
+        for name in MEASURES:
+            known[name] = Summary.of(known.get(name))
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        out = _plain(self)
+        for name in MEASURES:
+            out[name] = self.measure(name).to_json()
+        return out
+
+
+@dataclass
+class Best:
+    key: str = ""
+    lr: float = 0.0
+    rule: str = ""
+    chosen: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Best | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Interpolated:
+    """A measure along one method's frontier at the matched learning: mean and interval, between which groups."""
+    mean: float | None = None
+    ci95: list | None = None
+    between: list = field(default_factory=list)
+    weight: float = 0.0
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Interpolated | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Paired:
+    """A paired t-test over the seeds both nearest groups ran (curlora/measure/stats.py paired_t)."""
+    seeds: list = field(default_factory=list)
+    mean: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    sd: float | None = None
+    p_value: float | None = None
+    effect_size: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Paired | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class RowsTest:
+    """Exact McNemar over the earlier tasks' final rows of the nearest groups, pooled over seeds."""
+    rows: int = 0
+    only_first_right: int = 0
+    only_second_right: int = 0
+    p_value: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> RowsTest | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Comparison:
+    methods: list = field(default_factory=list)
+    learning: float | None = None
+    forgetting: dict[str, Interpolated | None] = field(default_factory=dict)
+    kl_to_base: dict[str, Interpolated | None] = field(default_factory=dict)
+    nearest: dict[str, str] = field(default_factory=dict)
+    paired: Paired | None = None
+    rows: RowsTest | None = None
+    intervals_overlap: bool | None = None
+    sentence: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Comparison:
+        known, extra = _known(cls, data)
+        out = cls(**known, extra=extra)
+        out.forgetting = {m: Interpolated.from_json(v) for m, v in (known.get("forgetting") or {}).items()}
+        out.kl_to_base = {m: Interpolated.from_json(v) for m, v in (known.get("kl_to_base") or {}).items()}
+        out.paired, out.rows = Paired.from_json(known.get("paired")), RowsTest.from_json(known.get("rows"))
+        return out
+
+    def to_json(self) -> dict:
+        out = _plain(self)
+        for name in ("forgetting", "kl_to_base"):
+            out[name] = {m: v.to_json() if v else None for m, v in getattr(self, name).items()}
+        out["paired"] = self.paired.to_json() if self.paired else None
+        out["rows"] = self.rows.to_json() if self.rows else None
+        return out
+
+
+@dataclass
+class StudyRecord:
+    settings: StudySettings = field(default_factory=StudySettings)
+    notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
+    base: Row | None = None
+    plan: list[PlanEntry] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    groups: dict[str, Group] = field(default_factory=dict)
+    frontier: dict[str, list[str]] = field(default_factory=dict)
+    best: dict[str, Best | None] = field(default_factory=dict)
+    comparison: list[Comparison] = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: StudyRecord | dict | None) -> StudyRecord:
+        return data if isinstance(data, StudyRecord) else cls.from_json(data or {})
+
+    @classmethod
+    def from_json(cls, data: dict) -> StudyRecord:
+        known, extra = _known(cls, data)
+        raw = dict(known.get("settings") or {})
+        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget") if k in raw}
+        return cls(settings=StudySettings.from_dict(grid), notes=raw,
+                   base=Row.from_json(known["base"]) if known.get("base") else None,
+                   plan=[PlanEntry.from_json(e) for e in known.get("plan") or []],
+                   points=[Point.from_json(p) for p in known.get("points") or []],
+                   groups={k: Group.of(g) for k, g in (known.get("groups") or {}).items()},
+                   frontier={m: list(ks) for m, ks in (known.get("frontier") or {}).items()},
+                   best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
+                   comparison=[Comparison.from_json(c) for c in known.get("comparison") or []], extra=extra)
+
+    def to_json(self) -> dict:
+        return {**self.extra,
+                "settings": {**self.settings.to_dict(), **self.notes},
+                "base": dataclasses.asdict(self.base) if self.base is not None else None,
+                "plan": [e.to_json() for e in self.plan],
+                "points": [p.to_json() for p in self.points],
+                "groups": {k: g.to_json() for k, g in self.groups.items()},
+                "frontier": self.frontier,
+                "best": {m: b.to_json() if b else None for m, b in self.best.items()},
+                "comparison": [c.to_json() for c in self.comparison]}
+
+    def point_run_ids(self) -> list[str]:
+        """The ids of the runs made for the study's points so far, in plan order."""
+        return [e.run_id for e in self.plan if e.run_id]
+
+    @property
+    def labels(self) -> list[str]:
+        """The study's methods, in the order of its grid."""
+        return list(self.settings.lrs)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for e in self.plan if e.status == "completed")
+
+    def __bool__(self) -> bool:
+        """Whether anything was recorded yet (a missing or damaged study.json reads empty)."""
+        return bool(self.plan or self.settings.lrs)

@@ -1,0 +1,79 @@
+"""A study's plan: the grid a user asks for, checked against the experiment (each trained method with its own
+learning rates, distinct seeds), and the experiment of one point. Refusals name the fix; nothing is written here."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.measure.study_record import PlanEntry, StudySettings
+from curlora.run.methods import lr_text, method
+
+
+def parse_grid(items: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for item in items:
+        label, sep, values = item.partition("=")
+        if not sep or not label.strip():
+            raise CurloraError(f"--lrs: {item!r} should read METHOD=LR,LR,… e.g. lora=5e-4,1e-3.")
+        try:
+            out[label.strip()] = [float(x) for x in values.split(",") if x.strip()]
+        except ValueError:
+            raise CurloraError(f"--lrs: {values!r} is not a comma-separated list of numbers (e.g. 5e-4,1e-3).") from None
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurloraError(f"--seeds: {text!r} is not a comma-separated list of whole numbers (e.g. 0,1,2).") from None
+
+
+def default_grid(kind: str) -> list[float]:
+    """A method's default grid: the learning-rate prior its registered class states."""
+    return list(method(kind).lr_prior)
+
+
+def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettings:
+    """Every trained method of the experiment with a grid (its prior unless one is given); refusals name the fix."""
+    trained = [m for m in cfg.methods if method(m.kind).trains]
+    if not trained:
+        raise CurloraError("methods: a study needs at least one trained method (not only 'base').")
+    labels = {m.label for m in trained}
+    unknown = set(settings.lrs) - labels
+    if unknown:
+        raise CurloraError(f"--lrs: {', '.join(sorted(unknown))} is not a trained method of this experiment "
+                           f"(they are {', '.join(sorted(labels))}).")
+    lrs = {}
+    for m in trained:
+        grid = settings.lrs.get(m.label) or default_grid(m.kind)
+        if not grid:
+            raise CurloraError(f"--lrs: give a grid for {m.label}, e.g. --lrs {m.label}=1e-4,1e-3 (its kind has no "
+                               "default).")
+        if any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
+            raise CurloraError(f"--lrs: the learning rates of {m.label} must be positive numbers (got {grid}).")
+        lrs[m.label] = sorted(set(grid))
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise CurloraError(f"--seeds: give distinct seeds, e.g. 0,1,2 (got {settings.seeds}).")
+    if settings.kl_budget is not None and not settings.kl_budget > 0:
+        raise CurloraError(f"--kl-budget: must be a positive number (got {settings.kl_budget}).")
+    return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget)
+
+
+def plan_of(settings: StudySettings) -> list[PlanEntry]:
+    """One entry per (method, lr, seed), seed-major: every setting has a first seed early."""
+    return [PlanEntry(method=label, lr=lr, seed=seed) for seed in settings.seeds
+            for label, grid in settings.lrs.items() for lr in grid]
+
+
+def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_id: str) -> ExperimentConfig:
+    """The experiment for one point: that method alone at that learning rate; the seed sets the example order,
+    the heads and CURLoRA's column/row sampling."""
+    m = next(m for m in cfg.methods if m.label == label)
+    one = dataclasses.replace(m, lr=lr, seed=seed)
+    name = f"{cfg.run.name}-{label}-lr{lr_text(lr)}-s{seed}"
+    return dataclasses.replace(cfg, methods=[one], training=dataclasses.replace(cfg.training, seed=seed),
+                               run=dataclasses.replace(cfg.run, name=name, group=study_id))  # the trackers' group

@@ -233,3 +233,49 @@ def test_auto_picks_ray_only_where_there_is_something_to_spread_over(monkeypatch
     assert S.pick_executor("auto") == ("ray" if importlib.util.find_spec("ray") else "local")
     with pytest.raises(CurloraError, match="not one of auto, local, ray"):
         S._dispatch(None, None, None, None, "slurm")
+
+
+def test_a_studys_points_share_its_self_probe_reference(cfg, tmp_path, monkeypatch):
+    """One reference file per study, not one per point (16.7 MB each on GPT-2's vocabulary): a point reads the
+    study's, exports and deletes as any run, and samples its own again only if the study is gone."""
+    import torch
+    from safetensors.torch import load_file
+
+    from curlora.measure import probes
+    from curlora.run.export import export_file
+    from curlora.run.jobs import JobManager
+
+    root = tmp_path / "runs"
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    study = S.run_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0]), root)
+    first, second = study.point_run_ids()
+    shared = study.path / probes.REF_FILE
+    assert shared.is_file()
+    for rid in (first, second):
+        point = Run.open(rid, root)
+        stored = json.loads((point.path / probes.PROBE_FILE).read_text())
+        assert not (point.path / probes.REF_FILE).exists() and stored[probes.SHARED_REF] == study.id
+        assert probes.reference_path(point.path, stored) == shared
+        assert point.record().methods["lora"].kl_to_base[-1] is not None
+    assert S.read(study)["points"][0]["kl_to_base"] is not None
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr(probes, "sample_self_probe", never)
+    ids, ref, info = probes.load_or_sample(Run.open(first, root).path, None, None, 2, 8, 1.0, 0)
+    assert info["texts"] == 2 and ids.shape[0] == 2
+    assert all(torch.equal(ref[k], v) for k, v in load_file(str(shared)).items())
+
+    jobs = JobManager(root)
+    try:
+        assert export_file(jobs, first, "adapters.zip").endswith(".zip")
+        jobs.delete(first)
+        assert shared.is_file() and Run.open(second, root).record().methods["lora"].status == "completed"
+        jobs.delete(study.id)  # the study's folder, reference and all; its other run stays, complete
+        point = Run.open(second, root)
+        stored = json.loads((point.path / probes.PROBE_FILE).read_text())
+        assert probes.reference_path(point.path, stored) is None  # a resume would sample it again, same seed
+        assert point.record().methods["lora"].status == "completed"
+    finally:
+        jobs.shutdown()

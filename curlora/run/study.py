@@ -125,15 +125,16 @@ register_executor("study", execute)  # Study.execute (curlora/run/store.py)
 
 
 def _new_point_run(study: Run, cfg: ExperimentConfig, entry: PlanEntry) -> tuple[Run, ExperimentConfig]:
-    """The run folder of one plan entry (its id goes into the entry), with the study's shared self-probe files (the
-    run reads them back) and its owner (a visitor owns the runs of their study)."""
-    from curlora.measure.probes import PROBE_FILE, REF_FILE  # here: the probes module imports torch
+    """The run folder of one plan entry (its id goes into the entry), with the study's self-probe (its texts
+    copied, its reference shared: the run reads it from the study folder) and its owner (a visitor owns the runs
+    of their study)."""
+    from curlora.measure.probes import share_reference  # here: the probes module imports torch
 
     pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id)
     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
-    for name in (PROBE_FILE, REF_FILE, OWNER_FILE):
-        if (study.path / name).is_file():
-            shutil.copyfile(study.path / name, run.path / name)
+    share_reference(study.path, run.path)
+    if (study.path / OWNER_FILE).is_file():
+        shutil.copyfile(study.path / OWNER_FILE, run.path / OWNER_FILE)
     entry.run_id = run.id
     return run, pcfg
 

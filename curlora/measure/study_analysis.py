@@ -197,10 +197,10 @@ def compare(groups: dict[str, Group], fronts: dict[str, list[str]], points: list
             f"{a} forgets {interval_text(fa_, unit=' pts')} and {b} {interval_text(fb_, unit=' pts')} (interpolated "
             f"along each frontier; nearest settings {described(a, sa)} and {described(b, sb)}).")
     test = ""
-    if out.paired and out.paired.p_value is not None:
+    if out.paired and out.paired.n >= 2:
         pr = out.paired
         test = (f" Paired over {pr.n} seeds at those settings: {a} − {b} = {pr.mean:.2f} pts, "
-                f"p = {pr.p_value:.3f}, d_z = {pr.effect_size:.2f}." if pr.effect_size is not None else
+                f"p = {pr.p_value:.3f}, d_z = {pr.effect_size:.2f}." if pr.p_value is not None else
                 f" Paired over {pr.n} seeds: the difference is {pr.mean:.2f} pts on every seed, so there is "
                 "no spread to test.")
     if out.rows:

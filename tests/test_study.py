@@ -1,5 +1,6 @@
 """Studies: a grid of runs over learning rates and seeds as one object (curlora/run/study.py), on a tiny model."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,8 @@ from curlora.cli.main import main as cli
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure import study_analysis as A
-from curlora.measure.study_record import Group, Summary
+from curlora.measure import stats
+from curlora.measure.study_record import Group, Point, StudySettings, Summary
 from curlora.run import study as S
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs
@@ -82,17 +84,79 @@ def test_frontier_best_and_matched_comparison_on_known_groups():
     assert A.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
     assert A.best_of(groups, "a", 0.06).key == "a@1e-2" and A.best_of(groups, "a", 0.02).key == "a@1e-3"
     assert "no learning rate is within" in A.best_of(groups, "b", 0.001).chosen
-    fronts = {"a": A.frontier_of(groups, "a"), "b": A.frontier_of(groups, "b")}
-    c = A.compare(groups, fronts, [], "a", "b", None)
-    assert c.learning == 10  # the highest learning both reach
-    assert c.forgetting["a"].mean == 4 and abs(c.forgetting["b"].mean - 6.875) < 1e-9
-    assert c.intervals_overlap is False and "a forgets less" in c.sentence
-    groups["b@1e-2"].forgetting = Summary.of({"mean": 5, "ci95": [3, 7], "n": 3, "sd": 2})
-    c = A.compare(groups, fronts, [], "a", "b", None)
-    assert c.intervals_overlap is True and "neither method forgets measurably less" in c.sentence
+    c = A.compare(groups, [], "a", "b", None)
+    # a's learning 5, 10, 8 over log lr fits monotone as 5, 9, 9; b's 4, 12: both reach 5..9, matched at its middle
+    assert c.learning == pytest.approx(7)
+    # each measure on its own fitted curve in lr: a at log lr −2.5, b at −3 + 3/8
+    assert c.forgetting["a"].mean == pytest.approx(2.5) and c.forgetting["b"].mean == pytest.approx(3.6875)
+    A.decide(c, groups, [])
+    assert c.verdict == "inconclusive" and "run at least two seeds" in c.sentence
     far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
-    c = A.compare(far, {"a": ["a@1"], "b": ["b@1"]}, [], "a", "b", None)
+    c = A.compare(far, [], "a", "b", None)
     assert c.learning is None and "never reach the same learning" in c.sentence
+
+
+def _points(label, forgetting_by_lr, noise, learned_earlier=1, learning=(5.0, 10.0)):
+    """Constructed points: two learning rates of `label`, seeds 0..len(noise)-1, forgetting + noise[seed]."""
+    return [Point(method=label, lr=lr, seed=seed, run_id=f"{label}-{lr}-{seed}", setting={"lr": lr},
+                  learning=learn, forgetting=f + noise[seed], kl_to_base=0.01, learned_earlier=learned_earlier,
+                  learned=["t1"] if learned_earlier else ["t2"], forgetting_learned=f + noise[seed])
+            for lr, learn, f in zip((1e-3, 1e-2), learning, forgetting_by_lr) for seed in range(len(noise))]
+
+
+SPREAD = [0.1, -0.1, 0.2, -0.2, 0.0]
+
+
+def _verdict(b_forgetting, b_noise, b_learned=1, margin=3.0, a_noise=SPREAD):
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=list(range(5)), margin=margin)
+    points = _points("a", (1.0, 2.0), a_noise) + _points("b", b_forgetting, b_noise, b_learned)
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    return rec, rec.comparison[0]
+
+
+def test_the_four_verdicts_on_constructed_studies():
+    rec, c = _verdict((8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1])  # b forgets about 7 points more
+    assert c.verdict == "less" and c.p_adjusted < 0.05 and c.p_adjusted == c.p  # a family of one test
+    assert c.learning == pytest.approx(7.5) and "Verdict: less — a forgets less than b" in c.sentence
+    assert c.difference.mean == pytest.approx(1.5 - 10.02) and c.difference.ci95[1] < 0  # bootstrap over seeds
+    rec, c = _verdict((1.0, 2.0), [0.2, -0.1, 0.1, -0.2, 0.0])  # the same within 3 points
+    assert c.verdict == "equivalent" and c.tost_p < 0.05 and c.p > 0.05 and c.margin == 3.0
+    rec, c = _verdict((1.0, 2.0), [0.2, -0.1, 0.1, -0.2, 0.0], margin=0.05)  # a margin tighter than the spread
+    assert c.verdict == "inconclusive" and c.seeds_needed and f"about {c.seeds_needed} seeds" in c.sentence
+    rec, c = _verdict((1.0, 2.0), [3.0, -4.0, 5.0, -2.0, 1.0])  # too noisy for either answer
+    assert c.verdict == "inconclusive" and c.p > 0.05 and c.tost_p > 0.05 and c.seeds_needed > 5
+    rec, c = _verdict((8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1], b_learned=0)  # b's runs learned no earlier task
+    assert c.verdict == "nothing learned" and "the runs of b (lr 1e-" in c.sentence
+    assert rec.warnings == []
+    rec, c = _verdict((3.0, 4.0), [0.0] * 5, a_noise=[0.0] * 5)  # b − a is 2 on every seed: never p = 0
+    assert c.p is None and c.tost_p is None and c.verdict == "inconclusive" and "no spread to test" in c.sentence
+
+
+def test_a_family_of_comparisons_is_holm_adjusted_and_a_late_learnable_task_is_warned():
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2], "c": [1e-3, 1e-2]}, seeds=list(range(5)))
+    points = (_points("a", (1.0, 2.0), SPREAD) + _points("b", (1.5, 2.8), [0.9, -0.6, 0.4, -0.9, 0.3])
+              + _points("c", (8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1]))
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    ps = [c.p for c in rec.comparison]
+    assert [c.p_adjusted for c in rec.comparison] == pytest.approx(stats.holm(ps))
+    assert all(c.family == A.FAMILY for c in rec.comparison) and all(c.p_adjusted >= c.p for c in rec.comparison)
+    late = [dataclasses.replace(p, learned=["t2"]) for p in points]
+    assert "Only the last task, t2, was learned" in A.analyse(settings, None, [], late, None,
+                                                                tasks=["t1", "t2"]).warnings[0]
+
+
+def test_the_matched_level_lies_inside_both_fitted_ranges_and_each_measure_is_fitted_monotone():
+    def g(label, lr, learning, forgetting):
+        return Group.of({"method": label, "lr": lr, "setting": {"lr": lr},
+                         "learning": {"mean": learning, "n": 3}, "forgetting": {"mean": forgetting, "n": 3}})
+
+    a = [g("a", 1e-3, 2, 4), g("a", 3e-3, 6, 2), g("a", 1e-2, 10, 6)]  # forgetting 4, 2, 6: not monotone
+    fit = A.Fit(a, "forgetting")
+    assert fit.y == [3, 3, 6]  # pooled to the monotone fit, not interpolated across the dip
+    groups = {f"{x.method}@{x.lr}": x for x in a + [g("b", 1e-3, 4, 1), g("b", 1e-2, 8, 5)]}
+    c = A.compare(groups, [], "a", "b", None)
+    assert c.learning == pytest.approx(6)  # the middle of 4..8, not a's noisy top edge at 10
+    assert c.forgetting["a"].mean == pytest.approx(3) and c.forgetting["b"].mean == pytest.approx(3)
 
 
 def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
@@ -195,6 +259,9 @@ def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
     assert {r[0].split(" ")[0] for r in rows} == {"lora", "curlora"} and all("lr " in r[0] for r in rows)
     md = compare_tab.summary_md(body, study.status())
     assert "completed" in md and body["comparison"][0]["sentence"] in md
+    verdict = body["comparison"][0]["verdict"]
+    assert verdict in ("less", "more", "equivalent", "inconclusive", "nothing learned")
+    assert f"curlora vs lora: {verdict}**" in md or f"lora vs curlora: {verdict}**" in md
     assert compare_tab.parse_grids("lora=1e-3,2e-3; curlora=1e-2") == {"lora": [0.001, 0.002], "curlora": [0.01]}
     assert study_charts.frontier_figure({}).data == ()
 

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--kl-budget", type=float, default=None,
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
+    p.add_argument("--margin", type=float, default=None,
+                   help="the equivalence margin of the verdict, in points of forgetting (default 3)")
     p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
                    help="local: runs one after another here; ray: spread over a Ray cluster (RAY_ADDRESS, else a "
                         "local instance; one GPU per run where there are GPUs); auto (default): ray when RAY_ADDRESS "
@@ -56,6 +58,8 @@ def cmd_study(args) -> int:
             settings.seeds = parse_seeds(args.seeds)
         if args.kl_budget is not None:
             settings.kl_budget = args.kl_budget
+        if args.margin is not None:
+            settings.margin = args.margin
         check_installed(cfg.run.log_with)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
@@ -66,6 +70,8 @@ def cmd_study(args) -> int:
             g = rec.groups[best.key]
             print(f"{label}: best lr {best.lr:g} — learning {g.learning.mean:.1f} pts, forgetting "
                   f"{g.forgetting.mean:.1f} pts, KL {g.kl_to_base.mean or 0:.4f} (n={g.learning.n})")
+    for warning in rec.warnings:
+        print(f"warning: {warning}")
     for c in rec.comparison:
-        print(c.sentence)
+        print(f"{' vs '.join(c.methods)}: {c.verdict or 'no verdict yet'}. {c.sentence}")
     return 0 if study.status()["status"] == "completed" else 1

@@ -212,20 +212,28 @@ def bootstrap(units: list, statistic, draws: int = 2000, seed: int = 0, level: f
     """Percentile interval of statistic(sample) over samples of `units` drawn with replacement (seeded, so a
     study gives the same interval every time); draws where the statistic is None are left out. None with fewer
     than 2 units or too few usable draws."""
+    return bootstrap_many(units, lambda sample: {"x": statistic(sample)}, draws, seed, level).get("x")
+
+
+def bootstrap_many(units: list, statistics, draws: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """`bootstrap` for several statistics from the same draws: statistics(sample) -> {name: value | None};
+    returns {name: [lo, hi] | None}."""
     import random
 
     if len(units) < 2:
-        return None
-    rng, values = random.Random(seed), []
+        return {}
+    rng, values = random.Random(seed), {}
     for _ in range(draws):
-        v = statistic([units[rng.randrange(len(units))] for _ in units])
-        if v is not None:
-            values.append(v)
-    if len(values) < draws // 2:
-        return None
-    values.sort()
+        for name, v in statistics([units[rng.randrange(len(units))] for _ in units]).items():
+            values.setdefault(name, [])
+            if v is not None:
+                values[name].append(v)
     lo, hi = (1 - level) / 2, (1 + level) / 2
-    return [values[int(lo * (len(values) - 1))], values[int(round(hi * (len(values) - 1)))]]
+    out = {}
+    for name, vs in values.items():
+        vs.sort()
+        out[name] = None if len(vs) < draws // 2 else [vs[int(lo * (len(vs) - 1))], vs[int(round(hi * (len(vs) - 1)))]]
+    return out
 
 
 def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:

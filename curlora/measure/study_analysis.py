@@ -14,17 +14,25 @@ metrics for the row test), so every number can be checked on constructed inputs.
 from __future__ import annotations
 
 import itertools
+import math
 
 from curlora.measure import stats
 from curlora.measure.describe import described
+from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
-from curlora.measure.study_record import (MEASURES, Best, Comparison, Group, Interpolated, Paired, PlanEntry, Point,
-                                          RowsTest, StudyRecord, StudySettings, Summary, key)
+from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated, Paired,
+                                          PlanEntry, Point, RowsTest, StudyRecord, StudySettings, Summary, key)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning among the learning rates whose mean KL to base is within kl_budget; "
              "without a budget (or when none is within it), the highest mean learning")
-INTERPOLATION = "linear in learning between neighbouring frontier groups, means and interval half-widths alike"
+INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-weighted) function of log10 lr, "
+                 "linear between the learning rates; the matched level is the middle of the learning both fits "
+                 "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
+                 "fixed, so their sampling noise is not in these intervals")
+FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
+BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
+LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
 
 # -- one run ----------------------------------------------------------------------------------------------------
@@ -49,6 +57,7 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
     shares = [(rec.matrix_pred_share[j + 1] or [None] * n)[j] if j + 1 < len(rec.matrix_pred_share) else None
               for j in range(n)]
     learned = [v["task"] for v in metrics.learnability if label in v.get("learned_by", [])]
+    earlier = earlier_tasks(a, [j for j, t in enumerate(metrics.tasks[:-1]) if t in learned])
     return {
         "learning": 100 * learning, "forgetting": pts(s.get("forgetting")), "bwt": pts(s.get("bwt")),
         "acc": pts(s.get("acc")), "kl_to_base": rec.kl_to_base[-1] if rec.kl_to_base else None,
@@ -57,7 +66,8 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
         "final_loss": [t.final_loss for t in rec.train],
         "constant_predictions": [metrics.tasks[j] for j, sh in enumerate(shares) if sh is not None
                                  and sh >= CONSTANT_SHARE],
-        "learned": learned,
+        "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
+        "bwt_learned": pts(earlier["bwt"]),
     }
 
 
@@ -103,35 +113,86 @@ def best_of(groups: dict[str, Group], label: str, kl_budget: float | None) -> Be
 
 
 # -- at matched learning -----------------------------------------------------------------------------------------
-def interpolate(groups: dict[str, Group], front: list[str], level: float, name: str) -> Interpolated | None:
-    """`name` along a frontier at learning = level: linear between the neighbouring groups, and so is the half
-    width of the interval (an approximation, stated in study.json)."""
-    pts = [(groups[k].mean("learning"), groups[k].measure(name), k) for k in front
-           if groups[k].mean(name) is not None]
-    if not pts or level < pts[0][0] - 1e-12 or level > pts[-1][0] + 1e-12:
+class Fit:
+    """One method's measures as monotone functions of log10 lr (isotonic over its groups' means, weighted by
+    their seeds; rising or falling as the least-squares slope says), linear between its learning rates."""
+
+    def __init__(self, groups: list[Group], name: str):
+        pts = sorted((math.log10(g.lr), g.mean(name), max(g.measure(name).n, 1)) for g in groups
+                     if g.mean(name) is not None)
+        self.x = [x for x, _, _ in pts]
+        ys, ws = [y for _, y, _ in pts], [w for _, _, w in pts]
+        rising = _slope(self.x, ys, ws) >= 0
+        self.y = stats.isotonic(ys, ws, increasing=rising) if pts else []
+
+    def __bool__(self) -> bool:
+        return bool(self.x)
+
+    def at(self, x: float) -> float | None:
+        if not self.x or x < self.x[0] - 1e-12 or x > self.x[-1] + 1e-12:
+            return None
+        for (x0, y0), (x1, y1) in itertools.pairwise(zip(self.x, self.y)):
+            if x0 - 1e-12 <= x <= x1 + 1e-12:
+                return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return self.y[0]
+
+    def where(self, level: float) -> float | None:
+        """The lowest log10 lr at which the fitted curve reaches `level` (None outside its range)."""
+        if not self.x or not min(self.y) - 1e-9 <= level <= max(self.y) + 1e-9:
+            return None
+        if len(self.x) == 1:
+            return self.x[0]
+        for (x0, y0), (x1, y1) in itertools.pairwise(zip(self.x, self.y)):
+            if min(y0, y1) - 1e-9 <= level <= max(y0, y1) + 1e-9:
+                return x0 if y1 == y0 else x0 + (x1 - x0) * (level - y0) / (y1 - y0)
         return None
-    for (x0, s0, k0), (x1, s1, k1) in itertools.pairwise(pts):
-        if x0 - 1e-12 <= level <= x1 + 1e-12:
-            w = 0.0 if x1 == x0 else (level - x0) / (x1 - x0)
-            break
-    else:
-        x0, s0, k0 = x1, s1, k1 = min(pts, key=lambda p: abs(p[0] - level))
-        w = 0.0
-    mean = (1 - w) * s0.mean + w * s1.mean
-    halves = [(s.ci95[1] - s.ci95[0]) / 2 if s.ci95 else None for s in (s0, s1)]
-    half = None if None in halves else (1 - w) * halves[0] + w * halves[1]
-    return Interpolated(mean=mean, ci95=None if half is None else [mean - half, mean + half], between=[k0, k1],
-                        weight=w)
 
 
-def _nearest(groups: dict[str, Group], front: list[str], level: float) -> str:
-    return min(front, key=lambda k: abs(groups[k].mean("learning") - level))
+def _slope(xs: list[float], ys: list[float], ws: list[float]) -> float:
+    total = sum(ws) or 1.0
+    mx, my = sum(w * x for x, w in zip(xs, ws)) / total, sum(w * y for y, w in zip(ys, ws)) / total
+    return sum(w * (x - mx) * (y - my) for x, y, w in zip(xs, ys, ws))
+
+
+def _resampled(points: list[Point], seeds: list[int]) -> dict[str, Group]:
+    """The groups' means again from the runs of the seeds drawn (a seed drawn twice counts twice); means only:
+    the bootstrap needs no interval of its own draws."""
+    by_seed: dict[int, list[Point]] = {}
+    for p in points:
+        by_seed.setdefault(p.seed, []).append(p)
+    members: dict[str, list[Point]] = {}
+    for s in seeds:
+        for p in by_seed.get(s, []):
+            members.setdefault(p.key, []).append(p)
+    out = {}
+    for k, ps in members.items():
+        means = {}
+        for name in ("learning", *Comparison.FITTED):
+            vals = [getattr(p, name) for p in ps if getattr(p, name) is not None]
+            means[name] = Summary(mean=sum(vals) / len(vals) if vals else None, n=len(vals))
+        out[k] = Group(method=ps[0].method, lr=ps[0].lr, **means)
+    return out
+
+
+def _mine(groups: dict[str, Group], label: str) -> list[Group]:
+    return [g for g in groups.values() if g.method == label]
+
+
+def _nearest(groups: list[Group], level: float) -> str | None:
+    """The key of the group whose learning rate is nearest (in log lr) to where the fit reaches `level`."""
+    x = Fit(groups, "learning").where(level)
+    if x is None:
+        return None
+    g = min(groups, key=lambda g: abs(math.log10(g.lr) - x))
+    return key(g.method, g.lr)
 
 
 def rows_test(by: dict, seeds: list[int], ka: str, kb: str, metrics_of) -> RowsTest | None:
     """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the seeds both groups
     ran (`by`: (group key, seed) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method keep more rows
     right than the other?"""
+    if metrics_of is None:  # constructed inputs without runs behind them
+        return None
     b = c = rows = 0
     for seed in seeds:
         pa, pb = by[(ka, seed)], by[(kb, seed)]
@@ -162,72 +223,166 @@ def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit
     return f"{s.mean:.{digits}f}{unit}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else single)
 
 
-def compare(groups: dict[str, Group], fronts: dict[str, list[str]], points: list[Point], a: str, b: str,
-            metrics_of) -> Comparison:
-    """Methods a and b at matched learning: the highest learning both frontiers reach."""
-    fa, fb = fronts.get(a) or [], fronts.get(b) or []
-    out = Comparison(methods=[a, b])
+def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metrics_of,
+            margin: float = DEFAULT_MARGIN) -> Comparison:
+    """Does a forget less than b at matched learning? The measures at the level both methods' fitted learning
+    reaches (the middle of that range), with bootstrap intervals over seeds, a paired t-test and TOST over seeds at
+    the nearest learning rates, and the McNemar row test. p_adjusted and the verdict are set by `analyse` once the
+    whole family is known (`decide`)."""
+    out = Comparison(methods=[a, b], margin=margin, family=FAMILY)
+    ga, gb = _mine(groups, a), _mine(groups, b)
+    fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
     if not fa or not fb:
         out.sentence = f"No comparison of {a} and {b}: one of them has no finished learning rate yet."
         return out
-    la = [groups[k].mean("learning") for k in fa]
-    lb = [groups[k].mean("learning") for k in fb]
-    lo, hi = max(min(la), min(lb)), min(max(la), max(lb))
+    lo, hi = max(min(fa.y), min(fb.y)), min(max(fa.y), max(fb.y))
     if lo > hi + 1e-12:
-        out.sentence = (f"{a} and {b} never reach the same learning: {a}'s learning rates span "
-                        f"{min(la):.1f} to {max(la):.1f} points, {b}'s {min(lb):.1f} to {max(lb):.1f}; widen a "
-                        "grid to compare them at matched learning.")
+        out.sentence = (f"{a} and {b} never reach the same learning: {a}'s fitted learning spans "
+                        f"{min(fa.y):.1f} to {max(fa.y):.1f} points, {b}'s {min(fb.y):.1f} to {max(fb.y):.1f}; "
+                        "widen a grid to compare them at matched learning.")
         return out
-    level = hi
+    level = (lo + hi) / 2
     out.learning = level
-    for name in ("forgetting", "kl_to_base"):
-        setattr(out, name, {a: interpolate(groups, fa, level, name), b: interpolate(groups, fb, level, name)})
-    ka, kb = _nearest(groups, fa, level), _nearest(groups, fb, level)
+    seeds = sorted({p.seed for p in points if p.method in (a, b)})
+
+    def measures(gs: dict[str, Group]) -> dict:
+        out = {}
+        for m in (a, b):
+            mine = _mine(gs, m)
+            x = Fit(mine, "learning").where(level)
+            for name in Comparison.FITTED:
+                out[(m, name)] = None if x is None else Fit(mine, name).at(x)
+        x, y = out[(a, "forgetting")], out[(b, "forgetting")]
+        out["difference"] = None if x is None or y is None else x - y
+        return out
+
+    here = measures(groups)
+    cis = stats.bootstrap_many(seeds, lambda drawn: measures(_resampled(points, drawn)), draws=BOOTSTRAP_DRAWS) \
+        if points else {}
+    for name in Comparison.FITTED:
+        setattr(out, name, {m: None if here[(m, name)] is None else
+                            Interpolated(mean=here[(m, name)], ci95=cis.get((m, name))) for m in (a, b)})
+    if here["difference"] is not None:
+        out.difference = Interpolated(mean=here["difference"], ci95=cis.get("difference"))
+    ka, kb = _nearest(ga, level), _nearest(gb, level)
     out.nearest = {a: ka, b: kb}
     by = {(p.key, p.seed): p for p in points}
-    seeds = sorted({s for (k, s) in by if k == ka} & {s for (k, s) in by if k == kb})
-    diffs = [by[(ka, s)].forgetting - by[(kb, s)].forgetting for s in seeds
+    common = sorted({s for (k, s) in by if k == ka} & {s for (k, s) in by if k == kb})
+    diffs = [by[(ka, s)].forgetting - by[(kb, s)].forgetting for s in common
              if by[(ka, s)].forgetting is not None and by[(kb, s)].forgetting is not None]
-    out.paired = Paired(seeds=seeds, **stats.paired_t(diffs)) if diffs else None
-    out.rows = rows_test(by, seeds, ka, kb, metrics_of)
+    if diffs:
+        out.paired = Paired(seeds=common, **stats.paired_t(diffs))
+        out.p, out.tost_p = out.paired.p_value, stats.tost_paired(diffs, margin)
+        if out.paired.sd:
+            out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin)
+    out.rows = rows_test(by, common, ka, kb, metrics_of)
     fa_, fb_ = out.forgetting[a], out.forgetting[b]
     out.intervals_overlap = stats.overlap(fa_ and fa_.ci95, fb_ and fb_.ci95)
-    sa, sb = groups[ka].setting, groups[kb].setting
-    head = (f"At matched learning ({level:.1f} points above the better of the majority class and the base), "
-            f"{a} forgets {interval_text(fa_, unit=' pts')} and {b} {interval_text(fb_, unit=' pts')} (interpolated "
-            f"along each frontier; nearest settings {described(a, sa)} and {described(b, sb)}).")
-    test = ""
-    if out.paired and out.paired.n >= 2:
-        pr = out.paired
-        test = (f" Paired over {pr.n} seeds at those settings: {a} − {b} = {pr.mean:.2f} pts, "
-                f"p = {pr.p_value:.3f}, d_z = {pr.effect_size:.2f}." if pr.p_value is not None else
-                f" Paired over {pr.n} seeds: the difference is {pr.mean:.2f} pts on every seed, so there is "
-                "no spread to test.")
-    if out.rows:
-        r = out.rows
-        test += (f" On the earlier tasks' final rows ({r.rows} paired rows) {a} alone is right on "
-                 f"{r.only_first_right}, {b} alone on {r.only_second_right} (exact McNemar p = {r.p_value:.3f}).")
-    if out.intervals_overlap is None:
-        verdict = " With one seed per setting there are no intervals: run more seeds before calling a winner."
-    elif out.intervals_overlap:
-        verdict = " The intervals overlap: neither method forgets measurably less at this learning."
-    else:
-        less = a if fa_.mean < fb_.mean else b
-        verdict = f" The intervals do not overlap: {less} forgets less at this learning."
-    if level <= 0:
-        verdict += (f" Note: the highest learning both reach is not above the majority-class / base line, so this "
-                    f"compares settings that learned nothing measurable; {a if max(la) <= max(lb) else b} never "
-                    "learned above it on this grid.")
-    out.sentence = head + test + verdict
     return out
 
 
+def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> list[str]:
+    """The compared settings whose runs did not learn their earlier tasks by the per-run test (fewer than half of
+    their runs learned any); a setting stored before this test was kept is not judged."""
+    out = []
+    for m, k in c.nearest.items():
+        runs = [p for p in points if p.key == k]
+        if runs and all(p.learned_earlier is not None for p in runs) and \
+                sum(1 for p in runs if p.learned_earlier) < LEARNED_SHARE * len(runs):
+            out.append(described(m, groups[k].setting))
+    return out
+
+
+def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
+    """The verdict and the sentence, once p_adjusted is known (Holm over the family)."""
+    if c.learning is None:
+        return
+    a, b = c.methods
+    fa_, fb_ = c.forgetting[a], c.forgetting[b]
+    nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
+    head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, the "
+            f"middle of what both fits reach), {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
+            f"{interval_text(fb_, unit=' pts')} (monotone fits in lr; 95 % bootstrap over seeds; nearest settings "
+            f"{nearest}).")
+    la, lb = c.forgetting_learned.get(a), c.forgetting_learned.get(b)
+    if la is not None and lb is not None and la.mean is not None and lb.mean is not None:
+        head += (f" Over the earlier tasks each run learned only: {a} {la.mean:.2f} pts, {b} {lb.mean:.2f} pts.")
+    test = ""
+    pr = c.paired
+    if pr and pr.n >= 2:
+        if c.p is None:
+            test = (f" Paired over {pr.n} seeds: the difference is {pr.mean:.2f} pts on every seed, so there is "
+                    "no spread to test.")
+        else:
+            test = (f" Paired over {pr.n} seeds at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3f} "
+                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f}), d_z = {pr.effect_size:.2f}; "
+                    f"equivalence within ±{c.margin:g} pts (TOST) p = {c.tost_p:.3f}.")
+    if c.rows:
+        r = c.rows
+        test += (f" On the earlier tasks' final rows ({r.rows} paired rows, pooled over seeds: it takes rows as "
+                 f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
+                 f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
+    unlearned = _unlearned(groups, points, c)
+    if unlearned:
+        c.verdict = "nothing learned"
+        why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} learned none of the earlier tasks "
+               "by the per-run test, so their forgetting has nothing to measure.")
+    elif c.p_adjusted is not None and c.p_adjusted < stats.ALPHA:
+        less = pr.mean < 0
+        c.verdict = "less" if less else "more"
+        why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
+               f"(adjusted p = {c.p_adjusted:.3f}).")
+    elif c.tost_p is not None and c.tost_p < stats.ALPHA:
+        c.verdict = "equivalent"
+        why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
+               f"(TOST p = {c.tost_p:.3f}).")
+    else:
+        c.verdict = "inconclusive"
+        if pr is None or pr.n < 2:
+            need = "run at least two seeds per setting to test it"
+        elif c.p is None:
+            need = "the runs agree exactly, so no test can say more; vary the seeds or the rows"
+        elif c.seeds_needed:
+            need = (f"about {c.seeds_needed} seeds would decide it (80 % power, if the spread of these "
+                    f"{pr.n} holds)")
+        else:
+            need = "no feasible number of seeds would decide it at this spread"
+        why = (f" Verdict: inconclusive — neither a difference nor equivalence within ±{c.margin:g} points is "
+               f"shown; {need}.")
+    c.sentence = head + test + why
+
+
+def warnings_of(tasks: list[str], points: list[Point]) -> list[str]:
+    learned = {t for p in points for t in p.learned}
+    if len(tasks) > 1 and learned == {tasks[-1]}:
+        return [f"Only the last task, {tasks[-1]}, was learned by any run, so forgetting is measured on tasks "
+                "nobody learned; put a learnable task earlier in the order."]
+    return []
+
+
 def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], points: list[Point],
-            metrics_of) -> StudyRecord:
+            metrics_of, tasks: list[str] | None = None) -> StudyRecord:
     groups = groups_of(points)
     labels = list(settings.lrs)
     fronts = {label: frontier_of(groups, label) for label in labels}
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
-    comparisons = [compare(groups, fronts, points, a, b, metrics_of) for a, b in itertools.combinations(labels, 2)]
-    return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION}, base=base,
-                       plan=plan, points=points, groups=groups, frontier=fronts, best=best, comparison=comparisons)
+    comparisons = [compare(groups, points, a, b, metrics_of, settings.margin)
+                   for a, b in itertools.combinations(labels, 2)]
+    adjust(comparisons)
+    for c in comparisons:
+        decide(c, groups, points)
+    return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
+                                                 "family": f"{FAMILY}: every comparison's paired test and row test, "
+                                                           "Holm-adjusted together"},
+                       base=base, plan=plan, points=points, groups=groups, frontier=fronts, best=best,
+                       comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(tasks or [], points))
+
+
+def adjust(comparisons: list[Comparison]) -> None:
+    """Holm over the family: every comparison's paired test and row test together."""
+    ps = [c.p for c in comparisons] + [c.rows.p_value if c.rows else None for c in comparisons]
+    adjusted = stats.holm(ps)
+    for i, c in enumerate(comparisons):
+        c.p_adjusted = adjusted[i]
+        if c.rows:
+            c.rows.p_adjusted = adjusted[len(comparisons) + i]

@@ -7,10 +7,11 @@
 
 Fields:
 
-    StudyRecord  settings (StudySettings: lrs {method: [lr, ...]}, seeds, kl_budget) with notes (best_rule,
-                 interpolation: how the analysis chose and interpolated), base (Row | None: the shared row 0),
-                 plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier {method: [keys]},
-                 best {method: Best | None}, comparison [Comparison]
+    StudyRecord  settings (StudySettings: lrs {method: [lr, ...]}, seeds, kl_budget, margin) with notes
+                 (best_rule, interpolation, family: how the analysis chose, fitted and adjusted), base (Row | None:
+                 the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
+                 {method: [keys]}, best {method: Best | None}, comparison [Comparison], tasks (in training order),
+                 warnings (e.g. the only learnable task comes last)
     PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
                  in the order the points run (seed-major)
     Point        one finished run: method, lr, seed, run_id, setting, and the measures
@@ -24,13 +25,19 @@ Fields:
                    final_loss        [per task] the last training loss
                    constant_predictions  [tasks] where ≥ 95 % of eval rows got one class right after training it
                    learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
+                   learned_earlier   how many earlier tasks (all but the last) it learned by that test
+                   forgetting_learned, bwt_learned   forgetting and BWT over those earlier tasks only, points
     Group        one (method, lr): method, lr, setting, seeds, run_ids, each measure as a Summary over seeds,
                  constant_predictions (the union over seeds)
     Summary      mean, ci95 [lo, hi] | None (Student t over seeds; none from one seed), n, sd
     Best         key, lr, rule, chosen (why this one)
-    Comparison   methods [a, b], learning (the matched level | None), forgetting and kl_to_base {method:
-                 Interpolated | None}, nearest {method: group key}, paired (Paired | None), rows (RowsTest | None),
-                 intervals_overlap, sentence
+    Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
+                 the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base and
+                 forgetting_learned {method: Interpolated | None} (each read off its own monotone fit in lr, with
+                 a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
+                 key}, paired (Paired | None: the runs paired by seed at the nearest settings), rows (RowsTest |
+                 None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
+                 p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
 
 Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
 """
@@ -44,7 +51,10 @@ from curlora.errors import CurloraError
 from curlora.measure.describe import lr_text
 from curlora.measure.record import Row
 
-MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
+            "forgetting_learned", "bwt_learned")
+VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
+DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
 
 
 def _known(cls, data: dict) -> tuple[dict, dict]:
@@ -69,20 +79,23 @@ class StudySettings:
     lrs: dict[str, list[float]] = field(default_factory=dict)  # method label -> grid
     seeds: list[int] = field(default_factory=lambda: [0])
     kl_budget: float | None = None
+    margin: float = DEFAULT_MARGIN  # the equivalence margin of the verdict, in points of forgetting
 
     @classmethod
     def from_dict(cls, data: dict | None) -> StudySettings:
         data = dict(data or {})
-        unknown = set(data) - {"lrs", "seeds", "kl_budget"}
+        unknown = set(data) - {"lrs", "seeds", "kl_budget", "margin"}
         if unknown:
             raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
-                               "seeds and kl_budget.")
+                               "seeds, kl_budget and margin.")
         lrs = {str(k): [float(x) for x in (v if isinstance(v, list) else [v])]
                for k, v in (data.get("lrs") or {}).items()}
-        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"))
+        margin = data.get("margin")
+        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"),
+                   margin=DEFAULT_MARGIN if margin is None else margin)
 
     def to_dict(self) -> dict:
-        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget}
+        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "margin": self.margin}
 
 
 @dataclass
@@ -143,6 +156,9 @@ class Point:
     final_loss: list = field(default_factory=list)
     constant_predictions: list = field(default_factory=list)
     learned: list = field(default_factory=list)
+    learned_earlier: int | None = None  # earlier tasks (all but the last) learned by the per-run test
+    forgetting_learned: float | None = None  # forgetting over those only, points
+    bwt_learned: float | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -172,6 +188,8 @@ class Group:
     kl_to_base: Summary = field(default_factory=Summary)
     self_ppl_ratio: Summary = field(default_factory=Summary)
     probe_ppl_ratio: Summary = field(default_factory=Summary)
+    forgetting_learned: Summary = field(default_factory=Summary)
+    bwt_learned: Summary = field(default_factory=Summary)
     constant_predictions: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -269,6 +287,7 @@ class RowsTest:
     only_first_right: int = 0
     only_second_right: int = 0
     p_value: float | None = None
+    p_adjusted: float | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -292,24 +311,37 @@ class Comparison:
     paired: Paired | None = None
     rows: RowsTest | None = None
     intervals_overlap: bool | None = None
+    verdict: str | None = None  # one of VERDICTS: does methods[0] forget less than methods[1]?
+    p: float | None = None  # the paired test's p (None: no test, or no spread to test)
+    p_adjusted: float | None = None  # Holm-adjusted within `family`; the verdict and the sentence read this one
+    tost_p: float | None = None  # equivalence within ±margin (two one-sided tests)
+    margin: float | None = None
+    seeds_needed: int | None = None  # inconclusive: the seeds a power estimate from the spread says would decide
+    family: str | None = None  # the named family of tests the adjustment runs over
+    difference: Interpolated | None = None  # forgetting methods[0] − methods[1] at the matched level
+    forgetting_learned: dict[str, Interpolated | None] = field(default_factory=dict)
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
+
+    FITTED = ("forgetting", "kl_to_base", "forgetting_learned")
 
     @classmethod
     def from_json(cls, data: dict) -> Comparison:
         known, extra = _known(cls, data)
         out = cls(**known, extra=extra)
-        out.forgetting = {m: Interpolated.from_json(v) for m, v in (known.get("forgetting") or {}).items()}
-        out.kl_to_base = {m: Interpolated.from_json(v) for m, v in (known.get("kl_to_base") or {}).items()}
+        for name in cls.FITTED:
+            setattr(out, name, {m: Interpolated.from_json(v) for m, v in (known.get(name) or {}).items()})
         out.paired, out.rows = Paired.from_json(known.get("paired")), RowsTest.from_json(known.get("rows"))
+        out.difference = Interpolated.from_json(known.get("difference"))
         return out
 
     def to_json(self) -> dict:
         out = _plain(self)
-        for name in ("forgetting", "kl_to_base"):
+        for name in self.FITTED:
             out[name] = {m: v.to_json() if v else None for m, v in getattr(self, name).items()}
         out["paired"] = self.paired.to_json() if self.paired else None
         out["rows"] = self.rows.to_json() if self.rows else None
+        out["difference"] = self.difference.to_json() if self.difference else None
         return out
 
 
@@ -324,6 +356,8 @@ class StudyRecord:
     frontier: dict[str, list[str]] = field(default_factory=dict)
     best: dict[str, Best | None] = field(default_factory=dict)
     comparison: list[Comparison] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # in the order they are trained
+    warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -334,7 +368,7 @@ class StudyRecord:
     def from_json(cls, data: dict) -> StudyRecord:
         known, extra = _known(cls, data)
         raw = dict(known.get("settings") or {})
-        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget") if k in raw}
+        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget", "margin") if k in raw}
         return cls(settings=StudySettings.from_dict(grid), notes=raw,
                    base=Row.from_json(known["base"]) if known.get("base") else None,
                    plan=[PlanEntry.from_json(e) for e in known.get("plan") or []],
@@ -342,7 +376,8 @@ class StudyRecord:
                    groups={k: Group.of(g) for k, g in (known.get("groups") or {}).items()},
                    frontier={m: list(ks) for m, ks in (known.get("frontier") or {}).items()},
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
-                   comparison=[Comparison.from_json(c) for c in known.get("comparison") or []], extra=extra)
+                   comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
+                   tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []), extra=extra)
 
     def to_json(self) -> dict:
         return {**self.extra,
@@ -353,7 +388,8 @@ class StudyRecord:
                 "groups": {k: g.to_json() for k, g in self.groups.items()},
                 "frontier": self.frontier,
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
-                "comparison": [c.to_json() for c in self.comparison]}
+                "comparison": [c.to_json() for c in self.comparison],
+                "tasks": self.tasks, "warnings": self.warnings}
 
     def point_run_ids(self) -> list[str]:
         """The ids of the runs made for the study's points so far, in plan order."""

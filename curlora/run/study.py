@@ -47,7 +47,7 @@ def create(cfg: ExperimentConfig, settings: StudySettings, root: Path | None = N
     atomic_write_text(folder.path / SETTINGS_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))
     study = folder.entry()
     plan = plan_of(settings)
-    write(study, analyse(settings, None, plan, [], None))
+    write(study, analyse(settings, None, plan, [], None, tasks=[t.name for t in cfg.tasks]))
     study.set_status("queued", f"study of {len(plan)} runs, waiting to start")
     return study
 
@@ -268,7 +268,8 @@ def _save(study: Study, settings: StudySettings, rec: StudyRecord) -> StudyRecor
             continue
         points.append(Point(method=e.method, lr=e.lr, seed=e.seed, run_id=e.run_id,
                             setting=m.methods[e.method].setting, **measures))
-    new = analyse(settings, rec.base, rec.plan, points, metrics_of)
+    new = analyse(settings, rec.base, rec.plan, points, metrics_of,
+                  tasks=rec.tasks or [t.name for t in study.config().tasks])
     new.extra = rec.extra
     write(study, new)
     return new

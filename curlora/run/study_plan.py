@@ -60,7 +60,11 @@ def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettin
         raise CurloraError(f"--seeds: give distinct seeds, e.g. 0,1,2 (got {settings.seeds}).")
     if settings.kl_budget is not None and not settings.kl_budget > 0:
         raise CurloraError(f"--kl-budget: must be a positive number (got {settings.kl_budget}).")
-    return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget)
+    if not (isinstance(settings.margin, (int, float)) and settings.margin > 0 and math.isfinite(settings.margin)):
+        raise CurloraError(f"--margin: the equivalence margin must be a positive number of points of forgetting "
+                           f"(got {str(settings.margin)[:40]}), e.g. 3.")
+    return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget,
+                         margin=float(settings.margin))
 
 
 def plan_of(settings: StudySettings) -> list[PlanEntry]:

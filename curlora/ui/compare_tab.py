@@ -10,7 +10,7 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.measure.study_analysis import BEST_RULE, interval_text
-from curlora.measure.study_record import StudyRecord
+from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
 from curlora.run.store import Study
@@ -55,11 +55,16 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     if not rec:
         return EMPTY
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
+    lines += [f"⚠ {html.escape(w)}" for w in rec.warnings]
     for c in rec.comparison:
-        lines.append(c.sentence)
+        lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'no verdict yet')}** — "
+                     f"{c.sentence}")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
-                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds. The best setting "
-                 f"per method: {BEST_RULE}.")
+                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
+                 "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"
+                 "adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the seeds that would "
+                 "decide it), nothing learned (the compared runs learned no earlier task). The best setting per "
+                 f"method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
 
@@ -74,6 +79,7 @@ def build(engine: Engine, train: dict) -> dict:
                            elem_id="study-grids")
         seeds = gr.Textbox("0,1", label="seeds", scale=1, elem_id="study-seeds")
         kl_budget = gr.Number(0, label="KL budget for 'best' (0: none)", minimum=0, scale=1)
+        margin = gr.Number(DEFAULT_MARGIN, label="equivalence margin (points of forgetting)", minimum=0, scale=1)
     with gr.Row():
         start = gr.Button("Start study", variant="primary", elem_id="study-start")
         stop = gr.Button("Stop study")
@@ -99,14 +105,15 @@ def build(engine: Engine, train: dict) -> dict:
         return (summary_md(rec, status), study_charts.frontier_figure(rec), best_table(rec),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
 
-    inputs = [grids, seeds, kl_budget, *train["form"]]
+    inputs = [grids, seeds, kl_budget, margin, *train["form"]]
 
     @with_request(len(inputs))
     @friendly
-    def submit(grid_text, seed_text, budget, *values, request: gr.Request):
+    def submit(grid_text, seed_text, budget, equivalence, *values, request: gr.Request):
         cfg = train["make_config"](request, dict(zip(train["paths"], values)))
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
-                                         kl_budget=budget or None)
+                                         kl_budget=budget or None,
+                                         margin=DEFAULT_MARGIN if equivalence is None else equivalence)
         notices = []
         sid = jobs.submit_study(cfg, settings, engine.owner(request), notices)
         for note in notices:

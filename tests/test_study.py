@@ -165,7 +165,7 @@ def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
     body = {"settings": {"lrs": {"lora": [0.001]}, "seeds": [0], "kl_budget": None, "best_rule": "r",
                          "future_setting": 1},
             "base": None, "plan": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "status": "completed",
-                                    "order": [1, 0]}, {"method": "lora", "lr": 0.001, "seed": 1, "run_id": None,
+                                    "later_axis": [1, 0]}, {"method": "lora", "lr": 0.001, "seed": 1, "run_id": None,
                                                        "status": "pending"}],
             "points": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "setting": {"lr": 0.001},
                         "learning": 2.0, "forgetting": 1.0, "replay": 0.1}],
@@ -175,12 +175,12 @@ def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
             "comparison": [{"methods": ["lora", "x"], "verdict_later": "kept", "forgetting": {"lora": None}}],
             "unknown_top": {"kept": True}}
     rec = StudyRecord.of(body)
-    assert rec.point_run_ids() == ["x"] and rec.plan[0].extra == {"order": [1, 0]}
+    assert rec.point_run_ids() == ["x"] and rec.plan[0].extra == {"later_axis": [1, 0]}
     assert rec.groups["lora@1e-3"].learning.mean == 2.0 and rec.points[0].key == "lora@1e-3"
     out = rec.to_json()
     assert out["unknown_top"] == {"kept": True} and out["settings"]["future_setting"] == 1
     assert out["points"][0]["replay"] == 0.1 and out["groups"]["lora@1e-3"]["learning"]["new"] == 3
-    assert out["comparison"][0]["verdict_later"] == "kept" and out["plan"][0]["order"] == [1, 0]
+    assert out["comparison"][0]["verdict_later"] == "kept" and out["plan"][0]["later_axis"] == [1, 0]
     assert StudyRecord.of(out).to_json() == out
 
 
@@ -346,3 +346,47 @@ def test_a_studys_points_share_its_self_probe_reference(cfg, tmp_path, monkeypat
         assert point.record().methods["lora"].status == "completed"
     finally:
         jobs.shutdown()
+
+
+def test_task_order_is_an_axis_of_the_analysis():
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=[0, 1, 2],
+                             orders=[["t1", "t2"], ["t2", "t1"]])
+    points = []
+    for order in (0, 1):
+        for label, forgetting in (("a", (1.0, 2.0)), ("b", (8.0 + order, 12.0 + order))):
+            for p in _points(label, forgetting, [0.1, -0.1, 0.2], learned_earlier=1):
+                points.append(dataclasses.replace(p, order=order, run_id=f"{p.run_id}-o{order}",
+                                                  learned=["t2"] if label == "a" else ["t1"]))
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    assert rec.groups["a@1e-3"].learning.n == 6 and rec.groups["a@1e-3"].orders == [0, 0, 0, 1, 1, 1]
+    (c,) = rec.comparison
+    assert c.paired.n == 6 and c.paired.orders == [0, 1, 0, 1, 0, 1] and "6 runs (seed × task order)" in c.sentence
+    assert c.verdict == "less"
+    effect = {(o.method, o.order): o for o in rec.order_effect}
+    assert effect[("b", 1)].forgetting.mean - effect[("b", 0)].forgetting.mean == pytest.approx(1.0)
+    assert effect[("a", 1)].tasks == ["t2", "t1"]
+    # in order 1 (t2, t1) every run learned only t1, its last task; in order 0 a learned t2 and b t1
+    late = [dataclasses.replace(p, learned=[rec.order_of(p.order)[-1]]) for p in points]
+    (warning,) = A.analyse(settings, None, [], late, None, tasks=["t1", "t2"]).warnings[:1]
+    assert "in order 1 (t1, t2)" in warning
+
+
+def test_a_study_over_two_task_orders_runs_each_point_in_its_order(cfg, tmp_path):
+    root = tmp_path / "runs"
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    with pytest.raises(CurloraError, match="is not an order of this experiment's tasks"):
+        S.create(cfg, StudySettings(lrs={"lora": [0.01]}, orders=[["sent", "nope"]]), root)
+    with pytest.raises(CurloraError, match="permutations: give a whole number from 1 to 2"):
+        S.create(cfg, StudySettings(lrs={"lora": [0.01]}, permutations=3), root)
+    study = S.run_study(cfg, StudySettings(lrs={"lora": [0.01]}, seeds=[0], permutations=2), root)
+    rec = study.study_record()
+    assert rec.settings.orders == [["sent", "pair"], ["pair", "sent"]] and [e.order for e in rec.plan] == [0, 1]
+    assert all(e.status == "completed" for e in rec.plan) and len(rec.order_effect) == 2
+    for e in rec.plan:
+        m = Run.open(e.run_id, root).record()
+        order = rec.order_of(e.order)
+        assert m.tasks == order and [t.name for t in Run.open(e.run_id, root).config().tasks] == order
+        perm = [rec.tasks.index(t) for t in order]  # the shared base row, each task's cell in the run's order
+        assert m.base.accuracy == [rec.base.accuracy[i] for i in perm] and m.base.n == [rec.base.n[i] for i in perm]
+        assert m.majority == [Run.open(rec.plan[0].run_id, root).record().majority[rec.order_of(0).index(t)]
+                              for t in order]

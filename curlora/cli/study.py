@@ -23,6 +23,8 @@ def register(sub) -> None:
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
     p.add_argument("--margin", type=float, default=None,
                    help="the equivalence margin of the verdict, in points of forgetting (default 3)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help="task orders as an axis: the experiment's order and K-1 seeded shuffles of it")
     p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
                    help="local: runs one after another here; ray: spread over a Ray cluster (RAY_ADDRESS, else a "
                         "local instance; one GPU per run where there are GPUs); auto (default): ray when RAY_ADDRESS "
@@ -60,6 +62,8 @@ def cmd_study(args) -> int:
             settings.kl_budget = args.kl_budget
         if args.margin is not None:
             settings.margin = args.margin
+        if args.permutations is not None:
+            settings.permutations, settings.orders = args.permutations, None
         check_installed(cfg.run.log_with)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
@@ -72,6 +76,10 @@ def cmd_study(args) -> int:
                   f"{g.forgetting.mean:.1f} pts, KL {g.kl_to_base.mean or 0:.4f} (n={g.learning.n})")
     for warning in rec.warnings:
         print(f"warning: {warning}")
+    for o in rec.order_effect:
+        print(f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}): learning {o.learning.mean:.1f} pts, "
+              f"forgetting {o.forgetting.mean if o.forgetting.mean is not None else float('nan'):.1f} pts "
+              f"(n={o.learning.n})")
     for c in rec.comparison:
         print(f"{' vs '.join(c.methods)}: {c.verdict or 'no verdict yet'}. {c.sentence}")
     return 0 if study.status()["status"] == "completed" else 1

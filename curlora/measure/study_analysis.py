@@ -21,7 +21,8 @@ from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
 from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated, Paired,
-                                          PlanEntry, Point, RowsTest, StudyRecord, StudySettings, Summary, key)
+                                          OrderEffect, PlanEntry, Point, RowsTest, StudyRecord, StudySettings, Summary,
+                                          key)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning among the learning rates whose mean KL to base is within kl_budget; "
@@ -79,7 +80,7 @@ def groups_of(points: list[Point]) -> dict[str, Group]:
     out = {}
     for k, ps in members.items():
         out[k] = Group(method=ps[0].method, lr=ps[0].lr, setting=ps[0].setting, seeds=[p.seed for p in ps],
-                       run_ids=[p.run_id for p in ps],
+                       run_ids=[p.run_id for p in ps], orders=[p.order for p in ps],
                        constant_predictions=sorted({t for p in ps for t in p.constant_predictions}),
                        **{name: Summary.of(stats.summary([getattr(p, name) for p in ps])) for name in MEASURES})
     return out
@@ -154,15 +155,15 @@ def _slope(xs: list[float], ys: list[float], ws: list[float]) -> float:
     return sum(w * (x - mx) * (y - my) for x, y, w in zip(xs, ys, ws))
 
 
-def _resampled(points: list[Point], seeds: list[int]) -> dict[str, Group]:
-    """The groups' means again from the runs of the seeds drawn (a seed drawn twice counts twice); means only:
-    the bootstrap needs no interval of its own draws."""
-    by_seed: dict[int, list[Point]] = {}
+def _resampled(points: list[Point], units: list[tuple]) -> dict[str, Group]:
+    """The groups' means again from the runs of the replicates (seed, task order) drawn (one drawn twice counts
+    twice); means only: the bootstrap needs no interval of its own draws."""
+    by_unit: dict[tuple, list[Point]] = {}
     for p in points:
-        by_seed.setdefault(p.seed, []).append(p)
+        by_unit.setdefault(p.unit, []).append(p)
     members: dict[str, list[Point]] = {}
-    for s in seeds:
-        for p in by_seed.get(s, []):
+    for u in units:
+        for p in by_unit.get(u, []):
             members.setdefault(p.key, []).append(p)
     out = {}
     for k, ps in members.items():
@@ -187,10 +188,10 @@ def _nearest(groups: list[Group], level: float) -> str | None:
     return key(g.method, g.lr)
 
 
-def rows_test(by: dict, seeds: list[int], ka: str, kb: str, metrics_of) -> RowsTest | None:
-    """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the seeds both groups
-    ran (`by`: (group key, seed) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method keep more rows
-    right than the other?"""
+def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest | None:
+    """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the replicates both
+    groups ran (`by`: (group key, (seed, order)) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method
+    keep more rows right than the other?"""
     if metrics_of is None:  # constructed inputs without runs behind them
         return None
     b = c = rows = 0
@@ -243,7 +244,7 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
         return out
     level = (lo + hi) / 2
     out.learning = level
-    seeds = sorted({p.seed for p in points if p.method in (a, b)})
+    units = sorted({p.unit for p in points if p.method in (a, b)})
 
     def measures(gs: dict[str, Group]) -> dict:
         out = {}
@@ -257,7 +258,7 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
         return out
 
     here = measures(groups)
-    cis = stats.bootstrap_many(seeds, lambda drawn: measures(_resampled(points, drawn)), draws=BOOTSTRAP_DRAWS) \
+    cis = stats.bootstrap_many(units, lambda drawn: measures(_resampled(points, drawn)), draws=BOOTSTRAP_DRAWS) \
         if points else {}
     for name in Comparison.FITTED:
         setattr(out, name, {m: None if here[(m, name)] is None else
@@ -266,12 +267,12 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
         out.difference = Interpolated(mean=here["difference"], ci95=cis.get("difference"))
     ka, kb = _nearest(ga, level), _nearest(gb, level)
     out.nearest = {a: ka, b: kb}
-    by = {(p.key, p.seed): p for p in points}
-    common = sorted({s for (k, s) in by if k == ka} & {s for (k, s) in by if k == kb})
-    diffs = [by[(ka, s)].forgetting - by[(kb, s)].forgetting for s in common
-             if by[(ka, s)].forgetting is not None and by[(kb, s)].forgetting is not None]
+    by = {(p.key, p.unit): p for p in points}
+    common = [u for u in sorted({u for (k, u) in by if k == ka} & {u for (k, u) in by if k == kb})
+              if by[(ka, u)].forgetting is not None and by[(kb, u)].forgetting is not None]
+    diffs = [by[(ka, u)].forgetting - by[(kb, u)].forgetting for u in common]
     if diffs:
-        out.paired = Paired(seeds=common, **stats.paired_t(diffs))
+        out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **stats.paired_t(diffs))
         out.p, out.tost_p = out.paired.p_value, stats.tost_paired(diffs, margin)
         if out.paired.sd:
             out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin)
@@ -309,12 +310,13 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
         head += (f" Over the earlier tasks each run learned only: {a} {la.mean:.2f} pts, {b} {lb.mean:.2f} pts.")
     test = ""
     pr = c.paired
+    over = f"{pr.n} seeds" if pr and len(set(pr.orders)) < 2 else f"{pr.n if pr else 0} runs (seed × task order)"
     if pr and pr.n >= 2:
         if c.p is None:
-            test = (f" Paired over {pr.n} seeds: the difference is {pr.mean:.2f} pts on every seed, so there is "
+            test = (f" Paired over {over}: the difference is {pr.mean:.2f} pts on every pair, so there is "
                     "no spread to test.")
         else:
-            test = (f" Paired over {pr.n} seeds at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3f} "
+            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3f} "
                     f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f}), d_z = {pr.effect_size:.2f}; "
                     f"equivalence within ±{c.margin:g} pts (TOST) p = {c.tost_p:.3f}.")
     if c.rows:
@@ -352,18 +354,38 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     c.sentence = head + test + why
 
 
-def warnings_of(tasks: list[str], points: list[Point]) -> list[str]:
-    learned = {t for p in points for t in p.learned}
-    if len(tasks) > 1 and learned == {tasks[-1]}:
-        return [f"Only the last task, {tasks[-1]}, was learned by any run, so forgetting is measured on tasks "
-                "nobody learned; put a learnable task earlier in the order."]
-    return []
+def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
+    """Per task order: when the only task any of its runs learned is its last one."""
+    out = []
+    for i, tasks in enumerate(orders):
+        learned = {t for p in points if p.order == i for t in p.learned}
+        if len(tasks) > 1 and learned == {tasks[-1]}:
+            which = f" in order {i + 1} ({', '.join(tasks)})" if len(orders) > 1 else ""
+            out.append(f"Only the last task, {tasks[-1]}, was learned by any run{which}, so forgetting is measured "
+                       "on tasks nobody learned; put a learnable task earlier in the order.")
+    return out
+
+
+def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]) -> list[OrderEffect]:
+    """With several task orders: each method's learning and forgetting under each order, over all its runs."""
+    if len(orders) < 2:
+        return []
+    out = []
+    for label in labels:
+        for i, tasks in enumerate(orders):
+            mine = [p for p in points if p.method == label and p.order == i]
+            if mine:
+                out.append(OrderEffect(method=label, order=i, tasks=list(tasks),
+                                       learning=Summary.of(stats.summary([p.learning for p in mine])),
+                                       forgetting=Summary.of(stats.summary([p.forgetting for p in mine]))))
+    return out
 
 
 def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], points: list[Point],
             metrics_of, tasks: list[str] | None = None) -> StudyRecord:
     groups = groups_of(points)
     labels = list(settings.lrs)
+    orders = settings.orders or [list(tasks or [])]
     fronts = {label: frontier_of(groups, label) for label in labels}
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
     comparisons = [compare(groups, points, a, b, metrics_of, settings.margin)
@@ -375,7 +397,8 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts, best=best,
-                       comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(tasks or [], points))
+                       comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
+                       order_effect=order_effect(orders, labels, points))
 
 
 def adjust(comparisons: list[Comparison]) -> None:

@@ -80,22 +80,31 @@ class StudySettings:
     seeds: list[int] = field(default_factory=lambda: [0])
     kl_budget: float | None = None
     margin: float = DEFAULT_MARGIN  # the equivalence margin of the verdict, in points of forgetting
+    orders: list[list[str]] | None = None  # task orders, each a list of the experiment's task names (None: its own)
+    permutations: int | None = None  # or this many orders: the experiment's own, then seeded shuffles of it
 
     @classmethod
     def from_dict(cls, data: dict | None) -> StudySettings:
         data = dict(data or {})
-        unknown = set(data) - {"lrs", "seeds", "kl_budget", "margin"}
+        unknown = set(data) - {"lrs", "seeds", "kl_budget", "margin", "orders", "permutations"}
         if unknown:
             raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
-                               "seeds, kl_budget and margin.")
+                               "seeds, kl_budget, margin, orders and permutations.")
+        orders = data.get("orders")
+        if orders is not None and not (isinstance(orders, list) and all(isinstance(o, list) for o in orders)):
+            raise CurloraError("study.orders: give a list of task orders, each a list of task names, e.g. "
+                               "[[mrpc, sst2], [sst2, mrpc]].")
         lrs = {str(k): [float(x) for x in (v if isinstance(v, list) else [v])]
                for k, v in (data.get("lrs") or {}).items()}
         margin = data.get("margin")
         return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"),
-                   margin=DEFAULT_MARGIN if margin is None else margin)
+                   margin=DEFAULT_MARGIN if margin is None else margin,
+                   orders=None if orders is None else [[str(t) for t in o] for o in orders],
+                   permutations=data.get("permutations"))
 
     def to_dict(self) -> dict:
-        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "margin": self.margin}
+        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "margin": self.margin,
+                "orders": self.orders, "permutations": self.permutations}
 
 
 @dataclass
@@ -124,6 +133,7 @@ class PlanEntry:
     seed: int = 0
     run_id: str | None = None
     status: str = "pending"
+    order: int = 0  # index into settings.orders (0: the experiment's own order when there are none)
     extra: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -146,6 +156,7 @@ class Point:
     seed: int = 0
     run_id: str = ""
     setting: dict = field(default_factory=dict)
+    order: int = 0  # index into settings.orders
     learning: float | None = None
     forgetting: float | None = None
     bwt: float | None = None
@@ -165,6 +176,11 @@ class Point:
     def key(self) -> str:
         return key(self.method, self.lr)
 
+    @property
+    def unit(self) -> tuple[int, int]:
+        """The replicate this run is one of: (seed, task order). Runs pair, and the bootstrap draws, by it."""
+        return self.seed, self.order
+
     @classmethod
     def from_json(cls, data: dict) -> Point:
         known, extra = _known(cls, data)
@@ -181,6 +197,7 @@ class Group:
     setting: dict = field(default_factory=dict)
     seeds: list = field(default_factory=list)
     run_ids: list = field(default_factory=list)
+    orders: list = field(default_factory=list)  # beside seeds: each run's task order
     learning: Summary = field(default_factory=Summary)
     forgetting: Summary = field(default_factory=Summary)
     bwt: Summary = field(default_factory=Summary)
@@ -261,6 +278,7 @@ class Interpolated:
 class Paired:
     """A paired t-test over the seeds both nearest groups ran (curlora/measure/stats.py paired_t)."""
     seeds: list = field(default_factory=list)
+    orders: list = field(default_factory=list)  # beside seeds: each pair's task order
     mean: float | None = None
     ci95: list | None = None
     n: int = 0
@@ -346,6 +364,28 @@ class Comparison:
 
 
 @dataclass
+class OrderEffect:
+    """One method under one task order, over its runs at every learning rate and seed: does the order matter?"""
+    method: str = ""
+    order: int = 0
+    tasks: list = field(default_factory=list)
+    learning: Summary = field(default_factory=Summary)
+    forgetting: Summary = field(default_factory=Summary)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: OrderEffect | dict) -> OrderEffect:
+        if isinstance(data, OrderEffect):
+            return data
+        known, extra = _known(cls, data)
+        known["learning"], known["forgetting"] = Summary.of(known.get("learning")), Summary.of(known.get("forgetting"))
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return {**_plain(self), "learning": self.learning.to_json(), "forgetting": self.forgetting.to_json()}
+
+
+@dataclass
 class StudyRecord:
     settings: StudySettings = field(default_factory=StudySettings)
     notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
@@ -356,8 +396,9 @@ class StudyRecord:
     frontier: dict[str, list[str]] = field(default_factory=dict)
     best: dict[str, Best | None] = field(default_factory=dict)
     comparison: list[Comparison] = field(default_factory=list)
-    tasks: list[str] = field(default_factory=list)  # in the order they are trained
+    tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
+    order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -368,7 +409,7 @@ class StudyRecord:
     def from_json(cls, data: dict) -> StudyRecord:
         known, extra = _known(cls, data)
         raw = dict(known.get("settings") or {})
-        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget", "margin") if k in raw}
+        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget", "margin", "orders", "permutations") if k in raw}
         return cls(settings=StudySettings.from_dict(grid), notes=raw,
                    base=Row.from_json(known["base"]) if known.get("base") else None,
                    plan=[PlanEntry.from_json(e) for e in known.get("plan") or []],
@@ -377,7 +418,8 @@ class StudyRecord:
                    frontier={m: list(ks) for m, ks in (known.get("frontier") or {}).items()},
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
-                   tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []), extra=extra)
+                   tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
+                   order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []], extra=extra)
 
     def to_json(self) -> dict:
         return {**self.extra,
@@ -389,7 +431,13 @@ class StudyRecord:
                 "frontier": self.frontier,
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
                 "comparison": [c.to_json() for c in self.comparison],
-                "tasks": self.tasks, "warnings": self.warnings}
+                "tasks": self.tasks, "warnings": self.warnings,
+                "order_effect": [o.to_json() for o in self.order_effect]}
+
+    def order_of(self, index: int) -> list[str]:
+        """The task names of order `index`, in training order."""
+        orders = self.settings.orders
+        return list(orders[index]) if orders else list(self.tasks)
 
     def point_run_ids(self) -> list[str]:
         """The ids of the runs made for the study's points so far, in plan order."""

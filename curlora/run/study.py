@@ -33,7 +33,8 @@ from curlora.measure.study_analysis import analyse, point_measures
 from curlora.measure.study_record import PlanEntry, Point, StudyRecord, StudySettings
 from curlora.run import events
 from curlora.run.store import STUDY_FILE, STUDY_SETTINGS, Run, Study, atomic_write_text, register_executor
-from curlora.run.study_plan import parse_grid, parse_seeds, plan_of, plan_settings, point_config  # noqa: F401
+from curlora.run.study_plan import (parse_grid, parse_seeds, permutation, plan_of, plan_settings,  # noqa: F401
+                                    point_config)
 
 OWNER_FILE = "owner"  # curlora/run/hosting.py write_owner
 SETTINGS_FILE = STUDY_SETTINGS  # the marker of a study's folder (curlora/run/store.py Study)
@@ -101,8 +102,9 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
                     run, pcfg = _new_point_run(study, cfg, entry)
                     rec = _save(study, settings, rec)
                 entry.status = "running"
-                status = execute_run(run, pcfg, loaded, should_stop=should_stop, on_event=on_event,
-                                     device_call=device_call, base=base)
+                perm = permutation(cfg, _order(settings, entry))
+                status = execute_run(run, pcfg, _loaded_in_order(loaded, perm), should_stop=should_stop,
+                                     on_event=on_event, device_call=device_call, base=_row_in_order(base, perm))
                 entry.status = status
                 rec = _save(study, settings, rec)
                 if status == "cancelled":
@@ -130,13 +132,32 @@ def _new_point_run(study: Run, cfg: ExperimentConfig, entry: PlanEntry) -> tuple
     of their study)."""
     from curlora.measure.probes import share_reference  # here: the probes module imports torch
 
-    pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id)
+    pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id, _order(settings_of(study), entry),
+                        entry.order)
     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
     share_reference(study.path, run.path)
     if (study.path / OWNER_FILE).is_file():
         shutil.copyfile(study.path / OWNER_FILE, run.path / OWNER_FILE)
     entry.run_id = run.id
     return run, pcfg
+
+
+def _order(settings: StudySettings, entry: PlanEntry) -> list[str] | None:
+    return settings.orders[entry.order] if settings.orders else None
+
+
+def _loaded_in_order(loaded, perm: list[int] | None):
+    """The study's loaded model and tasks, the tasks in a point's order (the model is shared, not copied)."""
+    return loaded if perm is None else dataclasses.replace(loaded, tasks=[loaded.tasks[i] for i in perm])
+
+
+def _row_in_order(row: Row, perm: list[int] | None) -> Row:
+    """The study's base row with its per-task entries in a point's task order."""
+    if perm is None:
+        return row
+    return dataclasses.replace(row, **{name: [getattr(row, name)[i] for i in perm]
+                                       for name in ("accuracy", "n", "ci95", "correct", "pred_share")
+                                       if getattr(row, name) is not None})
 
 
 def _point_in_worker(root: str, run_id: str, base: dict) -> str:
@@ -175,7 +196,7 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
     try:
         with study.lock():
             study.set_status("running", f"study of {len(plan)} runs on Ray")
-            base = dataclasses.asdict(_base_row(study, rec, cfg, loaded, should_stop, None))
+            base = _base_row(study, rec, cfg, loaded, should_stop, None)
             gpus = ray.cluster_resources().get("GPU", 0)
             remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_point_in_worker)
             tasks = {}
@@ -188,7 +209,8 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
                     continue
                 run.set_status("queued", f"waiting for a Ray worker (study {study.id})")
                 entry.status = "running"
-                tasks[remote.remote(str(root), entry.run_id, base)] = entry
+                row = _row_in_order(base, permutation(cfg, _order(settings, entry)))
+                tasks[remote.remote(str(root), entry.run_id, dataclasses.asdict(row))] = entry
             rec = _save(study, settings, rec)
             failed = []
             while tasks:
@@ -266,7 +288,7 @@ def _save(study: Study, settings: StudySettings, rec: StudyRecord) -> StudyRecor
         measures = point_measures(m, e.method)
         if measures is None:
             continue
-        points.append(Point(method=e.method, lr=e.lr, seed=e.seed, run_id=e.run_id,
+        points.append(Point(method=e.method, lr=e.lr, seed=e.seed, run_id=e.run_id, order=e.order,
                             setting=m.methods[e.method].setting, **measures))
     new = analyse(settings, rec.base, rec.plan, points, metrics_of,
                   tasks=rec.tasks or [t.name for t in study.config().tasks])

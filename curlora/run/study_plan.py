@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
@@ -64,20 +65,60 @@ def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettin
         raise CurloraError(f"--margin: the equivalence margin must be a positive number of points of forgetting "
                            f"(got {str(settings.margin)[:40]}), e.g. 3.")
     return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget,
-                         margin=float(settings.margin))
+                         margin=float(settings.margin), orders=plan_orders(cfg, settings),
+                         permutations=settings.permutations)
+
+
+def plan_orders(cfg: ExperimentConfig, settings: StudySettings) -> list[list[str]] | None:
+    """The task orders of the study, spelled out (None: the experiment's own order only). `permutations: k` gives
+    the experiment's order and k − 1 other distinct shuffles of it, seeded, so a study is planned the same way
+    every time."""
+    names = [t.name for t in cfg.tasks]
+    if settings.orders is not None and settings.permutations is not None:
+        raise CurloraError("study: give orders or permutations, not both.")
+    if settings.permutations is not None:
+        k = settings.permutations
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= math.factorial(min(len(names), 6)):
+            raise CurloraError(f"study.permutations: give a whole number from 1 to "
+                               f"{math.factorial(min(len(names), 6))} (the orders {len(names)} tasks allow here); "
+                               f"got {str(k)[:20]}.")
+        rng, orders = random.Random(0), [names]
+        while len(orders) < k:
+            shuffled = rng.sample(names, len(names))
+            if shuffled not in orders:
+                orders.append(shuffled)
+        return orders if k > 1 else None
+    if settings.orders is None:
+        return None
+    for order in settings.orders:
+        if sorted(order) != sorted(names) or len(set(order)) != len(order):
+            raise CurloraError(f"study.orders: {order} is not an order of this experiment's tasks "
+                               f"({', '.join(names)}): list each task once.")
+    if len({tuple(o) for o in settings.orders}) != len(settings.orders) or not settings.orders:
+        raise CurloraError("study.orders: give distinct orders (at least one).")
+    return [list(o) for o in settings.orders]
 
 
 def plan_of(settings: StudySettings) -> list[PlanEntry]:
-    """One entry per (method, lr, seed), seed-major: every setting has a first seed early."""
-    return [PlanEntry(method=label, lr=lr, seed=seed) for seed in settings.seeds
+    """One entry per (method, lr, seed, task order), seed-major: every setting has a first seed early."""
+    return [PlanEntry(method=label, lr=lr, seed=seed, order=order) for seed in settings.seeds
+            for order in range(len(settings.orders or [None]))
             for label, grid in settings.lrs.items() for lr in grid]
 
 
-def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_id: str) -> ExperimentConfig:
-    """The experiment for one point: that method alone at that learning rate; the seed sets the example order,
-    the heads and CURLoRA's column/row sampling."""
+def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_id: str,
+                 order: list[str] | None = None, order_index: int = 0) -> ExperimentConfig:
+    """The experiment for one point: that method alone at that learning rate, its tasks in `order` (the
+    experiment's own when None); the seed sets the example order, the heads and CURLoRA's column/row sampling."""
     m = next(m for m in cfg.methods if m.label == label)
     one = dataclasses.replace(m, lr=lr, seed=seed)
-    name = f"{cfg.run.name}-{label}-lr{lr_text(lr)}-s{seed}"
-    return dataclasses.replace(cfg, methods=[one], training=dataclasses.replace(cfg.training, seed=seed),
+    name = f"{cfg.run.name}-{label}-lr{lr_text(lr)}-s{seed}" + (f"-o{order_index + 1}" if order else "")
+    tasks = [next(t for t in cfg.tasks if t.name == n) for n in order] if order else cfg.tasks
+    return dataclasses.replace(cfg, methods=[one], tasks=tasks, training=dataclasses.replace(cfg.training, seed=seed),
                                run=dataclasses.replace(cfg.run, name=name, group=study_id))  # the trackers' group
+
+
+def permutation(cfg: ExperimentConfig, order: list[str] | None) -> list[int] | None:
+    """Where each task of `order` sits in the experiment's own order (None: the same order)."""
+    names = [t.name for t in cfg.tasks]
+    return None if not order or order == names else [names.index(n) for n in order]

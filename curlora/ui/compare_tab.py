@@ -59,6 +59,10 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     for c in rec.comparison:
         lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'no verdict yet')}** — "
                      f"{c.sentence}")
+    if rec.order_effect:
+        lines.append("Task order: " + "; ".join(
+            f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
+            f"forgets {interval_text(o.forgetting, 1)} pts" for o in rec.order_effect) + ".")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
                  "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"

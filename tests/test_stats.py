@@ -108,3 +108,11 @@ def test_the_bootstrap_is_seeded_and_brackets_its_statistic():
     ci = stats.bootstrap([1.0, 2.0, 3.0, 4.0], mean)
     assert ci == stats.bootstrap([1.0, 2.0, 3.0, 4.0], mean) and 1.0 <= ci[0] < 2.5 < ci[1] <= 4.0
     assert stats.bootstrap([1.0], mean) is None
+
+
+def test_spearman_on_hand_worked_ranks():
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties take their average rank: x ranks 1, 2.5, 2.5, 4; y 1, 3, 2, 4 -> 4.5 / sqrt(4.5 * 5)
+    assert stats.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
+    assert stats.spearman([1, 1, 1], [1, 2, 3]) is None and stats.spearman([1, 2], [1, 2]) is None

@@ -390,3 +390,13 @@ def test_a_study_over_two_task_orders_runs_each_point_in_its_order(cfg, tmp_path
         assert m.base.accuracy == [rec.base.accuracy[i] for i in perm] and m.base.n == [rec.base.n[i] for i in perm]
         assert m.majority == [Run.open(rec.plan[0].run_id, root).record().majority[rec.order_of(0).index(t)]
                               for t in order]
+
+
+def test_the_study_says_which_drift_probe_tracked_forgetting():
+    points = [Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", forgetting=float(s), kl_to_base=0.01 * s + 0.001,
+                    self_ppl_ratio=1.0 + 0.1 * ((s * 7) % 5), probe_ppl_ratio=None) for s in range(10)]
+    tracks = {t.probe: t for t in A.probe_tracks(points)}
+    assert tracks["kl_to_base"].rho == pytest.approx(1.0) and tracks["kl_to_base"].tracks
+    assert tracks["kl_to_base"].n == 10 and tracks["kl_to_base"].ci95[0] > 0
+    assert not tracks["self_ppl_ratio"].tracks and tracks["self_ppl_ratio"].ci95[0] < 0 < tracks["self_ppl_ratio"].ci95[1]
+    assert tracks["probe_ppl_ratio"].rho is None and tracks["probe_ppl_ratio"].n == 0

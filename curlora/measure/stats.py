@@ -15,6 +15,7 @@
   observed spread: what would decide an inconclusive comparison.
 - `isotonic(ys, weights, increasing)`: the monotone least-squares fit (pool adjacent violators).
 - `bootstrap(values_by_unit, statistic, ...)`: a percentile interval from resampling whole units (seeds), seeded.
+- `spearman(xs, ys)`: Spearman's rank correlation (ties get their average rank).
 - Bit strings: a cell's per-row correctness stored compactly in metrics.json (`to_bits` / `from_bits`).
 
 Everything here is plain Python (no scipy): the t distribution through the regularised incomplete beta function.
@@ -234,6 +235,32 @@ def bootstrap_many(units: list, statistics, draws: int = 2000, seed: int = 0, le
         vs.sort()
         out[name] = None if len(vs) < draws // 2 else [vs[int(lo * (len(vs) - 1))], vs[int(round(hi * (len(vs) - 1)))]]
     return out
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation of paired values (Pearson's on their ranks, ties averaged); None with fewer
+    than 3 pairs or when either side has no spread."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if not sxx or not syy else sxy / math.sqrt(sxx * syy)
 
 
 def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:

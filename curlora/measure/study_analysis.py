@@ -21,7 +21,8 @@ from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
 from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated, Paired,
-                                          OrderEffect, PlanEntry, Point, RowsTest, StudyRecord, StudySettings, Summary,
+                                          OrderEffect, PlanEntry, Point, ProbeTrack, RowsTest, StudyRecord, StudySettings,
+                                          Summary,
                                           key)
 
 CONSTANT_SHARE = 0.95
@@ -366,6 +367,26 @@ def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
     return out
 
 
+PROBES = ("kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+
+
+def probe_tracks(points: list[Point]) -> list[ProbeTrack]:
+    """For each drift probe: Spearman's ρ with forgetting over every run of the study, and a seeded bootstrap
+    interval over runs. A probe is worth watching in place of forgetting only where it tracks it."""
+    out = []
+    for probe in PROBES:
+        pairs = [(getattr(p, probe), p.forgetting) for p in points
+                 if getattr(p, probe) is not None and p.forgetting is not None]
+
+        def rho(sample):
+            return stats.spearman([x for x, _ in sample], [y for _, y in sample])
+
+        value = rho(pairs)
+        ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
+        out.append(ProbeTrack(probe=probe, rho=value, ci95=ci, n=len(pairs), tracks=bool(ci and ci[0] > 0)))
+    return out
+
+
 def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]) -> list[OrderEffect]:
     """With several task orders: each method's learning and forgetting under each order, over all its runs."""
     if len(orders) < 2:
@@ -398,7 +419,7 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts, best=best,
                        comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
-                       order_effect=order_effect(orders, labels, points))
+                       order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
 
 
 def adjust(comparisons: list[Comparison]) -> None:

@@ -11,7 +11,8 @@ Fields:
                  (best_rule, interpolation, family: how the analysis chose, fitted and adjusted), base (Row | None:
                  the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
                  {method: [keys]}, best {method: Best | None}, comparison [Comparison], tasks (in training order),
-                 warnings (e.g. the only learnable task comes last)
+                 warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
+                 each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs]
     PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
                  in the order the points run (seed-major)
     Point        one finished run: method, lr, seed, run_id, setting, and the measures
@@ -386,6 +387,26 @@ class OrderEffect:
 
 
 @dataclass
+class ProbeTrack:
+    """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
+    interval over runs; `tracks` when the interval lies above 0."""
+    probe: str = ""
+    rho: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    tracks: bool = False
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeTrack:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
 class StudyRecord:
     settings: StudySettings = field(default_factory=StudySettings)
     notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
@@ -399,6 +420,7 @@ class StudyRecord:
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
+    probes: list[ProbeTrack] = field(default_factory=list)  # which drift probe tracked forgetting across the runs
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -419,7 +441,8 @@ class StudyRecord:
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
-                   order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []], extra=extra)
+                   order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
+                   probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []], extra=extra)
 
     def to_json(self) -> dict:
         return {**self.extra,
@@ -432,7 +455,8 @@ class StudyRecord:
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
                 "comparison": [c.to_json() for c in self.comparison],
                 "tasks": self.tasks, "warnings": self.warnings,
-                "order_effect": [o.to_json() for o in self.order_effect]}
+                "order_effect": [o.to_json() for o in self.order_effect],
+                "probes": [t.to_json() for t in self.probes]}
 
     def order_of(self, index: int) -> list[str]:
         """The task names of order `index`, in training order."""

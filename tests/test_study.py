@@ -10,7 +10,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure import study_analysis as A
 from curlora.measure import stats
-from curlora.measure.study_record import Group, Point, StudySettings, Summary
+from curlora.measure.study_record import Group, Point, StudySettings
 from curlora.run import study as S
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs

@@ -81,5 +81,5 @@ def cmd_study(args) -> int:
               f"forgetting {o.forgetting.mean if o.forgetting.mean is not None else float('nan'):.1f} pts "
               f"(n={o.learning.n})")
     for c in rec.comparison:
-        print(f"{' vs '.join(c.methods)}: {c.verdict or 'no verdict yet'}. {c.sentence}")
+        print(f"{' vs '.join(c.methods)}: {c.verdict or 'not compared'}. {c.sentence}")
     return 0 if study.status()["status"] == "completed" else 1

@@ -7,8 +7,12 @@ metrics for the row test), so every number can be checked on constructed inputs.
     groups_of(points)                     {key: Group}: each measure over seeds (Student t, curlora/measure/stats.py)
     frontier_of(groups, label)            the groups no other group of that method beats on learning and forgetting
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
-    compare(groups, fronts, points, a, b, metrics_of)   a against b at matched learning: a Comparison
-    analyse(settings, base, plan, points, metrics_of)   all of it: a StudyRecord
+    compare(groups, points, a, b, metrics_of, margin)   a against b at matched learning: a Comparison
+    adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
+    probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
+    analyse(settings, base, plan, points, metrics_of, tasks)   all of it: a StudyRecord
+
+The statistics and what each assumes: docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ from curlora.measure import stats
 from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
-from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated, Paired,
-                                          OrderEffect, PlanEntry, Point, ProbeTrack, RowsTest, StudyRecord, StudySettings,
-                                          Summary,
-                                          key)
+from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated,
+                                          OrderEffect, Paired, PlanEntry, Point, ProbeTrack, RowsTest, StudyRecord,
+                                          StudySettings, Summary, key)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning among the learning rates whose mean KL to base is within kl_budget; "
@@ -248,15 +251,16 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     units = sorted({p.unit for p in points if p.method in (a, b)})
 
     def measures(gs: dict[str, Group]) -> dict:
-        out = {}
+        """Each fitted measure of both methods at the level, and the forgetting difference a − b."""
+        vals = {}
         for m in (a, b):
             mine = _mine(gs, m)
             x = Fit(mine, "learning").where(level)
             for name in Comparison.FITTED:
-                out[(m, name)] = None if x is None else Fit(mine, name).at(x)
-        x, y = out[(a, "forgetting")], out[(b, "forgetting")]
-        out["difference"] = None if x is None or y is None else x - y
-        return out
+                vals[(m, name)] = None if x is None else Fit(mine, name).at(x)
+        fa_, fb_ = vals[(a, "forgetting")], vals[(b, "forgetting")]
+        vals["difference"] = None if fa_ is None or fb_ is None else fa_ - fb_
+        return vals
 
     here = measures(groups)
     cis = stats.bootstrap_many(units, lambda drawn: measures(_resampled(points, drawn)), draws=BOOTSTRAP_DRAWS) \

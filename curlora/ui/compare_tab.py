@@ -57,7 +57,7 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
     lines += [f"⚠ {html.escape(w)}" for w in rec.warnings]
     for c in rec.comparison:
-        lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'no verdict yet')}** — "
+        lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'not compared')}** — "
                      f"{c.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(

@@ -10,7 +10,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure import study_analysis as A
 from curlora.measure import stats
-from curlora.measure.study_record import Group, Point, StudySettings
+from curlora.measure.study_record import Group, Point, StudyRecord, StudySettings
 from curlora.run import study as S
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs
@@ -400,3 +400,36 @@ def test_the_study_says_which_drift_probe_tracked_forgetting():
     assert tracks["kl_to_base"].n == 10 and tracks["kl_to_base"].ci95[0] > 0
     assert not tracks["self_ppl_ratio"].tracks and tracks["self_ppl_ratio"].ci95[0] < 0 < tracks["self_ppl_ratio"].ci95[1]
     assert tracks["probe_ppl_ratio"].rho is None and tracks["probe_ppl_ratio"].n == 0
+
+
+def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows():
+    from curlora.measure.record import MethodRecord, Row, RunMetrics
+
+    n = 8
+    val = sorted(A.validation_rows("t1", n))
+    assert len(val) == 4 and A.validation_rows("t1", n) == set(val)  # seeded by the task's name: always the same
+    right = [i in val for i in range(n)]  # right on exactly the validation rows of t1
+    bits = stats.to_bits(right)
+    none = stats.to_bits([False] * n)
+    base = Row(accuracy=[0.0, 0.0], n=[n, n], correct=[none, none])
+    rec = MethodRecord(matrix=[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]], matrix_n=[[n, n]] * 3,
+                       matrix_correct=[[none, none], [bits, none], [bits, stats.to_bits([True] * n)]],
+                       matrix_pred_share=[None] * 3, summary={"forgetting": 0.0, "bwt": 0.0, "acc": 0.5})
+    m = RunMetrics(tasks=["t1", "t2"], majority=[0.25, 0.25], base=base, methods={"a": rec})
+    p = A.point_measures(m, "a")
+    # t1: 100 % on its validation half, 0 % on its test half; t2: 100 % on both; each against the 25 % line
+    assert p["learning_val"] == pytest.approx(((1 - 0.25) + (1 - 0.25)) / 2 * 100)
+    assert p["learning_test"] == pytest.approx(((0 - 0.25) + (1 - 0.25)) / 2 * 100)
+
+    def g(lr, learning, val, test):
+        return Group.of({"method": "a", "lr": lr, "learning": {"mean": learning, "n": 2},
+                         "learning_val": {"mean": val, "n": 2}, "learning_test": {"mean": test, "n": 2}})
+
+    groups = {"a@1e-3": g(1e-3, 10, 4, 16), "a@1e-2": g(1e-2, 8, 6, 10)}  # all rows favour 1e-3, validation 1e-2
+    best = A.best_of(groups, "a", None)
+    assert best.key == "a@1e-2" and "on validation rows" in best.chosen and "validation rows" in best.rule
+    from curlora.ui import compare_tab
+    rec_ = StudyRecord(settings=StudySettings(lrs={"a": [1e-3, 1e-2]}), groups=groups, best={"a": best})
+    assert compare_tab.best_table(rec_)[0][2] == "10.00"  # the chosen lr's learning on the test rows
+    groups["a@1e-3"].learning_val.mean = None  # a study stored before per-row results: chosen on all rows
+    assert A.best_of(groups, "a", None).key == "a@1e-3" and "all eval rows" in A.best_of(groups, "a", None).chosen

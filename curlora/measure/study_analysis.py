@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 from curlora.measure import stats
 from curlora.measure.describe import described
@@ -29,8 +30,9 @@ from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Compar
                                           StudySettings, Summary, key)
 
 CONSTANT_SHARE = 0.95
-BEST_RULE = ("the highest mean learning among the learning rates whose mean KL to base is within kl_budget; "
-             "without a budget (or when none is within it), the highest mean learning")
+BEST_RULE = ("the highest mean learning on validation rows (a seeded half of each task's eval rows; the table "
+             "reports the other half, the test rows) among the learning rates whose mean KL to base is within "
+             "kl_budget; without a budget (or when none is within it), the highest such learning")
 INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-weighted) function of log10 lr, "
                  "linear between the learning rates; the matched level is the middle of the learning both fits "
                  "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
@@ -72,8 +74,33 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
         "constant_predictions": [metrics.tasks[j] for j, sh in enumerate(shares) if sh is not None
                                  and sh >= CONSTANT_SHARE],
         "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
-        "bwt_learned": pts(earlier["bwt"]),
+        "bwt_learned": pts(earlier["bwt"]), **split_learning(metrics, rec, lines),
     }
+
+
+def validation_rows(task: str, n: int) -> set[int]:
+    """The eval rows of `task` that choose learning rates: half of them, drawn with the task's name as the seed,
+    so every run and every task order splits a task the same way. The rest are its test rows."""
+    return set(random.Random(f"validation:{task}").sample(range(n), n // 2))
+
+
+def split_learning(metrics: RunMetrics, rec, lines: list[float]) -> dict:
+    """learning_val and learning_test (points): learning on each task's validation and test rows, from the per-row
+    results the run stored (each line: the majority share of all eval rows — the labels of a half are not stored —
+    or the base model on the same half). Both None for a run stored without per-row results."""
+    out = {"learning_val": 0.0, "learning_test": 0.0}
+    n = len(metrics.tasks)
+    for j, task in enumerate(metrics.tasks):
+        own, ref = rec.cell(j + 1, j)["correct"], metrics.base.cell(j)["correct"]
+        if not own or len(own) < 2:
+            return {"learning_val": None, "learning_test": None}
+        val = validation_rows(task, len(own))
+        for name, rows in (("learning_val", sorted(val)), ("learning_test", [i for i in range(len(own)) if i not in val])):
+            acc = sum(own[i] for i in rows) / len(rows)
+            base = sum(ref[i] for i in rows) / len(rows) if ref and len(ref) == len(own) else metrics.base.accuracy[j]
+            line = max(x for x in (metrics.majority[j], base) if x is not None) if base is not None else lines[j]
+            out[name] += 100 * (acc - line) / n
+    return out
 
 
 # -- over seeds -------------------------------------------------------------------------------------------------
@@ -108,12 +135,15 @@ def best_of(groups: dict[str, Group], label: str, kl_budget: float | None) -> Be
     mine = {k: g for k, g in groups.items() if g.method == label and g.mean("learning") is not None}
     if not mine:
         return None
+    # choose on the validation rows, so the test rows the table reports were not used to choose
+    by = "learning_val" if all(g.mean("learning_val") is not None for g in mine.values()) else "learning"
+    rows = "on validation rows" if by == "learning_val" else "on all eval rows (no per-row results stored)"
     within = {k: g for k, g in mine.items() if kl_budget is not None and g.mean("kl_to_base") is not None
               and g.mean("kl_to_base") <= kl_budget}
-    pool, note = (within, f"within the KL budget {kl_budget:g}") if within else (mine, (
-        f"no learning rate is within the KL budget {kl_budget:g}: the highest learning" if kl_budget is not None
-        else "no KL budget set: the highest learning"))
-    k = max(pool, key=lambda k: pool[k].mean("learning"))
+    pool, note = (within, f"within the KL budget {kl_budget:g}: the highest learning {rows}") if within else (mine, (
+        f"no learning rate is within the KL budget {kl_budget:g}: the highest learning {rows}"
+        if kl_budget is not None else f"no KL budget set: the highest learning {rows}"))
+    k = max(pool, key=lambda k: pool[k].mean(by))
     return Best(key=k, lr=pool[k].lr, rule=BEST_RULE, chosen=note)
 
 

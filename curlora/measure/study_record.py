@@ -28,6 +28,8 @@ Fields:
                    learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
                    learned_earlier   how many earlier tasks (all but the last) it learned by that test
                    forgetting_learned, bwt_learned   forgetting and BWT over those earlier tasks only, points
+                   learning_val, learning_test   learning on the validation half of each task's eval rows (seeded
+                                     by the task's name; it picks the best lr) and on the test half (reported)
     Group        one (method, lr): method, lr, setting, seeds, run_ids, each measure as a Summary over seeds,
                  constant_predictions (the union over seeds)
     Summary      mean, ci95 [lo, hi] | None (Student t over seeds; none from one seed), n, sd
@@ -53,7 +55,7 @@ from curlora.measure.describe import lr_text
 from curlora.measure.record import Row
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
-            "forgetting_learned", "bwt_learned")
+            "forgetting_learned", "bwt_learned", "learning_val", "learning_test")
 VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
 DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
 
@@ -171,6 +173,8 @@ class Point:
     learned_earlier: int | None = None  # earlier tasks (all but the last) learned by the per-run test
     forgetting_learned: float | None = None  # forgetting over those only, points
     bwt_learned: float | None = None
+    learning_val: float | None = None  # learning on the validation half of each task's eval rows (picks the lr)
+    learning_test: float | None = None  # ... and on the other half, the test rows (reported for the chosen lr)
     extra: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -208,6 +212,8 @@ class Group:
     probe_ppl_ratio: Summary = field(default_factory=Summary)
     forgetting_learned: Summary = field(default_factory=Summary)
     bwt_learned: Summary = field(default_factory=Summary)
+    learning_val: Summary = field(default_factory=Summary)
+    learning_test: Summary = field(default_factory=Summary)
     constant_predictions: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 

@@ -40,13 +40,14 @@ def best_table(rec: StudyRecord | dict) -> list[list]:
         def cell(name, digits=2):
             return interval_text(g.measure(name), digits, single="")
 
-        rows.append([described(label, g.setting), g.learning.n, cell("learning"), cell("forgetting"),
+        learning = cell("learning_test") if g.learning_test.mean is not None else cell("learning")
+        rows.append([described(label, g.setting), g.learning.n, learning, cell("forgetting"),
                      cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
                      ", ".join(g.constant_predictions) or "–", best.chosen])
     return rows
 
 
-HEADERS = ["method (setting)", "seeds", "learning (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
+HEADERS = ["method (setting)", "runs", "learning on test rows (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
            "self-ppl ratio", "probe-ppl ratio", "constant predictions", "chosen"]
 
 

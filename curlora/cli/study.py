@@ -72,7 +72,10 @@ def cmd_study(args) -> int:
     for label, best in rec.best.items():
         if best:
             g = rec.groups[best.key]
-            print(f"{label}: best lr {best.lr:g} — learning {g.learning.mean:.1f} pts, forgetting "
+            test = g.learning_test.mean
+            learning = f"learning {test:.1f} pts on test rows" if test is not None else \
+                f"learning {g.learning.mean:.1f} pts"
+            print(f"{label}: best lr {best.lr:g} ({best.chosen}) — {learning}, forgetting "
                   f"{g.forgetting.mean:.1f} pts, KL {g.kl_to_base.mean or 0:.4f} (n={g.learning.n})")
     for warning in rec.warnings:
         print(f"warning: {warning}")

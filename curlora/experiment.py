@@ -95,10 +95,6 @@ class MethodSettings:
                                             "task, one per task, never shrinking (a short list repeats its last "
                                             "value); default t/(n+1) at task t of n.")
     lr: float | None = _f(None, "Learning rate for this method only (default: training.lr).")
-    replay: float = _f(0.0, "Experience replay: this share of each later task's training examples is drawn, seeded, "
-                            "from the earlier tasks' training rows (0: none; likelihood or generate scoring).")
-    joint: bool = _f(False, "The multi-task upper bound: train each task together with every earlier task's "
-                            "training rows (cumulative joint training; likelihood or generate scoring).")
 
     @property
     def label(self) -> str:
@@ -199,19 +195,6 @@ class ExperimentConfig:
             one_of(f"methods[{i}].sampling", m.sampling, SAMPLING_RULES)
             if m.r < 1:
                 raise CurloraError(f"methods[{i}].r: must be at least 1, got {m.r}.")
-            if m.joint and m.replay:
-                raise CurloraError(f"methods[{i}]: joint already trains on every earlier row; drop replay from it.")
-            if m.replay or m.joint:
-                what = "replay" if m.replay else "joint"
-                if m.replay and not (isinstance(m.replay, (int, float)) and 0 < m.replay < 1):
-                    raise CurloraError(f"methods[{i}].replay: a share of each task's examples, above 0 and below 1 "
-                                       f"(e.g. 0.1); got {str(m.replay)[:40]}.")
-                if not method(m.kind).trains:
-                    raise CurloraError(f"methods[{i}].{what}: '{m.kind}' does not train, so there is nothing to "
-                                       f"add earlier rows to; drop {what} from it.")
-                if self.evaluation.scoring == "head":
-                    raise CurloraError(f"methods[{i}].{what}: earlier tasks' rows need their own task's head, which "
-                                       "head scoring trains one task at a time; use evaluation.scoring: likelihood.")
             if not METHOD_NAME.match(m.label):
                 raise CurloraError(f"methods[{i}].name: {m.label!r} names the method's adapter folder: use letters, "
                                    "digits, '_' and '-' only, starting with a letter or digit.")

@@ -13,17 +13,12 @@ def lr_text(lr: float) -> str:
 
 
 def setting_text(setting: dict | None) -> str:
-    """A method's setting as shown: 'lr 2e-2, r 8' (', replay 0.1' with replay); '' when nothing was set (the base
-    model, an older run)."""
+    """A method's setting as shown: 'lr 2e-2, r 8'; '' when nothing was set (the base model, an older run)."""
     parts = []
     if setting and setting.get("lr") is not None:
         parts.append(f"lr {lr_text(setting['lr'])}")
     if setting and setting.get("r") is not None:
         parts.append(f"r {setting['r']}")
-    if setting and setting.get("replay"):
-        parts.append(f"replay {setting['replay']:g}")
-    if setting and setting.get("joint"):
-        parts.append("joint")
     return ", ".join(parts)
 
 

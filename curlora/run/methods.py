@@ -132,10 +132,6 @@ class Method:
             out["lr"] = settings.lr or default_lr
         if self.ranked:
             out["r"] = settings.r
-        if getattr(settings, "replay", 0):
-            out["replay"] = settings.replay
-        if getattr(settings, "joint", False):
-            out["joint"] = True
         return out
 
 

@@ -38,7 +38,7 @@ from curlora.run.limits import check_positions
 from curlora.run.estimate import check_fits
 from curlora.run.methods import Context, method
 from curlora.run.store import DiskFull, Run, is_disk_full, register_executor, resumable
-from curlora.run.train import Diverged, joint_examples, new_head, replay_examples, train_task
+from curlora.run.train import Diverged, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
 
@@ -435,14 +435,8 @@ class Executor:
                 model.train()
 
         target, schedule = self.matched_target(m, i)
-        replay = None
-        if m.joint and i > 0:
-            replay = joint_examples(self.L.tokenizer, self.L.tasks[:i], tr.max_length)
-        elif m.replay and i > 0:
-            replay = replay_examples(self.L.tokenizer, self.L.tasks[:i], len(task.train), m.replay, tr.seed + i,
-                                     tr.max_length)
         result = train_task(model, self.L.tokenizer, task, schedule, lr=m.lr or tr.lr, head=head, on_step=on_step,
-                            should_stop=self.should_stop, stop_at_loss=target, replay=replay)
+                            should_stop=self.should_stop, stop_at_loss=target)
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)

@@ -49,28 +49,6 @@ def training_examples(tokenizer, task, max_length: int, head_mode: bool) -> list
     return [enc.training_example(task.prompt(t, p), words[y]) for t, p, y in zip(texts, pairs, labels)]
 
 
-def replay_examples(tokenizer, earlier: list, current: int, share: float, seed: int,
-                    max_length: int) -> list[tuple[list[int], object]]:
-    """Experience replay: training examples drawn from the `earlier` tasks' training rows (pooled, seeded,
-    without replacement while the pool lasts), as many as make them `share` of the task's `current` examples once
-    added; the shuffled loader then gives each batch that share on average."""
-    import random
-
-    if not earlier or not 0 < share < 1:
-        return []
-    pool = [ex for task in earlier for ex in training_examples(tokenizer, task, max_length, head_mode=False)]
-    want = round(current * share / (1 - share))
-    rng = random.Random(seed)
-    picked = rng.sample(pool, min(want, len(pool)))
-    return picked + [rng.choice(pool) for _ in range(want - len(picked))]
-
-
-def joint_examples(tokenizer, earlier: list, max_length: int) -> list[tuple[list[int], object]]:
-    """Every training example of the `earlier` tasks: trained beside the current task's, the multi-task upper
-    bound over the tasks seen so far."""
-    return [ex for task in earlier for ex in training_examples(tokenizer, task, max_length, head_mode=False)]
-
-
 def new_head(model, n_classes: int, seed: int) -> nn.Linear:
     """A per-task classification head on the last hidden state (the paper's scoring mode), seeded."""
     hidden = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else model.config.hidden_size
@@ -98,15 +76,13 @@ def _checkpointing(model: nn.Module, wanted: bool):
 
 def train_task(model: nn.Module, tokenizer, task, cfg: TrainingSettings, *, lr: float, head: nn.Module | None = None,
                on_step: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-               max_length: int | None = None, stop_at_loss: float | None = None,
-               replay: list | None = None) -> TrainResult:
+               max_length: int | None = None, stop_at_loss: float | None = None) -> TrainResult:
     """Train the trainable parameters of `model` (and `head`, if given: head scoring mode) on `task`.
 
     With `stop_at_loss`, training ends at the first step whose smoothed loss is at or below it (the
-    matched-loss comparison); the schedule still spans the full step budget, so the methods compared share it.
-    `replay`: examples of earlier tasks to train on beside this task's (`replay_examples`)."""
+    matched-loss comparison); the schedule still spans the full step budget, so the methods compared share it."""
     head_mode = head is not None
-    examples = training_examples(tokenizer, task, max_length or cfg.max_length, head_mode) + list(replay or [])
+    examples = training_examples(tokenizer, task, max_length or cfg.max_length, head_mode)
     pid = pad_id(tokenizer)
 
     def collate(batch):

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curlora.run.study import interval_text  # noqa: E402
+from curlora.measure.study_analysis import interval_text  # noqa: E402
 
 PRESET = REPO / "presets" / "experiments" / "demo-study.yaml"
 DOC = REPO / "docs" / "demo-study.md"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from curlora.measure import stats  # noqa: E402
-from curlora.run.study import interval_text, point_measures  # noqa: E402
+from curlora.measure.study_analysis import interval_text, point_measures  # noqa: E402
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
 

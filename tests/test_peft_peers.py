@@ -201,7 +201,7 @@ def test_the_train_form_lists_the_groups_and_lora_boxes_set_its_family():
     from curlora.ui.train_tab import GROUPED, METHODS, method_settings
 
     assert [k for _, k in METHODS] == ["curlora", "mica", "corda", "osf", "lora", "pissa", "dora", "base", "full",
-                                       "head-only"]
+                                       "head-only", "joint", "ewc"]
     assert GROUPED.startswith("forgetting-aware: CURLoRA, MiCA, CorDA (KPM), OSF · LoRA family: LoRA, PiSSA, DoRA")
     mica, osf, dora = method_settings({"methods": ["dora", "osf", "mica"], "lora.r": 16.0, "lora.dropout": 0.1,
                                        "methods.target_modules": "q_proj"})

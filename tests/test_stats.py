@@ -1,6 +1,7 @@
 """The statistics behind every interval and verdict, on cases with known answers."""
 
 import json
+import math
 
 import pytest
 
@@ -55,3 +56,63 @@ def test_a_run_stores_n_interval_and_bits_beside_every_accuracy(tmp_path):
                 assert sum(bits) / n == acc and (lo, hi) == pytest.approx(stats.wilson(sum(bits), n))
                 assert lo <= acc <= hi and 0 < rec["matrix_pred_share"][stage][j] <= 1
     assert m["learnability"][0]["tests"] and all("p_value" in t for t in m["learnability"][0]["tests"].values())
+
+
+def test_holm_on_a_hand_worked_family():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.04 becomes 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert stats.holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04], abs=1e-15)  # None is no test
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    # forgetting-study.md's section 1: 8 tests; its two headline p values do not survive the family
+    adjusted = stats.holm([0.024, 0.038, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert adjusted[:2] == pytest.approx([0.192, 0.266]) and min(adjusted) > 0.05
+
+
+def test_tost_on_constructed_equal_and_unequal_samples():
+    # two differences ±1: mean 0, se 1, df 1 (Cauchy): each one-sided p = 1/2 − atan(3)/π
+    assert stats.tost_paired([1.0, -1.0], 3.0) == pytest.approx(0.5 - math.atan(3) / math.pi, abs=1e-12)
+    assert stats.tost_paired([0.5, -0.5, 0.2, -0.2, 0.1], 3.0) < 1e-3  # equal within the margin: equivalent
+    assert stats.tost_paired([5.0, 6.0, 4.0, 5.5], 3.0) > 0.5  # 5 points apart: not equivalent within 3
+    assert stats.tost_paired([0.5, -0.5, 0.2, -0.2, 0.1], 0.1) > 0.05  # a tighter margin than the spread allows
+
+
+def test_a_difference_with_no_spread_is_no_test_never_p_zero():
+    t = stats.paired_t([2.0, 2.0, 2.0])
+    assert t["p_value"] is None and t["effect_size"] is None and t["mean"] == 2.0
+    assert stats.tost_paired([2.0, 2.0, 2.0], 3.0) is None and stats.seeds_needed(2.0, 0.0, 3.0) is None
+
+
+def test_the_power_estimate_gives_the_seeds_that_would_decide():
+    # effect size d = 1: a paired t-test at 0.05 needs 10 pairs for 80 % power (the textbook value)
+    assert stats.seeds_needed(1.0, 1.0, 0.01) == 10
+    n = stats.seeds_needed(1.0, 1.0, 0.01)
+    for k, decides in ((n, True), (n - 1, False)):
+        se = 1.0 / math.sqrt(k)
+        assert (1.0 / se >= stats.t_quantile(k - 1, 0.95) + stats.t_quantile(k - 1, 0.6)) is decides
+    assert stats.seeds_needed(0.0, 1.0, 3.0) == 3  # no difference, a wide margin: equivalence comes fast
+    assert stats.seeds_needed(0.0, 1.0, 0.001, most=50) is None  # nothing to find, no room for equivalence
+
+
+def test_isotonic_fits_non_monotone_points():
+    assert stats.isotonic([1, 3, 2, 4]) == [1, 2.5, 2.5, 4]  # the violators pooled to their mean
+    assert stats.isotonic([3, 1, 2]) == [2, 2, 2]
+    assert stats.isotonic([1, 3, 2], increasing=False) == [2, 2, 2]
+    assert stats.isotonic([3, 1], [3, 1]) == [2.5, 2.5]  # weighted by the seeds behind each mean
+    assert stats.isotonic([1, 2, 5]) == [1, 2, 5]  # monotone points are left as they are
+
+
+def test_the_bootstrap_is_seeded_and_brackets_its_statistic():
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    ci = stats.bootstrap([1.0, 2.0, 3.0, 4.0], mean)
+    assert ci == stats.bootstrap([1.0, 2.0, 3.0, 4.0], mean) and 1.0 <= ci[0] < 2.5 < ci[1] <= 4.0
+    assert stats.bootstrap([1.0], mean) is None
+
+
+def test_spearman_on_hand_worked_ranks():
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties take their average rank: x ranks 1, 2.5, 2.5, 4; y 1, 3, 2, 4 -> 4.5 / sqrt(4.5 * 5)
+    assert stats.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
+    assert stats.spearman([1, 1, 1], [1, 2, 3]) is None and stats.spearman([1, 2], [1, 2]) is None

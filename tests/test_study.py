@@ -1,5 +1,6 @@
 """Studies: a grid of runs over learning rates and seeds as one object (curlora/run/study.py), on a tiny model."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,6 +8,9 @@ import pytest
 from curlora.cli.main import main as cli
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.measure import study_analysis as A
+from curlora.measure import stats
+from curlora.measure.study_record import Group, Point, StudyRecord, StudySettings
 from curlora.run import study as S
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs
@@ -71,26 +75,113 @@ def test_frontier_best_and_matched_comparison_on_known_groups():
     def g(label, lr, learning, forgetting, kl):
         def s(x):
             return {"mean": x, "ci95": [x - 1, x + 1], "n": 3, "sd": 1.0}
-        return {"method": label, "lr": lr, "setting": {"lr": lr}, "learning": s(learning),
-                "forgetting": s(forgetting), "kl_to_base": s(kl), "seeds": [0, 1, 2], "run_ids": []}
+        return Group.of({"method": label, "lr": lr, "setting": {"lr": lr}, "learning": s(learning),
+                         "forgetting": s(forgetting), "kl_to_base": s(kl), "seeds": [0, 1, 2], "run_ids": []})
 
     groups = {"a@1e-3": g("a", 1e-3, 5, 1, 0.01), "a@1e-2": g("a", 1e-2, 10, 4, 0.05),
               "a@3e-2": g("a", 3e-2, 8, 6, 0.08),  # beaten by a@1e-2 on both: off the frontier
               "b@1e-3": g("b", 1e-3, 4, 0.5, 0.02), "b@1e-2": g("b", 1e-2, 12, 9, 0.2)}
-    assert S.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
-    assert S.best_of(groups, "a", 0.06)["key"] == "a@1e-2" and S.best_of(groups, "a", 0.02)["key"] == "a@1e-3"
-    assert "no learning rate is within" in S.best_of(groups, "b", 0.001)["chosen"]
-    fronts = {"a": S.frontier_of(groups, "a"), "b": S.frontier_of(groups, "b")}
-    c = S.compare(groups, fronts, [], "a", "b", None)
-    assert c["learning"] == 10  # the highest learning both reach
-    assert c["forgetting"]["a"]["mean"] == 4 and abs(c["forgetting"]["b"]["mean"] - 6.875) < 1e-9
-    assert c["intervals_overlap"] is False and "a forgets less" in c["sentence"]
-    groups["b@1e-2"]["forgetting"] = {"mean": 5, "ci95": [3, 7], "n": 3, "sd": 2}
-    c = S.compare(groups, fronts, [], "a", "b", None)
-    assert c["intervals_overlap"] is True and "neither method forgets measurably less" in c["sentence"]
+    assert A.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
+    assert A.best_of(groups, "a", 0.06).key == "a@1e-2" and A.best_of(groups, "a", 0.02).key == "a@1e-3"
+    assert "no learning rate is within" in A.best_of(groups, "b", 0.001).chosen
+    c = A.compare(groups, [], "a", "b", None)
+    # a's learning 5, 10, 8 over log lr fits monotone as 5, 9, 9; b's 4, 12: both reach 5..9, matched at its middle
+    assert c.learning == pytest.approx(7)
+    # each measure on its own fitted curve in lr: a at log lr −2.5, b at −3 + 3/8
+    assert c.forgetting["a"].mean == pytest.approx(2.5) and c.forgetting["b"].mean == pytest.approx(3.6875)
+    A.decide(c, groups, [])
+    assert c.verdict == "inconclusive" and "run at least two seeds" in c.sentence
     far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
-    c = S.compare(far, {"a": ["a@1"], "b": ["b@1"]}, [], "a", "b", None)
-    assert c["learning"] is None and "never reach the same learning" in c["sentence"]
+    c = A.compare(far, [], "a", "b", None)
+    assert c.learning is None and "never reach the same learning" in c.sentence
+
+
+def _points(label, forgetting_by_lr, noise, learned_earlier=1, learning=(5.0, 10.0)):
+    """Constructed points: two learning rates of `label`, seeds 0..len(noise)-1, forgetting + noise[seed]."""
+    return [Point(method=label, lr=lr, seed=seed, run_id=f"{label}-{lr}-{seed}", setting={"lr": lr},
+                  learning=learn, forgetting=f + noise[seed], kl_to_base=0.01, learned_earlier=learned_earlier,
+                  learned=["t1"] if learned_earlier else ["t2"], forgetting_learned=f + noise[seed])
+            for lr, learn, f in zip((1e-3, 1e-2), learning, forgetting_by_lr) for seed in range(len(noise))]
+
+
+SPREAD = [0.1, -0.1, 0.2, -0.2, 0.0]
+
+
+def _verdict(b_forgetting, b_noise, b_learned=1, margin=3.0, a_noise=SPREAD):
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=list(range(5)), margin=margin)
+    points = _points("a", (1.0, 2.0), a_noise) + _points("b", b_forgetting, b_noise, b_learned)
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    return rec, rec.comparison[0]
+
+
+def test_the_four_verdicts_on_constructed_studies():
+    rec, c = _verdict((8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1])  # b forgets about 7 points more
+    assert c.verdict == "less" and c.p_adjusted < 0.05 and c.p_adjusted == c.p  # a family of one test
+    assert c.learning == pytest.approx(7.5) and "Verdict: less — a forgets less than b" in c.sentence
+    assert c.difference.mean == pytest.approx(1.5 - 10.02) and c.difference.ci95[1] < 0  # bootstrap over seeds
+    rec, c = _verdict((1.0, 2.0), [0.2, -0.1, 0.1, -0.2, 0.0])  # the same within 3 points
+    assert c.verdict == "equivalent" and c.tost_p < 0.05 and c.p > 0.05 and c.margin == 3.0
+    rec, c = _verdict((1.0, 2.0), [0.2, -0.1, 0.1, -0.2, 0.0], margin=0.05)  # a margin tighter than the spread
+    assert c.verdict == "inconclusive" and c.seeds_needed and f"about {c.seeds_needed} seeds" in c.sentence
+    rec, c = _verdict((1.0, 2.0), [3.0, -4.0, 5.0, -2.0, 1.0])  # too noisy for either answer
+    assert c.verdict == "inconclusive" and c.p > 0.05 and c.tost_p > 0.05 and c.seeds_needed > 5
+    rec, c = _verdict((8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1], b_learned=0)  # b's runs learned no earlier task
+    assert c.verdict == "nothing learned" and "the runs of b (lr 1e-" in c.sentence
+    assert rec.warnings == []
+    rec, c = _verdict((3.0, 4.0), [0.0] * 5, a_noise=[0.0] * 5)  # b − a is 2 on every seed: never p = 0
+    assert c.p is None and c.tost_p is None and c.verdict == "inconclusive" and "no spread to test" in c.sentence
+
+
+def test_a_family_of_comparisons_is_holm_adjusted_and_a_late_learnable_task_is_warned():
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2], "c": [1e-3, 1e-2]}, seeds=list(range(5)))
+    points = (_points("a", (1.0, 2.0), SPREAD) + _points("b", (1.5, 2.8), [0.9, -0.6, 0.4, -0.9, 0.3])
+              + _points("c", (8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1]))
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    ps = [c.p for c in rec.comparison]
+    assert [c.p_adjusted for c in rec.comparison] == pytest.approx(stats.holm(ps))
+    assert all(c.family == A.FAMILY for c in rec.comparison) and all(c.p_adjusted >= c.p for c in rec.comparison)
+    late = [dataclasses.replace(p, learned=["t2"]) for p in points]
+    assert "Only the last task, t2, was learned" in A.analyse(settings, None, [], late, None,
+                                                                tasks=["t1", "t2"]).warnings[0]
+
+
+def test_the_matched_level_lies_inside_both_fitted_ranges_and_each_measure_is_fitted_monotone():
+    def g(label, lr, learning, forgetting):
+        return Group.of({"method": label, "lr": lr, "setting": {"lr": lr},
+                         "learning": {"mean": learning, "n": 3}, "forgetting": {"mean": forgetting, "n": 3}})
+
+    a = [g("a", 1e-3, 2, 4), g("a", 3e-3, 6, 2), g("a", 1e-2, 10, 6)]  # forgetting 4, 2, 6: not monotone
+    fit = A.Fit(a, "forgetting")
+    assert fit.y == [3, 3, 6]  # pooled to the monotone fit, not interpolated across the dip
+    groups = {f"{x.method}@{x.lr}": x for x in a + [g("b", 1e-3, 4, 1), g("b", 1e-2, 8, 5)]}
+    c = A.compare(groups, [], "a", "b", None)
+    assert c.learning == pytest.approx(6)  # the middle of 4..8, not a's noisy top edge at 10
+    assert c.forgetting["a"].mean == pytest.approx(3) and c.forgetting["b"].mean == pytest.approx(3)
+
+
+def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
+    from curlora.measure.study_record import StudyRecord
+
+    body = {"settings": {"lrs": {"lora": [0.001]}, "seeds": [0], "kl_budget": None, "best_rule": "r",
+                         "future_setting": 1},
+            "base": None, "plan": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "status": "completed",
+                                    "later_axis": [1, 0]}, {"method": "lora", "lr": 0.001, "seed": 1, "run_id": None,
+                                                       "status": "pending"}],
+            "points": [{"method": "lora", "lr": 0.001, "seed": 0, "run_id": "x", "setting": {"lr": 0.001},
+                        "learning": 2.0, "forgetting": 1.0, "replay": 0.1}],
+            "groups": {"lora@1e-3": {"method": "lora", "lr": 0.001, "learning": {"mean": 2.0, "ci95": None, "n": 1,
+                                                                                   "sd": None, "new": 3}}},
+            "frontier": {"lora": ["lora@1e-3"]}, "best": {"lora": None},
+            "comparison": [{"methods": ["lora", "x"], "verdict_later": "kept", "forgetting": {"lora": None}}],
+            "unknown_top": {"kept": True}}
+    rec = StudyRecord.of(body)
+    assert rec.point_run_ids() == ["x"] and rec.plan[0].extra == {"later_axis": [1, 0]}
+    assert rec.groups["lora@1e-3"].learning.mean == 2.0 and rec.points[0].key == "lora@1e-3"
+    out = rec.to_json()
+    assert out["unknown_top"] == {"kept": True} and out["settings"]["future_setting"] == 1
+    assert out["points"][0]["replay"] == 0.1 and out["groups"]["lora@1e-3"]["learning"]["new"] == 3
+    assert out["comparison"][0]["verdict_later"] == "kept" and out["plan"][0]["later_axis"] == [1, 0]
+    assert StudyRecord.of(out).to_json() == out
 
 
 def test_a_killed_study_resumes_where_it_stopped(cfg, tmp_path):
@@ -168,6 +259,9 @@ def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
     assert {r[0].split(" ")[0] for r in rows} == {"lora", "curlora"} and all("lr " in r[0] for r in rows)
     md = compare_tab.summary_md(body, study.status())
     assert "completed" in md and body["comparison"][0]["sentence"] in md
+    verdict = body["comparison"][0]["verdict"]
+    assert verdict in ("less", "more", "equivalent", "inconclusive", "nothing learned")
+    assert f"curlora vs lora: {verdict}**" in md or f"lora vs curlora: {verdict}**" in md
     assert compare_tab.parse_grids("lora=1e-3,2e-3; curlora=1e-2") == {"lora": [0.001, 0.002], "curlora": [0.01]}
     assert study_charts.frontier_figure({}).data == ()
 
@@ -206,3 +300,136 @@ def test_auto_picks_ray_only_where_there_is_something_to_spread_over(monkeypatch
     assert S.pick_executor("auto") == ("ray" if importlib.util.find_spec("ray") else "local")
     with pytest.raises(CurloraError, match="not one of auto, local, ray"):
         S._dispatch(None, None, None, None, "slurm")
+
+
+def test_a_studys_points_share_its_self_probe_reference(cfg, tmp_path, monkeypatch):
+    """One reference file per study, not one per point (16.7 MB each on GPT-2's vocabulary): a point reads the
+    study's, exports and deletes as any run, and samples its own again only if the study is gone."""
+    import torch
+    from safetensors.torch import load_file
+
+    from curlora.measure import probes
+    from curlora.run.export import export_file
+    from curlora.run.jobs import JobManager
+
+    root = tmp_path / "runs"
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    study = S.run_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0]), root)
+    first, second = study.point_run_ids()
+    shared = study.path / probes.REF_FILE
+    assert shared.is_file()
+    for rid in (first, second):
+        point = Run.open(rid, root)
+        stored = json.loads((point.path / probes.PROBE_FILE).read_text())
+        assert not (point.path / probes.REF_FILE).exists() and stored[probes.SHARED_REF] == study.id
+        assert probes.reference_path(point.path, stored) == shared
+        assert point.record().methods["lora"].kl_to_base[-1] is not None
+    assert S.read(study)["points"][0]["kl_to_base"] is not None
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr(probes, "sample_self_probe", never)
+    ids, ref, info = probes.load_or_sample(Run.open(first, root).path, None, None, 2, 8, 1.0, 0)
+    assert info["texts"] == 2 and ids.shape[0] == 2
+    assert all(torch.equal(ref[k], v) for k, v in load_file(str(shared)).items())
+
+    jobs = JobManager(root)
+    try:
+        assert export_file(jobs, first, "adapters.zip").endswith(".zip")
+        jobs.delete(first)
+        assert shared.is_file() and Run.open(second, root).record().methods["lora"].status == "completed"
+        jobs.delete(study.id)  # the study's folder, reference and all; its other run stays, complete
+        point = Run.open(second, root)
+        stored = json.loads((point.path / probes.PROBE_FILE).read_text())
+        assert probes.reference_path(point.path, stored) is None  # a resume would sample it again, same seed
+        assert point.record().methods["lora"].status == "completed"
+    finally:
+        jobs.shutdown()
+
+
+def test_task_order_is_an_axis_of_the_analysis():
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=[0, 1, 2],
+                             orders=[["t1", "t2"], ["t2", "t1"]])
+    points = []
+    for order in (0, 1):
+        for label, forgetting in (("a", (1.0, 2.0)), ("b", (8.0 + order, 12.0 + order))):
+            for p in _points(label, forgetting, [0.1, -0.1, 0.2], learned_earlier=1):
+                points.append(dataclasses.replace(p, order=order, run_id=f"{p.run_id}-o{order}",
+                                                  learned=["t2"] if label == "a" else ["t1"]))
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    assert rec.groups["a@1e-3"].learning.n == 6 and rec.groups["a@1e-3"].orders == [0, 0, 0, 1, 1, 1]
+    (c,) = rec.comparison
+    assert c.paired.n == 6 and c.paired.orders == [0, 1, 0, 1, 0, 1] and "6 runs (seed × task order)" in c.sentence
+    assert c.verdict == "less"
+    effect = {(o.method, o.order): o for o in rec.order_effect}
+    assert effect[("b", 1)].forgetting.mean - effect[("b", 0)].forgetting.mean == pytest.approx(1.0)
+    assert effect[("a", 1)].tasks == ["t2", "t1"]
+    # in order 1 (t2, t1) every run learned only t1, its last task; in order 0 a learned t2 and b t1
+    late = [dataclasses.replace(p, learned=[rec.order_of(p.order)[-1]]) for p in points]
+    (warning,) = A.analyse(settings, None, [], late, None, tasks=["t1", "t2"]).warnings[:1]
+    assert "in order 1 (t1, t2)" in warning
+
+
+def test_a_study_over_two_task_orders_runs_each_point_in_its_order(cfg, tmp_path):
+    root = tmp_path / "runs"
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    with pytest.raises(CurloraError, match="is not an order of this experiment's tasks"):
+        S.create(cfg, StudySettings(lrs={"lora": [0.01]}, orders=[["sent", "nope"]]), root)
+    with pytest.raises(CurloraError, match="permutations: give a whole number from 1 to 2"):
+        S.create(cfg, StudySettings(lrs={"lora": [0.01]}, permutations=3), root)
+    study = S.run_study(cfg, StudySettings(lrs={"lora": [0.01]}, seeds=[0], permutations=2), root)
+    rec = study.study_record()
+    assert rec.settings.orders == [["sent", "pair"], ["pair", "sent"]] and [e.order for e in rec.plan] == [0, 1]
+    assert all(e.status == "completed" for e in rec.plan) and len(rec.order_effect) == 2
+    for e in rec.plan:
+        m = Run.open(e.run_id, root).record()
+        order = rec.order_of(e.order)
+        assert m.tasks == order and [t.name for t in Run.open(e.run_id, root).config().tasks] == order
+        perm = [rec.tasks.index(t) for t in order]  # the shared base row, each task's cell in the run's order
+        assert m.base.accuracy == [rec.base.accuracy[i] for i in perm] and m.base.n == [rec.base.n[i] for i in perm]
+        assert m.majority == [Run.open(rec.plan[0].run_id, root).record().majority[rec.order_of(0).index(t)]
+                              for t in order]
+
+
+def test_the_study_says_which_drift_probe_tracked_forgetting():
+    points = [Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", forgetting=float(s), kl_to_base=0.01 * s + 0.001,
+                    self_ppl_ratio=1.0 + 0.1 * ((s * 7) % 5), probe_ppl_ratio=None) for s in range(10)]
+    tracks = {t.probe: t for t in A.probe_tracks(points)}
+    assert tracks["kl_to_base"].rho == pytest.approx(1.0) and tracks["kl_to_base"].tracks
+    assert tracks["kl_to_base"].n == 10 and tracks["kl_to_base"].ci95[0] > 0
+    assert not tracks["self_ppl_ratio"].tracks and tracks["self_ppl_ratio"].ci95[0] < 0 < tracks["self_ppl_ratio"].ci95[1]
+    assert tracks["probe_ppl_ratio"].rho is None and tracks["probe_ppl_ratio"].n == 0
+
+
+def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows():
+    from curlora.measure.record import MethodRecord, Row, RunMetrics
+
+    n = 8
+    val = sorted(A.validation_rows("t1", n))
+    assert len(val) == 4 and A.validation_rows("t1", n) == set(val)  # seeded by the task's name: always the same
+    right = [i in val for i in range(n)]  # right on exactly the validation rows of t1
+    bits = stats.to_bits(right)
+    none = stats.to_bits([False] * n)
+    base = Row(accuracy=[0.0, 0.0], n=[n, n], correct=[none, none])
+    rec = MethodRecord(matrix=[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]], matrix_n=[[n, n]] * 3,
+                       matrix_correct=[[none, none], [bits, none], [bits, stats.to_bits([True] * n)]],
+                       matrix_pred_share=[None] * 3, summary={"forgetting": 0.0, "bwt": 0.0, "acc": 0.5})
+    m = RunMetrics(tasks=["t1", "t2"], majority=[0.25, 0.25], base=base, methods={"a": rec})
+    p = A.point_measures(m, "a")
+    # t1: 100 % on its validation half, 0 % on its test half; t2: 100 % on both; each against the 25 % line
+    assert p["learning_val"] == pytest.approx(((1 - 0.25) + (1 - 0.25)) / 2 * 100)
+    assert p["learning_test"] == pytest.approx(((0 - 0.25) + (1 - 0.25)) / 2 * 100)
+
+    def g(lr, learning, val, test):
+        return Group.of({"method": "a", "lr": lr, "learning": {"mean": learning, "n": 2},
+                         "learning_val": {"mean": val, "n": 2}, "learning_test": {"mean": test, "n": 2}})
+
+    groups = {"a@1e-3": g(1e-3, 10, 4, 16), "a@1e-2": g(1e-2, 8, 6, 10)}  # all rows favour 1e-3, validation 1e-2
+    best = A.best_of(groups, "a", None)
+    assert best.key == "a@1e-2" and "on validation rows" in best.chosen and "validation rows" in best.rule
+    from curlora.ui import compare_tab
+    rec_ = StudyRecord(settings=StudySettings(lrs={"a": [1e-3, 1e-2]}), groups=groups, best={"a": best})
+    assert compare_tab.best_table(rec_)[0][2] == "10.00"  # the chosen lr's learning on the test rows
+    groups["a@1e-3"].learning_val.mean = None  # a study stored before per-row results: chosen on all rows
+    assert A.best_of(groups, "a", None).key == "a@1e-3" and "all eval rows" in A.best_of(groups, "a", None).chosen

@@ -7,8 +7,8 @@ from __future__ import annotations
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import events
-from curlora.run.study import (STUDY_FILE, StudySettings, parse_grid, parse_replays, parse_seeds, read, resume_study,
-                               run_study)
+from curlora.run.store import STUDY_FILE
+from curlora.run.study import StudySettings, parse_grid, parse_replays, parse_seeds, resume_study, run_study
 from curlora.run.trackers import check_installed
 
 
@@ -24,6 +24,10 @@ def register(sub) -> None:
                         "'<method>-replay<percent>' (e.g. 0.1,0.25)")
     p.add_argument("--kl-budget", type=float, default=None,
                    help="pick each method's best lr as the highest learning with mean KL to base within this")
+    p.add_argument("--margin", type=float, default=None,
+                   help="the equivalence margin of the verdict, in points of forgetting (default 3)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help="task orders as an axis: the experiment's order and K-1 seeded shuffles of it")
     p.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
                    help="local: runs one after another here; ray: spread over a Ray cluster (RAY_ADDRESS, else a "
                         "local instance; one GPU per run where there are GPUs); auto (default): ray when RAY_ADDRESS "
@@ -61,16 +65,29 @@ def cmd_study(args) -> int:
             settings.replays = parse_replays(args.replays)
         if args.kl_budget is not None:
             settings.kl_budget = args.kl_budget
+        if args.margin is not None:
+            settings.margin = args.margin
+        if args.permutations is not None:
+            settings.permutations, settings.orders = args.permutations, None
         check_installed(cfg.run.log_with)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
-    body = read(study)
+    rec = study.study_record()
     print(f"study {study.id}: {study.path / STUDY_FILE} ({study.status()['status']})")
-    for label, best in (body.get("best") or {}).items():
+    for label, best in rec.best.items():
         if best:
-            g = body["groups"][best["key"]]
-            print(f"{label}: best lr {best['lr']:g} — learning {g['learning']['mean']:.1f} pts, forgetting "
-                  f"{g['forgetting']['mean']:.1f} pts, KL {g['kl_to_base']['mean'] or 0:.4f} (n={g['learning']['n']})")
-    for c in body.get("comparison") or []:
-        print(c["sentence"])
+            g = rec.groups[best.key]
+            test = g.learning_test.mean
+            learning = f"learning {test:.1f} pts on test rows" if test is not None else \
+                f"learning {g.learning.mean:.1f} pts"
+            print(f"{label}: best lr {best.lr:g} ({best.chosen}) — {learning}, forgetting "
+                  f"{g.forgetting.mean:.1f} pts, KL {g.kl_to_base.mean or 0:.4f} (n={g.learning.n})")
+    for warning in rec.warnings:
+        print(f"warning: {warning}")
+    for o in rec.order_effect:
+        print(f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}): learning {o.learning.mean:.1f} pts, "
+              f"forgetting {o.forgetting.mean if o.forgetting.mean is not None else float('nan'):.1f} pts "
+              f"(n={o.learning.n})")
+    for c in rec.comparison:
+        print(f"{' vs '.join(c.methods)}: {c.verdict or 'not compared'}. {c.sentence}")
     return 0 if study.status()["status"] == "completed" else 1

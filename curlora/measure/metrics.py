@@ -63,6 +63,16 @@ def summarize(matrix: list[list[float | None]]) -> dict[str, float | None]:
     return out
 
 
+def earlier_tasks(matrix: list[list[float | None]], keep) -> dict[str, float | None]:
+    """BWT and forgetting (as `summarize` defines them) over only the earlier tasks whose column index is in
+    `keep` (those learned, curlora/measure/study_analysis.py), with their count `tasks`; None where none is kept."""
+    k = stage_count(matrix)
+    a, cols = matrix, [j for j in range(max(k - 1, 0)) if j in set(keep)]
+    return {"tasks": len(cols), "bwt": _mean([a[k][j] - a[j + 1][j] for j in cols]),
+            "forgetting": _mean([max(a[l][j] for l in range(1, k) if not _missing(a[l][j])) - a[k][j]
+                                 for j in cols])}
+
+
 def majority_share(label_ids: list[int]) -> float:
     """Accuracy of always predicting the most frequent class: the line a learned task must clear."""
     if not label_ids:

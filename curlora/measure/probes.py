@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import peft
@@ -63,6 +64,10 @@ from curlora.measure.record import RunMetrics
 
 PROBE_FILE = "self_probe.json"
 REF_FILE = "self_probe_ref.safetensors"
+# A study's points share the study's reference (16.7 MB on GPT-2's vocabulary, once per study instead of per point):
+# their self_probe.json names the sibling folder that holds it.
+SHARED_REF = "reference_in"
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FULL_VOCAB_MAX = 4096  # below this the full base distribution is stored: N·L·V floats stay small
 TOP_K = 64
 
@@ -191,12 +196,14 @@ def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
 
 def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: int, temperature: float,
                    seed: int, write: bool = True, should_stop=None) -> tuple[torch.Tensor, dict, dict]:
-    """(ids, reference, info): read from the run folder when a stage already sampled them (resume), else sample
-    from the (unadapted) `model` and store them there."""
-    if folder is not None and (folder / PROBE_FILE).is_file() and (folder / REF_FILE).is_file():
+    """(ids, reference, info): read from the run folder when a stage already sampled them (resume) — the reference
+    maybe from the study folder its self_probe.json names (`share_reference`) — else sample from the (unadapted)
+    `model` and store them there (also when a shared reference is gone: the same seed samples the same texts)."""
+    if folder is not None and (folder / PROBE_FILE).is_file():
         stored = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
-        ref = load_file(str(folder / REF_FILE))
-        return torch.tensor(stored["ids"], dtype=torch.long), ref, stored["info"]
+        path = reference_path(folder, stored)
+        if path is not None:
+            return torch.tensor(stored["ids"], dtype=torch.long), load_file(str(path)), stored["info"]
     ids = sample_self_probe(model, tokenizer, texts, tokens, temperature, seed, should_stop=should_stop)
     ref = reference(model, ids, should_stop=should_stop)
     info = {"texts": texts, "tokens": tokens, "temperature": temperature, "seed": seed, "file": PROBE_FILE,
@@ -206,6 +213,30 @@ def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: in
         (folder / PROBE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
         save_file({k: v.contiguous() for k, v in ref.items()}, str(folder / REF_FILE))
     return ids, ref, info
+
+
+def reference_path(folder: Path, stored: dict) -> Path | None:
+    """Where the reference of `folder`'s self-probe is: its own file, else the one in the sibling folder its
+    self_probe.json names (a plain folder name in the same store, never a path); None when neither exists."""
+    if (folder / REF_FILE).is_file():
+        return folder / REF_FILE
+    name = stored.get(SHARED_REF)
+    if isinstance(name, str) and _FOLDER_NAME.match(name) and ".." not in name:
+        shared = folder.parent / name / REF_FILE
+        if not (folder.parent / name).is_symlink() and shared.is_file():
+            return shared
+    return None
+
+
+def share_reference(source: Path, dest: Path) -> bool:
+    """Give run folder `dest` the self-probe of folder `source` (a study's), sharing its reference file rather
+    than copying it: dest's self_probe.json names source. False when source has no self-probe."""
+    if not ((source / PROBE_FILE).is_file() and (source / REF_FILE).is_file()):
+        return False
+    body = json.loads((source / PROBE_FILE).read_text(encoding="utf-8"))
+    body[SHARED_REF] = source.name
+    (dest / PROBE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    return True
 
 
 # -- weight drift ------------------------------------------------------------------------------------------

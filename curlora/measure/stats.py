@@ -9,6 +9,13 @@
   base model or the head-only control, far sharper than comparing two intervals.
 - `mean_ci(xs)`: mean and 95 % Student-t interval over seeds (n − 1 degrees of freedom; no interval from one seed).
 - `paired_t(diffs)`: two-sided paired t-test over seeds, with Cohen's d_z as effect size.
+- `holm(ps)`: Holm's step-down adjustment of a family of p values (controls the family-wise error rate).
+- `tost_paired(diffs, margin)`: two one-sided paired t-tests: is |mean difference| < margin (equivalence)?
+- `seeds_needed(mean, sd, margin)`: how many seeds a paired t-test (or TOST) would need at 80 % power, from the
+  observed spread: what would decide an inconclusive comparison.
+- `isotonic(ys, weights, increasing)`: the monotone least-squares fit (pool adjacent violators).
+- `bootstrap(values_by_unit, statistic, ...)`: a percentile interval from resampling whole units (seeds), seeded.
+- `spearman(xs, ys)`: Spearman's rank correlation (ties get their average rank).
 - Bit strings: a cell's per-row correctness stored compactly in metrics.json (`to_bits` / `from_bits`).
 
 Everything here is plain Python (no scipy): the t distribution through the regularised incomplete beta function.
@@ -133,17 +140,127 @@ def summary(xs: list[float | None]) -> dict:
 
 
 def paired_t(diffs: list[float]) -> dict:
-    """Two-sided paired t-test of mean(diffs) = 0: {"mean", "ci95", "n", "p_value", "effect_size" (Cohen's d_z)}."""
+    """Two-sided paired t-test of mean(diffs) = 0: {"mean", "ci95", "n", "p_value", "effect_size" (Cohen's d_z)}.
+    Differences with no spread (every seed the same) have nothing to test: p_value None, never 0."""
     s = summary(diffs)
     out = {**s, "p_value": None, "effect_size": None}
-    if s["n"] < 2:
-        return out
-    if s["sd"] == 0:
-        out.update(p_value=1.0 if s["mean"] == 0 else 0.0, effect_size=None)
+    if s["n"] < 2 or s["sd"] == 0:
         return out
     t = s["mean"] / (s["sd"] / math.sqrt(s["n"]))
     out.update(p_value=t_sf2(t, s["n"] - 1), effect_size=s["mean"] / s["sd"])
     return out
+
+
+def t_greater(t: float, df: int) -> float:
+    """One-sided p-value P(T ≥ t) of Student's t with df degrees of freedom."""
+    half = t_sf2(t, df) / 2
+    return half if t > 0 else 1 - half
+
+
+def holm(ps: list[float | None]) -> list[float | None]:
+    """Holm's adjusted p values of a family, in the order given (None entries are no test and stay None): the
+    k-th smallest of m is multiplied by m − k + 1, then made monotone and capped at 1."""
+    order = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    m, out, running = len(order), [None] * len(ps), 0.0
+    for k, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
+    return out
+
+
+def tost_paired(diffs: list[float], margin: float) -> float | None:
+    """p of the two one-sided tests that the mean paired difference lies within ±margin (equivalence when
+    < 0.05); None with fewer than 2 differences or none of them different (no spread to test)."""
+    s = summary(diffs)
+    if s["n"] < 2 or not s["sd"]:
+        return None
+    se = s["sd"] / math.sqrt(s["n"])
+    return max(t_greater((s["mean"] + margin) / se, s["n"] - 1),  # H0: mean ≤ −margin
+               t_greater((margin - s["mean"]) / se, s["n"] - 1))  # H0: mean ≥ +margin
+
+
+def seeds_needed(mean: float, sd: float, margin: float, power: float = 0.8, most: int = 1000) -> int | None:
+    """The fewest seeds (paired runs) at which, if the observed mean difference and spread held, a two-sided
+    paired t-test at 0.05 would find the difference, or TOST at 0.05 would find equivalence within ±margin,
+    with probability `power` (the noncentral t taken as shifted central t). None without spread or when neither
+    would decide below `most`."""
+    if not sd or not sd > 0:
+        return None
+    for n in range(2, most + 1):
+        df, se = n - 1, sd / math.sqrt(n)
+        beta_q = t_quantile(df, 2 * power - 1)  # one-sided `power` quantile of t
+        if abs(mean) / se >= t_quantile(df, 1 - ALPHA) + beta_q:
+            return n
+        if abs(mean) < margin and (margin - abs(mean)) / se >= t_quantile(df, 1 - 2 * ALPHA) + beta_q:
+            return n
+    return None
+
+
+def isotonic(ys: list[float], weights: list[float] | None = None, increasing: bool = True) -> list[float]:
+    """The weighted least-squares monotone fit of ys in the order given (pool adjacent violators)."""
+    if not increasing:
+        return [-v for v in isotonic([-y for y in ys], weights, True)]
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for y, w in zip(ys, weights or [1.0] * len(ys)):
+        blocks.append([y, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, w1, c1), (m2, w2, c2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2]
+    return [m for m, _, c in blocks for _ in range(c)]
+
+
+def bootstrap(units: list, statistic, draws: int = 2000, seed: int = 0, level: float = 0.95) -> list | None:
+    """Percentile interval of statistic(sample) over samples of `units` drawn with replacement (seeded, so a
+    study gives the same interval every time); draws where the statistic is None are left out. None with fewer
+    than 2 units or too few usable draws."""
+    return bootstrap_many(units, lambda sample: {"x": statistic(sample)}, draws, seed, level).get("x")
+
+
+def bootstrap_many(units: list, statistics, draws: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """`bootstrap` for several statistics from the same draws: statistics(sample) -> {name: value | None};
+    returns {name: [lo, hi] | None}."""
+    import random
+
+    if len(units) < 2:
+        return {}
+    rng, values = random.Random(seed), {}
+    for _ in range(draws):
+        for name, v in statistics([units[rng.randrange(len(units))] for _ in units]).items():
+            values.setdefault(name, [])
+            if v is not None:
+                values[name].append(v)
+    lo, hi = (1 - level) / 2, (1 + level) / 2
+    out = {}
+    for name, vs in values.items():
+        vs.sort()
+        out[name] = None if len(vs) < draws // 2 else [vs[int(lo * (len(vs) - 1))], vs[int(round(hi * (len(vs) - 1)))]]
+    return out
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation of paired values (Pearson's on their ranks, ties averaged); None with fewer
+    than 3 pairs or when either side has no spread."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if not sxx or not syy else sxy / math.sqrt(sxx * syy)
 
 
 def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from curlora.run import events as ev
+from curlora.run.store import Run, Study
 
 
 def _env(name: str, default: float) -> float:
@@ -110,10 +111,10 @@ def eval_seconds(events: list[dict]) -> float | None:
     return None if found is None else max(0.0, found)
 
 
-def unit_seconds(run, cfg, tasks, budget: Budget, study: bool = False) -> int:
+def unit_seconds(run, cfg, tasks, budget: Budget) -> int:
     """The duration to declare for the next unit of `run` (of a study: of its point in progress)."""
     history: list[dict] = []
-    if study:
+    if isinstance(run, Study):
         run, cfg, history = _study_point(run, cfg)
     unit = next_unit(cfg, run.metrics())
     if unit is None:
@@ -127,15 +128,10 @@ def unit_seconds(run, cfg, tasks, budget: Budget, study: bool = False) -> int:
 def _study_point(study, cfg):
     """(the study's point run in progress, its config, the events of its earlier points); the study itself while
     its base row is measured."""
-    from curlora.run import study as studies
-    from curlora.run.store import Run
-
     history, current = [], None
-    for entry in studies.read(study).get("plan") or []:
-        if not entry.get("run_id"):
-            continue
+    for run_id in study.point_run_ids():
         try:
-            point = Run.open(entry["run_id"], study.root)
+            point = Run.open(run_id, study.root)
         except Exception:  # a point deleted by hand: measure without it
             continue
         if point.status()["status"] == "running":

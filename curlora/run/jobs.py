@@ -38,6 +38,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.models.loading import hub_only
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
+from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)
 from curlora.run.hosting import Client, Policy, read_owner, write_owner
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
 
@@ -71,7 +72,6 @@ class Job:
     cfg: ExperimentConfig
     loaded: object = None  # what start() loaded; None for a resume or a job that waited (loaded when it starts)
     owner: str | None = None
-    study: bool = False  # the run folder is a study (curlora/run/study.py): its points run one after another
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/run/handoff.py)
@@ -126,7 +126,6 @@ class JobManager:
         each training unit passes the device gate like any run's. The same checks as `submit`, and the limits on
         its whole grid: runs per study, training tokens summed over them, and the store its runs will take (an
         estimate, checked against the owner's share and the store's room)."""
-        from curlora.run import study as studies
         from curlora.run.limits import study_points
 
         points = study_points(studies.plan_settings(cfg, settings))  # the grid's refusals first, then its size
@@ -137,7 +136,7 @@ class JobManager:
         if limits is not None:
             limits.check_study(cfg, points, rows=[len(t.train) for t in loaded.tasks])
             self._check_study_store(cfg, loaded, points, owner)
-        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner, study=True,
+        return self._queue_new(Job(studies.create(cfg, settings, self.root), cfg, loaded, owner=owner,
                                    client=client))
 
     def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None,
@@ -213,24 +212,15 @@ class JobManager:
         return job.run.id
 
     def resume(self, run_id: str, owner: str | None = None, client: Client | None = None) -> str:
-        """Queue an interrupted or cancelled run; it continues from its last finished stage."""
-        from curlora.run import study as studies
-
+        """Queue an interrupted or cancelled run (or study); it continues from its last finished stage."""
         self.open(run_id, owner, change=True)
         self._check_room(owner, client)
         with self._cv:
             if self._find(run_id) is not None:
                 raise CurloraError(f"Run {run_id} is already queued or running.")
-            run = Run.open(run_id, self.root)
-            if studies.is_study(run):
-                run.check_free()
-                if run.status()["status"] == "completed":
-                    raise CurloraError(f"Study {run_id} is already completed; start a new study to run it again.")
-                cfg = run.config()
-            else:
-                run, cfg = resumable(run_id, self.root)
+            run, cfg = resumable(run_id, self.root)
             run.clear_cancel()  # a Stop that came before this Resume is answered already
-            self._enqueue(Job(run, cfg, None, owner=owner, study=studies.is_study(run), client=client))
+            self._enqueue(Job(run, cfg, None, owner=owner, client=client))
         return run_id
 
     def _check_room(self, owner: str | None, client: Client | None = None) -> None:
@@ -475,7 +465,7 @@ class JobManager:
         queued = []
         for _, _, run in sorted(marked, key=lambda t: t[:2]):
             with contextlib.suppress(CurloraError):
-                _, cfg = resumable(run.id, self.root)
+                run, cfg = resumable(run.id, self.root)  # a Study comes back as a Study
                 with self._cv:
                     self._enqueue(Job(run, cfg, None, owner=read_owner(run.path)))
                 queued.append(run.id)
@@ -484,7 +474,7 @@ class JobManager:
     # -- the worker ----------------------------------------------------------------------------------------
     def _work(self) -> None:
         from curlora.errors import Cancelled
-        from curlora.run.runner import execute, load_everything
+        from curlora.run.runner import load_everything
         from curlora.run.store import RunBusy
 
         while True:
@@ -506,12 +496,7 @@ class JobManager:
                 with hub_only(self.policy.hosted):
                     loaded, job.loaded = job.loaded or load_everything(job.cfg, should_stop=job.stop.is_set), None
                 device_call = self._device_call(job, loaded)
-                if job.study:
-                    from curlora.run import study as studies
-
-                    studies.execute(job.run, loaded, should_stop=job.stop.is_set, device_call=device_call)
-                else:
-                    execute(job.run, job.cfg, loaded, should_stop=job.stop.is_set, device_call=device_call)
+                job.run.execute(loaded, should_stop=job.stop.is_set, device_call=device_call)
                 if job.paused:  # ended like a cancelled run; say why, and that its owner's page continues it
                     job.run.set_status("interrupted", PAUSED.format(wait=self.handoff.wait), paused=True)
                 elif job.yielded and not job.stop.is_set():
@@ -571,7 +556,7 @@ class JobManager:
             return
         limits = self.policy.limits
         mine, total = getattr(limits, "store_mb_per_visitor", None), getattr(limits, "store_mb_total", None)
-        what = f"{'study' if job.study else 'run'} {job.run.id}"
+        what = f"{job.run.kind} {job.run.id}"
         if mine is not None:
             used = self.stored_bytes(job.owner)
             if job.client is not None:
@@ -590,7 +575,7 @@ class JobManager:
     def _device_inner(self, job: Job, loaded):
         """Under the gate here, or (ZeroGPU) handed to its owner's request with a duration measured from the run
         (curlora/run/gpu_budget.py)."""
-        what = f"a training stage of {'study' if job.study else 'run'} {job.run.id}"
+        what = f"a training stage of {job.run.kind} {job.run.id}"
         if self.handoff is None:
             return self.gate.caller(what)
         from curlora.run.gpu_budget import Budget, unit_seconds
@@ -598,7 +583,7 @@ class JobManager:
         budget = Budget.from_env()
 
         def call(fn):
-            seconds = unit_seconds(job.run, job.cfg, loaded.tasks, budget, study=job.study)
+            seconds = unit_seconds(job.run, job.cfg, loaded.tasks, budget)
             try:
                 return self.handoff.call(job.run.id, job.owner, what, seconds, fn, should_stop=job.stop.is_set)
             except Unattended:

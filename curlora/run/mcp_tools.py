@@ -21,12 +21,11 @@ import json
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.record import RunMetrics
-from curlora.run import study as studies
 from curlora.run.chat import Chat, check_prompt
 from curlora.run.jobs import JobManager
 from curlora.run.methods import described
 from curlora.run.methods import method as registered
-from curlora.run.store import Run
+from curlora.run.store import Run, Study
 
 MAX_NEW_TOKENS = 256
 
@@ -75,7 +74,7 @@ class Tools:
                 cfg = run.config()
             except CurloraError:
                 continue  # a folder whose config cannot be read is no run to describe
-            out.append({"run_id": run.id, "kind": "study" if studies.is_study(run) else "run",
+            out.append({"run_id": run.id, "kind": "study" if isinstance(run, Study) else "run",
                         "status": self.jobs.status(run.id, owner)["status"], "name": cfg.run.name,
                         "base_model": cfg.model.name, "tasks": [t.name for t in cfg.tasks],
                         "methods": [m.label for m in cfg.methods]})
@@ -108,7 +107,7 @@ class Tools:
                 "weight_drift": [d.get("total") if isinstance(d, dict) else None for d in rec.drift],
                 "final_loss": {t.task: t.final_loss for t in rec.train}}
         return as_json({
-            "run_id": run.id, "kind": "study" if studies.is_study(run) else "run", "status": st["status"],
+            "run_id": run.id, "kind": "study" if isinstance(run, Study) else "run", "status": st["status"],
             "message": st.get("message", ""), "base_model": cfg.model.name, "tasks": m.tasks or [t.name for t in
                                                                                                 cfg.tasks],
             "scoring": m.scoring, "comparison": m.comparison,
@@ -154,21 +153,22 @@ class Tools:
             {run_id, study: null, note, methods: {label: {described, summary, final_accuracy}}}.
         """
         run = self._open(run_id, owner)
-        study = run if studies.is_study(run) else None
+        study = run if isinstance(run, Study) else None
         group = run.config().run.group
         if study is None and group:
             try:
                 study = self._open(group, owner)
             except CurloraError:
                 study = None
-            if study is not None and not studies.is_study(study):
+            if study is not None and not isinstance(study, Study):
                 study = None
         if study is not None:
-            body = studies.read(study)
+            rec = study.study_record()
             return as_json({"study_id": study.id, "status": self.jobs.status(study.id, owner)["status"],
-                            "settings": body.get("settings"), "groups": body.get("groups"),
-                            "frontier": body.get("frontier"), "best": body.get("best"),
-                            "comparison": body.get("comparison")})
+                            "settings": {**rec.settings.to_dict(), **rec.notes},
+                            "groups": {k: g.to_json() for k, g in rec.groups.items()}, "frontier": rec.frontier,
+                            "best": {m: b.to_json() if b else None for m, b in rec.best.items()},
+                            "comparison": [c.to_json() for c in rec.comparison]})
         m = run.record()
         return as_json({
             "run_id": run.id, "study": None,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from curlora.errors import CurloraError, clip
+from curlora.measure.describe import described, lr_text, setting_text  # noqa: F401  (how settings are written)
 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
@@ -319,34 +320,6 @@ def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
     per_batch = training.batch_size - (replayed_rows(settings.replay, training.batch_size) if i else 0)
     per_epoch = math.ceil(math.ceil(sum(rows[j] for j in own) / per_batch) / training.grad_accum)
     return max(1, math.ceil(training.epochs * per_epoch))
-
-
-def lr_text(lr: float) -> str:
-    """A learning rate as people write it: 2e-2, 3.5e-4, 1e-1."""
-    mantissa, exponent = f"{lr:.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def setting_text(setting: dict | None) -> str:
-    """A method's setting as shown: 'lr 2e-2, r 8'; '' when nothing was set (the base model, an older run)."""
-    parts = []
-    if setting and setting.get("lr") is not None:
-        parts.append(f"lr {lr_text(setting['lr'])}")
-    if setting and setting.get("r") is not None:
-        parts.append(f"r {setting['r']}")
-    if setting and setting.get("ewc_lambda") is not None:
-        parts.append(f"λ {setting['ewc_lambda']:g}")
-    if setting and setting.get("replay"):
-        parts.append(f"replay {setting['replay']:g}")
-    return ", ".join(parts)
-
-
-def described(label: str, setting: dict | None) -> str:
-    """A method's label with its setting, as every heading, legend, table and export shows it:
-    'curlora (lr 2e-2, r 8)'; the bare label when nothing was set (the base model)."""
-    text = setting_text(setting)
-    return f"{label} ({text})" if text else label
 
 
 # The continual-learning baselines (joint, EWC), then PEFT's peers, register themselves after the methods above.

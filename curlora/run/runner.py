@@ -37,7 +37,7 @@ from curlora.run import events, trackers
 from curlora.run.limits import check_positions
 from curlora.run.estimate import check_fits
 from curlora.run.methods import Context, method, stage_steps
-from curlora.run.store import DiskFull, Run, is_disk_full, resumable
+from curlora.run.store import DiskFull, Run, is_disk_full, register_executor, resumable
 from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
@@ -547,6 +547,13 @@ def execute(run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, o
     return Executor(run, cfg, loaded, should_stop, on_event, base=base).execute(device_call)
 
 
+def _execute_entry(run: Run, loaded: Loaded, **kw) -> str:
+    return execute(run, run.config(), loaded, **kw)
+
+
+register_executor("run", _execute_entry)  # Run.execute: the store sits below the runner and does not import it
+
+
 def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=None, on_event=None) -> Run:
     run, loaded = start(cfg, root)
     execute(run, cfg, loaded, should_stop, on_event)
@@ -554,7 +561,8 @@ def run_experiment(cfg: ExperimentConfig, root: Path | None = None, should_stop=
 
 
 def resume(run_id: str, root: Path | None = None, should_stop=None, on_event=None) -> Run:
+    """Resume a run — or a study, when the id is one (its points go on where they stopped)."""
     run, cfg = resumable(run_id, root)
-    execute(run, cfg, load_everything(cfg), should_stop, on_event)
+    run.execute(load_everything(cfg), should_stop=should_stop, on_event=on_event)
     return run
 

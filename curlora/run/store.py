@@ -9,6 +9,11 @@
         lock                             flock'ed by the one process training the run (its pid and host, for display)
         adapters/<method>/stage-<k>/     PEFT layout, one per finished stage
         cancel                           present = please stop (written by whoever asks, read by the runner)
+        study.yaml, study.json           a study's folder (curlora/run/study.py): its settings and its record
+
+An entry is a Run, or a Study when its folder holds study.yaml: `Run.open` and `list_runs` give the entry's own
+kind, and each kind knows how to execute (`execute`) and whether it may resume (`check_resumable`). The code that
+executes each kind registers itself here (curlora/run/runner.py, curlora/run/study.py): the store sits below both.
 
 Run ids are generated here and validated on every use: they can never name a path outside the data dir, and a run
 folder that is a symbolic link is not a run. Several processes may share one data dir (the app, the CLI, a second
@@ -30,7 +35,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
@@ -46,6 +53,15 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 CREATE_TRIES = 5  # new ids drawn when a run folder of the same name already exists
 LOCK_TRIES = 25  # is_locked() holds a shared lock for microseconds: retry that long before calling the run busy
 LOCK_RETRY_S = 0.01
+STUDY_SETTINGS, STUDY_FILE = "study.yaml", "study.json"
+
+# kind -> execute(entry, loaded, should_stop, on_event, device_call) -> status, registered by the module that runs it
+_EXECUTORS: dict[str, Callable] = {}
+
+
+def register_executor(kind: str, execute: Callable) -> None:
+    """How entries of `kind` ("run", "study") execute: called once by the module that runs them."""
+    _EXECUTORS[kind] = execute
 
 
 class RunBusy(CurloraError):
@@ -155,7 +171,9 @@ class RunLock:
 
 
 class Run:
-    """One run folder. Create with `Run.create`, open with `Run.open`."""
+    """One run folder. Create with `Run.create`, open with `Run.open` (which gives a Study for a study's folder)."""
+
+    kind: ClassVar[str] = "run"
 
     def __init__(self, root: Path, run_id: str):
         self.id = check_run_id(run_id)
@@ -182,10 +200,42 @@ class Run:
 
     @classmethod
     def open(cls, run_id: str, root: Path | None = None) -> "Run":
-        run = cls((root or data_dir()).resolve(), run_id)
+        run = Run((root or data_dir()).resolve(), run_id)
         if run.path.is_symlink() or not (run.path / "config.yaml").is_file():
             raise CurloraError(f"No run {clip(run_id)} in {run.root}; `python -m curlora list` shows the runs there.")
-        return run
+        return run.entry()
+
+    def entry(self) -> "Run":
+        """This folder as the kind of entry it holds: a Study where study.yaml is, else a Run."""
+        kind = Study if (self.path / STUDY_SETTINGS).is_file() else Run
+        return self if type(self) is kind else kind(self.root, self.id)
+
+    # -- executing -----------------------------------------------------------------------------------------
+    def execute(self, loaded, should_stop=None, on_event=None, device_call=None) -> str:
+        """Run or resume this entry with what `loaded` holds (curlora/run/runner.py Loaded); returns its status.
+        device_call(fn) runs one unit of work (None: here)."""
+        try:
+            run = _EXECUTORS[self.kind]
+        except KeyError:
+            raise RuntimeError(f"no executor registered for a {self.kind}: import the module that runs it") from None
+        return run(self, loaded, should_stop=should_stop, on_event=on_event, device_call=device_call)
+
+    def check_resumable(self):
+        """(this run, its config as run) if it can be resumed (interrupted, cancelled, failed or damaged); else one
+        sentence why not. What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
+        self.check_free()  # RunBusy: another process trains it
+        status = self.status()
+        if status["status"] == "completed":
+            raise CurloraError(f"Run {self.id} is already completed; start a new run to train again.")
+        if status["status"] == "running":
+            raise CurloraError(f"Run {self.id} is still running (pid {status.get('pid')}); stop it before resuming.")
+        if status["status"] == "queued":
+            raise CurloraError(f"Run {self.id} is already queued (in another app process on this run store); it runs "
+                               "there when its turn comes.")
+        cfg = self.config()
+        with self.lock():
+            self.repair()
+        return self, cfg
 
     def remove(self) -> None:
         """Delete the run folder for good. A run folder that is itself a link is refused (that would delete what it
@@ -541,7 +591,7 @@ def list_runs(root: Path | None = None) -> list[Run]:
     for child in sorted(root.iterdir(), reverse=True):
         with contextlib.suppress(OSError, CurloraError):
             if not child.is_symlink() and child.is_dir() and (child / "config.yaml").is_file():
-                runs.append(Run(root, child.name))
+                runs.append(Run(root, child.name).entry())
     return runs
 
 
@@ -573,20 +623,34 @@ class EventCache:
             return events
 
 
+class Study(Run):
+    """A study's folder (curlora/run/study.py): the experiment in config.yaml, its grid in study.yaml, its record in
+    study.json, and one ordinary run per point elsewhere in the store. It executes its points one after another."""
+
+    kind: ClassVar[str] = "study"
+
+    def study_json(self) -> dict:
+        """study.json as stored; {} before it is written, and when it is damaged (a listing never breaks on it)."""
+        return self._read_json(STUDY_FILE)[0] or {}
+
+    def study_record(self):
+        """study.json as the typed record (curlora/measure/study_record.py); empty before it is written."""
+        from curlora.measure.study_record import StudyRecord
+
+        return StudyRecord.of(self.study_json())
+
+    def point_run_ids(self) -> list[str]:
+        """The ids of the runs of this study's points made so far, in plan order."""
+        return self.study_record().point_run_ids()
+
+    def check_resumable(self):
+        """(this study, its experiment) if it can go on; its points check their own resume when their turn comes."""
+        self.check_free()
+        if self.status()["status"] == "completed":
+            raise CurloraError(f"Study {self.id} is already completed; start a new study to run it again.")
+        return self, self.config()
+
+
 def resumable(run_id: str, root: Path | None = None) -> tuple[Run, ExperimentConfig]:
-    """The run and its config as run, if it can be resumed (interrupted, cancelled, failed or damaged); else why not.
-    What a crash or a full disk damaged is repaired here (Run.repair), under the run's lock."""
-    run = Run.open(run_id, root)
-    run.check_free()  # RunBusy: another process trains it
-    status = run.status()
-    if status["status"] == "completed":
-        raise CurloraError(f"Run {run_id} is already completed; start a new run to train again.")
-    if status["status"] == "running":
-        raise CurloraError(f"Run {run_id} is still running (pid {status.get('pid')}); stop it before resuming.")
-    if status["status"] == "queued":
-        raise CurloraError(f"Run {run_id} is already queued (in another app process on this run store); it runs "
-                           "there when its turn comes.")
-    cfg = run.config()
-    with run.lock():
-        run.repair()
-    return run, cfg
+    """The entry (a Run or a Study) and its config as run, if it can be resumed; else one sentence why not."""
+    return Run.open(run_id, root).check_resumable()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from curlora.errors import CurloraError, clip
 from curlora.run import events as ev
-from curlora.run.store import Run
+from curlora.run.store import Run, Study
 
 PROJECT = "curlora-studio"
 DIR_ENV = "CURLORA_TRACKING_DIR"
@@ -285,14 +285,11 @@ def replay(run: Run, cfg, names: list[str], logging_dir: Path | None = None) -> 
 def export_tensorboard(run: Run, dest: Path) -> list[Path]:
     """TensorBoard event files of a stored run (any version's) under dest/<run id>/ — of each run of a study under
     dest/<study id>/<run id>/. Returns the folders written."""
-    from curlora.run import study as studies
-
     check_installed(["tensorboard"])
     runs = [run]
     group = None
-    if studies.is_study(run):
-        ids = [e["run_id"] for e in studies.read(run).get("plan") or [] if e.get("run_id")]
-        runs, group = [Run.open(i, run.root) for i in ids], run.id
+    if isinstance(run, Study):
+        runs, group = [Run.open(i, run.root) for i in run.point_run_ids()], run.id
         if not runs:
             raise CurloraError(f"Study {run.id} has no runs yet; nothing to export.")
     written = []

@@ -9,8 +9,11 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
+from curlora.measure.study_analysis import BEST_RULE, interval_text
+from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
+from curlora.run.store import Study
 from curlora.ui import study_charts
 from curlora.ui.common import Engine, friendly, with_request
 from curlora.ui.train_tab import DEFAULT_METHODS
@@ -30,35 +33,52 @@ def parse_grids(text: str) -> dict[str, list[float]]:
     return studies.parse_grid([part.strip() for part in (text or "").split(";") if part.strip()])
 
 
-def best_table(body: dict) -> list[list]:
+def best_table(rec: StudyRecord | dict) -> list[list]:
     rows = []
-    for label, best in (body.get("best") or {}).items():
+    rec = StudyRecord.of(rec)
+    for label, best in rec.best.items():
         if not best:
             continue
-        g = body["groups"][best["key"]]
+        g = rec.groups[best.key]
 
         def cell(name, digits=2):
-            return studies.interval_text(g[name], digits, single="")
+            return interval_text(g.measure(name), digits, single="")
 
-        rows.append([described(label, g["setting"]), g["learning"]["n"], cell("learning"), cell("forgetting"),
+        learning = cell("learning_test") if g.learning_test.mean is not None else cell("learning")
+        rows.append([described(label, g.setting), g.learning.n, learning, cell("forgetting"),
                      cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
-                     ", ".join(g["constant_predictions"]) or "–", best["chosen"]])
+                     ", ".join(g.constant_predictions) or "–", best.chosen])
     return rows
 
 
-HEADERS = ["method (setting)", "seeds", "learning (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
+HEADERS = ["method (setting)", "runs", "learning on test rows (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
            "self-ppl ratio", "probe-ppl ratio", "constant predictions", "chosen"]
 
 
-def summary_md(body: dict, status: dict) -> str:
-    if not body:
+def summary_md(rec: StudyRecord | dict, status: dict) -> str:
+    rec = StudyRecord.of(rec)
+    if not rec:
         return EMPTY
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
-    for c in body.get("comparison") or []:
-        lines.append(c["sentence"])
+    lines += [f"⚠ {html.escape(w)}" for w in rec.warnings]
+    for c in rec.comparison:
+        lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'not compared')}** — "
+                     f"{c.sentence}")
+    if rec.order_effect:
+        lines.append("Task order: " + "; ".join(
+            f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
+            f"forgets {interval_text(o.forgetting, 1)} pts" for o in rec.order_effect) + ".")
+    tracked = [t for t in rec.probes if t.rho is not None]
+    if tracked:
+        lines.append("Drift probes against forgetting over the runs (Spearman ρ, 95 % bootstrap): " + "; ".join(
+            f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
+            + (" — tracked forgetting" if t.tracks else "") for t in tracked) + f" (n = {tracked[0].n} runs).")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
-                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds. The best setting "
-                 f"per method: {studies.BEST_RULE}.")
+                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
+                 "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"
+                 "adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the seeds that would "
+                 "decide it), nothing learned (the compared runs learned no earlier task). The best setting per "
+                 f"method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
 
@@ -73,6 +93,7 @@ def build(engine: Engine, train: dict) -> dict:
                            elem_id="study-grids")
         seeds = gr.Textbox("0,1", label="seeds", scale=1, elem_id="study-seeds")
         kl_budget = gr.Number(0, label="KL budget for 'best' (0: none)", minimum=0, scale=1)
+        margin = gr.Number(DEFAULT_MARGIN, label="equivalence margin (points of forgetting)", minimum=0, scale=1)
     with gr.Row():
         start = gr.Button("Start study", variant="primary", elem_id="study-start")
         stop = gr.Button("Stop study")
@@ -88,28 +109,29 @@ def build(engine: Engine, train: dict) -> dict:
     timer = gr.Timer(2.0, active=False)
 
     def mine(request) -> list[str]:
-        return [r.id for r in jobs.runs(engine.owner(request)) if studies.is_study(r)]
+        return [r.id for r in jobs.runs(engine.owner(request)) if isinstance(r, Study)]
 
     def draw(sid: str, request):
         run = jobs.open(sid, engine.owner(request))
-        body, status = studies.read(run), run.status()
-        points = [e["run_id"] for e in body.get("plan") or [] if e.get("run_id")]
+        rec, status = run.study_record(), run.status()
+        points = rec.point_run_ids()
         live = status.get("status") in ("running", "queued")
-        return (summary_md(body, status), study_charts.frontier_figure(body), best_table(body),
+        return (summary_md(rec, status), study_charts.frontier_figure(rec), best_table(rec),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
 
-    inputs = [grids, seeds, kl_budget, *train["form"]]
+    inputs = [grids, seeds, kl_budget, margin, *train["form"]]
 
     @with_request(len(inputs))
     @friendly
-    def submit(grid_text, seed_text, budget, *values, request: gr.Request):
+    def submit(grid_text, seed_text, budget, equivalence, *values, request: gr.Request):
         for what, text in (("learning-rate grids", grid_text), ("seeds", seed_text)):
             if len(text or "") > GRID_TEXT_MAX:  # the grid's own sentences quote what they refuse
                 raise CurloraError(f"The {what} are {len(text):,} characters long; the limit here is "
                                    f"{GRID_TEXT_MAX:,}, far beyond any study a server runs (see its limits).")
         cfg = train["make_config"](request, dict(zip(train["paths"], values)))
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
-                                         kl_budget=budget or None)
+                                         kl_budget=budget or None,
+                                         margin=DEFAULT_MARGIN if equivalence is None else equivalence)
         notices = []
         sid = jobs.submit_study(cfg, settings, engine.owner(request), notices, client=engine.client(request))
         for note in notices:

@@ -12,61 +12,61 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from curlora.measure.study_record import StudyRecord, Summary
 from curlora.run.methods import lr_text
 from curlora.ui.charts import EXTRA, KIND_COLOURS
 
 
-def _err(s: dict) -> tuple[float | None, float | None]:
-    if not s or s.get("mean") is None or not s.get("ci95"):
+def _err(s: Summary) -> tuple[float | None, float | None]:
+    if s.mean is None or not s.ci95:
         return None, None
-    return s["ci95"][1] - s["mean"], s["mean"] - s["ci95"][0]
+    return s.ci95[1] - s.mean, s.mean - s.ci95[0]
 
 
-def frontier_figure(body: dict) -> go.Figure:
+def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("Forgetting (Chaudhry, points) — lower is better",
                                         "KL to base on the model's own samples — lower is less drift"))
-    groups = body.get("groups") or {}
-    labels = list((body.get("settings") or {}).get("lrs") or {})
-    for i, label in enumerate(labels):
+    rec = StudyRecord.of(rec)
+    groups = rec.groups
+    for i, label in enumerate(rec.labels):
         colour = KIND_COLOURS.get(label) or EXTRA[i % len(EXTRA)]  # the colour the run charts give its kind
-        mine = sorted((g for g in groups.values() if g["method"] == label), key=lambda g: g["lr"])
-        pts = [p for p in body.get("points") or [] if p["method"] == label]
+        mine = sorted((g for g in groups.values() if g.method == label), key=lambda g: g.lr)
+        pts = [p for p in rec.points if p.method == label]
         for col, name in ((1, "forgetting"), (2, "kl_to_base")):
             if pts:
                 fig.add_trace(go.Scatter(
-                    x=[p["learning"] for p in pts], y=[p[name] for p in pts], mode="markers",
+                    x=[p.learning for p in pts], y=[getattr(p, name) for p in pts], mode="markers",
                     marker={"color": colour, "size": 5, "opacity": 0.3}, showlegend=False, hoverinfo="text",
                     uid=f"{label}:{name}:seeds",
-                    hovertext=[f"{label} lr {lr_text(p['lr'])} seed {p['seed']}<br>run {p['run_id']}" for p in pts]),
+                    hovertext=[f"{label} lr {lr_text(p.lr)} seed {p.seed}<br>run {p.run_id}" for p in pts]),
                     row=1, col=col)
-            good = [g for g in mine if g["learning"]["mean"] is not None and g[name]["mean"] is not None]
+            good = [g for g in mine if g.mean("learning") is not None and g.mean(name) is not None]
             if not good:
                 continue
-            ex = [_err(g["learning"]) for g in good]
-            ey = [_err(g[name]) for g in good]
+            ex = [_err(g.learning) for g in good]
+            ey = [_err(g.measure(name)) for g in good]
             fig.add_trace(go.Scatter(
-                x=[g["learning"]["mean"] for g in good], y=[g[name]["mean"] for g in good], mode="markers+text",
-                text=[lr_text(g["lr"]) for g in good], textposition="top center", textfont={"size": 10},
-                marker={"color": colour, "size": 10}, name=f"{label} (r {good[0]['setting'].get('r', '–')})",
+                x=[g.mean("learning") for g in good], y=[g.mean(name) for g in good], mode="markers+text",
+                text=[lr_text(g.lr) for g in good], textposition="top center", textfont={"size": 10},
+                marker={"color": colour, "size": 10}, name=f"{label} (r {good[0].setting.get('r', '–')})",
                 uid=f"{label}:{name}:groups",
                 legendgroup=label, showlegend=col == 1,
                 error_x={"type": "data", "array": [e[0] for e in ex], "arrayminus": [e[1] for e in ex],
                          "visible": True, "thickness": 1},
                 error_y={"type": "data", "array": [e[0] for e in ey], "arrayminus": [e[1] for e in ey],
                          "visible": True, "thickness": 1},
-                hovertemplate=[f"<b>{label} lr {lr_text(g['lr'])}</b><br>learning %{{x:.2f}} pts<br>{name} %{{y:.4g}}"
-                               f"<br>n = {g['learning']['n']} seeds<extra></extra>" for g in good]),
+                hovertemplate=[f"<b>{label} lr {lr_text(g.lr)}</b><br>learning %{{x:.2f}} pts<br>{name} %{{y:.4g}}"
+                               f"<br>n = {g.learning.n} seeds<extra></extra>" for g in good]),
                 row=1, col=col)
-            front = [groups[k] for k in (body.get("frontier") or {}).get(label, []) if k in groups]
-            front = [g for g in front if g[name]["mean"] is not None]
+            front = [groups[k] for k in rec.frontier.get(label, []) if k in groups]
+            front = [g for g in front if g.mean(name) is not None]
             if len(front) > 1:
-                fig.add_trace(go.Scatter(x=[g["learning"]["mean"] for g in front], y=[g[name]["mean"] for g in front],
+                fig.add_trace(go.Scatter(x=[g.mean("learning") for g in front], y=[g.mean(name) for g in front],
                                          mode="lines", line={"color": colour, "width": 2, "dash": "dot"},
                                          uid=f"{label}:{name}:frontier",
                                          showlegend=False, hoverinfo="skip", legendgroup=label), row=1, col=col)
-    done = sum(1 for e in body.get("plan") or [] if e.get("status") == "completed")
-    total = len(body.get("plan") or [])
+    done, total = rec.done, len(rec.plan)
     fig.update_xaxes(title_text="learning: points above the better of majority class and base", zeroline=True)
     fig.update_yaxes(title_text="forgetting (points)", row=1, col=1)
     fig.update_yaxes(title_text="KL(base ‖ model) per token", row=1, col=2)

@@ -250,3 +250,48 @@ def test_sigterm_with_a_queue_stops_cooperatively_and_the_next_start_queues_them
     finally:
         again.terminate()
     check_resumed(run, {"methods": {"curlora": {"matrix": run.metrics()["methods"]["curlora"]["matrix"][:2]}}})
+
+
+def test_sigterm_during_a_study_requeues_it_as_a_study_and_no_run_is_trained_twice(world, tmp_path):
+    """Before: `recover` queued a study as a plain run, and the worker trained the study's whole experiment as one
+    run inside the study folder, leaving its plan unfinished."""
+    from curlora.run import study as studies
+    from curlora.run.store import Study, list_runs
+
+    root = tmp_path / "runs"
+    cfg = ExperimentConfig.from_yaml(experiment(world, steps=60))
+    study = studies.create(cfg, studies.StudySettings(lrs={"curlora": [0.05], "lora": [0.001]}, seeds=[0]), root)
+    study.set_status("cancelled", "made by the test; the app resumes it")
+    app = AppProcess(root, tmp_path / "app1.log")
+    try:
+        app.client.predict(study.id, api_name="/resume")
+        first = wait_for(lambda: (studies.read(study)["plan"][0]["run_id"]), 240, "the study never began a run")
+        point = Run.open(first, root)
+        wait_for(lambda: any(e["kind"] == "step" and e["stage"] == 2 and e["step"] >= 3 for e in point.events()), 240,
+                 "the study's first run never reached its second task")
+        app.proc.send_signal(signal.SIGTERM)
+        assert app.proc.wait(60) == 0, app.log.read_text()[-3000:]
+    finally:
+        app.kill()
+    assert "SIGTERM: stopped; 1 run(s) will be queued again" in app.log.read_text()
+    status = study.status()
+    assert status["status"] == "interrupted" and status["requeue"], status
+    kept = point.metrics()["methods"]["curlora"]["matrix"][:2]
+    assert len(point.metrics()["methods"]["curlora"]["matrix"]) == 2  # its first task finished and kept
+    for run in (study, point):  # the rest quickly: new points read the study's config, the point its own
+        shorten(run)
+    again = AppProcess(root, tmp_path / "app2.log")
+    try:
+        wait_for(lambda: again.client.predict(study.id, api_name="/run_status")["status"] == "completed", 300,
+                 f"the re-queued study never finished:\n{again.log.read_text()[-3000:]}")
+    finally:
+        again.terminate()
+    body = studies.read(study)
+    assert isinstance(Run.open(study.id, root), Study)
+    assert [e["status"] for e in body["plan"]] == ["completed", "completed"] and len(body["points"]) == 2
+    assert body["plan"][0]["run_id"] == first  # the interrupted run went on; no second run for that point
+    assert not (study.path / "metrics.json").exists() and not (study.path / "adapters").exists()  # never a plain run
+    assert {r.id for r in list_runs(root)} == {study.id, *(e["run_id"] for e in body["plan"])}
+    stages = [(e["method"], e["stage"]) for e in point.events() if e["kind"] == "stage"]
+    assert stages == [("curlora", 1), ("curlora", 2)]  # task 1 trained and measured once, then task 2
+    assert point.metrics()["methods"]["curlora"]["matrix"][:2] == kept

@@ -1,0 +1,466 @@
+"""A study's analysis: from its finished runs to points, groups over seeds, each method's frontier, its best
+learning rate and the comparison at matched learning, with the sentence that says it. Pure: no file is read or
+written here (the running study, curlora/run/study.py, hands in the records and one function to read a run's
+metrics for the row test), so every number can be checked on constructed inputs.
+
+    point_measures(metrics, label)        one finished run's measures (Point fields), or None
+    groups_of(points)                     {key: Group}: each measure over seeds (Student t, curlora/measure/stats.py)
+    frontier_of(groups, label)            the groups no other group of that method beats on learning and forgetting
+    best_of(groups, label, kl_budget)     the best lr by BEST_RULE
+    compare(groups, points, a, b, metrics_of, margin)   a against b at matched learning: a Comparison
+    adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
+    probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
+    analyse(settings, base, plan, points, metrics_of, tasks)   all of it: a StudyRecord
+
+The statistics and what each assumes: docs/statistics.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+from curlora.measure import stats
+from curlora.measure.describe import described
+from curlora.measure.metrics import earlier_tasks
+from curlora.measure.record import Row, RunMetrics
+from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated,
+                                          OrderEffect, Paired, PlanEntry, Point, ProbeTrack, RowsTest, StudyRecord,
+                                          StudySettings, Summary, key)
+
+CONSTANT_SHARE = 0.95
+BEST_RULE = ("the highest mean learning on validation rows (a seeded half of each task's eval rows; the table "
+             "reports the other half, the test rows) among the learning rates whose mean KL to base is within "
+             "kl_budget; without a budget (or when none is within it), the highest such learning")
+INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-weighted) function of log10 lr, "
+                 "linear between the learning rates; the matched level is the middle of the learning both fits "
+                 "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
+                 "fixed, so their sampling noise is not in these intervals")
+FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
+BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
+LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
+
+
+# -- one run ----------------------------------------------------------------------------------------------------
+def point_measures(metrics: RunMetrics, label: str) -> dict | None:
+    """The measures of one finished run, as Point fields (None while it has not finished every task)."""
+    rec = metrics.methods.get(label)
+    base = metrics.base
+    n = len(metrics.tasks)
+    if rec is None or base is None or rec.stages_done < n:
+        return None
+    a = rec.matrix
+    lines = [max(x for x in (metrics.majority[j], base.accuracy[j]) if x is not None) for j in range(n)]
+    learning = sum(a[j + 1][j] - lines[j] for j in range(n)) / n
+    s = rec.summary or {}
+
+    def pts(x):
+        return None if x is None else 100 * x
+
+    def ratio(x, y):
+        return x / y if x is not None and y else None
+
+    shares = [(rec.matrix_pred_share[j + 1] or [None] * n)[j] if j + 1 < len(rec.matrix_pred_share) else None
+              for j in range(n)]
+    learned = [v["task"] for v in metrics.learnability if label in v.get("learned_by", [])]
+    earlier = earlier_tasks(a, [j for j, t in enumerate(metrics.tasks[:-1]) if t in learned])
+    return {
+        "learning": 100 * learning, "forgetting": pts(s.get("forgetting")), "bwt": pts(s.get("bwt")),
+        "acc": pts(s.get("acc")), "kl_to_base": rec.kl_to_base[-1] if rec.kl_to_base else None,
+        "self_ppl_ratio": ratio(rec.self_ppl[-1] if rec.self_ppl else None, base.self_ppl),
+        "probe_ppl_ratio": ratio(rec.ppl[-1] if rec.ppl else None, base.ppl),
+        "final_loss": [t.final_loss for t in rec.train],
+        "constant_predictions": [metrics.tasks[j] for j, sh in enumerate(shares) if sh is not None
+                                 and sh >= CONSTANT_SHARE],
+        "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
+        "bwt_learned": pts(earlier["bwt"]), **split_learning(metrics, rec, lines),
+    }
+
+
+def validation_rows(task: str, n: int) -> set[int]:
+    """The eval rows of `task` that choose learning rates: half of them, drawn with the task's name as the seed,
+    so every run and every task order splits a task the same way. The rest are its test rows."""
+    return set(random.Random(f"validation:{task}").sample(range(n), n // 2))
+
+
+def split_learning(metrics: RunMetrics, rec, lines: list[float]) -> dict:
+    """learning_val and learning_test (points): learning on each task's validation and test rows, from the per-row
+    results the run stored (each line: the majority share of all eval rows — the labels of a half are not stored —
+    or the base model on the same half). Both None for a run stored without per-row results."""
+    out = {"learning_val": 0.0, "learning_test": 0.0}
+    n = len(metrics.tasks)
+    for j, task in enumerate(metrics.tasks):
+        own, ref = rec.cell(j + 1, j)["correct"], metrics.base.cell(j)["correct"]
+        if not own or len(own) < 2:
+            return {"learning_val": None, "learning_test": None}
+        val = validation_rows(task, len(own))
+        for name, rows in (("learning_val", sorted(val)), ("learning_test", [i for i in range(len(own)) if i not in val])):
+            acc = sum(own[i] for i in rows) / len(rows)
+            base = sum(ref[i] for i in rows) / len(rows) if ref and len(ref) == len(own) else metrics.base.accuracy[j]
+            line = max(x for x in (metrics.majority[j], base) if x is not None) if base is not None else lines[j]
+            out[name] += 100 * (acc - line) / n
+    return out
+
+
+# -- over seeds -------------------------------------------------------------------------------------------------
+def groups_of(points: list[Point]) -> dict[str, Group]:
+    members: dict[str, list[Point]] = {}
+    for p in points:
+        members.setdefault(p.key, []).append(p)
+    out = {}
+    for k, ps in members.items():
+        out[k] = Group(method=ps[0].method, lr=ps[0].lr, setting=ps[0].setting, seeds=[p.seed for p in ps],
+                       run_ids=[p.run_id for p in ps], orders=[p.order for p in ps],
+                       constant_predictions=sorted({t for p in ps for t in p.constant_predictions}),
+                       **{name: Summary.of(stats.summary([getattr(p, name) for p in ps])) for name in MEASURES})
+    return out
+
+
+def frontier_of(groups: dict[str, Group], label: str) -> list[str]:
+    """The (method, lr) groups of `label` no other group of it beats on both learning and forgetting (means)."""
+    mine = {k: g for k, g in groups.items() if g.method == label and g.mean("learning") is not None
+            and g.mean("forgetting") is not None}
+
+    def beaten(g):
+        return any(h.mean("learning") >= g.mean("learning") and h.mean("forgetting") <= g.mean("forgetting")
+                   and (h.mean("learning") > g.mean("learning") or h.mean("forgetting") < g.mean("forgetting"))
+                   for h in mine.values() if h is not g)
+
+    front = [k for k, g in mine.items() if not beaten(g)]
+    return sorted(front, key=lambda k: mine[k].mean("learning"))
+
+
+def best_of(groups: dict[str, Group], label: str, kl_budget: float | None) -> Best | None:
+    mine = {k: g for k, g in groups.items() if g.method == label and g.mean("learning") is not None}
+    if not mine:
+        return None
+    # choose on the validation rows, so the test rows the table reports were not used to choose
+    by = "learning_val" if all(g.mean("learning_val") is not None for g in mine.values()) else "learning"
+    rows = "on validation rows" if by == "learning_val" else "on all eval rows (no per-row results stored)"
+    within = {k: g for k, g in mine.items() if kl_budget is not None and g.mean("kl_to_base") is not None
+              and g.mean("kl_to_base") <= kl_budget}
+    pool, note = (within, f"within the KL budget {kl_budget:g}: the highest learning {rows}") if within else (mine, (
+        f"no learning rate is within the KL budget {kl_budget:g}: the highest learning {rows}"
+        if kl_budget is not None else f"no KL budget set: the highest learning {rows}"))
+    k = max(pool, key=lambda k: pool[k].mean(by))
+    return Best(key=k, lr=pool[k].lr, rule=BEST_RULE, chosen=note)
+
+
+# -- at matched learning -----------------------------------------------------------------------------------------
+class Fit:
+    """One method's measures as monotone functions of log10 lr (isotonic over its groups' means, weighted by
+    their seeds; rising or falling as the least-squares slope says), linear between its learning rates."""
+
+    def __init__(self, groups: list[Group], name: str):
+        pts = sorted((math.log10(g.lr), g.mean(name), max(g.measure(name).n, 1)) for g in groups
+                     if g.mean(name) is not None)
+        self.x = [x for x, _, _ in pts]
+        ys, ws = [y for _, y, _ in pts], [w for _, _, w in pts]
+        rising = _slope(self.x, ys, ws) >= 0
+        self.y = stats.isotonic(ys, ws, increasing=rising) if pts else []
+
+    def __bool__(self) -> bool:
+        return bool(self.x)
+
+    def at(self, x: float) -> float | None:
+        if not self.x or x < self.x[0] - 1e-12 or x > self.x[-1] + 1e-12:
+            return None
+        for (x0, y0), (x1, y1) in itertools.pairwise(zip(self.x, self.y)):
+            if x0 - 1e-12 <= x <= x1 + 1e-12:
+                return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return self.y[0]
+
+    def where(self, level: float) -> float | None:
+        """The lowest log10 lr at which the fitted curve reaches `level` (None outside its range)."""
+        if not self.x or not min(self.y) - 1e-9 <= level <= max(self.y) + 1e-9:
+            return None
+        if len(self.x) == 1:
+            return self.x[0]
+        for (x0, y0), (x1, y1) in itertools.pairwise(zip(self.x, self.y)):
+            if min(y0, y1) - 1e-9 <= level <= max(y0, y1) + 1e-9:
+                return x0 if y1 == y0 else x0 + (x1 - x0) * (level - y0) / (y1 - y0)
+        return None
+
+
+def _slope(xs: list[float], ys: list[float], ws: list[float]) -> float:
+    total = sum(ws) or 1.0
+    mx, my = sum(w * x for x, w in zip(xs, ws)) / total, sum(w * y for y, w in zip(ys, ws)) / total
+    return sum(w * (x - mx) * (y - my) for x, y, w in zip(xs, ys, ws))
+
+
+def _resampled(points: list[Point], units: list[tuple]) -> dict[str, Group]:
+    """The groups' means again from the runs of the replicates (seed, task order) drawn (one drawn twice counts
+    twice); means only: the bootstrap needs no interval of its own draws."""
+    by_unit: dict[tuple, list[Point]] = {}
+    for p in points:
+        by_unit.setdefault(p.unit, []).append(p)
+    members: dict[str, list[Point]] = {}
+    for u in units:
+        for p in by_unit.get(u, []):
+            members.setdefault(p.key, []).append(p)
+    out = {}
+    for k, ps in members.items():
+        means = {}
+        for name in ("learning", *Comparison.FITTED):
+            vals = [getattr(p, name) for p in ps if getattr(p, name) is not None]
+            means[name] = Summary(mean=sum(vals) / len(vals) if vals else None, n=len(vals))
+        out[k] = Group(method=ps[0].method, lr=ps[0].lr, **means)
+    return out
+
+
+def _mine(groups: dict[str, Group], label: str) -> list[Group]:
+    return [g for g in groups.values() if g.method == label]
+
+
+def _nearest(groups: list[Group], level: float) -> str | None:
+    """The key of the group whose learning rate is nearest (in log lr) to where the fit reaches `level`."""
+    x = Fit(groups, "learning").where(level)
+    if x is None:
+        return None
+    g = min(groups, key=lambda g: abs(math.log10(g.lr) - x))
+    return key(g.method, g.lr)
+
+
+def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest | None:
+    """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the replicates both
+    groups ran (`by`: (group key, (seed, order)) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method
+    keep more rows right than the other?"""
+    if metrics_of is None:  # constructed inputs without runs behind them
+        return None
+    b = c = rows = 0
+    for seed in seeds:
+        pa, pb = by[(ka, seed)], by[(kb, seed)]
+        ma, mb = metrics_of(pa.run_id), metrics_of(pb.run_id)
+        ra, rb = ma.methods[pa.method], mb.methods[pb.method]
+        last = len(ra.matrix) - 1
+        for j in range(len(ma.tasks) - 1):
+            ca, cb = ra.cell(last, j)["correct"], rb.cell(last, j)["correct"]
+            if ca is None or cb is None or len(ca) != len(cb):
+                return None
+            db, dc = stats.discordant(ca, cb)
+            b, c, rows = b + db, c + dc, rows + len(ca)
+    if not rows:
+        return None
+    p = min(1.0, 2 * min(stats.mcnemar_greater(b, c), stats.mcnemar_greater(c, b)))
+    return RowsTest(rows=rows, only_first_right=b, only_second_right=c, p_value=p)
+
+
+def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit: str = "",
+                  single: str = " (one seed: no interval)") -> str:
+    """A summary as "mean [lo, hi]" (the study's sentences, the Compare tab, bench/demo_study_time.py);
+    `single` follows the mean when there is no interval."""
+    if isinstance(s, dict):
+        s = Summary.of(s)
+    if s is None or s.mean is None:
+        return "n/a"
+    ci = s.ci95
+    return f"{s.mean:.{digits}f}{unit}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else single)
+
+
+def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metrics_of,
+            margin: float = DEFAULT_MARGIN) -> Comparison:
+    """Does a forget less than b at matched learning? The measures at the level both methods' fitted learning
+    reaches (the middle of that range), with bootstrap intervals over seeds, a paired t-test and TOST over seeds at
+    the nearest learning rates, and the McNemar row test. p_adjusted and the verdict are set by `analyse` once the
+    whole family is known (`decide`)."""
+    out = Comparison(methods=[a, b], margin=margin, family=FAMILY)
+    ga, gb = _mine(groups, a), _mine(groups, b)
+    fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
+    if not fa or not fb:
+        out.sentence = f"No comparison of {a} and {b}: one of them has no finished learning rate yet."
+        return out
+    lo, hi = max(min(fa.y), min(fb.y)), min(max(fa.y), max(fb.y))
+    if lo > hi + 1e-12:
+        out.sentence = (f"{a} and {b} never reach the same learning: {a}'s fitted learning spans "
+                        f"{min(fa.y):.1f} to {max(fa.y):.1f} points, {b}'s {min(fb.y):.1f} to {max(fb.y):.1f}; "
+                        "widen a grid to compare them at matched learning.")
+        return out
+    level = (lo + hi) / 2
+    out.learning = level
+    units = sorted({p.unit for p in points if p.method in (a, b)})
+
+    def measures(gs: dict[str, Group]) -> dict:
+        """Each fitted measure of both methods at the level, and the forgetting difference a − b."""
+        vals = {}
+        for m in (a, b):
+            mine = _mine(gs, m)
+            x = Fit(mine, "learning").where(level)
+            for name in Comparison.FITTED:
+                vals[(m, name)] = None if x is None else Fit(mine, name).at(x)
+        fa_, fb_ = vals[(a, "forgetting")], vals[(b, "forgetting")]
+        vals["difference"] = None if fa_ is None or fb_ is None else fa_ - fb_
+        return vals
+
+    here = measures(groups)
+    cis = stats.bootstrap_many(units, lambda drawn: measures(_resampled(points, drawn)), draws=BOOTSTRAP_DRAWS) \
+        if points else {}
+    for name in Comparison.FITTED:
+        setattr(out, name, {m: None if here[(m, name)] is None else
+                            Interpolated(mean=here[(m, name)], ci95=cis.get((m, name))) for m in (a, b)})
+    if here["difference"] is not None:
+        out.difference = Interpolated(mean=here["difference"], ci95=cis.get("difference"))
+    ka, kb = _nearest(ga, level), _nearest(gb, level)
+    out.nearest = {a: ka, b: kb}
+    by = {(p.key, p.unit): p for p in points}
+    common = [u for u in sorted({u for (k, u) in by if k == ka} & {u for (k, u) in by if k == kb})
+              if by[(ka, u)].forgetting is not None and by[(kb, u)].forgetting is not None]
+    diffs = [by[(ka, u)].forgetting - by[(kb, u)].forgetting for u in common]
+    if diffs:
+        out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **stats.paired_t(diffs))
+        out.p, out.tost_p = out.paired.p_value, stats.tost_paired(diffs, margin)
+        if out.paired.sd:
+            out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin)
+    out.rows = rows_test(by, common, ka, kb, metrics_of)
+    fa_, fb_ = out.forgetting[a], out.forgetting[b]
+    out.intervals_overlap = stats.overlap(fa_ and fa_.ci95, fb_ and fb_.ci95)
+    return out
+
+
+def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> list[str]:
+    """The compared settings whose runs did not learn their earlier tasks by the per-run test (fewer than half of
+    their runs learned any); a setting stored before this test was kept is not judged."""
+    out = []
+    for m, k in c.nearest.items():
+        runs = [p for p in points if p.key == k]
+        if runs and all(p.learned_earlier is not None for p in runs) and \
+                sum(1 for p in runs if p.learned_earlier) < LEARNED_SHARE * len(runs):
+            out.append(described(m, groups[k].setting))
+    return out
+
+
+def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
+    """The verdict and the sentence, once p_adjusted is known (Holm over the family)."""
+    if c.learning is None:
+        return
+    a, b = c.methods
+    fa_, fb_ = c.forgetting[a], c.forgetting[b]
+    nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
+    head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, the "
+            f"middle of what both fits reach), {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
+            f"{interval_text(fb_, unit=' pts')} (monotone fits in lr; 95 % bootstrap over seeds; nearest settings "
+            f"{nearest}).")
+    la, lb = c.forgetting_learned.get(a), c.forgetting_learned.get(b)
+    if la is not None and lb is not None and la.mean is not None and lb.mean is not None:
+        head += (f" Over the earlier tasks each run learned only: {a} {la.mean:.2f} pts, {b} {lb.mean:.2f} pts.")
+    test = ""
+    pr = c.paired
+    over = f"{pr.n} seeds" if pr and len(set(pr.orders)) < 2 else f"{pr.n if pr else 0} runs (seed × task order)"
+    if pr and pr.n >= 2:
+        if c.p is None:
+            test = (f" Paired over {over}: the difference is {pr.mean:.2f} pts on every pair, so there is "
+                    "no spread to test.")
+        else:
+            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3f} "
+                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f}), d_z = {pr.effect_size:.2f}; "
+                    f"equivalence within ±{c.margin:g} pts (TOST) p = {c.tost_p:.3f}.")
+    if c.rows:
+        r = c.rows
+        test += (f" On the earlier tasks' final rows ({r.rows} paired rows, pooled over seeds: it takes rows as "
+                 f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
+                 f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
+    unlearned = _unlearned(groups, points, c)
+    if unlearned:
+        c.verdict = "nothing learned"
+        why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} learned none of the earlier tasks "
+               "by the per-run test, so their forgetting has nothing to measure.")
+    elif c.p_adjusted is not None and c.p_adjusted < stats.ALPHA:
+        less = pr.mean < 0
+        c.verdict = "less" if less else "more"
+        why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
+               f"(adjusted p = {c.p_adjusted:.3f}).")
+    elif c.tost_p is not None and c.tost_p < stats.ALPHA:
+        c.verdict = "equivalent"
+        why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
+               f"(TOST p = {c.tost_p:.3f}).")
+    else:
+        c.verdict = "inconclusive"
+        if pr is None or pr.n < 2:
+            need = "run at least two seeds per setting to test it"
+        elif c.p is None:
+            need = "the runs agree exactly, so no test can say more; vary the seeds or the rows"
+        elif c.seeds_needed:
+            need = (f"about {c.seeds_needed} seeds would decide it (80 % power, if the spread of these "
+                    f"{pr.n} holds)")
+        else:
+            need = "no feasible number of seeds would decide it at this spread"
+        why = (f" Verdict: inconclusive — neither a difference nor equivalence within ±{c.margin:g} points is "
+               f"shown; {need}.")
+    c.sentence = head + test + why
+
+
+def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
+    """Per task order: when the only task any of its runs learned is its last one."""
+    out = []
+    for i, tasks in enumerate(orders):
+        learned = {t for p in points if p.order == i for t in p.learned}
+        if len(tasks) > 1 and learned == {tasks[-1]}:
+            which = f" in order {i + 1} ({', '.join(tasks)})" if len(orders) > 1 else ""
+            out.append(f"Only the last task, {tasks[-1]}, was learned by any run{which}, so forgetting is measured "
+                       "on tasks nobody learned; put a learnable task earlier in the order.")
+    return out
+
+
+PROBES = ("kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+
+
+def probe_tracks(points: list[Point]) -> list[ProbeTrack]:
+    """For each drift probe: Spearman's ρ with forgetting over every run of the study, and a seeded bootstrap
+    interval over runs. A probe is worth watching in place of forgetting only where it tracks it."""
+    out = []
+    for probe in PROBES:
+        pairs = [(getattr(p, probe), p.forgetting) for p in points
+                 if getattr(p, probe) is not None and p.forgetting is not None]
+
+        def rho(sample):
+            return stats.spearman([x for x, _ in sample], [y for _, y in sample])
+
+        value = rho(pairs)
+        ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
+        out.append(ProbeTrack(probe=probe, rho=value, ci95=ci, n=len(pairs), tracks=bool(ci and ci[0] > 0)))
+    return out
+
+
+def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]) -> list[OrderEffect]:
+    """With several task orders: each method's learning and forgetting under each order, over all its runs."""
+    if len(orders) < 2:
+        return []
+    out = []
+    for label in labels:
+        for i, tasks in enumerate(orders):
+            mine = [p for p in points if p.method == label and p.order == i]
+            if mine:
+                out.append(OrderEffect(method=label, order=i, tasks=list(tasks),
+                                       learning=Summary.of(stats.summary([p.learning for p in mine])),
+                                       forgetting=Summary.of(stats.summary([p.forgetting for p in mine]))))
+    return out
+
+
+def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], points: list[Point],
+            metrics_of, tasks: list[str] | None = None) -> StudyRecord:
+    groups = groups_of(points)
+    labels = list(settings.lrs)
+    orders = settings.orders or [list(tasks or [])]
+    fronts = {label: frontier_of(groups, label) for label in labels}
+    best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
+    comparisons = [compare(groups, points, a, b, metrics_of, settings.margin)
+                   for a, b in itertools.combinations(labels, 2)]
+    adjust(comparisons)
+    for c in comparisons:
+        decide(c, groups, points)
+    return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
+                                                 "family": f"{FAMILY}: every comparison's paired test and row test, "
+                                                           "Holm-adjusted together"},
+                       base=base, plan=plan, points=points, groups=groups, frontier=fronts, best=best,
+                       comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
+                       order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
+
+
+def adjust(comparisons: list[Comparison]) -> None:
+    """Holm over the family: every comparison's paired test and row test together."""
+    ps = [c.p for c in comparisons] + [c.rows.p_value if c.rows else None for c in comparisons]
+    adjusted = stats.holm(ps)
+    for i, c in enumerate(comparisons):
+        c.p_adjusted = adjusted[i]
+        if c.rows:
+            c.rows.p_adjusted = adjusted[len(comparisons) + i]

@@ -1,0 +1,490 @@
+"""A study's results as one typed record: what study.json holds, documented once, read by attribute.
+
+    rec = StudyRecord.of(study.study_json())    # or Study.study_record(); a dict (as stored) or a record
+    rec.groups["lora@1e-3"].learning.mean       # a measure of one (method, lr) over its seeds
+    rec.point_run_ids()                         # the runs of the study's points made so far, in plan order
+    rec.to_json()                               # the stored form: the keys study.json has always had
+
+Fields:
+
+    StudyRecord  settings (StudySettings: lrs {method: [lr, ...]}, seeds, kl_budget, margin) with notes
+                 (best_rule, interpolation, family: how the analysis chose, fitted and adjusted), base (Row | None:
+                 the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
+                 {method: [keys]}, best {method: Best | None}, comparison [Comparison], tasks (in training order),
+                 warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
+                 each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs]
+    PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
+                 in the order the points run (seed-major)
+    Point        one finished run: method, lr, seed, run_id, setting, and the measures
+                   learning          mean over tasks of (accuracy right after training the task − the better of
+                                     the majority-class share and the base model), in points (×100)
+                   forgetting        Chaudhry et al. (2018), mean over earlier tasks, points
+                   bwt, acc          backward transfer and final average accuracy, points
+                   kl_to_base        mean per-token KL(base ‖ model) on the self-sampled texts after the last task
+                   self_ppl_ratio    self-probe perplexity after the last task / the base's (the model's domain)
+                   probe_ppl_ratio   perplexity on the probe text / the base's (maybe out of domain)
+                   final_loss        [per task] the last training loss
+                   constant_predictions  [tasks] where ≥ 95 % of eval rows got one class right after training it
+                   learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
+                   learned_earlier   how many earlier tasks (all but the last) it learned by that test
+                   forgetting_learned, bwt_learned   forgetting and BWT over those earlier tasks only, points
+                   learning_val, learning_test   learning on the validation half of each task's eval rows (seeded
+                                     by the task's name; it picks the best lr) and on the test half (reported)
+    Group        one (method, lr): method, lr, setting, seeds, run_ids, each measure as a Summary over seeds,
+                 constant_predictions (the union over seeds)
+    Summary      mean, ci95 [lo, hi] | None (Student t over seeds; none from one seed), n, sd
+    Best         key, lr, rule, chosen (why this one)
+    Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
+                 the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base and
+                 forgetting_learned {method: Interpolated | None} (each read off its own monotone fit in lr, with
+                 a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
+                 key}, paired (Paired | None: the runs paired by seed at the nearest settings), rows (RowsTest |
+                 None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
+                 p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
+
+Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from curlora.errors import CurloraError
+from curlora.measure.describe import lr_text
+from curlora.measure.record import Row
+
+MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
+            "forgetting_learned", "bwt_learned", "learning_val", "learning_test")
+VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
+DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
+
+
+def _known(cls, data: dict) -> tuple[dict, dict]:
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+def _plain(obj) -> dict:
+    """A flat record as stored: its fields, then the unknown keys it was read with."""
+    out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "extra"}
+    return {**obj.extra, **out}
+
+
+def key(label: str, lr: float) -> str:
+    """The key of one (method, lr) group: 'lora@1e-3'."""
+    return f"{label}@{lr_text(lr)}"
+
+
+@dataclass
+class StudySettings:
+    """The grid a user asks for (a `study:` section, the CLI's flags, the Compare tab)."""
+    lrs: dict[str, list[float]] = field(default_factory=dict)  # method label -> grid
+    seeds: list[int] = field(default_factory=lambda: [0])
+    kl_budget: float | None = None
+    margin: float = DEFAULT_MARGIN  # the equivalence margin of the verdict, in points of forgetting
+    orders: list[list[str]] | None = None  # task orders, each a list of the experiment's task names (None: its own)
+    permutations: int | None = None  # or this many orders: the experiment's own, then seeded shuffles of it
+    replays: list[float] = field(default_factory=list)  # replay shares: an axis (study_plan.with_replays)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> StudySettings:
+        data = dict(data or {})
+        unknown = set(data) - {"lrs", "seeds", "kl_budget", "margin", "orders", "permutations", "replays"}
+        if unknown:
+            raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
+                               "seeds, kl_budget, margin, orders, permutations and replays.")
+        orders = data.get("orders")
+        if orders is not None and not (isinstance(orders, list) and all(isinstance(o, list) for o in orders)):
+            raise CurloraError("study.orders: give a list of task orders, each a list of task names, e.g. "
+                               "[[mrpc, sst2], [sst2, mrpc]].")
+        lrs = {str(k): [float(x) for x in (v if isinstance(v, list) else [v])]
+               for k, v in (data.get("lrs") or {}).items()}
+        margin = data.get("margin")
+        replays = data.get("replays") or []
+        return cls(lrs=lrs, seeds=[int(s) for s in data.get("seeds", [0])], kl_budget=data.get("kl_budget"),
+                   margin=DEFAULT_MARGIN if margin is None else margin,
+                   orders=None if orders is None else [[str(t) for t in o] for o in orders],
+                   permutations=data.get("permutations"),
+                   replays=[float(x) for x in (replays if isinstance(replays, list) else [replays])])
+
+    def to_dict(self) -> dict:
+        return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "margin": self.margin,
+                "orders": self.orders, "permutations": self.permutations, "replays": self.replays}
+
+
+@dataclass
+class Summary:
+    mean: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    sd: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: Summary | dict | None) -> Summary:
+        if isinstance(data, Summary):
+            return data
+        known, extra = _known(cls, data or {})
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class PlanEntry:
+    method: str = ""
+    lr: float = 0.0
+    seed: int = 0
+    run_id: str | None = None
+    status: str = "pending"
+    order: int = 0  # index into settings.orders (0: the experiment's own order when there are none)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return key(self.method, self.lr)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PlanEntry:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Point:
+    method: str = ""
+    lr: float = 0.0
+    seed: int = 0
+    run_id: str = ""
+    setting: dict = field(default_factory=dict)
+    order: int = 0  # index into settings.orders
+    learning: float | None = None
+    forgetting: float | None = None
+    bwt: float | None = None
+    acc: float | None = None
+    kl_to_base: float | None = None
+    self_ppl_ratio: float | None = None
+    probe_ppl_ratio: float | None = None
+    final_loss: list = field(default_factory=list)
+    constant_predictions: list = field(default_factory=list)
+    learned: list = field(default_factory=list)
+    learned_earlier: int | None = None  # earlier tasks (all but the last) learned by the per-run test
+    forgetting_learned: float | None = None  # forgetting over those only, points
+    bwt_learned: float | None = None
+    learning_val: float | None = None  # learning on the validation half of each task's eval rows (picks the lr)
+    learning_test: float | None = None  # ... and on the other half, the test rows (reported for the chosen lr)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return key(self.method, self.lr)
+
+    @property
+    def unit(self) -> tuple[int, int]:
+        """The replicate this run is one of: (seed, task order). Runs pair, and the bootstrap draws, by it."""
+        return self.seed, self.order
+
+    @classmethod
+    def from_json(cls, data: dict) -> Point:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Group:
+    method: str = ""
+    lr: float = 0.0
+    setting: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)
+    run_ids: list = field(default_factory=list)
+    orders: list = field(default_factory=list)  # beside seeds: each run's task order
+    learning: Summary = field(default_factory=Summary)
+    forgetting: Summary = field(default_factory=Summary)
+    bwt: Summary = field(default_factory=Summary)
+    acc: Summary = field(default_factory=Summary)
+    kl_to_base: Summary = field(default_factory=Summary)
+    self_ppl_ratio: Summary = field(default_factory=Summary)
+    probe_ppl_ratio: Summary = field(default_factory=Summary)
+    forgetting_learned: Summary = field(default_factory=Summary)
+    bwt_learned: Summary = field(default_factory=Summary)
+    learning_val: Summary = field(default_factory=Summary)
+    learning_test: Summary = field(default_factory=Summary)
+    constant_predictions: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def measure(self, name: str) -> Summary:
+        """One of MEASURES as its Summary over seeds."""
+        if name not in MEASURES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def mean(self, name: str) -> float | None:
+        return self.measure(name).mean
+
+    @classmethod
+    def of(cls, data: Group | dict) -> Group:
+        if isinstance(data, Group):
+            return data
+        known, extra = _known(cls, data)
+        for name in MEASURES:
+            known[name] = Summary.of(known.get(name))
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        out = _plain(self)
+        for name in MEASURES:
+            out[name] = self.measure(name).to_json()
+        return out
+
+
+@dataclass
+class Best:
+    key: str = ""
+    lr: float = 0.0
+    rule: str = ""
+    chosen: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Best | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Interpolated:
+    """A measure along one method's frontier at the matched learning: mean and interval, between which groups."""
+    mean: float | None = None
+    ci95: list | None = None
+    between: list = field(default_factory=list)
+    weight: float = 0.0
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Interpolated | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Paired:
+    """A paired t-test over the seeds both nearest groups ran (curlora/measure/stats.py paired_t)."""
+    seeds: list = field(default_factory=list)
+    orders: list = field(default_factory=list)  # beside seeds: each pair's task order
+    mean: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    sd: float | None = None
+    p_value: float | None = None
+    effect_size: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Paired | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class RowsTest:
+    """Exact McNemar over the earlier tasks' final rows of the nearest groups, pooled over seeds."""
+    rows: int = 0
+    only_first_right: int = 0
+    only_second_right: int = 0
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> RowsTest | None:
+        if not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class Comparison:
+    methods: list = field(default_factory=list)
+    learning: float | None = None
+    forgetting: dict[str, Interpolated | None] = field(default_factory=dict)
+    kl_to_base: dict[str, Interpolated | None] = field(default_factory=dict)
+    nearest: dict[str, str] = field(default_factory=dict)
+    paired: Paired | None = None
+    rows: RowsTest | None = None
+    intervals_overlap: bool | None = None
+    verdict: str | None = None  # one of VERDICTS: does methods[0] forget less than methods[1]?
+    p: float | None = None  # the paired test's p (None: no test, or no spread to test)
+    p_adjusted: float | None = None  # Holm-adjusted within `family`; the verdict and the sentence read this one
+    tost_p: float | None = None  # equivalence within ±margin (two one-sided tests)
+    margin: float | None = None
+    seeds_needed: int | None = None  # inconclusive: the seeds a power estimate from the spread says would decide
+    family: str | None = None  # the named family of tests the adjustment runs over
+    difference: Interpolated | None = None  # forgetting methods[0] − methods[1] at the matched level
+    forgetting_learned: dict[str, Interpolated | None] = field(default_factory=dict)
+    sentence: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    FITTED = ("forgetting", "kl_to_base", "forgetting_learned")
+
+    @classmethod
+    def from_json(cls, data: dict) -> Comparison:
+        known, extra = _known(cls, data)
+        out = cls(**known, extra=extra)
+        for name in cls.FITTED:
+            setattr(out, name, {m: Interpolated.from_json(v) for m, v in (known.get(name) or {}).items()})
+        out.paired, out.rows = Paired.from_json(known.get("paired")), RowsTest.from_json(known.get("rows"))
+        out.difference = Interpolated.from_json(known.get("difference"))
+        return out
+
+    def to_json(self) -> dict:
+        out = _plain(self)
+        for name in self.FITTED:
+            out[name] = {m: v.to_json() if v else None for m, v in getattr(self, name).items()}
+        out["paired"] = self.paired.to_json() if self.paired else None
+        out["rows"] = self.rows.to_json() if self.rows else None
+        out["difference"] = self.difference.to_json() if self.difference else None
+        return out
+
+
+@dataclass
+class OrderEffect:
+    """One method under one task order, over its runs at every learning rate and seed: does the order matter?"""
+    method: str = ""
+    order: int = 0
+    tasks: list = field(default_factory=list)
+    learning: Summary = field(default_factory=Summary)
+    forgetting: Summary = field(default_factory=Summary)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: OrderEffect | dict) -> OrderEffect:
+        if isinstance(data, OrderEffect):
+            return data
+        known, extra = _known(cls, data)
+        known["learning"], known["forgetting"] = Summary.of(known.get("learning")), Summary.of(known.get("forgetting"))
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return {**_plain(self), "learning": self.learning.to_json(), "forgetting": self.forgetting.to_json()}
+
+
+@dataclass
+class ProbeTrack:
+    """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
+    interval over runs; `tracks` when the interval lies above 0."""
+    probe: str = ""
+    rho: float | None = None
+    ci95: list | None = None
+    n: int = 0
+    tracks: bool = False
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeTrack:
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class StudyRecord:
+    settings: StudySettings = field(default_factory=StudySettings)
+    notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
+    base: Row | None = None
+    plan: list[PlanEntry] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    groups: dict[str, Group] = field(default_factory=dict)
+    frontier: dict[str, list[str]] = field(default_factory=dict)
+    best: dict[str, Best | None] = field(default_factory=dict)
+    comparison: list[Comparison] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
+    warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
+    order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
+    probes: list[ProbeTrack] = field(default_factory=list)  # which drift probe tracked forgetting across the runs
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, data: StudyRecord | dict | None) -> StudyRecord:
+        return data if isinstance(data, StudyRecord) else cls.from_json(data or {})
+
+    @classmethod
+    def from_json(cls, data: dict) -> StudyRecord:
+        known, extra = _known(cls, data)
+        raw = dict(known.get("settings") or {})
+        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget", "margin", "orders", "permutations") if k in raw}
+        return cls(settings=StudySettings.from_dict(grid), notes=raw,
+                   base=Row.from_json(known["base"]) if known.get("base") else None,
+                   plan=[PlanEntry.from_json(e) for e in known.get("plan") or []],
+                   points=[Point.from_json(p) for p in known.get("points") or []],
+                   groups={k: Group.of(g) for k, g in (known.get("groups") or {}).items()},
+                   frontier={m: list(ks) for m, ks in (known.get("frontier") or {}).items()},
+                   best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
+                   comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
+                   tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
+                   order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
+                   probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []], extra=extra)
+
+    def to_json(self) -> dict:
+        return {**self.extra,
+                "settings": {**self.settings.to_dict(), **self.notes},
+                "base": dataclasses.asdict(self.base) if self.base is not None else None,
+                "plan": [e.to_json() for e in self.plan],
+                "points": [p.to_json() for p in self.points],
+                "groups": {k: g.to_json() for k, g in self.groups.items()},
+                "frontier": self.frontier,
+                "best": {m: b.to_json() if b else None for m, b in self.best.items()},
+                "comparison": [c.to_json() for c in self.comparison],
+                "tasks": self.tasks, "warnings": self.warnings,
+                "order_effect": [o.to_json() for o in self.order_effect],
+                "probes": [t.to_json() for t in self.probes]}
+
+    def order_of(self, index: int) -> list[str]:
+        """The task names of order `index`, in training order."""
+        orders = self.settings.orders
+        return list(orders[index]) if orders else list(self.tasks)
+
+    def point_run_ids(self) -> list[str]:
+        """The ids of the runs made for the study's points so far, in plan order."""
+        return [e.run_id for e in self.plan if e.run_id]
+
+    @property
+    def labels(self) -> list[str]:
+        """The study's methods, in the order of its grid."""
+        return list(self.settings.lrs)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for e in self.plan if e.status == "completed")
+
+    def __bool__(self) -> bool:
+        """Whether anything was recorded yet (a missing or damaged study.json reads empty)."""
+        return bool(self.plan or self.settings.lrs)

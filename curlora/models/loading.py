@@ -13,8 +13,6 @@ not touched at all under HF_HUB_OFFLINE, and memory is estimated from the config
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 
 import dataclasses
 import json
@@ -29,6 +27,7 @@ from torch import nn
 from curlora.errors import CurloraError, clip
 from curlora.models import gguf
 from curlora.models.build_lock import BUILD_LOCK
+from curlora.models.lookup import _HUB_ONLY, hub_only  # noqa: F401  (hub_only re-exported)
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
 
@@ -103,22 +102,6 @@ def _looks_like_path(choice: str) -> bool:
     """Hub ids are `name` or `owner/name`; anything else with a separator or a leading ./~ is a path."""
     return (choice.startswith((".", "/", "~", "\\")) or choice.endswith(("/", "\\")) or choice.count("/") > 1
             or "\\" in choice or bool(re.match(r"^[A-Za-z]:", choice)))
-
-
-# Hosted, a model name is never looked up as a path on the server: 'app.py' or 'runs' would otherwise answer "is a
-# file" / "has no config.json", an oracle for what the server holds. A context (not a global) so that a hosted
-# request and a local caller in the same process each get their own rule.
-_HUB_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("curlora_hub_only", default=False)
-
-
-@contextlib.contextmanager
-def hub_only(on: bool = True):
-    """Within this block (and the calls it makes), a model name is a bundled name or a hub id, never a folder."""
-    token = _HUB_ONLY.set(bool(on))
-    try:
-        yield
-    finally:
-        _HUB_ONLY.reset(token)
 
 
 def locate(choice: str, *, revision: str | None = None, weights: bool = False) -> tuple[str, Path]:

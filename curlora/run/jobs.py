@@ -35,7 +35,7 @@ from pathlib import Path
 
 from curlora.errors import Cancelled, CurloraError, clip
 from curlora.experiment import ExperimentConfig
-from curlora.models.loading import hub_only
+from curlora.models.lookup import hub_only
 from curlora.run.device_gate import DeviceGate
 from curlora.run.handoff import PAUSED, Handoff, Unattended
 from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)

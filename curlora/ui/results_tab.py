@@ -192,7 +192,7 @@ def build(engine: Engine) -> dict:
                     rid, method or "base", stage, task_file=None if as_text else path,
                     text_file=path if as_text else None, root=jobs.root, loaded_model=engine.chat.base(cfg),
                     limits=limits, should_stop=lambda: owner in stopping,
-                    on_progress=lambda done, total: progress(done / max(total, 1), desc=f"evaluating {what}")))
+                    on_progress=lambda done, total: progress(min(1.0, done / total) if total else 0.5, desc=f"evaluating {what}")))
         except Cancelled:
             yield f"Stopped: the evaluation of {what} was stopped before it finished; nothing was kept."
             return

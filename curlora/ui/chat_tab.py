@@ -165,7 +165,7 @@ def build(engine: Engine, gpu=None) -> dict:
         lora = gr.Chatbot(label="LoRA at stage k", height=360, elem_id="pane-lora")
         cur = gr.Chatbot(label="CURLoRA at stage k", height=360, elem_id="pane-curlora")
     prompt = gr.Textbox(label="Message (sent to all three)", lines=2, elem_id="chat-prompt",
-                        placeholder="And the LORD said unto Moses,")
+                        placeholder="What is the capital of France?  (a base model without a chat template completes the text)")
     with gr.Row():
         send_btn = gr.Button("Send to all three", variant="primary", elem_id="chat-send", scale=3)
         clear_btn = gr.Button("Clear", elem_id="chat-clear", scale=1)

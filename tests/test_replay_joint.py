@@ -244,7 +244,12 @@ def test_the_cost_estimate_counts_joints_steps_and_ewcs_fisher_pass(tmp_path):
     exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
     cfg = ExperimentConfig.from_dict(exp)
     est = estimate_config(cfg)
-    sent_rows = len(load_everything(cfg).tasks[0].train)
-    steps = [s.train_s / est.step_s[s.method] for s in est.stages]
+    from curlora.run.cost import batch_tokens
+
+    loaded = load_everything(cfg)
+    sent_rows = len(loaded.tasks[0].train)
+    per_batch = [sum(b) / len(b) for b in (batch_tokens(cfg, loaded, t) for t in loaded.tasks)]
+    # each task's step time is the calibrated one carried by its batches' padded tokens
+    steps = [s.train_s / (est.step_s[s.method] * per_batch[i % 2] / per_batch[0]) for i, s in enumerate(est.stages)]
     fisher = math.ceil(min(512, sent_rows) / cfg.training.batch_size)  # a forward and backward per batch
     assert steps == pytest.approx([6, 12, 6 + fisher, 6])  # joint: 6 per task so far; EWC: no Fisher after the last

@@ -115,9 +115,25 @@ def half_width(n: int, p: float = 0.5) -> float:
     return 100 * (hi - lo) / 2
 
 
+def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
+    """Padded tokens of each training batch of `task`, in the order train_task draws them (its seeded batches), so
+    a step's time can be carried from one task to another whose rows are longer or shorter."""
+    from curlora.run.train import LengthGroupedBatches, training_examples
+
+    tr = cfg.training
+    lengths = [len(e[0]) for e in training_examples(loaded.tokenizer, task, tr.max_length,
+                                                     cfg.evaluation.scoring == "head")]
+    if tr.group_by_length:
+        batches = list(LengthGroupedBatches(lengths, tr.batch_size, tr.seed))
+    else:
+        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(tr.seed)).tolist()
+        batches = [order[i:i + tr.batch_size] for i in range(0, len(order), tr.batch_size)]
+    return [max(lengths[i] for i in b) * len(b) for b in batches if b]
+
+
 def step_seconds(cfg: ExperimentConfig, loaded, m) -> float:
-    """Seconds per training step of method m on the first task, measured: CALIBRATION_STEPS steps, the first not
-    counted, then the base given back."""
+    """Seconds per padded token of a training step of method m, measured on the first task: CALIBRATION_STEPS
+    steps (the first not counted, nor its tokens), then the base given back."""
     from dataclasses import replace
 
     from curlora.run.train import new_head, train_task
@@ -137,16 +153,19 @@ def step_seconds(cfg: ExperimentConfig, loaded, m) -> float:
                    on_step=lambda e: times.append(e["elapsed"]))
     finally:
         attached.cleanup()
+    tokens = batch_tokens(cfg, loaded, loaded.tasks[0]) * CALIBRATION_STEPS  # epochs repeat the batches' sizes
     if len(times) < 2:
-        return times[0] if times else 0.0
-    return (times[-1] - times[0]) / (len(times) - 1)
+        return times[0] / max(tokens[0], 1) if times else 0.0
+    return (times[-1] - times[0]) / max(sum(tokens[1:len(times)]), 1)
 
 
 def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate:
     """The run's time from a calibration on `loaded` (curlora.run.runner.Loaded); nothing is written."""
     ev, tr = cfg.evaluation, cfg.training
     model, tok = loaded.model, loaded.tokenizer
-    step_s = {m.label: step_seconds(cfg, loaded, m) for m in cfg.methods}
+    token_s = {m.label: step_seconds(cfg, loaded, m) for m in cfg.methods}  # seconds per padded token
+    per_batch = [sum(b) / len(b) if b else 0.0 for b in (batch_tokens(cfg, loaded, t) for t in loaded.tasks)]
+    step_s = {label: rate * per_batch[0] for label, rate in token_s.items()}  # on the first task, as shown
 
     # scoring: seconds per row of each task, from its first CALIBRATION_ROWS rows
     scoring = "likelihood" if ev.scoring == "head" else ev.scoring  # a head scores like a forward; close enough
@@ -187,7 +206,8 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
             if kind.trains and ev.probe_every:
                 earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))
                 probes = (steps // ev.probe_every) * earlier
-            stages.append(StageCost(m.label, steps * step_s[m.label] + probes, stage_eval if kind.trains else 0.0))
+            step = token_s[m.label] * per_batch[i]  # this task's rows: longer or shorter than the first's
+            stages.append(StageCost(m.label, steps * step + probes, stage_eval if kind.trains else 0.0))
     precision = [f"{t.name} ±{half_width(n):.0f} points (n={n})" for t, n in zip(loaded.tasks, rows)]
     advice = [f"score fewer eval rows (evaluation.eval_rows; now {max(rows)} per task, {score_s:.0f} s a stage)",
               f"fewer perplexity-probe tokens (evaluation.ppl_max_tokens, ppl_stride = ppl_window; now {forwarded:,} "
@@ -195,7 +215,8 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
     if ev.self_probe:
         advice.append(f"fewer self-probe texts or tokens (now {ev.self_probe_texts} x {ev.self_probe_tokens})")
     advice.append("or train more steps per task (training.max_steps), which evaluation then weighs less against")
-    how = (f"{CALIBRATION_STEPS} training steps per method ({CALIBRATION_STEPS - 1} timed), {CALIBRATION_ROWS} "
+    how = (f"{CALIBRATION_STEPS} training steps per method on the first task ({CALIBRATION_STEPS - 1} timed, carried "
+           f"to each task by its batches' padded tokens), {CALIBRATION_ROWS} "
            "scoring rows per task, a two-window slice of the perplexity probe" +
            (", one self-probe decoding step" if ev.self_probe else ""))
     return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=stage_eval + sample_s, stages=stages,

@@ -243,10 +243,14 @@ def test_sigterm_with_a_queue_stops_cooperatively_and_the_next_start_queues_them
     shorten(run)
     again = AppProcess(root, tmp_path / "app2.log")
     try:
-        status = [again.client.predict(r, api_name="/run_status") for r in waiting]
-        assert [s.get("position") for s in status] == [1, 2, 3]  # behind `first`, in their old order
+        status = again.client.predict(waiting[-1], api_name="/run_status")
+        assert status["status"] == "queued"  # re-queued, not lost
         wait_for(lambda: all(again.client.predict(r, api_name="/run_status")["status"] == "completed"
                              for r in [first, *waiting]), 300, "the re-queued runs never finished")
+        # …and they ran behind `first`, in their old order (read from the runs' own logs: a queue position read
+        # while `first` finishes its 3 steps would race it)
+        ends = [max(e["t"] for e in Run.open(r, root).events() if e["kind"] == "run_end") for r in [first, *waiting]]
+        assert ends == sorted(ends)
     finally:
         again.terminate()
     check_resumed(run, {"methods": {"curlora": {"matrix": run.metrics()["methods"]["curlora"]["matrix"][:2]}}})

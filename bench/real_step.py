@@ -97,8 +97,6 @@ def padding(data) -> float:
 
 def measure(model, tok, n: int, repeats: int, with_limit: bool, with_lora: bool) -> dict:
     """Seconds per non-pad token of each variant, CURLoRA as the method."""
-    import torch
-
     from curlora.experiment import MethodSettings
     from curlora.run.methods import method
 
@@ -116,7 +114,6 @@ def measure(model, tok, n: int, repeats: int, with_limit: bool, with_lora: bool)
         fns = {}
         cur = method("curlora").attach(model, settings["curlora"], None)
         fns["curlora"] = stepper(cur.model, after_data, True)
-        curlora_times = {}
         if with_limit:  # the frozen body alone: gradients flow to the activations from the embedding output on
             emb = model.get_input_embeddings()
             hook = emb.register_forward_hook(lambda m, i, o: o.requires_grad_(True))
@@ -146,7 +143,6 @@ def measure(model, tok, n: int, repeats: int, with_limit: bool, with_lora: bool)
             out["lora_s_per_token"] = lt["lora"] / tokens(after_data)
             out["curlora_vs_lora"] = ct["curlora"] / lt["lora"]
     model.eval()
-    torch.set_grad_enabled(True)
     return out
 
 

@@ -53,3 +53,17 @@ def finished_run(folder, root):
     run = run_experiment(ExperimentConfig.from_dict(exp), root=root)
     assert run.status()["status"] == "completed"
     return exp, run
+
+
+def tiny_hosted(**model) -> dict:
+    """One bundled task on the bundled model, a few steps: what a visitor can run without any server path."""
+    return {
+        "model": {"name": "kjv-llama-5m", **model},
+        "tasks": [{"name": "testament", "train_file": "bundled:tasks/testament/train.csv",
+                   "eval_file": "bundled:tasks/testament/eval.csv", "max_train_rows": 16, "max_eval_rows": 8}],
+        "methods": [{"kind": "curlora", "r": 2}, {"kind": "lora", "r": 2}],
+        "training": {"max_steps": 2, "batch_size": 2, "max_length": 32, "lr": 0.01},
+        "evaluation": {"eval_rows": 4, "self_probe": False, "ppl_max_tokens": 128, "ppl_window": 64,
+                       "ppl_stride": 64},
+        "run": {"name": "visitor"},
+    }

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from curlora.errors import CurloraError
 from curlora.measure.describe import lr_text
@@ -69,6 +70,22 @@ def _plain(obj) -> dict:
     """A flat record as stored: its fields, then the unknown keys it was read with."""
     out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "extra"}
     return {**obj.extra, **out}
+
+
+class Flat:
+    """A flat record: its dataclass fields, plus the unknown keys it was read with (`extra`), kept on write."""
+
+    optional: ClassVar[bool] = False  # True: an empty or absent record reads as None
+
+    @classmethod
+    def from_json(cls, data: dict | None):
+        if cls.optional and not data:
+            return None
+        known, extra = _known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _plain(self)
 
 
 def key(label: str, lr: float) -> str:
@@ -133,7 +150,7 @@ class Summary:
 
 
 @dataclass
-class PlanEntry:
+class PlanEntry(Flat):
     method: str = ""
     lr: float = 0.0
     seed: int = 0
@@ -146,17 +163,9 @@ class PlanEntry:
     def key(self) -> str:
         return key(self.method, self.lr)
 
-    @classmethod
-    def from_json(cls, data: dict) -> PlanEntry:
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
-
 
 @dataclass
-class Point:
+class Point(Flat):
     method: str = ""
     lr: float = 0.0
     seed: int = 0
@@ -188,14 +197,6 @@ class Point:
     def unit(self) -> tuple[int, int]:
         """The replicate this run is one of: (seed, task order). Runs pair, and the bootstrap draws, by it."""
         return self.seed, self.order
-
-    @classmethod
-    def from_json(cls, data: dict) -> Point:
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
 
 
 @dataclass
@@ -246,47 +247,30 @@ class Group:
 
 
 @dataclass
-class Best:
+class Best(Flat):
+    optional = True  # an empty or absent record reads as None
     key: str = ""
     lr: float = 0.0
     rule: str = ""
     chosen: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_json(cls, data: dict | None) -> Best | None:
-        if not data:
-            return None
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
-
 
 @dataclass
-class Interpolated:
+class Interpolated(Flat):
     """A measure along one method's frontier at the matched learning: mean and interval, between which groups."""
+    optional = True  # an empty or absent record reads as None
     mean: float | None = None
     ci95: list | None = None
     between: list = field(default_factory=list)
     weight: float = 0.0
     extra: dict = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_json(cls, data: dict | None) -> Interpolated | None:
-        if not data:
-            return None
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
-
 
 @dataclass
-class Paired:
+class Paired(Flat):
     """A paired t-test over the seeds both nearest groups ran (curlora/measure/stats.py paired_t)."""
+    optional = True  # an empty or absent record reads as None
     seeds: list = field(default_factory=list)
     orders: list = field(default_factory=list)  # beside seeds: each pair's task order
     mean: float | None = None
@@ -297,36 +281,17 @@ class Paired:
     effect_size: float | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_json(cls, data: dict | None) -> Paired | None:
-        if not data:
-            return None
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
-
 
 @dataclass
-class RowsTest:
+class RowsTest(Flat):
     """Exact McNemar over the earlier tasks' final rows of the nearest groups, pooled over seeds."""
+    optional = True  # an empty or absent record reads as None
     rows: int = 0
     only_first_right: int = 0
     only_second_right: int = 0
     p_value: float | None = None
     p_adjusted: float | None = None
     extra: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_json(cls, data: dict | None) -> RowsTest | None:
-        if not data:
-            return None
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
 
 
 @dataclass
@@ -396,7 +361,7 @@ class OrderEffect:
 
 
 @dataclass
-class ProbeTrack:
+class ProbeTrack(Flat):
     """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
     interval over runs; `tracks` when the interval lies above 0."""
     probe: str = ""
@@ -405,14 +370,6 @@ class ProbeTrack:
     n: int = 0
     tracks: bool = False
     extra: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ProbeTrack:
-        known, extra = _known(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        return _plain(self)
 
 
 @dataclass

@@ -64,9 +64,14 @@ class GgufSource:
 
     @property
     def quality_note(self) -> str:
-        if self.quantization in ("F32", "ALL_F32"):
-            return f"{self.quantization}: the file's own float32 weights"
-        return f"{self.quantization}, dequantised: not the bf16 original"
+        return quality_note(self.quantization)
+
+
+def quality_note(quantization: str) -> str:
+    """What loading weights stored as `quantization` gives, as the Model tab and every stated figure say it."""
+    if quantization in ("F32", "ALL_F32"):
+        return f"{quantization}: the file's own float32 weights"
+    return f"{quantization}, dequantised: not the bf16 original"
 
 
 def is_gguf(choice: str) -> bool:

@@ -404,7 +404,7 @@ def describe_model(choice: str, *, dtype: str | torch.dtype | None = "auto", dev
         desc = ModelDescription(choice=choice, source=source, note="converted once into a safetensors folder "
                                 "in the model cache on first load (20–50 s on two cores)")
         _, quant = gguf.read_header(gguf_file)
-        desc.weights = gguf.GgufSource(gguf_file.name, "", 0, "", quant).quality_note
+        desc.weights = gguf.quality_note(quant)
         _describe_config(desc, gguf.gguf_config(gguf_file), torch_dtype, trust_remote_code)
         return desc
     try:

@@ -131,9 +131,9 @@ def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
     return [max(lengths[i] for i in b) * len(b) for b in batches if b]
 
 
-def step_seconds(cfg: ExperimentConfig, loaded, m) -> float:
-    """Seconds per padded token of a training step of method m, measured on the first task: CALIBRATION_STEPS
-    steps (the first not counted, nor its tokens), then the base given back."""
+def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
+    """Seconds per padded token of a training step of method m, measured on the first task (`first`: its
+    batch_tokens): CALIBRATION_STEPS steps (the first not counted, nor its tokens), then the base given back."""
     from dataclasses import replace
 
     from curlora.run.train import new_head, train_task
@@ -153,7 +153,7 @@ def step_seconds(cfg: ExperimentConfig, loaded, m) -> float:
                    on_step=lambda e: times.append(e["elapsed"]))
     finally:
         attached.cleanup()
-    tokens = batch_tokens(cfg, loaded, loaded.tasks[0]) * CALIBRATION_STEPS  # epochs repeat the batches' sizes
+    tokens = first * CALIBRATION_STEPS  # epochs repeat the batches' sizes
     if len(times) < 2:
         return times[0] / max(tokens[0], 1) if times else 0.0
     return (times[-1] - times[0]) / max(sum(tokens[1:len(times)]), 1)
@@ -163,8 +163,9 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
     """The run's time from a calibration on `loaded` (curlora.run.runner.Loaded); nothing is written."""
     ev, tr = cfg.evaluation, cfg.training
     model, tok = loaded.model, loaded.tokenizer
-    token_s = {m.label: step_seconds(cfg, loaded, m) for m in cfg.methods}  # seconds per padded token
-    per_batch = [sum(b) / len(b) if b else 0.0 for b in (batch_tokens(cfg, loaded, t) for t in loaded.tasks)]
+    sizes = [batch_tokens(cfg, loaded, t) for t in loaded.tasks]  # every task's rows encoded once
+    token_s = {m.label: step_seconds(cfg, loaded, m, sizes[0]) for m in cfg.methods}  # seconds per padded token
+    per_batch = [sum(b) / len(b) if b else 0.0 for b in sizes]
     step_s = {label: rate * per_batch[0] for label, rate in token_s.items()}  # on the first task, as shown
 
     # scoring: seconds per row of each task, from its first CALIBRATION_ROWS rows

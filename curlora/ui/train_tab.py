@@ -70,8 +70,6 @@ def _assign(obj, key: str, value) -> None:
 def form_values(cfg: ExperimentConfig, paths: list[str]) -> list:
     """The Train form's values for an experiment (the inverse of make_config, field by field): what loading a preset
     puts in each widget. A method column the experiment doesn't have keeps its widget's value (gr.skip)."""
-    import gradio as gr
-
     by_column = {(method(m.kind).column or m.kind): m for m in cfg.methods}
     out = []
     for path in paths:

@@ -18,6 +18,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.models.remote_code import allow_remote_code
 from curlora.run.hosting import ASSETS, Policy, owner_key, public_message, read_owner
 from curlora.run.jobs import JobManager
+from tiny_experiment import tiny_hosted
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -35,20 +36,6 @@ def payload_folder(folder: Path, marker: Path) -> Path:
         "from transformers import PretrainedConfig\n"
         "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
     return folder
-
-
-def tiny_hosted(**model) -> dict:
-    """One bundled task on the bundled model, a few steps: what a visitor can run without any server path."""
-    return {
-        "model": {"name": "kjv-llama-5m", **model},
-        "tasks": [{"name": "testament", "train_file": "bundled:tasks/testament/train.csv",
-                   "eval_file": "bundled:tasks/testament/eval.csv", "max_train_rows": 16, "max_eval_rows": 8}],
-        "methods": [{"kind": "curlora", "r": 2}, {"kind": "lora", "r": 2}],
-        "training": {"max_steps": 2, "batch_size": 2, "max_length": 32, "lr": 0.01},
-        "evaluation": {"eval_rows": 4, "self_probe": False, "ppl_max_tokens": 128, "ppl_window": 64,
-                       "ppl_stride": 64},
-        "run": {"name": "visitor"},
-    }
 
 
 @pytest.fixture

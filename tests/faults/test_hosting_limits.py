@@ -17,21 +17,7 @@ from curlora.run.hosting import ANONYMOUS, Client, Policy, client_of, owner_key
 from curlora.run.jobs import JobManager
 from curlora.run.limits import Limits
 from curlora.run.store import Run, list_runs
-from tiny_experiment import make_experiment
-
-
-def tiny_hosted() -> dict:
-    """The bundled model on a bundled task, a few steps: what a visitor can submit without any server path."""
-    return {
-        "model": {"name": "kjv-llama-5m"},
-        "tasks": [{"name": "testament", "train_file": "bundled:tasks/testament/train.csv",
-                   "eval_file": "bundled:tasks/testament/eval.csv", "max_train_rows": 16, "max_eval_rows": 8}],
-        "methods": [{"kind": "curlora", "r": 2}, {"kind": "lora", "r": 2}],
-        "training": {"max_steps": 2, "batch_size": 2, "max_length": 32, "lr": 0.01},
-        "evaluation": {"eval_rows": 4, "self_probe": False, "ppl_max_tokens": 128, "ppl_window": 64,
-                       "ppl_stride": 64},
-        "run": {"name": "visitor"},
-    }
+from tiny_experiment import make_experiment, tiny_hosted
 
 
 def alias_yaml(levels: int) -> str:

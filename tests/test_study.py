@@ -433,3 +433,27 @@ def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows(
     assert compare_tab.best_table(rec_)[0][2] == "10.00"  # the chosen lr's learning on the test rows
     groups["a@1e-3"].learning_val.mean = None  # a study stored before per-row results: chosen on all rows
     assert A.best_of(groups, "a", None).key == "a@1e-3" and "all eval rows" in A.best_of(groups, "a", None).chosen
+
+
+def test_with_rows_per_seed_each_seed_draws_its_own_rows_and_base_row(cfg, tmp_path):
+    root = tmp_path / "runs"
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    study = S.run_study(cfg, StudySettings(lrs={"lora": [0.01]}, seeds=[0, 1], rows_per_seed=True), root)
+    rec = study.study_record()
+    assert study.status()["status"] == "completed" and rec.settings.rows_per_seed
+    assert sorted(rec.bases) == [0, 1] and rec.base == rec.bases[0]
+    assert len([x for x in study.events() if x["kind"] == "stage" and x["stage"] == 0]) == 2  # once per seed
+    texts = {}
+    for e in rec.plan:
+        run = Run.open(e.run_id, root)
+        tasks = run.config().tasks
+        assert [t.seed for t in tasks] == [e.seed] * 2 and run.config().training.seed == e.seed
+        m = run.record()
+        assert m.base.accuracy == rec.bases[e.seed].accuracy and m.base.n == rec.bases[e.seed].n
+        from curlora.data.tasks import load_task
+        texts[e.seed] = [load_task(t).eval["text"] for t in tasks]
+    assert texts[0] != texts[1]  # other eval rows, not only another training order
+    again = StudyRecord.from_json(json.loads((study.path / "study.json").read_text()))
+    assert again.bases[1].accuracy == rec.bases[1].accuracy and again.settings.rows_per_seed
+    with pytest.raises(CurloraError, match="rows_per_seed: give true or false"):
+        StudySettings.from_dict({"rows_per_seed": "yes"})

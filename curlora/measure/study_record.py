@@ -103,14 +103,21 @@ class StudySettings:
     orders: list[list[str]] | None = None  # task orders, each a list of the experiment's task names (None: its own)
     permutations: int | None = None  # or this many orders: the experiment's own, then seeded shuffles of it
     replays: list[float] = field(default_factory=list)  # replay shares: an axis (study_plan.with_replays)
+    # each seed draws its own training and eval rows (every task's seed is the run's seed) and has its own base row,
+    # so the seed spread includes eval-row sampling; off: every seed is scored on the same rows
+    rows_per_seed: bool = False
+
+    KEYS = ("lrs", "seeds", "kl_budget", "margin", "orders", "permutations", "replays", "rows_per_seed")
 
     @classmethod
     def from_dict(cls, data: dict | None) -> StudySettings:
         data = dict(data or {})
-        unknown = set(data) - {"lrs", "seeds", "kl_budget", "margin", "orders", "permutations", "replays"}
+        unknown = set(data) - set(cls.KEYS)
         if unknown:
             raise CurloraError(f"study: unknown setting(s) {', '.join(sorted(unknown))}; the settings are lrs, "
-                               "seeds, kl_budget, margin, orders, permutations and replays.")
+                               "seeds, kl_budget, margin, orders, permutations, replays and rows_per_seed.")
+        if not isinstance(data.get("rows_per_seed", False), bool):
+            raise CurloraError(f"study.rows_per_seed: give true or false (got {str(data['rows_per_seed'])[:40]}).")
         orders = data.get("orders")
         if orders is not None and not (isinstance(orders, list) and all(isinstance(o, list) for o in orders)):
             raise CurloraError("study.orders: give a list of task orders, each a list of task names, e.g. "
@@ -123,11 +130,13 @@ class StudySettings:
                    margin=DEFAULT_MARGIN if margin is None else margin,
                    orders=None if orders is None else [[str(t) for t in o] for o in orders],
                    permutations=data.get("permutations"),
-                   replays=[float(x) for x in (replays if isinstance(replays, list) else [replays])])
+                   replays=[float(x) for x in (replays if isinstance(replays, list) else [replays])],
+                   rows_per_seed=bool(data.get("rows_per_seed", False)))
 
     def to_dict(self) -> dict:
         return {"lrs": self.lrs, "seeds": self.seeds, "kl_budget": self.kl_budget, "margin": self.margin,
-                "orders": self.orders, "permutations": self.permutations, "replays": self.replays}
+                "orders": self.orders, "permutations": self.permutations, "replays": self.replays,
+                "rows_per_seed": self.rows_per_seed}
 
 
 @dataclass
@@ -376,7 +385,8 @@ class ProbeTrack(Flat):
 class StudyRecord:
     settings: StudySettings = field(default_factory=StudySettings)
     notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
-    base: Row | None = None
+    base: Row | None = None  # the base model on the first seed's rows (every seed's rows unless rows_per_seed)
+    bases: dict[int, Row] = field(default_factory=dict)  # rows_per_seed: the base row of each seed, on its rows
     plan: list[PlanEntry] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     groups: dict[str, Group] = field(default_factory=dict)
@@ -397,9 +407,10 @@ class StudyRecord:
     def from_json(cls, data: dict) -> StudyRecord:
         known, extra = _known(cls, data)
         raw = dict(known.get("settings") or {})
-        grid = {k: raw.pop(k) for k in ("lrs", "seeds", "kl_budget", "margin", "orders", "permutations") if k in raw}
+        grid = {k: raw.pop(k) for k in StudySettings.KEYS if k in raw}
         return cls(settings=StudySettings.from_dict(grid), notes=raw,
                    base=Row.from_json(known["base"]) if known.get("base") else None,
+                   bases={int(k): Row.from_json(r) for k, r in (known.get("bases") or {}).items()},
                    plan=[PlanEntry.from_json(e) for e in known.get("plan") or []],
                    points=[Point.from_json(p) for p in known.get("points") or []],
                    groups={k: Group.of(g) for k, g in (known.get("groups") or {}).items()},
@@ -414,6 +425,7 @@ class StudyRecord:
         return {**self.extra,
                 "settings": {**self.settings.to_dict(), **self.notes},
                 "base": dataclasses.asdict(self.base) if self.base is not None else None,
+                **({"bases": {str(k): dataclasses.asdict(r) for k, r in self.bases.items()}} if self.bases else {}),
                 "plan": [e.to_json() for e in self.plan],
                 "points": [p.to_json() for p in self.points],
                 "groups": {k: g.to_json() for k, g in self.groups.items()},

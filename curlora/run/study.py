@@ -9,7 +9,8 @@ study runs one ordinary run per (method, lr, seed) — each listed, resumable, e
 `study.json` in a folder of its own in the run store (beside `study.yaml`, its settings, and `config.yaml`, the
 experiment): a Study entry (curlora/run/store.py). Work that does not depend on the method is done once: the model
 is loaded once, the tasks are read and encoded once, the base row (stage 0, with the self-probe texts and the
-base's reference distribution) is measured once and handed to every run. A killed study resumes where it stopped:
+base's reference distribution) is measured once and handed to every run (with `rows_per_seed`, each seed draws its
+own training and eval rows, and the base row is measured once per seed). A killed study resumes where it stopped:
 finished runs are kept, the run that was interrupted continues from its last finished stage, the rest start.
 
 This module runs a study. Its plan is curlora/run/study_plan.py; study.json is the typed StudyRecord of
@@ -34,7 +35,7 @@ from curlora.measure.study_record import PlanEntry, Point, StudyRecord, StudySet
 from curlora.run import events
 from curlora.run.store import STUDY_FILE, STUDY_SETTINGS, Run, Study, atomic_write_text, register_executor
 from curlora.run.study_plan import (parse_grid, parse_replays, parse_seeds, permutation, plan_of,  # noqa: F401
-                                    plan_settings, point_config, replay_label, with_replays)
+                                    plan_settings, point_config, replay_label, seeded_tasks, with_replays)
 
 OWNER_FILE = "owner"  # curlora/run/hosting.py write_owner
 SETTINGS_FILE = STUDY_SETTINGS  # the marker of a study's folder (curlora/run/store.py Study)
@@ -84,7 +85,7 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
     with study.lock():
         study.set_status("running", f"study of {len(plan)} runs")
         try:
-            base = _base_row(study, rec, cfg, loaded, should_stop, device_call)
+            seeded = _Seeded(study, rec, cfg, loaded, settings, should_stop, device_call)
             for entry in plan:
                 if entry.status == "completed":
                     continue
@@ -104,7 +105,8 @@ def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=Non
                     rec = _save(study, settings, rec)
                 entry.status = "running"
                 perm = permutation(cfg, _order(settings, entry))
-                status = execute_run(run, pcfg, _loaded_in_order(loaded, perm), should_stop=should_stop,
+                loaded_s, base = seeded.state(entry.seed, rec)
+                status = execute_run(run, pcfg, _loaded_in_order(loaded_s, perm), should_stop=should_stop,
                                      on_event=on_event, device_call=device_call, base=_row_in_order(base, perm))
                 entry.status = status
                 rec = _save(study, settings, rec)
@@ -133,14 +135,43 @@ def _new_point_run(study: Run, cfg: ExperimentConfig, entry: PlanEntry) -> tuple
     of their study)."""
     from curlora.measure.probes import share_reference  # here: the probes module imports torch
 
-    pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id, _order(settings_of(study), entry),
-                        entry.order)
+    settings = settings_of(study)
+    pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id, _order(settings, entry), entry.order,
+                        rows_per_seed=settings.rows_per_seed)
     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
     share_reference(study.path, run.path)
     if (study.path / OWNER_FILE).is_file():
         shutil.copyfile(study.path / OWNER_FILE, run.path / OWNER_FILE)
     entry.run_id = run.id
     return run, pcfg
+
+
+class _Seeded:
+    """What a point of a seed is scored against: the study's loaded tasks and its base row, or with rows_per_seed
+    each task drawn again with the seed (from the same files: its training and eval rows and their order) and the
+    base row measured once per seed on those rows (kept in study.json, so a resumed study measures it once)."""
+
+    def __init__(self, study, rec, cfg, loaded, settings: StudySettings, should_stop, device_call):
+        self.study, self.cfg, self.loaded, self.settings = study, cfg, loaded, settings
+        self.should_stop, self.device_call = should_stop, device_call
+        self.cache: dict[int, tuple] = {}
+        self.shared = None if settings.rows_per_seed else \
+            (loaded, _base_row(study, rec, cfg, loaded, should_stop, device_call))
+        self.state(settings.seeds[0], rec)  # with rows_per_seed, the first seed's base row is the study's base row
+
+    def state(self, seed: int, rec: StudyRecord):
+        """(loaded, base row) for a point of `seed`; `rec` is the study's current record (a new base goes in)."""
+        if self.shared is not None:
+            return self.shared
+        if seed not in self.cache:
+            from curlora.data.tasks import load_task
+
+            loaded = dataclasses.replace(self.loaded, tasks=[load_task(dataclasses.replace(t.config, seed=seed))
+                                                             for t in self.loaded.tasks])
+            cfg = dataclasses.replace(self.cfg, tasks=seeded_tasks(self.cfg.tasks, seed))
+            self.cache[seed] = loaded, _base_row(self.study, rec, cfg, loaded, self.should_stop,
+                                                 self.device_call, seed=seed)
+        return self.cache[seed]
 
 
 def _order(settings: StudySettings, entry: PlanEntry) -> list[str] | None:
@@ -197,7 +228,7 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
     try:
         with study.lock():
             study.set_status("running", f"study of {len(plan)} runs on Ray")
-            base = _base_row(study, rec, cfg, loaded, should_stop, None)
+            seeded = _Seeded(study, rec, cfg, loaded, settings, should_stop, None)
             gpus = ray.cluster_resources().get("GPU", 0)
             remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_point_in_worker)
             tasks = {}
@@ -210,7 +241,7 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
                     continue
                 run.set_status("queued", f"waiting for a Ray worker (study {study.id})")
                 entry.status = "running"
-                row = _row_in_order(base, permutation(cfg, _order(settings, entry)))
+                row = _row_in_order(seeded.state(entry.seed, rec)[1], permutation(cfg, _order(settings, entry)))
                 tasks[remote.remote(str(root), entry.run_id, dataclasses.asdict(row))] = entry
             rec = _save(study, settings, rec)
             failed = []
@@ -244,12 +275,14 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
             ray.shutdown()
 
 
-def _base_row(study: Study, rec: StudyRecord, cfg, loaded, should_stop, device_call) -> Row:
-    """Row 0, measured once for the whole study (in the study folder, with the self-probe files)."""
+def _base_row(study: Study, rec: StudyRecord, cfg, loaded, should_stop, device_call, seed: int | None = None) -> Row:
+    """Row 0, measured once for the whole study (in the study folder, with the self-probe files), or with `seed`
+    once for that seed's rows (rows_per_seed; the first seed's is also the study's base row)."""
     from curlora.run.runner import Executor
 
-    if rec.base is not None:
-        return rec.base
+    stored = rec.base if seed is None else rec.bases.get(seed)
+    if stored is not None:
+        return stored
     ex = Executor(study, cfg, loaded, should_stop=should_stop)
     box = {}
 
@@ -259,9 +292,12 @@ def _base_row(study: Study, rec: StudyRecord, cfg, loaded, should_stop, device_c
 
     (device_call or (lambda fn: fn()))(unit)
     row = box["row"]
-    rec.base = row
+    if seed is not None:
+        rec.bases[seed] = row
+    if rec.base is None:
+        rec.base = row
     write(study, rec)
-    study.log(events.STAGE, method="base", stage=0, **row.event())
+    study.log(events.STAGE, method="base", stage=0, **({"seed": seed} if seed is not None else {}), **row.event())
     return row
 
 
@@ -293,7 +329,7 @@ def _save(study: Study, settings: StudySettings, rec: StudyRecord) -> StudyRecor
                             setting=m.methods[e.method].setting, **measures))
     new = analyse(settings, rec.base, rec.plan, points, metrics_of,
                   tasks=rec.tasks or [t.name for t in study.config().tasks])
-    new.extra = rec.extra
+    new.extra, new.bases = rec.extra, rec.bases
     write(study, new)
     return new
 

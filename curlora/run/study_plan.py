@@ -104,7 +104,8 @@ def plan_settings(cfg: ExperimentConfig, settings: StudySettings) -> StudySettin
                            f"(got {str(settings.margin)[:40]}), e.g. 3.")
     return StudySettings(lrs=lrs, seeds=list(settings.seeds), kl_budget=settings.kl_budget,
                          margin=float(settings.margin), orders=plan_orders(cfg, settings),
-                         permutations=settings.permutations, replays=list(settings.replays))
+                         permutations=settings.permutations, replays=list(settings.replays),
+                         rows_per_seed=settings.rows_per_seed)
 
 
 def plan_orders(cfg: ExperimentConfig, settings: StudySettings) -> list[list[str]] | None:
@@ -145,15 +146,24 @@ def plan_of(settings: StudySettings) -> list[PlanEntry]:
 
 
 def point_config(cfg: ExperimentConfig, label: str, lr: float, seed: int, study_id: str,
-                 order: list[str] | None = None, order_index: int = 0) -> ExperimentConfig:
+                 order: list[str] | None = None, order_index: int = 0, rows_per_seed: bool = False
+                 ) -> ExperimentConfig:
     """The experiment for one point: that method alone at that learning rate, its tasks in `order` (the
-    experiment's own when None); the seed sets the example order, the heads and CURLoRA's column/row sampling."""
+    experiment's own when None); the seed sets the example order, the heads and CURLoRA's column/row sampling, and
+    with `rows_per_seed` also which training and eval rows each task draws (its tasks' seed)."""
     m = next(m for m in cfg.methods if m.label == label)
     one = dataclasses.replace(m, lr=lr, seed=seed)
     name = f"{cfg.run.name}-{label}-lr{lr_text(lr)}-s{seed}" + (f"-o{order_index + 1}" if order else "")
     tasks = [next(t for t in cfg.tasks if t.name == n) for n in order] if order else cfg.tasks
+    if rows_per_seed:
+        tasks = seeded_tasks(tasks, seed)
     return dataclasses.replace(cfg, methods=[one], tasks=tasks, training=dataclasses.replace(cfg.training, seed=seed),
                                run=dataclasses.replace(cfg.run, name=name, group=study_id))  # the trackers' group
+
+
+def seeded_tasks(tasks: list, seed: int) -> list:
+    """The task configs with `seed` as their seed: the seed of each one's split, sub-samples and row order."""
+    return [dataclasses.replace(t, seed=seed) for t in tasks]
 
 
 def permutation(cfg: ExperimentConfig, order: list[str] | None) -> list[int] | None:

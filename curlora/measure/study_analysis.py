@@ -332,6 +332,20 @@ def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> 
     return out
 
 
+def verdict_of(nothing_learned: bool, p_adjusted: float | None, difference: float | None,
+               tost_p: float | None) -> str:
+    """The four-word verdict on "does A forget less than B" (docs/statistics.md), checked in this order: nothing
+    learned (a compared setting learned no earlier task by the per-run test), less / more (Holm-adjusted p < 0.05,
+    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive."""
+    if nothing_learned:
+        return "nothing learned"
+    if p_adjusted is not None and p_adjusted < stats.ALPHA and difference is not None:
+        return "less" if difference < 0 else "more"
+    if tost_p is not None and tost_p < stats.ALPHA:
+        return "equivalent"
+    return "inconclusive"
+
+
 def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
     """The verdict and the sentence, once p_adjusted is known (Holm over the family)."""
     if c.learning is None:
@@ -363,21 +377,18 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
                  f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
     unlearned = _unlearned(groups, points, c)
+    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p)
     if unlearned:
-        c.verdict = "nothing learned"
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} learned none of the earlier tasks "
                "by the per-run test, so their forgetting has nothing to measure.")
-    elif c.p_adjusted is not None and c.p_adjusted < stats.ALPHA:
-        less = pr.mean < 0
-        c.verdict = "less" if less else "more"
+    elif c.verdict in ("less", "more"):
+        less = c.verdict == "less"
         why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
                f"(adjusted p = {c.p_adjusted:.3f}).")
-    elif c.tost_p is not None and c.tost_p < stats.ALPHA:
-        c.verdict = "equivalent"
+    elif c.verdict == "equivalent":
         why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
                f"(TOST p = {c.tost_p:.3f}).")
     else:
-        c.verdict = "inconclusive"
         if pr is None or pr.n < 2:
             need = "run at least two seeds per setting to test it"
         elif c.p is None:

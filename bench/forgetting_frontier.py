@@ -1,4 +1,4 @@
-"""The forgetting study as a learning–forgetting frontier on stories260K (docs/forgetting-study.md).
+"""The forgetting study as a learning–forgetting frontier on stories260K (docs/forgetting-study-toys.md).
 
     # the matched-loss comparison: one ordinary run per seed, CURLoRA chasing LoRA's training loss on every task
     python bench/forgetting_frontier.py matched docs/studies/stories260k-matched-loss.yaml --seeds 0,1,2 \\

@@ -15,7 +15,7 @@ offline (default: ../shared/data/models/stories260K/hf). What it adds to the pap
 Every run goes through the product's own runner and run store (`--data-dir`), so each number can be re-read with
 `python -m curlora show RUN_ID`. Aggregates go to docs/forgetting-study-results.md (+ .json, + a plotly figure).
 
-One setting per method: these are the "earlier runs" of docs/forgetting-study.md, which now leads with the
+One setting per method: these are the "earlier runs" of docs/forgetting-study-toys.md, which leads with the
 learning-rate frontier and the matched-loss comparison (bench/forgetting_frontier.py, docs/studies/stories260k-*).
 """
 

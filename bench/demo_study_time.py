@@ -61,7 +61,8 @@ def study_block(rec: StudyRecord, command: str = "") -> list[str]:
 
 
 # the committed demo studies and the blocks of docs/demo-study.md they fill (bench/doc_blocks.py)
-COMMITTED = {"demo-study-30-steps": "docs/studies/demo-study.json", "demo-study-60-steps": "docs/studies/study60-3seeds.json"}
+COMMITTED = {"demo-study-30-steps": "docs/studies/demo-study.json",
+             "demo-study-60-steps": "docs/studies/study60-3seeds.json"}
 
 
 def blocks() -> dict[str, list[str]]:

@@ -5,9 +5,13 @@
         --data-dir /tmp/fs-matched --out docs/studies/stories260k-matched-loss.json
     # the frontier itself is a study: CURLORA_DATA_DIR=/tmp/fs-runs python -m curlora study \\
     #     docs/studies/stories260k-frontier.yaml   (then copy its study.json to docs/studies/stories260k-frontier.json)
-    # the document's tables and figure, from the two committed JSON files (nothing is re-run)
+    # the document's tables, from the committed JSON files (nothing is re-run; the study is analysed again with
+    # today's code, as `python -m curlora study --analyse` does), written into its generated blocks
     python bench/forgetting_frontier.py tables --study docs/studies/stories260k-frontier.json \\
-        --matched docs/studies/stories260k-matched-loss.json --figure docs/studies/stories260k-frontier.png
+        --matrices docs/studies/stories260k-frontier-matrices.json \\
+        --matched docs/studies/stories260k-matched-loss.json \\
+        --earlier docs/forgetting-study-results.json docs/forgetting-study-head-results.json \\
+        docs/forgetting-study-kjv-results.json --doc docs/forgetting-study-toys.md
 
 Every mean over seeds comes with its 95 % Student-t interval (curlora.measure.stats.summary, df = seeds − 1), every
 accuracy cell of one run with its Wilson interval over the n eval rows, so no number in the document is copied by
@@ -247,15 +251,16 @@ def study_tables(rec: StudyRecord, probe: str = "WikiText ppl", command: str = "
         lines.append(f"- **{' vs '.join(a_b)}: {c.verdict or 'not compared'}.** {c.sentence}{kl}")
     tracks = [t for t in rec.probes if t.rho is not None]
     if tracks:
-        lines += ["", f"Does a drift probe track forgetting across the study's runs? Spearman's ρ with forgetting "
+        lines += ["", "Does a drift probe track forgetting across the study's runs? Spearman's ρ with forgetting "
                   "[95 % bootstrap over runs]: " + "; ".join(
-                      f"{t.probe} {t.rho:.2f} [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}] ({t.n} runs)" for t in tracks) +
+                      f"{t.probe} {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") +
+                      f" ({t.n} runs)" for t in tracks) +
                   ". " + (f"Tracks it: {', '.join(t.probe for t in tracks if t.tracks)}."
                           if any(t.tracks for t in tracks) else "None tracks it (every interval includes 0).")]
     lines += [""] + [f"**Warning:** {w}" for w in rec.warnings] + ([""] if rec.warnings else [])
     r = rec.reanalysis
     if r:
-        lines += [f"Analysed again from the committed study.json with today's code, nothing retrained"
+        lines += ["Analysed again from the committed study.json with today's code, nothing retrained"
                   + (f" (`{command}`)" if command else "") + f": {r.stored} points as stored, {r.remeasured} "
                   "measured from their runs. Not recomputed: " + "; ".join(r.not_recomputed) + "."]
     return lines
@@ -325,8 +330,10 @@ def matched_verdict(body: dict, label: str, p_adjusted: float | None, margin: fl
     setting learned nothing when fewer than half its runs learned an earlier task by the per-run test."""
     ref, runs = body["reference"], body["runs"]
     tasks = [t["task"] for t in runs[0]["methods"][ref]["train"]]
-    unlearned = [m for m in (label, ref)
-                 if sum(1 for e in runs if set(e["methods"][m]["learned"]) & set(tasks[:-1])) < LEARNED_SHARE * len(runs)]
+    def learned_earlier(m: str) -> int:
+        return sum(1 for e in runs if set(e["methods"][m]["learned"]) & set(tasks[:-1]))
+
+    unlearned = [m for m in (label, ref) if learned_earlier(m) < LEARNED_SHARE * len(runs)]
     diffs = [e["methods"][label]["forgetting"] - e["methods"][ref]["forgetting"] for e in runs]
     word = verdict_of(bool(unlearned), p_adjusted, sum(diffs) / len(diffs), stats.tost_paired(diffs, margin))
     why = {"nothing learned": f" ({' and '.join(unlearned)} learned no earlier task in at least half the runs)",

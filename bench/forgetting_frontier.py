@@ -336,7 +336,7 @@ def matched_verdict(body: dict, label: str, p_adjusted: float | None, margin: fl
     unlearned = [m for m in (label, ref) if learned_earlier(m) < LEARNED_SHARE * len(runs)]
     diffs = [e["methods"][label]["forgetting"] - e["methods"][ref]["forgetting"] for e in runs]
     word = verdict_of(bool(unlearned), p_adjusted, sum(diffs) / len(diffs), stats.tost_paired(diffs, margin))
-    why = {"nothing learned": f" ({' and '.join(unlearned)} learned no earlier task in at least half the runs)",
+    why = {"nothing learned": f" ({' and '.join(unlearned)}: an earlier task learned in fewer than half the runs)",
            "equivalent": f" (within ±{margin:g} points)"}.get(word, "")
     if word == "inconclusive":
         d = stats.paired_t(diffs)

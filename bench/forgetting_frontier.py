@@ -61,7 +61,9 @@ def adjusted_text(p: float | None) -> str:
 
 
 def t_note(n: int) -> str:
-    return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degrees of freedom" if n > 1 else "one seed: no interval"
+    if n < 2:
+        return "one seed: no interval"
+    return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degree{'s' if n > 2 else ''} of freedom"
 
 
 # -- the matched-loss runs -------------------------------------------------------------------------------------

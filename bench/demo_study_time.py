@@ -2,6 +2,8 @@
 
     python bench/demo_study_time.py                     # run presets/experiments/demo-study.yaml as a user would
     python bench/demo_study_time.py --study DIR --wall S # write the document from a study folder timed elsewhere
+    python bench/demo_study_time.py --committed          # refill docs/demo-study.md's tables from the committed
+                                                         # study.json files, analysed again (nothing is run)
 
 Runs `python -m curlora study presets/experiments/demo-study.yaml` in a child process (CURLORA_DATA_DIR in a
 temporary folder), then writes its time, the per-run times from the runs' status files, each method's best
@@ -23,7 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curlora.measure.study_analysis import interval_text  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+
+from doc_blocks import splice  # noqa: E402
+from forgetting_frontier import study_tables  # noqa: E402
+
+from curlora.measure.study_analysis import reanalyse  # noqa: E402
+from curlora.measure.study_record import StudyRecord  # noqa: E402
 
 PRESET = REPO / "presets" / "experiments" / "demo-study.yaml"
 DOC = REPO / "docs" / "demo-study.md"
@@ -39,40 +47,46 @@ def run_study(data_dir: Path) -> tuple[float, Path]:
     return wall, study
 
 
-def fmt(s: dict, digits: int = 2) -> str:
-    return interval_text(s, digits, single=" (n=1)")
+def tasks_of(preset: Path = PRESET) -> list[str]:
+    """The preset's task names in training order (study.json files from before tasks were stored lack them)."""
+    import yaml
+
+    return [t["name"] for t in yaml.safe_load(preset.read_text(encoding="utf-8"))["tasks"]]
+
+
+def study_block(rec: StudyRecord, command: str = "") -> list[str]:
+    """A demo study's tables and sentences (bench/forgetting_frontier.py's, with the bundled held-out text as the
+    probe text), from its typed record."""
+    return study_tables(rec, probe="probe-text ppl", command=command)
+
+
+# the committed demo studies and the blocks of docs/demo-study.md they fill (bench/doc_blocks.py)
+COMMITTED = {"demo-study-30-steps": "docs/studies/demo-study.json",
+             "demo-study-60-steps": "docs/studies/study60-3seeds.json"}
+
+
+def blocks() -> dict[str, list[str]]:
+    """docs/demo-study.md's generated blocks from the committed study.json files, analysed again with today's
+    code (`curlora study --analyse`): nothing is re-run."""
+    out = {}
+    tasks = tasks_of()
+    for name, path in COMMITTED.items():
+        rec = reanalyse(StudyRecord.of(json.loads((REPO / path).read_text())), tasks, source=path)
+        out[name] = study_block(rec, f"python -m curlora study --analyse {path} --tasks {','.join(tasks)}")
+    return out
 
 
 def document(study: Path, wall: float, note: str) -> str:
-    body = json.loads((study / "study.json").read_text())
-    plan = body["plan"]
+    rec = StudyRecord.of(json.loads((study / "study.json").read_text()))
     lines = ["# The demo study: learning against forgetting on the bundled model", "",
-             f"`python -m curlora study presets/experiments/demo-study.yaml` — {len(plan)} runs "
-             f"({', '.join(f'{k}: {len(v)} lrs' for k, v in body['settings']['lrs'].items())}; seeds "
-             f"{body['settings']['seeds']}), r = 8 on all seven projection matrices for both methods, the bundled "
+             f"`python -m curlora study presets/experiments/demo-study.yaml` — {len(rec.plan)} runs "
+             f"({', '.join(f'{k}: {len(v)} lrs' for k, v in rec.settings.lrs.items())}; seeds "
+             f"{rec.settings.seeds}), r = 8 on all seven projection matrices for both methods, the bundled "
              "kjv-llama-5m, the three demo tasks (64 eval rows each, so each accuracy cell has n = 64), 30 steps "
              "per task.", "",
              f"**Wall time: {wall:.0f} s ({wall / 60:.1f} min)** against a goal of {GOAL_S / 60:.0f} min on 2 CPU "
-             f"cores — {'within' if wall <= GOAL_S else 'over'} the goal. {note}", "",
-             "Every number below is a mean over seeds with its 95 % Student-t interval (2 seeds: t = 12.7, so the "
-             "intervals are wide — they say how little two seeds settle). Learning = accuracy right after training "
-             "each task minus the better of the majority-class share and the base model, in points; forgetting: "
-             "Chaudhry et al., points; KL: mean per-token KL(base ‖ model) on texts the base model sampled itself "
-             "(its own domain); probe-ppl ratio: perplexity on the bundled held-out text / the base's.", "",
-             "| method · lr | learning | forgetting | ACC | KL to base | self-ppl ratio | probe-ppl ratio | "
-             "constant predictions |", "|---|---|---|---|---|---|---|---|"]
-    for k, g in sorted(body["groups"].items(), key=lambda kv: (kv[1]["method"], kv[1]["lr"])):
-        front = " (frontier)" if k in body["frontier"].get(g["method"], []) else ""
-        lines.append(f"| {k}{front} | {fmt(g['learning'])} | {fmt(g['forgetting'])} | {fmt(g['acc'])} | "
-                     f"{fmt(g['kl_to_base'], 4)} | {fmt(g['self_ppl_ratio'], 3)} | {fmt(g['probe_ppl_ratio'], 3)} | "
-                     f"{', '.join(g['constant_predictions']) or '–'} |")
-    lines += ["", "## Each at its own best learning rate", "", f"Rule: {body['settings']['best_rule']}.", ""]
-    for label, best in body["best"].items():
-        if best:
-            g = body["groups"][best["key"]]
-            lines.append(f"- **{best['key']}** ({best['chosen']}): learning {fmt(g['learning'])}, forgetting "
-                         f"{fmt(g['forgetting'])}, KL {fmt(g['kl_to_base'], 4)}")
-    lines += ["", "## At matched learning", ""] + [f"- {c['sentence']}" for c in body["comparison"]]
+             f"cores — {'within' if wall <= GOAL_S else 'over'} the goal. {note}", ""]
+    lines += study_block(rec)
     lines += ["", f"Study folder: `{study.name}`; its study.json has every point, group and test."]
     return "\n".join(lines) + "\n"
 
@@ -82,7 +96,15 @@ def main() -> int:
     ap.add_argument("--study", type=Path, default=None, help="a study folder already run (with --wall)")
     ap.add_argument("--wall", type=float, default=None, help="its measured wall time in seconds")
     ap.add_argument("--note", default="", help="what else ran on the machine meanwhile")
+    ap.add_argument("--committed", action="store_true",
+                    help="run nothing: refill docs/demo-study.md's generated blocks from the committed study.json "
+                         "files, analysed again with today's code")
     args = ap.parse_args()
+    if args.committed:
+        for name, lines in blocks().items():
+            splice(DOC, name, lines)
+        print(f"refilled {', '.join(COMMITTED)} in {DOC}")
+        return 0
     if args.study:
         study, wall = args.study, args.wall
     else:

@@ -1,13 +1,17 @@
-"""The forgetting study as a learning–forgetting frontier on stories260K (docs/forgetting-study.md).
+"""The forgetting study as a learning–forgetting frontier on stories260K (docs/forgetting-study-toys.md).
 
     # the matched-loss comparison: one ordinary run per seed, CURLoRA chasing LoRA's training loss on every task
     python bench/forgetting_frontier.py matched docs/studies/stories260k-matched-loss.yaml --seeds 0,1,2 \\
         --data-dir /tmp/fs-matched --out docs/studies/stories260k-matched-loss.json
     # the frontier itself is a study: CURLORA_DATA_DIR=/tmp/fs-runs python -m curlora study \\
     #     docs/studies/stories260k-frontier.yaml   (then copy its study.json to docs/studies/stories260k-frontier.json)
-    # the document's tables and figure, from the two committed JSON files (nothing is re-run)
+    # the document's tables, from the committed JSON files (nothing is re-run; the study is analysed again with
+    # today's code, as `python -m curlora study --analyse` does), written into its generated blocks
     python bench/forgetting_frontier.py tables --study docs/studies/stories260k-frontier.json \\
-        --matched docs/studies/stories260k-matched-loss.json --figure docs/studies/stories260k-frontier.png
+        --matrices docs/studies/stories260k-frontier-matrices.json \\
+        --matched docs/studies/stories260k-matched-loss.json \\
+        --earlier docs/forgetting-study-results.json docs/forgetting-study-head-results.json \\
+        docs/forgetting-study-kjv-results.json --doc docs/forgetting-study-toys.md
 
 Every mean over seeds comes with its 95 % Student-t interval (curlora.measure.stats.summary, df = seeds − 1), every
 accuracy cell of one run with its Wilson interval over the n eval rows, so no number in the document is copied by
@@ -27,15 +31,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from doc_blocks import splice  # noqa: E402
+
 from curlora.measure import stats  # noqa: E402
-from curlora.measure.study_analysis import interval_text, point_measures  # noqa: E402
+from curlora.measure.describe import described  # noqa: E402
+from curlora.measure.record import Row  # noqa: E402
+from curlora.measure.study_analysis import (LEARNED_SHARE, interval_text, point_measures, reanalyse,  # noqa: E402
+                                           verdict_of)
+from curlora.measure.study_record import DEFAULT_MARGIN  # noqa: E402
+from curlora.measure.study_record import Point, StudyRecord, Summary, key  # noqa: E402
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
 
 
-def fmt(s: dict | None, digits: int = 2) -> str:
+def fmt(s: Summary | dict | None, digits: int = 2) -> str:
     return interval_text(s, digits, single=" (n=1)")
 
 
@@ -43,8 +55,15 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def adjusted_text(p: float | None) -> str:
+    """A Holm-adjusted p after its raw one: 'adjusted 0.038', 'adjusted < 0.001'."""
+    return "adjusted n/a" if p is None else "adjusted < 0.001" if p < 0.001 else f"adjusted {p:.3f}"
+
+
 def t_note(n: int) -> str:
-    return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degrees of freedom" if n > 1 else "one seed: no interval"
+    if n < 2:
+        return "one seed: no interval"
+    return f"t = {stats.t_quantile(n - 1):.2f} at {n - 1} degree{'s' if n > 2 else ''} of freedom"
 
 
 # -- the matched-loss runs -------------------------------------------------------------------------------------
@@ -136,80 +155,116 @@ def setting_text(setting: dict) -> str:
     return ", ".join(bits)
 
 
-def ratio_ppl(s: dict | None, base_ppl: float | None, digits: int = 0) -> str:
+def ratio_ppl(s: Summary | dict | None, base_ppl: float | None, digits: int = 0) -> str:
     """A ratio summary shown as perplexity (the ratio times the base's), interval scaled alike."""
-    if not s or s.get("mean") is None or not base_ppl:
+    s = Summary.of(s)
+    if s.mean is None or not base_ppl:
         return "n/a"
-    scaled = {"mean": s["mean"] * base_ppl, "ci95": [x * base_ppl for x in s["ci95"]] if s.get("ci95") else None}
-    return fmt(scaled, digits)
+    return fmt(Summary(mean=s.mean * base_ppl, ci95=[x * base_ppl for x in s.ci95] if s.ci95 else None), digits)
 
 
-def base_lines(base: dict, tasks: list[str]) -> list[str]:
+def base_lines(base: Row, tasks: list[str]) -> list[str]:
     cells = [f"{100 * a:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] (n = {n})"
-             for a, (lo, hi), n in zip(base["accuracy"], base["ci95"], base["n"])]
+             for a, (lo, hi), n in zip(base.accuracy, base.ci95, base.n)]
     return ["| task | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
             "| base accuracy, % [Wilson 95 %] | " + " | ".join(cells) + " |"]
 
 
-def study_tables(body: dict) -> list[str]:
-    groups, base = body["groups"], body["base"]
-    n = max(g["learning"]["n"] for g in groups.values())
-    ppl0, self0 = base["ppl"], base["self_ppl"]
-    lines = [f"Means over {n} seeds with 95 % Student-t intervals ({t_note(n)}). Base: WikiText-2 perplexity "
-             f"{ppl0:.1f}, self-perplexity {self0:.3f}, KL 0.", "",
-             "| method (lr, r) | learning, pts | forgetting, pts | ACC, % | KL to base | self-ppl ratio | "
-             "WikiText ppl | collapsed to one class on | learned (seeds of " + str(n) + ") |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    points = body["points"]
-    for k, g in sorted(groups.items(), key=lambda kv: (list(body["settings"]["lrs"]).index(kv[1]["method"]),
-                                                        kv[1]["lr"])):
-        front = " ◆" if k in body["frontier"].get(g["method"], []) else ""
-        learned = {}
-        for p in points:
-            if p["method"] == g["method"] and p["lr"] == g["lr"]:
-                for t in p["learned"]:
-                    learned[t] = learned.get(t, 0) + 1
-        lines.append(f"| {g['method']} ({setting_text(g['setting'])}){front} | {fmt(g['learning'], 1)} | "
-                     f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
-                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} | "
-                     f"{', '.join(g['constant_predictions']) or '–'} | "
-                     f"{', '.join(f'{t} {c}' for t, c in learned.items()) or '–'} |")
+def counts(points: list[Point], field: str, n: int) -> str:
+    """How many runs of a group list each task in `field` (a list of tasks per run): 'mrpc 3/3, sst2 1/3'."""
+    c: dict[str, int] = {}
+    for p in points:
+        for t in getattr(p, field):
+            c[t] = c.get(t, 0) + 1
+    return ", ".join(f"{t} {k}/{n}" for t, k in c.items()) or "–"
+
+
+def reanalysed(path: str, tasks: list[str] | None, matrices: str | None) -> StudyRecord:
+    """The committed study.json analysed again with today's code (`curlora study --analyse`), nothing trained."""
+    rec = StudyRecord.of(json.loads(Path(path).read_text()))
+    mats = None
+    if matrices:
+        body = json.loads(Path(matrices).read_text())
+        mats = {r["run_id"]: r["matrix"] for r in body["runs"]}
+        tasks = tasks or body["tasks"]
+    return reanalyse(rec, tasks, None, mats, source=path)
+
+
+def study_tables(rec: StudyRecord, probe: str = "WikiText ppl", command: str = "") -> list[str]:
+    """A study's tables and sentences, read from its typed record (a reanalysed one: `reanalysed`)."""
+    groups, base = rec.groups, rec.base
+    n = max(g.learning.n for g in groups.values())
+    ppl0, self0 = base.ppl, base.self_ppl
+    lines = [f"Means over {n} seeds with 95 % Student-t intervals ({t_note(n)}). Base: {probe} {ppl0:.1f}, "
+             f"self-perplexity {self0:.3f}, KL 0.", "",
+             f"| method (lr, r) | learning, pts | forgetting, pts | ACC, % | KL to base | self-ppl ratio | {probe} | "
+             f"collapsed to one class on (runs) | learned (runs) | runs that learned an earlier task |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    labels = rec.labels
+    for k, g in sorted(groups.items(), key=lambda kv: (labels.index(kv[1].method), kv[1].lr)):
+        front = " ◆" if k in rec.frontier.get(g.method, []) else ""
+        pts = [p for p in rec.points if p.key == k]
+        earlier = sum(1 for p in pts if p.learned_earlier)
+        lines.append(f"| {described(g.method, g.setting)}{front} | {fmt(g.learning, 1)} | {fmt(g.forgetting, 1)} | "
+                     f"{fmt(g.acc, 1)} | {fmt(g.kl_to_base, 3)} | {fmt(g.self_ppl_ratio, 2)} | "
+                     f"{ratio_ppl(g.probe_ppl_ratio, ppl0)} | {counts(pts, 'constant_predictions', len(pts))} | "
+                     f"{counts(pts, 'learned', len(pts))} | {earlier}/{len(pts)} |")
     lines += ["", "◆: on the method's frontier (no other learning rate of it learns more *and* forgets less, by "
-              "the means).", "", "Each at its own best learning rate (" + body["settings"]["best_rule"] + "):", ""]
-    for label, best in body["best"].items():
+              "the means). Collapsed: ≥ 95 % of a task's eval rows got one class right after training it; learned: "
+              "the per-run one-sided test (docs/statistics.md), counted per run, so a task learned in 1 run of 3 is "
+              "not a setting that learns it.", "",
+              f"Each at its own best learning rate (rule: {rec.notes.get('best_rule', '')}):", ""]
+    for label, best in rec.best.items():
         if best:
-            g = groups[best["key"]]
-            lines.append(f"- **{label} ({setting_text(g['setting'])})** ({best['chosen']}): learning "
-                         f"{fmt(g['learning'], 1)} pts, forgetting {fmt(g['forgetting'], 1)} pts, KL "
-                         f"{fmt(g['kl_to_base'], 3)}, self-ppl ratio {fmt(g['self_ppl_ratio'], 2)}, WikiText ppl "
-                         f"{ratio_ppl(g['probe_ppl_ratio'], ppl0)}")
-    lines += ["", "At matched in-domain drift (the two learning rates of a pair of methods whose mean KL to base is "
-              "closest, by ratio; paired over the seeds):", ""]
-    labels = list(body["settings"]["lrs"])
+            g = groups[best.key]
+            lines.append(f"- **{described(label, g.setting)}** ({best.chosen}): learning {fmt(g.learning, 1)} pts, "
+                         f"forgetting {fmt(g.forgetting, 1)} pts, KL {fmt(g.kl_to_base, 3)}, self-ppl ratio "
+                         f"{fmt(g.self_ppl_ratio, 2)}, {probe} {ratio_ppl(g.probe_ppl_ratio, ppl0)}")
+    pairs = []
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
-            pairs = [(ka, kb) for ka, ga in groups.items() if ga["method"] == a
-                     for kb, gb in groups.items() if gb["method"] == b
-                     if ga["kl_to_base"]["mean"] and gb["kl_to_base"]["mean"]]
-            if not pairs:
-                continue
-            ka, kb = min(pairs, key=lambda p: abs(math.log(groups[p[0]]["kl_to_base"]["mean"] /
-                                                             groups[p[1]]["kl_to_base"]["mean"])))
-            ga, gb = groups[ka], groups[kb]
-            by = {(p["method"], p["lr"], p["seed"]): p for p in points}
-            seeds = [sd for sd in ga["seeds"] if sd in gb["seeds"]]
-            diff = stats.paired_t([by[(a, ga["lr"], sd)]["learning"] - by[(b, gb["lr"], sd)]["learning"]
-                                   for sd in seeds])
-            p_note = f", {p_text(diff['p_value'])}" if diff.get("p_value") is not None else ""
-            lines.append(f"- {a} ({setting_text(ga['setting'])}) at KL {fmt(ga['kl_to_base'], 3)} learns "
-                         f"{fmt(ga['learning'], 1)} pts and forgets {fmt(ga['forgetting'], 1)}; {b} "
-                         f"({setting_text(gb['setting'])}) at KL {fmt(gb['kl_to_base'], 3)} learns "
-                         f"{fmt(gb['learning'], 1)} and forgets {fmt(gb['forgetting'], 1)}. Learning, {a} − {b}, "
-                         f"paired over {len(seeds)} seeds: {fmt(diff, 1)} pts{p_note}.")
-    lines += ["", "At matched learning (interpolated along each frontier; the highest learning both reach):", ""]
-    lines += [f"- {c['sentence']}" + (f" KL there: {c['methods'][0]} {fmt(c['kl_to_base'].get(c['methods'][0]), 3)}, "
-                                      f"{c['methods'][1]} {fmt(c['kl_to_base'].get(c['methods'][1]), 3)}."
-                                      if c.get("kl_to_base") else "") for c in body["comparison"]]
+            cand = [(ga, gb) for ga in groups.values() if ga.method == a for gb in groups.values() if gb.method == b
+                    if ga.kl_to_base.mean and gb.kl_to_base.mean]
+            if cand:
+                ga, gb = min(cand, key=lambda x: abs(math.log(x[0].kl_to_base.mean / x[1].kl_to_base.mean)))
+                by = {(p.key, p.seed): p for p in rec.points}
+                seeds = [sd for sd in ga.seeds if sd in gb.seeds]
+                diff = stats.paired_t([by[(key(a, ga.lr), sd)].learning - by[(key(b, gb.lr), sd)].learning
+                                       for sd in seeds])
+                pairs.append((a, b, ga, gb, seeds, diff))
+    if pairs:
+        adjusted = stats.holm([d.get("p_value") for *_, d in pairs])
+        lines += ["", "At matched in-domain drift (the two learning rates of a pair of methods whose mean KL to base "
+                  "is closest, by ratio; learning paired over the seeds; the family *learning at matched KL*, "
+                  "Holm-adjusted):", ""]
+        for (a, b, ga, gb, seeds, diff), adj in zip(pairs, adjusted):
+            p_note = (f", {p_text(diff['p_value'])} (Holm-{adjusted_text(adj)})"
+                      if diff.get("p_value") is not None else ", no spread to test")
+            lines.append(f"- {described(a, ga.setting)} at KL {fmt(ga.kl_to_base, 3)} learns {fmt(ga.learning, 1)} "
+                         f"pts and forgets {fmt(ga.forgetting, 1)}; {described(b, gb.setting)} at KL "
+                         f"{fmt(gb.kl_to_base, 3)} learns {fmt(gb.learning, 1)} and forgets {fmt(gb.forgetting, 1)}. "
+                         f"Learning, {a} − {b}, paired over {len(seeds)} seeds: {fmt(diff, 1)} pts{p_note}.")
+    lines += ["", "At matched learning (each measure a monotone fit in lr per method; the middle of the learning "
+              "both fits reach; verdict: docs/statistics.md):", ""]
+    for c in rec.comparison:
+        a_b = c.methods
+        kl = (f" KL there: {a_b[0]} {fmt(c.kl_to_base.get(a_b[0]), 3)}, {a_b[1]} {fmt(c.kl_to_base.get(a_b[1]), 3)}."
+              if c.learning is not None else "")
+        lines.append(f"- **{' vs '.join(a_b)}: {c.verdict or 'not compared'}.** {c.sentence}{kl}")
+    tracks = [t for t in rec.probes if t.rho is not None]
+    if tracks:
+        lines += ["", "Does a drift probe track forgetting across the study's runs? Spearman's ρ with forgetting "
+                  "[95 % bootstrap over runs]: " + "; ".join(
+                      f"{t.probe} {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") +
+                      f" ({t.n} runs)" for t in tracks) +
+                  ". " + (f"Tracks it: {', '.join(t.probe for t in tracks if t.tracks)}."
+                          if any(t.tracks for t in tracks) else "None tracks it (every interval includes 0).")]
+    lines += [""] + [f"**Warning:** {w}" for w in rec.warnings] + ([""] if rec.warnings else [])
+    r = rec.reanalysis
+    if r:
+        lines += ["Analysed again from the committed study.json with today's code, nothing retrained"
+                  + (f" (`{command}`)" if command else "") + f": {r.stored} points as stored, {r.remeasured} "
+                  "measured from their runs. Not recomputed: " + "; ".join(r.not_recomputed) + "."]
     return lines
 
 
@@ -243,20 +298,53 @@ def matched_tables(body: dict) -> list[str]:
         lines.append(f"| {label} ({setting_text(g['setting'])}) | " + " | ".join(cells) + " | " +
                      (", ".join(f"{t} {c}/{n}" for t, c in learned.items() if c) or "–") + " | " +
                      (", ".join(f"{t} {c}/{n}" for t, c in const.items() if c) or "–") + " |")
-    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}:",
-              ""]
+    # the family: every paired test and row test of this section, Holm-adjusted together
+    names = (("forgetting", " pts"), ("kl_to_base", ""), ("learning", " pts"))
+    ps = [out[name].get("p_value") for out in body["paired"].values() for name, _ in names] + \
+        [out["rows"]["p_value"] for out in body["paired"].values()]
+    adjusted = iter(stats.holm(ps))
+    adj = {(pair, name): next(adjusted) for pair in body["paired"] for name, _ in names}
+    adj.update({(pair, "rows"): next(adjusted) for pair in body["paired"]})
+    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}. "
+              f"The {len(ps)} tests below are one family, *matched training loss*, Holm-adjusted together (p, then "
+              "adjusted); the row test pools the same rows scored under each seed and takes them as independent, "
+              "which they are not (a description of which rows moved, not more evidence than the seeds give):", ""]
     for pair, out in body["paired"].items():
         parts = []
-        for name, unit in (("forgetting", " pts"), ("kl_to_base", ""), ("learning", " pts")):
+        for name, unit in names:
             s = out[name]
-            p = f", {p_text(s['p_value'])}" if s.get("p_value") is not None else ""
+            p = (f", {p_text(s['p_value'])}, {adjusted_text(adj[(pair, name)])}"
+                 if s.get("p_value") is not None else "")
             shown = "KL to base" if name == "kl_to_base" else name
             parts.append(f"{shown} {fmt(s, 3 if name == 'kl_to_base' else 1)}{unit}{p}")
         r = out["rows"]
-        lines.append(f"- **{pair}**: " + "; ".join(parts) + f". Earlier tasks' final rows ({r['rows']} paired): "
-                     f"{pair.split(' - ')[0]} alone right on {r['only_first_right']}, {ref} alone on "
-                     f"{r['only_second_right']} (exact McNemar {p_text(r['p_value'])}).")
+        label = pair.split(" - ")[0]
+        lines.append(f"- **{pair}**: " + "; ".join(parts) + f". Earlier tasks' final rows ({r['rows']} paired, "
+                     f"pooled over seeds): {label} alone right on {r['only_first_right']}, {ref} alone on "
+                     f"{r['only_second_right']} (exact McNemar {p_text(r['p_value'])}, "
+                     f"{adjusted_text(adj[(pair, 'rows')])}). Verdict on forgetting: "
+                     f"**{matched_verdict(body, label, adj[(pair, 'forgetting')])}**.")
     return lines
+
+
+def matched_verdict(body: dict, label: str, p_adjusted: float | None, margin: float = DEFAULT_MARGIN) -> str:
+    """The study's four-word verdict (curlora.measure.study_analysis.verdict_of) for one matched-loss pair: a
+    setting learned nothing when fewer than half its runs learned an earlier task by the per-run test."""
+    ref, runs = body["reference"], body["runs"]
+    tasks = [t["task"] for t in runs[0]["methods"][ref]["train"]]
+    def learned_earlier(m: str) -> int:
+        return sum(1 for e in runs if set(e["methods"][m]["learned"]) & set(tasks[:-1]))
+
+    unlearned = [m for m in (label, ref) if learned_earlier(m) < LEARNED_SHARE * len(runs)]
+    diffs = [e["methods"][label]["forgetting"] - e["methods"][ref]["forgetting"] for e in runs]
+    word = verdict_of(bool(unlearned), p_adjusted, sum(diffs) / len(diffs), stats.tost_paired(diffs, margin))
+    why = {"nothing learned": f" ({' and '.join(unlearned)}: an earlier task learned in fewer than half the runs)",
+           "equivalent": f" (within ±{margin:g} points)"}.get(word, "")
+    if word == "inconclusive":
+        d = stats.paired_t(diffs)
+        need = stats.seeds_needed(d["mean"], d["sd"], margin) if d.get("sd") else None
+        why = f" (about {need} seeds would decide it)" if need else ""
+    return word + why
 
 
 def matrices(args) -> int:
@@ -295,12 +383,12 @@ def own_stage_table(mats: dict, groups: dict) -> list[str]:
              " | ".join(f"{t} at the end" for t in tasks[:-1]) + " |",
              "|---" * (2 * len(tasks)) + "|"]
     for g in groups.values():
-        runs = [r for r in mats["runs"] if r["method"] == g["method"] and r["lr"] == g["lr"]]
+        runs = [r for r in mats["runs"] if r["method"] == g.method and r["lr"] == g.lr]
         if not runs:
             continue
         own = [fmt(stats.summary([100 * r["matrix"][j + 1][j] for r in runs]), 1) for j in range(len(tasks))]
         end = [fmt(stats.summary([100 * r["matrix"][-1][j] for r in runs]), 1) for j in range(len(tasks) - 1)]
-        lines.append(f"| {g['method']} ({setting_text(g['setting'])}) | " + " | ".join(own + end) + " |")
+        lines.append(f"| {described(g.method, g.setting)} | " + " | ".join(own + end) + " |")
     return lines
 
 
@@ -359,21 +447,40 @@ def earlier_tables(paths: list[str]) -> list[str]:
     return lines
 
 
+def blocks(study: str | None = None, matched: str | None = None, matrices: str | None = None,
+           earlier: list[str] = (), tasks: list[str] | None = None) -> dict[str, list[str]]:
+    """The document's generated blocks (bench/doc_blocks.py), by name, from the committed JSON files (paths
+    relative to the repository); the study is analysed again with today's code first (`reanalysed`)."""
+    out = {}
+    if matched:
+        out["stories260k-matched-loss"] = matched_tables(json.loads((REPO / matched).read_text()))
+    if study:
+        rec = reanalysed(str(REPO / study), tasks, str(REPO / matrices) if matrices else None)
+        rec.reanalysis.source = study
+        command = f"python -m curlora study --analyse {study}" + (f" --matrices {matrices}" if matrices else
+                                                                   f" --tasks {','.join(rec.tasks)}")
+        lines = base_lines(rec.base, rec.tasks) + [""] + study_tables(rec, command=command)
+        if matrices:
+            lines += [""] + own_stage_table(json.loads((REPO / matrices).read_text()), rec.groups)
+        out["stories260k-frontier"] = lines
+    if earlier:
+        out["toy-earlier-runs"] = earlier_tables([str(REPO / e) for e in earlier])
+    return out
+
+
 def tables(args) -> int:
-    out = []
-    if args.matched:
-        out += ["### Matched loss", ""] + matched_tables(json.loads(Path(args.matched).read_text())) + [""]
-    if args.study:
-        body = json.loads(Path(args.study).read_text())
-        tasks = ["mrpc", "sst2", "sentiment140", "reviews"][:len(body["base"]["accuracy"])]
-        out += ["### Frontier", ""] + base_lines(body["base"], tasks) + [""] + study_tables(body) + [""]
-        if args.matrices:
-            out += own_stage_table(json.loads(Path(args.matrices).read_text()), body["groups"]) + [""]
-        if args.figure:
-            figure(body, Path(args.figure))
-    if args.earlier:
-        out += ["### Earlier runs, in-domain drift", ""] + earlier_tables(args.earlier)
-    print("\n".join(out))
+    made = blocks(args.study, args.matched, args.matrices, args.earlier,
+                  args.tasks.split(",") if args.tasks else None)
+    if args.figure and args.study:
+        figure(reanalysed(str(REPO / args.study), None, str(REPO / args.matrices) if args.matrices else None),
+               Path(args.figure))
+    if args.doc:
+        for name, lines in made.items():
+            splice(Path(args.doc), name, lines)
+        print(f"wrote {', '.join(made)} into {args.doc}")
+    else:
+        for name, lines in made.items():
+            print("\n".join([f"<!-- {name} -->"] + lines + [""]))
     return 0
 
 
@@ -391,6 +498,9 @@ def main(argv=None) -> int:
     t.add_argument("--figure", default=None, help="write the frontier chart here (PNG, an HTML beside it)")
     t.add_argument("--matrices", default=None, help="the study's matrices JSON (the `matrices` command)")
     t.add_argument("--earlier", nargs="*", default=[], help="bench/forgetting_study.py results JSON files")
+    t.add_argument("--tasks", default=None, help="the study's tasks in training order, when no --matrices names them")
+    t.add_argument("--doc", default=None, help="write each table into its generated block of this document "
+                                               "(bench/doc_blocks.py) instead of printing")
     x = sub.add_parser("matrices", help="every run's accuracy matrix and drift of a study folder, into one JSON")
     x.add_argument("study_dir")
     x.add_argument("--out", default=str(REPO / "docs" / "studies" / "stories260k-frontier-matrices.json"))

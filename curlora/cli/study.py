@@ -1,6 +1,10 @@
 """`python -m curlora study EXPERIMENT.yaml --lrs curlora=3e-3,1e-2 --lrs lora=5e-4,1e-3 --seeds 0,1,2`: the
 learning-rate × seed study of curlora/run/study.py from the command line; `--resume STUDY_ID` continues one.
-A `study:` section in the YAML (lrs, seeds, kl_budget, replays) does the same; flags override it."""
+A `study:` section in the YAML (lrs, seeds, kl_budget, replays) does the same; flags override it.
+
+`--analyse PATH/study.json [--write OUT.json]` trains nothing: it recomputes a stored study's analysis with
+today's code (curlora/measure/study_analysis.py `reanalyse`), from its runs where the study folder is here, else
+from the points study.json stored, and says what could not be recomputed."""
 
 from __future__ import annotations
 
@@ -33,6 +37,15 @@ def register(sub) -> None:
                         "local instance; one GPU per run where there are GPUs); auto (default): ray when RAY_ADDRESS "
                         "is set or several GPUs are visible and ray is installed, else local")
     p.add_argument("--resume", metavar="STUDY_ID", default=None, help="continue a stopped or killed study")
+    p.add_argument("--analyse", metavar="STUDY_JSON", default=None,
+                   help="train nothing: recompute this stored study.json's analysis (verdicts, Holm, probes) with "
+                        "today's code; --margin and --kl-budget re-decide it")
+    p.add_argument("--write", metavar="OUT.json", default=None, help="with --analyse: write the new study.json here")
+    p.add_argument("--tasks", default=None, metavar="TASK,…",
+                   help="with --analyse: the tasks in training order, for a study.json that does not store them")
+    p.add_argument("--matrices", default=None, metavar="MATRICES.json",
+                   help="with --analyse: every run's accuracy matrix (bench/forgetting_frontier.py matrices), for "
+                        "forgetting over the learned tasks where the runs are not here")
     p.set_defaults(func=cmd_study)
 
 
@@ -45,9 +58,71 @@ def _printer():
     return on_event
 
 
+def analyse_stored(args) -> int:
+    """--analyse: a stored study.json analysed again; its runs are read where they are beside its folder."""
+    import json
+    from pathlib import Path
+
+    from curlora.measure.study_analysis import reanalyse
+    from curlora.measure.study_record import StudyRecord
+    from curlora.run.store import Run, Study
+
+    path = Path(args.analyse)
+    if path.is_dir():
+        path = path / STUDY_FILE
+    try:
+        rec = StudyRecord.of(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as err:
+        raise CurloraError(f"study --analyse: cannot read {path} ({err}).") from None
+    if not rec:
+        raise CurloraError(f"study --analyse: {path} holds no study (no plan, no grid).")
+    if args.margin is not None:
+        rec.settings.margin = args.margin
+    if args.kl_budget is not None:
+        rec.settings.kl_budget = args.kl_budget
+    root = path.resolve().parent.parent
+
+    def metrics_of(run_id):
+        try:
+            return Run.open(run_id, root).record()
+        except (CurloraError, OSError, ValueError):
+            return None
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if not tasks and not rec.tasks:
+        try:
+            folder = Run.open(path.resolve().parent.name, root)
+            tasks = [t.name for t in folder.config().tasks] if isinstance(folder, Study) else None
+        except CurloraError:
+            tasks = None
+    matrices = None
+    if args.matrices:
+        runs = json.loads(Path(args.matrices).read_text(encoding="utf-8")).get("runs", [])
+        matrices = {r["run_id"]: r["matrix"] for r in runs if r.get("run_id")}
+    new = reanalyse(rec, tasks, metrics_of, matrices, source=str(args.analyse))
+    if args.write:
+        Path(args.write).write_text(json.dumps(new.to_json(), indent=1, default=float) + "\n", encoding="utf-8")
+    r = new.reanalysis
+    print(f"{path}: analysed again, nothing trained ({r.remeasured} points measured from their runs, {r.stored} "
+          f"as stored)" + (f"; wrote {args.write}" if args.write else ""))
+    for c in new.comparison:
+        print(f"{' vs '.join(c.methods)}: {c.verdict or 'not compared'}. {c.sentence}")
+    for t in new.probes:
+        print(f"probe {t.probe}: Spearman ρ with forgetting " +
+              (f"{t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") if t.rho is not None
+               else "n/a") + f" over {t.n} runs" + (" — tracks it" if t.tracks else ""))
+    for warning in new.warnings:
+        print(f"warning: {warning}")
+    for lack in r.not_recomputed:
+        print(f"not recomputed: {lack}")
+    return 0
+
+
 def cmd_study(args) -> int:
     from curlora.cli.runs import _with_signals
 
+    if args.analyse:
+        return analyse_stored(args)
     if args.resume:
         study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),
                                                           executor=args.executor))

@@ -10,6 +10,7 @@ metrics for the row test), so every number can be checked on constructed inputs.
     compare(groups, points, a, b, metrics_of, margin)   a against b at matched learning: a Comparison
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
+    reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
     analyse(settings, base, plan, points, metrics_of, tasks)   all of it: a StudyRecord
 
 The statistics and what each assumes: docs/statistics.md.
@@ -17,17 +18,19 @@ The statistics and what each assumes: docs/statistics.md.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
 
+from curlora.errors import CurloraError
 from curlora.measure import stats
 from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
 from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated,
-                                          OrderEffect, Paired, PlanEntry, Point, ProbeTrack, RowsTest, StudyRecord,
-                                          StudySettings, Summary, key)
+                                          OrderEffect, Paired, PlanEntry, Point, ProbeTrack, Reanalysis, RowsTest,
+                                          StudyRecord, StudySettings, Summary, key)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning on validation rows (a seeded half of each task's eval rows; the table "
@@ -329,6 +332,20 @@ def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> 
     return out
 
 
+def verdict_of(nothing_learned: bool, p_adjusted: float | None, difference: float | None,
+               tost_p: float | None) -> str:
+    """The four-word verdict on "does A forget less than B" (docs/statistics.md), checked in this order: nothing
+    learned (a compared setting learned no earlier task by the per-run test), less / more (Holm-adjusted p < 0.05,
+    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive."""
+    if nothing_learned:
+        return "nothing learned"
+    if p_adjusted is not None and p_adjusted < stats.ALPHA and difference is not None:
+        return "less" if difference < 0 else "more"
+    if tost_p is not None and tost_p < stats.ALPHA:
+        return "equivalent"
+    return "inconclusive"
+
+
 def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
     """The verdict and the sentence, once p_adjusted is known (Holm over the family)."""
     if c.learning is None:
@@ -360,21 +377,18 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
                  f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
     unlearned = _unlearned(groups, points, c)
+    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p)
     if unlearned:
-        c.verdict = "nothing learned"
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} learned none of the earlier tasks "
                "by the per-run test, so their forgetting has nothing to measure.")
-    elif c.p_adjusted is not None and c.p_adjusted < stats.ALPHA:
-        less = pr.mean < 0
-        c.verdict = "less" if less else "more"
+    elif c.verdict in ("less", "more"):
+        less = c.verdict == "less"
         why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
                f"(adjusted p = {c.p_adjusted:.3f}).")
-    elif c.tost_p is not None and c.tost_p < stats.ALPHA:
-        c.verdict = "equivalent"
+    elif c.verdict == "equivalent":
         why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
                f"(TOST p = {c.tost_p:.3f}).")
     else:
-        c.verdict = "inconclusive"
         if pr is None or pr.n < 2:
             need = "run at least two seeds per setting to test it"
         elif c.p is None:
@@ -401,16 +415,40 @@ def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
     return out
 
 
-PROBES = ("kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+# a Point's numbers that are not drift probes: what a probe is checked against, and who the run is
+NOT_PROBES = frozenset({"lr", "seed", "order", "learning", "forgetting", "bwt", "acc", "learned_earlier",
+                        "forgetting_learned", "bwt_learned", "learning_val", "learning_test"})
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def probe_value(p: Point, name: str):
+    """A probe of one run: a Point field, or a key a newer version stored that this one keeps in `extra`."""
+    return getattr(p, name) if name in Point.__dataclass_fields__ else p.extra.get(name)
+
+
+def probe_fields(points: list[Point]) -> list[str]:
+    """The drift probes the study's runs have: every number-valued Point field that is not an outcome or the run's
+    identity (kl_to_base, self_ppl_ratio, probe_ppl_ratio, and any such field added later), then every number a
+    run stored under a key this version does not know (a probe a newer version added, e.g. chat_kl), in order."""
+    declared = [f.name for f in dataclasses.fields(Point) if f.name not in NOT_PROBES and
+                str(f.type).replace(" ", "") in ("float|None", "float")]
+    extra = []
+    for p in points:
+        extra += [k for k, v in p.extra.items() if k not in NOT_PROBES and k not in extra and _number(v)]
+    return declared + extra
 
 
 def probe_tracks(points: list[Point]) -> list[ProbeTrack]:
-    """For each drift probe: Spearman's ρ with forgetting over every run of the study, and a seeded bootstrap
-    interval over runs. A probe is worth watching in place of forgetting only where it tracks it."""
+    """For each drift probe the runs have (`probe_fields`): Spearman's ρ with forgetting over every run of the
+    study, and a seeded bootstrap interval over runs. A probe is worth watching in place of forgetting only where it
+    tracks it."""
     out = []
-    for probe in PROBES:
-        pairs = [(getattr(p, probe), p.forgetting) for p in points
-                 if getattr(p, probe) is not None and p.forgetting is not None]
+    for probe in probe_fields(points):
+        pairs = [(probe_value(p, probe), p.forgetting) for p in points
+                 if _number(probe_value(p, probe)) and p.forgetting is not None]
 
         def rho(sample):
             return stats.spearman([x for x, _ in sample], [y for _, y in sample])
@@ -464,3 +502,79 @@ def adjust(comparisons: list[Comparison]) -> None:
         c.p_adjusted = adjusted[i]
         if c.rows:
             c.rows.p_adjusted = adjusted[len(comparisons) + i]
+
+
+# -- a stored study, analysed again -----------------------------------------------------------------------------
+def upgraded(p: Point, order: list[str], matrix: list | None = None) -> tuple[Point, list[str]]:
+    """A point as stored by an older version, with what today's measures add derived from what it kept: the
+    earlier tasks it learned (from its `learned` tasks and its task order) and, from its accuracy matrix when one
+    is given, forgetting and BWT over those tasks. Returns the point and the measures it still lacks."""
+    q = dataclasses.replace(p, extra=dict(p.extra))
+    missing = []
+    if q.learned_earlier is None:
+        q.learned_earlier = len(set(q.learned) & set(order[:-1]))
+    if q.forgetting_learned is None and q.bwt_learned is None:
+        keep = [j for j, t in enumerate(order[:-1]) if t in q.learned]
+        if matrix is not None:
+            earlier = earlier_tasks(matrix, keep)
+            q.forgetting_learned = None if earlier["forgetting"] is None else 100 * earlier["forgetting"]
+            q.bwt_learned = None if earlier["bwt"] is None else 100 * earlier["bwt"]
+        elif keep:
+            missing.append("forgetting_learned")
+    if q.learning_val is None or q.learning_test is None:
+        missing.append("learning_val")
+    return q, missing
+
+
+def reanalyse(rec: StudyRecord, tasks: list[str] | None = None, metrics_of=None, matrices: dict | None = None,
+              source: str = "") -> StudyRecord:
+    """A stored study's analysis (groups, frontier, best lr, comparisons with their verdicts and Holm family,
+    warnings, order effect, probe correlations) recomputed with today's code; nothing is trained.
+
+    Each point is measured again (`point_measures`) from its run's metrics where `metrics_of(run_id)` returns them
+    (the study folder is here); otherwise the stored point is `upgraded` (`matrices`: {run_id: accuracy matrix},
+    e.g. bench/forgetting_frontier.py's matrices file). The settings (margin, kl_budget) are `rec.settings`: set
+    them first to re-decide at another margin. `tasks` (training order) is needed when study.json predates storing
+    them. The result's `reanalysis` names each measure or test that could not be recomputed, and why."""
+    tasks = list(rec.tasks or tasks or [])
+    if not tasks:
+        raise CurloraError("This study.json does not store its tasks (it predates that): give them in training "
+                           "order, e.g. --tasks mrpc,sst2,reviews.")
+    runs = {p.run_id: (metrics_of(p.run_id) if metrics_of else None) for p in rec.points}
+    points, missing, remeasured = [], set(), 0
+    for p in rec.points:
+        m = runs[p.run_id]
+        measures = point_measures(m, p.method) if m is not None else None
+        if measures is not None:
+            points.append(dataclasses.replace(p, extra=dict(p.extra), **measures))
+            remeasured += 1
+            continue
+        order = list(rec.settings.orders[p.order]) if rec.settings.orders else tasks
+        q, lacks = upgraded(p, order, (matrices or {}).get(p.run_id))
+        points.append(q)
+        missing.update(lacks)
+    every_run = bool(points) and remeasured == len(points)
+    new = analyse(rec.settings, rec.base, rec.plan, points, metrics_of if every_run else None, tasks)
+    new.notes = {**rec.notes, **new.notes}
+    new.extra = dict(rec.extra)
+    if not every_run:
+        new.notes["family"] = f"{FAMILY}: every comparison's paired test, Holm-adjusted together (no row test: " \
+                              "the runs' per-row results are not here)"
+    stored = len(points) - remeasured
+    done = ["points' learned earlier tasks", "groups over seeds", "frontier", "best learning rate",
+            "comparisons at matched learning (monotone fits, bootstrap intervals)", "paired t-test, TOST and seeds "
+            "needed", "Holm within the family", "verdicts", "warnings", "order effect", "probe correlations"]
+    lacks = []
+    if not every_run:
+        lacks.append("the McNemar row test: it needs every compared run's per-row results, and "
+                     f"{stored} of {len(points)} runs are not here; the Holm family holds the paired tests only")
+    if "learning_val" in missing:
+        lacks.append("learning on validation and test rows (learning_val, learning_test): the stored points lack "
+                     "them and their runs' per-row results are not here, so each best learning rate is chosen on "
+                     "all eval rows")
+    if "forgetting_learned" in missing:
+        lacks.append("forgetting and BWT over the learned earlier tasks, for the points that learned one: no "
+                     "accuracy matrix for their runs (give --matrices)")
+    new.reanalysis = Reanalysis(source=source, remeasured=remeasured, stored=stored, recomputed=done,
+                                not_recomputed=lacks)
+    return new

@@ -12,7 +12,9 @@ Fields:
                  the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
                  {method: [keys]}, best {method: Best | None}, comparison [Comparison], tasks (in training order),
                  warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
-                 each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs]
+                 each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs],
+                 reanalysis (Reanalysis | None: set when the analysis was recomputed from a stored study.json by
+                 `curlora study --analyse`, nothing retrained; absent from a study's own study.json)
     PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
                  in the order the points run (seed-major)
     Point        one finished run: method, lr, seed, run_id, setting, and the measures
@@ -382,6 +384,20 @@ class ProbeTrack(Flat):
 
 
 @dataclass
+class Reanalysis(Flat):
+    """A stored study analysed again with today's code (curlora/measure/study_analysis.py `reanalyse`): from what,
+    how many points were measured again from their runs and how many read from what study.json stored, and each
+    measure or test that could not be recomputed, with why (one sentence each)."""
+    optional = True  # an empty or absent record reads as None
+    source: str = ""  # the study.json analysed
+    remeasured: int = 0  # points measured again from their runs' metrics
+    stored: int = 0  # points kept as stored (their runs are not here), upgraded where their data allows
+    recomputed: list = field(default_factory=list)  # what today's analysis recomputed
+    not_recomputed: list = field(default_factory=list)  # what it could not, and why
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
 class StudyRecord:
     settings: StudySettings = field(default_factory=StudySettings)
     notes: dict = field(default_factory=dict)  # stored inside "settings": best_rule, interpolation
@@ -397,6 +413,7 @@ class StudyRecord:
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
     probes: list[ProbeTrack] = field(default_factory=list)  # which drift probe tracked forgetting across the runs
+    reanalysis: Reanalysis | None = None  # set by `curlora study --analyse` (a stored study analysed again)
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -419,7 +436,8 @@ class StudyRecord:
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
-                   probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []], extra=extra)
+                   probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
+                   reanalysis=Reanalysis.from_json(known.get("reanalysis")), extra=extra)
 
     def to_json(self) -> dict:
         return {**self.extra,
@@ -434,7 +452,8 @@ class StudyRecord:
                 "comparison": [c.to_json() for c in self.comparison],
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
-                "probes": [t.to_json() for t in self.probes]}
+                "probes": [t.to_json() for t in self.probes],
+                **({"reanalysis": self.reanalysis.to_json()} if self.reanalysis else {})}
 
     def order_of(self, index: int) -> list[str]:
         """The task names of order `index`, in training order."""

@@ -4,9 +4,14 @@ A `study:` section in the YAML (lrs, seeds, kl_budget, replays) does the same; f
 
 `--analyse PATH/study.json [--write OUT.json]` trains nothing: it recomputes a stored study's analysis with
 today's code (curlora/measure/study_analysis.py `reanalyse`), from its runs where the study folder is here, else
-from the points study.json stored, and says what could not be recomputed."""
+from the points study.json stored, and says what could not be recomputed.
+
+`--pack STUDY_ID DIR` / `--unpack DIR` train nothing: a study's data without weights, to commit as it grows and
+to resume on another machine (curlora/run/study_data.py)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
@@ -46,6 +51,11 @@ def register(sub) -> None:
     p.add_argument("--matrices", default=None, metavar="MATRICES.json",
                    help="with --analyse: every run's accuracy matrix (bench/forgetting_frontier.py matrices), for "
                         "forgetting over the learned tasks where the runs are not here")
+    p.add_argument("--pack", nargs=2, metavar=("STUDY_ID", "DIR"), default=None,
+                   help="train nothing: copy the study's data (study.json, every finished run's metrics; no weights) "
+                        "into DIR, to commit or to resume on another machine")
+    p.add_argument("--unpack", metavar="DIR", default=None,
+                   help="train nothing: put a packed study into the run store, ready for --resume")
     p.set_defaults(func=cmd_study)
 
 
@@ -61,7 +71,6 @@ def _printer():
 def analyse_stored(args) -> int:
     """--analyse: a stored study.json analysed again; its runs are read where they are beside its folder."""
     import json
-    from pathlib import Path
 
     from curlora.measure.study_analysis import reanalyse
     from curlora.measure.study_record import StudyRecord
@@ -123,6 +132,18 @@ def cmd_study(args) -> int:
 
     if args.analyse:
         return analyse_stored(args)
+    if args.pack or args.unpack:
+        from curlora.run import study_data
+
+        if args.pack:
+            meta = study_data.pack(args.pack[0], Path(args.pack[1]))
+            print(f"study {meta['study']}: packed into {args.pack[1]} ({meta['points']} finished runs, "
+                  f"{meta['pending']} still to run)")
+        else:
+            study = study_data.unpack(Path(args.unpack))
+            print(f"study {study.id}: unpacked into {study.root}; go on with `python -m curlora study --resume "
+                  f"{study.id}`")
+        return 0
     if args.resume:
         study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),
                                                           executor=args.executor))

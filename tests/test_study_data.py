@@ -1,0 +1,71 @@
+"""A study's data packed without weights and resumed from the pack in another run store (curlora/run/study_data.py)."""
+
+import json
+
+import pytest
+
+from curlora.cli.main import main as cli
+from curlora.errors import CurloraError
+from curlora.experiment import ExperimentConfig
+from curlora.run import study as S
+from curlora.run import study_data as D
+from curlora.run.store import Run, list_runs
+from tiny_experiment import make_experiment
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    d = make_experiment(tmp_path / "exp", steps=2)
+    d["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
+    d["methods"] = [m for m in d["methods"] if m["kind"] == "lora"]
+    return ExperimentConfig.from_dict(d)
+
+
+def test_a_stopped_study_packs_without_weights_and_resumes_elsewhere_without_rerunning(cfg, tmp_path, monkeypatch):
+    from curlora.run.runner import load_everything
+
+    root, other = tmp_path / "runs", tmp_path / "elsewhere"
+    seen = {"stages": 0}
+
+    def stop_in_second_run():  # the first run finishes; the second stops after its first stage
+        return seen["stages"] >= 3
+
+    def on_event(e):
+        if e["kind"] == "stage":
+            seen["stages"] += 1
+
+    loaded = load_everything(cfg)
+    study = S.create(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01, 0.02]}, seeds=[0]), root)
+    assert S.execute(study, loaded, should_stop=stop_in_second_run, on_event=on_event) == "cancelled"
+    rec = study.study_record()
+    first = rec.plan[0].run_id
+    assert [e.status for e in rec.plan][0] == "completed" and rec.plan[1].run_id  # the second one started
+
+    pack = tmp_path / "pack"
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
+    assert cli(["study", "--pack", study.id, str(pack)]) == 0
+    files = sorted(str(p.relative_to(pack)) for p in pack.rglob("*") if p.is_file())
+    assert "pack.json" in files and "study/study.json" in files and f"runs/{first}/metrics.json" in files
+    assert not [f for f in files if "adapters" in f or f.endswith("lock")]  # no weights, no live state
+    assert not [f for f in files if rec.plan[1].run_id in f]  # the unfinished run is not packed …
+    packed = json.loads((pack / "study" / "study.json").read_text())
+    assert packed["plan"][1]["run_id"] is None and packed["plan"][1]["status"] == "pending"  # … and reruns
+    assert json.loads((pack / "pack.json").read_text()) == {"study": study.id, "points": 1, "pending": 2}
+
+    moved = D.unpack(pack, other)
+    assert moved.id == study.id and moved.status()["status"] == "cancelled"
+    with pytest.raises(CurloraError, match="already holds"):
+        D.unpack(pack, other)
+    assert S.execute(Run.open(study.id, other), loaded) == "completed"
+    rec2 = Run.open(study.id, other).study_record()
+    assert all(e.status == "completed" for e in rec2.plan) and rec2.plan[0].run_id == first  # kept
+    assert len(list_runs(other)) == 4 and len(rec2.points) == 3
+
+    D.pack(study.id, pack, other)  # packing again replaces the older pack whole
+    assert json.loads((pack / "pack.json").read_text())["points"] == 3
+    assert not list(tmp_path.glob(".pack*"))  # no half-written pack left beside it
+
+
+def test_unpack_refuses_a_folder_that_is_not_a_pack(tmp_path):
+    with pytest.raises(CurloraError, match="is not a study pack"):
+        D.unpack(tmp_path, tmp_path / "runs")

@@ -50,7 +50,9 @@ def test_a_stopped_study_packs_without_weights_and_resumes_elsewhere_without_rer
     assert not [f for f in files if rec.plan[1].run_id in f]  # the unfinished run is not packed …
     packed = json.loads((pack / "study" / "study.json").read_text())
     assert packed["plan"][1]["run_id"] is None and packed["plan"][1]["status"] == "pending"  # … and reruns
-    assert json.loads((pack / "pack.json").read_text()) == {"study": study.id, "points": 1, "pending": 2}
+    meta = json.loads((pack / "pack.json").read_text())
+    assert (meta["study"], meta["points"], meta["pending"]) == (study.id, 1, 2)
+    assert meta["runs"] == {first: D.machine()} and "CPUs, torch" in D.machine()
 
     moved = D.unpack(pack, other)
     assert moved.id == study.id and moved.status()["status"] == "cancelled"
@@ -61,8 +63,11 @@ def test_a_stopped_study_packs_without_weights_and_resumes_elsewhere_without_rer
     assert all(e.status == "completed" for e in rec2.plan) and rec2.plan[0].run_id == first  # kept
     assert len(list_runs(other)) == 4 and len(rec2.points) == 3
 
+    monkeypatch.setattr(D, "machine", lambda: "the other machine")
     D.pack(study.id, pack, other)  # packing again replaces the older pack whole
-    assert json.loads((pack / "pack.json").read_text())["points"] == 3
+    meta = json.loads((pack / "pack.json").read_text())
+    assert meta["points"] == 3 and meta["runs"][first] != "the other machine"  # where each run really ran
+    assert sorted(meta["runs"].values()).count("the other machine") == 2
     assert not list(tmp_path.glob(".pack*"))  # no half-written pack left beside it
 
 

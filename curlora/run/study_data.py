@@ -10,12 +10,16 @@ stage's adapter or head, so the pack is small enough for git. A point that had n
 pending (its run id dropped), so the resumed study runs it again from the start; finished points are never rerun.
 `unpack` writes the same folders into a run store, refusing to overwrite anything there, and leaves the study
 stopped, ready for `--resume`. Packing twice into the same DIR replaces the older pack (it is written beside and
-renamed into place), so a committed pack is always whole.
+renamed into place), so a committed pack is always whole. pack.json names the machine each finished run was
+packed from (`runs`: run id → machine), kept across unpack, resume elsewhere and pack again, so a document can say
+which machine each number came from.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +28,7 @@ from curlora.errors import CurloraError
 from curlora.measure.study_record import StudyRecord
 from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir
 
-STUDY_DIR, RUNS_DIR = "study", "runs"
+STUDY_DIR, RUNS_DIR, PACK_FILE = "study", "runs", "pack.json"
 MAX_FILE = 8 * 1024 * 1024  # a file bigger than this is not data of a study (a stage's weights, a cache)
 SKIP = {"lock", "adapters", "heads", "stages"}  # folders and files that hold weights or live state
 
@@ -32,6 +36,24 @@ SKIP = {"lock", "adapters", "heads", "stages"}  # folders and files that hold we
 def _small_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.is_symlink() and p.name not in SKIP and p.stat().st_size <= MAX_FILE)
+
+
+def machine() -> str:
+    """This machine in words: architecture, CPUs, torch, and the GPU where one is visible."""
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}{gpu}"
+
+
+def _previous(study: Study, dest: Path) -> dict:
+    """run id → machine from an earlier pack of this study (in DIR, or the one it was unpacked from)."""
+    for f in (dest / PACK_FILE, study.path / PACK_FILE):
+        if f.is_file():
+            meta = json.loads(f.read_text(encoding="utf-8"))
+            if meta.get("study") == study.id:
+                return dict(meta.get("runs") or {})
+    return {}
 
 
 def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
@@ -45,8 +67,9 @@ def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         (work / STUDY_DIR).mkdir()
+        before, here, runs = _previous(study, dest), machine(), {}
         for f in _small_files(study.path):
-            if f.name != STUDY_FILE:
+            if f.name not in (STUDY_FILE, PACK_FILE):
                 shutil.copy2(f, work / STUDY_DIR / f.name)
         done = 0
         for e in rec.plan:
@@ -57,12 +80,13 @@ def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
                 for f in _small_files(run.path):
                     shutil.copy2(f, target / f.name)
                 e.status, done = "completed", done + 1
+                runs[run.id] = before.get(run.id, here)
             else:  # rerun from the start where the pack is resumed: its stages' weights are not in the pack
                 e.run_id, e.status = None, "pending"
         rec.points = [p for p in rec.points if any(e.run_id == p.run_id for e in rec.plan)]
         atomic_write_text(work / STUDY_DIR / STUDY_FILE, json.dumps(rec.to_json(), indent=1, default=float) + "\n")
-        meta = {"study": study.id, "points": done, "pending": len(rec.plan) - done}
-        atomic_write_text(work / "pack.json", json.dumps(meta, indent=1) + "\n")
+        meta = {"study": study.id, "points": done, "pending": len(rec.plan) - done, "runs": runs}
+        atomic_write_text(work / PACK_FILE, json.dumps(meta, indent=1) + "\n")
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
             dest.rename(old)
@@ -76,7 +100,7 @@ def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
 def unpack(src: Path, root: Path | None = None) -> Study:
     """Write a pack into the run store (`root`, else the default store) and return the stopped study."""
     src = Path(src)
-    meta_file = src / "pack.json"
+    meta_file = src / PACK_FILE
     if not meta_file.is_file():
         raise CurloraError(f"{src} is not a study pack (no pack.json); make one with "
                            "`python -m curlora study --pack STUDY_ID DIR`.")
@@ -93,6 +117,7 @@ def unpack(src: Path, root: Path | None = None) -> Study:
     for s, d in folders:
         Run(root, d.name)  # the id check: a pack cannot write outside the store
         shutil.copytree(s, d)
+    shutil.copyfile(meta_file, root / meta["study"] / PACK_FILE)  # which machine ran the runs packed so far
     study = Run.open(meta["study"], root)
     rec = StudyRecord.of(study.study_json())
     study.set_status("cancelled", f"unpacked from {src.name}: {rec.done} of {len(rec.plan)} runs completed — "

@@ -60,3 +60,9 @@ def test_a_generated_block_is_spliced_between_its_marks_and_nowhere_else(tmp_pat
     assert doc_blocks.block(doc.read_text(), "t") == "a\nb" and doc_blocks.block("x", "t") is None
     with pytest.raises(SystemExit, match="has no block"):
         doc_blocks.splice(doc, "other", ["x"])
+
+
+def test_the_smollm2_study_document_regenerates_from_its_committed_packs():
+    import smollm2_study
+
+    _same_blocks("docs/forgetting-study.md", smollm2_study.blocks())

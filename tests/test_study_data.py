@@ -74,3 +74,24 @@ def test_a_stopped_study_packs_without_weights_and_resumes_elsewhere_without_rer
 def test_unpack_refuses_a_folder_that_is_not_a_pack(tmp_path):
     with pytest.raises(CurloraError, match="is not a study pack"):
         D.unpack(tmp_path, tmp_path / "runs")
+
+
+def test_the_study_document_is_rendered_from_a_pack(cfg, tmp_path):
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "bench"))
+    import smollm2_study
+
+    root = tmp_path / "runs"
+    study = S.run_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0, 1]), root)
+    packs = {"pilot": tmp_path / "none", "main": tmp_path / "main"}
+    D.pack(study.id, packs["main"], root)
+    lines = smollm2_study.blocks(packs)["smollm2-status"]
+    assert "| pilot | 0 | not started | — |" in lines
+    assert any(line.startswith("| main | 4 | 0 | ") and "CPUs, torch" in line for line in lines)
+    rows = [line for line in lines if line.startswith("| lora | ")]
+    assert len(rows) == 2 and sum("(chosen)" in r for r in rows) == 1 and all(" | 2 | " in r for r in rows)
+    rec = study.study_record()
+    g = rec.groups["lora@1e-3"]
+    assert smollm2_study.summary_text(g.learning_test, 1, 1) in rows[0]  # the record's numbers, formatted

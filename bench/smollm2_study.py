@@ -1,0 +1,143 @@
+"""The SmolLM2 forgetting study's tables, from its committed packs (docs/forgetting-study.md, issue 30).
+
+    python bench/smollm2_study.py                 # print every block
+    python bench/smollm2_study.py --write         # write them into docs/forgetting-study.md's generated marks
+
+The study runs with the project's own command and is packed as it grows (`python -m curlora study --pack ID DIR`):
+
+    docs/studies/smollm2-pilot/   phase 1: each method without a full frontier over three learning rates, seed 0
+    docs/studies/smollm2-main/    phase 2: CURLoRA and LoRA over their frontier, the others at the pilot's rate,
+                                  3 seeds x 2 task orders
+
+Each pack holds study/study.json (the typed StudyRecord: plan, points, groups over seeds, frontiers, best learning
+rates, comparisons with their verdicts) and pack.json (which machine ran each finished run). This script only reads
+them through the records and formats; every number in a block is in those files. Blocks whose pack is not committed
+yet say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from curlora.measure.study_record import MEASURES, StudyRecord  # noqa: E402
+from doc_blocks import splice  # noqa: E402
+
+DOC = REPO / "docs" / "forgetting-study.md"
+PACKS = {"pilot": REPO / "docs" / "studies" / "smollm2-pilot", "main": REPO / "docs" / "studies" / "smollm2-main"}
+# the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
+COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
+           ("learning_test", "learning, test rows (pts)", 1, 1),
+           ("forgetting_learned", "forgetting of learned tasks (pts)", 1, 1),
+           ("forgetting", "forgetting, all earlier tasks (pts)", 1, 1),
+           ("chat_kl", "chat KL to base", 1, 3),
+           ("facts", "facts exact-match (%)", 100, 0),
+           ("probe_ppl_ratio", "WikiText-2 ppl / base", 1, 3),
+           ("kl_to_base", "self-probe KL", 1, 3),
+           ("task_kl", "new-task KL", 1, 3)]
+
+
+def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict] | None:
+    folder = packs[phase]
+    if not (folder / "pack.json").is_file():
+        return None
+    meta = json.loads((folder / "pack.json").read_text(encoding="utf-8"))
+    rec = StudyRecord.of(json.loads((folder / "study" / "study.json").read_text(encoding="utf-8")))
+    return rec, meta
+
+
+def summary_text(s, scale: float, digits: int) -> str:
+    if s is None or s.mean is None:
+        return "—"
+    text = f"{s.mean * scale:.{digits}f}"
+    if s.ci95:
+        text += f" [{s.ci95[0] * scale:.{digits}f}, {s.ci95[1] * scale:.{digits}f}]"
+    return text
+
+
+def _summary(group, name: str):
+    """A group's measure by name: one of MEASURES, or one a newer record keeps among its extra keys."""
+    if name in MEASURES:
+        return group.measure(name)
+    from curlora.measure.study_record import Summary
+
+    raw = group.extra.get(name)
+    return Summary.of(raw) if isinstance(raw, dict) else None
+
+
+def status_block(loaded: dict) -> list[str]:
+    lines = ["| phase | finished runs | still to run | machines |", "|---|---|---|---|"]
+    for phase in PACKS:
+        got = loaded.get(phase)
+        if got is None:
+            lines.append(f"| {phase} | 0 | not started | — |")
+            continue
+        rec, meta = got
+        machines = sorted(set(meta.get("runs", {}).values()))
+        lines.append(f"| {phase} | {meta['points']} | {meta['pending']} | {'; '.join(machines) or '—'} |")
+    return lines
+
+
+def groups_block(rec: StudyRecord) -> list[str]:
+    """One row per (method, lr) the study has finished runs of, with n and each measure's mean [95 % CI]."""
+    shown = [(n, h, sc, d) for n, h, sc, d in COLUMNS
+             if any(_summary(g, n) is not None and _summary(g, n).mean is not None for g in rec.groups.values())]
+    lines = ["| method | lr | runs | " + " | ".join(h for _, h, _, _ in shown) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
+    for label in rec.labels:
+        best = rec.best.get(label)
+        for key, g in sorted(((k, g) for k, g in rec.groups.items() if g.method == label), key=lambda kg: kg[1].lr):
+            mark = " (chosen)" if best is not None and best.key == key else ""
+            cells = [summary_text(_summary(g, n), sc, d) for n, _, sc, d in shown]
+            lines.append(f"| {label} | {g.lr:g}{mark} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def comparisons_block(rec: StudyRecord) -> list[str]:
+    if not rec.comparison:
+        return ["No comparison yet: it needs finished runs of both methods at matched learning."]
+    lines = ["| comparison | verdict | p | p (Holm) | TOST p | margin (pts) |", "|---|---|---|---|---|---|"]
+
+    def num(x):
+        return "—" if x is None else f"{x:.3g}"
+    for c in rec.comparison:
+        lines.append(f"| {' vs '.join(c.methods)} | {c.verdict or 'not compared'} | {num(c.p)} | "
+                     f"{num(c.p_adjusted)} | {num(c.tost_p)} | {num(c.margin)} |")
+    lines += [""] + [f"- {c.sentence}" for c in rec.comparison if c.sentence]
+    return lines
+
+
+def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
+    loaded = {phase: load(phase, packs) for phase in packs}
+    out = {"smollm2-status": status_block(loaded)}
+    if loaded.get("pilot"):
+        rec = loaded["pilot"][0]
+        out["smollm2-status"] += ["", "Pilot, seed 0, first order (learning rates chosen on validation rows):", ""]
+        out["smollm2-status"] += groups_block(rec)
+    if loaded.get("main"):
+        rec = loaded["main"][0]
+        out["smollm2-status"] += ["", "Main study (means over seeds and orders, 95 % intervals over runs):", ""]
+        out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="write the blocks into docs/forgetting-study.md")
+    args = ap.parse_args(argv)
+    for name, lines in blocks().items():
+        if args.write:
+            splice(DOC, name, lines)
+        else:
+            print(f"## {name}\n" + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

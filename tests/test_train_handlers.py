@@ -144,3 +144,19 @@ def test_a_bound_handler_keeps_what_gradio_reads():
     assert list(inspect.signature(as_dict).parameters) == ["values", "request"]
     assert get_type_hints(as_dict) == {"values": dict, "request": gr.Request}
     assert as_dict({a: 1}, "req") == ("engine", "form", {a: 1}, "req") and as_dict.__name__ == "f"
+
+
+def test_the_dropdowns_offer_the_engines_constants(tab):
+    from curlora.experiment import COMPARISONS, QUANTIZATIONS, SAMPLING_RULES, SCORING_MODES
+    from curlora.run.methods import GROUPS, kinds, method
+
+    _, form = tab
+    offered = {path: [value for _, value in form.fields[path].choices] for path in
+               ("evaluation.scoring", "training.comparison", "model.quantization", "curlora.sampling", "methods")}
+    assert offered["evaluation.scoring"] == list(SCORING_MODES)
+    assert offered["training.comparison"] == list(COMPARISONS)
+    assert offered["model.quantization"] == list(QUANTIZATIONS)
+    assert offered["curlora.sampling"] == list(SAMPLING_RULES)
+    assert sorted(offered["methods"]) == sorted(kinds())  # every registered kind, grouped in GROUPS' order
+    assert [GROUPS.index(method(k).group) for k in offered["methods"]] == sorted(
+        GROUPS.index(method(k).group) for k in kinds())

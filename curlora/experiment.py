@@ -60,6 +60,7 @@ SAMPLING_RULES = ("inverted", "inverted_offset", "uniform", "norm", "leverage")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("no", "fp16", "bf16")
 COMPARISONS = ("equal_lr", "matched_loss")
+DEFAULT_METHODS = ("curlora", "lora")  # an experiment's methods when it names none (the Train form's too)
 
 
 def replayed_rows(share: float, batch_size: int) -> int:
@@ -188,7 +189,7 @@ class ExperimentConfig:
         self.evaluation = self.evaluation or EvaluationSettings()
         self.run = self.run or RunSettings()
         if not self.methods:
-            self.methods = [MethodSettings(kind="curlora"), MethodSettings(kind="lora")]
+            self.methods = [MethodSettings(kind=kind) for kind in DEFAULT_METHODS]
         self.check()
 
     def check(self) -> None:

@@ -6,8 +6,10 @@ import pytest
 pytest.importorskip("gradio")
 
 from curlora.errors import CurloraError  # noqa: E402
-from curlora.experiment import EvaluationSettings, TrainingSettings  # noqa: E402
-from curlora.ui.train_tab import _assign, method_settings  # noqa: E402
+from curlora.data.task_config import TaskConfig  # noqa: E402
+from curlora.experiment import ExperimentConfig  # noqa: E402
+from curlora.paths import QUICK_DEMO  # noqa: E402
+from curlora.ui.train_tab import form_config, method_settings  # noqa: E402
 
 
 def test_each_kind_takes_its_own_column_and_adapters_share_the_targets():
@@ -39,16 +41,20 @@ def test_the_replay_box_adds_a_replay_row_beside_each_method_that_can_replay():
         method_settings({**values, "methods": ["base", "joint"]})
 
 
-def test_boxes_convert_to_the_field_type_and_empty_ones_keep_defaults_or_none():
-    t, e = TrainingSettings(), EvaluationSettings()
-    _assign(t, "max_steps", 60.0)
-    _assign(t, "lr", "0.002")
-    _assign(t, "batch_size", "")  # empty: the default stays
-    _assign(e, "eval_rows", 0)  # 0 in a box that may be None: all rows
-    _assign(t, "target_loss", 0)
-    assert (t.max_steps, t.lr, t.batch_size, e.eval_rows, t.target_loss) == (60, 0.002, 8, None, None)
-    with pytest.raises(CurloraError, match="The Train form has no setting 'nope'"):
-        _assign(t, "nope", 1)
+def test_boxes_keep_their_values_and_empty_ones_keep_the_preset_or_none():
+    """What _assign did, now on the way to ExperimentConfig.from_dict: a box's value goes in as it is; an empty box
+    keeps the preset's value, or None where the setting may be None (eval rows, a target loss), as does a 0 there."""
+    quick = ExperimentConfig.load(QUICK_DEMO)
+    tasks = [TaskConfig(name="t", train_file="t.csv")]
+    values = {"methods": ["curlora"], "preset": "quick-demo", "model.name": "kjv-llama-5m", "training.max_steps": 60,
+              "training.lr": 0.002, "training.batch_size": "", "evaluation.eval_rows": 0,
+              "training.comparison": "matched_loss", "training.target_loss": 0.75}
+    cfg = form_config(tasks, values)
+    t, e = cfg.training, cfg.evaluation
+    assert (t.max_steps, t.lr, t.batch_size, e.eval_rows, t.target_loss) == (
+        60, 0.002, quick.training.batch_size, None, 0.75)
+    with pytest.raises(CurloraError, match=r"^training\.nope: unknown key\. Known keys here: epochs, max_steps"):
+        form_config(tasks, {**values, "training.nope": 1})
 
 
 def test_an_emptied_model_box_is_not_silently_the_bundled_model(tmp_path):

@@ -42,6 +42,8 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "to
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # what resolve_dtype offers (DTYPES also reads aliases)
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")  # what resolve_device offers, besides cuda:N
 # Loading needs a little more than the weights themselves (buffers, allocator slack, the Python process).
 MEMORY_HEADROOM = 1.2
 

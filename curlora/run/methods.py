@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
 
 REGISTRY: dict[str, Method] = {}
+GROUPS = ("forgetting-aware", "LoRA family", "baselines")  # every Method.group, in the order the Train tab lists them
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -89,7 +90,7 @@ class Attached:
 class Method:
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
-    group: ClassVar[str] = "baselines"  # forgetting-aware | LoRA family | baselines
+    group: ClassVar[str] = "baselines"  # one of GROUPS
     help: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     has_adapter: ClassVar[bool] = False

@@ -85,7 +85,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             return (gr.update(choices=ids, value=value) if value else gr.update(choices=ids),) * 2
 
         train["run_id"].change(follow, train["run_id"], [results["run"], chat_ui["run"]], **light)
-        tasks["task_list"].change(train["show_config"], train["form"], train["config_outputs"], **light)
+        tasks["task_list"].change(train["show_config"], train["widgets"], train["config_outputs"], **light)
 
         def open_run(rid: str, request: gr.Request):
             ids = engine.run_ids(request)
@@ -117,7 +117,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
 
         def on_load(saved: str, token: str, request: gr.Request):
             token = engine.sessions.bind(request, token)
-            rid, timer = train["reattach"](saved, request)
+            rid, timer = train_tab.reattach(engine, saved, request)
             ids = engine.run_ids(request)
             return (rid, timer, *tasks["listing"](request), *runs["listing"](request),
                     gr.update(choices=ids), gr.update(choices=ids), token)

@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import threading
+import typing
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -236,6 +237,32 @@ def with_request(n_inputs: int):
         del call.__wrapped__  # gradio must read the signature above, not the wrapped one
         return call
     return wrap
+
+
+def handler(fn, *bound, inputs: list | None = None):
+    """A module-level function `fn(*bound, …)` as a gradio event handler, its first arguments (the engine, the form)
+    given here. Gradio reads the handler's signature and annotations to pass a gr.Request, so the handler has fn's
+    own, less the bound arguments (functools.partial would hide the annotations).
+
+    fn's next parameter takes the event's inputs as one {component: value} dict. Gradio passes that dict itself when
+    the inputs are a set; with `inputs` (a list, for an API endpoint whose parameters keep the list's order) the
+    handler takes the values one by one, as value_0 … value_n-1, and zips them into the dict."""
+    hints, signature = typing.get_type_hints(fn), inspect.signature(fn)
+    params = list(signature.parameters.values())[len(bound):]
+    if inputs is None:
+        def call(*args, **kwargs):
+            return fn(*bound, *args, **kwargs)
+    else:
+        components, n = list(inputs), len(inputs)
+        params = [inspect.Parameter(f"value_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(n)] + [
+            p.replace(kind=inspect.Parameter.POSITIONAL_ONLY) for p in params[1:]]
+
+        def call(*args, **kwargs):
+            return fn(*bound, dict(zip(components, args[:n])), *args[n:], **kwargs)
+    call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    call.__signature__ = inspect.Signature(params, return_annotation=signature.return_annotation)
+    call.__annotations__ = {p.name: hints[p.name] for p in params if p.name in hints}
+    return call
 
 
 def wait_for_device(gate, what: str, n_outputs: int, poll: float = 0.5):

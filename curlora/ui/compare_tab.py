@@ -14,7 +14,7 @@ from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.run import study as studies
 from curlora.run.methods import described, kinds, lr_text, method
 from curlora.run.store import Study
-from curlora.ui import study_charts
+from curlora.ui import study_charts, train_tab
 from curlora.ui.common import Engine, friendly, with_request
 from curlora.ui.train_tab import DEFAULT_METHODS
 
@@ -128,7 +128,7 @@ def build(engine: Engine, train: dict) -> dict:
             if len(text or "") > GRID_TEXT_MAX:  # the grid's own sentences quote what they refuse
                 raise CurloraError(f"The {what} are {len(text):,} characters long; the limit here is "
                                    f"{GRID_TEXT_MAX:,}, far beyond any study a server runs (see its limits).")
-        cfg = train["make_config"](request, dict(zip(train["paths"], values)))
+        cfg = train_tab.make_config(engine, request, dict(zip(train["paths"], values)))
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
                                          kl_budget=budget or None,
                                          margin=DEFAULT_MARGIN if equivalence is None else equivalence)

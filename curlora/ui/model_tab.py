@@ -8,7 +8,7 @@ import gradio as gr
 
 from curlora.experiment import SAMPLING_RULES
 from curlora.measure.cur_sampling import inspect_model, table
-from curlora.models.loading import describe_model, hub_only, load_model
+from curlora.models.loading import DEVICE_NAMES, DTYPE_NAMES, describe_model, hub_only, load_model
 from curlora.models.presets import default_model_name, gpu_24gb_text, load_model_presets, quality
 from curlora.ui.common import friendly
 from curlora.ui.sampling_charts import sampling_figure
@@ -155,8 +155,8 @@ def build(engine=None) -> dict:
             name = gr.Dropdown(choices, value=default, label="Base model (or type a hub id / local folder)",
                                allow_custom_value=True, elem_id="model-name")
             with gr.Row():
-                dtype = gr.Dropdown(["auto", "float32", "bfloat16", "float16"], value="auto", label="dtype")
-                device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="device",
+                dtype = gr.Dropdown(list(DTYPE_NAMES), value="auto", label="dtype")
+                device = gr.Dropdown(list(DEVICE_NAMES), value="auto", label="device",
                                      allow_custom_value=True)
             check = gr.Button("Describe", variant="secondary")
         with gr.Column(scale=3):

@@ -5,9 +5,9 @@
 
 The study runs with the project's own command and is packed as it grows (`python -m curlora study --pack ID DIR`):
 
-    docs/studies/smollm2-pilot/   phase 1: each method without a full frontier over three learning rates, seed 0
-    docs/studies/smollm2-main/    phase 2: CURLoRA and LoRA over their frontier, the others at the pilot's rate,
-                                  3 seeds x 2 task orders
+    docs/studies/smollm2-pilot/     phase 1: each method without a full frontier over three learning rates, seed 0
+    docs/studies/smollm2-frontier/  phase 2: CURLoRA and LoRA over three learning rates, 3 seeds x 2 task orders
+    docs/studies/smollm2-peers/     phase 3: the others at the pilot's learning rate, 3 seeds x 2 task orders
 
 Each pack holds study/study.json (the typed StudyRecord: plan, points, groups over seeds, frontiers, best learning
 rates, comparisons with their verdicts) and pack.json (which machine ran each finished run). This script only reads
@@ -30,7 +30,7 @@ from curlora.measure.study_record import MEASURES, StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
-PACKS = {"pilot": REPO / "docs" / "studies" / "smollm2-pilot", "main": REPO / "docs" / "studies" / "smollm2-main"}
+PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in ("pilot", "frontier", "peers")}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("learning_test", "learning, test rows (pts)", 1, 1),
@@ -120,10 +120,12 @@ def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
         rec = loaded["pilot"][0]
         out["smollm2-status"] += ["", "Pilot, seed 0, first order (learning rates chosen on validation rows):", ""]
         out["smollm2-status"] += groups_block(rec)
-    if loaded.get("main"):
-        rec = loaded["main"][0]
-        out["smollm2-status"] += ["", "Main study (means over seeds and orders, 95 % intervals over runs):", ""]
-        out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
+    for phase in ("frontier", "peers"):
+        if loaded.get(phase):
+            rec = loaded[phase][0]
+            out["smollm2-status"] += ["", f"{phase.capitalize()} (means over seeds and orders, 95 % intervals over "
+                                      "runs; learning on test rows):", ""]
+            out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
     return out
 
 

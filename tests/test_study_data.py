@@ -85,11 +85,11 @@ def test_the_study_document_is_rendered_from_a_pack(cfg, tmp_path):
 
     root = tmp_path / "runs"
     study = S.run_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0, 1]), root)
-    packs = {"pilot": tmp_path / "none", "main": tmp_path / "main"}
-    D.pack(study.id, packs["main"], root)
+    packs = {"pilot": tmp_path / "none", "frontier": tmp_path / "frontier", "peers": tmp_path / "none"}
+    D.pack(study.id, packs["frontier"], root)
     lines = smollm2_study.blocks(packs)["smollm2-status"]
     assert "| pilot | 0 | not started | — |" in lines
-    assert any(line.startswith("| main | 4 | 0 | ") and "CPUs, torch" in line for line in lines)
+    assert any(line.startswith("| frontier | 4 | 0 | ") and "CPUs, torch" in line for line in lines)
     rows = [line for line in lines if line.startswith("| lora | ")]
     assert len(rows) == 2 and sum("(chosen)" in r for r in rows) == 1 and all(" | 2 | " in r for r in rows)
     rec = study.study_record()

@@ -4,7 +4,7 @@ functions), so a lazy import cannot slip past; each rule is also shown failing o
     adapter/   imports no other curlora module but curlora.errors (and the package's __version__)
     data/      imports no torch, and of curlora only errors, paths and data/ itself
     below run/ (adapter, data, models, measure, and errors, paths, experiment) never import run/, cli/ or ui/ —
-               but the config reads the method registry (curlora.run.methods: which kinds exist, light to import)
+               but the config reads the method registry (curlora.methods.registry: which kinds exist, light to import)
     ui/        never imports cli/
     the engine never imports gradio; only ui/ does
 """
@@ -69,7 +69,7 @@ def violations(package: Path) -> list[str]:
                 if top == "curlora" and inner not in (None, "errors", "paths", "data"):
                     bad("data/ imports only errors, paths and data/")
             if (wing in BELOW_RUN or wing.removeprefix("top:") in TOP_BELOW_RUN) and inner in ("run", "cli", "ui") \
-                    and not (wing == "top:experiment.py" and mod == "curlora.run.methods"):
+                    and not (wing == "top:experiment.py" and mod == "curlora.methods.registry"):
                 bad("nothing below run/ imports run/, cli/ or ui/")
             if wing == "ui" and inner == "cli":
                 bad("ui/ never imports cli/")
@@ -95,7 +95,7 @@ def test_the_tree_is_the_wings():
     ("ui", "from curlora.cli.runs import table\n", "ui/ never imports cli/"),
     ("run", "import gradio as gr\n", "only curlora/ui imports gradio"),
     ("models", "from curlora import run\n", "nothing below run/ imports run/"),
-    ("measure", "from curlora.run.methods import method\n", "nothing below run/ imports run/"),
+    ("measure", "from curlora.methods.registry import method\n", "nothing below run/ imports run/"),
 ])
 def test_each_rule_fails_when_broken(tmp_path, wing, source, rule):
     package = tmp_path / "curlora"
@@ -122,10 +122,10 @@ def test_the_config_reads_the_registry_without_torch():
 
 
 def test_no_kind_string_is_branched_on_outside_the_registry():
-    """`kind == "lora"`-style tests belong to curlora/run/methods.py; everywhere else asks the registered object."""
+    """`kind == "lora"`-style tests belong to curlora/methods/registry.py; everywhere else asks the registered object."""
     import re
 
-    from curlora.run.methods import kinds
+    from curlora.methods.registry import kinds
 
     names = "|".join(re.escape(k) for k in kinds())
     pattern = re.compile(r"""(\.kind|\["kind"\]|\.get\(["']kind["']\)|\bkind)\s*(==|!=|in|not in)\s*[(\[]?\s*["']("""

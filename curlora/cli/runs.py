@@ -10,7 +10,7 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.run import events as ev
-from curlora.run.export import copy_finished_adapters, export_merged, metrics_csv, table
+from curlora.share.export import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.run.store import Run, data_dir, list_runs, resumable
 
 
@@ -87,7 +87,7 @@ def _allow_remote_code(args) -> None:
 
 
 def cmd_share(args) -> int:
-    from curlora.run.hosting import share, unshare
+    from curlora.serve.hosting import share, unshare
 
     run = Run.open(args.run_id)
     if args.off:  # back to whoever owned it before it was shared, not to the local user
@@ -208,19 +208,19 @@ def _export_stage(run: Run, args) -> None:
     """--lora DIR and --gguf FILE: one stage of one method, in the formats people serve."""
     if args.method is None or args.stage is None:
         raise CurloraError("export --lora / --gguf needs --method M and --stage K (the stage after the k-th task).")
-    from curlora.run.export_lora import check_destination
+    from curlora.share.export_lora import check_destination
 
     for dest in filter(None, (args.lora, args.gguf)):  # both refused before either is written
         check_destination(Path(dest))
     if args.lora:
-        from curlora.run.export_lora import export_lora
+        from curlora.share.export_lora import export_lora
 
         res = export_lora(run, args.method, args.stage, Path(args.lora))
         how = "converted from CURLoRA exactly" if res["converted"] else f"the {res['kind']} stage as saved"
         print(f"LoRA adapter (rank {res['r']}, {how}) in {res['path']}: "
               "PeftModel.from_pretrained(base, DIR) or vLLM --lora-modules NAME=DIR")
     if args.gguf:
-        from curlora.run.export_gguf import export_gguf
+        from curlora.share.export_gguf import export_gguf
 
         res = export_gguf(run, args.method, args.stage, Path(args.gguf), args.gguf_type)
         print(f"GGUF ({res['type'].upper()}, {res['bytes'] / 2**20:.1f} MiB) in {res['path']}: "

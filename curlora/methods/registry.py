@@ -16,10 +16,10 @@ the task index and calibration text), `group`, `title`, `column` and `trainable_
 `lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
 why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
-The continual-learning baselines (joint training, EWC) live in curlora/run/baselines.py; PEFT's peers are registered
+The continual-learning baselines (joint training, EWC) live in curlora/methods/baselines.py; PEFT's peers are registered
 below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the
 shared base weights while they train: each keeps the targeted weights aside and writes them back on cleanup, bit for
-bit, and saves stages that apply to the original base (curlora/run/adapters.py).
+bit, and saves stages that apply to the original base (curlora/methods/adapters.py).
 
 Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
 """
@@ -178,7 +178,7 @@ class AdapterMethod(Method):
     def attach(self, base, settings, stage):
         import torch
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         if stage is not None:
             model = adapters.load_adapter(base, stage, is_trainable=True)
@@ -188,7 +188,7 @@ class AdapterMethod(Method):
         return Attached(model, lambda: adapters.detach(model))
 
     def save(self, model, folder):
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         adapters.save_adapter(model, folder)
 
@@ -321,6 +321,3 @@ def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
     per_epoch = math.ceil(math.ceil(sum(rows[j] for j in own) / per_batch) / training.grad_accum)
     return max(1, math.ceil(training.epochs * per_epoch))
 
-
-# The continual-learning baselines (joint, EWC), then PEFT's peers, register themselves after the methods above.
-from curlora.run import baselines, peers  # noqa: E402,F401

@@ -13,7 +13,7 @@ from torch import nn
 from curlora.errors import CurloraError
 from curlora.experiment import MethodSettings
 from curlora.measure.perplexity import LOGITS_BUDGET
-from curlora.run.methods import method, targets
+from curlora.methods.registry import method, targets
 
 
 @lru_cache(maxsize=4)

@@ -14,8 +14,8 @@ from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
-from curlora.run import adapters as methods
-from curlora.run.methods import method as registered
+from curlora.methods import adapters
+from curlora.methods.registry import method as registered
 from curlora.run.store import Run
 
 
@@ -34,19 +34,19 @@ def stage_model(run: Run, cfg: ExperimentConfig, base, method: str, stage: int):
     if not kinds[method].has_adapter:
         raise CurloraError(f"Evaluating a {clip(kinds[method].kind)} stage on new data isn't supported; pick a method "
                            "that saves an adapter (e.g. curlora or lora).")
-    model = methods.load_adapter(base, folder)
-    return model, lambda: methods.detach(model)
+    model = adapters.load_adapter(base, folder)
+    return model, lambda: adapters.detach(model)
 
 
 def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | None = None, text_file: str | None = None,
                    verbalizers: dict | None = None, root: Path | None = None, loaded_model=None,
                    limits=None, should_stop=None, on_progress=None) -> dict:
-    """Score a stage on a new task CSV (accuracy) or text (perplexity). `limits` (a host's, curlora/run/limits.py):
+    """Score a stage on a new task CSV (accuracy) or text (perplexity). `limits` (a host's, curlora/serve/limits.py):
     the file is read only up to rows_per_file rows, and at most eval_rows_per_task rows are scored (a seeded sample,
     said in the result as `rows_limited_to`); the probe text only up to probe_tokens. `should_stop` raises Cancelled
     between batches; `on_progress(done, total)` hears of each batch."""
     from curlora.models.loading import load_model
-    from curlora.run.limits import reading_tasks
+    from curlora.serve.limits import reading_tasks
 
     def stopping():  # progress rides on the per-batch stop check the scorers already make
         if on_progress is not None:
@@ -56,8 +56,8 @@ def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | Non
 
     progress = {"done": 0, "total": None}
     if limits is None:  # the environment's: a Space (SPACE_ID) or CURLORA_MULTI_USER=1 gets the hosted limits
-        from curlora.run.hosting import hosted_from_env
-        from curlora.run.limits import Limits
+        from curlora.serve.hosting import hosted_from_env
+        from curlora.serve.limits import Limits
 
         limits = Limits.load(hosted_from_env())
 

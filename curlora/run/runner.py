@@ -34,9 +34,9 @@ from curlora.measure.scoring import score
 from curlora.measure.stats import to_bits, wilson
 from curlora.paths import DEFAULT_PROBE
 from curlora.run import events, trackers
-from curlora.run.limits import check_positions
+from curlora.serve.limits import check_positions
 from curlora.run.estimate import check_fits
-from curlora.run.methods import Context, method, stage_steps
+from curlora.methods.registry import Context, method, stage_steps
 from curlora.run.store import DiskFull, Run, is_disk_full, register_executor, resumable
 from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
 
@@ -72,7 +72,7 @@ def source_name(path: Path) -> str:
     """How metrics.json names the probe text: 'bundled:REL' under assets/, 'upload:NAME' for a visitor's upload (the
     names a config may use), else the path as given. A shared example's export then names no server path."""
     from curlora.paths import ASSETS
-    from curlora.run.hosting import OWNERS_DIR
+    from curlora.serve.hosting import OWNERS_DIR
 
     real = path.resolve()
     try:
@@ -100,10 +100,10 @@ def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
 def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=None, should_stop=None) -> Loaded:
     """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing.
 
-    `limits` (a curlora.run.limits.Limits) refuses a run over the host's per-run limits before the model loads;
+    `limits` (a curlora.serve.limits.Limits) refuses a run over the host's per-run limits before the model loads;
     `should_stop` raises Cancelled between tasks and before the model loads (Stop while large files are read)."""
     from curlora.models.loading import load_model
-    from curlora.run.hosting import refuse_remote_code, remote_code_allowed, resolve_bundled, sources
+    from curlora.serve.hosting import refuse_remote_code, remote_code_allowed, resolve_bundled, sources
 
     if cfg.model.trust_remote_code and not remote_code_allowed():  # before any file is read
         raise refuse_remote_code()
@@ -111,7 +111,7 @@ def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=N
         setattr(obj, key, resolve_bundled(getattr(obj, key)))
     if limits is not None:
         limits.check_experiment(cfg)
-    from curlora.run.limits import reading_tasks
+    from curlora.serve.limits import reading_tasks
 
     tasks = []
     with reading_tasks(limits):  # a host's cap on files read at once; reading stops at its rows_per_file

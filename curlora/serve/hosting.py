@@ -34,7 +34,7 @@ from pathlib import Path
 from curlora.errors import CurloraError, clip
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS
-from curlora.run.limits import Limits
+from curlora.serve.limits import Limits
 
 MULTI_USER_ENV = "CURLORA_MULTI_USER"
 LOCAL = "local"  # the owner of everything when the app is not hosted
@@ -151,7 +151,7 @@ def _within(path: Path, folder: Path) -> bool:
 
 @dataclass
 class Policy:
-    """What the server allows. `hosted` decides; `limits` are the host's numbers (curlora/run/limits.py)."""
+    """What the server allows. `hosted` decides; `limits` are the host's numbers (curlora/serve/limits.py)."""
 
     hosted: bool = False
     limits: object = None

@@ -20,7 +20,7 @@ Training tokens per run (`tokens_per_run`): the work a run may do, counted befor
     sum over trained methods m (every kind but `base`) and tasks i of
         steps(m, i) × batch_size × grad_accum × max_length
 
-where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/run/methods.py stage_steps, what
+where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/methods/registry.py stage_steps, what
 `train_task` runs): `training.max_steps` per task the stage trains on (joint: every task so far), or without it
 max(1, ceil(epochs × ceil(ceil(train rows of those tasks / own rows per batch) / grad_accum))), where a batch's own
 rows are batch_size less the rows that experience replay draws from earlier tasks. Under
@@ -43,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError, clip
-from curlora.run.methods import method, stage_steps
+from curlora.methods.registry import method, stage_steps
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"

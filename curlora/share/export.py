@@ -25,8 +25,8 @@ from pathlib import Path
 from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
-from curlora.run.jobs import JobManager
-from curlora.run.methods import described, method
+from curlora.serve.jobs import JobManager
+from curlora.methods.registry import described, method
 from curlora.run.store import Run
 
 EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of an export folder
@@ -145,7 +145,7 @@ def metrics_csv(m: RunMetrics | dict) -> str:
 def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
     """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
     from curlora.models.loading import load_model
-    from curlora.run import adapters as methods
+    from curlora.methods import adapters
 
     cfg = run.config()
     written = []
@@ -154,7 +154,7 @@ def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
         if not method(rec.kind).has_adapter or stage < 1:
             continue
         base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
-        merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
+        merged = adapters.merge(adapters.load_adapter(base, run.adapter_dir(label, stage)))
         merged.save_pretrained(dest / label)
         tokenizer.save_pretrained(dest / label)
         written.append(dest / label)
@@ -232,19 +232,19 @@ STAGE_FORMATS = {"lora": "PEFT LoRA folder (zip)", "gguf-f16": "GGUF F16, merged
 
 def export_stage_file(jobs: JobManager, run_id: str, label: str, stage: int, fmt: str, owner: str | None = None) -> str:
     """One stage of one method for the browser to download, in a format people serve (the Results tab; the CLI's
-    `export --lora / --gguf`): "lora" a zip of the PEFT LoRA folder (curlora/run/export_lora.py), "gguf-f16" or
-    "gguf-q8_0" the stage merged into the base as one .gguf file (curlora/run/export_gguf.py)."""
+    `export --lora / --gguf`): "lora" a zip of the PEFT LoRA folder (curlora/share/export_lora.py), "gguf-f16" or
+    "gguf-q8_0" the stage merged into the base as one .gguf file (curlora/share/export_gguf.py)."""
     if fmt not in STAGE_FORMATS:
         raise CurloraError(f"Unknown stage export {fmt!r}; the formats are {', '.join(STAGE_FORMATS)}.")
     run = jobs.open(run_id, owner)
     out = _export_folder(jobs, owner)
     name = f"{run_id}-{label}-stage-{int(stage)}"
     if fmt == "lora":
-        from curlora.run.export_lora import export_lora
+        from curlora.share.export_lora import export_lora
 
         export_lora(run, label, int(stage), out / name / f"{label}-stage-{int(stage)}-lora")
         return shutil.make_archive(str(out / f"{name}-lora"), "zip", out / name)
-    from curlora.run.export_gguf import export_gguf
+    from curlora.share.export_gguf import export_gguf
 
     gguf_type = fmt.removeprefix("gguf-")
     return export_gguf(run, label, int(stage), out / f"{name}-{gguf_type}.gguf", gguf_type)["path"]

@@ -17,8 +17,8 @@ import gradio as gr
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.run.chat import Chat
-from curlora.run.hosting import Client, Policy, behind_space_proxy, client_of, owner_key, public_message
-from curlora.run.jobs import JobManager
+from curlora.serve.hosting import Client, Policy, behind_space_proxy, client_of, owner_key, public_message
+from curlora.serve.jobs import JobManager
 from curlora.run.store import atomic_write_text
 
 log = logging.getLogger("curlora.ui")
@@ -121,7 +121,7 @@ class Sessions:
         return owner_key("hf", hf_user) if hf_user else None
 
     def client(self, request: gr.Request | None) -> Client:
-        """Who pays for this request (curlora/run/hosting.py client_of): the signed-in user, else the address the
+        """Who pays for this request (curlora/serve/hosting.py client_of): the signed-in user, else the address the
         Space's proxy forwards, else the one anonymous pool. A fresh session or workspace token is not a new one."""
         headers = getattr(request, "headers", None)
         forwarded = headers.get("x-forwarded-for") if headers is not None else None

@@ -1,9 +1,9 @@
 """Results tab: any run's summary table (ACC with the final training loss, BWT, FWT, forgetting, perplexity,
 parameters, time, memory), a matched-loss run's targets, its charts, exports built by the engine's export functions
-(curlora/run/export.py), so the app and `curlora export` agree, one stage as a PEFT LoRA folder or a merged GGUF
-file (curlora/run/export_lora.py, export_gguf.py: the engine behind `curlora export --lora / --gguf`), any finished stage evaluated on a new CSV or
+(curlora/share/export.py), so the app and `curlora export` agree, one stage as a PEFT LoRA folder or a merged GGUF
+file (curlora/share/export_lora.py, export_gguf.py: the engine behind `curlora export --lora / --gguf`), any finished stage evaluated on a new CSV or
 text (curlora/run/evaluate.py, the engine behind `curlora eval`), and the run pushed to the Hugging Face hub
-(curlora/run/hub.py, the engine behind `curlora push`)."""
+(curlora/share/hub.py, the engine behind `curlora push`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import gradio as gr
 from curlora.errors import Cancelled, CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.run.evaluate import evaluate_stage
-from curlora.run.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
-from curlora.run.hub import push
-from curlora.run.methods import described, method, setting_text
+from curlora.share.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
+from curlora.share.hub import push
+from curlora.methods.registry import described, method, setting_text
 from curlora.run.store import Run
 from curlora.ui import live
 from curlora.ui.charts import SAME
@@ -233,7 +233,7 @@ def build(engine: Engine) -> dict:
 
     @friendly
     def export_stage(rid: str, label: str, stage, fmt: str, request: gr.Request, progress=gr.Progress()):
-        """One stage of one method as a PEFT LoRA zip or a merged GGUF file (curlora/run/export.py)."""
+        """One stage of one method as a PEFT LoRA zip or a merged GGUF file (curlora/share/export.py)."""
         if not rid:
             raise CurloraError("Pick a run first.")
         if not label:
@@ -248,7 +248,7 @@ def build(engine: Engine) -> dict:
     @friendly
     def push_run(rid: str, repo: str, only: str | None, merged: bool, private: bool, request: gr.Request,
                  oauth: gr.OAuthToken | None = None, progress=gr.Progress()):
-        """The run to one hub repo (curlora/run/hub.py): its adapters, the model card, its numbers."""
+        """The run to one hub repo (curlora/share/hub.py): its adapters, the model card, its numbers."""
         if not rid:
             raise CurloraError("Pick a run first.")
         run = jobs.open(rid, engine.owner(request))

@@ -7,8 +7,8 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.hosting import EXAMPLES, Client, LoginGuard, Policy, owner_key, read_owner, share, unshare, write_owner
-from curlora.run.jobs import JobManager
+from curlora.serve.hosting import EXAMPLES, Client, LoginGuard, Policy, owner_key, read_owner, share, unshare, write_owner
+from curlora.serve.jobs import JobManager
 from curlora.run.store import Run
 
 
@@ -107,7 +107,7 @@ def test_17_listing_a_visitors_runs_reads_no_other_owner_file_twice(tmp_path, mo
         run = Run.create("model: {name: kjv-llama-5m}\n", root=tmp_path)
         write_owner(run.path, mine if i == 0 else owner_key("user", f"other{i}"))
     assert len(jobs.runs(mine)) == 1
-    import curlora.run.jobs as jobs_module
+    import curlora.serve.jobs as jobs_module
 
     reads = []
     real = jobs_module.read_owner

@@ -25,7 +25,7 @@ import yaml
 
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError, clip
-from curlora.methods.registry import kinds, method  # the one run/ module the config reads: which kinds exist
+from curlora.methods.registry import kinds, method, replayed_rows  # the config reads the registry below it
 
 RUN_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a study's id fits; '../x' and 'a/b' do not
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
@@ -60,11 +60,6 @@ SAMPLING_RULES = ("inverted", "inverted_offset", "uniform", "norm", "leverage")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("no", "fp16", "bf16")
 COMPARISONS = ("equal_lr", "matched_loss")
-
-
-def replayed_rows(share: float, batch_size: int) -> int:
-    """Rows of each training batch that replay earlier tasks at a replay `share` (the rest are the task's own)."""
-    return int(share * batch_size + 0.5)
 
 
 def _f(default, help_text: str):

@@ -32,36 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from curlora.errors import CurloraError, clip
+from curlora.errors import CurloraError
 from curlora.measure.describe import described, lr_text, setting_text  # noqa: F401  (how settings are written)
+from curlora.methods.kinds import REGISTRY, kinds, method, register, unregister  # noqa: F401  (kinds.py: the table)
 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
-
-REGISTRY: dict[str, Method] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make `cls` a method kind (its `kind` must be new)."""
-    if not cls.kind or cls.kind in REGISTRY:
-        raise ValueError(f"method kind {clip(cls.kind)} is empty or registered twice")
-    REGISTRY[cls.kind] = cls()
-    return cls
-
-
-def unregister(kind: str) -> None:
-    REGISTRY.pop(kind, None)
-
-
-def kinds() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
-def method(kind: str) -> Method:
-    try:
-        return REGISTRY[kind]
-    except KeyError:
-        raise CurloraError(f"{clip(kind)} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
 
 
 @dataclass
@@ -305,13 +281,16 @@ class HeadOnly(Method):
         return None  # hidden × classes, per task
 
 
+def replayed_rows(share: float, batch_size: int) -> int:
+    """Rows of each training batch that replay earlier tasks at a replay `share` (the rest are the task's own)."""
+    return int(share * batch_size + 0.5)
+
+
 def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
                 rows: list[int] | None) -> int | None:
     """Optimiser steps of one method at stage i (0-based), as train_task runs them: `budget` (the schedule's
     max_steps) per task the stage trains on, else epochs over those tasks' rows in batches of the own rows
     (batch_size less the replayed rows, from stage 2 on); None when that needs `rows` (train rows per task)."""
-    from curlora.experiment import replayed_rows
-
     own = method(settings.kind).stage_tasks(i)
     if budget:
         return budget * len(own)

@@ -145,8 +145,8 @@ def main(argv=None) -> dict:
 
     from curlora.data.task_config import TaskConfig
     from curlora.data.tasks import load_task
-    from curlora.models.loading import load_tokenizer
     from curlora.methods.registry import method
+    from curlora.models.loading import load_tokenizer
 
     cuda = torch.cuda.is_available() and not a.tiny
     device = "cuda" if cuda else "cpu"

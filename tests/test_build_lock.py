@@ -10,8 +10,8 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from curlora.models.loading import empty_model, load_model
 from curlora.methods import adapters
+from curlora.models.loading import empty_model, load_model
 from tiny_models import save_tiny_llama_dir
 
 

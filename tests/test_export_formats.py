@@ -383,7 +383,7 @@ def test_the_results_tab_engine_call_gives_a_lora_zip_and_a_gguf_file(finished):
     folder, made by the same engine as the CLI."""
     import zipfile
 
-    from curlora.share.export import export_stage_file
+    from curlora.serve.downloads import export_stage_file
     from curlora.serve.jobs import JobManager
 
     tmp, run = finished

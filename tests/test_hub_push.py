@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO
 from curlora.errors import CurloraError
+from curlora.run.store import Run
 from curlora.share import hub
 from curlora.share.export import cell_text
-from curlora.run.store import Run
 from fake_hub import fake_hub
 from tiny_experiment import finished_run
 

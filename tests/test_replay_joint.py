@@ -9,8 +9,8 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, TrainingSettings, replayed_rows
-from curlora.run import train
 from curlora.methods.registry import described, method, stage_steps
+from curlora.run import train
 from curlora.run.runner import load_everything, run_experiment
 from tiny_experiment import make_experiment
 

@@ -309,7 +309,7 @@ def test_a_studys_points_share_its_self_probe_reference(cfg, tmp_path, monkeypat
     from safetensors.torch import load_file
 
     from curlora.measure import probes
-    from curlora.share.export import export_file
+    from curlora.serve.downloads import export_file
     from curlora.serve.jobs import JobManager
 
     root = tmp_path / "runs"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.run import events as ev
-from curlora.share.export import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.run.store import Run, data_dir, list_runs, resumable
+from curlora.share.export import copy_finished_adapters, export_merged, metrics_csv, table
 
 
 def register(sub) -> None:
@@ -86,6 +86,16 @@ def _allow_remote_code(args) -> None:
         allow_remote_code()
 
 
+def admit(cfg):
+    """The CLI's admission of a new run's config, the app's one path (curlora/serve/hosting.py Policy.local():
+    sources resolved, remote code refused without --trust-remote-code, trackers installed); no torch yet."""
+    from curlora.run.store import data_dir
+    from curlora.serve.hosting import Policy
+
+    Policy.local().admit(cfg, data_dir(), None)
+    return cfg
+
+
 def cmd_share(args) -> int:
     from curlora.serve.hosting import share, unshare
 
@@ -130,11 +140,9 @@ def _with_signals(fn):
 
 def cmd_run(args) -> int:
     from curlora.experiment import ExperimentConfig
-    from curlora.run.trackers import check_installed
 
     _allow_remote_code(args)
-    cfg = ExperimentConfig.load(args.experiment)
-    check_installed(cfg.run.log_with)
+    cfg = admit(ExperimentConfig.load(args.experiment))
     from curlora.run.runner import execute, load_everything, start  # torch: only once the config is sound
 
     if args.dry_run:
@@ -198,8 +206,10 @@ def cmd_eval(args) -> int:
             raise CurloraError(f"--label-words takes VALUE=WORD pairs, got {item!r}.")
         k, v = item.split("=", 1)
         verbalizers[k] = v
+    from curlora.serve.hosting import Policy
+
     result = evaluate_stage(args.run_id, args.method, args.stage, task_file=args.task, text_file=args.text,
-                            verbalizers=verbalizers or None)
+                            verbalizers=verbalizers or None, limits=Policy.detect().limits)  # the environment's
     print(json.dumps(result, indent=1))
     return 0
 

@@ -39,8 +39,8 @@ from curlora.models.lookup import hub_only
 from curlora.serve.device_gate import DeviceGate
 from curlora.serve.handoff import PAUSED, Handoff, Unattended
 from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)
-from curlora.serve.hosting import Client, Policy, read_owner, write_owner
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
+from curlora.serve.hosting import Client, Policy, read_owner, write_owner
 
 
 def folder_bytes(folder: Path) -> int:
@@ -144,8 +144,7 @@ class JobManager:
         """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
         from curlora.run.runner import load_everything
 
-        self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
-        self.policy.check_config(cfg, self.root, owner)
+        self.policy.admit(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files; all it refuses
         self._check_room(owner, client)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
         self._check_payer_store(client)

@@ -21,11 +21,11 @@ import json
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.record import RunMetrics
-from curlora.run.chat import Chat, check_prompt
-from curlora.serve.jobs import JobManager
 from curlora.methods.registry import described
 from curlora.methods.registry import method as registered
+from curlora.run.chat import Chat, check_prompt
 from curlora.run.store import Run, Study
+from curlora.serve.jobs import JobManager
 
 MAX_NEW_TOKENS = 256
 

@@ -17,8 +17,8 @@ FLOAT32, FLOAT64 = 4, 8
 def stage_bytes(cfg, model, settings) -> int:
     """Bytes of one saved stage of one method on `model` (0 for a method that saves no adapter)."""
     from curlora.adapter.model import find_target_modules
-    from curlora.run.estimate import _shape
     from curlora.methods.registry import method, targets
+    from curlora.run.estimate import _shape
 
     kind = method(settings.kind)
     if not kind.trains:

@@ -181,8 +181,8 @@ def export_lora(run: Run, label: str, stage: int, dest: Path) -> dict:
         _copy_lora(folder, dest)
         config = json.loads((dest / CONFIG_NAME).read_text(encoding="utf-8"))
         return {"path": str(dest), "kind": kind, "r": config.get("r"), "converted": False}
-    from curlora.models.loading import load_model
     from curlora.methods import adapters
+    from curlora.models.loading import load_model
 
     cfg = run.config()
     # on the CPU in the run's own dtype: C and R are cut again from the very weights the stage trained on (the

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from curlora.errors import CurloraError, clip
 from curlora.measure.record import RunMetrics
-from curlora.share.export import copy_finished_adapters, export_merged, table
 from curlora.methods.registry import method as registered
-from curlora.share.model_card import model_card
 from curlora.run.store import Run
+from curlora.share.export import copy_finished_adapters, export_merged, table
+from curlora.share.model_card import model_card
 
 REPO = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"

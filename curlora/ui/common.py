@@ -17,9 +17,9 @@ import gradio as gr
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.run.chat import Chat
+from curlora.run.store import atomic_write_text
 from curlora.serve.hosting import Client, Policy, behind_space_proxy, client_of, owner_key, public_message
 from curlora.serve.jobs import JobManager
-from curlora.run.store import atomic_write_text
 
 log = logging.getLogger("curlora.ui")
 # The served app's policy (build_app sets it; one app a process): error sentences lose their absolute paths when it

@@ -13,11 +13,12 @@ import gradio as gr
 
 from curlora.errors import Cancelled, CurloraError
 from curlora.measure.record import RunMetrics
-from curlora.run.evaluate import evaluate_stage
-from curlora.share.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
-from curlora.share.hub import push
 from curlora.methods.registry import described, method, setting_text
+from curlora.run.evaluate import evaluate_stage
 from curlora.run.store import Run
+from curlora.serve.downloads import export_file, export_stage_file
+from curlora.share.export import FWT_LABEL, STAGE_FORMATS, table
+from curlora.share.hub import push
 from curlora.ui import live
 from curlora.ui.charts import SAME
 from curlora.ui.common import Engine, friendly, wait_for_device
@@ -186,7 +187,7 @@ def build(engine: Engine) -> dict:
             yield f"Evaluating {what}…"
             owner = engine.owner(request)
             stopping.discard(owner)
-            limits = jobs.policy.limits if jobs.policy.hosted else None
+            limits = jobs.policy.limits  # the host's; locally the local ones (CURLORA_LIMIT_<NAME> may set them)
             with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
                 res = jobs.gate.on_device(lambda: evaluate_stage(
                     rid, method or "base", stage, task_file=None if as_text else path,

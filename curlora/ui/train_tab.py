@@ -14,10 +14,10 @@ import gradio as gr
 
 from curlora.errors import CurloraError, clip
 from curlora.experiment import SAMPLING_RULES, ExperimentConfig, MethodSettings
+from curlora.methods.registry import kinds as registered, method
 from curlora.models.loading import available_memory
 from curlora.paths import QUICK_DEMO, REAL_DEMO
 from curlora.run.estimate import memory_text, trainable_parameters, training_memory
-from curlora.methods.registry import kinds as registered, method
 from curlora.run.store import atomic_write_text
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, shown, with_request

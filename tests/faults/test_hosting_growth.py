@@ -10,11 +10,11 @@ import pytest
 from curlora.data.csvfile import read_table
 from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.run.store import Run
 from curlora.serve.handoff import Handoff
 from curlora.serve.hosting import Client, Policy, owner_key
 from curlora.serve.jobs import JobManager
 from curlora.serve.limits import Limits, reading_tasks
-from curlora.run.store import Run
 from tiny_experiment import finished_run
 
 A, B = owner_key("user", "alice"), owner_key("user", "bob")

@@ -13,10 +13,10 @@ from curlora.errors import CurloraError, clip
 from curlora.experiment import YAML_MAX_CHARS, ExperimentConfig
 from curlora.run import study as studies
 from curlora.run.chat import MAX_PROMPT_CHARS, check_prompt
+from curlora.run.store import Run, list_runs
 from curlora.serve.hosting import ANONYMOUS, Client, Policy, client_of, owner_key
 from curlora.serve.jobs import JobManager
 from curlora.serve.limits import Limits
-from curlora.run.store import Run, list_runs
 from tiny_experiment import make_experiment, tiny_hosted
 
 
@@ -266,8 +266,8 @@ def test_a_second_visitors_run_starts_before_an_8_run_studys_last_run(tmp_path):
         assert len(stages) == 1
     assert json.loads((study.path / "study.json").read_text())["points"]
     # the store estimate a hosted admission uses is an upper bound of what the runs really took
-    from curlora.serve.jobs import folder_bytes
     from curlora.run.runner import load_everything
+    from curlora.serve.jobs import folder_bytes
     from curlora.serve.store_estimate import study_bytes
 
     used = sum(folder_bytes(Run.open(e["run_id"], jobs.root).path) for e in plan)

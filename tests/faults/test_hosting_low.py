@@ -7,9 +7,9 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.run.store import Run
 from curlora.serve.hosting import EXAMPLES, Client, LoginGuard, Policy, owner_key, read_owner, share, unshare, write_owner
 from curlora.serve.jobs import JobManager
-from curlora.run.store import Run
 
 
 def hosted_dict(**model) -> dict:
@@ -48,8 +48,8 @@ def test_12_hosted_a_hub_id_shaped_name_is_never_looked_up_on_the_server(tmp_pat
 
 
 def test_13_the_probe_source_names_no_server_path(tmp_path):
-    from curlora.run.runner import source_name
     from curlora.paths import ASSETS
+    from curlora.run.runner import source_name
 
     assert source_name(ASSETS / "models" / "kjv-llama-5m" / "probe.txt") == "bundled:models/kjv-llama-5m/probe.txt"
     upload = tmp_path / "runs" / ".owners" / ("a" * 32) / "uploads" / "0123456789abcdef" / "my.txt"

@@ -1,8 +1,10 @@
 """Where the project's own files are, in one place (the engine's modules live in wings at different depths, so none
-of them counts parent folders itself); which files a config names, and what a 'bundled:' name is."""
+of them counts parent folders itself); which files a config names, and what a 'bundled:' name is; whether the
+Hugging Face Hub may be asked at all (`hub_offline`, for models and dataset presets alike)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from curlora.errors import CurloraError, clip
@@ -52,3 +54,14 @@ def resolve_bundled(value: str | None) -> str | None:
     if not within(path, ASSETS.resolve()):
         raise CurloraError(f"{clip(value[:120])} is not a bundled file: bundled paths stay inside assets/.")
     return str(path)
+
+
+def hub_offline() -> bool:
+    """True when the hub must not be contacted: huggingface_hub's own flag, or any of the variables that set it
+    (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE), read at call time (huggingface_hub reads them once,
+    at import), so a user or a test can flip them."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        os.environ.get(v, "").strip().lower() in ("1", "on", "yes", "true")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"))

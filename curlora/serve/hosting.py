@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import ClassVar
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -120,6 +121,7 @@ class Policy:
     limits: object = None
     _chats: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _serving: ClassVar[Policy | None] = None  # the policy of the app this process serves (one app a process)
 
     def __post_init__(self):
         if self.limits is None:
@@ -128,6 +130,21 @@ class Policy:
     @classmethod
     def detect(cls) -> "Policy":
         return cls(hosted=hosted_from_env())
+
+    def serve(self) -> Policy:
+        """Make this the policy of the app this process serves (build_app calls it; one app a process): what an
+        error sentence may say to a visitor follows it (`Policy.serving()`, `public`), hosted from the start or once
+        launch() makes it so."""
+        Policy._serving = self
+        return self
+
+    @staticmethod
+    def serving() -> Policy | None:
+        return Policy._serving
+
+    def public(self, text: str) -> str:
+        """A sentence as a visitor may read it: hosted, without absolute paths (public_message); locally as it is."""
+        return public_message(text) if self.hosted else text
 
     @classmethod
     def local(cls) -> "Policy":

@@ -98,7 +98,6 @@ class JobManager:
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closing = False
-        self.last_run_id: str | None = None
         self._events = EventCache()
         self._owners: dict[str, tuple[int, str | None]] = {}  # run id -> (owner file's mtime_ns, owner)
         self._store_size: tuple[float, int] | None = None  # (when measured, bytes of the whole store)
@@ -250,7 +249,6 @@ class JobManager:
             raise CurloraError("The server is shutting down; try again in a minute, once it has restarted.")
         job.run.set_status("queued", "waiting for its turn")  # on disk too: other processes see it queued
         self._queue.append(job)
-        self.last_run_id = job.run.id
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._work, name="curlora-jobs", daemon=True)
             self._worker.start()

@@ -37,7 +37,7 @@ import peft  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
 
 from curlora import CURLoRAConfig  # noqa: E402
-from curlora.run import adapters as methods  # noqa: E402
+from curlora.methods import adapters  # noqa: E402
 
 import timing  # noqa: E402  (bench/timing.py: this folder is on sys.path when a bench script runs)
 
@@ -113,7 +113,7 @@ def race(fns: dict, warmup: int, repeats: int) -> dict[str, float]:
 
 def file_size(model) -> int:
     with tempfile.TemporaryDirectory() as d:
-        methods.save_adapter(model, d)
+        adapters.save_adapter(model, d)
         return (Path(d) / "adapter_model.safetensors").stat().st_size
 
 
@@ -124,8 +124,8 @@ def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
     for p in base.parameters():
         p.requires_grad_(False)
     ids = torch.randint(0, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
-    cur = methods.attach(copy.deepcopy(base), CURLoRAConfig(r=r, target_modules=targets))
-    lora = methods.attach(copy.deepcopy(base), lora_config(r, targets, config.model_type == "gpt2"))
+    cur = adapters.attach(copy.deepcopy(base), CURLoRAConfig(r=r, target_modules=targets))
+    lora = adapters.attach(copy.deepcopy(base), lora_config(r, targets, config.model_type == "gpt2"))
     # Non-zero U and B, so neither method gets a free ride from zeros.
     with torch.no_grad():
         for p in list(cur.parameters()) + list(lora.parameters()):
@@ -155,7 +155,7 @@ def bench_one(name, config, targets, r, batch, seq, warmup, repeats) -> dict:
         "merged_eval_ratio": round(merged["curlora_merged"] / merged["base"], 3),
         "overhead_vs_base": round(train["curlora"] / train["base"] - 1, 3),
         "lora_overhead_vs_base": round(train["lora"] / train["base"] - 1, 3),
-        "trainable": {"curlora": methods.count_trainable(cur), "lora": methods.count_trainable(lora)},
+        "trainable": {"curlora": adapters.count_trainable(cur), "lora": adapters.count_trainable(lora)},
         "file_bytes": {"curlora": file_size(cur), "lora": file_size(lora)},
     }
 

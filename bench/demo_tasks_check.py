@@ -28,7 +28,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curlora.models.loading import BUNDLED_PROBE, load_model  # noqa: E402
+from curlora.models.loading import load_model  # noqa: E402
+from curlora.paths import DEFAULT_PROBE  # noqa: E402
 
 TEMPLATE = "Text: {text}\nLabel:"
 PAIR_TEMPLATE = "Text 1: {text}\nText 2: {text_pair}\nLabel:"
@@ -92,7 +93,7 @@ def accuracy(model, tokenizer, rows, classes, batch=64) -> tuple[float, Counter]
 @torch.no_grad()
 def probe_perplexity(model, tokenizer, max_tokens=4096, block=256) -> float:
     model.eval()
-    ids = torch.tensor(tokenizer(BUNDLED_PROBE.read_text(encoding="utf-8"))["input_ids"][:max_tokens])
+    ids = torch.tensor(tokenizer(DEFAULT_PROBE.read_text(encoding="utf-8"))["input_ids"][:max_tokens])
     n = len(ids) // block
     out = model(input_ids=ids[: n * block].view(n, block), labels=ids[: n * block].view(n, block))
     return math.exp(out.loss.item())

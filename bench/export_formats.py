@@ -7,7 +7,7 @@ into GGUF F16 and Q8_0, read back through transformers' GGUF loader.
 Per model: CURLoRA (r 8, α 1) on all seven Llama projections with a seeded random U scaled so each adapted matrix
 moves by 1 % of its norm (what a trained stage does, within a factor of a few); logits over the first 256 tokens of
 the probe text. LoRA: PEFT's logits from the exported folder against CURLoRA's own. GGUF: the merged stage written
-by curlora/run/export_gguf.py and loaded with AutoModelForCausalLM.from_pretrained(folder, gguf_file=…), against
+by curlora/share/export_gguf.py and loaded with AutoModelForCausalLM.from_pretrained(folder, gguf_file=…), against
 the merged model; max |Δ logit|, that over the logits' standard deviation, the share of positions whose top-1 token
 is unchanged, and the file size. The last line printed is one JSON object.
 
@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from curlora.adapter.config import CURLoRAConfig  # noqa: E402
-from curlora.run import adapters  # noqa: E402
-from curlora.run.export_gguf import write_gguf  # noqa: E402
-from curlora.run.export_lora import curlora_as_lora, write_lora  # noqa: E402
+from curlora.methods import adapters  # noqa: E402
+from curlora.share.export_gguf import write_gguf  # noqa: E402
+from curlora.share.export_lora import curlora_as_lora, write_lora  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TOKENS = 256

@@ -62,7 +62,7 @@ def one_method(kind: str, base, tok, task, family: str, steps: int, batch: int, 
 
     from curlora.experiment import MethodSettings, TrainingSettings
     from curlora.measure.scoring import score
-    from curlora.run.methods import method
+    from curlora.methods.registry import method
     from curlora.run.train import train_task
 
     m = method(kind)
@@ -74,7 +74,7 @@ def one_method(kind: str, base, tok, task, family: str, steps: int, batch: int, 
     extra = {}
     if m.needs_context:  # CorDA's covariance, OSF's per-task schedule: one task, the bundled probe text
         from curlora.measure.perplexity import tokenize_text
-        from curlora.run.methods import Context
+        from curlora.methods.registry import Context
 
         text = (REPO / "assets" / "probe" / "kjv_heldout.txt").read_text(encoding="utf-8")
         extra["context"] = Context(0, 1, 128, lambda n: (tokenize_text(tok, text, n), "the bundled probe text"))
@@ -145,8 +145,8 @@ def main(argv=None) -> dict:
 
     from curlora.data.task_config import TaskConfig
     from curlora.data.tasks import load_task
+    from curlora.methods.registry import method
     from curlora.models.loading import load_tokenizer
-    from curlora.run.methods import method
 
     cuda = torch.cuda.is_available() and not a.tiny
     device = "cuda" if cuda else "cpu"

@@ -30,7 +30,7 @@ def pooled(codes: list[str], ns: list[int]) -> tuple[int, int]:
 
 def document(run_dir: Path) -> str:
     from curlora.measure.stats import wilson
-    from curlora.run.methods import described, method
+    from curlora.methods.registry import described, method
 
     m = json.loads((run_dir / "metrics.json").read_text())
     lines = ["# PEFT's forgetting-aware methods beside CURLoRA and LoRA: the quick demo, one seed", "",

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from curlora.models.loading import BUNDLED_PROBE, load_model  # noqa: E402
+from curlora.models.loading import load_model  # noqa: E402
+from curlora.paths import DEFAULT_PROBE  # noqa: E402
 from curlora.measure.perplexity import tokenize_text, windows  # noqa: E402
 from curlora.measure import perplexity as impl  # noqa: E402  (--impl swaps in another version, to compare)
 
@@ -73,7 +74,7 @@ def machine(clock_name: str) -> str:
 
 def measure(max_tokens: int, window: int, stride: int, batch_size: int, warmup: int, repeats: int, clock) -> dict:
     model, tokenizer, _ = load_model("kjv-llama-5m", dtype="float32", device="cpu")
-    ids = tokenize_text(tokenizer, BUNDLED_PROBE.read_text(encoding="utf-8"), max_tokens)
+    ids = tokenize_text(tokenizer, DEFAULT_PROBE.read_text(encoding="utf-8"), max_tokens)
     spans = windows(int(ids.numel()), window, stride)
     times = timing.race({
         "perplexity": lambda: perplexity(model, ids, window, stride, batch_size),

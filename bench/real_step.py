@@ -98,7 +98,7 @@ def padding(data) -> float:
 def measure(model, tok, n: int, repeats: int, with_limit: bool, with_lora: bool) -> dict:
     """Seconds per non-pad token of each variant, CURLoRA as the method."""
     from curlora.experiment import MethodSettings
-    from curlora.run.methods import method
+    from curlora.methods.registry import method
 
     model.train()
     before_data, after_data = batches(tok, False, n), batches(tok, True, n)

@@ -25,7 +25,7 @@ import yaml
 
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError, clip
-from curlora.run.methods import kinds, method  # the one run/ module the config reads: which kinds exist
+from curlora.methods.registry import kinds, method, replayed_rows  # the config reads the registry below it
 
 RUN_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a study's id fits; '../x' and 'a/b' do not
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder under adapters/: no dots, no separators
@@ -63,11 +63,6 @@ COMPARISONS = ("equal_lr", "matched_loss")
 DEFAULT_METHODS = ("curlora", "lora")  # an experiment's methods when it names none (the Train form's too)
 
 
-def replayed_rows(share: float, batch_size: int) -> int:
-    """Rows of each training batch that replay earlier tasks at a replay `share` (the rest are the task's own)."""
-    return int(share * batch_size + 0.5)
-
-
 def _f(default, help_text: str):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help_text})
@@ -90,7 +85,7 @@ class ModelSettings:
 class MethodSettings:
     kind: str = _f("curlora", "curlora | lora | mica | pissa | osf | corda | dora | base (no training) | head-only | "
                               "full (full fine-tune) | joint (multi-task upper bound) | ewc (EWC on LoRA): the "
-                              "registered kinds (curlora/run/methods.py).")
+                              "registered kinds (curlora/methods/registry.py).")
     name: str | None = _f(None, "Label in results (default: the kind); must be unique in a run.")
     r: int = _f(8, "Rank (CURLoRA: U is r x r; LoRA and its PEFT peers: A is r x in, B is out x r; OSF has none).")
     alpha: float | None = _f(None, "CURLoRA: scale of C U R (default 1, the paper). LoRA: lora_alpha, PEFT scales "
@@ -243,7 +238,7 @@ class ExperimentConfig:
         self.check_bounds()
 
     def check_bounds(self) -> None:
-        """The absolute bounds of curlora/run/limits.py (whatever the host allows) and the lower ends the checks
+        """The absolute bounds of curlora/serve/limits.py (whatever the host allows) and the lower ends the checks
         above leave open, so a typo or a hostile form is refused here, before anything loads or runs."""
         tr, ev = self.training, self.evaluation
         values = []  # (key in UPPER_BOUNDS, path shown, value)

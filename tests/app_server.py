@@ -4,7 +4,7 @@ import contextlib
 import os
 import socket
 
-from curlora.run.jobs import JobManager
+from curlora.serve.jobs import JobManager
 
 
 def free_port() -> int:

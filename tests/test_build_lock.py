@@ -10,8 +10,8 @@ import pytest
 import torch
 from peft import LoraConfig
 
+from curlora.methods import adapters
 from curlora.models.loading import empty_model, load_model
-from curlora.run import adapters as methods
 from tiny_models import save_tiny_llama_dir
 
 
@@ -36,11 +36,11 @@ def test_builds_in_other_threads_never_see_each_others_patches(tmp_path):
     bad = 0
     try:
         for _ in range(60):
-            adapted = methods.attach(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+            adapted = adapters.attach(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
             bs = [p for n, p in adapted.named_parameters() if "lora_B" in n]
             a_s = [p for n, p in adapted.named_parameters() if "lora_A" in n]
             bad += any(bool(b.abs().sum() != 0) for b in bs) or any(bool(a.abs().sum() == 0) for a in a_s)
-            methods.detach(adapted)
+            adapters.detach(adapted)
             model, _, _ = load_model(str(folder), device="cpu")
             bad += not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight) if \
                 model.config.tie_word_embeddings else not torch.isfinite(model.lm_head.weight).all()

@@ -7,8 +7,8 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.models.loading import load_model
 from curlora.run.chat import Chat, pane_choices, parse_pane
-from curlora.run.jobs import JobManager
 from curlora.run.store import Run
+from curlora.serve.jobs import JobManager
 from tiny_experiment import make_experiment
 
 PROMPT = "the king"

@@ -103,7 +103,7 @@ def test_export_writes_everything_and_escapes_formulas(workspace):
         folder = merged / "merged" / method
         assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
         assert not (folder / "adapter_config.json").exists()  # a plain model, no adapter left
-    from curlora.run.export import escape_cell
+    from curlora.share.export import escape_cell
 
     assert escape_cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")" and escape_cell("-0.5") == "-0.5"
 

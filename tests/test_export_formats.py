@@ -14,9 +14,9 @@ import yaml
 
 from curlora.adapter.config import CURLoRAConfig
 from curlora.errors import CurloraError
-from curlora.run import adapters
-from curlora.run.export_gguf import TOLERANCE, tokenizer_metadata, write_gguf
-from curlora.run.export_lora import curlora_as_lora, write_lora
+from curlora.methods import adapters
+from curlora.share.export_gguf import TOLERANCE, tokenizer_metadata, write_gguf
+from curlora.share.export_lora import curlora_as_lora, write_lora
 from tiny_experiment import make_experiment
 from tiny_models import TARGETS, save_tiny_llama_dir, tiny_model, tokens
 
@@ -185,7 +185,7 @@ def test_a_merged_stage_as_gguf_reads_back_through_transformers(merged_llama, tm
 
 
 def test_q8_0_keeps_rows_that_are_no_whole_number_of_blocks_in_f16():
-    from curlora.run.export_gguf import _tensors
+    from curlora.share.export_gguf import _tensors
 
     model = tiny_model("llama")  # intermediate 48: down_proj's rows are 48 long, not a multiple of 32
     raw = {name: raw for name, _, raw in _tensors(model, "q8_0")}
@@ -383,8 +383,8 @@ def test_the_results_tab_engine_call_gives_a_lora_zip_and_a_gguf_file(finished):
     folder, made by the same engine as the CLI."""
     import zipfile
 
-    from curlora.run.export import export_stage_file
-    from curlora.run.jobs import JobManager
+    from curlora.serve.downloads import export_stage_file
+    from curlora.serve.jobs import JobManager
 
     tmp, run = finished
     jobs = JobManager(tmp / "runs")

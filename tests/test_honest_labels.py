@@ -5,7 +5,7 @@ import csv
 import io
 
 from curlora.measure.record import RunMetrics
-from curlora.run.export import cell_text, metrics_csv, table
+from curlora.share.export import cell_text, metrics_csv, table
 from curlora.ui import charts
 from curlora.ui.chat_tab import pane_labels
 from curlora.ui.results_tab import FWT_LABEL, SUMMARY_HEADERS, banner, matched_loss_md, notes, summary_rows

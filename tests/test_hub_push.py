@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO
 from curlora.errors import CurloraError
-from curlora.run import hub
-from curlora.run.export import cell_text
 from curlora.run.store import Run
+from curlora.share import hub
+from curlora.share.export import cell_text
 from fake_hub import fake_hub
 from tiny_experiment import finished_run
 
@@ -152,8 +152,8 @@ def test_a_hosted_app_never_pushes_with_the_servers_token(finished, tmp_path, mo
     import shutil
 
     from app_server import serving
-    from curlora.run.hosting import EXAMPLES, Policy, write_owner
-    from curlora.run.jobs import JobManager
+    from curlora.serve.hosting import EXAMPLES, Policy, write_owner
+    from curlora.serve.jobs import JobManager
 
     tmp, run = finished
     root = tmp_path / "runs"

@@ -7,8 +7,8 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.jobs import JobManager
 from curlora.run.store import Run, list_runs
+from curlora.serve.jobs import JobManager
 from tiny_experiment import make_experiment
 
 

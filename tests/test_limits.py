@@ -14,9 +14,9 @@ from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import UPPER_BOUNDS, ExperimentConfig
 from curlora.measure.perplexity import perplexity
 from curlora.measure.probes import sample_self_probe
-from curlora.run import adapters
-from curlora.run.limits import HOSTED, Limits, training_tokens
+from curlora.methods import adapters
 from curlora.run.runner import Executor, load_everything, start
+from curlora.serve.limits import HOSTED, Limits, training_tokens
 from tiny_experiment import make_experiment
 
 TASK = {"name": "t", "train_file": "x.csv"}

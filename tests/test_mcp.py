@@ -146,7 +146,7 @@ def test_with_a_login_start_run_appears_and_every_call_needs_the_login(store, mo
 
 
 def test_without_the_switch_there_is_no_mcp_tool(monkeypatch, tmp_path):
-    from curlora.run.jobs import JobManager
+    from curlora.serve.jobs import JobManager
     from curlora.ui.app import build_app
 
     monkeypatch.delenv("CURLORA_MCP", raising=False)

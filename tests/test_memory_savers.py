@@ -7,7 +7,7 @@ from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
 from curlora.errors import CurloraError
 from curlora.experiment import TrainingSettings
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.train import train_task
 from test_probes import attach, llama_dir, load  # noqa: F401,F811  (llama_dir is a fixture)
 from test_runner import make_tasks
@@ -36,7 +36,7 @@ def test_gradient_checkpointing_trains_the_same_and_is_off_afterwards(llama_dir,
 
         train_task(adapted, tok, task, cfg, lr=cfg.lr, on_step=on_step)
         after = model.is_activation_checkpointing
-        methods.detach(adapted)
+        adapters.detach(adapted)
         return seen, after
 
     plain, _ = train(False)
@@ -57,7 +57,7 @@ def test_a_model_without_checkpointing_support_is_refused_in_one_sentence(llama_
             train_task(adapted, tok, task, cfg, lr=cfg.lr)
     finally:
         type(base).supports_gradient_checkpointing = True
-        methods.detach(adapted)
+        adapters.detach(adapted)
 
 
 def _demo(**changes):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from curlora import CURLoRAConfig, CurloraError
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from tiny_models import N_ADAPTED, TARGETS, tiny_model, tokens
 
 ARCHS = ["llama", "qwen2", "gpt2"]
@@ -43,39 +43,39 @@ def train_a_little(model, steps=3):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kind", methods.METHODS)
+@pytest.mark.parametrize("kind", adapters.METHODS)
 def test_attach_train_save_load_merge_detach(kind, arch, tmp_path):
     base = tiny_model(arch)
     x = tokens()
     base_logits = base(x).logits
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
 
-    model = methods.attach(base, config(kind, arch))
-    assert methods.method_of(model) == kind
+    model = adapters.attach(base, config(kind, arch))
+    assert adapters.method_of(model) == kind
     assert torch.allclose(model(x).logits, base_logits)  # both start as the base model
-    assert methods.count_trainable(model) == expected_trainable(kind, tiny_model(arch), arch)
+    assert adapters.count_trainable(model) == expected_trainable(kind, tiny_model(arch), arch)
     train_a_little(model)
     tuned = model(x).logits.detach()
     assert not torch.allclose(tuned, base_logits)
 
-    folder = methods.save_adapter(model, tmp_path / "stage1")
+    folder = adapters.save_adapter(model, tmp_path / "stage1")
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
-    assert methods.adapter_kind(folder) == kind
+    assert adapters.adapter_kind(folder) == kind
 
-    plain = methods.detach(model)
+    plain = adapters.detach(model)
     assert all(torch.equal(base_state[k], v) for k, v in plain.state_dict().items())
     assert torch.equal(plain(x).logits, base_logits)
 
-    loaded = methods.load_adapter(plain, folder)
+    loaded = adapters.load_adapter(plain, folder)
     assert torch.allclose(loaded(x).logits, tuned, atol=1e-6)
-    merged = methods.merge(loaded)
+    merged = adapters.merge(loaded)
     assert torch.allclose(merged(x).logits, tuned, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_curlora_trains_far_fewer_parameters_than_lora(arch):
-    cur = methods.count_trainable(methods.attach(tiny_model(arch), config("curlora", arch)))
-    lora = methods.count_trainable(methods.attach(tiny_model(arch), config("lora", arch)))
+    cur = adapters.count_trainable(adapters.attach(tiny_model(arch), config("curlora", arch)))
+    lora = adapters.count_trainable(adapters.attach(tiny_model(arch), config("lora", arch)))
     assert cur == expected_trainable("curlora", tiny_model(arch), arch)
     assert lora == expected_trainable("lora", tiny_model(arch), arch)
     assert lora > 4 * cur
@@ -87,15 +87,15 @@ def test_methods_take_turns_on_one_base_model():
     x = tokens()
     ref = base(x).logits
     for kind in ["curlora", "lora", "curlora"]:
-        model = methods.attach(base, config(kind, "llama"))
+        model = adapters.attach(base, config(kind, "llama"))
         train_a_little(model, steps=1)
-        base = methods.detach(model)
+        base = adapters.detach(model)
         assert torch.equal(base(x).logits, ref)
         assert not any(p.requires_grad for p in base.parameters())
 
 
 def test_lora_adapter_on_a_different_shape_fails_clearly(tmp_path):
-    folder = methods.save_adapter(methods.attach(tiny_model("llama"), config("lora", "llama")), tmp_path)
+    folder = adapters.save_adapter(adapters.attach(tiny_model("llama"), config("lora", "llama")), tmp_path)
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     wider = AutoModelForCausalLM.from_config(
@@ -103,19 +103,19 @@ def test_lora_adapter_on_a_different_shape_fails_clearly(tmp_path):
                     num_key_value_heads=2, vocab_size=97)
     )
     with pytest.raises(CurloraError, match="does not fit this base model"):
-        methods.load_adapter(wider, folder)
+        adapters.load_adapter(wider, folder)
 
 
 def test_adapter_kind_errors(tmp_path):
     with pytest.raises(CurloraError, match="no adapter_config.json"):
-        methods.adapter_kind(tmp_path)
+        adapters.adapter_kind(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
     with pytest.raises(CurloraError, match="IA3"):
-        methods.adapter_kind(tmp_path)
+        adapters.adapter_kind(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(CurloraError, match="safetensors only"):
-        methods.adapter_kind(tmp_path)
+        adapters.adapter_kind(tmp_path)
     (tmp_path / "adapter_config.json").write_text("[1, 2")
     with pytest.raises(CurloraError, match="not a valid adapter config"):
-        methods.adapter_kind(tmp_path)
+        adapters.adapter_kind(tmp_path)

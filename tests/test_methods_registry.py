@@ -5,7 +5,7 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.methods import Attached, Method, kinds, method, register, unregister
+from curlora.methods.registry import Attached, Method, kinds, method, register, unregister
 from curlora.run.runner import run_experiment
 from tiny_experiment import make_experiment
 

@@ -23,6 +23,7 @@ from transformers import (
 from curlora.errors import CurloraError
 from curlora.models import loading as cm
 from curlora.models.presets import PRESETS_FILE, load_model_presets
+from curlora.paths import DEFAULT_PROBE
 
 WORDS = ["the", "lord", "said", "unto", "him", "and", "it", "was", "so", "light", "earth", "heaven"]
 
@@ -113,7 +114,7 @@ def test_bundled_tokenizer_loads_offline_with_plain_autotokenizer(bundled):
 
 def test_bundled_model_generates_text_of_its_corpus(bundled):
     model, tokenizer, _ = bundled
-    probe_words = set(cm.BUNDLED_PROBE.read_text(encoding="utf-8").lower().split())
+    probe_words = set(DEFAULT_PROBE.read_text(encoding="utf-8").lower().split())
     ids = tokenizer("And the LORD said unto", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=30, do_sample=False)
     words = [w.strip(".,;:!?'").lower() for w in tokenizer.decode(out[0, ids.shape[1]:]).split()]
@@ -125,7 +126,7 @@ def test_bundled_model_generates_text_of_its_corpus(bundled):
 
 def test_bundled_heldout_perplexity_is_below_the_measured_bound(bundled):
     model, tokenizer, _ = bundled
-    ids = torch.tensor(tokenizer(cm.BUNDLED_PROBE.read_text(encoding="utf-8"))["input_ids"][:PROBE_TOKENS])
+    ids = torch.tensor(tokenizer(DEFAULT_PROBE.read_text(encoding="utf-8"))["input_ids"][:PROBE_TOKENS])
     windows = ids.view(-1, 256)
     with torch.no_grad():
         ppl = math.exp(model(input_ids=windows, labels=windows).loss.item())
@@ -141,8 +142,8 @@ def test_bundled_probe_text_is_not_in_the_preset_by_accident():
     presets = load_model_presets()
     first = next(iter(presets.values()))
     assert first.name == cm.BUNDLED_DEFAULT and first.source == "bundled"
-    assert (PRESETS_FILE.parents[1] / first.probe).resolve() == cm.BUNDLED_PROBE.resolve()
-    assert cm.BUNDLED_PROBE.stat().st_size > 50_000
+    assert (PRESETS_FILE.parents[1] / first.probe).resolve() == DEFAULT_PROBE.resolve()
+    assert DEFAULT_PROBE.stat().st_size > 50_000
 
 
 # --- local folders -------------------------------------------------------------------------------------------

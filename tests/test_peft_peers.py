@@ -9,9 +9,9 @@ import torch
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings
-from curlora.run import adapters
-from curlora.run.methods import Context, method
-from curlora.run.peers import adapted_layers
+from curlora.methods import adapters
+from curlora.methods.peers import adapted_layers
+from curlora.methods.registry import Context, method
 from tiny_experiment import make_experiment
 from tiny_models import TARGETS, tiny_model, tokens
 

@@ -15,7 +15,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings, TrainingSettings
 from curlora.measure import probes
 from curlora.measure.metrics import majority_share
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.runner import Executor, adapter_config, start
 from curlora.run.sweep import SWEEP_FILE, lr_sweep
 from curlora.run.train import train_task
@@ -33,7 +33,7 @@ def load(folder):
 
 
 def attach(model, kind, r=4, targets=("q_proj", "v_proj")):
-    return methods.attach(model, adapter_config(MethodSettings(kind=kind, r=r, target_modules=list(targets)), model))
+    return adapters.attach(model, adapter_config(MethodSettings(kind=kind, r=r, target_modules=list(targets)), model))
 
 
 def perturb(adapted, seed=0):
@@ -108,7 +108,7 @@ def test_kl_is_zero_untrained_and_positive_after_training(llama_dir, kind, full_
         opt.zero_grad()
     trained = probes.self_probe_measures(adapted, ids, ref)
     assert trained["kl_to_base"] > 0 and trained["self_ppl"] != base["self_ppl"]
-    methods.detach(adapted)
+    adapters.detach(adapted)
 
 
 def test_topk_kl_is_a_lower_bound_of_the_full_kl(llama_dir, monkeypatch):
@@ -122,7 +122,7 @@ def test_topk_kl_is_a_lower_bound_of_the_full_kl(llama_dir, monkeypatch):
     full = probes.self_probe_measures(adapted, ids, full_ref)["kl_to_base"]
     top = probes.self_probe_measures(adapted, ids, top_ref)["kl_to_base"]
     assert 0 < top <= full
-    methods.detach(adapted)
+    adapters.detach(adapted)
 
 
 # -- weight drift ------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_weight_drift_matches_the_dense_merged_difference(arch, targets, kind):
     assert probes.weight_drift(adapted)["total"] == 0.0
     perturb(adapted, seed=1)
     drift = probes.weight_drift(adapted)
-    merged = methods.merge(copy.deepcopy(adapted))
+    merged = adapters.merge(copy.deepcopy(adapted))
     after = {n: math_weight(m).detach() for n, m in merged.named_modules() if hasattr(m, "weight")}
     n_adapted = 2 * len(targets)
     assert len(drift["per_matrix"]) == n_adapted
@@ -146,7 +146,7 @@ def test_weight_drift_matches_the_dense_merged_difference(arch, targets, kind):
         assert value == pytest.approx(dense, rel=1e-4) and value > 0
         d2, w2 = d2 + float(delta.pow(2).sum()), w2 + float(before[name].double().pow(2).sum())
     assert drift["total"] == pytest.approx((d2 / w2) ** 0.5, rel=1e-4)
-    methods.detach(adapted)
+    adapters.detach(adapted)
 
 
 def test_weight_drift_of_a_full_fine_tune_against_its_snapshot():
@@ -175,7 +175,7 @@ def test_stop_at_loss_stops_at_the_first_step_at_or_below_the_target(llama_dir, 
         adapted = attach(model, "lora")
         seen = []
         result = train_task(adapted, tok, task, cfg, lr=cfg.lr, on_step=lambda e: seen.append(e["smoothed_loss"]), **kw)
-        methods.detach(adapted)
+        adapters.detach(adapted)
         return result, seen
 
     free, curve = train()

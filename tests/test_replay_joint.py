@@ -9,8 +9,8 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, TrainingSettings, replayed_rows
+from curlora.methods.registry import described, method, stage_steps
 from curlora.run import train
-from curlora.run.methods import described, method, stage_steps
 from curlora.run.runner import load_everything, run_experiment
 from tiny_experiment import make_experiment
 
@@ -187,7 +187,7 @@ def test_ewc_keeps_the_adapter_nearer_the_last_task_and_saves_its_fisher(tmp_pat
     summed Fisher, so a resumed run goes on with the same penalty."""
     from safetensors.torch import load_file
 
-    from curlora.run.baselines import EWC_FILE
+    from curlora.methods.baselines import EWC_FILE
 
     exp = make_experiment(tmp_path, steps=8, methods=("lora", "ewc"))
     exp["methods"][1]["ewc_lambda"] = 1e6

@@ -7,7 +7,7 @@ import torch
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure.scoring import score
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.runner import Executor, load_everything, resume, start
 from curlora.run.store import Run, list_runs
 from tiny_experiment import write_tasks as make_tasks
@@ -67,10 +67,10 @@ def test_saved_adapters_reload_to_the_logged_accuracies(experiment):
     Executor(run, cfg, loaded).execute()
     m = run.metrics()
     for method in ("curlora", "lora"):
-        model = methods.load_adapter(loaded.model, run.adapter_dir(method, 1))
+        model = adapters.load_adapter(loaded.model, run.adapter_dir(method, 1))
         accs = [score(model, loaded.tokenizer, t, t.eval, "likelihood", 48)["accuracy"] for t in loaded.tasks]
         assert accs == m["methods"][method]["matrix"][1]
-        methods.detach(model)
+        adapters.detach(model)
 
 
 def test_cancel_then_resume_completes_with_the_same_finished_stages(experiment):

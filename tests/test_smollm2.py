@@ -92,7 +92,7 @@ def test_a_missing_package_names_the_pip_command(monkeypatch):
 
 
 def test_hosted_a_gguf_path_is_refused_like_any_server_path():
-    from curlora.run.hosting import Policy
+    from curlora.serve.hosting import Policy
 
     with pytest.raises(CurloraError, match="a .gguf file on the server cannot be used here"):
         Policy(hosted=True).check_model("model.gguf")
@@ -116,8 +116,8 @@ def _experiment(folder, kinds, scoring="likelihood"):
 
 def test_one_training_step_of_every_method_kind_and_stages_reload_bit_for_bit(smol, tmp_path):
     from curlora.experiment import ExperimentConfig
-    from curlora.run import adapters
-    from curlora.run.methods import kinds, method
+    from curlora.methods import adapters
+    from curlora.methods.registry import kinds, method
     from curlora.run.runner import run_experiment
 
     likelihood = [k for k in kinds() if not method(k).needs_head_scoring]

@@ -239,7 +239,7 @@ def test_the_cli_reads_a_study_section_and_flags(cfg, tmp_path, monkeypatch, cap
 
 
 def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
-    from curlora.run.jobs import JobManager
+    from curlora.serve.jobs import JobManager
     from curlora.ui import compare_tab, study_charts
 
     jobs = JobManager(tmp_path / "runs")
@@ -309,8 +309,8 @@ def test_a_studys_points_share_its_self_probe_reference(cfg, tmp_path, monkeypat
     from safetensors.torch import load_file
 
     from curlora.measure import probes
-    from curlora.run.export import export_file
-    from curlora.run.jobs import JobManager
+    from curlora.serve.downloads import export_file
+    from curlora.serve.jobs import JobManager
 
     root = tmp_path / "runs"
     cfg.methods = [m for m in cfg.methods if m.label == "lora"]

@@ -17,7 +17,7 @@ from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.run import trackers
-from curlora.run.hosting import Policy
+from curlora.serve.hosting import Policy
 from tiny_experiment import make_experiment
 
 HAS = {name: importlib.util.find_spec(module) is not None for name, module in trackers.MODULES.items()}

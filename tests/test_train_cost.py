@@ -45,7 +45,7 @@ def test_the_label_loss_equals_the_full_loss_and_its_gradients(arch):
 
 def test_under_gradient_checkpointing_and_through_adapters():
     from curlora.experiment import MethodSettings
-    from curlora.run.methods import method
+    from curlora.methods.registry import method
 
     ids, mask, labels = batch(1)
     base = tiny_model("llama")

@@ -13,7 +13,7 @@ from curlora.data.task_config import TaskConfig  # noqa: E402
 from curlora.errors import CurloraError  # noqa: E402
 from curlora.experiment import EvaluationSettings, ExperimentConfig, MethodSettings, TrainingSettings  # noqa: E402
 from curlora.paths import QUICK_DEMO, REAL_DEMO  # noqa: E402
-from curlora.run.jobs import JobManager  # noqa: E402
+from curlora.serve.jobs import JobManager  # noqa: E402
 from curlora.ui import train_tab  # noqa: E402
 from curlora.ui.common import Engine, Sessions, handler  # noqa: E402
 
@@ -148,7 +148,7 @@ def test_a_bound_handler_keeps_what_gradio_reads():
 
 def test_the_dropdowns_offer_the_engines_constants(tab):
     from curlora.experiment import COMPARISONS, QUANTIZATIONS, SAMPLING_RULES, SCORING_MODES
-    from curlora.run.methods import GROUPS, kinds, method
+    from curlora.methods.registry import GROUPS, kinds, method
 
     _, form = tab
     offered = {path: [value for _, value in form.fields[path].choices] for path in

@@ -14,10 +14,10 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.gpu_budget import Budget, eval_seconds, next_unit, step_seconds, unit_steps
-from curlora.run.handoff import Handoff, drive, paused
-from curlora.run.jobs import JobManager
 from curlora.run.store import Run
+from curlora.serve.gpu_budget import Budget, eval_seconds, next_unit, step_seconds, unit_steps
+from curlora.serve.handoff import Handoff, drive, paused
+from curlora.serve.jobs import JobManager
 from tiny_experiment import make_experiment
 
 TOKEN = "visitor-quota-token"

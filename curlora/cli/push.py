@@ -1,5 +1,5 @@
 """`python -m curlora push RUN --repo NAME [--method M] [--merged] [--private]`: a run's adapters, model card and
-numbers to the Hugging Face hub (curlora/run/hub.py). The token comes from HF_TOKEN or `hf auth login`."""
+numbers to the Hugging Face hub (curlora/share/hub.py). The token comes from HF_TOKEN or `hf auth login`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def cmd_push(args) -> int:
-    from curlora.run.hub import push
+    from curlora.share.hub import push
 
     def progress(fraction: float, text: str) -> None:
         print(f"[{100 * fraction:3.0f} %] {text}", flush=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.run import events as ev
-from curlora.run.export import copy_finished_adapters, export_merged, metrics_csv, table
 from curlora.run.store import Run, data_dir, list_runs, resumable
+from curlora.share.export import copy_finished_adapters, export_merged, metrics_csv, table
 
 
 def register(sub) -> None:
@@ -86,8 +86,18 @@ def _allow_remote_code(args) -> None:
         allow_remote_code()
 
 
+def admit(cfg):
+    """The CLI's admission of a new run's config, the app's one path (curlora/serve/hosting.py Policy.local():
+    sources resolved, remote code refused without --trust-remote-code, trackers installed); no torch yet."""
+    from curlora.run.store import data_dir
+    from curlora.serve.hosting import Policy
+
+    Policy.local().admit(cfg, data_dir(), None)
+    return cfg
+
+
 def cmd_share(args) -> int:
-    from curlora.run.hosting import share, unshare
+    from curlora.serve.hosting import share, unshare
 
     run = Run.open(args.run_id)
     if args.off:  # back to whoever owned it before it was shared, not to the local user
@@ -130,11 +140,9 @@ def _with_signals(fn):
 
 def cmd_run(args) -> int:
     from curlora.experiment import ExperimentConfig
-    from curlora.run.trackers import check_installed
 
     _allow_remote_code(args)
-    cfg = ExperimentConfig.load(args.experiment)
-    check_installed(cfg.run.log_with)
+    cfg = admit(ExperimentConfig.load(args.experiment))
     from curlora.run.runner import execute, load_everything, start  # torch: only once the config is sound
 
     if args.dry_run:
@@ -198,8 +206,10 @@ def cmd_eval(args) -> int:
             raise CurloraError(f"--label-words takes VALUE=WORD pairs, got {item!r}.")
         k, v = item.split("=", 1)
         verbalizers[k] = v
+    from curlora.serve.hosting import Policy
+
     result = evaluate_stage(args.run_id, args.method, args.stage, task_file=args.task, text_file=args.text,
-                            verbalizers=verbalizers or None)
+                            verbalizers=verbalizers or None, limits=Policy.detect().limits)  # the environment's
     print(json.dumps(result, indent=1))
     return 0
 
@@ -208,19 +218,19 @@ def _export_stage(run: Run, args) -> None:
     """--lora DIR and --gguf FILE: one stage of one method, in the formats people serve."""
     if args.method is None or args.stage is None:
         raise CurloraError("export --lora / --gguf needs --method M and --stage K (the stage after the k-th task).")
-    from curlora.run.export_lora import check_destination
+    from curlora.share.export_lora import check_destination
 
     for dest in filter(None, (args.lora, args.gguf)):  # both refused before either is written
         check_destination(Path(dest))
     if args.lora:
-        from curlora.run.export_lora import export_lora
+        from curlora.share.export_lora import export_lora
 
         res = export_lora(run, args.method, args.stage, Path(args.lora))
         how = "converted from CURLoRA exactly" if res["converted"] else f"the {res['kind']} stage as saved"
         print(f"LoRA adapter (rank {res['r']}, {how}) in {res['path']}: "
               "PeftModel.from_pretrained(base, DIR) or vLLM --lora-modules NAME=DIR")
     if args.gguf:
-        from curlora.run.export_gguf import export_gguf
+        from curlora.share.export_gguf import export_gguf
 
         res = export_gguf(run, args.method, args.stage, Path(args.gguf), args.gguf_type)
         print(f"GGUF ({res['type'].upper()}, {res['bytes'] / 2**20:.1f} MiB) in {res['path']}: "

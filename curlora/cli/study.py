@@ -18,7 +18,6 @@ from curlora.experiment import ExperimentConfig
 from curlora.run import events
 from curlora.run.store import STUDY_FILE
 from curlora.run.study import StudySettings, parse_grid, parse_replays, parse_seeds, resume_study, run_study
-from curlora.run.trackers import check_installed
 
 
 def register(sub) -> None:
@@ -128,7 +127,7 @@ def analyse_stored(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from curlora.cli.runs import _with_signals
+    from curlora.cli.runs import _with_signals, admit
 
     if args.analyse:
         return analyse_stored(args)
@@ -165,7 +164,7 @@ def cmd_study(args) -> int:
             settings.margin = args.margin
         if args.permutations is not None:
             settings.permutations, settings.orders = args.permutations, None
-        check_installed(cfg.run.log_with)
+        admit(cfg)
         study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
     rec = study.study_record()

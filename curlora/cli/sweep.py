@@ -25,7 +25,9 @@ def parse_lrs(text: str) -> list[float]:
 
 
 def cmd_sweep(args) -> int:
-    cfg = ExperimentConfig.load(args.experiment)
+    from curlora.cli.runs import admit
+
+    cfg = admit(ExperimentConfig.load(args.experiment))
     if args.steps is not None and args.steps < 1:
         raise CurloraError("--steps: must be at least 1.")
 

@@ -18,10 +18,9 @@ import yaml
 from curlora.data.csvfile import Table, show
 from curlora.data.labels import canonical_label
 from curlora.errors import CurloraError
-from curlora.paths import PRESETS
+from curlora.paths import PRESETS, hub_offline
 
 PRESETS_FILE = PRESETS / "datasets.yaml"
-_TRUE = {"1", "on", "yes", "true"}
 
 
 @dataclass(frozen=True)
@@ -105,16 +104,6 @@ def get_preset(name: str, path: str | os.PathLike | None = None) -> DatasetPrese
         hint = f"did you mean '{guess[0]}'? " if guess else ""
         raise CurloraError(f"no dataset preset named '{show(name)}'; {hint}presets are: {', '.join(presets)}.")
     return presets[name]
-
-
-def hub_offline() -> bool:
-    """True when the hub must not be contacted: huggingface_hub's own flag, or the variables that set it."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return True
-    return any(os.environ.get(v, "").strip().lower() in _TRUE
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:

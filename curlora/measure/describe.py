@@ -1,6 +1,6 @@
 """How a method's setting is written wherever it is shown: a learning rate as people write it, 'lr 2e-2, r 8',
 'curlora (lr 2e-2, r 8)'. Plain text from plain values, so the analysis below the run wing writes its sentences
-with the same words as the app (curlora/run/methods.py re-exports these)."""
+with the same words as the app (curlora/methods/registry.py re-exports these)."""
 
 from __future__ import annotations
 

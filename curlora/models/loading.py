@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,10 @@ from curlora.models import gguf
 from curlora.models.build_lock import BUILD_LOCK
 from curlora.models.lookup import _HUB_ONLY, hub_only  # noqa: F401  (hub_only re-exported)
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
-from curlora.paths import ASSETS
+from curlora.paths import ASSETS, hub_offline
 
 BUNDLED_DEFAULT = "kjv-llama-5m"
 BUNDLED_ALIASES = ("bundled", "default")
-# Held-out books of the bundled model's corpus: the default text for perplexity probes.
-BUNDLED_PROBE = ASSETS / "probe" / "kjv_heldout.txt"
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What a hub download fetches: configs, tokenizer files and safetensors weights; never pickles.
@@ -90,14 +87,6 @@ def bundled_models() -> dict[str, Path]:
     """Name → folder of every model shipped under assets/models (a folder with a config.json)."""
     root = ASSETS / "models"
     return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()} if root.is_dir() else {}
-
-
-def hub_offline() -> bool:
-    """Read at call time (huggingface_hub reads it once, at import), so a user or test can flip it."""
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return constants.HF_HUB_OFFLINE or any(v.strip().upper() in ("1", "ON", "YES", "TRUE") for v in flags)
 
 
 def _looks_like_path(choice: str) -> bool:

@@ -25,7 +25,7 @@ import torch
 
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.chat_format import chat_prompt, conversation, has_template, held_back, stop_tokens
 from curlora.run.store import Run
 
@@ -139,11 +139,11 @@ class Chat:
         folder = run.adapter_dir(method, stage)
         if not (folder / "adapter_config.json").is_file():
             raise CurloraError(f"Run {run.id} has no saved {method} adapter after stage {stage} (yet).")
-        adapted = methods.load_adapter(model, folder)
+        adapted = adapters.load_adapter(model, folder)
         try:
             yield adapted
         finally:
-            methods.detach(adapted)
+            adapters.detach(adapted)
 
     def stream(self, run_id: str | None, pane: str, prompt: str, *, max_new_tokens: int = 48,
                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, root=None, history=None,

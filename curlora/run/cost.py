@@ -22,7 +22,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, windows
 from curlora.measure.scoring import score
 from curlora.measure.stats import wilson
-from curlora.run.methods import Context, method, stage_steps
+from curlora.methods.registry import Context, method, stage_steps
 
 CALIBRATION_STEPS = 3  # the first step warms caches and allocators; the later ones are timed
 CALIBRATION_ROWS = 16

@@ -1,7 +1,8 @@
 """Trainable-parameter counts per method, from the model's config alone (meta device: no weights are read).
 
 The Train tab shows these while the user edits ranks and target modules; the run itself records the counted
-numbers (metrics.json `trainable`), which these match for CURLoRA and LoRA.
+numbers (metrics.json `trainable`), which these match for CURLoRA and LoRA. Also what a loaded model can take before a
+run starts: its memory (`check_fits`) and its positions (`check_positions`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import nn
 from curlora.errors import CurloraError
 from curlora.experiment import MethodSettings
 from curlora.measure.perplexity import LOGITS_BUDGET
-from curlora.run.methods import method, targets
+from curlora.methods.registry import method, targets
 
 
 @lru_cache(maxsize=4)
@@ -156,3 +157,29 @@ def check_fits(cfg, *, device: str | None = None) -> dict:
             advice.append("load the base in 4bit (model.quantization)")
         raise CurloraError(f"This run needs {memory_text(est, free)}; " + ", or ".join(advice) + ".")
     return est
+
+
+def model_positions(model) -> int | None:
+    """The most tokens `model` can attend over (its position embeddings or context), if its config says."""
+    config = model.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_positions(cfg, model) -> None:
+    """Refuse a perplexity window or an example length beyond the model's positions: rotary models silently
+    score nonsense past them (a 10^9-token window put the bundled model's probe perplexity at 193.9 instead of
+    51.3), learned-position models (GPT-2) fail with an index error."""
+    limit = model_positions(model)
+    if limit is None:
+        return
+    for path, value in (("evaluation.ppl_window", cfg.evaluation.ppl_window),
+                        ("training.max_length", cfg.training.max_length)):
+        if value > limit:
+            raise CurloraError(f"{path}: {value} tokens is longer than this model's {limit} positions; "
+                               f"use at most {limit}.")

@@ -6,6 +6,7 @@ the run's config; stage 0 is the base model itself. Used by `python -m curlora e
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from curlora.data.task_config import TaskConfig
@@ -14,8 +15,8 @@ from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
-from curlora.run import adapters as methods
-from curlora.run.methods import method as registered
+from curlora.methods import adapters
+from curlora.methods.registry import method as registered
 from curlora.run.store import Run
 
 
@@ -34,19 +35,18 @@ def stage_model(run: Run, cfg: ExperimentConfig, base, method: str, stage: int):
     if not kinds[method].has_adapter:
         raise CurloraError(f"Evaluating a {clip(kinds[method].kind)} stage on new data isn't supported; pick a method "
                            "that saves an adapter (e.g. curlora or lora).")
-    model = methods.load_adapter(base, folder)
-    return model, lambda: methods.detach(model)
+    model = adapters.load_adapter(base, folder)
+    return model, lambda: adapters.detach(model)
 
 
 def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | None = None, text_file: str | None = None,
                    verbalizers: dict | None = None, root: Path | None = None, loaded_model=None,
                    limits=None, should_stop=None, on_progress=None) -> dict:
-    """Score a stage on a new task CSV (accuracy) or text (perplexity). `limits` (a host's, curlora/run/limits.py):
-    the file is read only up to rows_per_file rows, and at most eval_rows_per_task rows are scored (a seeded sample,
-    said in the result as `rows_limited_to`); the probe text only up to probe_tokens. `should_stop` raises Cancelled
+    """Score a stage on a new task CSV (accuracy) or text (perplexity). `limits` (a host's, curlora/serve/limits.py;
+    None: no limit): the file is read only up to rows_per_file rows, and at most eval_rows_per_task rows are scored
+    (a seeded sample, said in the result as `rows_limited_to`); the probe text only up to probe_tokens. `should_stop` raises Cancelled
     between batches; `on_progress(done, total)` hears of each batch."""
     from curlora.models.loading import load_model
-    from curlora.run.limits import reading_tasks
 
     def stopping():  # progress rides on the per-batch stop check the scorers already make
         if on_progress is not None:
@@ -55,19 +55,13 @@ def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | Non
         return bool(should_stop and should_stop())
 
     progress = {"done": 0, "total": None}
-    if limits is None:  # the environment's: a Space (SPACE_ID) or CURLORA_MULTI_USER=1 gets the hosted limits
-        from curlora.run.hosting import hosted_from_env
-        from curlora.run.limits import Limits
-
-        limits = Limits.load(hosted_from_env())
-
     run = Run.open(run_id, root)
     cfg = run.config()
     if stage < 0 or stage > len(cfg.tasks):
         raise CurloraError(f"Stage must be between 0 (base) and {len(cfg.tasks)}; got {stage}.")
     task = None
     if task_file:  # validate the new data before loading any weights
-        with reading_tasks(limits):
+        with limits.reading() if limits is not None else contextlib.nullcontext():
             task = load_task(TaskConfig(name=Path(task_file).stem, train_file=task_file, eval_size=0.5,
                                         verbalizers=verbalizers), max_rows=getattr(limits, "rows_per_file", None))
     elif text_file:

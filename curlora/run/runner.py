@@ -32,11 +32,10 @@ from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
 from curlora.measure.scoring import score
 from curlora.measure.stats import to_bits, wilson
-from curlora.paths import DEFAULT_PROBE
+from curlora.methods.registry import Context, method, stage_steps
+from curlora.paths import ASSETS, DEFAULT_PROBE, OWNERS_DIR
 from curlora.run import events, trackers
-from curlora.run.limits import check_positions
-from curlora.run.estimate import check_fits
-from curlora.run.methods import Context, method, stage_steps
+from curlora.run.estimate import check_fits, check_positions
 from curlora.run.store import DiskFull, Run, is_disk_full, register_executor, resumable
 from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
 
@@ -71,9 +70,6 @@ def probe_missing(path: Path) -> CurloraError:
 def source_name(path: Path) -> str:
     """How metrics.json names the probe text: 'bundled:REL' under assets/, 'upload:NAME' for a visitor's upload (the
     names a config may use), else the path as given. A shared example's export then names no server path."""
-    from curlora.paths import ASSETS
-    from curlora.run.hosting import OWNERS_DIR
-
     real = path.resolve()
     try:
         return f"bundled:{real.relative_to(ASSETS.resolve()).as_posix()}"
@@ -84,11 +80,19 @@ def source_name(path: Path) -> str:
     return str(path)
 
 
+def probe_file(cfg: ExperimentConfig) -> Path | None:
+    """The config's probe text file (None: the model's own or the bundled one), refused unless it can be read."""
+    if not cfg.evaluation.probe_text:
+        return None
+    path = Path(cfg.evaluation.probe_text)
+    if not path.is_file():
+        raise probe_missing(path)
+    return path
+
+
 def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
-    if cfg.evaluation.probe_text:
-        path = Path(cfg.evaluation.probe_text)
-        if not path.is_file():
-            raise probe_missing(path)
+    path = probe_file(cfg)
+    if path is not None:
         return path.read_text(encoding="utf-8", errors="replace"), source_name(path)
     bundled = Path(getattr(info, "path", "") or "") / "probe.txt"
     for path in (bundled, DEFAULT_PROBE):
@@ -98,30 +102,23 @@ def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
 
 
 def load_everything(cfg: ExperimentConfig, base_dir: str | None = None, limits=None, should_stop=None) -> Loaded:
-    """Validate and load tasks first (cheap, the usual mistakes), then the model. Writes nothing.
+    """Load an admitted config: tasks first (cheap, the usual mistakes), then the model. Writes nothing.
 
-    `limits` (a curlora.run.limits.Limits) refuses a run over the host's per-run limits before the model loads;
-    `should_stop` raises Cancelled between tasks and before the model loads (Stop while large files are read)."""
+    Admission comes first and once (curlora/serve/hosting.py Policy.admit: sources resolved, remote code and
+    server paths refused, the limits the config shows; the CLI's is Policy.local()). `limits` (the host's
+    curlora/serve/limits.py Limits) caps the task files read at once and the rows read from each, and refuses what
+    the loaded tasks show is over a limit, before the model loads; `should_stop` raises Cancelled between tasks and
+    before the model loads (Stop while large files are read)."""
     from curlora.models.loading import load_model
-    from curlora.run.hosting import refuse_remote_code, remote_code_allowed, resolve_bundled, sources
-
-    if cfg.model.trust_remote_code and not remote_code_allowed():  # before any file is read
-        raise refuse_remote_code()
-    for obj, key, _ in sources(cfg):  # 'bundled:tasks/reviews/train.csv' names a file under assets/, app and CLI
-        setattr(obj, key, resolve_bundled(getattr(obj, key)))
-    if limits is not None:
-        limits.check_experiment(cfg)
-    from curlora.run.limits import reading_tasks
 
     tasks = []
-    with reading_tasks(limits):  # a host's cap on files read at once; reading stops at its rows_per_file
+    with limits.reading() if limits is not None else contextlib.nullcontext():  # a host's cap on files read at once
         for t in cfg.tasks:
             check_stop(should_stop)
             tasks.append(load_task(t, base_dir=base_dir, max_rows=getattr(limits, "rows_per_file", None)))
     if limits is not None:
         limits.check_loaded(cfg, tasks)
-    if cfg.evaluation.probe_text and not Path(cfg.evaluation.probe_text).is_file():
-        raise probe_missing(Path(cfg.evaluation.probe_text))
+    probe_file(cfg)  # before the model loads
     device = cfg.model.device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"

@@ -37,7 +37,7 @@ from curlora.run.store import STUDY_FILE, STUDY_SETTINGS, Run, Study, atomic_wri
 from curlora.run.study_plan import (parse_grid, parse_replays, parse_seeds, permutation, plan_of,  # noqa: F401
                                     plan_settings, point_config, replay_label, seeded_tasks, with_replays)
 
-OWNER_FILE = "owner"  # curlora/run/hosting.py write_owner
+OWNER_FILE = "owner"  # curlora/serve/hosting.py write_owner
 SETTINGS_FILE = STUDY_SETTINGS  # the marker of a study's folder (curlora/run/store.py Study)
 
 

@@ -10,7 +10,7 @@ import random
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.study_record import PlanEntry, StudySettings
-from curlora.run.methods import lr_text, method
+from curlora.methods.registry import lr_text, method
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.methods import method
+from curlora.methods.registry import method
 
 SWEEP_FILE = "lr_sweep.json"
 

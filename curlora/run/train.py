@@ -24,10 +24,11 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from curlora.errors import CurloraError, check_stop
-from curlora.experiment import TrainingSettings, replayed_rows
+from curlora.experiment import TrainingSettings
 from curlora.measure.encode import Encoder, pad_batch
 from curlora.measure.forward import label_loss
 from curlora.measure.scoring import encode_prompts, head_features, pad_id
+from curlora.methods.registry import replayed_rows
 
 
 class Diverged(CurloraError):

@@ -15,10 +15,10 @@ import os
 import gradio as gr
 
 from curlora.run.chat import Chat
-from curlora.run.jobs import JobManager
+from curlora.serve.jobs import JobManager
 from curlora.ui import chat_tab, compare_tab, mcp, model_tab, results_tab, runs_tab, tasks_tab, train_tab
 from curlora.ui import zero_gpu as zgpu
-from curlora.ui.common import PUBLIC, Engine, Sessions
+from curlora.ui.common import Engine, Sessions
 
 MAX_UPLOAD = os.environ.get("CURLORA_MAX_UPLOAD", "50mb")
 CSS = """
@@ -35,7 +35,7 @@ zero_gpu, default_jobs = zgpu.zero_gpu, zgpu.default_jobs  # ZeroGPU: curlora/ui
 
 
 def limits_text(engine: Engine) -> str:
-    """The host's limits as a table (curlora/run/limits.py; set with CURLORA_LIMIT_<NAME> or CURLORA_LIMITS_FILE)."""
+    """The host's limits as a table (curlora/serve/limits.py; set with CURLORA_LIMIT_<NAME> or CURLORA_LIMITS_FILE)."""
     rows = engine.jobs.policy.limits.describe()
     who = ("Hosted: every visitor sees and changes only their own runs, uploads and exports; models are presets, "
            "the bundled model or hub ids, and task files are your own uploads or the bundled demo tasks. Allowances "
@@ -50,7 +50,7 @@ def limits_text(engine: Engine) -> str:
 def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Blocks:
     jobs = jobs or default_jobs()
     engine = Engine(jobs=jobs, chat=chat or Chat(), sessions=Sessions(root=lambda: jobs.root))
-    PUBLIC["policy"] = jobs.policy
+    jobs.policy.serve()  # error sentences on screen follow this app's policy
     # gradio's cache of served files (exports, previews) is emptied of anything older than an hour, every hour.
     with gr.Blocks(title="CURLoRA Studio", delete_cache=(3600, 3600)) as demo:
         demo.curlora_engine = engine

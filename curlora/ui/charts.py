@@ -14,8 +14,8 @@ from plotly.subplots import make_subplots
 from pathlib import Path
 
 from curlora.measure.record import RunMetrics
+from curlora.methods.registry import described, method
 from curlora.run import events as ev
-from curlora.run.methods import described, method
 
 KIND_COLOURS = {"curlora": "#1f6fb4", "lora": "#e8710a", "base": "#7f7f7f", "full": "#c0392b", "head-only": "#8e44ad"}
 EXTRA = ["#2ca02c", "#17becf", "#bcbd22", "#e377c2", "#8c564b"]

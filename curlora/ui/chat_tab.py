@@ -9,9 +9,9 @@ import gradio as gr
 
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
+from curlora.methods.registry import described
 from curlora.run.chat import CHAT, pane_choices
 from curlora.run.chat_format import default_system, has_template
-from curlora.run.methods import described
 from curlora.ui.common import Engine, friendly, wait_for_device
 
 PENDING = "…"

@@ -18,20 +18,18 @@ import gradio as gr
 from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.run.chat import Chat
-from curlora.run.hosting import Client, Policy, behind_space_proxy, client_of, owner_key, public_message
-from curlora.run.jobs import JobManager
 from curlora.run.store import atomic_write_text
+from curlora.serve.hosting import Client, Policy, behind_space_proxy, client_of, owner_key
+from curlora.serve.jobs import JobManager
 
 log = logging.getLogger("curlora.ui")
-# The served app's policy (build_app sets it; one app a process): error sentences lose their absolute paths when it
-# is hosted, whether it was hosted from the start or became so at launch.
-PUBLIC = {"policy": None}
 ALIASES = 100_000  # page sessions remembered (about 100 bytes each): one per page load, not per request
 
 
 def shown(text: str) -> str:
-    policy = PUBLIC["policy"]
-    return public_message(text) if policy is not None and policy.hosted else text
+    """An error sentence as the served app's policy lets a visitor read it (curlora/serve/hosting.py Policy.serve)."""
+    policy = Policy.serving()
+    return policy.public(text) if policy is not None else text
 
 
 @dataclass
@@ -122,7 +120,7 @@ class Sessions:
         return owner_key("hf", hf_user) if hf_user else None
 
     def client(self, request: gr.Request | None) -> Client:
-        """Who pays for this request (curlora/run/hosting.py client_of): the signed-in user, else the address the
+        """Who pays for this request (curlora/serve/hosting.py client_of): the signed-in user, else the address the
         Space's proxy forwards, else the one anonymous pool. A fresh session or workspace token is not a new one."""
         headers = getattr(request, "headers", None)
         forwarded = headers.get("x-forwarded-for") if headers is not None else None

@@ -11,8 +11,8 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.measure.study_analysis import BEST_RULE, interval_text
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
+from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
-from curlora.run.methods import described, kinds, lr_text, method
 from curlora.run.store import Study
 from curlora.ui import study_charts, train_tab
 from curlora.ui.common import Engine, friendly, with_request

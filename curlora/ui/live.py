@@ -11,7 +11,7 @@ import gradio as gr
 
 from curlora.measure.record import RunMetrics
 from curlora.run import events as ev
-from curlora.run.jobs import JobManager
+from curlora.serve.jobs import JobManager
 from curlora.ui import charts
 
 STATUS_COLOURS = {"running": "#1f6fb4", "queued": "#8e44ad", "completed": "#2e7d32", "cancelled": "#9e6a00",

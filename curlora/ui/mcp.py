@@ -1,7 +1,7 @@
 """The app as an MCP server: `CURLORA_MCP=1 python app.py` (or `app.py --mcp`); off by default. Gradio serves it at
 /gradio_api/mcp/ (streamable HTTP; /gradio_api/mcp/sse for SSE clients; /gradio_api/mcp/schema lists the tools).
 
-The tools are the engine's (curlora/run/mcp_tools.py: their docstrings and type hints are the tool descriptions);
+The tools are the engine's (curlora/serve/mcp_tools.py: their docstrings and type hints are the tool descriptions);
 this module only registers them and says who is asking. Read-mostly: every tool takes a run id explicitly and reads
 the run store; `start_run` exists only where the app has a login (CURLORA_AUTH), and every tool then asks the
 caller for that login as an `Authorization: Basic base64(user:password)` header (gradio's login page does not
@@ -21,8 +21,8 @@ import os
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.run.hosting import Client, LoginGuard, owner_key
-from curlora.run.mcp_tools import Tools
+from curlora.serve.hosting import Client, LoginGuard, owner_key
+from curlora.serve.mcp_tools import Tools
 from curlora.ui.common import Engine, friendly
 
 MCP_ENV = "CURLORA_MCP"

@@ -1,9 +1,9 @@
 """Results tab: any run's summary table (ACC with the final training loss, BWT, FWT, forgetting, perplexity,
 parameters, time, memory), a matched-loss run's targets, its charts, exports built by the engine's export functions
-(curlora/run/export.py), so the app and `curlora export` agree, one stage as a PEFT LoRA folder or a merged GGUF
-file (curlora/run/export_lora.py, export_gguf.py: the engine behind `curlora export --lora / --gguf`), any finished stage evaluated on a new CSV or
+(curlora/share/export.py), so the app and `curlora export` agree, one stage as a PEFT LoRA folder or a merged GGUF
+file (curlora/share/export_lora.py, export_gguf.py: the engine behind `curlora export --lora / --gguf`), any finished stage evaluated on a new CSV or
 text (curlora/run/evaluate.py, the engine behind `curlora eval`), and the run pushed to the Hugging Face hub
-(curlora/run/hub.py, the engine behind `curlora push`)."""
+(curlora/share/hub.py, the engine behind `curlora push`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import gradio as gr
 
 from curlora.errors import Cancelled, CurloraError
 from curlora.measure.record import RunMetrics
+from curlora.methods.registry import described, method, setting_text
 from curlora.run.evaluate import evaluate_stage
-from curlora.run.export import FWT_LABEL, STAGE_FORMATS, export_file, export_stage_file, table
-from curlora.run.hub import push
-from curlora.run.methods import described, method, setting_text
 from curlora.run.store import Run
+from curlora.serve.downloads import export_file, export_stage_file
+from curlora.share.export import FWT_LABEL, STAGE_FORMATS, table
+from curlora.share.hub import push
 from curlora.ui import live
 from curlora.ui.charts import SAME
 from curlora.ui.common import Engine, friendly, wait_for_device
@@ -186,7 +187,7 @@ def build(engine: Engine) -> dict:
             yield f"Evaluating {what}…"
             owner = engine.owner(request)
             stopping.discard(owner)
-            limits = jobs.policy.limits if jobs.policy.hosted else None
+            limits = jobs.policy.limits  # the host's; locally the local ones (CURLORA_LIMIT_<NAME> may set them)
             with engine.chat.lock:  # the chat's copy of the base model: loaded once, shared, adapters detached after
                 res = jobs.gate.on_device(lambda: evaluate_stage(
                     rid, method or "base", stage, task_file=None if as_text else path,
@@ -233,7 +234,7 @@ def build(engine: Engine) -> dict:
 
     @friendly
     def export_stage(rid: str, label: str, stage, fmt: str, request: gr.Request, progress=gr.Progress()):
-        """One stage of one method as a PEFT LoRA zip or a merged GGUF file (curlora/run/export.py)."""
+        """One stage of one method as a PEFT LoRA zip or a merged GGUF file (curlora/share/export.py)."""
         if not rid:
             raise CurloraError("Pick a run first.")
         if not label:
@@ -248,7 +249,7 @@ def build(engine: Engine) -> dict:
     @friendly
     def push_run(rid: str, repo: str, only: str | None, merged: bool, private: bool, request: gr.Request,
                  oauth: gr.OAuthToken | None = None, progress=gr.Progress()):
-        """The run to one hub repo (curlora/run/hub.py): its adapters, the model card, its numbers."""
+        """The run to one hub repo (curlora/share/hub.py): its adapters, the model card, its numbers."""
         if not rid:
             raise CurloraError("Pick a run first.")
         run = jobs.open(rid, engine.owner(request))

@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.run.hosting import EXAMPLES, read_owner
+from curlora.serve.hosting import EXAMPLES, read_owner
 from curlora.ui.common import Engine, friendly
 
 HEADERS = ["run", "status", "tasks", "methods", "stages done", "updated", "message"]

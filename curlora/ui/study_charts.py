@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from curlora.measure.study_record import StudyRecord, Summary
-from curlora.run.methods import lr_text
+from curlora.methods.registry import lr_text
 from curlora.ui.charts import EXTRA, KIND_COLOURS
 
 

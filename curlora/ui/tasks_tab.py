@@ -16,9 +16,8 @@ from curlora.data.report import format_summary
 from curlora.data.task_config import TaskConfig
 from curlora.data.tasks import load_task
 from curlora.errors import CurloraError, clip
-from curlora.paths import DEMO_TASKS
-from curlora.run.hosting import task_sources
-from curlora.run.limits import reading_tasks
+from curlora.paths import DEMO_TASKS, task_sources
+from curlora.serve.limits import reading_tasks
 from curlora.ui.common import Engine, friendly, with_request
 
 DEMO_DIR = DEMO_TASKS

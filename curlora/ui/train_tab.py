@@ -22,10 +22,10 @@ from curlora.data.task_config import TaskConfig
 from curlora.errors import CurloraError
 from curlora.experiment import (COMPARISONS, DEFAULT_METHODS, QUANTIZATIONS, SAMPLING_RULES, SCORING_MODES,
                                 ExperimentConfig, MethodSettings)
+from curlora.methods.registry import GROUPS, kinds as registered, method
 from curlora.models.loading import available_memory
 from curlora.paths import QUICK_DEMO, REAL_DEMO
 from curlora.run.estimate import memory_text, trainable_parameters, training_memory
-from curlora.run.methods import GROUPS, kinds as registered, method
 from curlora.run.store import atomic_write_text
 from curlora.ui import live
 from curlora.ui.common import Engine, friendly, handler, shown

@@ -3,10 +3,10 @@
 The `spaces` package schedules each call with the request it is made in: `spaces/zero/wrappers.py` reads
 `gradio.context.LocalContext.request` (gradio sets it around every step of an event handler) and
 `spaces/zero/client.py: schedule` sends that request's `X-IP-Token` header, the visitor's quota. A call from the job
-thread has no request there. So on a ZeroGPU Space the job thread posts each unit (curlora/run/handoff.py) and the
+thread has no request there. So on a ZeroGPU Space the job thread posts each unit (curlora/serve/handoff.py) and the
 visitor's page runs it: the Train tab's run id changing (Start, a page re-attaching to its run) and the Runs table
 changing (Resume) start `drive`, a generator handler that makes one spaces.GPU call per unit, with the duration
-measured from the run (curlora/run/gpu_budget.py), for as long as the visitor has a run queued or training.
+measured from the run (curlora/serve/gpu_budget.py), for as long as the visitor has a run queued or training.
 API clients call /train_units with the run id after /start. Anywhere else nothing here is wired: the job thread
 runs every unit, as always.
 """
@@ -18,9 +18,9 @@ import os
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.run.device_gate import DeviceGate
-from curlora.run.handoff import Handoff, drive, paused
-from curlora.run.jobs import JobManager
+from curlora.serve.device_gate import DeviceGate
+from curlora.serve.handoff import Handoff, drive, paused
+from curlora.serve.jobs import JobManager
 from curlora.ui.common import Engine, friendly
 
 

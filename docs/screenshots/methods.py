@@ -42,7 +42,7 @@ def main() -> int:
             page.wait_for_timeout(1500)
             tab(page, "Train")
             methods = page.locator("#methods")
-            from curlora.run.methods import method
+            from curlora.methods.registry import method
 
             for kind in ("mica", "pissa", "corda", "osf", "dora"):
                 methods.get_by_label(method(kind).title, exact=True).check()

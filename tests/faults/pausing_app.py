@@ -5,7 +5,7 @@
 Nothing pauses until the ARM file exists; it holds N, and the N-th adapter save (after the files are written into
 the stage's `.partial` folder, before the rename) or the N-th perplexity measurement of an evaluation (after the
 accuracies, before the stage is recorded) after that writes the PAUSED file and sleeps until the process is killed.
-The engine is not changed: the hooks wrap curlora.run.adapters.save_adapter and the runner's perplexity in this process.
+The engine is not changed: the hooks wrap curlora.methods.adapters.save_adapter and the runner's perplexity in this process.
 """
 
 import os
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # as in tests/conftest.py: tiny models, a shared 2-core machine
 
-import curlora.run.adapters  # noqa: E402
+import curlora.methods.adapters  # noqa: E402
 import curlora.run.runner  # noqa: E402
 
 WHAT = os.environ.get("CURLORA_TEST_PAUSE", "")
@@ -39,13 +39,13 @@ def maybe_pause() -> None:
 
 
 if WHAT == "save":
-    real_save = curlora.run.adapters.save_adapter
+    real_save = curlora.methods.adapters.save_adapter
 
     def save_adapter(model, folder):
         real_save(model, folder)  # the files are in stage-k.partial now
         maybe_pause()
 
-    curlora.run.adapters.save_adapter = save_adapter
+    curlora.methods.adapters.save_adapter = save_adapter
 elif WHAT == "evaluate":
     real_perplexity = curlora.run.runner.perplexity
 

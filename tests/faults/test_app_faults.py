@@ -17,7 +17,7 @@ from app_server import free_port
 from conftest import REPO
 from curlora.experiment import ExperimentConfig
 from curlora.measure.scoring import score
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.runner import load_everything, resume
 from curlora.run.store import Run
 from tiny_experiment import make_experiment
@@ -116,10 +116,10 @@ def check_interrupted(run: Run, finished: int) -> dict:
     cfg = ExperimentConfig.from_yaml(run.config_yaml)
     loaded = load_everything(cfg)
     for k in range(1, finished + 1):
-        model = methods.load_adapter(loaded.model, run.adapter_dir("curlora", k))
+        model = adapters.load_adapter(loaded.model, run.adapter_dir("curlora", k))
         accs = [score(model, loaded.tokenizer, t, t.eval, "likelihood", cfg.training.max_length)["accuracy"]
                 for t in loaded.tasks]
-        methods.detach(model)
+        adapters.detach(model)
         assert accs == m["methods"]["curlora"]["matrix"][k]
     assert not list(run.path.glob(".*.tmp")) and not list(run.path.glob("*.tmp"))  # no torn metrics/status file
     return m

@@ -16,7 +16,7 @@ from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure.scoring import score
-from curlora.run import adapters as methods
+from curlora.methods import adapters
 from curlora.run.runner import Executor, load_everything, resume, start
 from curlora.run.store import Run
 from test_runner import make_tasks
@@ -75,10 +75,10 @@ def test_kill_9_mid_run_keeps_finished_stages_and_resume_finishes(world, tmp_pat
     # The finished stage reloads to the accuracies it logged.
     cfg = ExperimentConfig.from_yaml(run.config_yaml)
     loaded = load_everything(cfg)
-    model = methods.load_adapter(loaded.model, run.adapter_dir("curlora", 1))
+    model = adapters.load_adapter(loaded.model, run.adapter_dir("curlora", 1))
     accs = [score(model, loaded.tokenizer, t, t.eval, "likelihood", 48)["accuracy"] for t in loaded.tasks]
     assert accs == m["methods"]["curlora"]["matrix"][1]
-    methods.detach(model)
+    adapters.detach(model)
 
     # Resume with a short schedule so the test stays quick: the config on disk is what resume runs.
     short = ExperimentConfig.from_yaml(run.config_yaml)
@@ -97,7 +97,7 @@ def test_out_of_memory_stops_one_method_with_advice(world, tmp_path, monkeypatch
     real = runner.train_task
 
     def oom_for_lora(model, *a, **kw):
-        if methods.method_of(model) == "lora":  # CURLoRA is a PeftModel too now: ask which method it carries
+        if adapters.method_of(model) == "lora":  # CURLoRA is a PeftModel too now: ask which method it carries
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return real(model, *a, **kw)
 
@@ -117,7 +117,7 @@ def test_out_of_memory_stops_one_method_with_advice(world, tmp_path, monkeypatch
 def test_disk_full_while_saving_keeps_the_previous_stage(world, tmp_path, monkeypatch):
     import curlora.run.runner as runner
 
-    real = methods.save_adapter
+    real = adapters.save_adapter
     calls = {"n": 0}
 
     def full_disk(model, folder):
@@ -127,7 +127,7 @@ def test_disk_full_while_saving_keeps_the_previous_stage(world, tmp_path, monkey
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(model, folder)
 
-    monkeypatch.setattr(methods, "save_adapter", full_disk)
+    monkeypatch.setattr(adapters, "save_adapter", full_disk)
     cfg = ExperimentConfig.from_dict(experiment_dict(world))
     run, loaded = start(cfg, tmp_path)
     with pytest.raises(CurloraError, match="disk is full.*resume"):

@@ -16,8 +16,8 @@ from app_server import serving
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.models.remote_code import allow_remote_code
-from curlora.run.hosting import ASSETS, Policy, owner_key, public_message, read_owner
-from curlora.run.jobs import JobManager
+from curlora.serve.hosting import ASSETS, Policy, owner_key, public_message, read_owner
+from curlora.serve.jobs import JobManager
 from tiny_experiment import tiny_hosted
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -247,7 +247,7 @@ def test_the_cli_runs_remote_code_only_with_its_flag(tmp_path, monkeypatch, caps
 
 
 def test_per_visitor_and_global_limits_are_refused_with_their_sentence(tmp_path):
-    from curlora.run.limits import Limits
+    from curlora.serve.limits import Limits
 
     limits = Limits(runs_per_visitor=1, queue_length=2)
     jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True, limits=limits))
@@ -269,7 +269,7 @@ def test_per_visitor_and_global_limits_are_refused_with_their_sentence(tmp_path)
 
 
 def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first(tmp_path):
-    from curlora.run.limits import Limits
+    from curlora.serve.limits import Limits
 
     root = tmp_path / "runs"
     jobs = JobManager(root, policy=Policy(hosted=True, limits=Limits()))
@@ -278,7 +278,7 @@ def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first
     theirs = jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
     for rid in (*old, theirs):
         assert jobs.wait(rid, 300)
-    from curlora.run.jobs import folder_bytes
+    from curlora.serve.jobs import folder_bytes
 
     one = folder_bytes(root / old[0])
     jobs.policy.limits.store_mb_per_visitor = (one * 1.5) / 1e6  # room for one run of hers, not two
@@ -295,7 +295,7 @@ def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first
 
 
 def test_chat_replies_per_minute():
-    from curlora.run.limits import Limits
+    from curlora.serve.limits import Limits
 
     policy = Policy(hosted=True, limits=Limits(chat_per_minute=2))
     alice, bob = owner_key("session", "alice"), owner_key("session", "bob")

@@ -87,6 +87,6 @@ def test_a_second_visitor_sees_nothing_of_the_first(hosted, tmp_path):
 
 
 def _owner(jobs, run_id):
-    from curlora.run.hosting import read_owner
+    from curlora.serve.hosting import read_owner
 
     return read_owner(jobs.root / run_id)

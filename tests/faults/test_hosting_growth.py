@@ -10,11 +10,11 @@ import pytest
 from curlora.data.csvfile import read_table
 from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.handoff import Handoff
-from curlora.run.hosting import Client, Policy, owner_key
-from curlora.run.jobs import JobManager
-from curlora.run.limits import Limits, reading_tasks
 from curlora.run.store import Run
+from curlora.serve.handoff import Handoff
+from curlora.serve.hosting import Client, Policy, owner_key
+from curlora.serve.jobs import JobManager
+from curlora.serve.limits import Limits, reading_tasks
 from tiny_experiment import finished_run
 
 A, B = owner_key("user", "alice"), owner_key("user", "bob")
@@ -247,7 +247,7 @@ def test_fresh_sessions_from_one_address_share_one_store_allowance(tmp_path):
     limits.store_mb_per_visitor = 3
     policy = Policy(hosted=True, limits=limits)
     jobs = JobManager(tmp_path / "runs", policy=policy)
-    from curlora.run.hosting import client_of
+    from curlora.serve.hosting import client_of
 
     address = client_of(None, "203.0.113.7", True)
     first, second, third = (owner_key("session", f"fresh-{i}") for i in range(3))

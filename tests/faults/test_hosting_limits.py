@@ -13,10 +13,10 @@ from curlora.errors import CurloraError, clip
 from curlora.experiment import YAML_MAX_CHARS, ExperimentConfig
 from curlora.run import study as studies
 from curlora.run.chat import MAX_PROMPT_CHARS, check_prompt
-from curlora.run.hosting import ANONYMOUS, Client, Policy, client_of, owner_key
-from curlora.run.jobs import JobManager
-from curlora.run.limits import Limits
 from curlora.run.store import Run, list_runs
+from curlora.serve.hosting import ANONYMOUS, Client, Policy, client_of, owner_key
+from curlora.serve.jobs import JobManager
+from curlora.serve.limits import Limits
 from tiny_experiment import make_experiment, tiny_hosted
 
 
@@ -31,7 +31,7 @@ def alias_yaml(levels: int) -> str:
 # -- nothing a visitor sends is expanded or echoed without a bound ---------------------------------------------
 def test_an_alias_yaml_is_refused_at_once_when_hosted_with_a_short_sentence(tmp_path):
     jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True))
-    from curlora.run.mcp_tools import Tools
+    from curlora.serve.mcp_tools import Tools
 
     text = alias_yaml(5)
     assert len(text) < 500
@@ -90,7 +90,7 @@ def test_prompts_and_chat_messages_have_the_same_cap(tmp_path):
         check_prompt("hi", system="s" * (MAX_PROMPT_CHARS + 1))
     with pytest.raises(CurloraError, match="The conversation so far is"):
         check_prompt("hi", histories=[[{"role": "user", "content": "h" * 70_000}]])
-    from curlora.run.mcp_tools import Tools
+    from curlora.serve.mcp_tools import Tools
 
     jobs = JobManager(tmp_path / "runs", policy=Policy(hosted=True))
     with pytest.raises(CurloraError, match="The prompt is 1,000,000 characters"):  # before the run id is looked up
@@ -195,7 +195,7 @@ class _nothing:
 
 
 def read_owner_of(jobs, rid):
-    from curlora.run.hosting import read_owner
+    from curlora.serve.hosting import read_owner
 
     return read_owner(Run.open(rid, jobs.root).path)
 
@@ -266,9 +266,9 @@ def test_a_second_visitors_run_starts_before_an_8_run_studys_last_run(tmp_path):
         assert len(stages) == 1
     assert json.loads((study.path / "study.json").read_text())["points"]
     # the store estimate a hosted admission uses is an upper bound of what the runs really took
-    from curlora.run.jobs import folder_bytes
     from curlora.run.runner import load_everything
-    from curlora.run.store_estimate import study_bytes
+    from curlora.serve.jobs import folder_bytes
+    from curlora.serve.store_estimate import study_bytes
 
     used = sum(folder_bytes(Run.open(e["run_id"], jobs.root).path) for e in plan)
     estimate = study_bytes(cfg, load_everything(cfg), {"lora": 8})
@@ -322,7 +322,7 @@ def test_on_a_space_four_fresh_sessions_from_one_address_get_two_places_and_an_a
         assert len(jobs.queued()) + bool(jobs.current()) == 2
     finally:
         for rid in started:
-            from curlora.run.hosting import read_owner
+            from curlora.serve.hosting import read_owner
 
             jobs.cancel(rid, read_owner(Run.open(rid, jobs.root).path))
         jobs.gate.release()

@@ -7,9 +7,9 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.hosting import EXAMPLES, Client, LoginGuard, Policy, owner_key, read_owner, share, unshare, write_owner
-from curlora.run.jobs import JobManager
 from curlora.run.store import Run
+from curlora.serve.hosting import EXAMPLES, Client, LoginGuard, Policy, owner_key, read_owner, share, unshare, write_owner
+from curlora.serve.jobs import JobManager
 
 
 def hosted_dict(**model) -> dict:
@@ -48,8 +48,8 @@ def test_12_hosted_a_hub_id_shaped_name_is_never_looked_up_on_the_server(tmp_pat
 
 
 def test_13_the_probe_source_names_no_server_path(tmp_path):
-    from curlora.run.runner import source_name
     from curlora.paths import ASSETS
+    from curlora.run.runner import source_name
 
     assert source_name(ASSETS / "models" / "kjv-llama-5m" / "probe.txt") == "bundled:models/kjv-llama-5m/probe.txt"
     upload = tmp_path / "runs" / ".owners" / ("a" * 32) / "uploads" / "0123456789abcdef" / "my.txt"
@@ -107,7 +107,7 @@ def test_17_listing_a_visitors_runs_reads_no_other_owner_file_twice(tmp_path, mo
         run = Run.create("model: {name: kjv-llama-5m}\n", root=tmp_path)
         write_owner(run.path, mine if i == 0 else owner_key("user", f"other{i}"))
     assert len(jobs.runs(mine)) == 1
-    import curlora.run.jobs as jobs_module
+    import curlora.serve.jobs as jobs_module
 
     reads = []
     real = jobs_module.read_owner

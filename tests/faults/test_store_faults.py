@@ -18,9 +18,9 @@ import curlora.run.store as store
 from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.run.export import copy_finished_adapters
 from curlora.run.runner import Executor, load_everything, resumable, start
 from curlora.run.store import DiskFull, Run, RunBusy, list_runs
+from curlora.share.export import copy_finished_adapters
 from test_runner import make_tasks
 from tiny_models import save_tiny_llama_dir
 

@@ -6,9 +6,9 @@ tables as text, the metrics as CSV, the finished adapter folders, and merged mod
                                                  # accuracy, the setting), spreadsheet-safe
     copy_finished_adapters(run, m, dest)         # only the stages metrics.json vouches for; links never followed
     export_merged(run, m, dest)                  # each adapter method's last stage folded into the base
-    export_file(jobs, run_id, what, owner)       # one file for a browser to download (the Results tab)
-    export_stage_file(jobs, run_id, m, k, fmt)   # one stage as a PEFT LoRA zip or a GGUF file (the Results tab;
-                                                 # the work is in export_lora.py and export_gguf.py)
+    STAGE_FORMATS                                # one stage as a PEFT LoRA zip or a GGUF file: export_lora.py
+                                                 # and export_gguf.py (the app hands files out through
+                                                 # curlora/serve/downloads.py)
 """
 
 from __future__ import annotations
@@ -18,19 +18,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
-from curlora.run.jobs import JobManager
-from curlora.run.methods import described, method
+from curlora.methods.registry import described, method
 from curlora.run.store import Run
-
-EXPORT_KEEP_S = 600  # long enough for gradio to copy a merged model out of an export folder
-
 
 FWT_LABEL = "FWT (vs the base model before training)"
 
@@ -144,8 +138,8 @@ def metrics_csv(m: RunMetrics | dict) -> str:
 
 def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
     """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
+    from curlora.methods import adapters
     from curlora.models.loading import load_model
-    from curlora.run import adapters as methods
 
     cfg = run.config()
     written = []
@@ -154,7 +148,7 @@ def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
         if not method(rec.kind).has_adapter or stage < 1:
             continue
         base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
-        merged = methods.merge(methods.load_adapter(base, run.adapter_dir(label, stage)))
+        merged = adapters.merge(adapters.load_adapter(base, run.adapter_dir(label, stage)))
         merged.save_pretrained(dest / label)
         tokenizer.save_pretrained(dest / label)
         written.append(dest / label)
@@ -183,68 +177,4 @@ def _links(folder: str, names: list[str]) -> list[str]:
     return [name for name in names if os.path.islink(os.path.join(folder, name))]
 
 
-def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = None) -> str:
-    """A file for the browser to download: metrics.json | metrics.csv | results.md | adapters.zip | merged.zip
-    (each adapter method's last finished stage folded into a copy of the base model: full model size).
-
-    Made in the owner's own exports folder, where an export older than EXPORT_KEEP_S is removed when the next one
-    is made (gradio serves its own copy), so exports never pile up in the system's temp folder. Hosted, the config
-    inside names no server path."""
-    run = jobs.open(run_id, owner)
-    m = run.metrics()
-    if not m:
-        raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
-    out = _export_folder(jobs, owner)
-    if what == "metrics.json":
-        (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
-    elif what == "metrics.csv":
-        (out / what).write_text(metrics_csv(m), encoding="utf-8")
-    elif what == "results.md":
-        (out / what).write_text(table(run) + "\n", encoding="utf-8")
-    elif what in ("adapters.zip", "merged.zip"):  # <run id>/{adapters|merged}/…, config.yaml beside them
-        staging = out / run_id
-        if what == "merged.zip":
-            export_merged(run, m, staging / "merged")
-        elif not copy_finished_adapters(run, m, staging / "adapters"):
-            raise CurloraError(f"Run {run_id} has no saved adapters yet.")
-        config = run.config_yaml
-        if jobs.policy.hosted:  # the visitor's own config, without the server's paths in it
-            config = jobs.policy.public_yaml(run.config(), jobs.root)
-        (staging / "config.yaml").write_text(config, encoding="utf-8")
-        return shutil.make_archive(str(out / f"{run_id}-{what.removesuffix('.zip')}"), "zip", out, run_id)
-    else:
-        raise CurloraError(f"Unknown export {what!r}.")
-    return str(out / what)
-
-
-def _export_folder(jobs: JobManager, owner: str | None) -> Path:
-    """A new folder in the owner's exports folder, where exports older than EXPORT_KEEP_S are removed first."""
-    folder = jobs.policy.owner_dir(jobs.root, owner) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if time.time() - old.lstat().st_mtime > EXPORT_KEEP_S:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
-    return Path(tempfile.mkdtemp(prefix="export-", dir=folder))
-
-
 STAGE_FORMATS = {"lora": "PEFT LoRA folder (zip)", "gguf-f16": "GGUF F16, merged", "gguf-q8_0": "GGUF Q8_0, merged"}
-
-
-def export_stage_file(jobs: JobManager, run_id: str, label: str, stage: int, fmt: str, owner: str | None = None) -> str:
-    """One stage of one method for the browser to download, in a format people serve (the Results tab; the CLI's
-    `export --lora / --gguf`): "lora" a zip of the PEFT LoRA folder (curlora/run/export_lora.py), "gguf-f16" or
-    "gguf-q8_0" the stage merged into the base as one .gguf file (curlora/run/export_gguf.py)."""
-    if fmt not in STAGE_FORMATS:
-        raise CurloraError(f"Unknown stage export {fmt!r}; the formats are {', '.join(STAGE_FORMATS)}.")
-    run = jobs.open(run_id, owner)
-    out = _export_folder(jobs, owner)
-    name = f"{run_id}-{label}-stage-{int(stage)}"
-    if fmt == "lora":
-        from curlora.run.export_lora import export_lora
-
-        export_lora(run, label, int(stage), out / name / f"{label}-stage-{int(stage)}-lora")
-        return shutil.make_archive(str(out / f"{name}-lora"), "zip", out / name)
-    from curlora.run.export_gguf import export_gguf
-
-    gguf_type = fmt.removeprefix("gguf-")
-    return export_gguf(run, label, int(stage), out / f"{name}-{gguf_type}.gguf", gguf_type)["path"]

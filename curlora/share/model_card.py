@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 
 from curlora.measure.record import RunMetrics
+from curlora.methods.registry import described, method
 from curlora.models.loading import HUB_ID
-from curlora.run.export import FWT_LABEL, cell_text
-from curlora.run.methods import described, method
+from curlora.share.export import FWT_LABEL, cell_text
 
 
 def _num(v, digits: int = 2) -> str:

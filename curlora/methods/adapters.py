@@ -146,7 +146,7 @@ def marker(folder: str | os.PathLike) -> dict:
         kind = data["kind"]
     except (ValueError, UnicodeDecodeError, KeyError, TypeError):
         raise CurloraError(f"{path} is not a valid method marker (a JSON object with a kind).") from None
-    from curlora.run.methods import kinds
+    from curlora.methods.kinds import kinds
 
     if kind not in kinds():
         raise CurloraError(f"{path} names {clip(kind)}, which is not a method kind of this version.")

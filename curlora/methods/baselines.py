@@ -1,5 +1,5 @@
 """The baselines every continual-learning paper reports beside its method, each one registered kind
-(curlora/run/methods.py is the registry): joint multi-task training (the upper bound) and EWC (the classic
+(curlora/methods/registry.py is the registry): joint multi-task training (the upper bound) and EWC (the classic
 regulariser). Experience replay is not a kind but a setting of any trained one (methods[i].replay,
 curlora/run/train.py).
 """
@@ -7,7 +7,7 @@ curlora/run/train.py).
 from __future__ import annotations
 
 from curlora.errors import CurloraError
-from curlora.run.methods import AdapterMethod, LoRA, lora_config, register
+from curlora.methods.registry import AdapterMethod, LoRA, lora_config, register
 
 
 @register

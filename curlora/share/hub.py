@@ -4,7 +4,7 @@ Results tab's "Push to Hub".
 One repo per run, with a folder per method and stage: the point of a run is the comparison, so its methods, their
 card and its numbers travel together (one repo per method would split the accuracy matrices from each other).
 
-    <repo>/README.md                      the model card (curlora/run/model_card.py)
+    <repo>/README.md                      the model card (curlora/share/model_card.py)
     <repo>/adapters/<method>/stage-<k>/   each finished stage, PEFT layout (only stages metrics.json vouches for)
     <repo>/merged/<method>/               with --merged: the last stage folded into the base model
     <repo>/metrics.json, results.md, config.yaml
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from curlora.errors import CurloraError, clip
 from curlora.measure.record import RunMetrics
-from curlora.run.export import copy_finished_adapters, export_merged, table
-from curlora.run.methods import method as registered
-from curlora.run.model_card import model_card
+from curlora.methods.registry import method as registered
 from curlora.run.store import Run
+from curlora.share.export import copy_finished_adapters, export_merged, table
+from curlora.share.model_card import model_card
 
 REPO = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -58,7 +58,7 @@ def stage(run: Run, dest: Path, repo: str, only: str | None = None, merged: bool
           config_yaml: str | None = None, progress=None, public_path=None) -> list[str]:
     """Write what would be pushed into `dest` (an empty folder); returns the paths in it. `config_yaml` is the config
     as the caller may see it and `public_path` turns a server path into what they may see (hosted: no server
-    paths; curlora/run/hosting.py)."""
+    paths; curlora/serve/hosting.py)."""
     report = progress or (lambda fraction, text: None)
     m = run.record()
     if not m:

@@ -68,9 +68,9 @@ def next_unit(cfg, metrics: dict) -> tuple[str, int] | None:
 
 
 def unit_steps(cfg, label: str, task_index: int, tasks) -> int:
-    """Optimiser steps of one method on one task, as train_task counts them (curlora/run/methods.py stage_steps:
+    """Optimiser steps of one method on one task, as train_task counts them (curlora/methods/registry.py stage_steps:
     max_steps, else epochs over the stage's training rows); 0 for the base row and for methods that do not train."""
-    from curlora.run.methods import method, stage_steps
+    from curlora.methods.registry import method, stage_steps
 
     settings = next((m for m in cfg.methods if m.label == label), None)
     if settings is None or not method(settings.kind).trains:

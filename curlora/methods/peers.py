@@ -1,4 +1,4 @@
-"""PEFT's peers of LoRA, each one registered method kind (curlora/run/methods.py is the registry): MiCA, PiSSA,
+"""PEFT's peers of LoRA, each one registered method kind (curlora/methods/registry.py is the registry): MiCA, PiSSA,
 CorDA (knowledge-preserved), OSF and DoRA — what PEFT ships for keeping what the base knows, on the same frozen base
 and measured by the same probes. The helpers keep a method that rewrites the base weights honest: the weights it
 touches are kept aside and written back bit for bit, and its drift is measured on what the layers compute.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from curlora.errors import CurloraError
-from curlora.run.methods import AdapterMethod, Attached, Context, lora_config, register, targets
+from curlora.methods.registry import AdapterMethod, Attached, Context, lora_config, register, targets
 
 # -- PEFT's peers: LoRA's family and the forgetting-aware methods -------------------------------------------------
 def adapted_layers(settings, model) -> dict:
@@ -146,7 +146,7 @@ class MiCA(PeftPeer):
 class ResidualLoRA(PeftPeer):
     """A LoRA whose init moves part of W into A and B and leaves the base the residual W − s·B0·A0 (PiSSA, CorDA).
     The targeted weights of the shared base are kept aside and written back on cleanup; a stage is the plain LoRA of
-    rank 2r that applies to the original base (curlora/run/adapters.py save_residual), and the next task rebuilds the
+    rank 2r that applies to the original base (curlora/methods/adapters.py save_residual), and the next task rebuilds the
     residual from that folder, so training goes on where it stopped."""
 
     rank_within_layer = True
@@ -159,7 +159,7 @@ class ResidualLoRA(PeftPeer):
     def attach(self, base, settings, stage, context=None):
         from peft import get_peft_model_state_dict
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         kept = keep(base, self.check_model(settings, base))
         try:
@@ -181,7 +181,7 @@ class ResidualLoRA(PeftPeer):
         return Attached(model, cleanup, kept)
 
     def save(self, model, folder):
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         adapters.save_residual(model, folder, model.initial_factors, model.stage_marker)
 
@@ -208,7 +208,7 @@ class PiSSA(ResidualLoRA):
     lr_prior = (1e-5, 2e-5, 5e-5, 1e-4)
 
     def initialise(self, base, settings, context):
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         return adapters.attach(base, lora_config(settings, base, init_lora_weights="pissa")), {"kind": self.kind}
 
@@ -239,7 +239,7 @@ class CorDA(ResidualLoRA):
         from peft.tuners.lora.config import CordaConfig
         from peft.tuners.lora.corda import preprocess_corda
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         config = lora_config(settings, base, init_lora_weights="corda",
                              corda_config=CordaConfig(corda_method="kpm"))
@@ -302,7 +302,7 @@ class OSF(PeftPeer):
     def attach(self, base, settings, stage, context):
         import peft
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         layers = self.check_model(settings, base)
         share = self.share(settings, context)
@@ -332,7 +332,7 @@ class OSF(PeftPeer):
     def save(self, model, folder):
         import torch
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         deltas = {}
         with torch.no_grad():

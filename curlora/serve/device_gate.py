@@ -9,7 +9,7 @@ Training is split into units (the base row, then one method on one task; see run
 gate is taken per unit, so a chat reply or an evaluation waits for at most one stage, never for a whole run.
 `wrap` (optional) runs each unit through a wrapper such as `spaces.GPU(duration=…)`. The app does not use it for
 training on a ZeroGPU Space: a spaces.GPU call needs the visitor's request, so there the units are handed to the
-visitor's event handler instead (curlora/run/handoff.py), which takes this gate around each one.
+visitor's event handler instead (curlora/serve/handoff.py), which takes this gate around each one.
 """
 
 from __future__ import annotations

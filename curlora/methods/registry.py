@@ -16,10 +16,10 @@ the task index and calibration text), `group`, `title`, `column` and `trainable_
 `lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
 why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
-The continual-learning baselines (joint training, EWC) live in curlora/run/baselines.py; PEFT's peers are registered
+The continual-learning baselines (joint training, EWC) live in curlora/methods/baselines.py; PEFT's peers are registered
 below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the
 shared base weights while they train: each keeps the targeted weights aside and writes them back on cleanup, bit for
-bit, and saves stages that apply to the original base (curlora/run/adapters.py).
+bit, and saves stages that apply to the original base (curlora/methods/adapters.py).
 
 Heavy imports (torch, peft) happen inside the methods, so the config can validate kinds without loading torch.
 """
@@ -32,37 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from curlora.errors import CurloraError, clip
+from curlora.errors import CurloraError
 from curlora.measure.describe import described, lr_text, setting_text  # noqa: F401  (how settings are written)
+from curlora.methods.kinds import REGISTRY, kinds, method, register, unregister  # noqa: F401  (kinds.py: the table)
 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
 
-REGISTRY: dict[str, Method] = {}
 GROUPS = ("forgetting-aware", "LoRA family", "baselines")  # every Method.group, in the order the Train tab lists them
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make `cls` a method kind (its `kind` must be new)."""
-    if not cls.kind or cls.kind in REGISTRY:
-        raise ValueError(f"method kind {clip(cls.kind)} is empty or registered twice")
-    REGISTRY[cls.kind] = cls()
-    return cls
-
-
-def unregister(kind: str) -> None:
-    REGISTRY.pop(kind, None)
-
-
-def kinds() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
-def method(kind: str) -> Method:
-    try:
-        return REGISTRY[kind]
-    except KeyError:
-        raise CurloraError(f"{clip(kind)} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
 
 
 @dataclass
@@ -179,7 +156,7 @@ class AdapterMethod(Method):
     def attach(self, base, settings, stage):
         import torch
 
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         if stage is not None:
             model = adapters.load_adapter(base, stage, is_trainable=True)
@@ -189,7 +166,7 @@ class AdapterMethod(Method):
         return Attached(model, lambda: adapters.detach(model))
 
     def save(self, model, folder):
-        from curlora.run import adapters
+        from curlora.methods import adapters
 
         adapters.save_adapter(model, folder)
 
@@ -306,13 +283,16 @@ class HeadOnly(Method):
         return None  # hidden × classes, per task
 
 
+def replayed_rows(share: float, batch_size: int) -> int:
+    """Rows of each training batch that replay earlier tasks at a replay `share` (the rest are the task's own)."""
+    return int(share * batch_size + 0.5)
+
+
 def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
                 rows: list[int] | None) -> int | None:
     """Optimiser steps of one method at stage i (0-based), as train_task runs them: `budget` (the schedule's
     max_steps) per task the stage trains on, else epochs over those tasks' rows in batches of the own rows
     (batch_size less the replayed rows, from stage 2 on); None when that needs `rows` (train rows per task)."""
-    from curlora.experiment import replayed_rows
-
     own = method(settings.kind).stage_tasks(i)
     if budget:
         return budget * len(own)
@@ -322,6 +302,3 @@ def stage_steps(settings: MethodSettings, training, i: int, budget: int | None,
     per_epoch = math.ceil(math.ceil(sum(rows[j] for j in own) / per_batch) / training.grad_accum)
     return max(1, math.ceil(training.epochs * per_epoch))
 
-
-# The continual-learning baselines (joint, EWC), then PEFT's peers, register themselves after the methods above.
-from curlora.run import baselines, peers  # noqa: E402,F401

@@ -13,7 +13,7 @@ how to merge. The forward PEFT then runs, (x·Aᵀ)·Bᵀ, is the very product C
 never imports curlora).
 
 LoRA, MiCA and DoRA stages are PEFT LoRA folders already, and PiSSA's, CorDA's and OSF's are saved as LoRA folders
-that apply to the original base (curlora/run/adapters.py: save_residual, save_delta), so all of those are copied
+that apply to the original base (curlora/methods/adapters.py: save_residual, save_delta), so all of those are copied
 as they are (without the studio's method.json marker). What a server accepts varies: DoRA needs use_dora support
 (vLLM has none), and OSF's folder is a full-rank LoRA (rank = each matrix's smaller side).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
-from curlora.run.methods import method as registered
+from curlora.methods.registry import method as registered
 from curlora.run.store import Run
 
 CONFIG_NAME = "adapter_config.json"
@@ -181,8 +181,8 @@ def export_lora(run: Run, label: str, stage: int, dest: Path) -> dict:
         _copy_lora(folder, dest)
         config = json.loads((dest / CONFIG_NAME).read_text(encoding="utf-8"))
         return {"path": str(dest), "kind": kind, "r": config.get("r"), "converted": False}
+    from curlora.methods import adapters
     from curlora.models.loading import load_model
-    from curlora.run import adapters
 
     cfg = run.config()
     # on the CPU in the run's own dtype: C and R are cut again from the very weights the stage trained on (the

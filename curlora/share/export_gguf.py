@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 
 from curlora.errors import CurloraError
-from curlora.run.export_lora import check_destination, finished_stage, method_kind, publish
 from curlora.run.store import Run
+from curlora.share.export_lora import check_destination, finished_stage, method_kind, publish
 
 GGUF_TYPES = ("f16", "q8_0")
 ARCHITECTURES = ("llama",)  # model_type values written as llama.cpp's "llama" architecture
@@ -237,8 +237,8 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str = "f16", name: str |
 
 def merged_stage(run: Run, label: str, stage: int):
     """(plain transformers model with stage `stage` of `label` folded in, tokenizer); stage 0 is the base."""
+    from curlora.methods import adapters
     from curlora.models.loading import load_model
-    from curlora.run import adapters
 
     cfg = run.config()
     folder = finished_stage(run, label, stage, weights="model") if stage else None

@@ -20,7 +20,7 @@ Training tokens per run (`tokens_per_run`): the work a run may do, counted befor
     sum over trained methods m (every kind but `base`) and tasks i of
         steps(m, i) × batch_size × grad_accum × max_length
 
-where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/run/methods.py stage_steps, what
+where steps(m, i) is the optimiser-step budget of m's schedule on task i (curlora/methods/registry.py stage_steps, what
 `train_task` runs): `training.max_steps` per task the stage trains on (joint: every task so far), or without it
 max(1, ceil(epochs × ceil(ceil(train rows of those tasks / own rows per batch) / grad_accum))), where a batch's own
 rows are batch_size less the rows that experience replay draws from earlier tasks. Under
@@ -43,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from curlora.errors import CurloraError, clip
-from curlora.run.methods import method, stage_steps
+from curlora.methods.registry import method, stage_steps
 
 ENV_PREFIX = "CURLORA_LIMIT_"
 FILE_ENV = "CURLORA_LIMITS_FILE"
@@ -129,8 +129,10 @@ class Limits:
             _over_eval(eval_work(cfg, [rows] * len(cfg.tasks)), self.eval_rows_per_run)
 
     def check_loaded(self, cfg, tasks) -> None:
-        """Refuse what only the loaded tasks show is over a limit: training rows, scored eval rows, and the
-        training tokens of epoch-based schedules (steps from the row counts)."""
+        """Refuse what the config and the loaded tasks show is over a limit: everything `check_experiment` refuses
+        (Policy.admit has refused it before anything was read; this is the loader's complete check), then training
+        rows, scored eval rows, and the training tokens of epoch-based schedules (steps from the row counts)."""
+        self.check_experiment(cfg)
         for t in tasks:
             _over(f"Training rows per task (task '{t.name}')", len(t.train), self.rows_per_task,
                   "set its max_train_rows to the limit or less (a seeded stratified sample)")
@@ -139,6 +141,11 @@ class Limits:
         _over_tokens(training_tokens(cfg, [len(t.train) for t in tasks]), self.tokens_per_run)
         _over_eval(eval_work(cfg, [scored_eval_rows(cfg, t) for t in tasks], [len(t.train) for t in tasks]),
                    self.eval_rows_per_run)
+
+    def reading(self, wait: float | None = None):
+        """A context that holds one of this host's `task_loads_at_once` places while task files are read (the
+        loader and evaluation read under it, without importing this module)."""
+        return reading_tasks(self, READ_WAIT if wait is None else wait)
 
     # -- per-study checks --------------------------------------------------------------------------------
     def check_study(self, cfg, points: dict[str, int], rows: list[int] | None = None) -> None:
@@ -278,32 +285,6 @@ def scored_eval_rows(cfg, task) -> int:
     """Eval rows of `task` scored at every stage (evaluation.eval_rows caps them)."""
     limit = cfg.evaluation.eval_rows
     return len(task.eval) if not limit else min(limit, len(task.eval))
-
-
-def model_positions(model) -> int | None:
-    """The most tokens `model` can attend over (its position embeddings or context), if its config says."""
-    config = model.config
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def check_positions(cfg, model) -> None:
-    """Refuse a perplexity window or an example length beyond the model's positions: rotary models silently
-    score nonsense past them (a 10^9-token window put the bundled model's probe perplexity at 193.9 instead of
-    51.3), learned-position models (GPT-2) fail with an index error."""
-    limit = model_positions(model)
-    if limit is None:
-        return
-    for path, value in (("evaluation.ppl_window", cfg.evaluation.ppl_window),
-                        ("training.max_length", cfg.training.max_length)):
-        if value > limit:
-            raise CurloraError(f"{path}: {value} tokens is longer than this model's {limit} positions; "
-                               f"use at most {limit}.")
 
 
 def _over(what: str, asked: int, limit: int | float | None, change: str, subject: str = "run") -> None:

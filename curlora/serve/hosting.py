@@ -2,7 +2,8 @@
 
     policy = Policy.detect()                 # hosted when SPACE_ID or CURLORA_MULTI_USER=1 is set (or launch() says so)
     owner = owner_key("user", "alice")      # a login, else the browser's workspace token; stored hashed, never shown
-    policy.check_config(cfg, owner)          # before anything is read: no server path, no remote code, within limits
+    policy.admit(cfg, root, owner)           # before anything is read: sources resolved; no server path, no remote
+                                             # code, within limits (Policy.local() admits the CLI's runs)
     policy.keep_upload(path, owner)          # validated, content-addressed, in the owner's own area
 
 Hosted, the app serves visitors who do not trust each other. A visitor then
@@ -28,48 +29,19 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import ClassVar
 from glob import escape as glob_escape
 from pathlib import Path
 
 from curlora.errors import CurloraError, clip
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
-from curlora.paths import ASSETS
-from curlora.run.limits import Limits
+from curlora.paths import ASSETS, BUNDLED, OWNERS_DIR, UPLOAD, bundled_path, resolve_bundled, sources, within
+from curlora.serve.limits import Limits
 
 MULTI_USER_ENV = "CURLORA_MULTI_USER"
 LOCAL = "local"  # the owner of everything when the app is not hosted
 EXAMPLES = "examples"  # runs anyone may read and nobody may change (curated by the host with the CLI)
-OWNERS_DIR = ".owners"  # <data dir>/.owners/<owner>/uploads/…: never a run id (run ids start with a letter or digit)
 OWNER_KEY = re.compile(r"^[0-9a-f]{32}$")
-UPLOAD, BUNDLED = "upload:", "bundled:"
-
-
-def task_sources(task):
-    """(task, attribute, name in sentences) of the files one task reads."""
-    for key in ("train_file", "eval_file"):
-        yield task, key, f"task '{task.name}': {key}"
-
-
-def sources(cfg):
-    """(object, attribute, name in sentences) of every file a config reads: each task's train and eval file and
-    the perplexity probe."""
-    for t in cfg.tasks:
-        yield from task_sources(t)
-    yield cfg.evaluation, "probe_text", "evaluation.probe_text"
-
-
-def _bundled_path(value: str) -> Path:
-    return ASSETS / value[len(BUNDLED):]
-
-
-def resolve_bundled(value: str | None) -> str | None:
-    """'bundled:tasks/reviews/train.csv' → that file under assets/ (a path that leaves assets/ is refused)."""
-    if not value or not value.startswith(BUNDLED):
-        return value
-    path = _bundled_path(value).resolve()
-    if not _within(path, ASSETS.resolve()):
-        raise CurloraError(f"{clip(value[:120])} is not a bundled file: bundled paths stay inside assets/.")
-    return str(path)
 
 
 def hosted_from_env() -> bool:
@@ -141,22 +113,15 @@ def behind_space_proxy() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
-def _within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 @dataclass
 class Policy:
-    """What the server allows. `hosted` decides; `limits` are the host's numbers (curlora/run/limits.py)."""
+    """What the server allows. `hosted` decides; `limits` are the host's numbers (curlora/serve/limits.py)."""
 
     hosted: bool = False
     limits: object = None
     _chats: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _serving: ClassVar[Policy | None] = None  # the policy of the app this process serves (one app a process)
 
     def __post_init__(self):
         if self.limits is None:
@@ -165,6 +130,27 @@ class Policy:
     @classmethod
     def detect(cls) -> "Policy":
         return cls(hosted=hosted_from_env())
+
+    def serve(self) -> Policy:
+        """Make this the policy of the app this process serves (build_app calls it; one app a process): what an
+        error sentence may say to a visitor follows it (`Policy.serving()`, `public`), hosted from the start or once
+        launch() makes it so."""
+        Policy._serving = self
+        return self
+
+    @staticmethod
+    def serving() -> Policy | None:
+        return Policy._serving
+
+    def public(self, text: str) -> str:
+        """A sentence as a visitor may read it: hosted, without absolute paths (public_message); locally as it is."""
+        return public_message(text) if self.hosted else text
+
+    @classmethod
+    def local(cls) -> "Policy":
+        """The CLI's: one user on their own machine, who owns everything; no host limits; remote code only in a
+        process started with --trust-remote-code."""
+        return cls(hosted=False, limits=Limits())
 
     def become_hosted(self) -> None:
         """launch() found the app reachable beyond this machine: hosted rules and the hosted default limits."""
@@ -305,7 +291,7 @@ class Policy:
         """Delete kept uploads no run uses any more (only inside the owner's own uploads folder)."""
         folder = self.upload_dir(root, owner).resolve()
         for path in paths:
-            if _within(path, folder) and path.is_file() and not path.is_symlink():
+            if within(path, folder) and path.is_file() and not path.is_symlink():
                 path.unlink()
                 with contextlib.suppress(OSError):
                     path.parent.rmdir()
@@ -316,9 +302,9 @@ class Policy:
         if not value or not Path(value).is_absolute():
             return value
         real = Path(value).resolve()
-        if _within(real, ASSETS.resolve()):
+        if within(real, ASSETS.resolve()):
             return f"{BUNDLED}{real.relative_to(ASSETS.resolve()).as_posix()}"
-        if _within(real, (root / OWNERS_DIR).resolve()):
+        if within(real, (root / OWNERS_DIR).resolve()):
             return f"{UPLOAD}{real.name}"
         return real.name
 
@@ -326,8 +312,8 @@ class Policy:
         """'upload:NAME' → the owner's newest upload of that name; 'bundled:REL' → assets/REL; else unchanged."""
         if not value:
             return value
-        if value.startswith(BUNDLED):
-            return str(_bundled_path(value))  # check_source then insists it stays inside assets/
+        if value.startswith(BUNDLED):  # hosted, check_source then insists it stays inside assets/
+            return str(bundled_path(value)) if self.hosted else resolve_bundled(value)
         if value.startswith(UPLOAD):
             name = value[len(UPLOAD):]
             folder = self.upload_dir(root, owner)
@@ -362,7 +348,7 @@ class Policy:
         path = Path(value)
         real = path.resolve() if path.is_absolute() else None
         allowed = [self.upload_dir(root, owner).resolve(), ASSETS.resolve()]
-        if real is None or not any(_within(real, a) for a in allowed) or not real.is_file():
+        if real is None or not any(within(real, a) for a in allowed) or not real.is_file():
             raise CurloraError(f"{what}: only your own uploads and the bundled demo files can be used here; upload "
                                f"'{path.name}' on the Tasks tab instead.")
 
@@ -388,6 +374,13 @@ class Policy:
         if _looks_like_path(name) or not HUB_ID.match(name):
             raise CurloraError(f"model.name: {clip(name)} is not a preset, the bundled model or a hub id (owner/name); "
                                "folders on the server cannot be used here.")
+
+    def admit(self, cfg, root: Path, owner: str | None) -> None:
+        """The one admission of a new run's config, before any file is read or anything is written: its sources
+        resolved in place ('upload:NAME' to the owner's newest upload, 'bundled:REL' to assets/REL), then all this
+        server refuses (check_config). The loader (curlora/run/runner.py load_everything) then only loads."""
+        self.resolve_sources(cfg, root, owner)
+        self.check_config(cfg, root, owner)
 
     def check_config(self, cfg, root: Path, owner: str | None) -> None:
         """Everything about a config this server refuses, before any file is read or anything is written."""

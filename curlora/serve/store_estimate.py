@@ -17,8 +17,8 @@ FLOAT32, FLOAT64 = 4, 8
 def stage_bytes(cfg, model, settings) -> int:
     """Bytes of one saved stage of one method on `model` (0 for a method that saves no adapter)."""
     from curlora.adapter.model import find_target_modules
+    from curlora.methods.registry import method, targets
     from curlora.run.estimate import _shape
-    from curlora.run.methods import method, targets
 
     kind = method(settings.kind)
     if not kind.trains:
@@ -45,7 +45,7 @@ def reference_bytes(cfg, model) -> int:
 
 
 def study_bytes(cfg, loaded, points: dict[str, int]) -> int:
-    """Estimated bytes of a study's runs: `points` is method label -> runs of it (curlora/run/limits.study_points)."""
+    """Estimated bytes of a study's runs: `points` is method label -> runs of it (curlora/serve/limits.study_points)."""
     per_run_extra = RUN_OVERHEAD + reference_bytes(cfg, loaded.model)
     total = 0
     for m in cfg.methods:

@@ -10,7 +10,7 @@ of the store by its id, and generate with one method at one stage. Every number 
     tools.generate(run_id, "curlora", 2, "prompt")      # one reply of one method after task 2
     tools.start_run(experiment_yaml, owner)            # only where the app has a login (curlora/ui/mcp.py)
 
-`owner` is what the app's policy checks a run id against (curlora/run/hosting.py): None locally, where the one
+`owner` is what the app's policy checks a run id against (curlora/serve/hosting.py): None locally, where the one
 user owns everything; hosted, a caller without a login reads only the shared examples.
 """
 
@@ -21,11 +21,11 @@ import json
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.record import RunMetrics
+from curlora.methods.registry import described
+from curlora.methods.registry import method as registered
 from curlora.run.chat import Chat, check_prompt
-from curlora.run.jobs import JobManager
-from curlora.run.methods import described
-from curlora.run.methods import method as registered
 from curlora.run.store import Run, Study
+from curlora.serve.jobs import JobManager
 
 MAX_NEW_TOKENS = 256
 

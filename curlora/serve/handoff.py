@@ -39,7 +39,7 @@ class Unit:
     run_id: str
     owner: str | None
     what: str  # for the gate's holder: 'a training stage of run …'
-    seconds: int  # the duration to declare to spaces.GPU (curlora/run/gpu_budget.py)
+    seconds: int  # the duration to declare to spaces.GPU (curlora/serve/gpu_budget.py)
     fn: Callable[[], object]
     done: threading.Event = field(default_factory=threading.Event)
     taken: bool = False

@@ -8,17 +8,17 @@
     jobs.runs(owner)                   # the runs this owner may see, newest first
 
 Jobs belong to the server process, not to a browser tab, so closing or refreshing the page changes nothing.
-Fairness: each job is paid for by a `Client` (curlora/run/hosting.py: a signed-in user, or the pool of anonymous
+Fairness: each job is paid for by a `Client` (curlora/serve/hosting.py: a signed-in user, or the pool of anonymous
 callers, per forwarded address behind a Space's proxy). The worker starts the waiting job of the client served
 longest ago, and a job yields after any unit of work while a job of another client waits: it goes back in the
 queue with its finished stages kept, and continues from there when its turn comes again. So one visitor's long
 study delays another visitor's run by one unit (one method on one task), not by the whole study.
-A run's units of work (one method on one task) pass through `jobs.gate` (curlora/run/device_gate.py), which chat and
+A run's units of work (one method on one task) pass through `jobs.gate` (curlora/serve/device_gate.py), which chat and
 evaluation take too: one piece of device work at a time, and none waits for more than one stage.
-On a ZeroGPU Space (a `handoff`, curlora/run/handoff.py) the worker thread posts each unit instead, and the
+On a ZeroGPU Space (a `handoff`, curlora/serve/handoff.py) the worker thread posts each unit instead, and the
 visitor's own request runs it (`drive`): spaces.GPU takes the visitor's quota from the request it is called in.
 Runs live on disk (the run store); this object knows which are queued and who owns what. Every call that takes a
-run id takes the caller's owner key too (curlora/run/hosting.py): when the app is hosted a visitor reaches only their
+run id takes the caller's owner key too (curlora/serve/hosting.py): when the app is hosted a visitor reaches only their
 own runs, and another visitor's run id is answered exactly as an unknown one. Locally (owner None) the one user
 owns everything. No gradio here: the app, an MCP server and the tests drive the same object.
 """
@@ -36,11 +36,11 @@ from pathlib import Path
 from curlora.errors import Cancelled, CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.models.lookup import hub_only
-from curlora.run.device_gate import DeviceGate
-from curlora.run.handoff import PAUSED, Handoff, Unattended
+from curlora.serve.device_gate import DeviceGate
+from curlora.serve.handoff import PAUSED, Handoff, Unattended
 from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)
-from curlora.run.hosting import Client, Policy, read_owner, write_owner
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
+from curlora.serve.hosting import Client, Policy, read_owner, write_owner
 
 
 def folder_bytes(folder: Path) -> int:
@@ -74,7 +74,7 @@ class Job:
     owner: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
-    paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/run/handoff.py)
+    paused: bool = False  # ZeroGPU: no request took its next unit in time (see curlora/serve/handoff.py)
     client: Client | None = None  # who pays: None = its owner (the CLI, tests, a server that is not hosted)
     units: int = 0  # units of work done in its current turn
     yielded: bool = False  # its last turn ended because another client's job was waiting
@@ -98,7 +98,6 @@ class JobManager:
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closing = False
-        self.last_run_id: str | None = None
         self._events = EventCache()
         self._owners: dict[str, tuple[int, str | None]] = {}  # run id -> (owner file's mtime_ns, owner)
         self._store_size: tuple[float, int] | None = None  # (when measured, bytes of the whole store)
@@ -126,7 +125,7 @@ class JobManager:
         each training unit passes the device gate like any run's. The same checks as `submit`, and the limits on
         its whole grid: runs per study, training tokens summed over them, and the store its runs will take (an
         estimate, checked against the owner's share and the store's room)."""
-        from curlora.run.limits import study_points
+        from curlora.serve.limits import study_points
 
         points = study_points(studies.plan_settings(cfg, settings))  # the grid's refusals first, then its size
         limits = self.policy.limits
@@ -144,8 +143,7 @@ class JobManager:
         """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
         from curlora.run.runner import load_everything
 
-        self.policy.resolve_sources(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files
-        self.policy.check_config(cfg, self.root, owner)
+        self.policy.admit(cfg, self.root, owner)  # 'upload:x.csv' / 'bundled:…' to their files; all it refuses
         self._check_room(owner, client)
         self._check_store(owner, notices, keep=self.policy.uploads_used(cfg.to_dict()))
         self._check_payer_store(client)
@@ -154,8 +152,8 @@ class JobManager:
 
     def _check_study_store(self, cfg: ExperimentConfig, loaded, points: dict[str, int], owner: str | None) -> None:
         """Refuse a study whose runs would not fit the owner's store share or the store's room (estimated: each run
-        keeps an adapter per task and the self-probe reference; see curlora/run/store_estimate.py)."""
-        from curlora.run.store_estimate import study_bytes
+        keeps an adapter per task and the self-probe reference; see curlora/serve/store_estimate.py)."""
+        from curlora.serve.store_estimate import study_bytes
 
         limits = self.policy.limits
         mine, total = getattr(limits, "store_mb_per_visitor", None), getattr(limits, "store_mb_total", None)
@@ -251,7 +249,6 @@ class JobManager:
             raise CurloraError("The server is shutting down; try again in a minute, once it has restarted.")
         job.run.set_status("queued", "waiting for its turn")  # on disk too: other processes see it queued
         self._queue.append(job)
-        self.last_run_id = job.run.id
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._work, name="curlora-jobs", daemon=True)
             self._worker.start()
@@ -574,11 +571,11 @@ class JobManager:
 
     def _device_inner(self, job: Job, loaded):
         """Under the gate here, or (ZeroGPU) handed to its owner's request with a duration measured from the run
-        (curlora/run/gpu_budget.py)."""
+        (curlora/serve/gpu_budget.py)."""
         what = f"a training stage of {job.run.kind} {job.run.id}"
         if self.handoff is None:
             return self.gate.caller(what)
-        from curlora.run.gpu_budget import Budget, unit_seconds
+        from curlora.serve.gpu_budget import Budget, unit_seconds
 
         budget = Budget.from_env()
 

@@ -71,14 +71,14 @@ def one_method(kind: str, base, tok, task, family: str, steps: int, batch: int, 
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    extra = {}
+    context = None
     if m.needs_context:  # CorDA's covariance, OSF's per-task schedule: one task, the bundled probe text
         from curlora.measure.perplexity import tokenize_text
         from curlora.methods.registry import Context
 
         text = (REPO / "assets" / "probe" / "kjv_heldout.txt").read_text(encoding="utf-8")
-        extra["context"] = Context(0, 1, 128, lambda n: (tokenize_text(tok, text, n), "the bundled probe text"))
-    attached = m.attach(base, settings, None, **extra)
+        context = Context(0, 1, 128, lambda n: (tokenize_text(tok, text, n), "the bundled probe text"))
+    attached = m.attach(base, settings, None, context)
     try:
         cfg = TrainingSettings(max_steps=steps, batch_size=batch, lr=lr, max_length=128, scheduler="constant")
         tokens = []

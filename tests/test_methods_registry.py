@@ -37,7 +37,7 @@ def norms_only():
         def norms(model):
             return {n: p for n, p in model.named_parameters() if "norm" in n}
 
-        def attach(self, base, settings, stage):
+        def attach(self, base, settings, stage, context=None):  # one signature for every kind
             kept = {n: p.detach().clone() for n, p in self.norms(base).items()}
             if stage is not None:
                 with torch.no_grad():

@@ -25,6 +25,7 @@ from torch import nn
 from curlora.adapter.config import PEFT_TYPE, CURLoRAConfig
 from curlora.adapter.model import CONFIG_NAME, WEIGHTS_NAME, CURLoRAModel, get_curlora_model
 from curlora.errors import CurloraError, clip
+from curlora.methods.kinds import kinds, stage_kind
 from curlora.models.build_lock import BUILD_LOCK
 
 METHODS = ("curlora", "lora")
@@ -32,21 +33,10 @@ MARKER = "method.json"  # {"kind": …} beside a stage whose PEFT config alone c
 KIND = "studio_kind"  # the attribute that says which method an attached or loaded PEFT model is
 
 
-def kind_of(config: dict) -> str:
-    """The method a PEFT config (as a dict) says it is: OSF by its type, DoRA by use_dora, MiCA, PiSSA and CorDA by
-    LoRA's init, else plain LoRA."""
-    init = str(config.get("init_lora_weights"))
-    if config.get("peft_type") == "OSF":
-        return "osf"
-    if config.get("use_dora"):
-        return "dora"
-    if init == "mica":
-        return "mica"
-    if init.startswith("pissa"):
-        return "pissa"
-    if init == "corda":
-        return "corda"
-    return "lora"
+def kind_of(config: dict, note: dict | None = None) -> str:
+    """The method a PEFT config (as a dict) and a stage's marker say it is: each registered kind recognises its own
+    (Method.owns, curlora/methods/kinds.py stage_kind); a LoRA config no narrower kind claims is plain LoRA."""
+    return stage_kind(config, note or {}) or "lora"
 
 
 def attach(model: nn.Module, config: CURLoRAConfig | peft.LoraConfig | peft.OSFConfig, adapter_name: str = "default",
@@ -105,7 +95,7 @@ def adapter_kind(folder: str | os.PathLike) -> str:
     if peft_type == "LORA":
         if not (folder / WEIGHTS_NAME).is_file():
             raise CurloraError(f"{folder} has no {WEIGHTS_NAME}; adapters load from safetensors only.")
-        return marker(folder).get("kind") or kind_of(data)
+        return kind_of(data, marker(folder))
     raise CurloraError(f"{folder} holds a {peft_type} adapter; CURLoRA Studio loads CURLORA and LORA adapters.")
 
 
@@ -146,8 +136,6 @@ def marker(folder: str | os.PathLike) -> dict:
         kind = data["kind"]
     except (ValueError, UnicodeDecodeError, KeyError, TypeError):
         raise CurloraError(f"{path} is not a valid method marker (a JSON object with a kind).") from None
-    from curlora.methods.kinds import kinds
-
     if kind not in kinds():
         raise CurloraError(f"{path} names {clip(kind)}, which is not a method kind of this version.")
     return data

@@ -35,8 +35,8 @@ class Joint(AdapterMethod):
     def stage_tasks(self, i):
         return range(0, i + 1)
 
-    def attach(self, base, settings, stage):
-        return super().attach(base, settings, None)  # every stage starts from the base: joint, not cumulative
+    def attach(self, base, settings, stage, context=None):
+        return super().attach(base, settings, None, context)  # every stage starts from the base: joint, not cumulative
 
     def peft_config(self, settings, model):
         return lora_config(settings, model)
@@ -86,10 +86,10 @@ class EWC(AdapterMethod):
     def trainable(self, settings, shapes, parameters):
         return sum(settings.r * (i + o) for i, o in shapes)
 
-    def attach(self, base, settings, stage):
+    def attach(self, base, settings, stage, context=None):
         from safetensors.torch import load_file
 
-        attached = super().attach(base, settings, stage)
+        attached = super().attach(base, settings, stage, context)
         model = attached.model
         model.ewc_state = None  # (anchor, fisher) by parameter name: the penalty this stage trains under
         model.ewc_next = None  # the same for the next stage, once consolidated

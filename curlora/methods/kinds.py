@@ -1,4 +1,5 @@
-"""The table of registered method kinds: `register` (a class decorator), `method(kind)`, `kinds()`.
+"""The table of registered method kinds: `register` (a class decorator), `method(kind)`, `kinds()`, and
+`stage_kind`, which asks every kind whether a stage is its own (Method.owns).
 
 It sits below registry.py (which defines the Method base class and the built-in kinds, and re-exports these names) so
 that adapters.py, which registry.py calls to attach and save, can check a stage's kind without importing it back.
@@ -37,3 +38,16 @@ def method(kind: str) -> Method:
         return REGISTRY[kind]
     except KeyError:
         raise CurloraError(f"{clip(kind)} is not a method kind; the kinds are {', '.join(REGISTRY)}.") from None
+
+
+def stage_kind(config: dict, note: dict) -> str | None:
+    """The kind whose stage this is, from its PEFT config (a dict: adapter_config.json, or an attached config's
+    to_dict()) and its method.json marker ({} where it has none): every registered kind is asked (`Method.owns`),
+    and where a kind and one that `refines` it both answer (LoRA and MiCA for a LoRA config with MiCA's init), the
+    refining one is meant. None: no kind recognises it."""
+    owners = [k for k, m in REGISTRY.items() if m.owns(config, note)]
+    narrow = [k for k in owners if not any(REGISTRY[o].refines == k for o in owners)]
+    if len(narrow) > 1:
+        raise CurloraError(f"An adapter config that reads as {' and as '.join(narrow)} at once is not a stage this "
+                           "version saved.")
+    return narrow[0] if narrow else None

@@ -6,10 +6,11 @@ touches are kept aside and written back bit for bit, and its drift is measured o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from curlora.errors import CurloraError
-from curlora.methods.registry import AdapterMethod, Attached, Context, lora_config, register, targets
+from curlora.methods.registry import AdapterMethod, Attached, Context, is_lora, lora_config, register, targets
 
 # -- PEFT's peers: LoRA's family and the forgetting-aware methods -------------------------------------------------
 def adapted_layers(settings, model) -> dict:
@@ -47,6 +48,26 @@ def restore(model, kept: dict) -> None:
     with torch.no_grad():
         for n, w in kept.items():
             _weight(model, n).copy_(w)
+
+
+def kept_aside(base, names, build: Callable[[], object]) -> Attached:
+    """An attach that rewrites the shared base's weights of layers `names`: they are kept aside first, `build()`
+    makes the adapted model, and if it fails half way the weights are written back before the error goes on. The
+    cleanup detaches the adapter and writes them back; the snapshot is what was kept (for the drift)."""
+    from curlora.methods import adapters
+
+    kept = keep(base, names)
+    try:
+        model = build()
+    except BaseException:
+        restore(base, kept)
+        raise
+
+    def cleanup():
+        adapters.detach(model)
+        restore(base, kept)
+
+    return Attached(model, cleanup, kept)
 
 
 def effective_drift(model, kept: dict | None, delta) -> dict:
@@ -92,6 +113,7 @@ class PeftPeer(AdapterMethod):
     model before any is touched: one sentence, not an error from inside PEFT half way through an attach."""
 
     column = "lora"  # the Train tab's LoRA boxes (r, alpha, dropout) set it too
+    refines = "lora"  # an attached config or a stage of it is a LoRA one to PEFT (OSF's stages too)
     rank_within_layer: ClassVar[bool] = False  # r may not exceed the smaller side of an adapted matrix
     float_weights: ClassVar[bool] = False  # its init decomposes W: float32, float16 or bfloat16 only, not quantized
 
@@ -120,9 +142,9 @@ class PeftPeer(AdapterMethod):
                                    f"is {tuple(module.weight.shape)}, so lower r (now {settings.r}) to {side} or less.")
         return layers
 
-    def attach(self, base, settings, stage):
+    def attach(self, base, settings, stage, context=None):
         self.check_model(settings, base)
-        return super().attach(base, settings, stage)
+        return super().attach(base, settings, stage, context)
 
 
 @register
@@ -135,6 +157,9 @@ class MiCA(PeftPeer):
     rank_within_layer = True
     float_weights = True
     lr_prior = (2e-4, 5e-4, 1e-3, 2e-3)
+
+    def owns(self, config, note):
+        return is_lora(config) and not note and config.get("init_lora_weights") == "mica"
 
     def peft_config(self, settings, model):
         return lora_config(settings, model, init_lora_weights="mica")
@@ -151,6 +176,12 @@ class ResidualLoRA(PeftPeer):
 
     rank_within_layer = True
     float_weights = True
+    init: ClassVar[str] = ""  # PEFT's init_lora_weights that names this kind in an attached config
+
+    def owns(self, config, note):
+        """Its stages carry a marker; a freshly attached config says it by its init."""
+        return super().owns(config, note) or bool(
+            self.init and not note and is_lora(config) and str(config.get("init_lora_weights")).startswith(self.init))
 
     def initialise(self, base, settings, context):
         """The freshly initialised PEFT model (its init rewrites the base) and the marker its stages carry."""
@@ -161,24 +192,17 @@ class ResidualLoRA(PeftPeer):
 
         from curlora.methods import adapters
 
-        kept = keep(base, self.check_model(settings, base))
-        try:
+        def build():
             if stage is None:
                 model, marker = self.initialise(base, settings, context)
                 initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
             else:
                 model, initial = adapters.load_residual(base, lora_config(settings, base), stage, self.kind)
                 marker = adapters.marker(stage)
-        except BaseException:
-            restore(base, kept)
-            raise
-        model.initial_factors, model.stage_marker = initial, marker
+            model.initial_factors, model.stage_marker = initial, marker
+            return model
 
-        def cleanup():
-            adapters.detach(model)
-            restore(base, kept)
-
-        return Attached(model, cleanup, kept)
+        return kept_aside(base, self.check_model(settings, base), build)
 
     def save(self, model, folder):
         from curlora.methods import adapters
@@ -200,6 +224,7 @@ class PiSSA(ResidualLoRA):
     spectra of small models."""
 
     kind, title, group = "pissa", "PiSSA", "LoRA family"
+    init = "pissa"  # 'pissa' or 'pissa_niter_N'
     help = ("PEFT's PiSSA (init_lora_weights='pissa', exact SVD): A and B start as W's top r singular directions and "
             "the base becomes the residual W − s·B·A; all of A and B train, so the change is in W's principal "
             "directions. The shared base is written back bit for bit on cleanup; a stage is a plain LoRA of rank 2r "
@@ -210,7 +235,8 @@ class PiSSA(ResidualLoRA):
     def initialise(self, base, settings, context):
         from curlora.methods import adapters
 
-        return adapters.attach(base, lora_config(settings, base, init_lora_weights="pissa")), {"kind": self.kind}
+        model = adapters.attach(base, lora_config(settings, base, init_lora_weights="pissa"), kind=self.kind)
+        return model, {"kind": self.kind}
 
 
 # CorDA's guidance for its covariance: HIDDEN_DIM / TOKEN_PER_SAMPLE * 128 samples, i.e. hidden × 128 tokens.
@@ -227,6 +253,7 @@ class CorDA(ResidualLoRA):
             "layer before the first task; written back bit for bit on cleanup; a stage is a LoRA of rank 2r on the "
             "original base. Linear and Conv1D layers in float32/16/bf16, r at most each matrix's smaller side.")
     needs_context = True
+    init = "corda"
     lr_prior = (2e-5, 5e-5, 1e-4, 2e-4)
 
     def layer_types(self):
@@ -253,7 +280,7 @@ class CorDA(ResidualLoRA):
 
         try:
             preprocess_corda(base, config, run_model=run_model)
-            model = adapters.attach(base, config)
+            model = adapters.attach(base, config, kind=self.kind)
         finally:
             for module in base.modules():  # what an init that stopped half way left on the layers
                 if hasattr(module, "eigens"):
@@ -299,7 +326,10 @@ class OSF(PeftPeer):
             return settings.preserve[min(context.task, len(settings.preserve) - 1)]
         return (context.task + 1) / (context.tasks + 1)
 
-    def attach(self, base, settings, stage, context):
+    def owns(self, config, note):
+        return super().owns(config, note) or (not note and config.get("peft_type") == "OSF")  # marker, or attached
+
+    def attach(self, base, settings, stage, context=None):
         import peft
 
         from curlora.methods import adapters
@@ -313,21 +343,16 @@ class OSF(PeftPeer):
                 left = "nothing frozen" if frozen == 0 else "nothing to train"
                 raise CurloraError(f"'osf' preserving {share:.0%} of {name} (smaller side {side}) leaves {left}; "
                                    "change methods.preserve or target larger layers.")
-        kept = keep(base, layers)
-        try:
+
+        def build():
             if stage is not None:
                 adapters.merge(adapters.load_adapter(base, stage))  # the earlier tasks' change, folded in
-            model = adapters.attach(base, peft.OSFConfig(target_modules=targets(settings, base), effective_rank=share))
-        except BaseException:
-            restore(base, kept)
-            raise
-        model.base_weights = kept
+            return adapters.attach(base, peft.OSFConfig(target_modules=targets(settings, base), effective_rank=share),
+                                   kind=self.kind)
 
-        def cleanup():
-            adapters.detach(model)
-            restore(base, kept)
-
-        return Attached(model, cleanup, kept)
+        attached = kept_aside(base, layers, build)
+        attached.model.base_weights = attached.snapshot
+        return attached
 
     def save(self, model, folder):
         import torch
@@ -356,6 +381,9 @@ class DoRA(PeftPeer):
             "norms: slower and hungrier than LoRA. Linear, Conv1D, Embedding layers; a stage is a PEFT LoRA folder "
             "with use_dora.")
     lr_prior = (1e-4, 2e-4, 5e-4, 1e-3)
+
+    def owns(self, config, note):
+        return is_lora(config) and not note and bool(config.get("use_dora"))
 
     def peft_config(self, settings, model):
         return lora_config(settings, model, use_dora=True)

@@ -2,17 +2,22 @@
 evaluation, export, limits, the estimate and the charts ask it, never a `kind ==` string.
 
     m = method("curlora")                       # the registered object for a kind (one sentence if unknown)
-    m.attach(base, settings, stage_folder)      # -> Attached(model, cleanup, snapshot); None = start fresh
+    m.attach(base, settings, stage_folder, context)  # -> Attached(model, cleanup, snapshot); None = start fresh
     m.save(model, folder)                       # what a finished stage keeps (adapter folder, weights, nothing)
+    m.load(base, folder)                        # -> Attached: a saved stage on the base, to read (chat, evaluation,
+                                                #    merged export); m.has_stage(folder) says whether one is there
+    m.owns(config, note)                        # whether a stage's PEFT config and method.json marker are this kind's
     m.trainable(settings, shapes, parameters)   # trainable parameters from the config alone (None: unknown)
     m.drift(model, snapshot)                    # how far the weights moved after a stage
     kinds()                                     # the registered kinds, in registration order
 
 Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds one more in a test).
 The class attributes say what the rest of the app may do with it: `trains` (base: no), `has_adapter` (a PEFT-layout
-stage folder: chat, evaluation on new data and merged exports work on it), `ranked` (has a rank r: the rank limit
-and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach also takes a Context:
-the task index and calibration text), `group`, `title`, `column` and `trainable_note` for the Train tab and
+stage folder: LoRA and GGUF exports and the hub work on it), `loads_stage` (a stage folder holds the weights of that
+stage, which `load` puts on the base: chat, evaluation on new data and merged exports work on it; `full` too),
+`refines` (the kind whose stages read like this one's, which `owns` narrows: MiCA and DoRA refine LoRA), `ranked` (has a rank r: the rank limit
+and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach's Context, the task index and
+calibration text, is used: the runner builds it for every kind, and the others ignore it), `group`, `title`, `column` and `trainable_note` for the Train tab and
 `lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
 why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
 
@@ -39,6 +44,7 @@ from curlora.methods.kinds import REGISTRY, kinds, method, register, unregister 
 if TYPE_CHECKING:  # annotations only: the config imports this module
     from curlora.experiment import MethodSettings
 
+FULL_WEIGHTS = "model.safetensors"  # a full fine-tuning stage: every weight of the model
 GROUPS = ("forgetting-aware", "LoRA family", "baselines")  # every Method.group, in the order the Train tab lists them
 
 
@@ -71,6 +77,8 @@ class Method:
     help: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     has_adapter: ClassVar[bool] = False
+    loads_stage: ClassVar[bool] = False  # a stage folder holds the model of that stage: load() gives it
+    refines: ClassVar[str] = ""  # a kind whose stages this one's also read as (owns() narrows them)
     ranked: ClassVar[bool] = False
     needs_head_scoring: ClassVar[bool] = False
     needs_context: ClassVar[bool] = False
@@ -107,12 +115,31 @@ class Method:
         """The tasks (0-based) whose training rows stage i trains on as its own: the task of that stage."""
         return range(i, i + 1)
 
-    def attach(self, base, settings: MethodSettings, stage: Path | None) -> Attached:
-        """The model to train from `base`, resumed from a saved stage folder (None: fresh)."""
+    def attach(self, base, settings: MethodSettings, stage: Path | None, context: Context | None = None) -> Attached:
+        """The model to train from `base`, resumed from a saved stage folder (None: fresh). `context` is what a kind
+        that `needs_context` reads (the others ignore it)."""
         return Attached(base, lambda: None)
 
     def save(self, model, folder: Path) -> None:
         """Write what a finished stage keeps into `folder` (heads are saved beside by the runner)."""
+
+    def has_stage(self, folder: Path) -> bool:
+        """Whether `folder` holds a finished stage of this kind that `load` can put on the base."""
+        return False
+
+    def load(self, base, folder: Path) -> Attached:
+        """The model of a saved stage on `base`, to read rather than train (chat, evaluation on new data, merged
+        export), and how to give the base back. A kind whose stages keep no weights gives the base itself."""
+        return Attached(base, lambda: None)
+
+    def merge(self, model):
+        """A loaded stage as a plain model with everything folded into its weights (a merged export)."""
+        return model
+
+    def owns(self, config: dict, note: dict) -> bool:
+        """Whether a stage whose PEFT config (a dict) and method.json marker (`note`, {} where none) are these is this
+        kind's: by default, a marker that names it (curlora/methods/kinds.py stage_kind asks every kind)."""
+        return note.get("kind") == self.kind
 
     def trainable(self, settings: MethodSettings, shapes: list[tuple[int, int]], parameters: int) -> int | None:
         """Trainable parameters from the config: `shapes` are the (in, out) of the targeted matrices, `parameters`
@@ -148,12 +175,13 @@ class AdapterMethod(Method):
     """A PEFT-layout adapter on the frozen base (CURLoRA, LoRA and its family)."""
 
     has_adapter = True
+    loads_stage = True
     ranked = True
 
     def peft_config(self, settings: MethodSettings, model):
         raise NotImplementedError
 
-    def attach(self, base, settings, stage):
+    def attach(self, base, settings, stage, context=None):
         import torch
 
         from curlora.methods import adapters
@@ -162,13 +190,29 @@ class AdapterMethod(Method):
             model = adapters.load_adapter(base, stage, is_trainable=True)
         else:
             torch.manual_seed(settings.seed)  # PEFT draws LoRA's A from torch's global generator: same run, same A
-            model = adapters.attach(base, self.peft_config(settings, base))
+            model = adapters.attach(base, self.peft_config(settings, base), kind=self.kind)
         return Attached(model, lambda: adapters.detach(model))
 
     def save(self, model, folder):
         from curlora.methods import adapters
 
         adapters.save_adapter(model, folder)
+
+    def has_stage(self, folder):
+        from curlora.adapter.model import CONFIG_NAME
+
+        return (Path(folder) / CONFIG_NAME).is_file()
+
+    def load(self, base, folder):
+        from curlora.methods import adapters
+
+        model = adapters.load_adapter(base, folder)
+        return Attached(model, lambda: adapters.detach(model))
+
+    def merge(self, model):
+        from curlora.methods import adapters
+
+        return adapters.merge(model)
 
 
 def targets(settings, model) -> list[str]:
@@ -198,6 +242,11 @@ class CURLoRA(AdapterMethod):
             "frozen; only U (r × r, starting at zero) trains.")
     lr_prior = (3e-3, 1e-2, 3e-2, 1e-1)
 
+    def owns(self, config, note):
+        from curlora.adapter.config import PEFT_TYPE
+
+        return config.get("peft_type") == PEFT_TYPE
+
     def peft_config(self, settings, model):
         from curlora.adapter.config import CURLoRAConfig
 
@@ -218,11 +267,19 @@ class LoRA(AdapterMethod):
     help = "PEFT's LoRA: W + (α/r)·B·A with A (r × in) and B (out × r) trained."
     lr_prior = (2e-4, 5e-4, 1e-3, 2e-3)
 
+    def owns(self, config, note):
+        return is_lora(config) and not note  # a marker names a kind whose stage only reads as LoRA
+
     def peft_config(self, settings, model):
         return lora_config(settings, model)
 
     def trainable(self, settings, shapes, parameters):
         return sum(settings.r * (i + o) for i, o in shapes)
+
+
+def is_lora(config: dict) -> bool:
+    """Whether a PEFT config (a dict) is a LoRA one."""
+    return config.get("peft_type") == "LORA"
 
 
 @register
@@ -236,29 +293,50 @@ class Base(Method):
 class FullFineTune(Method):
     kind, title = "full", "full fine-tune"
     trains_all_weights = True
+    loads_stage = True
     help = "Every weight of the model trains (the most forgetting to expect); the base is restored afterwards."
     lr_prior = (1e-5, 3e-5, 1e-4)
 
-    def attach(self, base, settings, stage):
-        from safetensors.torch import load_model
-
-        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
-        if stage is not None:
-            load_model(base, str(stage / "model.safetensors"), strict=False)
+    def attach(self, base, settings, stage, context=None):
+        loaded = self.load(base, stage)
         for p in base.parameters():
             p.requires_grad_(True)
 
         def restore():
-            base.load_state_dict(snapshot)
+            loaded.cleanup()
             for p in base.parameters():
                 p.requires_grad_(False)
 
+        return Attached(base, restore, loaded.snapshot)
+
+    def load(self, base, folder):
+        """The base with a stage's whole weights loaded into it (None: as it is); the cleanup writes the base's own
+        weights back (and which of them train, as they were)."""
+        from safetensors.torch import load_model
+
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
+        grads = [p.requires_grad for p in base.parameters()]
+
+        def restore():
+            base.load_state_dict(snapshot)
+            for p, g in zip(base.parameters(), grads):
+                p.requires_grad_(g)
+
+        if folder is not None:
+            try:
+                load_model(base, str(Path(folder) / FULL_WEIGHTS), strict=False)
+            except BaseException:
+                restore()  # a stage of another model, copied in part
+                raise
         return Attached(base, restore, snapshot)
 
     def save(self, model, folder):
         from safetensors.torch import save_model
 
-        save_model(model, str(folder / "model.safetensors"))  # handles tied embeddings (shared tensors)
+        save_model(model, str(folder / FULL_WEIGHTS))  # handles tied embeddings (shared tensors)
+
+    def has_stage(self, folder):
+        return (Path(folder) / FULL_WEIGHTS).is_file()
 
     def trainable(self, settings, shapes, parameters):
         return parameters
@@ -274,7 +352,7 @@ class HeadOnly(Method):
     trainable_note = "hidden × classes per task"
     lr_prior = (1e-3, 1e-2)
 
-    def attach(self, base, settings, stage):
+    def attach(self, base, settings, stage, context=None):
         for p in base.parameters():
             p.requires_grad_(False)
         return Attached(base, lambda: None)

@@ -5,8 +5,9 @@
         ...                                # the reply so far, token by token
     chat.stream(run_id, "lora@2", "And then?", history=[...], system="Answer briefly.")   # a chat model
 
-A pane is "base" or "<method>@<stage>". The base model is loaded once per (name, dtype, device) and shared; a
-pane attaches its adapter, generates, and detaches again, so the base pane can never see a fine-tuned weight
+A pane is "base" or "<method>@<stage>", for every method whose stages keep weights (adapters, and full
+fine-tuning's whole weights). The base model is loaded once per (name, dtype, device) and shared; a pane loads its
+stage onto it through the method's own `load` (curlora/methods/registry.py), generates, and gives the base back, so the base pane can never see a fine-tuned weight
 (Unsloth Studio shipped a compare view where both panes used the fine-tuned model). One lock serialises panes:
 they share the one copy of the base weights.
 
@@ -25,7 +26,7 @@ import torch
 
 from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
-from curlora.methods import adapters
+from curlora.methods.registry import kinds, method
 from curlora.run.chat_format import chat_prompt, conversation, has_template, held_back, stop_tokens
 from curlora.run.store import Run
 
@@ -42,15 +43,24 @@ def parse_pane(pane: str) -> tuple[str, int]:
     return method, int(stage)
 
 
+def pane_kinds(run: Run) -> dict:
+    """label -> registered method, for the run's methods whose stages keep weights to chat with."""
+    return {m.label: method(m.kind) for m in run.config().methods if m.kind in kinds() and method(m.kind).loads_stage}
+
+
 def pane_choices(run: Run) -> dict[str, list[int]]:
-    """Adapter methods of a run and the stages each has saved (what the chat slider can show)."""
+    """Methods of a run whose stages keep weights and the stages each has saved whole (what the chat slider can
+    show): a half-written stage-k.partial is not one."""
     out = {}
     folder = run.path / "adapters"
     if not folder.is_dir():
         return out
+    owners = pane_kinds(run)
     for m in sorted(folder.iterdir()):
+        if m.name not in owners:
+            continue
         stages = sorted(int(p.name.split("-")[1]) for p in m.glob("stage-*")
-                        if p.name.split("-")[1].isdigit() and (p / "adapter_config.json").is_file())
+                        if p.name.split("-")[1].isdigit() and owners[m.name].has_stage(p))
         if stages:
             out[m.name] = stages
     return out
@@ -132,18 +142,20 @@ class Chat:
 
     @contextmanager
     def _weights(self, run: Run, model, pane: str):
-        method, stage = parse_pane(pane)
-        if method == "base":
+        label, stage = parse_pane(pane)
+        if label == "base":
             yield model
             return
-        folder = run.adapter_dir(method, stage)
-        if not (folder / "adapter_config.json").is_file():
-            raise CurloraError(f"Run {run.id} has no saved {method} adapter after stage {stage} (yet).")
-        adapted = adapters.load_adapter(model, folder)
+        kind = pane_kinds(run).get(label)
+        folder = run.adapter_dir(label, stage)
+        if kind is None or not kind.has_stage(folder):
+            saved = "adapter" if kind is None or kind.has_adapter else "weights"
+            raise CurloraError(f"Run {run.id} has no saved {label} {saved} after stage {stage} (yet).")
+        loaded = kind.load(model, folder)
         try:
-            yield adapted
+            yield loaded.model
         finally:
-            adapters.detach(adapted)
+            loaded.cleanup()
 
     def stream(self, run_id: str | None, pane: str, prompt: str, *, max_new_tokens: int = 48,
                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, root=None, history=None,

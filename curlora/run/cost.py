@@ -143,8 +143,7 @@ def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
         return 0.0
     ids = loaded.probe_ids
     context = Context(0, len(loaded.tasks), cfg.evaluation.ppl_window, lambda n: (ids[:n], "the probe text"))
-    extra = {"context": context} if kind.needs_context else {}
-    attached = kind.attach(loaded.model, m, None, **extra)
+    attached = kind.attach(loaded.model, m, None, context)
     times = []
     try:
         head = new_head(attached.model, len(loaded.tasks[0].classes), 0) if cfg.evaluation.scoring == "head" else None

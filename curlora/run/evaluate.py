@@ -1,7 +1,8 @@
 """Evaluating a finished stage of a run on new data: a task CSV (accuracy) or a text (perplexity).
 
-The stage's weights come from the run store (adapters/<method>/stage-<k>), attached to the base model named in
-the run's config; stage 0 is the base model itself. Used by `python -m curlora eval` and the Results tab.
+The stage's weights come from the run store (adapters/<method>/stage-<k>), put on the base model named in the
+run's config by the method's own `load` (an adapter, or full fine-tuning's whole weights); stage 0 is the base
+model itself. Used by `python -m curlora eval` and the Results tab.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from curlora.errors import CurloraError, clip
 from curlora.experiment import ExperimentConfig
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.scoring import score
-from curlora.methods import adapters
 from curlora.methods.registry import method as registered
 from curlora.run.store import Run
 
@@ -32,11 +32,11 @@ def stage_model(run: Run, cfg: ExperimentConfig, base, method: str, stage: int):
         return base, lambda: None
     if not folder.is_dir():
         raise CurloraError(f"Run {run.id} has no stage {stage} for {clip(method)} yet (finished stages are in {folder.parent}).")
-    if not kinds[method].has_adapter:
+    if not kinds[method].loads_stage:
         raise CurloraError(f"Evaluating a {clip(kinds[method].kind)} stage on new data isn't supported; pick a method "
-                           "that saves an adapter (e.g. curlora or lora).")
-    model = adapters.load_adapter(base, folder)
-    return model, lambda: adapters.detach(model)
+                           "whose stages keep weights (e.g. curlora, lora or full).")
+    loaded = kinds[method].load(base, folder)
+    return loaded.model, loaded.cleanup
 
 
 def evaluate_stage(run_id: str, method: str, stage: int, *, task_file: str | None = None, text_file: str | None = None,

@@ -32,7 +32,7 @@ from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
 from curlora.measure.scoring import score
 from curlora.measure.stats import to_bits, wilson
-from curlora.methods.registry import Context, method, stage_steps
+from curlora.methods.registry import Context, Method, method, stage_steps
 from curlora.paths import ASSETS, DEFAULT_PROBE, OWNERS_DIR
 from curlora.run import events, trackers
 from curlora.run.estimate import check_fits, check_positions
@@ -368,15 +368,16 @@ class Executor:
         self.prepare_self_probe()
         n = len(self.L.tasks)
         base = self.metrics.base
+        kind = method(m.kind)  # looked up once: the unit hands it on
         rec = self.metrics.methods.get(m.label)
         if rec is None:
             rec = self.metrics.methods[m.label] = MethodRecord(
-                kind=m.kind, setting=method(m.kind).setting(m, self.cfg.training.lr))
+                kind=m.kind, setting=kind.setting(m, self.cfg.training.lr))
             rec.append(base, NO_DRIFT)
         done = rec.stages_done
         if rec.status in ("completed", "failed") or done >= n:
             return
-        if not method(m.kind).trains:  # the base model: its own row at every stage
+        if not kind.trains:  # the base model: its own row at every stage
             for _ in range(done, n):
                 rec.append(base, NO_DRIFT)
             rec.status = "completed"
@@ -384,10 +385,10 @@ class Executor:
             return
         cleanup = None  # how to give the base back, once attached
         try:
-            model, heads, cleanup = self.attach(m, done)  # inside: a rank too large fails here, out of memory
+            model, heads, cleanup = self.attach(m, done, kind)  # inside: a rank too large fails here, out of memory
             rec.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             rec.status = "running"
-            self.run_stage(m, rec, model, heads, done)
+            self.run_stage(m, rec, model, heads, done, kind)
             if done + 1 == n:
                 rec.status = "completed"
         except Diverged as err:
@@ -396,7 +397,7 @@ class Executor:
         except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(err):
                 raise
-            rank = f"lower r (now {m.r}), " if method(m.kind).ranked else ""
+            rank = f"lower r (now {m.r}), " if kind.ranked else ""
             msg = (f"{m.label} ran out of memory at stage {len(rec.matrix)}; lower training.batch_size (now "
                    f"{self.cfg.training.batch_size}) or max_length, raise grad_accum, {rank}or pick a smaller model.")
             rec.status, rec.message = "failed", msg
@@ -415,18 +416,18 @@ class Executor:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()  # give the next method (and the app) the memory back
 
-    def attach(self, m: MethodSettings, done: int):
-        """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back."""
+    def attach(self, m: MethodSettings, done: int, kind: Method | None = None):
+        """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back.
+        `kind`: m's registered method, where the caller has it."""
         base = self.L.model
         head_mode = self.cfg.evaluation.scoring == "head"
         heads = {}
         if head_mode:
             for j in range(done):
                 heads[j] = self.load_head(m, j + 1, j)
-        kind = method(m.kind)
+        kind = kind or method(m.kind)
         context = Context(done, len(self.L.tasks), self.cfg.evaluation.ppl_window, self.calibration)
-        extra = {"context": context} if kind.needs_context else {}
-        attached = kind.attach(base, m, self.run.adapter_dir(m.label, done) if done else None, **extra)
+        attached = kind.attach(base, m, self.run.adapter_dir(m.label, done) if done else None, context)
         self.snapshot = attached.snapshot
         return attached.model, heads, attached.cleanup
 
@@ -446,7 +447,7 @@ class Executor:
         head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
         return head
 
-    def run_stage(self, m: MethodSettings, rec: MethodRecord, model, heads: dict, i: int) -> None:
+    def run_stage(self, m: MethodSettings, rec: MethodRecord, model, heads: dict, i: int, kind: Method) -> None:
         task, tr, ev = self.L.tasks[i], self.cfg.training, self.cfg.evaluation
         head = new_head(self.L.model, len(task.classes), tr.seed + i) if ev.scoring == "head" else None
         self.log(events.STAGE_START, method=m.label, stage=i + 1, task=task.name)
@@ -459,7 +460,6 @@ class Executor:
                 model.train()
 
         target, schedule = self.matched_target(m, i)
-        kind = method(m.kind)
         own = kind.stage_tasks(i)  # joint: every task so far, max_steps for each
         if schedule.max_steps:
             schedule = dataclasses.replace(schedule, max_steps=stage_steps(m, schedule, i, schedule.max_steps, None))
@@ -475,10 +475,10 @@ class Executor:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
             head.requires_grad_(False)
             heads[i] = head
-        self.save_stage(m, model, heads, i + 1)
+        self.save_stage(m, model, heads, i + 1, kind)
         self.wait_for_save()
         row = self.evaluate(model, heads)
-        drift = method(m.kind).drift(model, self.snapshot)
+        drift = kind.drift(model, self.snapshot)
         rec.append(row, drift)
         rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
                                      seconds=round(result.seconds, 3), smoothed_loss=result.smoothed_loss,
@@ -516,12 +516,12 @@ class Executor:
             return None, tr
         return target, dataclasses.replace(tr, max_steps=tr.matched_loss_max_steps or tr.max_steps)
 
-    def save_stage(self, m: MethodSettings, model, heads: dict, stage: int) -> None:
+    def save_stage(self, m: MethodSettings, model, heads: dict, stage: int, kind: Method) -> None:
         if not MAIN:
             return
 
         def write(folder: Path) -> None:
-            method(m.kind).save(model, folder)
+            kind.save(model, folder)
             if heads:
                 state = {}
                 for j, h in heads.items():

@@ -202,7 +202,7 @@ class Tools:
             kinds = {m.label: m.kind for m in run.config().methods}
             if method not in kinds:
                 raise CurloraError(f"Run {run.id} has no method {clip(method)}; its methods: {', '.join(kinds)}.")
-            if not registered(kinds[method]).has_adapter:
+            if not registered(kinds[method]).loads_stage:
                 raise CurloraError(f"{method} keeps no adapter to generate with; use base (stage 0) or an adapter "
                                    "method.")
             pane = f"{method}@{stage}"

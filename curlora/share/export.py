@@ -137,23 +137,24 @@ def metrics_csv(m: RunMetrics | dict) -> str:
 
 
 def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
-    """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer)."""
-    from curlora.methods import adapters
+    """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer), for
+every method whose stages keep weights (an adapter merged in, or full fine-tuning's whole weights)."""
     from curlora.models.loading import load_model
 
     cfg = run.config()
     written = []
     for label, rec in RunMetrics.of(m).methods.items():
         stage = rec.stages_done
-        if not method(rec.kind).has_adapter or stage < 1:
+        kind = method(rec.kind)
+        if not kind.loads_stage or stage < 1:
             continue
         base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu")  # fresh: merging edits it
-        merged = adapters.merge(adapters.load_adapter(base, run.adapter_dir(label, stage)))
+        merged = kind.merge(kind.load(base, run.adapter_dir(label, stage)).model)
         merged.save_pretrained(dest / label)
         tokenizer.save_pretrained(dest / label)
         written.append(dest / label)
     if not written:
-        raise CurloraError(f"Run {run.id} has no finished CURLoRA or LoRA stage to merge.")
+        raise CurloraError(f"Run {run.id} has no finished stage that keeps weights (CURLoRA, LoRA, full, …) to merge.")
     return written
 
 

@@ -236,24 +236,19 @@ def write_gguf(model, tokenizer, path: Path, gguf_type: str = "f16", name: str |
 
 
 def merged_stage(run: Run, label: str, stage: int):
-    """(plain transformers model with stage `stage` of `label` folded in, tokenizer); stage 0 is the base."""
-    from curlora.methods import adapters
+    """(plain transformers model with stage `stage` of `label` folded in, tokenizer); stage 0 is the base. The stage
+is put on the base by its method's own `load` (an adapter merged in, or a full fine-tune's whole weights)."""
+    from curlora.methods.registry import method
     from curlora.models.loading import load_model
 
     cfg = run.config()
     folder = finished_stage(run, label, stage, weights="model") if stage else None
-    if stage == 0:
-        method_kind(run, label)
+    kind = method(method_kind(run, label))
     base, tokenizer, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", memory_check=False)
     check_architecture(base)  # before merging anything
     if folder is None:
         return base, tokenizer
-    if (folder / "model.safetensors").is_file() and not (folder / "adapter_config.json").is_file():
-        from safetensors.torch import load_model as load_weights  # a full fine-tune's whole model
-
-        load_weights(base, str(folder / "model.safetensors"), strict=False)
-        return base, tokenizer
-    return adapters.merge(adapters.load_adapter(base, folder)), tokenizer
+    return kind.merge(kind.load(base, folder).model), tokenizer
 
 
 def export_gguf(run: Run, label: str, stage: int, dest: Path, gguf_type: str = "f16") -> dict:

@@ -127,7 +127,7 @@ def notes(metrics: RunMetrics | dict) -> str:
 def stage_choices(run: Run) -> tuple[list[str], int]:
     """(methods that can be evaluated on new data, number of tasks) of a run, from its config."""
     cfg = run.config()
-    return [m.label for m in cfg.methods if method(m.kind).has_adapter], len(cfg.tasks)
+    return [m.label for m in cfg.methods if method(m.kind).loads_stage], len(cfg.tasks)
 
 
 def describe_evaluation(res: dict) -> str:

@@ -1,8 +1,9 @@
 """`python -m curlora chat RUN --method M --stage K --prompt TEXT`: one reply from a run's model, printed.
 
-The same engine as the Chat tab (curlora/run/chat.py): the base model loaded once, the stage's adapter attached, the
-model's chat template applied (with its own default system prompt unless --system replaces it), greedy unless
---temperature says otherwise, ending at the template's end-of-turn marker. `--method base` is the run's base model.
+The same engine as the Chat tab (curlora/run/chat.py): the base model loaded once, the stage loaded onto it (its
+adapter, or a full fine-tune's weights), the model's chat template applied (with its own default system prompt unless
+--system replaces it), greedy unless --temperature says otherwise, ending at the template's end-of-turn marker.
+`--method base` is the run's base model.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ class Chat:
         return CHAT
 
     @contextmanager
-    def _weights(self, run: Run, model, pane: str):
+    def pane_model(self, run: Run, model, pane: str):
+        """The model of `pane` on the shared base `model` while the block runs; the base is given back after."""
         label, stage = parse_pane(pane)
         if label == "base":
             yield model
@@ -179,7 +180,7 @@ class Chat:
             else:
                 ids = tok(prompt, return_tensors="pt").input_ids
             stop_ids, stop_texts = stop_tokens(tok, model, templated)
-            with self._weights(run, model, pane) as m:
+            with self.pane_model(run, model, pane) as m:
                 yield from generate(m, tok, ids, max_new_tokens, temperature, top_p, seed, stop_ids, stop_texts)
 
 

@@ -11,15 +11,16 @@ evaluation, export, limits, the estimate and the charts ask it, never a `kind ==
     m.drift(model, snapshot)                    # how far the weights moved after a stage
     kinds()                                     # the registered kinds, in registration order
 
-Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds one more in a test).
-The class attributes say what the rest of the app may do with it: `trains` (base: no), `has_adapter` (a PEFT-layout
-stage folder: LoRA and GGUF exports and the hub work on it), `loads_stage` (a stage folder holds the weights of that
-stage, which `load` puts on the base: chat, evaluation on new data and merged exports work on it; `full` too),
-`refines` (the kind whose stages read like this one's, which `owns` narrows: MiCA and DoRA refine LoRA), `ranked` (has a rank r: the rank limit
-and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach's Context, the task index and
-calibration text, is used: the runner builds it for every kind, and the others ignore it), `group`, `title`, `column` and `trainable_note` for the Train tab and
-`lr_prior` (a learning-rate range for study grids), `replays` (experience replay may be set on it; `no_replay` says
-why not) and `stage_tasks(i)` (whose training rows stage i trains on as its own: its task; joint: every task so far).
+Adding a method is adding one class with `@register` (tests/test_methods_registry.py adds one more in a test). The class
+attributes say what the rest of the app may do with it: `trains` (base: no), `has_adapter` (a PEFT-layout stage folder:
+LoRA and GGUF exports and the hub work on it), `loads_stage` (a stage folder holds the weights of that stage, which
+`load` puts on the base: chat, evaluation on new data and merged exports work on it; `full` too), `refines` (the kind
+whose stages read like this one's, which `owns` narrows: MiCA and DoRA refine LoRA), `ranked` (has a rank r: the rank
+limit and the out-of-memory hint apply), `needs_head_scoring` (head-only), `needs_context` (attach's Context, the task
+index and calibration text, is used: the runner builds it for every kind, and the others ignore it), `group`, `title`,
+`column` and `trainable_note` for the Train tab and `lr_prior` (a learning-rate range for study grids), `replays`
+(experience replay may be set on it; `no_replay` says why not) and `stage_tasks(i)` (whose training rows stage i trains
+on as its own: its task; joint: every task so far).
 
 The continual-learning baselines (joint training, EWC) live in curlora/methods/baselines.py; PEFT's peers are registered
 below them: MiCA, CorDA and OSF (forgetting-aware), PiSSA and DoRA (LoRA family). PiSSA, CorDA and OSF change the

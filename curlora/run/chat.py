@@ -5,11 +5,11 @@
         ...                                # the reply so far, token by token
     chat.stream(run_id, "lora@2", "And then?", history=[...], system="Answer briefly.")   # a chat model
 
-A pane is "base" or "<method>@<stage>", for every method whose stages keep weights (adapters, and full
-fine-tuning's whole weights). The base model is loaded once per (name, dtype, device) and shared; a pane loads its
-stage onto it through the method's own `load` (curlora/methods/registry.py), generates, and gives the base back, so the base pane can never see a fine-tuned weight
-(Unsloth Studio shipped a compare view where both panes used the fine-tuned model). One lock serialises panes:
-they share the one copy of the base weights.
+A pane is "base" or "<method>@<stage>", for every method whose stages keep weights (adapters, and full fine-tuning's
+whole weights). The base model is loaded once per (name, dtype, device) and shared; a pane loads its stage onto it
+through the method's own `load` (curlora/methods/registry.py), generates, and gives the base back, so the base pane can
+never see a fine-tuned weight (Unsloth Studio shipped a compare view where both panes used the fine-tuned model). One
+lock serialises panes: they share the one copy of the base weights.
 
 A tokenizer with a chat template gets a real chat: the pane's history and the system prompt go through the template
 (curlora/run/chat_format.py) and the reply stops at the end-of-turn marker or eos. Without a template the prompt is

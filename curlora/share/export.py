@@ -154,7 +154,8 @@ every method whose stages keep weights (an adapter merged in, or full fine-tunin
         tokenizer.save_pretrained(dest / label)
         written.append(dest / label)
     if not written:
-        raise CurloraError(f"Run {run.id} has no finished stage that keeps weights (CURLoRA, LoRA, full, …) to merge.")
+        raise CurloraError(f"Run {run.id} has no finished stage that keeps weights (CURLoRA, LoRA, full, …) to "
+                           "merge.")
     return written
 
 

@@ -69,7 +69,7 @@ def build(engine: Engine, gpu=None) -> dict:
         label = ", ".join(f"{described(m, record.methods[m].setting if m in record.methods else None)}: stages "
                           f"{', '.join(map(str, s))}" for m, s in choices.items()) or "no stage saved yet"
         order = " → ".join(f"{i + 1}. {t}" for i, t in enumerate(record.tasks))
-        note = f"Tasks: {order}. Saved adapters — {label}."
+        note = f"Tasks: {order}. Saved stages — {label}."
         lora_label, cur_label = pane_labels(record, choices, top)
         return (gr.update(minimum=1, maximum=max(top, 1), value=top, step=1, interactive=top > 1), note,
                 gr.update(label=lora_label), gr.update(label=cur_label), gr.update(label="Base model"),

@@ -124,10 +124,12 @@ def notes(metrics: RunMetrics | dict) -> str:
     return (warn + "\n\n" if warn else "") + text + ("\n\n" + matched if matched else "")
 
 
-def stage_choices(run: Run) -> tuple[list[str], int]:
-    """(methods that can be evaluated on new data, number of tasks) of a run, from its config."""
+def stage_choices(run: Run, evaluate: bool = False) -> tuple[list[str], int]:
+    """(methods with an adapter to export or push, number of tasks) of a run, from its config; `evaluate`: the
+    methods whose stages can be evaluated on new data instead (every kind whose stages keep weights, full too)."""
     cfg = run.config()
-    return [m.label for m in cfg.methods if method(m.kind).loads_stage], len(cfg.tasks)
+    return [m.label for m in cfg.methods if (method(m.kind).loads_stage if evaluate else method(m.kind).has_adapter)], \
+        len(cfg.tasks)
 
 
 def describe_evaluation(res: dict) -> str:
@@ -144,10 +146,11 @@ def build(engine: Engine) -> dict:
 
     @friendly
     def pick(rid: str, request: gr.Request):
-        """The evaluation controls for this run: its adapter methods and its stages (0 = the base model)."""
+        """The evaluation controls for this run: its methods whose stages keep weights and its stages (0 = the base
+        model)."""
         if not rid:
             return gr.update(choices=[], value=None), gr.update()
-        labels, n = stage_choices(jobs.open(rid, engine.owner(request)))
+        labels, n = stage_choices(jobs.open(rid, engine.owner(request)), evaluate=True)
         return (gr.update(choices=labels, value=labels[0] if labels else None),
                 gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
 
@@ -175,7 +178,8 @@ def build(engine: Engine) -> dict:
             raise CurloraError("Upload a task CSV (for accuracy) or a .txt file (for perplexity) to evaluate on.")
         stage = int(stage or 0)
         if stage > 0 and not method:
-            raise CurloraError("This run has no CURLoRA or LoRA method to evaluate; pick stage 0 for the base model.")
+            raise CurloraError("This run has no method whose stages keep weights (CURLoRA, LoRA, full, …) to "
+                               "evaluate; pick stage 0 for the base model.")
         path = upload if isinstance(upload, str) else upload.name
         as_text = Path(path).suffix.lower() == ".txt"
         run = jobs.open(rid, engine.owner(request))

@@ -283,3 +283,55 @@ def test_smollm2_base_replies_end_their_turn_and_know_a_capital():
     m = cp.measures(model, tok, probe, chat)
     assert m["chat_kl"] == 0.0 and m["facts_n"] == 2 and m["facts"] >= 1  # Paris, at least
     assert 0 <= m["replies_unterminated"] <= 2
+
+
+def test_the_cost_estimate_counts_the_chat_probe_only_where_it_runs(chat_model):
+    from curlora.run.cost import _chat_probe_seconds
+
+    model, tok = chat_model
+    plain = ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "a.csv"}]})
+    on = ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "a.csv"}],
+                                     "evaluation": {"chat_probe": True, "chat_probe_instructions": 2,
+                                                    "chat_probe_tokens": 4}})
+    assert _chat_probe_seconds(plain, model, tok, 1e-3) == (0.0, 0.0)
+    stage, base = _chat_probe_seconds(on, model, tok, 1e-3)
+    assert stage > 0 and base > 0
+    untemplated = type("Tok", (), {"chat_template": None})()
+    assert _chat_probe_seconds(on, model, untemplated, 1e-3) == (0.0, 0.0)
+
+
+# -- the study: per-run chat measures into points, groups, a retention frontier and the sentence ---------------------
+def test_the_chat_measures_flow_into_a_studys_points_groups_frontier_and_sentence():
+    from curlora.measure import study_analysis as A
+    from curlora.measure.study_record import Comparison, Group, Interpolated, Point, StudyRecord
+
+    rec = MethodRecord(matrix=[[0.5], [0.9]], chat_kl=[0.0, 0.2], facts=[20, 15], facts_n=[30, 30],
+                       replies_unterminated=[1, 4], replies_repetitive=[0, 2], task_kl=[None, 0.3])
+    assert A.chat_measures(rec) == {"chat_kl": 0.2, "facts": 50.0, "replies_unterminated": 4,
+                                    "replies_repetitive": 2, "task_kl": 0.3}
+    old = MethodRecord.from_json({"matrix": [[0.5], [0.9]]})
+    assert set(A.chat_measures(old).values()) == {None}
+
+    pts = [Point(method="a", lr=lr, seed=s, run_id=f"{lr}-{s}", learning=learn + s, forgetting=1.0, chat_kl=kl + s / 100,
+                 facts=facts) for lr, learn, kl, facts in ((1e-3, 5.0, 0.1, 60.0), (1e-2, 10.0, 0.3, 50.0),
+                                                             (3e-2, 8.0, 0.4, 40.0)) for s in (0, 1)]
+    groups = A.groups_of(pts)
+    assert groups["a@1e-3"].chat_kl.mean == pytest.approx(0.105) and groups["a@1e-3"].chat_kl.n == 2
+    # a@3e-2 learns less than a@1e-2 and drifts more in chat: off the learning-against-chat-retention frontier
+    assert A.frontier_of(groups, "a", "chat_kl") == ["a@1e-3", "a@1e-2"]
+    assert A.frontier_of(groups, "a", "facts") == ["a@1e-3", "a@1e-2"]  # facts: higher is better
+    study = A.analyse(A.StudySettings(lrs={"a": [1e-3, 1e-2, 3e-2]}), None, [], pts, None, tasks=["t"])
+    assert study.chat_frontier == {"a": ["a@1e-3", "a@1e-2"]}
+    assert StudyRecord.of(study.to_json()).chat_frontier == study.chat_frontier
+    assert {t.probe for t in study.probes} >= {"chat_kl", "task_kl"}
+
+    c = Comparison(methods=["a", "b"], chat_kl={"a": Interpolated(mean=0.1234, ci95=[0.1, 0.2]),
+                                                 "b": Interpolated(mean=0.5, ci95=None)},
+                   facts={"a": Interpolated(mean=60.0, ci95=[50.0, 70.0]), "b": Interpolated(mean=40.0)})
+    assert A.chat_sentence(c) == (" Chat retention there: KL to the base on its chat replies a 0.1234 [0.1000, "
+                                  "0.2000], b 0.5000 (one seed: no interval); factual questions right a 60.0 pts "
+                                  "[50.0, 70.0], b 40.0 pts (one seed: no interval).")
+    assert A.chat_sentence(Comparison(methods=["a", "b"])) == ""
+    back = Comparison.from_json(c.to_json())
+    assert back.chat_kl["a"].mean == 0.1234 and back.facts["b"].mean == 40.0
+    assert Group.of(groups["a@1e-2"].to_json()).facts.mean == 50.0

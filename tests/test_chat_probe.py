@@ -335,3 +335,19 @@ def test_the_chat_measures_flow_into_a_studys_points_groups_frontier_and_sentenc
     back = Comparison.from_json(c.to_json())
     assert back.chat_kl["a"].mean == 0.1234 and back.facts["b"].mean == 40.0
     assert Group.of(groups["a@1e-2"].to_json()).facts.mean == 50.0
+
+
+def test_a_task_kl_reference_measured_on_other_rows_is_never_read(chat_model, tmp_path):
+    """rows_per_seed: another seed's base row replaces the study's reference; a run that names it measures its own."""
+    model, tok = chat_model
+    study, run = tmp_path / "study", tmp_path / "run"
+    study.mkdir()
+    run.mkdir()
+    mine = {"t": [[1, 5, 9, 12, 7], [1, 20, 21]]}
+    task_kl.load_or_make(study, model, mine, pad_id(tok), 2)
+    assert probes.share_reference(study, run, task_kl.FILE, task_kl.REF_FILE)
+    other = {"t": [[1, 40, 41, 42], [1, 50, 51]]}
+    task_kl.load_or_make(study, model, other, pad_id(tok), 2)  # the study's files now hold the other rows
+    refs, _ = task_kl.load_or_make(run, model, mine, pad_id(tok), 2)
+    assert (run / task_kl.REF_FILE).is_file()  # measured again, on its own prompts
+    assert refs["t"][1]["logp"].shape[0] == 4 + 2 and task_kl.measure(model, refs["t"], pad_id(tok)) == 0.0

@@ -11,15 +11,18 @@ stored in the run folder as `task_kl.json` (settings, per task its name and prom
 `task_kl_ref.safetensors` (probes.span_reference: full distribution up to probes.FULL_VOCAB_MAX entries, else top
 probes.TOP_K plus a remainder bucket, float64; keys "<i>.logp", "<i>.index" for the i-th stored task). A study
 shares them with its runs like the self probe (probes.share_reference with this module's file names); a run whose
-tasks encode to other prompts (another max_length) measures its own.
+tasks encode to other prompts (another max_length, another seed's rows) measures its own, and a reference file is
+read only when its metadata says it was measured on the prompts its task_kl.json names (`digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from curlora.measure import probes
@@ -35,6 +38,18 @@ def prompts(tokenizer, task, data, max_length: int, rows: int) -> list[list[int]
     return [p for p in encode_prompts(tokenizer, task, texts, pairs, max_length) if len(p) >= 2]
 
 
+def digest(tasks: dict[str, list[list[int]]]) -> str:
+    """What the reference was measured on (the task names and their prompt ids), as a short hash: written into the
+    reference file's metadata, so a reference measured on other rows (a study's other seed under rows_per_seed,
+    which replaces the study's file) is never read against these prompts."""
+    return hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _measured_on(path: Path) -> str | None:
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("digest")
+
+
 def load_or_make(folder: Path | None, model, tasks: dict[str, list[list[int]]], pad: int, rows: int,
                  write: bool = True, should_stop=None) -> tuple[dict, dict]:
     """({task name: (prompt ids, reference)}, settings): read back from the run folder (or the study folder it names)
@@ -43,7 +58,8 @@ def load_or_make(folder: Path | None, model, tasks: dict[str, list[list[int]]], 
         stored = json.loads((folder / FILE).read_text(encoding="utf-8"))
         path = probes.reference_path(folder, stored, REF_FILE)
         kept = {t["name"]: t["ids"] for t in stored.get("tasks", [])}
-        if path is not None and all(kept.get(name) == ids for name, ids in tasks.items()):
+        if path is not None and all(kept.get(name) == ids for name, ids in tasks.items()) and \
+                _measured_on(path) == digest(kept):
             flat = load_file(str(path))
             at = {t["name"]: i for i, t in enumerate(stored["tasks"])}
             out = {name: (ids, {k: flat[f"{at[name]}.{k}"] for k in ("logp", "index") if f"{at[name]}.{k}" in flat})
@@ -62,7 +78,7 @@ def load_or_make(folder: Path | None, model, tasks: dict[str, list[list[int]]], 
     if folder is not None and write:
         body = {"info": info, "tasks": [{"name": name, "ids": ids} for name, ids in tasks.items()]}
         (folder / FILE).write_text(json.dumps(body) + "\n", encoding="utf-8")
-        save_file(flat, str(folder / REF_FILE))
+        save_file(flat, str(folder / REF_FILE), metadata={"digest": digest(tasks)})
     return out, info
 
 

@@ -104,12 +104,23 @@ def test_the_normalisation(text, expected):
     assert cp.normalise(text) == expected
 
 
-def test_exact_match_after_normalisation_accepts_aliases_and_nothing_longer():
+def test_a_fact_is_right_when_its_answer_stands_in_the_reply_as_whole_words():
     fact = cp.Fact("f", "What is 7 times 8?", "56", ("fifty-six", "fifty six"))
     assert fact.correct("56") and fact.correct("56.") and fact.correct("Fifty six!") and fact.correct("fifty-six")
-    assert not fact.correct("The answer is 56.") and not fact.correct("57") and not fact.correct("")
+    assert fact.correct("The answer is 56.") and fact.correct("7 times 8 is 56")
+    assert not fact.correct("57") and not fact.correct("560") and not fact.correct("5 6") and not fact.correct("")
+    assert not fact.correct("I think\n56")  # the first non-empty line only
     ocean = cp.Fact("o", "Largest ocean?", "Pacific", ("Pacific Ocean",))
     assert ocean.correct("The Pacific.") and ocean.correct("the pacific ocean") and not ocean.correct("Atlantic")
+    zero = cp.Fact("z", "Freezing point?", "0", ("zero",))
+    assert not zero.correct("The freezing point of water is -18.00 degrees Celsius.") and zero.correct("0 °C")
+    paris = cp.Fact("p", "What is the capital of France?", "Paris")
+    assert paris.correct("The capital of France is Paris.") and not paris.correct("It is Lyon, not Parisian.")
+
+
+def test_no_answer_stands_in_its_own_question():
+    for f in cp.facts():
+        assert not f.correct(f.question), f.id
 
 
 def test_the_repetition_rule():

@@ -15,14 +15,18 @@ and still end its turns? Measured after every stage on committed probe data (ass
     chat_kl              mean per-token KL(base ‖ model) over the base's reply tokens, end-of-turn included,
                          teacher-forced (prompt + base reply): exactly 0 for an unchanged model
     facts, facts_n       greedy answers (at most FACT_TOKENS new tokens) to the first `chat_probe_facts` questions of
-                         facts.csv, through the template; k of n correct by exact match after `normalise`
+                         facts.csv, through the template; k of n right (`Fact.correct`)
     facts_correct        which of them, as hex bits (curlora/measure/stats.py to_bits)
     replies_unterminated how many of the model's own greedy replies to the instructions reach the token cap without
                          ending their turn
     replies_repetitive   how many of those replies repeat themselves (`repetitive`)
 - **normalise** (facts): the reply's first non-empty line, lower-cased; every character that is not a letter or a
   digit becomes a space; the articles a, an, the are dropped; words joined by one space. A reply is right when the
-  result equals the normalised answer or one of its aliases (| separated in facts.csv) exactly.
+  normalised answer or one of its aliases (| separated in facts.csv) is the whole normalised reply or stands in it
+  as whole words ("The capital of France is Paris." holds "paris"; "-18.00 degrees" does not hold "0"). Whole-word
+  containment, not equality: SmolLM2-135M-Instruct answers every question in a sentence despite "Answer with one
+  word." (0 of 36 by equality, its first line right in most). No answer occurs in its own question, so echoing
+  the question scores nothing (tests/test_chat_probe.py checks the data).
 - **repetitive**: a reply repeats itself when one token id runs RUN_LENGTH (8) or more times in a row, or one word
   NGRAM-gram (4 words, lower-cased, split on white space, overlapping) occurs NGRAM_TIMES (3) or more times.
 
@@ -78,8 +82,9 @@ class Fact:
     source: str = ""
 
     def correct(self, reply: str) -> bool:
-        """Exact match of the normalised reply with the normalised answer or an alias."""
-        return normalise(reply) in {normalise(a) for a in (self.answer, *self.aliases)}
+        """Whether the normalised answer or an alias is the normalised reply, or stands in it as whole words."""
+        said = f" {normalise(reply)} "
+        return any(f" {a} " in said for a in {normalise(a) for a in (self.answer, *self.aliases)} if a)
 
 
 def facts(limit: int | None = None, folder: Path = CHAT_DIR) -> list[Fact]:

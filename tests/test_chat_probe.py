@@ -290,7 +290,7 @@ def test_smollm2_base_replies_end_their_turn_and_know_a_capital():
     model, tok, _ = load_model(gguf.SMOLLM2, device="cpu")
     chat = chat_of(model, tok)
     assert 2 in chat.stop_ids  # <|im_end|>
-    probe = cp.load_or_make(None, model, tok, chat, 2, 48, facts_n=2)
+    probe = cp.load_or_make(None, model, tok, chat, 2, 24, facts_n=2)
     m = cp.measures(model, tok, probe, chat)
     assert m["chat_kl"] == 0.0 and m["facts_n"] == 2 and m["facts"] >= 1  # Paris, at least
     assert 0 <= m["replies_unterminated"] <= 2

@@ -323,8 +323,8 @@ def test_the_chat_measures_flow_into_a_studys_points_groups_frontier_and_sentenc
     old = MethodRecord.from_json({"matrix": [[0.5], [0.9]]})
     assert set(A.chat_measures(old).values()) == {None}
 
-    pts = [Point(method="a", lr=lr, seed=s, run_id=f"{lr}-{s}", learning=learn + s, forgetting=1.0, chat_kl=kl + s / 100,
-                 facts=facts) for lr, learn, kl, facts in ((1e-3, 5.0, 0.1, 60.0), (1e-2, 10.0, 0.3, 50.0),
+    pts = [Point(method="a", lr=lr, seed=s, run_id=f"{lr}-{s}", learning=learn + s, forgetting=1.0,
+                 chat_kl=kl + s / 100, facts=facts) for lr, learn, kl, facts in ((1e-3, 5.0, 0.1, 60.0), (1e-2, 10.0, 0.3, 50.0),
                                                              (3e-2, 8.0, 0.4, 40.0)) for s in (0, 1)]
     groups = A.groups_of(pts)
     assert groups["a@1e-3"].chat_kl.mean == pytest.approx(0.105) and groups["a@1e-3"].chat_kl.n == 2

@@ -38,16 +38,16 @@ metrics.json fields written by the runner (one list entry per stage, entry 0 = t
                                                                  # matched_loss reference method itself
     "comparison": "equal_lr" | "matched_loss"                   # top level
     "chat_probe": {"instructions": n, "tokens": t, "facts": k | null, "fact_tokens": 16, "file": "chat_probe.json",
-                   "reference": "full" | "top-64", "ids": [instruction ids]}   # top level; null when off or the
-                                                                 # tokenizer has no chat template (a "note" event says so)
+                   "reference": "full" | "top-64", "ids": [instruction ids]}   # top level; null when off or
+                                                                 # without a chat template (a "note" event says so)
     "task_kl": {"rows": n, "file": "task_kl.json", "reference": ..., "prompts": {task: n}}  # top level; null when off
     "base" (one value each) and every method (one entry per stage), from curlora/measure/chat_probe.py and task_kl.py:
-        "chat_kl":              [float | null, ...]             # KL(base ‖ model) on the base's chat replies; entry 0: 0.0
+        "chat_kl":              [float | null, ...]             # KL(base ‖ model), base's chat replies; 0.0 first
         "facts", "facts_n":     [int | null, ...]               # factual questions right, asked
         "facts_correct":        [hex bits | null, ...]          # which (curlora/measure/stats.py to_bits)
         "replies_unterminated": [int | null, ...]               # own greedy replies that never end their turn
         "replies_repetitive":   [int | null, ...]               # own greedy replies that repeat themselves
-        "task_kl":              [float | null, ...]             # KL on the prompts of the task just trained; entry 0 null
+        "task_kl":              [float | null, ...]             # KL on the just-trained task's prompts; null first
     "stage" events also carry self_ppl, kl_to_base, the chat probe's and task_kl's fields but facts_correct, and
     drift (the total)
     "learnability": [{"task": name, "majority": float, "base": float | null, "head_only": float | null,

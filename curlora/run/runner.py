@@ -541,7 +541,7 @@ class Executor:
         self.metrics.chat_probe = probe.info
 
     def prepare_task_kl(self) -> None:
-        """The base model's distributions on each task's first task_kl_rows eval prompts (curlora/measure/task_kl.py)."""
+        """The base's distributions on each task's first task_kl_rows eval prompts (curlora/measure/task_kl.py)."""
         ev, tok = self.cfg.evaluation, self.L.tokenizer
         if not ev.task_kl_rows or self.task_refs is not None:
             return

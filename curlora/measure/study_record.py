@@ -47,8 +47,7 @@ Fields:
     Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
                  the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base,
                  forgetting_learned, chat_kl and facts {method: Interpolated | None} (each read off its own
-                 monotone fit in lr, with
-                 a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
+                 monotone fit in lr, with a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
                  key}, paired (Paired | None: the runs paired by seed at the nearest settings), rows (RowsTest |
                  None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
                  p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence

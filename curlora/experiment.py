@@ -50,6 +50,10 @@ UPPER_BOUNDS: dict[str, int | float] = {
     "evaluation.probe_rows": 1_024,
     "evaluation.self_probe_texts": 1_024,
     "evaluation.self_probe_tokens": 4_096,
+    "evaluation.chat_probe_instructions": 1_024,
+    "evaluation.chat_probe_tokens": 4_096,
+    "evaluation.chat_probe_facts": 1_024,
+    "evaluation.task_kl_rows": 4_096,
 }
 
 SCORING_MODES = ("likelihood", "head", "generate")
@@ -157,6 +161,16 @@ class EvaluationSettings:
     self_probe_tokens: int = _f(64, "Self-probe: tokens per text (after the start token).")
     self_probe_temperature: float = _f(1.0, "Self-probe: sampling temperature (0: greedy).")
     self_probe_seed: int = _f(0, "Self-probe: sampling seed.")
+    chat_probe: bool = _f(False, "Chat probe (a model with a chat template): before training, the base model's greedy "
+                                 "replies to held-out chat instructions; after every task each method's KL to the "
+                                 "base on those replies, factual answers right (k of n) and its own replies that "
+                                 "never end their turn or repeat themselves (curlora/measure/chat_probe.py).")
+    chat_probe_instructions: int = _f(32, "Chat probe: how many of the bundled instructions to reply to.")
+    chat_probe_tokens: int = _f(96, "Chat probe: the most new tokens of a reply.")
+    chat_probe_facts: int | None = _f(None, "Chat probe: how many of the bundled factual questions to ask (empty: "
+                                            "all of them).")
+    task_kl_rows: int = _f(0, "New-task KL: after each task, KL to the base model on the prompts of this many eval "
+                              "rows of the task just trained (0: off).")
 
 
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # run.log_with, through curlora/run/trackers.py
@@ -293,14 +307,37 @@ class ExperimentConfig:
             raise CurloraError(f"{where}: {m.replay:g} of a batch of {batch} rows leaves none of the task's own rows; "
                                f"lower replay below {(batch - 0.5) / batch:.3g} or raise training.batch_size.")
 
+    def check_chat_probe(self) -> None:
+        """The chat probe asks no more instructions and questions than assets/probes/chat/ holds."""
+        ev = self.evaluation
+        if not ev.chat_probe:
+            return
+        from curlora.paths import ASSETS
+
+        folder = ASSETS / "probes" / "chat"
+        have = {"instructions": sum(1 for line in (folder / "instructions.jsonl").open(encoding="utf-8")
+                                    if line.strip()),
+                "facts": sum(1 for line in (folder / "facts.csv").open(encoding="utf-8") if line.strip()) - 1}
+        for name, value in (("instructions", ev.chat_probe_instructions), ("facts", ev.chat_probe_facts)):
+            if value is not None and value > have[name]:
+                raise CurloraError(f"evaluation.chat_probe_{name}: {value} is more than the {have[name]} bundled "
+                                   f"{'instructions' if name == 'instructions' else 'factual questions'}; use "
+                                   f"{have[name]} or fewer.")
+
     def check_probes_and_comparison(self) -> None:
         ev, tr = self.evaluation, self.training
         for path, value, low in [("evaluation.self_probe_texts", ev.self_probe_texts, 1),
                                  ("evaluation.self_probe_tokens", ev.self_probe_tokens, 2),
+                                 ("evaluation.chat_probe_instructions", ev.chat_probe_instructions, 1),
+                                 ("evaluation.chat_probe_tokens", ev.chat_probe_tokens, 1),
+                                 ("evaluation.chat_probe_facts", 1 if ev.chat_probe_facts is None
+                                  else ev.chat_probe_facts, 1),
+                                 ("evaluation.task_kl_rows", ev.task_kl_rows, 0),
                                  ("evaluation.self_probe_temperature", ev.self_probe_temperature, 0),
                                  ("training.matched_loss_max_steps", tr.matched_loss_max_steps or 1, 1)]:
             if value < low:
                 raise CurloraError(f"{path}: must be at least {low}, got {value}.")
+        self.check_chat_probe()
         if tr.comparison not in COMPARISONS:
             raise CurloraError(f"training.comparison: {clip(tr.comparison)} is not one of {', '.join(COMPARISONS)}.")
         if tr.comparison != "matched_loss":

@@ -37,7 +37,19 @@ metrics.json fields written by the runner (one list entry per stage, entry 0 = t
                                                                  # and reached: null under equal_lr and for the
                                                                  # matched_loss reference method itself
     "comparison": "equal_lr" | "matched_loss"                   # top level
-    "stage" events also carry self_ppl, kl_to_base and drift (the total)
+    "chat_probe": {"instructions": n, "tokens": t, "facts": k | null, "fact_tokens": 16, "file": "chat_probe.json",
+                   "reference": "full" | "top-64", "ids": [instruction ids]}   # top level; null when off or
+                                                                 # without a chat template (a "note" event says so)
+    "task_kl": {"rows": n, "file": "task_kl.json", "reference": ..., "prompts": {task: n}}  # top level; null when off
+    "base" (one value each) and every method (one entry per stage), from curlora/measure/chat_probe.py and task_kl.py:
+        "chat_kl":              [float | null, ...]             # KL(base ‖ model), base's chat replies; 0.0 first
+        "facts", "facts_n":     [int | null, ...]               # factual questions right, asked
+        "facts_correct":        [hex bits | null, ...]          # which (curlora/measure/stats.py to_bits)
+        "replies_unterminated": [int | null, ...]               # own greedy replies that never end their turn
+        "replies_repetitive":   [int | null, ...]               # own greedy replies that repeat themselves
+        "task_kl":              [float | null, ...]             # KL on the just-trained task's prompts; null first
+    "stage" events also carry self_ppl, kl_to_base, the chat probe's and task_kl's fields but facts_correct, and
+    drift (the total)
     "learnability": [{"task": name, "majority": float, "base": float | null, "head_only": float | null,
                       "after_training": {label: float}, "learned_by": [label, ...],
                       "verdict": "a plain sentence"}, ...]        # one entry per task, in task order
@@ -160,16 +172,100 @@ def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) ->
     check_stop(should_stop)
     for _, group in _groups(model, ids):
         for logp in group:
-            index = None
-            if logp.shape[-1] > FULL_VOCAB_MAX:
-                index = logp.topk(min(top_k, logp.shape[-1]), dim=-1).indices
+            p, index = coarse_reference(logp, top_k)
+            logps.append(p)
+            if index is not None:
                 indices.append(index)
-            logps.append(_coarsen(logp, index))
         check_stop(should_stop)
     ref = {"logp": torch.stack(logps)}
     if indices:
         ref["index"] = torch.stack(indices)
     return ref
+
+
+def coarse_reference(logp: torch.Tensor, top_k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the base's stored log-probabilities, the top-k index or None) of positions × V log-probabilities: all of
+    them up to FULL_VOCAB_MAX entries, else the top `top_k` plus one remainder bucket (`_coarsen`)."""
+    index = None
+    if logp.shape[-1] > FULL_VOCAB_MAX:
+        index = logp.topk(min(top_k, logp.shape[-1]), dim=-1).indices
+    return _coarsen(logp, index), index
+
+
+def kl_sum(p: torch.Tensor, logq: torch.Tensor, index: torch.Tensor | None) -> float:
+    """Σ over positions of KL(base ‖ model): `p` the stored reference (coarse_reference), `logq` the model's
+    log-probabilities at the same positions, coarsened the same way (float64 on both sides, computed alike: an
+    unchanged model gives q == p bit for bit, and exactly 0)."""
+    q = _coarsen(logq, index)
+    # a bucket the base gives probability 0 contributes nothing, whatever q says
+    terms = torch.where(p > -math.inf, p.exp() * (p - torch.clamp(q, min=-700.0)), torch.zeros_like(p))
+    return float(terms.sum())
+
+
+def _span_groups(model, seqs: list[list[int]], spans: list[int], pad: int):
+    """Teacher-forced log-probabilities (float32, CPU) of sequences of any length, a few at a time: (index of the
+    group's first sequence, [span_i × V per sequence]) where a sequence's entry predicts its last `span_i` tokens.
+    Left padding (with position ids from the mask), so every span ends at the batch's last position and only the
+    last max(span) + 1 positions' logits are computed; as many sequences together as keep those logits and their
+    log-softmax within the perplexity's logits budget, one at least. The grouping depends on the sequences only, so
+    the base and every later model see the same batches (an unchanged model: q == p exactly)."""
+    from curlora.measure.encode import pad_batch
+
+    vocab = vocab_size(model) or 0
+    device = next(model.parameters()).device
+    start = 0
+    while start < len(seqs):
+        end = start + 1
+        while end < len(seqs) and (end + 1 - start) * (max(spans[start:end + 1]) + 1) * vocab * 8 <= LOGITS_BUDGET:
+            end += 1
+        keep = max(spans[start:end]) + 1
+        ids, mask = pad_batch(seqs[start:end], pad, left=True)[:2]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = tail_logits(model, keep, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     position_ids=positions.to(device))[:, :-1]
+        finally:
+            model.train(was_training)
+        logp = F.log_softmax(logits.float(), dim=-1).cpu()
+        yield start, [logp[i, logp.shape[1] - spans[start + i]:] for i in range(end - start)]
+        start = end
+
+
+def span_reference(model, seqs: list[list[int]], spans: list[int], pad: int, top_k: int = TOP_K,
+                   should_stop=None) -> dict[str, torch.Tensor]:
+    """The base model's next-token distributions on the last `spans[i]` tokens of each sequence, flat (Σ spans
+    rows, sequence after sequence): {"logp"} in full, or {"logp", "index"} top-k (coarse_reference)."""
+    logps, indices = [], []
+    check_stop(should_stop)
+    for _, group in _span_groups(model, seqs, spans, pad):
+        for logp in group:
+            p, index = coarse_reference(logp, top_k)
+            logps.append(p)
+            if index is not None:
+                indices.append(index)
+        check_stop(should_stop)
+    ref = {"logp": torch.cat(logps)}
+    if indices:
+        ref["index"] = torch.cat(indices)
+    return ref
+
+
+def span_kl(model, seqs: list[list[int]], spans: list[int], pad: int, ref: dict[str, torch.Tensor],
+            should_stop=None) -> float:
+    """Mean per-token KL(base ‖ model) over the spans of `span_reference` (same sequences, same spans)."""
+    total, at = 0.0, 0
+    check_stop(should_stop)
+    for _, group in _span_groups(model, seqs, spans, pad):
+        for logq in group:
+            n = logq.shape[0]
+            index = ref["index"][at:at + n] if "index" in ref else None
+            total += kl_sum(ref["logp"][at:at + n], logq, index)
+            at += n
+        check_stop(should_stop)
+    return max(total / at, 0.0) if at else 0.0
 
 
 def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
@@ -183,12 +279,7 @@ def self_probe_measures(model, ids: torch.Tensor, ref: dict[str, torch.Tensor],
             i = start + j
             row = ids[i]
             nll -= float(logq.gather(-1, row[1:, None]).double().sum())
-            # float64 on both sides, computed the same way: an unchanged model gives q == p bit for bit
-            p = ref["logp"][i]
-            q = _coarsen(logq, ref["index"][i] if "index" in ref else None)
-            # a bucket the base gives probability 0 contributes nothing, whatever q says
-            terms = torch.where(p > -math.inf, p.exp() * (p - torch.clamp(q, min=-700.0)), torch.zeros_like(p))
-            kl += float(terms.sum())
+            kl += kl_sum(ref["logp"][i], logq, ref["index"][i] if "index" in ref else None)
         check_stop(should_stop)
     n = ids.shape[0] * (ids.shape[1] - 1)
     return {"self_ppl": math.exp(nll / n), "kl_to_base": max(kl / n, 0.0)}
@@ -215,27 +306,29 @@ def load_or_sample(folder: Path | None, model, tokenizer, texts: int, tokens: in
     return ids, ref, info
 
 
-def reference_path(folder: Path, stored: dict) -> Path | None:
-    """Where the reference of `folder`'s self-probe is: its own file, else the one in the sibling folder its
-    self_probe.json names (a plain folder name in the same store, never a path); None when neither exists."""
-    if (folder / REF_FILE).is_file():
-        return folder / REF_FILE
+def reference_path(folder: Path, stored: dict, ref_file: str = REF_FILE) -> Path | None:
+    """Where the reference of `folder`'s self-probe is (or of another probe stored the same way, `ref_file`): its
+    own file, else the one in the sibling folder its probe file names (a plain folder name in the same store,
+    never a path); None when neither exists."""
+    if (folder / ref_file).is_file():
+        return folder / ref_file
     name = stored.get(SHARED_REF)
     if isinstance(name, str) and _FOLDER_NAME.match(name) and ".." not in name:
-        shared = folder.parent / name / REF_FILE
+        shared = folder.parent / name / ref_file
         if not (folder.parent / name).is_symlink() and shared.is_file():
             return shared
     return None
 
 
-def share_reference(source: Path, dest: Path) -> bool:
+def share_reference(source: Path, dest: Path, probe_file: str = PROBE_FILE, ref_file: str = REF_FILE) -> bool:
     """Give run folder `dest` the self-probe of folder `source` (a study's), sharing its reference file rather
-    than copying it: dest's self_probe.json names source. False when source has no self-probe."""
-    if not ((source / PROBE_FILE).is_file() and (source / REF_FILE).is_file()):
+    than copying it: dest's self_probe.json names source. False when source has no self-probe. `probe_file` and
+    `ref_file` share another probe stored the same way (the chat probe, the task KL: curlora/measure/chat_probe.py)."""
+    if not ((source / probe_file).is_file() and (source / ref_file).is_file()):
         return False
-    body = json.loads((source / PROBE_FILE).read_text(encoding="utf-8"))
+    body = json.loads((source / probe_file).read_text(encoding="utf-8"))
     body[SHARED_REF] = source.name
-    (dest / PROBE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    (dest / probe_file).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
     return True
 
 

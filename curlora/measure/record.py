@@ -8,14 +8,20 @@ Fields (one list entry per stage, entry 0 = the base model before training):
 
     RunMetrics   run_id, tasks, scoring, forgetting_definition, probe {source, tokens, window, stride}, majority
                  (majority-class share per task), base (Row | None), methods {label: MethodRecord}, self_probe
-                 (settings of the self-sampled probe | None), comparison (equal_lr | matched_loss), learnability
+                 (settings of the self-sampled probe | None), chat_probe (settings of the chat probe | None),
+                 task_kl (settings of the new-task KL | None), comparison (equal_lr | matched_loss), learnability
     Row          accuracy [per task], ppl, ppl_single_window, self_ppl, kl_to_base, n [rows scored per task],
                  ci95 [[lo, hi] Wilson 95 % per task], correct [per-row correctness per task, hex bits:
-                 curlora/measure/stats.py], pred_share [share of the most predicted class per task]
+                 curlora/measure/stats.py], pred_share [share of the most predicted class per task], the chat
+                 probe's chat_kl, facts (k right), facts_n, facts_correct (hex bits), replies_unterminated,
+                 replies_repetitive (curlora/measure/chat_probe.py), task_kl (KL to the base on the prompts of the
+                 task just trained: curlora/measure/task_kl.py; null at stage 0)
     MethodRecord kind, setting (what was set for it: lr, r, …), status (pending | running | completed | failed |
                  cancelled), message, matrix, matrix_n, matrix_ci95, matrix_correct, matrix_pred_share (the Row
                  lists per stage, beside matrix), ppl,
-                 ppl_single_window, self_ppl, kl_to_base, drift [{total, per_matrix}], train [TrainRecord],
+                 ppl_single_window, self_ppl, kl_to_base, the STAGE_PROBES lists (chat_kl, facts, facts_n,
+                 facts_correct, replies_unterminated, replies_repetitive, task_kl: one entry per stage, like
+                 kl_to_base), drift [{total, per_matrix}], train [TrainRecord],
                  trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/plasticity),
                  ppl_relative (ppl / the base's)
     TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached, trained_on (the tasks
@@ -54,6 +60,10 @@ class TrainRecord:
 
 
 NO_DRIFT = {"total": 0.0, "per_matrix": {}}  # the weight drift of an unchanged model
+# Per-stage measures of the chat probe and the new-task KL: a Row field and a MethodRecord list of the same name each
+# (None where a probe is off, and in runs stored before they existed).
+STAGE_PROBES = ("chat_kl", "facts", "facts_n", "facts_correct", "replies_unterminated", "replies_repetitive",
+                "task_kl")
 
 
 @dataclass
@@ -68,6 +78,13 @@ class Row:
     ci95: list | None = None
     correct: list | None = None
     pred_share: list | None = None
+    chat_kl: float | None = None
+    facts: int | None = None
+    facts_n: int | None = None
+    facts_correct: str | None = None
+    replies_unterminated: int | None = None
+    replies_repetitive: int | None = None
+    task_kl: float | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> Row:
@@ -86,7 +103,13 @@ class Row:
         """The fields a `stage` event carries (curlora/run/events.py): all but the per-row bits."""
         out = dataclasses.asdict(self)
         out.pop("correct")
+        out.pop("facts_correct")
         return out
+
+    @property
+    def facts_accuracy(self) -> float | None:
+        """The chat probe's share of factual questions answered right (None when it did not run)."""
+        return self.facts / self.facts_n if self.facts is not None and self.facts_n else None
 
 
 @dataclass
@@ -104,6 +127,13 @@ class MethodRecord:
     ppl_single_window: list = field(default_factory=list)
     self_ppl: list = field(default_factory=list)
     kl_to_base: list = field(default_factory=list)
+    chat_kl: list = field(default_factory=list)
+    facts: list = field(default_factory=list)
+    facts_n: list = field(default_factory=list)
+    facts_correct: list = field(default_factory=list)
+    replies_unterminated: list = field(default_factory=list)
+    replies_repetitive: list = field(default_factory=list)
+    task_kl: list = field(default_factory=list)
     drift: list = field(default_factory=list)
     train: list[TrainRecord] = field(default_factory=list)
     trainable: int = 0
@@ -132,6 +162,8 @@ class MethodRecord:
         self.ppl_single_window.append(row.ppl_single_window)
         self.self_ppl.append(row.self_ppl)
         self.kl_to_base.append(row.kl_to_base)
+        for name in STAGE_PROBES:
+            getattr(self, name).append(getattr(row, name))
         self.drift.append(drift)
 
     def targets(self) -> tuple[list[TrainRecord], list[TrainRecord]]:
@@ -146,14 +178,15 @@ class MethodRecord:
 
         return Row(accuracy=at(self.matrix) or [], ppl=at(self.ppl), ppl_single_window=at(self.ppl_single_window),
                    self_ppl=at(self.self_ppl), kl_to_base=at(self.kl_to_base), n=at(self.matrix_n),
-                   ci95=at(self.matrix_ci95), correct=at(self.matrix_correct), pred_share=at(self.matrix_pred_share))
+                   ci95=at(self.matrix_ci95), correct=at(self.matrix_correct), pred_share=at(self.matrix_pred_share),
+                   **{name: at(getattr(self, name)) for name in STAGE_PROBES})
 
     def cell(self, stage: int, task: int) -> dict:
         """One accuracy cell with what backs it (Row.cell)."""
         return self.row(stage).cell(task)
 
     def last(self, name: str):
-        """The last non-None entry of a per-stage list (self_ppl, kl_to_base), or None."""
+        """The last non-None entry of a per-stage list (self_ppl, kl_to_base, chat_kl…), or None."""
         return next((x for x in reversed(getattr(self, name)) if x is not None), None)
 
     @classmethod
@@ -163,7 +196,7 @@ class MethodRecord:
         rec.train = [TrainRecord(**_known(TrainRecord, t)[0]) for t in known.get("train") or []]
         n = len(rec.matrix)
         for name in ("self_ppl", "kl_to_base", "drift", "matrix_n", "matrix_ci95", "matrix_correct",
-                     "matrix_pred_share"):  # a run stored before the drift probes or the intervals: no numbers
+                     "matrix_pred_share", *STAGE_PROBES):  # a run stored before these probes: no numbers
             if not getattr(rec, name):
                 setattr(rec, name, [None] * n)
         return rec
@@ -185,6 +218,8 @@ class RunMetrics:
     base: Row | None = None
     methods: dict[str, MethodRecord] = field(default_factory=dict)
     self_probe: dict | None = None
+    chat_probe: dict | None = None
+    task_kl: dict | None = None
     comparison: str = "equal_lr"
     learnability: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)

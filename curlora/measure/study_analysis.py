@@ -5,7 +5,8 @@ metrics for the row test), so every number can be checked on constructed inputs.
 
     point_measures(metrics, label)        one finished run's measures (Point fields), or None
     groups_of(points)                     {key: Group}: each measure over seeds (Student t, curlora/measure/stats.py)
-    frontier_of(groups, label)            the groups no other group of that method beats on learning and forgetting
+    frontier_of(groups, label, against)   the groups no other group of that method beats on learning and forgetting
+                                          (or chat_kl, facts…: a learning-against-chat-retention frontier)
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
     compare(groups, points, a, b, metrics_of, margin)   a against b at matched learning: a Comparison
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
@@ -77,8 +78,19 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
         "constant_predictions": [metrics.tasks[j] for j, sh in enumerate(shares) if sh is not None
                                  and sh >= CONSTANT_SHARE],
         "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
-        "bwt_learned": pts(earlier["bwt"]), **split_learning(metrics, rec, lines),
+        "bwt_learned": pts(earlier["bwt"]), **split_learning(metrics, rec, lines), **chat_measures(rec),
     }
+
+
+def chat_measures(rec) -> dict:
+    """The chat probe after the last task (chat_kl, facts in points, the two reply counts) and the new-task KL's
+    mean over the tasks, as Point fields (None where the probe was off or the run is older than it)."""
+    last = rec.row(len(rec.matrix) - 1)
+    task = [x for x in rec.task_kl[1:] if x is not None]
+    acc = last.facts_accuracy
+    return {"chat_kl": last.chat_kl, "facts": None if acc is None else 100 * acc,
+            "replies_unterminated": last.replies_unterminated, "replies_repetitive": last.replies_repetitive,
+            "task_kl": sum(task) / len(task) if task else None}
 
 
 def validation_rows(task: str, n: int) -> set[int]:
@@ -120,14 +132,22 @@ def groups_of(points: list[Point]) -> dict[str, Group]:
     return out
 
 
-def frontier_of(groups: dict[str, Group], label: str) -> list[str]:
-    """The (method, lr) groups of `label` no other group of it beats on both learning and forgetting (means)."""
+HIGHER_IS_BETTER = {"facts", "learning", "acc", "bwt"}  # for every other measure a frontier wants it low
+
+
+def frontier_of(groups: dict[str, Group], label: str, against: str = "forgetting") -> list[str]:
+    """The (method, lr) groups of `label` no other group of it beats on both learning and `against` (means):
+    forgetting, or a retention measure such as chat_kl (lower is better) or facts (higher is better)."""
+    sign = -1.0 if against in HIGHER_IS_BETTER else 1.0
     mine = {k: g for k, g in groups.items() if g.method == label and g.mean("learning") is not None
-            and g.mean("forgetting") is not None}
+            and g.mean(against) is not None}
+
+    def cost(g):
+        return sign * g.mean(against)
 
     def beaten(g):
-        return any(h.mean("learning") >= g.mean("learning") and h.mean("forgetting") <= g.mean("forgetting")
-                   and (h.mean("learning") > g.mean("learning") or h.mean("forgetting") < g.mean("forgetting"))
+        return any(h.mean("learning") >= g.mean("learning") and cost(h) <= cost(g)
+                   and (h.mean("learning") > g.mean("learning") or cost(h) < cost(g))
                    for h in mine.values() if h is not g)
 
     front = [k for k, g in mine.items() if not beaten(g)]
@@ -360,6 +380,7 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     la, lb = c.forgetting_learned.get(a), c.forgetting_learned.get(b)
     if la is not None and lb is not None and la.mean is not None and lb.mean is not None:
         head += (f" Over the earlier tasks each run learned only: {a} {la.mean:.2f} pts, {b} {lb.mean:.2f} pts.")
+    head += chat_sentence(c)
     test = ""
     pr = c.paired
     over = f"{pr.n} seeds" if pr and len(set(pr.orders)) < 2 else f"{pr.n if pr else 0} runs (seed × task order)"
@@ -401,6 +422,19 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
         why = (f" Verdict: inconclusive — neither a difference nor equivalence within ±{c.margin:g} points is "
                f"shown; {need}.")
     c.sentence = head + test + why
+
+
+def chat_sentence(c: Comparison) -> str:
+    """What the chat probe says at the matched learning ('' where it did not run for both methods)."""
+    a, b = c.methods
+    ka, kb, fa, fb = c.chat_kl.get(a), c.chat_kl.get(b), c.facts.get(a), c.facts.get(b)
+    if not (ka and kb and ka.mean is not None and kb.mean is not None):
+        return ""
+    out = (f" Chat retention there: KL to the base on its chat replies {a} {interval_text(ka, 4)}, "
+           f"{b} {interval_text(kb, 4)}")
+    if fa and fb and fa.mean is not None and fb.mean is not None:
+        out += f"; factual questions right {a} {interval_text(fa, 1, ' pts')}, {b} {interval_text(fb, 1, ' pts')}"
+    return out + "."
 
 
 def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
@@ -480,6 +514,8 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     labels = list(settings.lrs)
     orders = settings.orders or [list(tasks or [])]
     fronts = {label: frontier_of(groups, label) for label in labels}
+    chat_fronts = {label: frontier_of(groups, label, "chat_kl") for label in labels
+                   if any(g.method == label and g.mean("chat_kl") is not None for g in groups.values())}
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
     comparisons = [compare(groups, points, a, b, metrics_of, settings.margin)
                    for a, b in itertools.combinations(labels, 2)]
@@ -489,7 +525,8 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
-                       base=base, plan=plan, points=points, groups=groups, frontier=fronts, best=best,
+                       base=base, plan=plan, points=points, groups=groups, frontier=fronts,
+                       chat_frontier=chat_fronts, best=best,
                        comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
 

@@ -10,7 +10,8 @@ Fields:
     StudyRecord  settings (StudySettings: lrs {method: [lr, ...]}, seeds, kl_budget, margin) with notes
                  (best_rule, interpolation, family: how the analysis chose, fitted and adjusted), base (Row | None:
                  the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
-                 {method: [keys]}, best {method: Best | None}, comparison [Comparison], tasks (in training order),
+                 {method: [keys]}, chat_frontier {method: [keys]} (learning against chat_kl, where the chat probe
+                 ran), best {method: Best | None}, comparison [Comparison], tasks (in training order),
                  warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
                  each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs],
                  reanalysis (Reanalysis | None: set when the analysis was recomputed from a stored study.json by
@@ -25,6 +26,13 @@ Fields:
                    kl_to_base        mean per-token KL(base ‖ model) on the self-sampled texts after the last task
                    self_ppl_ratio    self-probe perplexity after the last task / the base's (the model's domain)
                    probe_ppl_ratio   perplexity on the probe text / the base's (maybe out of domain)
+                   chat_kl           the chat probe's KL(base ‖ model) on the base's chat replies after the last task
+                                     (curlora/measure/chat_probe.py; None when the probe is off)
+                   facts             factual questions answered right after the last task, points (×100)
+                   replies_unterminated, replies_repetitive   of the model's own chat replies after the last
+                                     task: how many never end their turn, how many repeat themselves
+                   task_kl           mean over the tasks of the KL to the base on the prompts of the task just
+                                     trained, measured right after training it (curlora/measure/task_kl.py)
                    final_loss        [per task] the last training loss
                    constant_predictions  [tasks] where ≥ 95 % of eval rows got one class right after training it
                    learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
@@ -37,9 +45,9 @@ Fields:
     Summary      mean, ci95 [lo, hi] | None (Student t over seeds; none from one seed), n, sd
     Best         key, lr, rule, chosen (why this one)
     Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
-                 the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base and
-                 forgetting_learned {method: Interpolated | None} (each read off its own monotone fit in lr, with
-                 a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
+                 the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base,
+                 forgetting_learned, chat_kl and facts {method: Interpolated | None} (each read off its own
+                 monotone fit in lr, with a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
                  key}, paired (Paired | None: the runs paired by seed at the nearest settings), rows (RowsTest |
                  None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
                  p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
@@ -58,7 +66,8 @@ from curlora.measure.describe import lr_text
 from curlora.measure.record import Row
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
-            "forgetting_learned", "bwt_learned", "learning_val", "learning_test")
+            "forgetting_learned", "bwt_learned", "learning_val", "learning_test", "chat_kl", "facts",
+            "replies_unterminated", "replies_repetitive", "task_kl")
 VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
 DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
 
@@ -198,6 +207,11 @@ class Point(Flat):
     bwt_learned: float | None = None
     learning_val: float | None = None  # learning on the validation half of each task's eval rows (picks the lr)
     learning_test: float | None = None  # ... and on the other half, the test rows (reported for the chosen lr)
+    chat_kl: float | None = None  # the chat probe after the last task (None: probe off)
+    facts: float | None = None  # factual questions right after the last task, points
+    replies_unterminated: int | None = None
+    replies_repetitive: int | None = None
+    task_kl: float | None = None  # mean over tasks of the KL on the prompts of the task just trained
     extra: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -229,6 +243,11 @@ class Group:
     bwt_learned: Summary = field(default_factory=Summary)
     learning_val: Summary = field(default_factory=Summary)
     learning_test: Summary = field(default_factory=Summary)
+    chat_kl: Summary = field(default_factory=Summary)
+    facts: Summary = field(default_factory=Summary)
+    replies_unterminated: Summary = field(default_factory=Summary)
+    replies_repetitive: Summary = field(default_factory=Summary)
+    task_kl: Summary = field(default_factory=Summary)
     constant_predictions: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -324,10 +343,12 @@ class Comparison:
     family: str | None = None  # the named family of tests the adjustment runs over
     difference: Interpolated | None = None  # forgetting methods[0] − methods[1] at the matched level
     forgetting_learned: dict[str, Interpolated | None] = field(default_factory=dict)
+    chat_kl: dict[str, Interpolated | None] = field(default_factory=dict)  # the chat probe at matched learning
+    facts: dict[str, Interpolated | None] = field(default_factory=dict)
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
-    FITTED = ("forgetting", "kl_to_base", "forgetting_learned")
+    FITTED = ("forgetting", "kl_to_base", "forgetting_learned", "chat_kl", "facts")
 
     @classmethod
     def from_json(cls, data: dict) -> Comparison:
@@ -407,6 +428,7 @@ class StudyRecord:
     points: list[Point] = field(default_factory=list)
     groups: dict[str, Group] = field(default_factory=dict)
     frontier: dict[str, list[str]] = field(default_factory=dict)
+    chat_frontier: dict[str, list[str]] = field(default_factory=dict)  # learning against chat_kl (chat probe runs)
     best: dict[str, Best | None] = field(default_factory=dict)
     comparison: list[Comparison] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
@@ -432,6 +454,7 @@ class StudyRecord:
                    points=[Point.from_json(p) for p in known.get("points") or []],
                    groups={k: Group.of(g) for k, g in (known.get("groups") or {}).items()},
                    frontier={m: list(ks) for m, ks in (known.get("frontier") or {}).items()},
+                   chat_frontier={m: list(ks) for m, ks in (known.get("chat_frontier") or {}).items()},
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
@@ -447,7 +470,7 @@ class StudyRecord:
                 "plan": [e.to_json() for e in self.plan],
                 "points": [p.to_json() for p in self.points],
                 "groups": {k: g.to_json() for k, g in self.groups.items()},
-                "frontier": self.frontier,
+                "frontier": self.frontier, "chat_frontier": self.chat_frontier,
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
                 "comparison": [c.to_json() for c in self.comparison],
                 "tasks": self.tasks, "warnings": self.warnings,

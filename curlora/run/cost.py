@@ -191,7 +191,10 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
     if ev.self_probe:
         probe_s = ppl_s / forwarded * ev.self_probe_texts * (ev.self_probe_tokens + 1) if forwarded else 0.0
         sample_s = _decode_seconds(model, ev.self_probe_texts) * ev.self_probe_tokens
-    stage_eval = score_s + ppl_s + probe_s
+    chat_s, chat_base_s = _chat_probe_seconds(cfg, model, tok, ppl_s / forwarded if forwarded else 0.0)
+    # the new-task KL: the rows' prompts forwarded once per trained stage (a row's tokens as the first task's batches)
+    task_s = (ppl_s / forwarded if forwarded else 0.0) * ev.task_kl_rows * per_batch[0] / max(tr.batch_size, 1)
+    stage_eval = score_s + ppl_s + probe_s + chat_s + task_s
 
     stages = []
     n_tasks = len(loaded.tasks)
@@ -214,13 +217,42 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
               f"tokens forwarded, {ppl_s:.0f} s a stage)"]
     if ev.self_probe:
         advice.append(f"fewer self-probe texts or tokens (now {ev.self_probe_texts} x {ev.self_probe_tokens})")
+    if chat_s:
+        advice.append(f"fewer chat-probe instructions or tokens (now {ev.chat_probe_instructions} x "
+                      f"{ev.chat_probe_tokens}, {chat_s:.0f} s a stage)")
     advice.append("or train more steps per task (training.max_steps), which evaluation then weighs less against")
     how = (f"{CALIBRATION_STEPS} training steps per method on the first task ({CALIBRATION_STEPS - 1} timed, carried "
            f"to each task by its batches' padded tokens), {CALIBRATION_ROWS} "
            "scoring rows per task, a two-window slice of the perplexity probe" +
-           (", one self-probe decoding step" if ev.self_probe else ""))
-    return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=stage_eval + sample_s, stages=stages,
+           (", one self-probe decoding step" if ev.self_probe else "") +
+           (", one chat-probe decoding step" if chat_s else ""))
+    base_s = stage_eval - task_s + sample_s + chat_base_s  # the base row trained no task: no new-task KL
+    return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=base_s, stages=stages,
                         precision=precision, advice=advice)
+
+
+def _chat_probe_seconds(cfg: ExperimentConfig, model, tok, token_s: float) -> tuple[float, float]:
+    """(seconds of the chat probe per stage, seconds more at the base row) for a model with a chat template (0, 0
+    without one, or with the probe off): per stage the base replies teacher-forced (prompt + at most
+    chat_probe_tokens, at the perplexity's rate per token `token_s`), the prompts of the instructions and facts
+    prefilled, and chat_probe_tokens + FACT_TOKENS decoding steps of a batch; the base row also decodes and
+    forwards the base replies once more (curlora/measure/chat_probe.py)."""
+    from curlora.run.chat_format import chat_prompt, conversation, has_template
+
+    ev = cfg.evaluation
+    if not ev.chat_probe or not has_template(tok):
+        return 0.0, 0.0
+    from curlora.measure import chat_probe as cp
+
+    asked = cp.instructions(ev.chat_probe_instructions)
+    n, n_facts = len(asked), len(cp.facts(ev.chat_probe_facts))
+    prompt = sum(len(tok(chat_prompt(tok, conversation(None, x["instruction"])), add_special_tokens=False).input_ids)
+                 for x in asked) / max(n, 1)
+    batches = math.ceil(n / ev.batch_size)
+    step = _decode_seconds(model, min(n, ev.batch_size)) * batches
+    forced = token_s * n * (prompt + ev.chat_probe_tokens)
+    per_stage = forced + token_s * (n + n_facts) * prompt + step * (ev.chat_probe_tokens + cp.FACT_TOKENS)
+    return per_stage, forced + step * ev.chat_probe_tokens
 
 
 @torch.no_grad()

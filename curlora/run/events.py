@@ -11,7 +11,10 @@ the charts, the live view and the terminal printer read them by the names below,
                  elapsed (seconds in this task)
     probe        method, stage, step, accuracy (per earlier task, probe rows)    every evaluation.probe_every steps
     stage        method, stage, accuracy, ppl, ppl_single_window [, task,         after a stage is measured
-                 self_ppl, kl_to_base, steps, final_loss, seconds, drift, n]
+                 self_ppl, kl_to_base, chat_kl, facts, facts_n,
+                 replies_unterminated, replies_repetitive, task_kl, steps,
+                 final_loss, seconds, drift, n]
+    note         message                                                         a probe is off for this run (why)
     error        method, message                                                 a method stopped (diverged, OOM)
     run_end      status, message                                                 the run ended (any way)
     repair       message                                                         the store mended a damaged run
@@ -25,6 +28,7 @@ from curlora.errors import CurloraError
 
 RUN_START, STAGE_START, STEP, PROBE, STAGE = "run_start", "stage_start", "step", "probe", "stage"
 ERROR, RUN_END, REPAIR, SWEEP, STUDY_POINT = "error", "run_end", "repair", "sweep", "study_point"
+NOTE = "note"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     RUN_START: ("tasks", "methods"),
@@ -37,6 +41,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     REPAIR: ("message",),
     SWEEP: ("method", "lr"),
     STUDY_POINT: ("study", "run_id", "method", "lr", "seed"),
+    NOTE: ("message",),
 }
 
 

@@ -26,11 +26,11 @@ from safetensors.torch import load_file, save_file
 from curlora.data.tasks import load_task
 from curlora.errors import Cancelled, CurloraError, check_stop
 from curlora.experiment import ExperimentConfig, MethodSettings
-from curlora.measure import probes
+from curlora.measure import chat_probe, probes, task_kl
 from curlora.measure.metrics import majority_share, summarize
 from curlora.measure.perplexity import perplexity, tokenize_text
 from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
-from curlora.measure.scoring import score
+from curlora.measure.scoring import pad_id, score
 from curlora.measure.stats import to_bits, wilson
 from curlora.methods.registry import Context, Method, method, stage_steps
 from curlora.paths import ASSETS, DEFAULT_PROBE, OWNERS_DIR
@@ -188,6 +188,8 @@ class Executor:
         self.external_stop = should_stop
         self.on_event = trackers.follow(run, cfg, on_event)  # run.log_with: curlora/run/trackers.py
         self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
+        self.chat = None  # (chat_probe.ChatProbe, chat_probe.Chat) once made or read back; False: off (no template)
+        self.task_refs = None  # {task name: (prompt ids, base reference)} for the new-task KL
         self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
         self.metrics = self._stored() or self._fresh_metrics()
         if self.metrics.base is None and base is not None:
@@ -238,7 +240,9 @@ class Executor:
         return task.eval if not limit or limit >= len(task.eval) else task.eval.select(range(limit))
 
     # -- measuring ---------------------------------------------------------------------------------------
-    def evaluate(self, model, heads: dict[int, torch.nn.Module]) -> Row:
+    def evaluate(self, model, heads: dict[int, torch.nn.Module], trained: int | None = None) -> Row:
+        """Every task, the perplexity probe and the drift probes of one stage; `trained`: the index of the task the
+        stage just trained (its new-task KL), None for the base row."""
         ev, tr = self.cfg.evaluation, self.cfg.training
         cells = []
         for j, task in enumerate(self.L.tasks):
@@ -260,6 +264,14 @@ class Executor:
         if self.self_probe:
             for k, v in probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop).items():
                 setattr(row, k, v)
+        if self.chat:
+            probe, chat = self.chat
+            for k, v in chat_probe.measures(model, self.L.tokenizer, probe, chat, ev.batch_size,
+                                            should_stop=self.should_stop).items():
+                setattr(row, k, v)
+        if self.task_refs and trained is not None:
+            row.task_kl = task_kl.measure(model, self.task_refs[self.L.tasks[trained].name],
+                                          pad_id(self.L.tokenizer), should_stop=self.should_stop)
         return row
 
     def probe(self, model, heads, upto: int) -> list[float | None]:
@@ -477,7 +489,7 @@ class Executor:
             heads[i] = head
         self.save_stage(m, model, heads, i + 1, kind)
         self.wait_for_save()
-        row = self.evaluate(model, heads)
+        row = self.evaluate(model, heads, trained=i)
         drift = kind.drift(model, self.snapshot)
         rec.append(row, drift)
         rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
@@ -492,7 +504,10 @@ class Executor:
 
     # -- drift probes and the matched-loss comparison (curlora/measure/probes.py) ---------------------------------
     def prepare_self_probe(self) -> None:
-        """Sample the self-probe texts from the base model (or read them back on resume); call before attaching."""
+        """Sample the self-probe texts from the base model (or read them back on resume), and make (or read back)
+        the chat probe's base replies and the new-task KL's base references; call before attaching."""
+        self.prepare_chat_probe()
+        self.prepare_task_kl()
         ev = self.cfg.evaluation
         if not ev.self_probe or self.self_probe:
             return
@@ -501,6 +516,40 @@ class Executor:
                                                write=MAIN, should_stop=self.should_stop)
         self.self_probe = (ids, ref)
         self.metrics.self_probe = info
+
+    def prepare_chat_probe(self) -> None:
+        """The chat probe's base replies (curlora/measure/chat_probe.py); off, with one line in the log, for a
+        tokenizer without a chat template."""
+        from curlora.run.chat_format import chat_prompt, conversation, has_template, stop_tokens
+
+        ev, tok = self.cfg.evaluation, self.L.tokenizer
+        if not ev.chat_probe or self.chat is not None:
+            return
+        if not has_template(tok):
+            self.chat = False
+            self.log(events.NOTE, message="The chat probe is off for this run: the model's tokenizer has no chat "
+                                          "template, so it has no chat turn to measure.")
+            return
+        ids, texts = stop_tokens(tok, self.L.model)
+        chat = chat_probe.Chat(
+            render=lambda text: tok(chat_prompt(tok, conversation(None, text)), add_special_tokens=False).input_ids,
+            stop_ids=ids, stop_texts=texts, pad=pad_id(tok))
+        probe = chat_probe.load_or_make(self.run.path, self.L.model, tok, chat, ev.chat_probe_instructions,
+                                        ev.chat_probe_tokens, ev.chat_probe_facts, ev.batch_size, write=MAIN,
+                                        should_stop=self.should_stop)
+        self.chat = (probe, chat)
+        self.metrics.chat_probe = probe.info
+
+    def prepare_task_kl(self) -> None:
+        """The base's distributions on each task's first task_kl_rows eval prompts (curlora/measure/task_kl.py)."""
+        ev, tok = self.cfg.evaluation, self.L.tokenizer
+        if not ev.task_kl_rows or self.task_refs is not None:
+            return
+        prompts = {t.name: task_kl.prompts(tok, t, self._eval_rows(t), self.cfg.training.max_length, ev.task_kl_rows)
+                   for t in self.L.tasks}
+        self.task_refs, self.metrics.task_kl = task_kl.load_or_make(
+            self.run.path, self.L.model, prompts, pad_id(tok), ev.task_kl_rows, write=MAIN,
+            should_stop=self.should_stop)
 
     def matched_target(self, m: MethodSettings, i: int):
         """(loss to stop at or None, training schedule) for method m on task i under the chosen comparison."""

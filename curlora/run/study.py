@@ -130,16 +130,19 @@ register_executor("study", execute)  # Study.execute (curlora/run/store.py)
 
 
 def _new_point_run(study: Run, cfg: ExperimentConfig, entry: PlanEntry) -> tuple[Run, ExperimentConfig]:
-    """The run folder of one plan entry (its id goes into the entry), with the study's self-probe (its texts
-    copied, its reference shared: the run reads it from the study folder) and its owner (a visitor owns the runs
-    of their study)."""
-    from curlora.measure.probes import share_reference  # here: the probes module imports torch
+    """The run folder of one plan entry (its id goes into the entry), with the study's self-probe, chat probe and
+    new-task KL references (their texts copied, their references shared: the run reads them from the study folder)
+    and its owner (a visitor owns the runs of their study)."""
+    from curlora.measure import chat_probe, task_kl  # here: the probes modules import torch
+    from curlora.measure.probes import share_reference
 
     settings = settings_of(study)
     pcfg = point_config(cfg, entry.method, entry.lr, entry.seed, study.id, _order(settings, entry), entry.order,
                         rows_per_seed=settings.rows_per_seed)
     run = Run.create(pcfg.to_yaml(), name=pcfg.run.name, root=study.root)
     share_reference(study.path, run.path)
+    share_reference(study.path, run.path, chat_probe.PROBE_FILE, chat_probe.REF_FILE)
+    share_reference(study.path, run.path, task_kl.FILE, task_kl.REF_FILE)
     if (study.path / OWNER_FILE).is_file():
         shutil.copyfile(study.path / OWNER_FILE, run.path / OWNER_FILE)
     entry.run_id = run.id

@@ -11,7 +11,8 @@ What is logged, under the same names in every tracker:
     <method>/train/learning_rate
     <method>/<task>/accuracy                                step = the stage (0 = the base model, k = after task k)
     <method>/perplexity, <method>/self_perplexity,          step = the stage
-    <method>/kl_to_base, <method>/weight_drift
+    <method>/kl_to_base, <method>/weight_drift,
+    <method>/chat_kl, <method>/facts_right, <method>/task_kl  (where the chat probe / new-task KL run)
     <method>/summary/acc, bwt, fwt, forgetting              step = the last stage, when the run ends
     the config, flattened (training.lr, methods.0.kind, …)  as the run's hyperparameters
 
@@ -43,7 +44,8 @@ MODULES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb",
 PACKAGES = {"tensorboard": "tensorboard==2.21.0", "trackio": "trackio==0.43.0", "wandb": "wandb==0.31.0",
             "mlflow": "mlflow-skinny==3.17.2"}  # the pins of requirements-extras.txt
 SUMMARY = ("acc", "bwt", "fwt", "forgetting")
-STAGE_MEASURES = {"perplexity": "ppl", "self_perplexity": "self_ppl", "kl_to_base": "kl_to_base"}
+STAGE_MEASURES = {"perplexity": "ppl", "self_perplexity": "self_ppl", "kl_to_base": "kl_to_base", "chat_kl": "chat_kl",
+                  "facts_right": "facts", "task_kl": "task_kl"}  # a probe that is off (None) is not logged
 
 log = logging.getLogger("curlora.trackers")
 

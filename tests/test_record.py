@@ -2,12 +2,13 @@
 metrics.json stored before the drift probes existed still loads (their lists read as None per stage)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
-from curlora.measure.record import MethodRecord, RunMetrics, TrainRecord
+from curlora.measure.record import STAGE_LISTS, MethodRecord, Row, RunMetrics, TrainRecord
 from curlora.run import events
 from curlora.run.runner import run_experiment
 from tiny_experiment import make_experiment
@@ -65,3 +66,32 @@ def test_an_undeclared_event_or_a_missing_field_is_refused(tmp_path):
     with pytest.raises(CurloraError, match="a step event needs .*loss"):
         events.make(events.STEP, method="lora", stage=1, task="t", step=1, steps=2, smoothed_loss=1.0, lr=1e-3,
                     elapsed=0.1)
+
+
+# a real run's metrics.json (the tiny experiment with curlora, lora and base), stored before MethodRecord held Rows
+STORED = Path(__file__).parent / "data" / "metrics_stored.json"
+
+
+def test_a_stored_metrics_json_round_trips_byte_for_byte():
+    raw = STORED.read_text()
+    back = RunMetrics.from_json(json.loads(raw)).to_json()
+    assert json.dumps(back, indent=1, default=float) + "\n" == raw  # as Run.write_metrics writes it
+
+
+def test_a_method_record_holds_one_row_per_stage():
+    stored = json.loads(STORED.read_text())["methods"]["lora"]
+    rec = MethodRecord.from_json(stored)
+    assert len(rec.rows) == len(rec.drift) == 3 and all(isinstance(r, Row) for r in rec.rows)
+    for name, field_name in STAGE_LISTS.items():  # every stored list is the Rows' field, stage by stage
+        assert getattr(rec, name) == stored[name] == [getattr(r, field_name) for r in rec.rows]
+    assert rec.row(1) == rec.rows[1] and rec.row(1) is not rec.rows[1] and rec.row(3) == Row()
+    assert rec.cell(2, 1)["n"] == stored["matrix_n"][2][1]
+    row = Row(accuracy=[0.25, 0.75], ppl=9.0, kl_to_base=0.5)
+    rec.append(row, {"total": 1.0, "per_matrix": {}})
+    row.accuracy.append(1.0)  # the record keeps its own copy
+    assert rec.matrix[3] == [0.25, 0.75] and rec.ppl[3] == 9.0 and rec.last("kl_to_base") == 0.5
+    assert rec.stages_done == 3 and rec.drift[3] == {"total": 1.0, "per_matrix": {}}
+    assert MethodRecord(matrix=[[0.5], [0.75]], ppl=[3.0, 4.0]).rows == [Row(accuracy=[0.5], ppl=3.0),
+                                                                          Row(accuracy=[0.75], ppl=4.0)]
+    with pytest.raises(TypeError, match="matrx"):
+        MethodRecord(matrx=[[0.5]])

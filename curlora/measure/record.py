@@ -17,13 +17,13 @@ Fields (one list entry per stage, entry 0 = the base model before training):
                  replies_repetitive (curlora/measure/chat_probe.py), task_kl (KL to the base on the prompts of the
                  task just trained: curlora/measure/task_kl.py; null at stage 0)
     MethodRecord kind, setting (what was set for it: lr, r, …), status (pending | running | completed | failed |
-                 cancelled), message, matrix, matrix_n, matrix_ci95, matrix_correct, matrix_pred_share (the Row
-                 lists per stage, beside matrix), ppl,
-                 ppl_single_window, self_ppl, kl_to_base, the STAGE_PROBES lists (chat_kl, facts, facts_n,
-                 facts_correct, replies_unterminated, replies_repetitive, task_kl: one entry per stage, like
-                 kl_to_base), drift [{total, per_matrix}], train [TrainRecord],
-                 trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/plasticity),
-                 ppl_relative (ppl / the base's)
+                 cancelled), message, rows [Row per stage], drift [{total, per_matrix} per stage], train
+                 [TrainRecord], trainable, head_trainable, peak_memory_bytes, summary (ACC/BWT/FWT/forgetting/
+                 plasticity), ppl_relative (ppl / the base's). Stored with the rows as per-stage lists (STAGE_LISTS),
+                 one entry per stage each: matrix (Row.accuracy), matrix_n, matrix_ci95, matrix_correct,
+                 matrix_pred_share (Row n, ci95, correct, pred_share), ppl, ppl_single_window, self_ppl, kl_to_base
+                 and the STAGE_PROBES lists (chat_kl, facts, facts_n, facts_correct, replies_unterminated,
+                 replies_repetitive, task_kl); read by attribute too (rec.matrix, rec.kl_to_base)
     TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached, trained_on (the tasks
                  whose rows the stage trained on as its own: the task; joint: every task so far), replayed_per_batch
                  (earlier tasks' rows in every batch under experience replay; 0: none)
@@ -112,28 +112,31 @@ class Row:
         return self.facts / self.facts_n if self.facts is not None and self.facts_n else None
 
 
-@dataclass
+# The per-stage lists metrics.json stores for a method, in their stored order, each with the Row field it holds:
+# MethodRecord keeps a list of Rows and writes these lists from them (and reads them back into Rows).
+STAGE_LISTS = {"matrix": "accuracy", "matrix_n": "n", "matrix_ci95": "ci95", "matrix_correct": "correct",
+               "matrix_pred_share": "pred_share", "ppl": "ppl", "ppl_single_window": "ppl_single_window",
+               "self_ppl": "self_ppl", "kl_to_base": "kl_to_base", **{name: name for name in STAGE_PROBES}}
+
+
+def _stage_list(name: str):
+    field_name = STAGE_LISTS[name]
+
+    def get(self) -> list:
+        return [getattr(r, field_name) for r in self.rows]
+
+    return property(get, doc=f"The per-stage list `{name}` as stored: each Row's `{field_name}` (read-only).")
+
+
+@dataclass(init=False)
 class MethodRecord:
+    """One method's results: one Row per stage (entry 0: the base model) with the weight drift beside each, and what
+    is not per stage. The stored per-stage lists (STAGE_LISTS: matrix, ppl, kl_to_base, …) read as properties."""
     kind: str = ""
     setting: dict = field(default_factory=dict)
     status: str = "pending"
     message: str | None = None
-    matrix: list = field(default_factory=list)
-    matrix_n: list = field(default_factory=list)
-    matrix_ci95: list = field(default_factory=list)
-    matrix_correct: list = field(default_factory=list)
-    matrix_pred_share: list = field(default_factory=list)
-    ppl: list = field(default_factory=list)
-    ppl_single_window: list = field(default_factory=list)
-    self_ppl: list = field(default_factory=list)
-    kl_to_base: list = field(default_factory=list)
-    chat_kl: list = field(default_factory=list)
-    facts: list = field(default_factory=list)
-    facts_n: list = field(default_factory=list)
-    facts_correct: list = field(default_factory=list)
-    replies_unterminated: list = field(default_factory=list)
-    replies_repetitive: list = field(default_factory=list)
-    task_kl: list = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     drift: list = field(default_factory=list)
     train: list[TrainRecord] = field(default_factory=list)
     trainable: int = 0
@@ -143,27 +146,37 @@ class MethodRecord:
     ppl_relative: list | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
+    def __init__(self, kind: str = "", setting: dict | None = None, status: str = "pending",
+                 message: str | None = None, rows: list[Row] | None = None, drift: list | None = None,
+                 train: list[TrainRecord] | None = None, trainable: int = 0, head_trainable: int | None = None,
+                 peak_memory_bytes: int | None = None, summary: dict | None = None, ppl_relative: list | None = None,
+                 extra: dict | None = None, **lists):
+        """`rows`, or the stored per-stage lists by name (matrix=…, ppl=…: what a test or an old caller gives); a
+        list left out reads None at every stage."""
+        unknown = set(lists) - set(STAGE_LISTS)
+        if unknown:
+            raise TypeError(f"MethodRecord got unexpected keyword arguments {sorted(unknown)}")
+        self.kind, self.status, self.message = kind, status, message
+        self.setting = setting if setting is not None else {}
+        self.rows = list(rows) if rows is not None else _rows(lists)
+        self.drift = drift if drift is not None else [None] * len(self.rows)
+        self.train = train if train is not None else []
+        self.trainable, self.head_trainable, self.peak_memory_bytes = trainable, head_trainable, peak_memory_bytes
+        self.summary = summary if summary is not None else {}
+        self.ppl_relative = ppl_relative
+        self.extra = extra if extra is not None else {}
+
     @property
     def stages_done(self) -> int:
-        return max(0, len(self.matrix) - 1)
+        return max(0, len(self.rows) - 1)
 
     @property
     def seconds(self) -> float:
         return sum(t.seconds or 0 for t in self.train)
 
     def append(self, row: Row, drift: dict) -> None:
-        """The next stage: one entry more in each per-stage list."""
-        self.matrix.append(list(row.accuracy))
-        self.matrix_n.append(row.n)
-        self.matrix_ci95.append(row.ci95)
-        self.matrix_correct.append(row.correct)
-        self.matrix_pred_share.append(row.pred_share)
-        self.ppl.append(row.ppl)
-        self.ppl_single_window.append(row.ppl_single_window)
-        self.self_ppl.append(row.self_ppl)
-        self.kl_to_base.append(row.kl_to_base)
-        for name in STAGE_PROBES:
-            getattr(self, name).append(getattr(row, name))
+        """The next stage: one Row more (a copy, its accuracy list its own), and its drift."""
+        self.rows.append(dataclasses.replace(row, accuracy=list(row.accuracy)))
         self.drift.append(drift)
 
     def targets(self) -> tuple[list[TrainRecord], list[TrainRecord]]:
@@ -172,14 +185,8 @@ class MethodRecord:
         return aimed, [t for t in aimed if t.reached is False]
 
     def row(self, stage: int) -> Row:
-        """Stage `stage` as a Row (what `append` added for it)."""
-        def at(lists):
-            return lists[stage] if stage < len(lists) else None
-
-        return Row(accuracy=at(self.matrix) or [], ppl=at(self.ppl), ppl_single_window=at(self.ppl_single_window),
-                   self_ppl=at(self.self_ppl), kl_to_base=at(self.kl_to_base), n=at(self.matrix_n),
-                   ci95=at(self.matrix_ci95), correct=at(self.matrix_correct), pred_share=at(self.matrix_pred_share),
-                   **{name: at(getattr(self, name)) for name in STAGE_PROBES})
+        """Stage `stage` as a Row (what `append` added for it; an empty Row past the last stage)."""
+        return dataclasses.replace(self.rows[stage]) if -len(self.rows) <= stage < len(self.rows) else Row()
 
     def cell(self, stage: int, task: int) -> dict:
         """One accuracy cell with what backs it (Row.cell)."""
@@ -191,20 +198,45 @@ class MethodRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> MethodRecord:
+        """The stored form; a per-stage list a run stored before it existed reads None at every stage."""
         known, extra = _known(cls, data or {})
-        rec = cls(**{k: v for k, v in known.items() if k not in ("train", "extra")}, extra=extra)
+        lists = {name: v for name, v in (data or {}).items() if name in STAGE_LISTS}
+        extra = {k: v for k, v in extra.items() if k not in STAGE_LISTS}
+        if "rows" in known:  # not a stored key: kept as an unknown one
+            extra["rows"] = known.pop("rows")
+        rows = _rows(lists)
+        rec = cls(**{k: v for k, v in known.items() if k not in ("train", "extra", "rows", "drift")}, rows=rows,
+                  drift=known.get("drift") or [None] * len(rows), extra=extra)
         rec.train = [TrainRecord(**_known(TrainRecord, t)[0]) for t in known.get("train") or []]
-        n = len(rec.matrix)
-        for name in ("self_ppl", "kl_to_base", "drift", "matrix_n", "matrix_ci95", "matrix_correct",
-                     "matrix_pred_share", *STAGE_PROBES):  # a run stored before these probes: no numbers
-            if not getattr(rec, name):
-                setattr(rec, name, [None] * n)
         return rec
 
     def to_json(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "train")}
+        """The stored form: the keys metrics.json has always had, in their order (the per-stage lists in place of
+        `rows`, `train` last); None values left out, unknown keys kept (first)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "rows":
+                out.update({name: getattr(self, name) for name in STAGE_LISTS})
+            elif f.name not in ("extra", "train"):
+                out[f.name] = getattr(self, f.name)
         out["train"] = [dataclasses.asdict(t) for t in self.train]
         return {**self.extra, **{k: v for k, v in out.items() if v is not None}}
+
+
+def _rows(lists: dict) -> list[Row]:
+    """Rows from the stored per-stage lists (as many as `matrix` has entries; a shorter or missing list: None)."""
+    n = len(lists.get("matrix") or [])
+
+    def at(name, stage):
+        values = lists.get(name)
+        return values[stage] if values is not None and stage < len(values) else None
+
+    return [Row(**{STAGE_LISTS[name]: at(name, i) for name in STAGE_LISTS}) for i in range(n)]
+
+
+for _name in STAGE_LISTS:
+    setattr(MethodRecord, _name, _stage_list(_name))
+del _name
 
 
 @dataclass

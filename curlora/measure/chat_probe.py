@@ -11,7 +11,7 @@ and still end its turns? Measured after every stage on committed probe data (ass
   `chat_probe_ref.safetensors` (probes.span_reference: the full distribution up to probes.FULL_VOCAB_MAX entries,
   else the top probes.TOP_K plus a remainder bucket, float64). A study writes them once in its own folder and its
   runs name it (probes.share_reference with this module's file names), so the base is measured once.
-- **per stage** (`measures`):
+- **per stage** (`measures`; stored as Row fields: the schema is in curlora/measure/record.py):
     chat_kl              mean per-token KL(base ‖ model) over the base's reply tokens, end-of-turn included,
                          teacher-forced (prompt + base reply): exactly 0 for an unchanged model
     facts, facts_n       greedy answers (at most FACT_TOKENS new tokens) to the first `chat_probe_facts` questions of

@@ -23,36 +23,8 @@ model drifts from what it knew. These probes show both:
   (exact binomial against the majority share; exact McNemar on the same rows against the base and the control),
   and the methods whose every test has p < 0.05. A margin is never a verdict.
 
-metrics.json fields written by the runner (one list entry per stage, entry 0 = the base model, before training):
-
-    "self_probe": {"texts": N, "tokens": L, "temperature": t, "seed": s, "file": "self_probe.json",
-                   "reference": "full" | "top-64"}              # top level; null when evaluation.self_probe is off
-    "base": {..., "self_ppl": float, "kl_to_base": 0.0}
-    "methods": {label: {...,
-        "self_ppl":   [float | null, ...],                       # null when the self probe is off
-        "kl_to_base": [float | null, ...],                       # entry 0 is 0.0
-        "drift":      [{"total": float, "per_matrix": {name: float}}, ...],  # entry 0: total 0.0, per_matrix {}
-        "train":      [{..., "smoothed_loss": float, "lr": float, "target_loss": float | null,
-                        "reached": bool | null}, ...]}}          # one per trained task (no entry 0); target_loss
-                                                                 # and reached: null under equal_lr and for the
-                                                                 # matched_loss reference method itself
-    "comparison": "equal_lr" | "matched_loss"                   # top level
-    "chat_probe": {"instructions": n, "tokens": t, "facts": k | null, "fact_tokens": 16, "file": "chat_probe.json",
-                   "reference": "full" | "top-64", "ids": [instruction ids]}   # top level; null when off or
-                                                                 # without a chat template (a "note" event says so)
-    "task_kl": {"rows": n, "file": "task_kl.json", "reference": ..., "prompts": {task: n}}  # top level; null when off
-    "base" (one value each) and every method (one entry per stage), from curlora/measure/chat_probe.py and task_kl.py:
-        "chat_kl":              [float | null, ...]             # KL(base ‖ model), base's chat replies; 0.0 first
-        "facts", "facts_n":     [int | null, ...]               # factual questions right, asked
-        "facts_correct":        [hex bits | null, ...]          # which (curlora/measure/stats.py to_bits)
-        "replies_unterminated": [int | null, ...]               # own greedy replies that never end their turn
-        "replies_repetitive":   [int | null, ...]               # own greedy replies that repeat themselves
-        "task_kl":              [float | null, ...]             # KL on the just-trained task's prompts; null first
-    "stage" events also carry self_ppl, kl_to_base, the chat probe's and task_kl's fields but facts_correct, and
-    drift (the total)
-    "learnability": [{"task": name, "majority": float, "base": float | null, "head_only": float | null,
-                      "after_training": {label: float}, "learned_by": [label, ...],
-                      "verdict": "a plain sentence"}, ...]        # one entry per task, in task order
+The metrics.json fields these add (self_probe, self_ppl, kl_to_base, drift, learnability, the TrainRecord
+fields of matched-loss runs) are written once, in curlora/measure/record.py's docstring.
 """
 
 from __future__ import annotations

@@ -7,9 +7,18 @@
 Fields (one list entry per stage, entry 0 = the base model before training):
 
     RunMetrics   run_id, tasks, scoring, forgetting_definition, probe {source, tokens, window, stride}, majority
-                 (majority-class share per task), base (Row | None), methods {label: MethodRecord}, self_probe
-                 (settings of the self-sampled probe | None), chat_probe (settings of the chat probe | None),
-                 task_kl (settings of the new-task KL | None), comparison (equal_lr | matched_loss), learnability
+                 (majority-class share per task), base (Row | None), methods {label: MethodRecord}, comparison
+                 (equal_lr | matched_loss), and
+                 self_probe   {texts, tokens, temperature, seed, file: "self_probe.json", reference: "full" |
+                              "top-64"} | None (evaluation.self_probe off): curlora/measure/probes.py
+                 chat_probe   {instructions, tokens, facts (k | None), fact_tokens, file: "chat_probe.json",
+                              reference, ids [instruction ids]} | None (off, or a model without a chat template: a
+                              "note" event says so): curlora/measure/chat_probe.py
+                 task_kl      {rows, file: "task_kl.json", reference, prompts {task: n}} | None (off):
+                              curlora/measure/task_kl.py
+                 learnability [{task, majority, base | None, head_only | None, after_training {label: accuracy},
+                              learned_by [label], verdict (a plain sentence)}], one per task in task order
+                              (probes.learnability)
     Row          accuracy [per task], ppl, ppl_single_window, self_ppl, kl_to_base, n [rows scored per task],
                  ci95 [[lo, hi] Wilson 95 % per task], correct [per-row correctness per task, hex bits:
                  curlora/measure/stats.py], pred_share [share of the most predicted class per task], the chat
@@ -24,9 +33,18 @@ Fields (one list entry per stage, entry 0 = the base model before training):
                  matrix_pred_share (Row n, ci95, correct, pred_share), ppl, ppl_single_window, self_ppl, kl_to_base
                  and the STAGE_PROBES lists (chat_kl, facts, facts_n, facts_correct, replies_unterminated,
                  replies_repetitive, task_kl); read by attribute too (rec.matrix, rec.kl_to_base)
-    TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached, trained_on (the tasks
-                 whose rows the stage trained on as its own: the task; joint: every task so far), replayed_per_batch
-                 (earlier tasks' rows in every batch under experience replay; 0: none)
+    TrainRecord  task, steps, final_loss, seconds, smoothed_loss, lr, target_loss, reached (target_loss and
+                 reached: None under equal_lr and for the matched_loss reference method itself), trained_on (the
+                 tasks whose rows the stage trained on as its own: the task; joint: every task so far),
+                 replayed_per_batch (earlier tasks' rows in every batch under experience replay; 0: none); one per
+                 trained task (no entry 0)
+
+Per stage: self_ppl is None when the self probe is off; kl_to_base, chat_kl and drift are 0 at entry 0 (drift
+{"total": 0.0, "per_matrix": {}}, per_matrix {matrix name: ‖ΔW‖/‖W‖}: probes.weight_drift); task_kl is None at entry
+0; the chat probe's fields are None where it is off. The `stage` event carries a Row's fields but the per-row bits
+(Row.event, curlora/run/events.py) and the drift's total.
+
+This docstring is the one place the metrics.json schema is written; other modules point here.
 
 Old run folders load as they are: a field a run stored before it existed reads as its default (the drift probes'
 lists as None per stage). Unknown keys are kept and written back, so nothing a newer version stored is lost.

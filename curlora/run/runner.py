@@ -6,8 +6,8 @@
 The base model is loaded once. Each method attaches to it in turn and detaches again (full fine-tuning restores
 a snapshot), so a side-by-side run holds about one copy of the base weights. After every stage, for every method:
 accuracy on every task (trained or not: forward transfer), the perplexity probe and the drift probes of
-curlora/measure/probes.py (self-sampled text: self_ppl and KL to base; weight drift); row 0 is the base model. The
-metrics.json fields those add are listed in curlora/measure/probes.py.
+curlora/measure/probes.py (self-sampled text: self_ppl and KL to base; weight drift); row 0 is the base model.
+metrics.json's fields: curlora/measure/record.py (written there once).
 """
 
 from __future__ import annotations

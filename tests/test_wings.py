@@ -310,3 +310,40 @@ def test_no_kind_string_is_branched_on_outside_the_registry():
     assert hits == []
     assert pattern.search('if m.kind in ("curlora", "lora"):') and pattern.search('rec["kind"] == "base"')
     assert pattern.search('r.get("kind") not in ("base", "head-only")')
+
+
+def private_uses(package: Path) -> list[str]:
+    """`from curlora.x import _name` and `module._name` (a curlora module bound by an import) in any engine file:
+    a name used in another module is public in its home module. Dunders are not private."""
+    known = modules(package)
+    out = []
+    for name, path in sorted(known.items()):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {}  # local name -> the curlora module it is
+        for node in _walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("curlora"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        out.append(f"{path.relative_to(package.parent)}:{node.lineno}: {node.module}.{a.name}")
+                    if f"{node.module}.{a.name}" in known:
+                        bound[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                bound.update({a.asname: a.name for a in node.names if a.asname and a.name in known})
+        for node in _walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                out.append(f"{path.relative_to(package.parent)}:{node.lineno}: {bound[node.value.id]}.{node.attr}")
+    return out
+
+
+def test_no_private_name_is_used_across_modules():
+    assert private_uses(REPO / "curlora") == []
+
+
+@pytest.mark.parametrize("source", ["from curlora.run.estimate import _shape\n",
+                                    "def f():\n    from curlora.run import estimate\n    return estimate._shape\n",
+                                    "import curlora.run.estimate as est\nest._shape\n"])
+def test_a_private_name_used_across_modules_is_found(tmp_path, source):
+    package = tree(tmp_path, {"run/estimate.py": "def _shape():\n    pass\n", "serve/bad.py": source})
+    (found,) = private_uses(package)
+    assert found.startswith("curlora/serve/bad.py:") and found.endswith("curlora.run.estimate._shape")

@@ -122,7 +122,7 @@ def _progress():
     return on_event
 
 
-def _with_signals(fn):
+def with_signals(fn):
     """SIGINT/SIGTERM ask the runner to stop after the current step, like Stop in the app."""
     flag = {"stop": False}
 
@@ -157,7 +157,7 @@ def cmd_run(args) -> int:
         return 0
     run, loaded = start(cfg)
     print(f"run {run.id} in {run.path}", flush=True)
-    status = _with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
+    status = with_signals(lambda stop: execute(run, cfg, loaded, should_stop=stop, on_event=_progress()))
     print(table(run))
     return 0 if status == "completed" else 3
 
@@ -167,7 +167,7 @@ def cmd_resume(args) -> int:
     resumable(args.run_id)  # a wrong id or a completed run is refused before torch is imported
     from curlora.run.runner import resume
 
-    run = _with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
+    run = with_signals(lambda stop: resume(args.run_id, should_stop=stop, on_event=_progress()))
     print(table(run))
     return 0 if run.status()["status"] == "completed" else 3
 

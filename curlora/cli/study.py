@@ -127,7 +127,7 @@ def analyse_stored(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from curlora.cli.runs import _with_signals, admit
+    from curlora.cli.runs import admit, with_signals
 
     if args.analyse:
         return analyse_stored(args)
@@ -144,7 +144,7 @@ def cmd_study(args) -> int:
                   f"{study.id}`")
         return 0
     if args.resume:
-        study = _with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),
+        study = with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),
                                                           executor=args.executor))
     else:
         if not args.experiment:
@@ -165,7 +165,7 @@ def cmd_study(args) -> int:
         if args.permutations is not None:
             settings.permutations, settings.orders = args.permutations, None
         admit(cfg)
-        study = _with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
+        study = with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
     rec = study.study_record()
     print(f"study {study.id}: {study.path / STUDY_FILE} ({study.status()['status']})")

@@ -24,7 +24,7 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _rows(data, limit: int | None = None):
+def row_columns(data, limit: int | None = None):
     n = len(data) if limit is None else min(limit, len(data))
     pairs = data["text_pair"][:n] if "text_pair" in data.column_names else [None] * n
     return data["text"][:n], pairs, data["label_id"][:n]
@@ -114,7 +114,7 @@ def likelihood_scores(model, tokenizer, task, data, max_length: int, batch_size:
     """(rows x classes) log-likelihood of each class's label word after each row's prompt (summed over the word's
     tokens), and the gold class ids."""
     enc = Encoder(tokenizer, max_length)
-    texts, pairs, gold = _rows(data, limit)
+    texts, pairs, gold = row_columns(data, limit)
     words = task.words
     items = []  # (row, class or -1 for "all classes at once", seq, start of continuation, continuation)
     shared = []  # (row, -2, prompt, its length, every class's continuation): several-token words, one prompt
@@ -182,7 +182,7 @@ def encode_prompts(tokenizer, task, texts, pairs, max_length: int) -> list[list[
 def head_predictions(model, tokenizer, task, data, head: nn.Module, max_length: int, batch_size: int = 32,
                      limit: int | None = None, left_pad: bool = False,
                      should_stop=None) -> tuple[list[int], list[int]]:
-    texts, pairs, gold = _rows(data, limit)
+    texts, pairs, gold = row_columns(data, limit)
     seqs = encode_prompts(tokenizer, task, texts, pairs, max_length)
     device = _device(model)
     preds = []
@@ -197,7 +197,7 @@ def head_predictions(model, tokenizer, task, data, head: nn.Module, max_length: 
 @torch.no_grad()
 def generate_predictions(model, tokenizer, task, data, max_length: int, batch_size: int = 16,
                          limit: int | None = None, should_stop=None) -> tuple[list[int], list[int]]:
-    texts, pairs, gold = _rows(data, limit)
+    texts, pairs, gold = row_columns(data, limit)
     seqs = encode_prompts(tokenizer, task, texts, pairs, max_length)
     words = [w.strip().lower() for w in task.words]
     longest = max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in task.words)

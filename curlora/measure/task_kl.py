@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from curlora.measure import probes
-from curlora.measure.scoring import _rows, encode_prompts
+from curlora.measure.scoring import encode_prompts, row_columns
 
 FILE = "task_kl.json"
 REF_FILE = "task_kl_ref.safetensors"
@@ -34,7 +34,7 @@ REF_FILE = "task_kl_ref.safetensors"
 
 def prompts(tokenizer, task, data, max_length: int, rows: int) -> list[list[int]]:
     """The first `rows` eval rows of `task` (`data`) as scoring encodes them, those of at least two tokens."""
-    texts, pairs, _ = _rows(data, rows)
+    texts, pairs, _ = row_columns(data, rows)
     return [p for p in encode_prompts(tokenizer, task, texts, pairs, max_length) if len(p) >= 2]
 
 

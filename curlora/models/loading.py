@@ -26,7 +26,7 @@ from torch import nn
 from curlora.errors import CurloraError, clip
 from curlora.models import gguf
 from curlora.models.build_lock import BUILD_LOCK
-from curlora.models.lookup import _HUB_ONLY, hub_only  # noqa: F401  (hub_only re-exported)
+from curlora.models.lookup import hub_only, hub_only_on  # noqa: F401  (hub_only re-exported)
 from curlora.models.remote_code import refuse_remote_code, remote_code_allowed
 from curlora.paths import ASSETS, hub_offline
 
@@ -89,7 +89,7 @@ def bundled_models() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()} if root.is_dir() else {}
 
 
-def _looks_like_path(choice: str) -> bool:
+def looks_like_path(choice: str) -> bool:
     """Hub ids are `name` or `owner/name`; anything else with a separator or a leading ./~ is a path."""
     return (choice.startswith((".", "/", "~", "\\")) or choice.endswith(("/", "\\")) or choice.count("/") > 1
             or "\\" in choice or bool(re.match(r"^[A-Za-z]:", choice)))
@@ -111,8 +111,8 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
         return "bundled", bundled[name]
     if choice in gguf.PACKAGED:  # a preset: allowed hosted too (the file is in the server's own packages)
         return "package", gguf.converted(gguf.packaged(choice))
-    if _HUB_ONLY.get():
-        if _looks_like_path(choice) or not HUB_ID.match(choice) or gguf.is_gguf(choice):
+    if hub_only_on():
+        if looks_like_path(choice) or not HUB_ID.match(choice) or gguf.is_gguf(choice):
             raise CurloraError(f"model.name: {clip(choice)} is not a preset, the bundled model or a hub id "
                                "(owner/name); folders and files on the server cannot be used here.")
         return "hub", _hub_folder(choice, revision, weights)
@@ -124,7 +124,7 @@ def locate(choice: str, *, revision: str | None = None, weights: bool = False) -
         return "folder", folder.resolve()
     if folder.exists():
         raise CurloraError(f"'{choice}' is a file, not a model folder; give the folder that holds config.json.")
-    if _looks_like_path(choice) or not HUB_ID.match(choice):
+    if looks_like_path(choice) or not HUB_ID.match(choice):
         raise CurloraError(f"The model folder '{choice}' does not exist; check the path (it is read on the machine "
                            "running the app).")
     return "hub", _hub_folder(choice, revision, weights)

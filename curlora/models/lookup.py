@@ -20,3 +20,8 @@ def hub_only(on: bool = True):
         yield
     finally:
         _HUB_ONLY.reset(token)
+
+
+def hub_only_on() -> bool:
+    """Whether the caller is inside a `hub_only` block (a model name is then never a folder)."""
+    return _HUB_ONLY.get()

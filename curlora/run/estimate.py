@@ -25,7 +25,7 @@ def _skeleton(choice: str, revision: str | None, trust_remote_code: bool):
     return empty_model(read_config(folder, choice, trust_remote_code), trust_remote_code)
 
 
-def _shape(module: nn.Module) -> tuple[int, int]:
+def linear_shape(module: nn.Module) -> tuple[int, int]:
     """(in, out) of a Linear or of GPT-2's transposed Conv1D."""
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
@@ -46,7 +46,7 @@ def trainable_parameters(choice: str, settings: list[MethodSettings], *, revisio
         kind = method(m.kind)
         shapes = []
         if kind.has_adapter:
-            shapes = [_shape(modules[n]) for n in find_target_modules(model, targets(m, model))]
+            shapes = [linear_shape(modules[n]) for n in find_target_modules(model, targets(m, model))]
         out[m.label] = kind.trainable(m, shapes, parameters)
     return out
 

@@ -362,7 +362,7 @@ class Policy:
             raise refuse_remote_code()
         if not self.hosted:
             return
-        from curlora.models.loading import BUNDLED_ALIASES, HUB_ID, _looks_like_path, bundled_models
+        from curlora.models.loading import BUNDLED_ALIASES, HUB_ID, bundled_models, looks_like_path
         from curlora.models.presets import load_model_presets
 
         name = (name or "").strip()
@@ -371,7 +371,7 @@ class Policy:
         if name.lower().endswith(".gguf"):
             raise CurloraError("model.name: a .gguf file on the server cannot be used here; pick a preset (SmolLM2 "
                                "is one) or a hub id.")
-        if _looks_like_path(name) or not HUB_ID.match(name):
+        if looks_like_path(name) or not HUB_ID.match(name):
             raise CurloraError(f"model.name: {clip(name)} is not a preset, the bundled model or a hub id (owner/name); "
                                "folders on the server cannot be used here.")
 

@@ -18,7 +18,7 @@ def stage_bytes(cfg, model, settings) -> int:
     """Bytes of one saved stage of one method on `model` (0 for a method that saves no adapter)."""
     from curlora.adapter.model import find_target_modules
     from curlora.methods.registry import method, targets
-    from curlora.run.estimate import _shape
+    from curlora.run.estimate import linear_shape
 
     kind = method(settings.kind)
     if not kind.trains:
@@ -27,7 +27,7 @@ def stage_bytes(cfg, model, settings) -> int:
     shapes = []
     if kind.has_adapter:
         modules = dict(model.named_modules())
-        shapes = [_shape(modules[n]) for n in find_target_modules(model, targets(settings, model))]
+        shapes = [linear_shape(modules[n]) for n in find_target_modules(model, targets(settings, model))]
     return FLOAT32 * kind.stored(settings, shapes, parameters)
 
 

@@ -270,7 +270,7 @@ def cmd_export(args) -> int:
     (tmp / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
     (tmp / "metrics.csv").write_text(metrics_csv(m))
     (tmp / "results.md").write_text(table(run) + "\n")
-    shutil.copy(run.path / "config.yaml", tmp / "config.yaml")
+    (tmp / "config.yaml").write_text(run.config_yaml, encoding="utf-8")  # as the app's download writes it
     copy_finished_adapters(run, m, tmp / "adapters")
     if getattr(args, "merged", False):
         try:

@@ -581,6 +581,49 @@ class Run:
             (self.path / "cancel").unlink()
 
 
+# -- what leaves the machine ------------------------------------------------------------------------------------------
+LIVE_FILES = ("lock", "cancel")  # the state of a process on this machine: never exported, packed or pushed
+PARTIAL = ".partial"  # a stage folder being written (Run.save_stage): not a stage yet
+
+
+def outgoing_files(folder: Path, within: Path | None = None, skip=(), max_bytes: int | None = None,
+                   recursive: bool = True) -> list[Path]:
+    """The files of a run folder (or of a folder inside one) that may leave the machine: an export, a download, a
+    push or a study pack — every one of them copies through this (`copy_outgoing`). Sorted; never a symbolic link
+    (followed or listed: a link would carry a file of the server's, not of the run), nor a LIVE_FILES or `.partial`
+    entry, nor a name in `skip`, nor a file over `max_bytes`. `folder` itself, and every folder between `within`
+    and it, must be no link, else nothing leaves. `recursive=False`: only the files directly in `folder`."""
+    folder = Path(folder)
+    chain = [folder] if within is None else [folder, *[p for p in folder.parents if within in (p, *p.parents)]]
+    if any(p.is_symlink() for p in chain) or not folder.is_dir():
+        return []
+    out = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_symlink() or entry.name in LIVE_FILES or entry.name in skip or entry.name.endswith(PARTIAL):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                out += outgoing_files(Path(entry.path), skip=skip, max_bytes=max_bytes)
+        elif entry.is_file(follow_symlinks=False) and (max_bytes is None or
+                                                       entry.stat(follow_symlinks=False).st_size <= max_bytes):
+            out.append(Path(entry.path))
+    return out
+
+
+def copy_outgoing(folder: Path, dest: Path, **which) -> list[Path]:
+    """Copy `outgoing_files(folder, **which)` to `dest` (made, even when nothing is copied), keeping their paths
+    under `folder` and their times; returns the copies."""
+    folder, dest = Path(folder), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for f in outgoing_files(folder, **which):
+        target = dest / f.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target, follow_symlinks=False)
+        copies.append(target)
+    return copies
+
+
 def list_runs(root: Path | None = None) -> list[Run]:
     """The runs under root, newest first. Never raises for one bad folder: a link, a folder that cannot be read or
     holds no config.yaml is left out (a damaged one is listed; its status says what is wrong)."""

@@ -26,16 +26,16 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.measure.study_record import StudyRecord
-from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir
+from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir, outgoing_files
 
 STUDY_DIR, RUNS_DIR, PACK_FILE = "study", "runs", "pack.json"
 MAX_FILE = 8 * 1024 * 1024  # a file bigger than this is not data of a study (a stage's weights, a cache)
-SKIP = {"lock", "adapters", "heads", "stages"}  # folders and files that hold weights or live state
+SKIP = {"adapters", "heads", "stages"}  # folders that hold weights (live state never leaves: store.LIVE_FILES)
 
 
 def _small_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.is_symlink() and p.name not in SKIP and p.stat().st_size <= MAX_FILE)
+    """The folder's own files that go into a pack: what leaves the machine (store.outgoing_files), small ones."""
+    return outgoing_files(folder, skip=SKIP, max_bytes=MAX_FILE, recursive=False)
 
 
 def machine() -> str:

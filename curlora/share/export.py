@@ -16,15 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 
 from curlora.data.csvfile import escape_formula
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.methods.registry import described, method
-from curlora.run.store import Run
+from curlora.run.store import Run, copy_outgoing, outgoing_files
 
 FWT_LABEL = "FWT (vs the base model before training)"
 
@@ -162,21 +160,16 @@ every method whose stages keep weights (an adapter merged in, or full fine-tunin
 def copy_finished_adapters(run: Run, m: RunMetrics | dict, dest: Path) -> int:
     """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
     half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
-    Symbolic links are skipped, never followed: an export holds only files of the run itself.
+    Copied through store.copy_outgoing: links skipped, never followed, so an export holds only files of the run.
     Returns how many stage folders were copied."""
     n = 0
     for label, rec in RunMetrics.of(m).methods.items():
         for stage in range(1, len(rec.matrix)):
             src = run.adapter_dir(label, stage)
-            if src.is_dir() and not any(p.is_symlink() for p in (src, src.parent, src.parent.parent)):
-                shutil.copytree(src, dest / label / src.name, ignore=_links)
+            if src.is_dir() and outgoing_files(src, within=run.path):
+                copy_outgoing(src, dest / label / src.name, within=run.path)
                 n += 1
     return n
-
-
-def _links(folder: str, names: list[str]) -> list[str]:
-    """copytree's ignore: the entries of `folder` that are symbolic links."""
-    return [name for name in names if os.path.islink(os.path.join(folder, name))]
 
 
 STAGE_FORMATS = {"lora": "PEFT LoRA folder (zip)", "gguf-f16": "GGUF F16, merged", "gguf-q8_0": "GGUF Q8_0, merged"}

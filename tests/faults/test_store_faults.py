@@ -556,6 +556,37 @@ def test_export_skips_symlinks_inside_stage_folders(run, tmp_path):
     assert sorted(p.name for p in (copied / "stage-1").iterdir()) == ["adapter_model.safetensors"]
 
 
+def test_what_leaves_the_machine_is_one_list(run, tmp_path):
+    """store.outgoing_files: the one list every export, download, push and study pack copies from."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (run.path / "lock").write_text("123")
+    (run.path / "cancel").write_text("")
+    (run.path / "big.bin").write_bytes(b"x" * 11)
+    (run.path / "leak.txt").symlink_to(secret)
+    (run.path / "leak-dir").symlink_to(tmp_path)
+    stage = run.path / "adapters" / "lora" / "stage-1"
+    stage.mkdir(parents=True)
+    (stage / "adapter_model.safetensors").write_bytes(b"weights")
+    (run.path / "adapters" / "lora" / "stage-2.partial").mkdir()
+    (run.path / "adapters" / "lora" / "stage-2.partial" / "half.bin").write_bytes(b"h")
+    names = [p.relative_to(run.path).as_posix() for p in store.outgoing_files(run.path)]
+    assert "adapters/lora/stage-1/adapter_model.safetensors" in names and "big.bin" in names
+    assert not {"lock", "cancel", "leak.txt"} & set(names) and not [n for n in names if "leak-dir" in n or "partial"
+                                                                       in n]
+    top = [p.name for p in store.outgoing_files(run.path, skip={"big.bin"}, recursive=False)]
+    assert top == sorted(top) and "big.bin" not in top and "config.yaml" in top and "adapter_model.safetensors" \
+        not in top
+    assert "big.bin" not in [p.name for p in store.outgoing_files(run.path, max_bytes=10, recursive=False)]
+    copies = store.copy_outgoing(stage, tmp_path / "out" / "stage-1", within=run.path)
+    assert copies == [tmp_path / "out" / "stage-1" / "adapter_model.safetensors"]
+    assert copies[0].read_bytes() == b"weights"
+    linked = tmp_path / "linked-adapters"
+    (run.path / "adapters").rename(linked)
+    (run.path / "adapters").symlink_to(linked)  # a folder between the run and the stage is a link: nothing leaves
+    assert store.outgoing_files(stage, within=run.path) == [] and store.outgoing_files(stage) != []
+
+
 # -- 7. run id collisions -------------------------------------------------------------------------------------------
 def test_a_colliding_run_id_is_retried_with_a_new_one(tmp_path, monkeypatch):
     root = tmp_path / "runs"

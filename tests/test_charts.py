@@ -1,8 +1,9 @@
 """Charts draw the stored numbers (nothing recomputed) with one colour per method across every figure."""
 
+from curlora.measure.record import RunMetrics
 from curlora.ui import charts
 
-METRICS = {
+METRICS = RunMetrics.of({
     "tasks": ["a", "b"], "scoring": "likelihood", "majority": [0.5, 0.6],
     "base": {"accuracy": [0.5, 0.4], "ppl": 10.0, "ppl_single_window": 11.0},
     "methods": {
@@ -10,7 +11,7 @@ METRICS = {
                     "ppl": [10.0, 10.1, 10.2]},
         "lora": {"kind": "lora", "status": "running", "matrix": [[0.5, 0.4], [0.9, 0.45]], "ppl": [10.0, 30.0]},
     },
-}
+})
 EVENTS = ([{"kind": "run_start", "methods": ["curlora", "lora"], "tasks": ["a", "b"]}]
           + [{"kind": "step", "method": m, "stage": s, "task": "ab"[s - 1], "step": i, "steps": 3, "loss": 1.0 / i,
               "smoothed_loss": 1.0 / i, "lr": 0.1, "elapsed": i} for m in ("curlora", "lora") for s in (1, 2)
@@ -49,5 +50,5 @@ def test_loss_runs_across_tasks_and_probes_use_global_steps():
 
 
 def test_empty_runs_draw_a_placeholder():
-    assert charts.accuracy_heatmaps({}).layout.annotations[0].text.startswith("waiting")
+    assert charts.accuracy_heatmaps(RunMetrics()).layout.annotations[0].text.startswith("waiting")
     assert "probe" in charts.forgetting_figure(METRICS, []).layout.annotations[0].text

@@ -2,6 +2,7 @@
 and the exports, all from the stored record (nothing recomputed), and records stored before these fields render."""
 
 import csv
+import dataclasses
 import io
 
 from curlora.measure.record import RunMetrics
@@ -17,7 +18,7 @@ def ci(*pairs):
     return [list(p) for p in pairs]
 
 
-METRICS = {
+METRICS = RunMetrics.of({
     "tasks": ["a", "b", "c"], "scoring": "likelihood", "forgetting_definition": "Chaudhry",
     "majority": [0.5, 0.6, 0.5], "comparison": "matched_loss",
     "probe": {"source": "/data/gutenberg-probe.txt", "tokens": 100, "window": 32},
@@ -52,10 +53,10 @@ METRICS = {
                       {"task": "c", "steps": 50, "final_loss": 0.48, "target_loss": 0.5, "reached": True}],
         },
     },
-}
+})
 
 # A record stored before settings, intervals, KL and targets existed (the shape of tests/test_charts.py's).
-OLD = {
+OLD = RunMetrics.of({
     "tasks": ["a", "b"], "scoring": "likelihood", "majority": [0.5, 0.6],
     "probe": {"source": "/x/probe.txt", "tokens": 100, "window": 32},
     "base": {"accuracy": [0.5, 0.4], "ppl": 10.0, "ppl_single_window": 11.0},
@@ -65,7 +66,7 @@ OLD = {
         "lora": {"kind": "lora", "status": "running", "matrix": [[0.5, 0.4], [0.9, 0.45]], "ppl": [10.0, 30.0],
                  "ppl_single_window": [11.0, 31.0]},
     },
-}
+})
 EVENTS = ([{"kind": "run_start", "methods": ["curlora", "lora"], "tasks": ["a", "b", "c"]}]
           + [{"kind": "step", "method": m, "stage": 1, "task": "a", "step": i, "steps": 2, "loss": 1.0,
               "smoothed_loss": 1.0, "lr": 0.1, "elapsed": i} for m in ("curlora", "lora") for i in (1, 2)]
@@ -141,7 +142,7 @@ def test_matched_loss_shows_target_reached_steps_and_a_banner_when_missed():
     assert f"| {CUR} | b | 0.500 | **no** | 100 | 0.720 |" in table_md
     assert f"| {LORA} | a | 0.500 | yes | 30 | 0.450 |" in table_md
     assert notes(METRICS).startswith("> ⚠️")
-    equal = {**METRICS, "comparison": "equal_lr"}
+    equal = dataclasses.replace(METRICS, comparison="equal_lr")
     assert banner(equal) == "" and matched_loss_md(equal) == ""
 
 

@@ -5,6 +5,7 @@ import copy
 
 import gradio as gr
 
+from curlora.measure.record import RunMetrics
 from curlora.ui import charts, live
 
 METRICS = {
@@ -24,8 +25,11 @@ def step(method: str, stage: int, i: int) -> dict:
 
 START = {"kind": "run_start", "methods": ["lora", "curlora"], "tasks": ["a", "b"]}
 
+RECORD = RunMetrics.of(METRICS)
+
 
 def figures_of(metrics, events) -> list:
+    metrics = RunMetrics.of(metrics)  # the fixture is a dict, grown below
     return [charts.loss_figure(metrics, events), charts.accuracy_heatmaps(metrics), charts.perplexity_figure(metrics),
             charts.forgetting_figure(metrics, events)]
 
@@ -49,26 +53,26 @@ def test_each_chart_keeps_one_uirevision_while_the_run_grows_and_another_for_ano
 def test_traces_have_stable_uids_in_the_runs_method_order():
     early = [START, step("curlora", 1, 1)]
     later = early + [step("lora", 1, 1)]
-    assert [t.uid for t in charts.loss_figure(METRICS, early).data] == ["loss:curlora"]
+    assert [t.uid for t in charts.loss_figure(RECORD, early).data] == ["loss:curlora"]
     # lora started second but comes first in the run (run_start's order): it takes its own place, with its uid
-    assert [t.uid for t in charts.loss_figure(METRICS, later).data] == ["loss:lora", "loss:curlora"]
-    ppl = charts.perplexity_figure(METRICS)
+    assert [t.uid for t in charts.loss_figure(RECORD, later).data] == ["loss:lora", "loss:curlora"]
+    ppl = charts.perplexity_figure(RECORD)
     assert [t.uid for t in ppl.data] == ["ppl:base", "ppl:curlora", "kl:curlora", "kl:base"]
 
 
 def test_a_poll_resends_the_heatmaps_only_at_a_stage_end():
     drawn = {}
     events = [START, step("curlora", 1, 1)]
-    first = live.redraw(drawn, "r1", METRICS, events)
+    first = live.redraw(drawn, "r1", RECORD, events)
     assert all(not isinstance(f, type(gr.skip())) for f in first)  # the first poll draws everything
     events.append(step("curlora", 1, 2))
-    loss, heat, ppl, forgetting = live.redraw(drawn, "r1", METRICS, events)
+    loss, heat, ppl, forgetting = live.redraw(drawn, "r1", RECORD, events)
     assert heat == gr.skip() and ppl == gr.skip()  # a training step: the stage charts are not sent
     assert list(loss.data[0].x) == [1, 2]  # the loss chart follows every step
     events.append({"kind": "stage", "method": "curlora", "stage": 1, "accuracy": [0.8, 0.5], "ppl": 10.1,
                    "ppl_single_window": 10.0})
-    _, heat, ppl, _ = live.redraw(drawn, "r1", METRICS, events)
+    _, heat, ppl, _ = live.redraw(drawn, "r1", RECORD, events)
     assert heat != gr.skip() and ppl != gr.skip()
-    assert live.redraw(drawn, "r2", METRICS, events)[1] != gr.skip()  # another run: drawn again
+    assert live.redraw(drawn, "r2", RECORD, events)[1] != gr.skip()  # another run: drawn again
     live.forget(drawn)  # a page reload
-    assert live.redraw(drawn, "r2", METRICS, events)[1] != gr.skip()
+    assert live.redraw(drawn, "r2", RECORD, events)[1] != gr.skip()

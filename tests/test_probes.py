@@ -15,6 +15,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig, MethodSettings, TrainingSettings
 from curlora.measure import probes
 from curlora.measure.metrics import majority_share
+from curlora.measure.record import RunMetrics
 from curlora.methods import adapters
 from curlora.run.runner import Executor, adapter_config, start
 from curlora.run.sweep import SWEEP_FILE, lr_sweep
@@ -273,7 +274,7 @@ def test_learned_is_a_one_sided_test_not_a_margin():
     metrics = {"tasks": ["a"], "majority": [0.5], "base": None,
                "methods": {"lora": _rec("lora", [[None], [33]]), "curlora": _rec("curlora", [[None], [46]]),
                            "full": _rec("full", [[None], [37]])}}
-    (a,) = probes.learnability(metrics)
+    (a,) = probes.learnability(RunMetrics.of(metrics))
     assert a["learned_by"] == ["curlora"]
     assert abs(a["tests"]["lora"]["p_value"] - 0.4503) < 1e-3 and abs(a["tests"]["full"]["p_value"] - 0.1302) < 1e-3
     assert a["tests"]["curlora"]["p_value"] < 0.001 and a["tests"]["curlora"]["k"] == 46
@@ -290,11 +291,11 @@ def test_against_the_base_the_same_rows_are_paired():
     metrics = {"tasks": ["a"], "majority": [0.5],
                "base": {"accuracy": [40 / n], "n": [n], "correct": [to_bits(base_bits)]},
                "methods": {"lora": _rec("lora", [[40], [46]])}}
-    (a,) = probes.learnability(metrics, untrained=set())
+    (a,) = probes.learnability(RunMetrics.of(metrics), untrained=set())
     assert abs(a["tests"]["lora"]["p"]["base"] - 0.5 ** 6) < 1e-12 and a["learned_by"] == ["lora"]
     shifted = [18 <= i < 64 for i in range(n)]
     metrics["methods"]["lora"]["matrix_correct"][1] = [to_bits(shifted)]
-    (a,) = probes.learnability(metrics)
+    (a,) = probes.learnability(RunMetrics.of(metrics))
     assert abs(a["tests"]["lora"]["p"]["base"] - 0.2204) < 1e-3 and a["learned_by"] == []
     assert a["verdict"].startswith("No method learned task 'a'")
 
@@ -304,21 +305,22 @@ def test_learnability_verdict_with_a_head_only_control():
                "methods": {"head-only": _rec("head-only", [[None, None], [40, None], [40, 32]]),
                            "curlora": _rec("curlora", [[None, None], [56, None], [56, 32]]),
                            "lora": _rec("lora", [[None, None], [42, None], [38, 50]])}}
-    a, b = probes.learnability(metrics, control="head-only")
+    a, b = probes.learnability(RunMetrics.of(metrics), control="head-only")
     assert a["head_only"] == 40 / 64 and a["learned_by"] == ["curlora"] and "head-only control (0.625)" in a["verdict"]
     assert a["tests"]["lora"]["p"]["head_only"] == 0.25  # 2 rows more than the control: nothing
     assert b["learned_by"] == ["lora"]
     metrics["methods"]["lora"] = _rec("lora", [[None, None], [42, None], [38, 36]])
-    b = probes.learnability(metrics, control="head-only")[1]
+    b = probes.learnability(RunMetrics.of(metrics), control="head-only")[1]
     assert b["learned_by"] == [] and b["verdict"].startswith("No method learned task 'b'")
     metrics["methods"] = {k: {**v, **{f: v[f][:2] for f in ("matrix", "matrix_n", "matrix_correct")}}
                           for k, v in metrics["methods"].items()}
-    assert probes.learnability(metrics, control="head-only")[1]["verdict"] == "Task 'b' has not been trained yet."
+    verdict = probes.learnability(RunMetrics.of(metrics), control="head-only")[1]["verdict"]
+    assert verdict == "Task 'b' has not been trained yet."
 
 
 def test_a_run_stored_without_row_counts_is_not_called_learned():
     metrics = {"tasks": ["a"], "majority": [0.5], "methods": {"lora": {"kind": "lora", "matrix": [[0.5], [0.9]]}}}
-    (a,) = probes.learnability(metrics)
+    (a,) = probes.learnability(RunMetrics.of(metrics))
     assert a["learned_by"] == [] and "not testable" in a["verdict"]
 
 

@@ -1,8 +1,9 @@
 """The Results tab shows stored numbers only, including the drift probes and the learnability verdicts."""
 
+from curlora.measure.record import RunMetrics
 from curlora.ui.results_tab import SUMMARY_HEADERS, notes, summary_rows
 
-METRICS = {
+METRICS = RunMetrics.of({
     "tasks": ["a", "b"], "scoring": "likelihood", "forgetting_definition": "Chaudhry", "majority": [0.5, 0.6],
     "probe": {"source": "/x/probe.txt", "tokens": 100, "window": 32},
     "base": {"ppl": 50.0},
@@ -13,7 +14,7 @@ METRICS = {
         "self_ppl": [60.0, 61.5], "kl_to_base": [0.0, 0.0123], "drift": [{"total": 0.0}, {"total": 0.0456}],
         "train": [{"seconds": 3.2}], "peak_memory_bytes": 2**20,
     }},
-}
+})
 
 
 def test_summary_row_carries_the_stored_probe_numbers():

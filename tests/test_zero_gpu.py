@@ -14,6 +14,7 @@ import pytest
 
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.measure.record import RunMetrics
 from curlora.run.store import Run
 from curlora.serve.gpu_budget import Budget, eval_seconds, next_unit, step_seconds, unit_steps
 from curlora.serve.handoff import Handoff, drive, paused
@@ -198,4 +199,4 @@ def test_a_units_duration_is_measured_steps_times_step_time_plus_an_evaluation(t
     assert step_seconds(events, "curlora") == 0.6 and step_seconds(events, "lora") == 0.6  # any method's, else
     assert step_seconds(events[:2], "lora") is None
     assert unit_steps(cfg, "curlora", 0, None) == 40 and unit_steps(cfg, "nope", 0, None) == 0
-    assert next_unit(cfg, {}) == ("base", 0)
+    assert next_unit(cfg, RunMetrics()) == ("base", 0)

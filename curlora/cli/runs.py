@@ -259,7 +259,7 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists():
         raise CurloraError(f"{out} already exists; choose a new folder for the export.")
-    m, st = run.metrics(), run.status()
+    m, st = run.record(), run.status()
     if st["status"] == "damaged":
         raise CurloraError(f"Run {run.id} is damaged ({st['message']}).")
     if not m:
@@ -267,7 +267,7 @@ def cmd_export(args) -> int:
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
+    (tmp / "metrics.json").write_text(json.dumps(run.metrics(), indent=1) + "\n")  # as stored
     (tmp / "metrics.csv").write_text(metrics_csv(m))
     (tmp / "results.md").write_text(table(run) + "\n")
     (tmp / "config.yaml").write_text(run.config_yaml, encoding="utf-8")  # as the app's download writes it

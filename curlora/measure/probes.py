@@ -378,13 +378,12 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def learnability(metrics, untrained: set[str] = frozenset(), control: str | None = None) -> list[dict]:
+def learnability(m: RunMetrics, untrained: set[str] = frozenset(), control: str | None = None) -> list[dict]:
     """Per task: the lines a learned task must clear, each method's test right after training it (`task_test`),
     which methods learned it, and the verdict in one sentence with n, the score and the p-value.
 
     `untrained` are the labels of methods that never train (the base), `control` the label of the head-only
     control if the run has one: the runner names them from the method registry, so no kind is spelled here."""
-    m = RunMetrics.of(metrics)
     tasks, majority = m.tasks, m.majority
     base_row = m.base
     recs = m.methods

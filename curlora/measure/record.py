@@ -1,6 +1,6 @@
 """The run's results as one typed record: what metrics.json holds, documented once, read by attribute.
 
-    m = RunMetrics.of(run.metrics())        # or Run.record(); a dict (as stored, or partial in a test) or a record
+    m = run.record()                        # Run.record(): the one place a stored metrics dict becomes a record
     m.methods["lora"].matrix[k][j]          # accuracy on task j after task k (row 0: the base model)
     m.to_json()                             # the stored form: the same keys metrics.json has always had
 
@@ -242,14 +242,16 @@ class MethodRecord:
 
 
 def _rows(lists: dict) -> list[Row]:
-    """Rows from the stored per-stage lists (as many as `matrix` has entries; a shorter or missing list: None)."""
-    n = len(lists.get("matrix") or [])
+    """Rows from the stored per-stage lists, as many as the longest has entries (a stored run's lists are all as long;
+    a partial record's may not be): a shorter or missing list reads None there (an accuracy: [])."""
+    n = max((len(v) for v in lists.values() if isinstance(v, list)), default=0)
 
     def at(name, stage):
         values = lists.get(name)
-        return values[stage] if values is not None and stage < len(values) else None
+        return values[stage] if isinstance(values, list) and stage < len(values) else None
 
-    return [Row(**{STAGE_LISTS[name]: at(name, i) for name in STAGE_LISTS}) for i in range(n)]
+    return [Row(**{**{STAGE_LISTS[name]: at(name, i) for name in STAGE_LISTS}, "accuracy": at("matrix", i) or []})
+            for i in range(n)]
 
 
 for _name in STAGE_LISTS:
@@ -276,6 +278,9 @@ class RunMetrics:
 
     @classmethod
     def of(cls, data: RunMetrics | dict | None) -> RunMetrics:
+        """A record from a dict that does not come from a run folder (a test's fixture, a payload), or the record
+        itself. The engine and the UI never call it: a stored metrics.json is read through Run.record(), and every
+        reader takes a Run or a RunMetrics."""
         return data if isinstance(data, RunMetrics) else cls.from_json(data or {})
 
     @classmethod

@@ -209,8 +209,7 @@ class Executor:
     def _stored(self) -> RunMetrics | None:
         """metrics.json as stored, as the typed record: a run stored by an older version gains the fields it lacks
         (curlora/measure/record.py is the one place that knows them); None when there is none yet."""
-        stored = self.run.metrics()
-        return RunMetrics.of(stored) if stored else None
+        return self.run.record() or None
 
     def log(self, kind: str, **fields) -> None:
         event = events.make(kind, **fields)

@@ -356,10 +356,11 @@ class Run:
                            "the run (finished stages are kept).") from None
 
     def record(self):
-        """metrics.json as the typed record (curlora/measure/record.py); empty for a run with none (or a damaged one)."""
+        """metrics.json as the typed record (curlora/measure/record.py); empty for a run with none (or a damaged one).
+        The one place a stored metrics dict becomes a RunMetrics: readers take a Run or a RunMetrics."""
         from curlora.measure.record import RunMetrics
 
-        return RunMetrics.of(self.metrics())
+        return RunMetrics.from_json(self.metrics())
 
     def metrics(self) -> dict:
         """metrics.json; {} before the first stage — and when it is damaged, so that one bad file never stops a

@@ -29,12 +29,12 @@ def export_file(jobs: JobManager, run_id: str, what: str, owner: str | None = No
     is made (gradio serves its own copy), so exports never pile up in the system's temp folder. Hosted, the config
     inside names no server path."""
     run = jobs.open(run_id, owner)
-    m = run.metrics()
+    m = run.record()
     if not m:
         raise CurloraError(f"Run {run_id} has no finished stage to export yet.")
     out = _export_folder(jobs, owner)
     if what == "metrics.json":
-        (out / what).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+        (out / what).write_text(json.dumps(run.metrics(), indent=1) + "\n", encoding="utf-8")  # as stored
     elif what == "metrics.csv":
         (out / what).write_text(metrics_csv(m), encoding="utf-8")
     elif what == "results.md":

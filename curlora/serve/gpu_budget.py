@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from curlora.measure.record import RunMetrics
 from curlora.run import events as ev
 from curlora.run.store import Run, Study
 
@@ -49,12 +50,9 @@ class Budget:
         return int(min(self.cap, max(self.floor, math.ceil(self.overhead + self.margin * work))))
 
 
-def next_unit(cfg, metrics: dict) -> tuple[str, int] | None:
+def next_unit(cfg, m: RunMetrics) -> tuple[str, int] | None:
     """("base", 0) while the base row is missing, then (method label, task index) of the first method with a task
     left, in the runner's order; None when nothing is left."""
-    from curlora.measure.record import RunMetrics
-
-    m = RunMetrics.of(metrics or {})
     if m.base is None:
         return "base", 0
     n = len(cfg.tasks)
@@ -116,7 +114,7 @@ def unit_seconds(run, cfg, tasks, budget: Budget) -> int:
     history: list[dict] = []
     if isinstance(run, Study):
         run, cfg, history = _study_point(run, cfg)
-    unit = next_unit(cfg, run.metrics())
+    unit = next_unit(cfg, run.record())
     if unit is None:
         return int(budget.floor)
     label, index = unit

@@ -108,12 +108,11 @@ def escape_cell(value) -> str:
     return escape_formula("" if value is None else str(value))
 
 
-def metrics_csv(m: RunMetrics | dict) -> str:
+def metrics_csv(m: RunMetrics) -> str:
     """One row per method and stage. The first columns are what they always were (method, kind, stage, after_task,
     acc:<task>…, ppl, ppl_single_window); after them: n:<task>…, ci95_lo:<task>…, ci95_hi:<task>… (the stored
     Wilson 95 % interval of each accuracy, empty for a record stored before them), the setting (JSON) and the
     described label, and the stage's training (final_loss, target_loss, reached, steps; empty for stage 0)."""
-    m = RunMetrics.of(m)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "kind", "stage", "after_task", *[f"acc:{t}" for t in m.tasks], "ppl", "ppl_single_window",
@@ -134,14 +133,14 @@ def metrics_csv(m: RunMetrics | dict) -> str:
     return buf.getvalue()
 
 
-def export_merged(run: Run, m: RunMetrics | dict, dest: Path) -> list[Path]:
+def export_merged(run: Run, m: RunMetrics, dest: Path) -> list[Path]:
     """merged/<method>/: the base with the method's last finished stage folded in (save_pretrained + tokenizer), for
 every method whose stages keep weights (an adapter merged in, or full fine-tuning's whole weights)."""
     from curlora.models.loading import load_model
 
     cfg = run.config()
     written = []
-    for label, rec in RunMetrics.of(m).methods.items():
+    for label, rec in m.methods.items():
         stage = rec.stages_done
         kind = method(rec.kind)
         if not kind.loads_stage or stage < 1:
@@ -157,13 +156,13 @@ every method whose stages keep weights (an adapter merged in, or full fine-tunin
     return written
 
 
-def copy_finished_adapters(run: Run, m: RunMetrics | dict, dest: Path) -> int:
+def copy_finished_adapters(run: Run, m: RunMetrics, dest: Path) -> int:
     """Copy the stage folders metrics.json vouches for (stage k of a method with k finished rows) to dest/; a
     half-written stage-k.partial or a stage saved but not yet evaluated (the app killed in between) is left out.
     Copied through store.copy_outgoing: links skipped, never followed, so an export holds only files of the run.
     Returns how many stage folders were copied."""
     n = 0
-    for label, rec in RunMetrics.of(m).methods.items():
+    for label, rec in m.methods.items():
         for stage in range(1, len(rec.matrix)):
             src = run.adapter_dir(label, stage)
             if src.is_dir() and outgoing_files(src, within=run.path):

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from curlora.errors import CurloraError
-from curlora.measure.record import RunMetrics
 from curlora.methods.registry import method as registered
 from curlora.run.store import Run
 
@@ -61,7 +60,7 @@ def finished_stage(run: Run, label: str, stage: int, *, weights: str = "adapter"
     if not 1 <= stage <= tasks:
         raise CurloraError(f"Stage must be between 1 and {tasks} (the task after which the stage was saved); "
                            f"got {stage}.")
-    rec = RunMetrics.of(run.metrics() or {}).methods.get(label)
+    rec = run.record().methods.get(label)
     done = rec.stages_done if rec else 0
     folder = run.adapter_dir(label, stage)
     if stage > done or not folder.is_dir() or folder.is_symlink():

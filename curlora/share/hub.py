@@ -17,6 +17,7 @@ echo the token back). Files are staged in a temporary folder outside the run sto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -49,9 +50,7 @@ def _selected(run: Run, m: RunMetrics, only: str | None) -> RunMetrics:
                                "method instead.")
     keep = {k: v for k, v in m.methods.items()
             if (k == only if only else registered(v.kind).has_adapter)}
-    out = RunMetrics.of(m.to_json())
-    out.methods = {k: out.methods[k] for k in keep}
-    return out
+    return dataclasses.replace(m, methods={k: m.methods[k] for k in keep})
 
 
 def stage(run: Run, dest: Path, repo: str, only: str | None = None, merged: bool = False,

@@ -83,10 +83,9 @@ def serving(run_id: str, base: str, label: str, k: int) -> list[str]:
         "(F16 and Q8_0 bounds in `docs/export.md`); llama.cpp itself is not run by the tests.", ""]
 
 
-def model_card(run, metrics, config_yaml: str, repo: str, methods: list[str] | None = None,
+def model_card(run, m: RunMetrics, config_yaml: str, repo: str, methods: list[str] | None = None,
                merged: bool = False) -> str:
     """README.md for `repo` holding the adapters of `methods` (default: every method with an adapter) of `run`."""
-    m = RunMetrics.of(metrics)
     cfg = yaml.safe_load(config_yaml) or {}
     base = (cfg.get("model") or {}).get("name") or "?"
     labels = list(m.methods)

@@ -23,9 +23,9 @@ DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
 HEIGHT = 340
 
 
-def method_colours(metrics: RunMetrics | dict, events: list[dict] | None = None) -> dict[str, str]:
+def method_colours(m: RunMetrics, events: list[dict] | None = None) -> dict[str, str]:
     """label -> colour: by kind first; a second method of the same kind gets one of the extra colours."""
-    kinds = {label: rec.kind or label for label, rec in RunMetrics.of(metrics).methods.items()}
+    kinds = {label: rec.kind or label for label, rec in m.methods.items()}
     for e in ev.of_kind(events or [], ev.RUN_START):
         for label in e["methods"]:
             kinds.setdefault(label, label.split("-")[0] if label not in KIND_COLOURS else label)
@@ -39,10 +39,10 @@ def method_colours(metrics: RunMetrics | dict, events: list[dict] | None = None)
     return out
 
 
-def named(metrics: RunMetrics | dict, label: str) -> str:
+def named(m: RunMetrics, label: str) -> str:
     """A method's label with its setting ('curlora (lr 2e-2, r 8)'); the bare label for a record stored before
     settings were (or for a method the record does not hold yet)."""
-    rec = RunMetrics.of(metrics).methods.get(label)
+    rec = m.methods.get(label)
     return described(label, rec.setting if rec is not None else None)
 
 
@@ -82,20 +82,20 @@ def _layout(fig: go.Figure, title: str, revision: str | None = None, **kw) -> go
     return fig
 
 
-def revision(chart: str, metrics: RunMetrics | dict, events: list[dict] | None = None) -> str:
+def revision(chart: str, m: RunMetrics, events: list[dict] | None = None) -> str:
     """One uirevision per chart and run: stable while the run trains, new for another run."""
-    run_id = RunMetrics.of(metrics).run_id
+    run_id = m.run_id
     if not run_id:
         start = ev.first(events or [], ev.RUN_START)
         run_id = str(start.get("t", "")) if start else ""
     return f"{chart}:{run_id}"
 
 
-def method_order(metrics: RunMetrics | dict, events: list[dict], found) -> list[str]:
+def method_order(m: RunMetrics, events: list[dict], found) -> list[str]:
     """The labels in `found`, in the run's own order (run_start's methods, then the record's), so a trace never
     changes place when another method starts."""
     start = ev.first(events or [], ev.RUN_START)
-    known = list(dict.fromkeys([*(start.get("methods", []) if start else []), *RunMetrics.of(metrics).methods]))
+    known = list(dict.fromkeys([*(start.get("methods", []) if start else []), *m.methods]))
     found = list(dict.fromkeys(found))
     return [label for label in known if label in found] + [label for label in found if label not in known]
 
@@ -134,21 +134,21 @@ def thin(points: list, limit: int = LOSS_POINTS) -> list:
     return kept if kept[-1] is points[-1] else kept + [points[-1]]
 
 
-def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
+def loss_figure(m: RunMetrics, events: list[dict]) -> go.Figure:
     steps = ev.of_kind(events, ev.STEP)
     if not steps:
         return empty("Training loss")
-    colours = method_colours(metrics, events)
+    colours = method_colours(m, events)
     lengths = _stage_lengths(events)
     fig = go.Figure()
-    for label in method_order(metrics, events, (e["method"] for e in steps)):
+    for label in method_order(m, events, (e["method"] for e in steps)):
         mine = thin([e for e in steps if e["method"] == label])
         fig.add_trace(go.Scatter(x=[_global_step(e, lengths) for e in mine], y=[e["smoothed_loss"] for e in mine],
-                                 mode="lines", name=named(metrics, label), uid=f"loss:{label}",
+                                 mode="lines", name=named(m, label), uid=f"loss:{label}",
                                  line={"color": colours.get(label), "width": 2},
                                  customdata=[[e["task"], e["loss"]] for e in mine],
                                  hovertemplate="task %{customdata[0]}<br>step %{x}<br>smoothed %{y:.3f}"
-                                               "<br>loss %{customdata[1]:.3f}<extra>" + named(metrics, label)
+                                               "<br>loss %{customdata[1]:.3f}<extra>" + named(m, label)
                                                + "</extra>"))
     first = steps[0]["method"]
     boundary = 0
@@ -158,7 +158,7 @@ def loss_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
     title = "Training loss (smoothed; dotted lines: task boundaries)"
     if max(sum(1 for e in steps if e["method"] == m) for m in {e["method"] for e in steps}) > LOSS_POINTS:
         title += f"; every k-th step shown, at most {LOSS_POINTS} points per curve"
-    return _layout(fig, title, revision("loss", metrics, events), xaxis_title="step (across tasks)",
+    return _layout(fig, title, revision("loss", m, events), xaxis_title="step (across tasks)",
                    yaxis_title="loss")
 
 
@@ -180,13 +180,12 @@ def _reference(m: RunMetrics, stage: int, task: int) -> list[float]:
     return refs
 
 
-def accuracy_heatmaps(metrics: RunMetrics | dict) -> go.Figure:
+def accuracy_heatmaps(m: RunMetrics) -> go.Figure:
     """One heatmap per method (rows: stages, columns: tasks), plus CURLoRA − LoRA where both exist.
 
     Hover: accuracy, n and the stored 95 % Wilson interval. A cell whose interval contains the majority-class share
     or the base model's accuracy is marked ≈; in the difference, ≈ marks two cells whose intervals overlap. Every
     interval is the stored one (metrics.json's matrix_ci95): nothing is recomputed here."""
-    m = RunMetrics.of(metrics)
     methods = m.methods
     if not m or not methods:
         return empty("Accuracy after each task")
@@ -270,11 +269,10 @@ def probe_name(m: RunMetrics) -> str:
 PPL_TITLE = "Perplexity of general text — closer to the base line = less drift"
 
 
-def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
+def perplexity_figure(m: RunMetrics) -> go.Figure:
     """Perplexity on the run's probe text (left) and the KL to the base model on its own self-sampled text (right),
     per stage: the KL is the in-domain drift measure; a probe outside the model's own domain can read better than
     the base while the model drifts."""
-    m = RunMetrics.of(metrics)
     if not m or m.base is None:
         return empty("Perplexity of general text")
     colours = method_colours(m)
@@ -319,9 +317,8 @@ def perplexity_figure(metrics: RunMetrics | dict) -> go.Figure:
     return fig
 
 
-def forgetting_figure(metrics: RunMetrics | dict, events: list[dict]) -> go.Figure:
+def forgetting_figure(m: RunMetrics, events: list[dict]) -> go.Figure:
     """In-task probes: accuracy on earlier tasks while later ones train; dashed lines: majority-class share."""
-    m = RunMetrics.of(metrics)
     probes = ev.of_kind(events, ev.PROBE)
     if not probes or not m:
         return empty("Forgetting during training", "in-task probes appear from the second task on "

@@ -28,13 +28,12 @@ def pane_methods(choices: dict) -> dict[str, str]:
             "curlora": next((m for m in choices if m.startswith("curlora")), "curlora")}
 
 
-def pane_labels(metrics: RunMetrics | dict | None, choices: dict, stage) -> tuple[str, str]:
+def pane_labels(m: RunMetrics | None, choices: dict, stage) -> tuple[str, str]:
     """(LoRA pane label, CURLoRA pane label) at stage k, each with its method's setting:
     'lora (lr 1e-3, r 8) after task 2'; a generic label before a run is picked, the bare label for an old record."""
     k = int(stage or 1)
-    if metrics is None:
+    if m is None:
         return f"LoRA after task {k}", f"CURLoRA after task {k}"
-    m = RunMetrics.of(metrics)
     out = []
     for label in pane_methods(choices).values():  # LoRA's pane, then CURLoRA's
         rec = m.methods.get(label)

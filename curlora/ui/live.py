@@ -28,14 +28,13 @@ def signature(status: dict, events: list[dict]) -> tuple:
     return status.get("status"), status.get("position"), len(events)
 
 
-def progress_html(run_id: str, status: dict, metrics, events: list[dict]) -> str:
+def progress_html(run_id: str, status: dict, m: RunMetrics, events: list[dict]) -> str:
     """A status badge, what is training now (method, task, step, ETA of the task) and a bar over the whole run."""
     st = status.get("status", "?")
     colour = STATUS_COLOURS.get(st, "#555")
     badge = (f"<span style='background:{colour};color:white;border-radius:4px;padding:2px 8px;"
              f"font-weight:600'>{html.escape(st)}</span>")
     start = ev.first(events, ev.RUN_START)
-    m = RunMetrics.of(metrics)
     methods = start.get("methods", []) if start else list(m.methods)
     tasks = start.get("tasks", []) if start else m.tasks
     last_step = ev.last(events, ev.STEP)
@@ -64,7 +63,7 @@ def progress_html(run_id: str, status: dict, metrics, events: list[dict]) -> str
             f"finished</span></div>")
 
 
-def figures(metrics: dict, events: list[dict]) -> tuple:
+def figures(metrics: RunMetrics, events: list[dict]) -> tuple:
     """(loss, accuracy heatmaps, perplexity, forgetting) figures."""
     return (charts.loss_figure(metrics, events), charts.accuracy_heatmaps(metrics),
             charts.perplexity_figure(metrics), charts.forgetting_figure(metrics, events))
@@ -94,7 +93,7 @@ def curve_changed(drawn: dict, view: str, run_id: str, events: list[dict], kind:
     return True
 
 
-def redraw(drawn: dict, run_id: str, metrics, events: list[dict]) -> tuple:
+def redraw(drawn: dict, run_id: str, metrics: RunMetrics, events: list[dict]) -> tuple:
     """The four figures for a live poll: the loss and forgetting charts when their curves have grown (downsampled
     to charts.LOSS_POINTS points); the heatmaps and the perplexity chart only at a stage end (gr.skip() otherwise:
     nothing is sent, the chart the reader is hovering stays as it is)."""

@@ -40,10 +40,9 @@ def final_losses(rec) -> str:
     return " · ".join(parts) or "–"
 
 
-def summary_rows(metrics: RunMetrics | dict) -> list[list]:
+def summary_rows(m: RunMetrics) -> list[list]:
     """The stored numbers, formatted (metrics.json's `summary`, computed by curlora.measure.metrics). The method
     column keeps the bare label (what the API and exports key on); the setting stands beside it."""
-    m = RunMetrics.of(metrics)
     rows = []
     base_ppl = m.base.ppl if m.base else None
     for label, rec in m.methods.items():
@@ -64,9 +63,8 @@ def summary_rows(metrics: RunMetrics | dict) -> list[list]:
     return rows
 
 
-def missed_targets(metrics: RunMetrics | dict) -> list[str]:
+def missed_targets(m: RunMetrics) -> list[str]:
     """One banner sentence per method that missed its target loss on some task of a matched-loss run."""
-    m = RunMetrics.of(metrics)
     if m.comparison != "matched_loss":
         return []
     out = []
@@ -78,10 +76,9 @@ def missed_targets(metrics: RunMetrics | dict) -> list[str]:
     return out
 
 
-def matched_loss_md(metrics: RunMetrics | dict) -> str:
+def matched_loss_md(m: RunMetrics) -> str:
     """Matched-loss runs: target / reached / steps / final loss per method and task (TrainRecord); empty for an
     equal-lr run. The missed-target warning is `banner`."""
-    m = RunMetrics.of(metrics)
     if m.comparison != "matched_loss":
         return ""
     lines = ["**Matched loss:** each method trains each task until its smoothed loss reaches the target (or the "
@@ -96,13 +93,12 @@ def matched_loss_md(metrics: RunMetrics | dict) -> str:
     return "\n".join(lines)
 
 
-def banner(metrics: RunMetrics | dict) -> str:
+def banner(m: RunMetrics) -> str:
     """The warning a matched-loss run shows first when a method missed its target (empty otherwise)."""
-    return "\n\n".join(f"> ⚠️ **{s}**" for s in missed_targets(metrics))
+    return "\n\n".join(f"> ⚠️ **{s}**" for s in missed_targets(m))
 
 
-def notes(metrics: RunMetrics | dict) -> str:
-    m = RunMetrics.of(metrics)
+def notes(m: RunMetrics) -> str:
     if not m:
         return ""
     maj = ", ".join(f"{t} {_pct(a)}%" for t, a in zip(m.tasks, m.majority))
@@ -208,7 +204,7 @@ def build(engine: Engine) -> dict:
     @friendly
     def show(rid: str, request: gr.Request):
         if not rid:
-            return ("_Pick a run._", [], "", *live.figures({}, []))
+            return ("_Pick a run._", [], "", *live.figures(RunMetrics(), []))
         owner = engine.owner(request)
         status, metrics, events = live.snapshot(jobs, rid, owner)
         head = live.progress_html(rid, status, metrics, events)

@@ -10,6 +10,7 @@ import pytest
 from curlora.data.csvfile import read_table
 from curlora.errors import Cancelled, CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.measure.record import RunMetrics
 from curlora.run.store import Run
 from curlora.serve.handoff import Handoff
 from curlora.serve.hosting import Client, Policy, owner_key
@@ -226,7 +227,7 @@ def test_a_300k_step_loss_chart_is_downsampled_and_a_poll_redraws_it_only_when_i
     steps = [{"kind": "step", "method": "lora", "stage": 1, "task": "t", "step": i + 1, "steps": 300_000,
               "loss": 1.0, "smoothed_loss": 1.0 / (i + 1), "lr": 0.1, "elapsed": i * 0.01} for i in range(300_000)]
     events = [{"kind": "run_start", "tasks": ["t"], "methods": ["lora"]}, *steps]
-    metrics = {"tasks": ["t"], "methods": {}}
+    metrics = RunMetrics.of({"tasks": ["t"], "methods": {}})
     fig = charts.loss_figure(metrics, events)
     (trace,) = fig.data
     assert len(trace.x) <= charts.LOSS_POINTS + 1 and trace.x[-1] == 300_000 and trace.x[0] == 1

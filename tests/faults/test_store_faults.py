@@ -18,6 +18,7 @@ import curlora.run.store as store
 from conftest import REPO
 from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
+from curlora.measure.record import RunMetrics
 from curlora.run.runner import Executor, load_everything, resumable, start
 from curlora.run.store import DiskFull, Run, RunBusy, list_runs
 from curlora.share.export import copy_finished_adapters
@@ -550,7 +551,7 @@ def test_export_skips_symlinks_inside_stage_folders(run, tmp_path):
     (stage1 / "leak-dir").symlink_to(tmp_path)
     stage2.symlink_to(tmp_path)  # a whole stage folder that is a link
     m = {"methods": {"lora": {"matrix": [[0.5], [0.6], [0.7]]}}}
-    assert copy_finished_adapters(run, m, tmp_path / "out") == 1
+    assert copy_finished_adapters(run, RunMetrics.of(m), tmp_path / "out") == 1
     copied = tmp_path / "out" / "lora"
     assert sorted(p.name for p in copied.iterdir()) == ["stage-1"]
     assert sorted(p.name for p in (copied / "stage-1").iterdir()) == ["adapter_model.safetensors"]

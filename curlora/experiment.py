@@ -166,7 +166,8 @@ class EvaluationSettings:
                                  "base on those replies, factual answers right (k of n) and its own replies that "
                                  "never end their turn or repeat themselves (curlora/measure/chat_probe.py).")
     chat_probe_instructions: int = _f(32, "Chat probe: how many of the bundled instructions to reply to.")
-    chat_probe_tokens: int = _f(96, "Chat probe: the most new tokens of a reply.")
+    chat_probe_tokens: int = _f(64, "Chat probe: the most new tokens of a reply (the bundled instructions ask for "
+                                         "replies of a sentence or two).")
     chat_probe_facts: int | None = _f(None, "Chat probe: how many of the bundled factual questions to ask (empty: "
                                             "all of them).")
     task_kl_rows: int = _f(0, "New-task KL: after each task, KL to the base model on the prompts of this many eval "

@@ -103,3 +103,11 @@ def test_the_estimate_records_the_threads_and_load_it_was_measured_under(tmp_pat
     exp["evaluation"].update(probe_every=0, self_probe=False)
     est = estimate_config(ExperimentConfig.from_dict(exp))
     assert est.threads == torch.get_num_threads() and est.cores == os.cpu_count() and est.load >= 0
+
+
+def test_with_score_untrained_off_an_early_stage_scores_fewer_tasks(tmp_path):
+    exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora",))
+    exp["evaluation"].update(self_probe_texts=2, self_probe_tokens=8, score_untrained=False)
+    est = estimate_config(ExperimentConfig.from_dict(exp))
+    first, last = est.stages
+    assert 0 < first.eval_s < last.eval_s  # after task 1 'pair' is not scored yet; after task 2 both are

@@ -298,3 +298,23 @@ def test_a_cancel_inside_an_isolated_unit_reaches_the_run(experiment):
 
     assert Executor(run, cfg, loaded).execute(device_call) == "cancelled"
     assert run.status()["status"] == "cancelled"
+
+
+def test_score_untrained_off_scores_only_the_tasks_trained_so_far(tmp_path):
+    from curlora.measure.metrics import summarize
+    from curlora.run.runner import run_experiment
+    from tiny_experiment import make_experiment
+
+    exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora",))
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8, score_untrained=False)
+    run = run_experiment(ExperimentConfig.from_dict(exp), root=tmp_path / "runs")
+    m = run.record()
+    assert m.base.accuracy[1] is not None  # the base row scores every task
+    lora = m.methods["lora"]
+    assert lora.row(1).accuracy[0] is not None and lora.row(1).accuracy[1] is None  # 'pair' not trained yet
+    assert all(x is not None for x in lora.row(2).accuracy)
+    matrix = [m.base.accuracy] + [lora.row(i).accuracy for i in (1, 2)]
+    s = summarize(matrix)
+    assert s["fwt"] is None and s["forgetting"] is not None and s["bwt"] is not None
+    with pytest.raises(CurloraError, match="score_untrained"):
+        ExperimentConfig.from_dict({**exp, "evaluation": {**exp["evaluation"], "score_untrained": "no"}})

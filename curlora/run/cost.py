@@ -235,7 +235,9 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
                 earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))
                 probes = (steps // ev.probe_every) * earlier
             step = token_s[m.label] * per_batch[i]  # this task's rows: longer or shorter than the first's
-            stages.append(StageCost(m.label, steps * step + probes, stage_eval if kind.trains else 0.0))
+            evaluation = stage_eval if ev.score_untrained else \
+                stage_eval - sum(n * s for n, s in zip(rows[i + 1:], per_row[i + 1:]))  # not the later tasks
+            stages.append(StageCost(m.label, steps * step + probes, evaluation if kind.trains else 0.0))
     precision = [f"{t.name} ±{half_width(n):.0f} points (n={n})" for t, n in zip(loaded.tasks, rows)]
     advice = [f"score fewer eval rows (evaluation.eval_rows; now {max(rows)} per task, {score_s:.0f} s a stage)",
               f"fewer perplexity-probe tokens (evaluation.ppl_max_tokens, ppl_stride = ppl_window; now {forwarded:,} "

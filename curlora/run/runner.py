@@ -246,7 +246,8 @@ class Executor:
         ev, tr = self.cfg.evaluation, self.cfg.training
         cells = []
         for j, task in enumerate(self.L.tasks):
-            if ev.scoring == "head" and j not in heads:
+            untrained = trained is not None and j > trained
+            if (ev.scoring == "head" and j not in heads) or (untrained and not ev.score_untrained):
                 cells.append(None)
                 continue
             cells.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,

@@ -215,8 +215,8 @@ class Run:
 
     # -- executing -----------------------------------------------------------------------------------------
     def execute(self, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
-        """Run or resume this entry with what `loaded` holds (curlora/run/runner.py load_everything); returns its status.
-        device_call(fn) runs one unit of work (None: here)."""
+        """Run or resume this entry with what `loaded` holds (curlora/run/runner.py load_everything); returns its
+        status. device_call(fn) runs one unit of work (None: here)."""
         try:
             run = _EXECUTORS[self.kind]
         except KeyError:

@@ -282,7 +282,8 @@ def execute_ray(study: Run, loaded: Loaded, should_stop=None, address: str | Non
             ray.shutdown()
 
 
-def _base_row(study: Study, rec: StudyRecord, cfg, loaded: Loaded, should_stop, device_call, seed: int | None = None) -> Row:
+def _base_row(study: Study, rec: StudyRecord, cfg, loaded: Loaded, should_stop, device_call,
+              seed: int | None = None) -> Row:
     """Row 0, measured once for the whole study (in the study folder, with the self-probe files), or with `seed`
     once for that seed's rows (rows_per_seed; the first seed's is also the study's base row)."""
     from curlora.run.measurer import Measurer  # torch: only once a study runs

@@ -154,7 +154,8 @@ class JobManager:
         with hub_only(self.policy.hosted):  # hosted, a model name is never looked up as a server path
             return load_everything(cfg, limits=self.policy.limits)
 
-    def _check_study_store(self, cfg: ExperimentConfig, loaded: Loaded, points: dict[str, int], owner: str | None) -> None:
+    def _check_study_store(self, cfg: ExperimentConfig, loaded: Loaded, points: dict[str, int],
+                           owner: str | None) -> None:
         """Refuse a study whose runs would not fit the owner's store share or the store's room (estimated: each run
         keeps an adapter per task and the self-probe reference; see curlora/serve/store_estimate.py)."""
         from curlora.serve.store_estimate import study_bytes

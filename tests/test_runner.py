@@ -136,6 +136,37 @@ def test_head_scoring_mode_with_head_only_control(experiment):
     assert (run.adapter_dir("head-only", 2) / "heads.safetensors").is_file()
 
 
+def test_heads_save_every_kept_head_and_read_each_back_from_the_stage_that_trained_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from curlora.models.loading import load_model
+    from curlora.run.train import Heads
+
+    model, _, _ = load_model(str(save_tiny_llama_dir(tmp_path / "model")), device="cpu", dtype="float32")
+    heads = Heads(model, [2, 3])
+    (tmp_path / "none").mkdir()
+    heads.save(tmp_path / "none")
+    assert len(heads) == 0 and not (tmp_path / "none" / Heads.FILE).exists()  # no head: no file
+    stages = {}
+    for i in range(2):
+        head = heads.new(i, seed=i)
+        assert head.weight.requires_grad and head.out_features == [2, 3][i]
+        heads.keep(i, head)
+        assert not head.weight.requires_grad and heads.by_task[i] is head
+        stages[i + 1] = tmp_path / f"stage-{i + 1}"
+        stages[i + 1].mkdir()
+        heads.save(stages[i + 1])
+    state = load_file(stages[2] / Heads.FILE)
+    assert sorted(state) == ["0.bias", "0.weight", "1.bias", "1.weight"]  # every head kept so far
+    save_file({**state, "0.weight": torch.zeros_like(state["0.weight"])}, str(stages[2] / Heads.FILE))
+    again = Heads(model, [2, 3])
+    again.read(stages.__getitem__, 2)
+    assert sorted(again.by_task) == [0, 1]
+    for j in range(2):  # task 0 from stage 1 (not stage 2's altered copy), task 1 from stage 2
+        assert torch.equal(again.by_task[j].weight, heads.by_task[j].weight)
+        assert torch.equal(again.by_task[j].bias, heads.by_task[j].bias)
+
+
 def test_bad_task_file_writes_nothing(experiment, tmp_path):
     cfg, root = experiment
     (tmp_path / "bad.csv").write_text("text,label\nonly one class,1\nagain,1\n")

@@ -16,14 +16,19 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from curlora.experiment import ExperimentConfig
+from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.measure.perplexity import perplexity, windows
 from curlora.measure.scoring import score
 from curlora.measure.stats import wilson
 from curlora.methods.registry import Context, method, stage_steps
+
+if TYPE_CHECKING:  # annotations only
+    from curlora.data.tasks import Task
+    from curlora.run.measurer import Loaded
 
 CALIBRATION_STEPS = 3  # the first step warms caches and allocators; the later ones are timed
 CALIBRATION_ROWS = 16
@@ -139,7 +144,7 @@ def half_width(n: int, p: float = 0.5) -> float:
     return 100 * (hi - lo) / 2
 
 
-def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
+def batch_tokens(cfg: ExperimentConfig, loaded: Loaded, task: Task) -> list[int]:
     """Padded tokens of each training batch of `task`, in the order train_task draws them (its seeded batches), so
     a step's time can be carried from one task to another whose rows are longer or shorter."""
     from curlora.run.train import LengthGroupedBatches, training_examples
@@ -155,7 +160,7 @@ def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
     return [max(lengths[i] for i in b) * len(b) for b in batches if b]
 
 
-def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
+def step_seconds(cfg: ExperimentConfig, loaded: Loaded, m: MethodSettings, first: list[int]) -> float:
     """Seconds per padded token of a training step of method m, measured on the first task (`first`: its
     batch_tokens): CALIBRATION_STEPS steps (the first not counted, nor its tokens), then the base given back."""
     from dataclasses import replace
@@ -182,8 +187,8 @@ def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
     return (times[-1] - times[0]) / max(sum(tokens[1:len(times)]), 1)
 
 
-def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate:
-    """The run's time from a calibration on `loaded` (curlora.run.runner.Loaded); nothing is written."""
+def estimate(cfg: ExperimentConfig, loaded: Loaded, load_s: float = 0.0) -> CostEstimate:
+    """The run's time from a calibration on `loaded` (curlora/run/runner.py load_everything); nothing is written."""
     ev, tr = cfg.evaluation, cfg.training
     model, tok = loaded.model, loaded.tokenizer
     threads, load, cores = machine_state()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -70,17 +71,22 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children (default: torch's)")
     ap.add_argument("--out", default=str(REPO / "docs" / "demo-cost.md"))
     args = ap.parse_args(argv)
-    results = []
+    results, loads = [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="curlora-demos-") as tmp:
         for name in args.demos:
             r = measure(name, args.threads, Path(tmp))
             results.append(r)
             print(f"{name}: wall {r['wall_s']:.0f} s (goal {r['goal_s']:.0f}), not training {r['not_training_share']:.2f}"
                   f", estimate {r['estimate_total_s']:.0f} s ({100 * r['estimate_error']:+.0f} %)", flush=True)
+    loads.append(os.getloadavg()[0])
     doc = ["# The demos' time, and the estimate told before Start", "",
-           f"Measured by `python bench/demo_cost.py` on {cpu_name()}, threads: {args.threads or 'torch default'}; one "
+           "Measured by `python bench/demo_cost.py" + (f" --threads {args.threads}" if args.threads else "")
+           + (f" --demos {' '.join(args.demos)}" if args.demos != list(DEMOS) else "")
+           + f"` on {cpu_name()}, threads: {args.threads or 'torch default'}; one "
            "run each. Each demo ran as `python -m curlora run PRESET` in a fresh process, after its "
-           "`--dry-run --json` in another.", "",
+           f"`--dry-run --json` in another. Machine load: load average {loads[0]:.1f} at the start and "
+           f"{loads[1]:.1f} at the end, on 2 cores (other work ran beside it; wall times are longer than on an idle "
+           "machine, the share not spent training less affected since training and evaluation slow alike).", "",
            "| demo | wall (goal) | training | evaluation | start-up | not training (goal ≤ 0.35, real demo) | "
            "estimate | estimate error (goal ±30 %) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:

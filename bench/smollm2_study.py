@@ -6,6 +6,7 @@
 The study runs with the project's own command and is packed as it grows (`python -m curlora study --pack ID DIR`):
 
     docs/studies/smollm2-pilot/     phase 1: each method without a full frontier over three learning rates, seed 0
+    docs/studies/smollm2-pilot2/    phase 1b: DoRA and OSF likewise
     docs/studies/smollm2-frontier/  phase 2: CURLoRA and LoRA over three learning rates, 3 seeds x 2 task orders
     docs/studies/smollm2-peers/     phase 3: the others at the pilot's learning rate, 3 seeds x 2 task orders
 
@@ -30,7 +31,7 @@ from curlora.measure.study_record import MEASURES, StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
-PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in ("pilot", "frontier", "peers")}
+PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in ("pilot", "pilot2", "frontier", "peers")}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("learning_test", "learning, test rows (pts)", 1, 1),
@@ -116,10 +117,12 @@ def comparisons_block(rec: StudyRecord) -> list[str]:
 def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
     loaded = {phase: load(phase, packs) for phase in packs}
     out = {"smollm2-status": status_block(loaded)}
-    if loaded.get("pilot"):
-        rec = loaded["pilot"][0]
-        out["smollm2-status"] += ["", "Pilot, seed 0, first order (learning rates chosen on validation rows):", ""]
-        out["smollm2-status"] += groups_block(rec)
+    for phase in ("pilot", "pilot2"):
+        if loaded.get(phase):
+            rec = loaded[phase][0]
+            out["smollm2-status"] += ["", f"{phase.capitalize()}, seed 0, first order (learning rates chosen on "
+                                      "validation rows):", ""]
+            out["smollm2-status"] += groups_block(rec)
     for phase in ("frontier", "peers"):
         if loaded.get(phase):
             rec = loaded[phase][0]

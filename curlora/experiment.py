@@ -149,6 +149,10 @@ class EvaluationSettings:
     scoring: str = _f("likelihood", "likelihood (label-word log-likelihood) | head (paper) | generate.")
     eval_rows: int | None = _f(None, "Score at most this many eval rows per task (stratified, seeded).")
     batch_size: int = _f(32, "Sequences per scoring forward pass.")
+    score_untrained: bool = _f(True, "After each task, score also the tasks not trained yet (forward transfer, FWT); "
+                                     "off: only the tasks trained so far, which saves a third of a 3-task run's "
+                                     "scoring and leaves FWT unmeasured (learning, forgetting and BWT need only "
+                                     "the trained ones).")
     probe_text: str | None = _f(None, "Text file for the perplexity probe; default: the bundled model's held-out text.")
     ppl_window: int = _f(256, "Perplexity window in tokens.")
     ppl_stride: int = _f(128, "Perplexity stride (window = stride: non-overlapping).")
@@ -166,7 +170,8 @@ class EvaluationSettings:
                                  "base on those replies, factual answers right (k of n) and its own replies that "
                                  "never end their turn or repeat themselves (curlora/measure/chat_probe.py).")
     chat_probe_instructions: int = _f(32, "Chat probe: how many of the bundled instructions to reply to.")
-    chat_probe_tokens: int = _f(96, "Chat probe: the most new tokens of a reply.")
+    chat_probe_tokens: int = _f(64, "Chat probe: the most new tokens of a reply (the bundled instructions ask for "
+                                         "replies of a sentence or two).")
     chat_probe_facts: int | None = _f(None, "Chat probe: how many of the bundled factual questions to ask (empty: "
                                             "all of them).")
     task_kl_rows: int = _f(0, "New-task KL: after each task, KL to the base model on the prompts of this many eval "

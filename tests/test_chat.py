@@ -69,3 +69,12 @@ def test_panes_are_checked(trained):
         list(chat.stream(None, "base", PROMPT))
     with pytest.raises(CurloraError, match="prompt"):
         list(chat.stream(run.id, "base", "  ", root=run.root))
+
+
+def test_a_run_without_lora_or_curlora_shows_its_other_methods_in_the_trained_panes():
+    from curlora.ui.chat_tab import pane_methods
+
+    assert pane_methods({"curlora": [1], "lora": [1], "full": [1]}) == {"lora": "lora", "curlora": "curlora"}
+    assert pane_methods({"curlora": [1, 2], "full": [1, 2]}) == {"lora": "full", "curlora": "curlora"}
+    assert pane_methods({"full": [1], "pissa": [1]}) == {"lora": "full", "curlora": "pissa"}
+    assert pane_methods({"lora-replay25": [1]}) == {"lora": "lora-replay25", "curlora": "curlora"}

@@ -7,6 +7,7 @@ a model without a chat template (the probe off, one line in the log), and SmolLM
 import json
 
 import pytest
+import yaml
 import torch
 
 from chat_models import with_template
@@ -229,14 +230,16 @@ def test_config_sentences(evaluation, said):
     assert str(err.value) == said
 
 
-def test_defaults_and_the_real_demo_turn_it_on():
-    from curlora.paths import REAL_DEMO
+def test_defaults_the_real_demo_leaves_it_off_and_the_study_turns_it_on():
+    from curlora.paths import REAL_DEMO, REPO
 
     ev = ExperimentConfig.from_dict({"tasks": [{"name": "a", "train_file": "a.csv"}]}).evaluation
     assert (ev.chat_probe, ev.chat_probe_instructions, ev.chat_probe_tokens, ev.chat_probe_facts,
-            ev.task_kl_rows) == (False, 32, 96, None, 0)
+            ev.task_kl_rows) == (False, 32, 64, None, 0)
     demo = ExperimentConfig.from_yaml(REAL_DEMO.read_text(), source=str(REAL_DEMO)).evaluation
-    assert demo.chat_probe and demo.task_kl_rows > 0
+    assert not demo.chat_probe and demo.task_kl_rows == 0  # its time was measured without them
+    study = yaml.safe_load((REPO / "bench" / "studies" / "smollm2-frontier.yaml").read_text())["evaluation"]
+    assert study["chat_probe"] and study["chat_probe_instructions"] >= 32 and study["task_kl_rows"] > 0
 
 
 # -- a whole run -----------------------------------------------------------------------------------------------------

@@ -80,3 +80,34 @@ def test_dry_run_prints_the_estimate_and_writes_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Estimated time on this machine" in out.stdout and "Precision the eval rows buy" in out.stdout
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_busy_machine_with_several_threads_is_noted_with_what_to_set():
+    from dataclasses import replace
+
+    est = CostEstimate("x", {"lora": 1.0}, 0.0, 1.0, [StageCost("lora", 100.0, 1.0)], [], [], threads=2, load=7.3,
+                       cores=2)
+    assert est.contention == ("this machine is busy (load average 7.3 on 2 cores) and torch runs 2 threads, so each "
+                              "step waits for cores that other work holds and the times above can be several times "
+                              "the work; on a shared machine run with OMP_NUM_THREADS=1 (one thread per process)")
+    assert est.text().splitlines()[-2] == "NOTE: " + est.contention + "."
+    assert est.to_json()["contention"] == est.contention and est.to_json()["load"] == 7.3
+    for calm in (replace(est, threads=1), replace(est, load=1.9)):  # one thread, or a load under the cores
+        assert calm.contention is None and "NOTE" not in calm.text() and calm.to_json()["contention"] is None
+
+
+def test_the_estimate_records_the_threads_and_load_it_was_measured_under(tmp_path):
+    import torch
+
+    exp = make_experiment(tmp_path / "exp", steps=2)
+    exp["evaluation"].update(probe_every=0, self_probe=False)
+    est = estimate_config(ExperimentConfig.from_dict(exp))
+    assert est.threads == torch.get_num_threads() and est.cores == os.cpu_count() and est.load >= 0
+
+
+def test_with_score_untrained_off_an_early_stage_scores_fewer_tasks(tmp_path):
+    exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora",))
+    exp["evaluation"].update(self_probe_texts=2, self_probe_tokens=8, score_untrained=False)
+    est = estimate_config(ExperimentConfig.from_dict(exp))
+    first, last = est.stages
+    assert 0 < first.eval_s < last.eval_s  # after task 1 'pair' is not scored yet; after task 2 both are

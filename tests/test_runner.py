@@ -136,6 +136,37 @@ def test_head_scoring_mode_with_head_only_control(experiment):
     assert (run.adapter_dir("head-only", 2) / "heads.safetensors").is_file()
 
 
+def test_heads_save_every_kept_head_and_read_each_back_from_the_stage_that_trained_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from curlora.models.loading import load_model
+    from curlora.run.train import Heads
+
+    model, _, _ = load_model(str(save_tiny_llama_dir(tmp_path / "model")), device="cpu", dtype="float32")
+    heads = Heads(model, [2, 3])
+    (tmp_path / "none").mkdir()
+    heads.save(tmp_path / "none")
+    assert len(heads) == 0 and not (tmp_path / "none" / Heads.FILE).exists()  # no head: no file
+    stages = {}
+    for i in range(2):
+        head = heads.new(i, seed=i)
+        assert head.weight.requires_grad and head.out_features == [2, 3][i]
+        heads.keep(i, head)
+        assert not head.weight.requires_grad and heads.by_task[i] is head
+        stages[i + 1] = tmp_path / f"stage-{i + 1}"
+        stages[i + 1].mkdir()
+        heads.save(stages[i + 1])
+    state = load_file(stages[2] / Heads.FILE)
+    assert sorted(state) == ["0.bias", "0.weight", "1.bias", "1.weight"]  # every head kept so far
+    save_file({**state, "0.weight": torch.zeros_like(state["0.weight"])}, str(stages[2] / Heads.FILE))
+    again = Heads(model, [2, 3])
+    again.read(stages.__getitem__, 2)
+    assert sorted(again.by_task) == [0, 1]
+    for j in range(2):  # task 0 from stage 1 (not stage 2's altered copy), task 1 from stage 2
+        assert torch.equal(again.by_task[j].weight, heads.by_task[j].weight)
+        assert torch.equal(again.by_task[j].bias, heads.by_task[j].bias)
+
+
 def test_bad_task_file_writes_nothing(experiment, tmp_path):
     cfg, root = experiment
     (tmp_path / "bad.csv").write_text("text,label\nonly one class,1\nagain,1\n")
@@ -298,3 +329,23 @@ def test_a_cancel_inside_an_isolated_unit_reaches_the_run(experiment):
 
     assert Executor(run, cfg, loaded).execute(device_call) == "cancelled"
     assert run.status()["status"] == "cancelled"
+
+
+def test_score_untrained_off_scores_only_the_tasks_trained_so_far(tmp_path):
+    from curlora.measure.metrics import summarize
+    from curlora.run.runner import run_experiment
+    from tiny_experiment import make_experiment
+
+    exp = make_experiment(tmp_path / "exp", steps=2, methods=("lora",))
+    exp["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8, score_untrained=False)
+    run = run_experiment(ExperimentConfig.from_dict(exp), root=tmp_path / "runs")
+    m = run.record()
+    assert m.base.accuracy[1] is not None  # the base row scores every task
+    lora = m.methods["lora"]
+    assert lora.row(1).accuracy[0] is not None and lora.row(1).accuracy[1] is None  # 'pair' not trained yet
+    assert all(x is not None for x in lora.row(2).accuracy)
+    matrix = [m.base.accuracy] + [lora.row(i).accuracy for i in (1, 2)]
+    s = summarize(matrix)
+    assert s["fwt"] is None and s["forgetting"] is not None and s["bwt"] is not None
+    with pytest.raises(CurloraError, match="score_untrained"):
+        ExperimentConfig.from_dict({**exp, "evaluation": {**exp["evaluation"], "score_untrained": "no"}})

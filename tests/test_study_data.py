@@ -85,7 +85,8 @@ def test_the_study_document_is_rendered_from_a_pack(cfg, tmp_path):
 
     root = tmp_path / "runs"
     study = S.run_study(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0, 1]), root)
-    packs = {"pilot": tmp_path / "none", "frontier": tmp_path / "frontier", "peers": tmp_path / "none"}
+    packs = {"pilot": tmp_path / "none", "pilot2": tmp_path / "none", "frontier": tmp_path / "frontier",
+             "peers": tmp_path / "none"}
     D.pack(study.id, packs["frontier"], root)
     lines = smollm2_study.blocks(packs)["smollm2-status"]
     assert "| pilot | 0 | not started | — |" in lines

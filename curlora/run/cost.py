@@ -13,20 +13,32 @@ estimate on a busy machine is slower than the run on a quiet one, and the text s
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from curlora.experiment import ExperimentConfig
+from curlora.experiment import ExperimentConfig, MethodSettings
 from curlora.measure.perplexity import perplexity, windows
 from curlora.measure.scoring import score
 from curlora.measure.stats import wilson
 from curlora.methods.registry import Context, method, stage_steps
 
+if TYPE_CHECKING:  # annotations only
+    from curlora.data.tasks import Task
+    from curlora.run.measurer import Loaded
+
 CALIBRATION_STEPS = 3  # the first step warms caches and allocators; the later ones are timed
 CALIBRATION_ROWS = 16
 EVAL_SHARE_WARN = 1 / 3
+
+
+def machine_state() -> tuple[int, float, int]:
+    """(torch's intra-op threads, the 1-minute load average, the CPU count) as the calibration ran."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return torch.get_num_threads(), round(load, 1), os.cpu_count() or 1
 
 
 @dataclass
@@ -47,6 +59,9 @@ class CostEstimate:
     stages: list[StageCost] = field(metadata={"help": "One per method and task, in run order."})
     precision: list[str] = field(metadata={"help": "What each task's eval rows buy: ± Wilson half-width at 50 %."})
     advice: list[str] = field(default_factory=list, metadata={"help": "What to change when evaluation dominates."})
+    threads: int = field(default=1, metadata={"help": "torch's intra-op threads while the calibration ran."})
+    load: float = field(default=0.0, metadata={"help": "The machine's 1-minute load average as the calibration began."})
+    cores: int = field(default=1, metadata={"help": "CPUs of this machine."})
 
     @property
     def train_s(self) -> float:
@@ -71,11 +86,23 @@ class CostEstimate:
         return (f"Evaluation is {100 * self.eval_share:.0f} % of this run (more than a third): "
                 + "; ".join(self.advice) + ".")
 
+    @property
+    def contention(self) -> str | None:
+        """A sentence when torch's threads compete with other work for the cores: every parallel operation then
+        waits for a thread that another process holds, so a step costs several times its work, and most for the
+        methods that run many small operations (DoRA, OSF, full fine-tuning's optimiser); docs/method-step-cost.md."""
+        if self.threads <= 1 or self.load < self.cores:
+            return None
+        return (f"this machine is busy (load average {self.load:.1f} on {self.cores} cores) and torch runs "
+                f"{self.threads} threads, so each step waits for cores that other work holds and the times above "
+                "can be several times the work; on a shared machine run with OMP_NUM_THREADS=1 (one thread per "
+                "process)")
+
     def to_json(self) -> dict:
         import dataclasses
 
         return {**dataclasses.asdict(self), "train_s": self.train_s, "eval_s": self.eval_s, "total_s": self.total_s,
-                "eval_share": self.eval_share, "warning": self.warning}
+                "eval_share": self.eval_share, "warning": self.warning, "contention": self.contention}
 
     def text(self) -> str:
         lines = [f"Estimated time on this machine: about {_dur(self.total_s)} — training {_dur(self.train_s)}, "
@@ -91,6 +118,8 @@ class CostEstimate:
         lines.append("Precision the eval rows buy: " + "; ".join(self.precision) + ".")
         if self.warning:
             lines.append("WARNING: " + self.warning)
+        if self.contention:
+            lines.append("NOTE: " + self.contention + ".")
         lines.append(f"(From a calibration measured just now: {self.calibration}. Other work on this machine "
                      "slows both the calibration and the run.)")
         return "\n".join(lines)
@@ -115,7 +144,7 @@ def half_width(n: int, p: float = 0.5) -> float:
     return 100 * (hi - lo) / 2
 
 
-def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
+def batch_tokens(cfg: ExperimentConfig, loaded: Loaded, task: Task) -> list[int]:
     """Padded tokens of each training batch of `task`, in the order train_task draws them (its seeded batches), so
     a step's time can be carried from one task to another whose rows are longer or shorter."""
     from curlora.run.train import LengthGroupedBatches, training_examples
@@ -131,7 +160,7 @@ def batch_tokens(cfg: ExperimentConfig, loaded, task) -> list[int]:
     return [max(lengths[i] for i in b) * len(b) for b in batches if b]
 
 
-def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
+def step_seconds(cfg: ExperimentConfig, loaded: Loaded, m: MethodSettings, first: list[int]) -> float:
     """Seconds per padded token of a training step of method m, measured on the first task (`first`: its
     batch_tokens): CALIBRATION_STEPS steps (the first not counted, nor its tokens), then the base given back."""
     from dataclasses import replace
@@ -158,10 +187,11 @@ def step_seconds(cfg: ExperimentConfig, loaded, m, first: list[int]) -> float:
     return (times[-1] - times[0]) / max(sum(tokens[1:len(times)]), 1)
 
 
-def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate:
-    """The run's time from a calibration on `loaded` (curlora.run.runner.Loaded); nothing is written."""
+def estimate(cfg: ExperimentConfig, loaded: Loaded, load_s: float = 0.0) -> CostEstimate:
+    """The run's time from a calibration on `loaded` (curlora/run/runner.py load_everything); nothing is written."""
     ev, tr = cfg.evaluation, cfg.training
     model, tok = loaded.model, loaded.tokenizer
+    threads, load, cores = machine_state()
     sizes = [batch_tokens(cfg, loaded, t) for t in loaded.tasks]  # every task's rows encoded once
     token_s = {m.label: step_seconds(cfg, loaded, m, sizes[0]) for m in cfg.methods}  # seconds per padded token
     per_batch = [sum(b) / len(b) if b else 0.0 for b in sizes]
@@ -210,7 +240,9 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
                 earlier = sum(min(ev.probe_rows, rows[j]) * per_row[j] for j in range(i))
                 probes = (steps // ev.probe_every) * earlier
             step = token_s[m.label] * per_batch[i]  # this task's rows: longer or shorter than the first's
-            stages.append(StageCost(m.label, steps * step + probes, stage_eval if kind.trains else 0.0))
+            evaluation = stage_eval if ev.score_untrained else \
+                stage_eval - sum(n * s for n, s in zip(rows[i + 1:], per_row[i + 1:]))  # not the later tasks
+            stages.append(StageCost(m.label, steps * step + probes, evaluation if kind.trains else 0.0))
     precision = [f"{t.name} ±{half_width(n):.0f} points (n={n})" for t, n in zip(loaded.tasks, rows)]
     advice = [f"score fewer eval rows (evaluation.eval_rows; now {max(rows)} per task, {score_s:.0f} s a stage)",
               f"fewer perplexity-probe tokens (evaluation.ppl_max_tokens, ppl_stride = ppl_window; now {forwarded:,} "
@@ -228,7 +260,7 @@ def estimate(cfg: ExperimentConfig, loaded, load_s: float = 0.0) -> CostEstimate
            (", one chat-probe decoding step" if chat_s else ""))
     base_s = stage_eval - task_s + sample_s + chat_base_s  # the base row trained no task: no new-task KL
     return CostEstimate(calibration=how, step_s=step_s, load_s=load_s, base_s=base_s, stages=stages,
-                        precision=precision, advice=advice)
+                        precision=precision, advice=advice, threads=threads, load=load, cores=cores)
 
 
 def _chat_probe_seconds(cfg: ExperimentConfig, model, tok, token_s: float) -> tuple[float, float]:

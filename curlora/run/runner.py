@@ -16,42 +16,33 @@ import contextlib
 import dataclasses
 import os
 import resource
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import peft
 import torch
-from safetensors.torch import load_file, save_file
+from torch import nn
 
 from curlora.data.tasks import load_task
 from curlora.errors import Cancelled, CurloraError, check_stop
 from curlora.experiment import ExperimentConfig, MethodSettings
-from curlora.measure import chat_probe, probes, task_kl
+from curlora.measure import probes
 from curlora.measure.metrics import majority_share, summarize
-from curlora.measure.perplexity import perplexity, tokenize_text
+from curlora.measure.perplexity import tokenize_text
 from curlora.measure.record import NO_DRIFT, MethodRecord, Row, RunMetrics, TrainRecord
-from curlora.measure.scoring import pad_id, score
-from curlora.measure.stats import to_bits, wilson
 from curlora.methods.registry import Context, Method, method, stage_steps
 from curlora.paths import ASSETS, DEFAULT_PROBE, OWNERS_DIR
 from curlora.run import events, trackers
 from curlora.run.estimate import check_fits, check_positions
+from curlora.run.measurer import Loaded, Measurer
 from curlora.run.store import DiskFull, Run, is_disk_full, register_executor, resumable
-from curlora.run.train import Diverged, Replay, fisher_diagonal, new_head, train_task
+from curlora.run.train import Diverged, Heads, Replay, fisher_diagonal, train_task
+
+if TYPE_CHECKING:  # annotations only
+    from curlora.models.loading import ModelInfo
 
 MAIN = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the store
-
-
-@dataclass
-class Loaded:
-    """What a run needs in memory: the model once, the validated tasks, the probe ids."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    tasks: list
-    probe_ids: torch.Tensor
-    probe_source: str
-    info: object
 
 
 def adapter_config(m: MethodSettings, model):
@@ -90,7 +81,7 @@ def probe_file(cfg: ExperimentConfig) -> Path | None:
     return path
 
 
-def probe_text(cfg: ExperimentConfig, info) -> tuple[str, str]:
+def probe_text(cfg: ExperimentConfig, info: ModelInfo) -> tuple[str, str]:
     path = probe_file(cfg)
     if path is not None:
         return path.read_text(encoding="utf-8", errors="replace"), source_name(path)
@@ -178,7 +169,9 @@ def strip_adapters(base: torch.nn.Module) -> None:
 
 
 class Executor:
-    """Runs (or resumes) the experiment stored in `run`, updating metrics.json after every stage."""
+    """Runs (or resumes) the experiment stored in `run`, updating metrics.json after every stage. It orchestrates:
+    the units, the stages, saving and logging; `measure` (curlora/run/measurer.py) measures every stage and a
+    `Heads` (curlora/run/train.py) keeps each method's classification heads."""
 
     def __init__(self, run: Run, cfg: ExperimentConfig, loaded: Loaded, should_stop=None, on_event=None,
                  base: Row | None = None):
@@ -187,9 +180,7 @@ class Executor:
         self.run, self.cfg, self.L = run, cfg, loaded
         self.external_stop = should_stop
         self.on_event = trackers.follow(run, cfg, on_event)  # run.log_with: curlora/run/trackers.py
-        self.self_probe = None  # (ids, base reference) once sampled or read back from the run folder
-        self.chat = None  # (chat_probe.ChatProbe, chat_probe.Chat) once made or read back; False: off (no template)
-        self.task_refs = None  # {task name: (prompt ids, base reference)} for the new-task KL
+        self.measure = Measurer(run.path, cfg, loaded, should_stop=self.should_stop, log=self.log, write=MAIN)
         self.snapshot = None  # the base weights while a full fine-tune runs, for its weight drift
         self.metrics = self._stored() or self._fresh_metrics()
         if self.metrics.base is None and base is not None:
@@ -203,7 +194,7 @@ class Executor:
             forgetting_definition="Chaudhry et al. 2018: max accuracy at an earlier stage minus final",
             probe={"source": self.L.probe_source, "tokens": int(self.L.probe_ids.numel()), "window": ev.ppl_window,
                    "stride": ev.ppl_stride},
-            majority=[majority_share(list(self._eval_rows(t)["label_id"])) for t in self.L.tasks],
+            majority=[majority_share(list(self.measure.eval_rows(t)["label_id"])) for t in self.L.tasks],
             comparison=self.cfg.training.comparison)
 
     def _stored(self) -> RunMetrics | None:
@@ -233,55 +224,6 @@ class Executor:
 
     def should_stop(self) -> bool:
         return self.run.cancel_requested() or bool(self.external_stop and self.external_stop())
-
-    def _eval_rows(self, task):
-        limit = self.cfg.evaluation.eval_rows
-        return task.eval if not limit or limit >= len(task.eval) else task.eval.select(range(limit))
-
-    # -- measuring ---------------------------------------------------------------------------------------
-    def evaluate(self, model, heads: dict[int, torch.nn.Module], trained: int | None = None) -> Row:
-        """Every task, the perplexity probe and the drift probes of one stage; `trained`: the index of the task the
-        stage just trained (its new-task KL), None for the base row."""
-        ev, tr = self.cfg.evaluation, self.cfg.training
-        cells = []
-        for j, task in enumerate(self.L.tasks):
-            if ev.scoring == "head" and j not in heads:
-                cells.append(None)
-                continue
-            cells.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
-                               ev.batch_size, head=heads.get(j), should_stop=self.should_stop))
-        # the strided pass; its first window is the paper's number (ppl_single_window)
-        ppl = perplexity(model, self.L.probe_ids, ev.ppl_window, ev.ppl_stride, should_stop=self.should_stop)
-
-        def each(fn):
-            return [None if c is None else fn(c) for c in cells]
-
-        row = Row(accuracy=each(lambda c: c["accuracy"]), ppl=ppl["ppl"],
-                  ppl_single_window=ppl["single_window"]["ppl"], n=each(lambda c: c["n"]),
-                  ci95=each(lambda c: list(wilson(sum(c["correct"]), c["n"]) or ())),
-                  correct=each(lambda c: to_bits(c["correct"])), pred_share=each(lambda c: c["pred_share"]))
-        if self.self_probe:
-            for k, v in probes.self_probe_measures(model, *self.self_probe, should_stop=self.should_stop).items():
-                setattr(row, k, v)
-        if self.chat:
-            probe, chat = self.chat
-            for k, v in chat_probe.measures(model, self.L.tokenizer, probe, chat, ev.batch_size,
-                                            should_stop=self.should_stop).items():
-                setattr(row, k, v)
-        if self.task_refs and trained is not None:
-            row.task_kl = task_kl.measure(model, self.task_refs[self.L.tasks[trained].name],
-                                          pad_id(self.L.tokenizer), should_stop=self.should_stop)
-        return row
-
-    def probe(self, model, heads, upto: int) -> list[float | None]:
-        ev, tr = self.cfg.evaluation, self.cfg.training
-        out = []
-        for j in range(upto):
-            task = self.L.tasks[j]
-            out.append(score(model, self.L.tokenizer, task, self._eval_rows(task), ev.scoring, tr.max_length,
-                             ev.batch_size, head=heads.get(j), limit=ev.probe_rows,
-                             should_stop=self.should_stop)["accuracy"])
-        return out
 
     # -- the run -----------------------------------------------------------------------------------------
     # The work comes in units: the base row, then one unit per method per task. A unit reads what it needs from
@@ -367,16 +309,16 @@ class Executor:
 
     def base_unit(self) -> None:
         """Row 0: the base model on every task and probe (and the self-probe texts sampled from it)."""
-        self.prepare_self_probe()
+        self.measure.prepare(self.metrics)
         self.log(events.STAGE_START, method="base", stage=0)
-        row0 = self.evaluate(self.L.model, {})
+        row0 = self.measure.evaluate(self.L.model, {})
         self.metrics.base = row0
         self.save_metrics()
         self.log(events.STAGE, method="base", stage=0, **row0.event())
 
     def method_unit(self, m: MethodSettings) -> None:
         """The next task of method m: attach its last saved stage, train, save, evaluate, detach."""
-        self.prepare_self_probe()
+        self.measure.prepare(self.metrics)
         n = len(self.L.tasks)
         base = self.metrics.base
         kind = method(m.kind)  # looked up once: the unit hands it on
@@ -427,15 +369,14 @@ class Executor:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()  # give the next method (and the app) the memory back
 
-    def attach(self, m: MethodSettings, done: int, kind: Method | None = None):
+    def attach(self, m: MethodSettings, done: int,
+               kind: Method | None = None) -> tuple[nn.Module, Heads, Callable[[], None]]:
         """The model to train for method m (resumed at stage `done`), its heads, and how to give the base back.
         `kind`: m's registered method, where the caller has it."""
         base = self.L.model
-        head_mode = self.cfg.evaluation.scoring == "head"
-        heads = {}
-        if head_mode:
-            for j in range(done):
-                heads[j] = self.load_head(m, j + 1, j)
+        heads = Heads(base, [len(t.classes) for t in self.L.tasks])
+        if self.cfg.evaluation.scoring == "head":
+            heads.read(lambda stage: self.run.adapter_dir(m.label, stage), done)
         kind = kind or method(m.kind)
         context = Context(done, len(self.L.tasks), self.cfg.evaluation.ppl_window, self.calibration)
         attached = kind.attach(base, m, self.run.adapter_dir(m.label, done) if done else None, context)
@@ -452,21 +393,16 @@ class Executor:
             return rest, f"{source}: tokens {scored}-{scored + rest.numel()}, past the scored probe"
         return self.L.probe_ids[:tokens], f"{source}: the scored probe itself (its perplexity is then in sample)"
 
-    def load_head(self, m: MethodSettings, stage: int, task_index: int):
-        state = load_file(self.run.adapter_dir(m.label, stage) / "heads.safetensors")
-        head = new_head(self.L.model, len(self.L.tasks[task_index].classes), 0)
-        head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
-        return head
-
-    def run_stage(self, m: MethodSettings, rec: MethodRecord, model, heads: dict, i: int, kind: Method) -> None:
+    def run_stage(self, m: MethodSettings, rec: MethodRecord, model: nn.Module, heads: Heads, i: int,
+                  kind: Method) -> None:
         task, tr, ev = self.L.tasks[i], self.cfg.training, self.cfg.evaluation
-        head = new_head(self.L.model, len(task.classes), tr.seed + i) if ev.scoring == "head" else None
+        head = heads.new(i, tr.seed + i) if ev.scoring == "head" else None
         self.log(events.STAGE_START, method=m.label, stage=i + 1, task=task.name)
 
         def on_step(info):
             self.log(events.STEP, method=m.label, stage=i + 1, task=task.name, **info)
             if ev.probe_every and i > 0 and info["step"] % ev.probe_every == 0:
-                accs = self.probe(model, heads, i)
+                accs = self.measure.probe(model, heads.by_task, i)
                 self.log(events.PROBE, method=m.label, stage=i + 1, step=info["step"], accuracy=accs)
                 model.train()
 
@@ -484,11 +420,10 @@ class Executor:
                 model, self.L.tokenizer, task, tr, kind.consolidation_rows, should_stop=self.should_stop))
         if head is not None:
             rec.head_trainable = sum(p.numel() for p in head.parameters())  # per task, beside the adapter
-            head.requires_grad_(False)
-            heads[i] = head
+            heads.keep(i, head)
         self.save_stage(m, model, heads, i + 1, kind)
         self.wait_for_save()
-        row = self.evaluate(model, heads, trained=i)
+        row = self.measure.evaluate(model, heads.by_task, trained=i)
         drift = kind.drift(model, self.snapshot)
         rec.append(row, drift)
         rec.train.append(TrainRecord(task=task.name, steps=result.steps, final_loss=result.final_loss,
@@ -501,55 +436,7 @@ class Executor:
         self.log(events.STAGE, method=m.label, stage=i + 1, task=task.name, **row.event(), steps=result.steps,
                  final_loss=result.final_loss, seconds=result.seconds, drift=drift["total"])
 
-    # -- drift probes and the matched-loss comparison (curlora/measure/probes.py) ---------------------------------
-    def prepare_self_probe(self) -> None:
-        """Sample the self-probe texts from the base model (or read them back on resume), and make (or read back)
-        the chat probe's base replies and the new-task KL's base references; call before attaching."""
-        self.prepare_chat_probe()
-        self.prepare_task_kl()
-        ev = self.cfg.evaluation
-        if not ev.self_probe or self.self_probe:
-            return
-        ids, ref, info = probes.load_or_sample(self.run.path, self.L.model, self.L.tokenizer, ev.self_probe_texts,
-                                               ev.self_probe_tokens, ev.self_probe_temperature, ev.self_probe_seed,
-                                               write=MAIN, should_stop=self.should_stop)
-        self.self_probe = (ids, ref)
-        self.metrics.self_probe = info
-
-    def prepare_chat_probe(self) -> None:
-        """The chat probe's base replies (curlora/measure/chat_probe.py); off, with one line in the log, for a
-        tokenizer without a chat template."""
-        from curlora.run.chat_format import chat_prompt, conversation, has_template, stop_tokens
-
-        ev, tok = self.cfg.evaluation, self.L.tokenizer
-        if not ev.chat_probe or self.chat is not None:
-            return
-        if not has_template(tok):
-            self.chat = False
-            self.log(events.NOTE, message="The chat probe is off for this run: the model's tokenizer has no chat "
-                                          "template, so it has no chat turn to measure.")
-            return
-        ids, texts = stop_tokens(tok, self.L.model)
-        chat = chat_probe.Chat(
-            render=lambda text: tok(chat_prompt(tok, conversation(None, text)), add_special_tokens=False).input_ids,
-            stop_ids=ids, stop_texts=texts, pad=pad_id(tok))
-        probe = chat_probe.load_or_make(self.run.path, self.L.model, tok, chat, ev.chat_probe_instructions,
-                                        ev.chat_probe_tokens, ev.chat_probe_facts, ev.batch_size, write=MAIN,
-                                        should_stop=self.should_stop)
-        self.chat = (probe, chat)
-        self.metrics.chat_probe = probe.info
-
-    def prepare_task_kl(self) -> None:
-        """The base's distributions on each task's first task_kl_rows eval prompts (curlora/measure/task_kl.py)."""
-        ev, tok = self.cfg.evaluation, self.L.tokenizer
-        if not ev.task_kl_rows or self.task_refs is not None:
-            return
-        prompts = {t.name: task_kl.prompts(tok, t, self._eval_rows(t), self.cfg.training.max_length, ev.task_kl_rows)
-                   for t in self.L.tasks}
-        self.task_refs, self.metrics.task_kl = task_kl.load_or_make(
-            self.run.path, self.L.model, prompts, pad_id(tok), ev.task_kl_rows, write=MAIN,
-            should_stop=self.should_stop)
-
+    # -- the matched-loss comparison and the stage folders ------------------------------------------------------
     def matched_target(self, m: MethodSettings, i: int):
         """(loss to stop at or None, training schedule) for method m on task i under the chosen comparison."""
         tr = self.cfg.training
@@ -564,18 +451,13 @@ class Executor:
             return None, tr
         return target, dataclasses.replace(tr, max_steps=tr.matched_loss_max_steps or tr.max_steps)
 
-    def save_stage(self, m: MethodSettings, model, heads: dict, stage: int, kind: Method) -> None:
+    def save_stage(self, m: MethodSettings, model: nn.Module, heads: Heads, stage: int, kind: Method) -> None:
         if not MAIN:
             return
 
         def write(folder: Path) -> None:
             kind.save(model, folder)
-            if heads:
-                state = {}
-                for j, h in heads.items():
-                    state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
-                    state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
-                save_file(state, str(folder / "heads.safetensors"))
+            heads.save(folder)
 
         self.run.write_stage(m.label, stage, write)
 

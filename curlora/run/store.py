@@ -37,13 +37,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import psutil
 
 from curlora.errors import CurloraError, clip
 from curlora.experiment import METHOD_NAME, ExperimentConfig
 from curlora.run import events as ev
+
+if TYPE_CHECKING:  # annotations only: the store sits below the runner
+    from curlora.run.measurer import Loaded
 
 DATA_DIR_ENV = "CURLORA_DATA_DIR"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -211,9 +214,9 @@ class Run:
         return self if type(self) is kind else kind(self.root, self.id)
 
     # -- executing -----------------------------------------------------------------------------------------
-    def execute(self, loaded, should_stop=None, on_event=None, device_call=None) -> str:
-        """Run or resume this entry with what `loaded` holds (curlora/run/runner.py Loaded); returns its status.
-        device_call(fn) runs one unit of work (None: here)."""
+    def execute(self, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
+        """Run or resume this entry with what `loaded` holds (curlora/run/runner.py load_everything); returns its
+        status. device_call(fn) runs one unit of work (None: here)."""
         try:
             run = _EXECUTORS[self.kind]
         except KeyError:

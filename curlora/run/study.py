@@ -24,6 +24,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -36,6 +37,9 @@ from curlora.run import events
 from curlora.run.store import STUDY_FILE, STUDY_SETTINGS, Run, Study, atomic_write_text, register_executor
 from curlora.run.study_plan import (parse_grid, parse_replays, parse_seeds, permutation, plan_of,  # noqa: F401
                                     plan_settings, point_config, replay_label, seeded_tasks, with_replays)
+
+if TYPE_CHECKING:  # annotations only: the study imports no torch until it runs
+    from curlora.run.measurer import Loaded
 
 OWNER_FILE = "owner"  # curlora/serve/hosting.py write_owner
 SETTINGS_FILE = STUDY_SETTINGS  # the marker of a study's folder (curlora/run/store.py Study)
@@ -72,7 +76,7 @@ def settings_of(study: Run) -> StudySettings:
     return StudySettings.from_dict(yaml.safe_load((study.path / SETTINGS_FILE).read_text(encoding="utf-8")))
 
 
-def execute(study: Run, loaded, should_stop=None, on_event=None, device_call=None) -> str:
+def execute(study: Run, loaded: Loaded, should_stop=None, on_event=None, device_call=None) -> str:
     """Run (or resume) every point of the study in `study`, one after another, sharing `loaded` and the base row.
     Returns the study's status: completed | cancelled (a failed point is recorded and the study goes on)."""
     from curlora.run.runner import execute as execute_run
@@ -154,7 +158,7 @@ class _Seeded:
     each task drawn again with the seed (from the same files: its training and eval rows and their order) and the
     base row measured once per seed on those rows (kept in study.json, so a resumed study measures it once)."""
 
-    def __init__(self, study, rec, cfg, loaded, settings: StudySettings, should_stop, device_call):
+    def __init__(self, study, rec, cfg, loaded: Loaded, settings: StudySettings, should_stop, device_call):
         self.study, self.cfg, self.loaded, self.settings = study, cfg, loaded, settings
         self.should_stop, self.device_call = should_stop, device_call
         self.cache: dict[int, tuple] = {}
@@ -181,7 +185,7 @@ def _order(settings: StudySettings, entry: PlanEntry) -> list[str] | None:
     return settings.orders[entry.order] if settings.orders else None
 
 
-def _loaded_in_order(loaded, perm: list[int] | None):
+def _loaded_in_order(loaded: Loaded, perm: list[int] | None) -> Loaded:
     """The study's loaded model and tasks, the tasks in a point's order (the model is shared, not copied)."""
     return loaded if perm is None else dataclasses.replace(loaded, tasks=[loaded.tasks[i] for i in perm])
 
@@ -206,7 +210,7 @@ def _point_in_worker(root: str, run_id: str, base: dict) -> str:
     return execute_run(run, cfg, load_everything(cfg), base=Row.from_json(base))
 
 
-def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None, poll: float = 1.0) -> str:
+def execute_ray(study: Run, loaded: Loaded, should_stop=None, address: str | None = None, poll: float = 1.0) -> str:
     """Like `execute`, but the study's pending runs spread over a Ray cluster (`address`, else RAY_ADDRESS, else
     a local instance with this machine's CPUs and GPUs): one GPU per run where the cluster has GPUs, else one CPU.
     The base row is measured here first, then every point is one Ray task; Stop cancels the tasks not finished."""
@@ -278,20 +282,28 @@ def execute_ray(study: Run, loaded, should_stop=None, address: str | None = None
             ray.shutdown()
 
 
-def _base_row(study: Study, rec: StudyRecord, cfg, loaded, should_stop, device_call, seed: int | None = None) -> Row:
+def _base_row(study: Study, rec: StudyRecord, cfg, loaded: Loaded, should_stop, device_call,
+              seed: int | None = None) -> Row:
     """Row 0, measured once for the whole study (in the study folder, with the self-probe files), or with `seed`
     once for that seed's rows (rows_per_seed; the first seed's is also the study's base row)."""
-    from curlora.run.runner import Executor
+    from curlora.run.measurer import Measurer  # torch: only once a study runs
+    from curlora.run.runner import MAIN
 
     stored = rec.base if seed is None else rec.bases.get(seed)
     if stored is not None:
         return stored
-    ex = Executor(study, cfg, loaded, should_stop=should_stop)
+
+    def log(kind: str, **fields) -> None:
+        if MAIN:
+            study.log(kind, **fields)
+
+    measure = Measurer(study.path, cfg, loaded, should_stop=lambda: study.cancel_requested() or bool(
+        should_stop and should_stop()), log=log, write=MAIN)  # stops as a run does: on the study's Stop too
     box = {}
 
     def unit():
-        ex.prepare_self_probe()
-        box["row"] = ex.evaluate(loaded.model, {})
+        measure.prepare()
+        box["row"] = measure.evaluate(loaded.model, {})
 
     (device_call or (lambda fn: fn()))(unit)
     row = box["row"]
@@ -363,7 +375,7 @@ def pick_executor(executor: str = "auto") -> str:
     return "ray" if wide and importlib.util.find_spec("ray") is not None else "local"
 
 
-def _dispatch(study, loaded, should_stop, on_event, executor: str) -> str:
+def _dispatch(study, loaded: Loaded, should_stop, on_event, executor: str) -> str:
     executor = pick_executor(executor)
     if executor == "ray":
         return execute_ray(study, loaded, should_stop=should_stop)

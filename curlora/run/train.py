@@ -14,11 +14,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
@@ -180,6 +182,54 @@ def new_head(model, n_classes: int, seed: int) -> nn.Linear:
         head.weight.uniform_(-bound, bound, generator=g)
         head.bias.zero_()
     return head.to(next(model.parameters()).device)
+
+
+class Heads:
+    """The classification heads of one method (evaluation.scoring: head), one per task trained so far, and their
+    file: every stage folder keeps all of them in heads.safetensors ("{task index}.weight" and ".bias"), so a stage
+    reads back from the stage that trained each task. `by_task` is {task index: head}, what scoring takes."""
+
+    FILE = "heads.safetensors"
+
+    def __init__(self, base: nn.Module, n_classes: list[int]):
+        """`base`: the model the heads sit on (its hidden size and device); `n_classes`: each task's class count."""
+        self.base, self.n_classes = base, n_classes
+        self.by_task: dict[int, nn.Linear] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_task)
+
+    def new(self, task_index: int, seed: int) -> nn.Linear:
+        """A fresh head for the task a stage trains (kept once trained: `keep`)."""
+        return new_head(self.base, self.n_classes[task_index], seed)
+
+    def keep(self, task_index: int, head: nn.Linear) -> None:
+        """A trained head, frozen, among those the next stages score with and save."""
+        head.requires_grad_(False)
+        self.by_task[task_index] = head
+
+    def load(self, folder: Path, task_index: int) -> nn.Linear:
+        """Task `task_index`'s head as the stage folder `folder` stored it (not kept: `read` keeps what it loads)."""
+        state = load_file(folder / self.FILE)
+        head = new_head(self.base, self.n_classes[task_index], 0)
+        head.load_state_dict({"weight": state[f"{task_index}.weight"], "bias": state[f"{task_index}.bias"]})
+        return head
+
+    def read(self, stage_dir: Callable[[int], Path], done: int) -> None:
+        """The heads of the first `done` tasks, each from the stage that trained it (`stage_dir(j + 1)` for task j):
+        a method resumed after `done` stages."""
+        for j in range(done):
+            self.by_task[j] = self.load(stage_dir(j + 1), j)
+
+    def save(self, folder: Path) -> None:
+        """Every head kept so far into `folder`'s heads.safetensors (nothing when there is none)."""
+        if not self.by_task:
+            return
+        state = {}
+        for j, h in self.by_task.items():
+            state[f"{j}.weight"] = h.weight.detach().cpu().contiguous()
+            state[f"{j}.bias"] = h.bias.detach().cpu().contiguous()
+        save_file(state, str(folder / self.FILE))
 
 
 def _checkpointing(model: nn.Module, wanted: bool):

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curlora.errors import Cancelled, CurloraError, clip
 from curlora.experiment import ExperimentConfig
@@ -41,6 +42,9 @@ from curlora.serve.handoff import PAUSED, Handoff, Unattended
 from curlora.run import study as studies  # registers how a Study executes (curlora/run/store.py Run.execute)
 from curlora.run.store import EventCache, Run, data_dir, list_runs, resumable
 from curlora.serve.hosting import Client, Policy, read_owner, write_owner
+
+if TYPE_CHECKING:  # annotations only: the server loads no torch until a job runs
+    from curlora.run.measurer import Loaded
 
 
 def folder_bytes(folder: Path) -> int:
@@ -70,7 +74,7 @@ class Yielded(Cancelled):
 class Job:
     run: Run
     cfg: ExperimentConfig
-    loaded: object = None  # what start() loaded; None for a resume or a job that waited (loaded when it starts)
+    loaded: Loaded | None = None  # what start() loaded; None for a resume or a job that waited (loaded when it starts)
     owner: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
@@ -139,7 +143,7 @@ class JobManager:
                                    client=client))
 
     def _admit(self, cfg: ExperimentConfig, owner: str | None, notices: list[str] | None,
-               client: Client | None = None):
+               client: Client | None = None) -> Loaded:
         """The policy's and the limits' checks of a new job, then its tasks and model loaded (nothing written)."""
         from curlora.run.runner import load_everything
 
@@ -150,7 +154,8 @@ class JobManager:
         with hub_only(self.policy.hosted):  # hosted, a model name is never looked up as a server path
             return load_everything(cfg, limits=self.policy.limits)
 
-    def _check_study_store(self, cfg: ExperimentConfig, loaded, points: dict[str, int], owner: str | None) -> None:
+    def _check_study_store(self, cfg: ExperimentConfig, loaded: Loaded, points: dict[str, int],
+                           owner: str | None) -> None:
         """Refuse a study whose runs would not fit the owner's store share or the store's room (estimated: each run
         keeps an adapter per task and the self-probe reference; see curlora/serve/store_estimate.py)."""
         from curlora.serve.store_estimate import study_bytes
@@ -530,7 +535,7 @@ class JobManager:
         with self._cv:
             return any(j.payer.key != job.payer.key for j in self._queue)
 
-    def _device_call(self, job: Job, loaded):
+    def _device_call(self, job: Job, loaded: Loaded):
         """How the runner runs each unit of `job` (under the gate here, or on ZeroGPU handed to its owner's
         request), after its first unit of a turn only while no other client's job waits: otherwise it yields."""
         inner = self._device_inner(job, loaded)
@@ -569,7 +574,7 @@ class JobManager:
                                    f"limit here is {total:g} MB, so {what} stopped after its finished stages (kept); "
                                    "delete some of your runs, then resume it.")
 
-    def _device_inner(self, job: Job, loaded):
+    def _device_inner(self, job: Job, loaded: Loaded):
         """Under the gate here, or (ZeroGPU) handed to its owner's request with a duration measured from the run
         (curlora/serve/gpu_budget.py)."""
         what = f"a training stage of {job.run.kind} {job.run.id}"

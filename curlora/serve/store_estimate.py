@@ -10,6 +10,11 @@ run is an upper bound where the runs of a study share it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only
+    from curlora.run.measurer import Loaded
+
 RUN_OVERHEAD = 256 * 1024  # config.yaml, events.jsonl, metrics.json and status of a small run, generously
 FLOAT32, FLOAT64 = 4, 8
 
@@ -44,7 +49,7 @@ def reference_bytes(cfg, model) -> int:
     return FLOAT64 * ev.self_probe_texts * ev.self_probe_tokens * width
 
 
-def study_bytes(cfg, loaded, points: dict[str, int]) -> int:
+def study_bytes(cfg, loaded: Loaded, points: dict[str, int]) -> int:
     """Estimated bytes of a study's runs: `points` is method label -> runs of it (curlora/serve/limits.study_points)."""
     per_run_extra = RUN_OVERHEAD + reference_bytes(cfg, loaded.model)
     total = 0

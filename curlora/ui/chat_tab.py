@@ -1,4 +1,5 @@
-"""Chat tab: one message, three panes — the base model, LoRA at stage k, CURLoRA at stage k — each with its own
+"""Chat tab: one message, three panes — the base model, LoRA at stage k, CURLoRA at stage k (another method with
+saved stages where a run has no LoRA or no CURLoRA, full fine-tuning included) — each with its own
 weights and its own conversation (see curlora/run/chat.py), streamed one pane after the other with shared
 generation settings. A base model with a chat template chats (system prompt, each pane's history, the template);
 one without completes each message as plain text. Clear empties all three panes."""
@@ -23,9 +24,14 @@ MODES = {True: "This base model has a **chat template**: each pane keeps its own
 
 
 def pane_methods(choices: dict) -> dict[str, str]:
-    """{"lora": label, "curlora": label}: the run's method shown in each adapter pane (its first of that kind)."""
-    return {"lora": next((m for m in choices if m.startswith("lora")), "lora"),
-            "curlora": next((m for m in choices if m.startswith("curlora")), "curlora")}
+    """{"lora": label, "curlora": label}: the run's method shown in each of the two trained panes — its first LoRA
+    and its first CURLoRA; a run without one of them shows another method with saved stages there instead (full
+    fine-tuning, a PEFT peer), so every kind that saves a stage can be chatted with."""
+    lora = next((m for m in choices if m.startswith("lora")), None)
+    cur = next((m for m in choices if m.startswith("curlora")), None)
+    others = iter(m for m in choices if m not in (lora, cur))
+    lora = lora or next(others, "lora")
+    return {"lora": lora, "curlora": cur or next(others, "curlora")}
 
 
 def pane_labels(m: RunMetrics | None, choices: dict, stage) -> tuple[str, str]:

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)  # as in tests/conftest.py: tiny models, a shared 2-core machine
 
 import curlora.methods.adapters  # noqa: E402
+import curlora.run.measurer  # noqa: E402
 import curlora.run.runner  # noqa: E402
 
 WHAT = os.environ.get("CURLORA_TEST_PAUSE", "")
@@ -47,13 +48,13 @@ if WHAT == "save":
 
     curlora.methods.adapters.save_adapter = save_adapter
 elif WHAT == "evaluate":
-    real_perplexity = curlora.run.runner.perplexity
+    real_perplexity = curlora.run.measurer.perplexity
 
     def perplexity(*args, **kwargs):
         maybe_pause()
         return real_perplexity(*args, **kwargs)
 
-    curlora.run.runner.perplexity = perplexity
+    curlora.run.measurer.perplexity = perplexity
 elif WHAT:
     raise SystemExit(f"CURLORA_TEST_PAUSE={WHAT!r}: use save or evaluate")
 

@@ -75,9 +75,12 @@ def test_a_margin_given_again_re_decides_the_verdict():
 
 def test_every_drift_probe_a_run_has_is_correlated_with_forgetting():
     points = [Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", forgetting=float(s), kl_to_base=0.5,
-                    extra={"chat_kl": 0.1 * s, "note": "x", "task_kl": 1.0 - 0.1 * s}) for s in range(8)]
-    assert A.probe_fields(points) == ["kl_to_base", "self_ppl_ratio", "probe_ppl_ratio", "chat_kl", "task_kl"]
+                    chat_kl=0.1 * s, task_kl=1.0 - 0.1 * s, extra={"future_kl": 0.2 * s, "note": "x"})
+              for s in range(8)]
+    assert A.probe_fields(points) == ["kl_to_base", "self_ppl_ratio", "probe_ppl_ratio", "chat_kl", "facts",
+                                      "task_kl", "future_kl"]  # declared ones, then a newer version's (extra)
     tracks = {t.probe: t for t in A.probe_tracks(points)}
+    assert tracks["future_kl"].rho == pytest.approx(1.0) and tracks["future_kl"].tracks
     assert tracks["chat_kl"].rho == pytest.approx(1.0) and tracks["chat_kl"].tracks and tracks["chat_kl"].n == 8
     assert tracks["task_kl"].rho == pytest.approx(-1.0) and not tracks["task_kl"].tracks
     assert tracks["kl_to_base"].rho is None and tracks["kl_to_base"].n == 8  # constant: no rank correlation

@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +52,8 @@ def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict]
         return None
     meta = json.loads((folder / "pack.json").read_text(encoding="utf-8"))
     rec = StudyRecord.of(json.loads((folder / "study" / "study.json").read_text(encoding="utf-8")))
+    cfg = yaml.safe_load((folder / "study" / "config.yaml").read_text(encoding="utf-8"))
+    meta["instructions"] = (cfg.get("evaluation") or {}).get("chat_probe_instructions")
     return rec, meta
 
 
@@ -85,8 +89,28 @@ def status_block(loaded: dict) -> list[str]:
     return lines
 
 
+def base_block(rec: StudyRecord, instructions: int | None = None) -> list[str]:
+    """The base model's row (each seed's, with rows_per_seed): each task's accuracy with n and its Wilson interval,
+    WikiText-2 perplexity, and the chat probe's counts."""
+    rows = sorted(rec.bases.items()) or ([("all", rec.base)] if rec.base is not None else [])
+    if not rows:
+        return ["The base row is not measured yet."]
+    lines = ["| seed | " + " | ".join(rec.tasks) + " | WikiText-2 ppl | facts right | replies not ended | "
+             "replies repeating |", "|---|" + "---|" * (len(rec.tasks) + 4)]
+    of = f" of {instructions}" if instructions else ""
+    for seed, b in rows:
+        cells = [f"{a * 100:.1f} % [{c[0] * 100:.1f}, {c[1] * 100:.1f}] (n={n})"
+                 for a, c, n in zip(b.accuracy, b.ci95, b.n)]
+        chat = [f"{b.facts} of {b.facts_n}" if b.facts is not None else "—",
+                *(f"{v}{of}" if v is not None else "—" for v in (b.replies_unterminated, b.replies_repetitive))]
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {b.ppl:.2f} | " + " | ".join(chat) + " |")
+    return lines
+
+
 def groups_block(rec: StudyRecord) -> list[str]:
     """One row per (method, lr) the study has finished runs of, with n and each measure's mean [95 % CI]."""
+    if not rec.groups:
+        return ["No run of this phase has finished yet."]
     shown = [(n, h, sc, d) for n, h, sc, d in COLUMNS
              if any(_summary(g, n) is not None and _summary(g, n).mean is not None for g in rec.groups.values())]
     lines = ["| method | lr | runs | " + " | ".join(h for _, h, _, _ in shown) + " |",
@@ -128,6 +152,7 @@ def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
             rec = loaded[phase][0]
             out["smollm2-status"] += ["", f"{phase.capitalize()} (means over seeds and orders, 95 % intervals over "
                                       "runs; learning on test rows):", ""]
+            out["smollm2-status"] += ["Base model:", ""] + base_block(rec, loaded[phase][1]["instructions"]) + [""]
             out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
     return out
 

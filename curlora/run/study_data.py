@@ -26,11 +26,15 @@ from pathlib import Path
 
 from curlora.errors import CurloraError
 from curlora.measure.study_record import StudyRecord
+from curlora.measure.task_kl import REF_FILE as TASK_KL_REF
 from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir, outgoing_files
 
 STUDY_DIR, RUNS_DIR, PACK_FILE = "study", "runs", "pack.json"
 MAX_FILE = 8 * 1024 * 1024  # a file bigger than this is not data of a study (a stage's weights, a cache)
-SKIP = {"adapters", "heads", "stages"}  # folders that hold weights (live state never leaves: store.LIVE_FILES)
+# folders that hold weights (live state never leaves: store.LIVE_FILES), and the new-task KL's base reference: it is
+# measured again per seed (rows_per_seed) on fixed prompts, deterministically, so a pack would commit megabytes that
+# change at every seed; a resumed study measures it again from task_kl.json's prompts
+SKIP = {"adapters", "heads", "stages", TASK_KL_REF}
 
 
 def _small_files(folder: Path) -> list[Path]:

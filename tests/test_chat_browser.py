@@ -47,9 +47,9 @@ def test_each_pane_keeps_its_conversation_and_clear_resets_all_three(served):
         for n, text in enumerate(["the king", "and the people"], start=1):
             page.locator("#chat-prompt textarea").fill(text)
             page.locator("#chat-send").click()
-            for pane in PANES:
-                expect(messages(page, pane, "user")).to_have_count(n)
-                expect(messages(page, pane, "bot")).to_have_count(n)
+            for pane in PANES:  # a busy machine (a study beside the suite) takes seconds to start a turn
+                expect(messages(page, pane, "user")).to_have_count(n, timeout=60_000)
+                expect(messages(page, pane, "bot")).to_have_count(n, timeout=60_000)
                 expect(messages(page, pane, "user").nth(n - 1)).to_contain_text(text)
             expect(page.locator("#chat-prompt textarea")).to_have_value("")  # the box is emptied for the next turn
             for pane in PANES:  # every pane has finished its reply (the last pane streams last)

@@ -95,3 +95,12 @@ def test_a_method_record_holds_one_row_per_stage():
                                                                           Row(accuracy=[0.75], ppl=4.0)]
     with pytest.raises(TypeError, match="matrx"):
         MethodRecord(matrx=[[0.5]])
+
+
+def test_a_partial_records_stages_are_its_accuracy_matrixs_rows():
+    from curlora.measure.record import MethodRecord
+
+    rec = MethodRecord.from_json({"kind": "lora", "matrix": [[0.5, 0.5], [0.6, 0.5]], "ppl": [10.0, 11.0, 12.0],
+                                  "kl_to_base": [0.0]})
+    assert rec.stages_done == 1 and len(rec.rows) == 2  # row 0 is the base
+    assert rec.ppl == [10.0, 11.0] and rec.kl_to_base == [0.0, None]  # past the matrix: no finished stage

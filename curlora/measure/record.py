@@ -242,9 +242,13 @@ class MethodRecord:
 
 
 def _rows(lists: dict) -> list[Row]:
-    """Rows from the stored per-stage lists, as many as the longest has entries (a stored run's lists are all as long;
-    a partial record's may not be): a shorter or missing list reads None there (an accuracy: [])."""
-    n = max((len(v) for v in lists.values() if isinstance(v, list)), default=0)
+    """Rows from the stored per-stage lists: one per entry of the accuracy matrix, the list that says which stages
+    finished (a stored run's lists are all as long; a partial record's may not be: a shorter or missing list reads
+    None there, and entries of a longer one past the matrix belong to no finished stage). Without a matrix, as many
+    as the longest list has (an accuracy: [])."""
+    matrix = lists.get("matrix")
+    n = len(matrix) if isinstance(matrix, list) else \
+        max((len(v) for v in lists.values() if isinstance(v, list)), default=0)
 
     def at(name, stage):
         values = lists.get(name)

@@ -146,6 +146,7 @@ def build(engine: Engine, gpu=None) -> dict:
             cleared.append(True)
             return (*[list(h) for h in shown], box)
 
+        yield frame(("",) * 3)  # the message shows in every pane at once, before the device is asked for
         for note in wait_for_device(jobs.gate, "a chat reply", 1):
             yield frame((note,) * 3)
         try:

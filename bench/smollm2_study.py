@@ -40,7 +40,7 @@ COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("forgetting_learned", "forgetting of learned tasks (pts)", 1, 1),
            ("forgetting", "forgetting, all earlier tasks (pts)", 1, 1),
            ("chat_kl", "chat KL to base", 1, 3),
-           ("facts", "facts exact-match (%)", 1, 0),  # Point.facts is in points already
+           ("facts", "facts right (%)", 1, 0),  # Point.facts is in points already
            ("probe_ppl_ratio", "WikiText-2 ppl / base", 1, 3),
            ("kl_to_base", "self-probe KL", 1, 3),
            ("task_kl", "new-task KL", 1, 3)]

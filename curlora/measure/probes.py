@@ -140,18 +140,25 @@ def reference(model, ids: torch.Tensor, top_k: int = TOP_K, should_stop=None) ->
     """The base model's next-token distributions on the probe: {"logp"} in full, or {"logp", "index"} top-k.
 
     A few texts at a time (see _groups), so a 128k vocabulary costs a few texts' L × V floats, not N of them."""
+    return _collect(_groups(model, ids), torch.stack, top_k, should_stop)
+
+
+def _collect(groups, join, top_k: int, should_stop) -> dict[str, torch.Tensor]:
+    """{"logp"[, "index"]} of every entry of `groups` ((start, [log-probabilities]) pairs) coarsened by
+    coarse_reference and joined by `join` (torch.stack per text, torch.cat for flat spans), checking for a stop
+    between groups."""
     logps, indices = [], []
     check_stop(should_stop)
-    for _, group in _groups(model, ids):
+    for _, group in groups:
         for logp in group:
             p, index = coarse_reference(logp, top_k)
             logps.append(p)
             if index is not None:
                 indices.append(index)
         check_stop(should_stop)
-    ref = {"logp": torch.stack(logps)}
+    ref = {"logp": join(logps)}
     if indices:
-        ref["index"] = torch.stack(indices)
+        ref["index"] = join(indices)
     return ref
 
 
@@ -210,19 +217,7 @@ def span_reference(model, seqs: list[list[int]], spans: list[int], pad: int, top
                    should_stop=None) -> dict[str, torch.Tensor]:
     """The base model's next-token distributions on the last `spans[i]` tokens of each sequence, flat (Σ spans
     rows, sequence after sequence): {"logp"} in full, or {"logp", "index"} top-k (coarse_reference)."""
-    logps, indices = [], []
-    check_stop(should_stop)
-    for _, group in _span_groups(model, seqs, spans, pad):
-        for logp in group:
-            p, index = coarse_reference(logp, top_k)
-            logps.append(p)
-            if index is not None:
-                indices.append(index)
-        check_stop(should_stop)
-    ref = {"logp": torch.cat(logps)}
-    if indices:
-        ref["index"] = torch.cat(indices)
-    return ref
+    return _collect(_span_groups(model, seqs, spans, pad), torch.cat, top_k, should_stop)
 
 
 def span_kl(model, seqs: list[list[int]], spans: list[int], pad: int, ref: dict[str, torch.Tensor],

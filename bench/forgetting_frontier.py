@@ -392,15 +392,16 @@ def own_stage_table(mats: dict, groups: dict) -> list[str]:
     return lines
 
 
-def figure(body: dict, png: Path) -> None:
-    """The app's frontier chart (curlora/ui/study_charts.py) as HTML and, through headless Chromium, a PNG."""
+def figure(body, png: Path, width: int = 1300) -> None:
+    """The app's frontier chart (curlora/ui/study_charts.py) of a study.json body or StudyRecord, as HTML and,
+    through headless Chromium, a PNG `width` pixels wide."""
     import subprocess
     import tempfile
 
     from curlora.ui.study_charts import frontier_figure
 
     fig = frontier_figure(body)
-    fig.update_layout(width=1300, height=520)
+    fig.update_layout(width=width, height=520)
     fig.write_html(png.with_suffix(".html"), include_plotlyjs="cdn")
     if not Path("/usr/bin/chromium").is_file():
         print(f"no /usr/bin/chromium here: wrote {png.with_suffix('.html')} only, no PNG", file=sys.stderr)
@@ -411,7 +412,7 @@ def figure(body: dict, png: Path) -> None:
         subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         "--hide-scrollbars", "--virtual-time-budget=8000", f"--screenshot={png}",
-                        "--window-size=1320,540", html.as_uri()], check=True, capture_output=True, timeout=120)
+                        f"--window-size={width + 20},540", html.as_uri()], check=True, capture_output=True, timeout=120)
 
 
 def earlier_tables(paths: list[str]) -> list[str]:

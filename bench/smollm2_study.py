@@ -2,6 +2,7 @@
 
     python bench/smollm2_study.py                 # print every block
     python bench/smollm2_study.py --write         # write them into docs/forgetting-study.md's generated marks
+    python bench/smollm2_study.py --figure        # and the frontier figure, docs/forgetting-study-smollm2.{html,png}
 
 The study runs with the project's own command and is packed as it grows (`python -m curlora study --pack ID DIR`):
 
@@ -157,10 +158,38 @@ def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
     return out
 
 
+def combined(loaded: dict) -> StudyRecord | None:
+    """The frontier phase's record with the peers' groups and points beside it (same tasks, rows, seeds, orders and
+    evaluation), for one figure: each method where it was run. Comparisons stay each phase's own."""
+    import dataclasses
+
+    got = [loaded[p][0] for p in ("frontier", "peers") if loaded.get(p)]
+    if not got:
+        return None
+    rec = got[0]
+    for other in got[1:]:
+        rec = dataclasses.replace(rec, points=rec.points + other.points, groups={**rec.groups, **other.groups},
+                                  plan=rec.plan + other.plan, frontier={**rec.frontier, **other.frontier},
+                                  chat_frontier={**rec.chat_frontier, **other.chat_frontier},
+                                  settings=dataclasses.replace(rec.settings, lrs={**rec.settings.lrs,
+                                                                                   **other.settings.lrs}))
+    return rec
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="write the blocks into docs/forgetting-study.md")
+    ap.add_argument("--figure", action="store_true", help="write the frontier figure (HTML, and a PNG through "
+                    "/usr/bin/chromium) to docs/forgetting-study-smollm2.*")
     args = ap.parse_args(argv)
+    if args.figure:
+        from forgetting_frontier import figure
+
+        rec = combined({phase: load(phase) for phase in PACKS})
+        if rec is None:
+            print("no frontier or peers pack yet: no figure")
+        else:
+            figure(rec, REPO / "docs" / "forgetting-study-smollm2.png", width=1560)
     for name, lines in blocks().items():
         if args.write:
             splice(DOC, name, lines)

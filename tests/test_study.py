@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from curlora.measure import study_analysis as A
 from curlora.measure import stats
 from curlora.measure.study_record import Group, Point, StudyRecord, StudySettings
 from curlora.run import study as S
+
+REPO = Path(__file__).resolve().parents[1]
 from curlora.run.runner import Executor
 from curlora.run.store import Run, list_runs
 from tiny_experiment import make_experiment
@@ -264,6 +267,35 @@ def test_the_job_queue_runs_a_study_and_the_compare_tab_draws_it(cfg, tmp_path):
     assert f"curlora vs lora: {verdict}**" in md or f"lora vs curlora: {verdict}**" in md
     assert compare_tab.parse_grids("lora=1e-3,2e-3; curlora=1e-2") == {"lora": [0.001, 0.002], "curlora": [0.01]}
     assert study_charts.frontier_figure({}).data == ()
+
+
+def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
+    """The committed SmolLM2 frontier pack ran the chat probe: the figure's panels are forgetting, chat KL and facts,
+    each group a point at its mean, the chat KL line along the record's chat_frontier."""
+    from curlora.ui import study_charts
+
+    body = json.loads((REPO / "docs/studies/smollm2-frontier/study/study.json").read_text(encoding="utf-8"))
+    rec = StudyRecord.of(body)
+    assert study_charts.panels(rec) == ["forgetting", "chat_kl", "facts"]
+    fig = study_charts.frontier_figure(body)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:3] == [study_charts.PANELS[n][0] for n in ("forgetting", "chat_kl", "facts")]
+    assert "chat retention" in fig.layout.title.text
+    by_uid = {t.uid: t for t in fig.data}
+    for label in rec.labels:
+        mine = sorted((g for g in rec.groups.values() if g.method == label), key=lambda g: g.lr)
+        if not mine:
+            continue
+        assert list(by_uid[f"{label}:chat_kl:groups"].y) == [g.mean("chat_kl") for g in mine]
+        assert list(by_uid[f"{label}:facts:groups"].y) == [g.mean("facts") for g in mine]
+        assert f"{label}:facts:frontier" not in by_uid  # no fit along facts
+        if len(rec.chat_frontier.get(label, [])) > 1:
+            line = by_uid[f"{label}:chat_kl:frontier"]
+            assert list(line.y) == [rec.groups[k].mean("chat_kl") for k in rec.chat_frontier[label]]
+    base = [r for r in rec.bases.values()]
+    share = sum(100 * r.facts / r.facts_n for r in base) / len(base)
+    assert any(sh.y0 == share for sh in fig.layout.shapes)  # the base's facts share as a line
+    assert study_charts.panels(StudyRecord.of({})) == ["forgetting", "kl_to_base"]
 
 
 def test_the_ray_executor_spreads_a_study_over_a_local_instance(cfg, tmp_path):

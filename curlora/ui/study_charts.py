@@ -3,8 +3,11 @@
 Redrawn while a study runs: one uirevision keeps the reader's zoom and legend, and each trace has a stable uid
 (a method's seed dots appear only once it has points, and must not take another trace's place).
 
-The frontier: learning (x) against forgetting and against KL to base (y), one colour per method (the run charts' colour of its kind), each learning rate
-a point with 95 % error bars over seeds on both axes, the seeds themselves as faint dots, the frontier as a line.
+The frontier: learning (x) against forgetting and against drift (y), one colour per method (the run charts' colour of
+its kind), each learning rate a point with 95 % error bars over seeds on both axes, the seeds themselves as faint
+dots, the frontier as a line. Drift is the KL to base on the model's own samples; where the study ran the chat probe
+(a chat model), it is the chat-retention frontier instead: the KL to base on the base's replies to held-out
+instructions (its own domain, through the template) and the factual questions still answered.
 """
 
 from __future__ import annotations
@@ -23,17 +26,33 @@ def _err(s: Summary) -> tuple[float | None, float | None]:
     return s.ci95[1] - s.mean, s.mean - s.ci95[0]
 
 
+# (measure, panel title, y-axis title, which frontier draws its line)
+PANELS = {"forgetting": ("Forgetting (Chaudhry, points) — lower is better", "forgetting (points)", "frontier"),
+          "kl_to_base": ("KL to base on the model's own samples — lower is less drift", "KL(base ‖ model) per token",
+                         "frontier"),
+          "chat_kl": ("Chat retention: KL on the base's replies — lower keeps more",
+                      "KL(base ‖ model) per reply token", "chat_frontier"),
+          "facts": ("Factual questions still answered — higher keeps more", "facts right (%)", None)}  # no fit along facts: the points only
+
+
+def panels(rec: StudyRecord) -> list[str]:
+    """The measures drawn against learning: forgetting, then the chat probe's KL and facts where any run has them,
+    else the self-probe KL."""
+    chat = any(p.chat_kl is not None for p in rec.points)
+    return ["forgetting", "chat_kl", "facts"] if chat else ["forgetting", "kl_to_base"]
+
+
 def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("Forgetting (Chaudhry, points) — lower is better",
-                                        "KL to base on the model's own samples — lower is less drift"))
     rec = StudyRecord.of(rec)
+    shown = panels(rec)
+    fig = make_subplots(rows=1, cols=len(shown), horizontal_spacing=0.3 / len(shown),
+                        subplot_titles=[PANELS[n][0] for n in shown])
     groups = rec.groups
     for i, label in enumerate(rec.labels):
         colour = KIND_COLOURS.get(label) or EXTRA[i % len(EXTRA)]  # the colour the run charts give its kind
         mine = sorted((g for g in groups.values() if g.method == label), key=lambda g: g.lr)
         pts = [p for p in rec.points if p.method == label]
-        for col, name in ((1, "forgetting"), (2, "kl_to_base")):
+        for col, name in enumerate(shown, start=1):
             if pts:
                 fig.add_trace(go.Scatter(
                     x=[p.learning for p in pts], y=[getattr(p, name) for p in pts], mode="markers",
@@ -59,18 +78,27 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
                 hovertemplate=[f"<b>{label} lr {lr_text(g.lr)}</b><br>learning %{{x:.2f}} pts<br>{name} %{{y:.4g}}"
                                f"<br>n = {g.learning.n} seeds<extra></extra>" for g in good]),
                 row=1, col=col)
-            front = [groups[k] for k in rec.frontier.get(label, []) if k in groups]
+            line = PANELS[name][2]
+            front = [groups[k] for k in (getattr(rec, line).get(label, []) if line else []) if k in groups]
             front = [g for g in front if g.mean(name) is not None]
             if len(front) > 1:
                 fig.add_trace(go.Scatter(x=[g.mean("learning") for g in front], y=[g.mean(name) for g in front],
                                          mode="lines", line={"color": colour, "width": 2, "dash": "dot"},
                                          uid=f"{label}:{name}:frontier",
                                          showlegend=False, hoverinfo="skip", legendgroup=label), row=1, col=col)
+    if "facts" in shown:  # the base's own share, each seed's base row where rows are drawn per seed
+        rows = list(rec.bases.values()) or ([rec.base] if rec.base is not None else [])
+        shares = [100 * r.facts / r.facts_n for r in rows if r.facts is not None and r.facts_n]
+        if shares:
+            base = sum(shares) / len(shares)
+            fig.add_hline(y=base, line={"color": "#888", "dash": "dash", "width": 1}, row=1, col=shown.index("facts") + 1,
+                          annotation_text=f"base {base:.0f} %", annotation_position="bottom right")
     done, total = rec.done, len(rec.plan)
     fig.update_xaxes(title_text="learning: points above the better of majority class and base", zeroline=True)
-    fig.update_yaxes(title_text="forgetting (points)", row=1, col=1)
-    fig.update_yaxes(title_text="KL(base ‖ model) per token", row=1, col=2)
-    fig.update_layout(title={"text": f"Learning against forgetting, each learning rate a point ({done} of {total} "
+    for col, name in enumerate(shown, start=1):
+        fig.update_yaxes(title_text=PANELS[name][1], row=1, col=col)
+    against = "forgetting and chat retention" if "chat_kl" in shown else "forgetting"
+    fig.update_layout(title={"text": f"Learning against {against}, each learning rate a point ({done} of {total} "
                                      "runs finished; bars: 95 % over seeds)", "x": 0.01, "font": {"size": 15}},
                       height=430, template="plotly_white", uirevision="frontier",
                       margin={"l": 50, "r": 20, "t": 70, "b": 50},

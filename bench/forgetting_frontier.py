@@ -45,6 +45,7 @@ from curlora.measure.study_record import DEFAULT_MARGIN  # noqa: E402
 from curlora.measure.study_record import Point, StudyRecord, Summary, key  # noqa: E402
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
+CHAT = ("chat_kl", "facts", "replies_unterminated", "replies_repetitive", "task_kl")  # where the run measured them
 
 
 def fmt(s: Summary | dict | None, digits: int = 2) -> str:
@@ -87,45 +88,35 @@ def rows_test(ma, mb, la: str, lb: str) -> tuple[int, int, int]:
     return n, b, c
 
 
-def matched(args) -> int:
-    from curlora.experiment import ExperimentConfig
-    from curlora.run.runner import execute, load_everything, start
+def matched_entry(seed: int, run_id: str, status: str, seconds: float, m, labels: list[str]) -> dict:
+    """One seed's matched-loss run as the summary keeps it: the base row and each method's measures and training."""
+    entry = {"seed": seed, "run_id": run_id, "status": status, "seconds": round(seconds, 1),
+             "base": {"accuracy": m.base.accuracy, "n": m.base.n, "ci95": m.base.ci95, "ppl": m.base.ppl,
+                      "self_ppl": m.base.self_ppl}, "majority": m.majority, "methods": {}}
+    for label in labels:
+        rec = m.methods[label]
+        entry["methods"][label] = {
+            "setting": rec.setting, **(point_measures(m, label) or {}),
+            "final_accuracy": rec.matrix[-1], "final_ci95": rec.matrix_ci95[-1] if rec.matrix_ci95 else None,
+            "n": rec.matrix_n[-1] if rec.matrix_n else None,
+            "train": [{"task": tr.task, "steps": tr.steps, "smoothed_loss": tr.smoothed_loss,
+                       "target_loss": tr.target_loss, "reached": tr.reached} for tr in rec.train]}
+    return entry
 
-    cfg = ExperimentConfig.load(args.experiment)
-    ref = cfg.training.matched_loss_reference
-    labels = [m.label for m in cfg.methods if m.kind != "base"]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    root = Path(args.data_dir)
-    loaded = load_everything(cfg)
-    per_seed, records, t0 = [], {}, time.time()
-    for seed in seeds:
-        scfg = seeded(cfg, seed)
-        run, _ = start(scfg, root, loaded)
-        t = time.time()
-        status = execute(run, scfg, loaded)
-        m = run.record()
-        records[seed] = m
-        entry = {"seed": seed, "run_id": run.id, "status": status, "seconds": round(time.time() - t, 1),
-                 "base": {"accuracy": m.base.accuracy, "n": m.base.n, "ci95": m.base.ci95, "ppl": m.base.ppl,
-                          "self_ppl": m.base.self_ppl}, "majority": m.majority, "methods": {}}
-        for label in labels:
-            rec = m.methods[label]
-            entry["methods"][label] = {
-                "setting": rec.setting, **(point_measures(m, label) or {}),
-                "final_accuracy": rec.matrix[-1], "final_ci95": rec.matrix_ci95[-1] if rec.matrix_ci95 else None,
-                "n": rec.matrix_n[-1] if rec.matrix_n else None,
-                "train": [{"task": tr.task, "steps": tr.steps, "smoothed_loss": tr.smoothed_loss,
-                           "target_loss": tr.target_loss, "reached": tr.reached} for tr in rec.train]}
-        per_seed.append(entry)
-        print(f"seed {seed}: {run.id} {status} ({entry['seconds']:.0f} s)", flush=True)
-    body = {"experiment": str(args.experiment), "reference": ref, "seeds": seeds,
-            "wall_s": round(time.time() - t0, 1), "runs": per_seed, "groups": {}, "paired": {}}
+
+def matched_body(experiment: str, ref: str, labels: list[str], per_seed: list[dict], records: dict,
+                 wall_s: float, n_tasks: int, rows_per_seed: bool = False) -> dict:
+    """The matched-loss summary: each method's measures over seeds and, against the reference, the paired tests
+    over seeds and the exact McNemar row test over the earlier tasks' final rows."""
+    seeds = [e["seed"] for e in per_seed]
+    body = {"experiment": experiment, "reference": ref, "seeds": seeds, "rows_per_seed": rows_per_seed,
+            "wall_s": round(wall_s, 1), "runs": per_seed, "groups": {}, "paired": {}}
     for label in labels:
         pts = [e["methods"][label] for e in per_seed]
-        g = {name: stats.summary([p.get(name) for p in pts]) for name in MEASURES}
+        g = {name: stats.summary([p.get(name) for p in pts]) for name in MEASURES + CHAT}
         g["setting"] = pts[0]["setting"]
-        g["steps"] = [stats.summary([p["train"][j]["steps"] for p in pts]) for j in range(len(cfg.tasks))]
-        g["reached"] = [sum(1 for p in pts if p["train"][j]["reached"]) for j in range(len(cfg.tasks))]
+        g["steps"] = [stats.summary([p["train"][j]["steps"] for p in pts]) for j in range(n_tasks)]
+        g["reached"] = [sum(1 for p in pts if p["train"][j]["reached"]) for j in range(n_tasks)]
         body["groups"][label] = g
     for label in labels:
         if label == ref:
@@ -142,6 +133,63 @@ def matched(args) -> int:
         out["rows"] = {"rows": n, "only_first_right": b, "only_second_right": c,
                        "p_value": min(1.0, 2 * min(stats.mcnemar_greater(b, c), stats.mcnemar_greater(c, b)))}
         body["paired"][f"{label} - {ref}"] = out
+    return body
+
+
+def matched_config(cfg, seed: int, rows_per_seed: bool):
+    """The experiment at one seed; with rows_per_seed each seed also draws its own training and eval rows (as the
+    SmolLM2 study's points do), else every seed scores seed 0's rows."""
+    from curlora.run.study_plan import seeded_tasks
+
+    scfg = seeded(cfg, seed)
+    return dataclasses.replace(scfg, tasks=seeded_tasks(scfg.tasks, seed)) if rows_per_seed else scfg
+
+
+def matched(args) -> int:
+    """One run per seed, resumable: a seed whose run (by name, under --data-dir) finished is read, not rerun; one
+    that stopped goes on from its last finished stage. --pack copies each finished run's data (no weights) beside
+    the summary, as a study pack does."""
+    from curlora.experiment import ExperimentConfig
+    from curlora.run.runner import execute, load_everything, resume, start
+    from curlora.run.store import copy_outgoing, list_runs
+    from curlora.run.study_data import MAX_FILE, SKIP, machine
+
+    cfg = ExperimentConfig.load(args.experiment)
+    ref = cfg.training.matched_loss_reference
+    labels = [m.label for m in cfg.methods if m.kind != "base"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = Path(args.data_dir)
+    loaded, per_seed, records, t0 = None, [], {}, time.time()
+    before = {}  # the machine each run was measured on, from the last summary written
+    if Path(args.out).is_file():
+        before = {e["run_id"]: e.get("machine") for e in json.loads(Path(args.out).read_text()).get("runs", [])}
+    for seed in seeds:
+        scfg = matched_config(cfg, seed, args.rows_per_seed)
+        mine = [r for r in list_runs(root) if r.config().run.name == scfg.run.name] if root.is_dir() else []
+        done = [r for r in mine if r.status()["status"] == "completed"]
+        t = time.time()
+        if done:
+            run, status = done[0], "completed"
+        elif mine:  # stopped part-way: on from its last finished stage
+            run = resume(mine[0].id, root)
+            status = run.status()["status"]
+        else:
+            loaded = loaded or load_everything(cfg)
+            run, _ = start(scfg, root, loaded)
+            status = execute(run, scfg, loaded)
+        if status != "completed":
+            print(f"seed {seed}: {run.id} {status}; run this again to go on", flush=True)
+            return 1
+        m = run.record()
+        records[seed] = m
+        per_seed.append(matched_entry(seed, run.id, status, time.time() - t, m, labels))
+        per_seed[-1]["machine"] = before.get(run.id) or machine()
+        if args.pack:
+            copy_outgoing(run.path, Path(args.pack) / "runs" / run.id, skip=SKIP, max_bytes=MAX_FILE, recursive=False)
+        print(f"seed {seed}: {run.id} {status} ({time.time() - t:.0f} s)", flush=True)
+    body = matched_body(str(args.experiment), ref, labels, per_seed, records, time.time() - t0, len(cfg.tasks),
+                        args.rows_per_seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(body, indent=1, default=float) + "\n")
     print(f"wrote {args.out} ({body['wall_s'] / 60:.1f} min)")
     return 0
@@ -493,6 +541,8 @@ def main(argv=None) -> int:
     m.add_argument("--seeds", default="0,1,2")
     m.add_argument("--data-dir", default="/tmp/fs-matched")
     m.add_argument("--out", default=str(REPO / "docs" / "studies" / "stories260k-matched-loss.json"))
+    m.add_argument("--rows-per-seed", action="store_true", help="each seed draws its own training and eval rows")
+    m.add_argument("--pack", default=None, help="copy each finished run's data (no weights) into DIR/runs/")
     t = sub.add_parser("tables", help="the document's Markdown tables from the committed JSON files")
     t.add_argument("--study", default=None)
     t.add_argument("--matched", default=None)

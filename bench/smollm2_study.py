@@ -10,6 +10,8 @@ The study runs with the project's own command and is packed as it grows (`python
     docs/studies/smollm2-pilot2/    phase 1b: DoRA and OSF likewise
     docs/studies/smollm2-frontier/  phase 2: CURLoRA and LoRA over three learning rates, 3 seeds x 2 task orders
     docs/studies/smollm2-peers/     phase 3: the others at the pilot's learning rate, 3 seeds x 2 task orders
+    docs/studies/smollm2-sampling/  cross-check: CURLoRA's other sampling rules at two lrs, 3 seeds, first order,
+                                    analysed together with the frontier's inverted CURLoRA at the same lrs and order
 
 Each pack holds study/study.json (the typed StudyRecord: plan, points, groups over seeds, frontiers, best learning
 rates, comparisons with their verdicts) and pack.json (which machine ran each finished run). This script only reads
@@ -34,7 +36,8 @@ from curlora.measure.study_record import MEASURES, StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
-PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in ("pilot", "pilot2", "frontier", "peers")}
+PHASES = ("pilot", "pilot2", "frontier", "peers", "sampling")
+PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in PHASES}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("learning_test", "learning, test rows (pts)", 1, 1),
@@ -139,6 +142,54 @@ def comparisons_block(rec: StudyRecord) -> list[str]:
     return lines
 
 
+def metrics_reader(*folders: Path):
+    """metrics_of(run_id) over the runs of some packs (their runs/ folders), as the running study reads its own."""
+    from curlora.run.store import Run
+
+    def metrics_of(run_id: str):
+        for folder in folders:
+            if (folder / "runs" / run_id / "metrics.json").is_file():
+                return Run.open(run_id, folder / "runs").record()
+        raise FileNotFoundError(run_id)
+    return metrics_of
+
+
+def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord | None:
+    """The sampling cross-check's analysis: its rules' points beside the frontier's inverted CURLoRA points at the
+    same learning rates, seeds and first task order (the same runs the cross-check would repeat), analysed as one
+    study with today's code (groups, frontiers, comparisons at matched learning, Holm over their family)."""
+    import dataclasses
+
+    from curlora.measure.study_analysis import analyse
+
+    if not (loaded.get("sampling") and loaded.get("frontier")):
+        return None
+    rec, front = loaded["sampling"][0], loaded["frontier"][0]
+    grid = sorted({lr for lrs in rec.settings.lrs.values() for lr in lrs})
+    mine = [p for p in front.points if p.method == "curlora" and p.order == 0 and p.lr in grid
+            and p.seed in rec.settings.seeds]
+    plan = [e for e in front.plan if e.method == "curlora" and e.order == 0 and e.lr in grid
+            and e.seed in rec.settings.seeds]
+    settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **rec.settings.lrs})
+    out = analyse(settings, front.base, plan + rec.plan, mine + rec.points,
+                  metrics_reader(packs["sampling"], packs["frontier"]), tasks=rec.tasks)
+    out.bases = front.bases
+    return out
+
+
+def probes_block(rec: StudyRecord) -> list[str]:
+    """Which drift probe tracked forgetting over the study's runs: Spearman's ρ with its bootstrap interval."""
+    if not rec.probes:
+        return ["No probe correlation yet: it needs finished runs."]
+    lines = ["| probe | Spearman ρ with forgetting | 95 % bootstrap interval | runs | tracked it |",
+             "|---|---|---|---|---|"]
+    for t in rec.probes:
+        ci = f"[{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "—"
+        rho = "—" if t.rho is None else f"{t.rho:.2f}"
+        lines.append(f"| {t.probe} | {rho} | {ci} | {t.n} | {'yes' if t.tracks else 'no'} |")
+    return lines
+
+
 def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
     loaded = {phase: load(phase, packs) for phase in packs}
     out = {"smollm2-status": status_block(loaded)}
@@ -155,6 +206,12 @@ def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
                                       "runs; learning on test rows):", ""]
             out["smollm2-status"] += ["Base model:", ""] + base_block(rec, loaded[phase][1]["instructions"]) + [""]
             out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
+            out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
+    sampling = sampling_record(loaded, packs)
+    if sampling is not None:
+        out["smollm2-status"] += ["", "Cross-check, CURLoRA's sampling rules (first order; the inverted rule's runs "
+                                  "are the frontier's at the same learning rates and seeds):", ""]
+        out["smollm2-status"] += groups_block(sampling) + [""] + comparisons_block(sampling)
     return out
 
 

@@ -66,3 +66,45 @@ def test_the_smollm2_study_document_regenerates_from_its_committed_packs():
     import smollm2_study
 
     _same_blocks("docs/forgetting-study.md", smollm2_study.blocks())
+
+
+def test_the_sampling_cross_check_is_analysed_beside_the_frontiers_inverted_runs(tmp_path):
+    """A sampling pack whose rule's runs repeat the frontier's inverted CURLoRA runs exactly (their metrics copied,
+    the method renamed): the joint analysis gives both labels the same groups, and the row test finds no row that
+    one keeps and the other loses."""
+    import dataclasses
+    import json
+    import shutil
+
+    import smollm2_study
+
+    packs = dict(smollm2_study.PACKS)
+    front = smollm2_study.load("frontier")[0]
+    sampling = tmp_path / "smollm2-sampling"
+    pts = [p for p in front.points if p.method == "curlora" and p.order == 0]
+    for p in pts:  # the same runs under the rule's label, in folders of their own
+        dest = sampling / "runs" / (p.run_id + "-u")
+        shutil.copytree(packs["frontier"] / "runs" / p.run_id, dest)
+        body = json.loads((dest / "metrics.json").read_text())
+        body["methods"] = {"curlora-uniform": body["methods"]["curlora"]}
+        (dest / "metrics.json").write_text(json.dumps(body))
+    lrs = sorted({p.lr for p in pts})
+    rec = dataclasses.replace(front, points=[dataclasses.replace(p, method="curlora-uniform", run_id=p.run_id + "-u")
+                                             for p in pts],
+                              plan=[dataclasses.replace(e, method="curlora-uniform", run_id=e.run_id + "-u")
+                                    for e in front.plan
+                                    if e.method == "curlora" and e.order == 0 and e.status == "completed"],
+                              settings=dataclasses.replace(front.settings, lrs={"curlora-uniform": lrs},
+                                                           orders=front.settings.orders[:1]))
+    packs["sampling"] = sampling
+    joint = smollm2_study.sampling_record({"frontier": (front, {}), "sampling": (rec, {})}, packs)
+    assert joint.labels == ["curlora", "curlora-uniform"]
+    for lr in lrs:
+        a, b = (next(g for g in joint.groups.values() if g.method == m and g.lr == lr)
+                for m in ("curlora", "curlora-uniform"))
+        assert (a.learning, a.forgetting, a.chat_kl) == (b.learning, b.forgetting, b.chat_kl)
+    (c,) = joint.comparison
+    assert c.methods == ["curlora", "curlora-uniform"]
+    if c.rows is not None:
+        assert c.rows.only_first_right == c.rows.only_second_right == 0
+    assert smollm2_study.sampling_record({"frontier": (front, {})}, packs) is None

@@ -1,0 +1,63 @@
+"""The SmolLM2 study's phases (bench/studies/smollm2-*.yaml, docs/forgetting-study.md) plan the runs the document
+says, and are comparable where the analysis puts them together: every phase trains the same tasks on the same rows
+with the same schedule; the frontier and its cross-checks also evaluate alike (the pilots choose learning rates
+only, with a cheaper evaluation)."""
+
+from pathlib import Path
+
+import pytest
+
+from curlora.experiment import ExperimentConfig
+from curlora.measure.study_record import StudySettings
+from curlora.run.study_plan import plan_of, plan_settings, with_replays
+
+STUDIES = Path(__file__).resolve().parents[1] / "bench" / "studies"
+RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "sampling": 18}
+
+
+def phase(name: str):
+    sections = {"study": None}
+    cfg = ExperimentConfig.load(STUDIES / f"smollm2-{name}.yaml", sections)
+    cfg, settings = with_replays(cfg, StudySettings.from_dict(sections["study"]))
+    return cfg, plan_settings(cfg, settings)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_each_phase_plans_the_runs_the_document_counts(name):
+    cfg, settings = phase(name)
+    assert len(plan_of(settings)) == RUNS[name]
+    front, _ = phase("frontier")
+    assert [t.to_dict() if hasattr(t, "to_dict") else t for t in cfg.tasks] == \
+        [t.to_dict() if hasattr(t, "to_dict") else t for t in front.tasks]
+    assert cfg.training == front.training
+    if name in ("frontier", "sampling"):
+        assert cfg.evaluation == front.evaluation and settings.rows_per_seed
+
+
+def test_the_sampling_cross_check_varies_only_the_rule_beside_the_frontier():
+    cfg, settings = phase("sampling")
+    front, fs = phase("frontier")
+    (curlora,) = [m for m in front.methods if m.kind == "curlora"]
+    rules = {m.label: m.sampling for m in cfg.methods}
+    assert rules == {"curlora-offset": "inverted_offset", "curlora-uniform": "uniform",
+                     "curlora-leverage": "leverage"} and curlora.sampling == "inverted"
+    for m in cfg.methods:  # everything else as the frontier's CURLoRA
+        assert {k: v for k, v in vars(m).items() if k not in ("name", "sampling")} == \
+            {k: v for k, v in vars(curlora).items() if k not in ("name", "sampling")}
+    assert all(set(grid) <= set(fs.lrs["curlora"]) for grid in settings.lrs.values())
+    assert settings.seeds == fs.seeds and settings.orders == fs.orders[:1]
+
+
+@pytest.mark.parametrize("chaser,ref", [("curlora", "lora"), ("lora", "curlora")])
+def test_the_matched_loss_cross_checks_go_both_ways_on_the_frontiers_settings(chaser, ref):
+    import dataclasses
+
+    cfg = ExperimentConfig.load(STUDIES / f"smollm2-matched-{chaser}-chases.yaml")
+    front, fs = phase("frontier")
+    assert [m.label for m in cfg.methods] == [ref, chaser]  # the reference trains first
+    assert cfg.training.matched_loss_reference == ref and cfg.training.comparison == "matched_loss"
+    assert dataclasses.replace(cfg.training, comparison=front.training.comparison, matched_loss_reference=None,
+                               matched_loss_max_steps=None) == front.training
+    assert cfg.evaluation == front.evaluation and cfg.tasks == front.tasks
+    for m in cfg.methods:  # each at the middle of its frontier grid
+        assert m.lr == sorted(fs.lrs[m.label])[1]

@@ -233,12 +233,56 @@ def combined(loaded: dict) -> StudyRecord | None:
     return rec
 
 
+STUDIES = REPO / "bench" / "studies"
+PEERS_YAML = STUDIES / "smollm2-peers.yaml"
+
+
+def peers_yaml(loaded: dict) -> str:
+    """The peers phase, written from the pilots' choices: every method of smollm2-pilot.yaml and -pilot2.yaml at the
+    learning rate its pilot chose on validation rows, with the frontier's tasks, training, evaluation, seeds, rows
+    per seed and task orders (so its points sit beside the frontier's). Refused, naming them, while a pilot method
+    has no chosen rate yet."""
+    front = yaml.safe_load((STUDIES / "smollm2-frontier.yaml").read_text(encoding="utf-8"))
+    methods, lrs, missing = [], {}, []
+    for phase in ("pilot", "pilot2"):
+        spec = yaml.safe_load((STUDIES / f"smollm2-{phase}.yaml").read_text(encoding="utf-8"))
+        rec = loaded[phase][0] if loaded.get(phase) else None
+        for m in spec["methods"]:
+            methods.append(m)
+            label = m.get("name") or m["kind"]
+            best = rec.best.get(label) if rec is not None else None
+            finished = {g.lr for g in rec.groups.values() if g.method == label} if rec is not None else set()
+            if best is None or set(spec["study"]["lrs"][label]) - finished:  # every rate of its grid run first
+                missing.append(f"{label} ({phase})")
+            else:
+                lrs[label] = [best.lr]
+    if missing:
+        raise SystemExit("the peers phase needs every pilot method's chosen learning rate; not chosen yet: "
+                         + ", ".join(missing) + ". Let the pilots finish and pack them first.")
+    body = {k: front[k] for k in ("model", "tasks")}
+    body["methods"] = methods
+    body.update({k: front[k] for k in ("training", "evaluation")})
+    body["run"] = {"name": "smollm2-peers"}
+    body["study"] = {**{k: v for k, v in front["study"].items() if k != "lrs"}, "lrs": lrs}
+    head = ["# Issue 30, phase 3 (the peers): written by `python bench/smollm2_study.py --peers-yaml` from the pilots'",
+            "# packs (docs/studies/smollm2-pilot*, each method's learning rate chosen on validation rows, seed 0, first",
+            "# order); the frontier's tasks, rows per seed, training, evaluation, seeds and orders (smollm2-frontier.yaml).",
+            "#   HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python -m curlora study bench/studies/smollm2-peers.yaml",
+            "#   python -m curlora study --pack STUDY_ID docs/studies/smollm2-peers", ""]
+    return "\n".join(head) + yaml.safe_dump(body, sort_keys=False, width=118)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="write the blocks into docs/forgetting-study.md")
     ap.add_argument("--figure", action="store_true", help="write the frontier figure (HTML, and a PNG through "
                     "/usr/bin/chromium) to docs/forgetting-study-smollm2.*")
+    ap.add_argument("--peers-yaml", action="store_true", help="write bench/studies/smollm2-peers.yaml from the "
+                    "pilots' chosen learning rates")
     args = ap.parse_args(argv)
+    if args.peers_yaml:
+        PEERS_YAML.write_text(peers_yaml({phase: load(phase) for phase in PACKS}), encoding="utf-8")
+        print(f"wrote {PEERS_YAML}")
     if args.figure:
         from forgetting_frontier import figure
 

@@ -61,3 +61,42 @@ def test_the_matched_loss_cross_checks_go_both_ways_on_the_frontiers_settings(ch
     assert cfg.evaluation == front.evaluation and cfg.tasks == front.tasks
     for m in cfg.methods:  # each at the middle of its frontier grid
         assert m.lr == sorted(fs.lrs[m.label])[1]
+
+
+def test_the_peers_phase_is_written_from_the_pilots_choices(tmp_path):
+    """Every pilot method at the rate its pilot chose, beside the frontier's settings: 8 methods x 3 seeds x 2
+    orders = 48 runs; refused, naming the method, while one of a method's pilot rates has not finished."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(STUDIES.parent))
+    import smollm2_study
+    from curlora.measure.study_record import Best, Group, StudyRecord
+
+    loaded, chosen = {}, {}
+    for name in ("pilot", "pilot2"):
+        spec = yaml.safe_load((STUDIES / f"smollm2-{name}.yaml").read_text())
+        groups, best = {}, {}
+        for label, grid in spec["study"]["lrs"].items():
+            for lr in grid:
+                groups[f"{label}@{lr:g}"] = Group(method=label, lr=lr)
+            best[label] = Best(key=f"{label}@{grid[1]:g}", lr=grid[1])
+            chosen[label] = grid[1]
+        loaded[name] = (StudyRecord(groups=groups, best=best), {})
+    path = STUDIES / f".test-peers-{tmp_path.name}.yaml"  # beside the others: its data paths are relative
+    try:
+        path.write_text(smollm2_study.peers_yaml(loaded))
+        sections = {"study": None}
+        cfg = ExperimentConfig.load(path, sections)
+    finally:
+        path.unlink(missing_ok=True)
+    cfg, settings = with_replays(cfg, StudySettings.from_dict(sections["study"]))
+    settings = plan_settings(cfg, settings)
+    front, fs = phase("frontier")
+    assert len(plan_of(settings)) == 48 and {k: v[0] for k, v in settings.lrs.items()} == chosen
+    assert (cfg.tasks, cfg.training, cfg.evaluation) == (front.tasks, front.training, front.evaluation)
+    assert (settings.seeds, settings.orders, settings.rows_per_seed) == (fs.seeds, fs.orders, True)
+    del loaded["pilot"][0].groups["full@1e-05"]
+    with pytest.raises(SystemExit, match=r"not chosen yet: full \(pilot\)"):
+        smollm2_study.peers_yaml(loaded)

@@ -1,0 +1,172 @@
+"""The SmolLM2 study's work queue: each phase in its order, resumed where it stopped, on this machine or another.
+
+    OMP_NUM_THREADS=1 python bench/smollm2_queue.py run A     # lane A: frontier, sampling, matched both ways
+    OMP_NUM_THREADS=1 python bench/smollm2_queue.py run B     # lane B: pilot, pilot2, peers
+    python bench/smollm2_queue.py status                      # each phase: where its study is, runs done/planned
+    python bench/smollm2_queue.py pack                        # pack every phase into docs/studies/, rewrite the doc
+
+Two lanes, one process each (a 2-core machine runs both side by side at one torch thread each; a bigger one can run
+more). A phase is a study (`python -m curlora study`) or, for the matched-loss cross-checks, the resumable driver of
+bench/forgetting_frontier.py. For each phase in its lane's order:
+
+- its study is in the run store (CURLORA_DATA_DIR; found by its run name, `smollm2-<phase>`) and completed: next;
+- it is there, unfinished: `python -m curlora study --resume ID`;
+- it is not there but its pack is committed (docs/studies/smollm2-<phase>/): unpacked into the store, then resumed;
+- neither: started from bench/studies/smollm2-<phase>.yaml (the peers' YAML is first written from the pilots'
+  packs, bench/smollm2_study.py --peers-yaml).
+
+A phase whose command stops unfinished (a signal, an error) stops its lane, so a stopped lane never starts the
+next phase on an unfinished one. Each child runs in its own process with HF_HUB_OFFLINE=1 and this process's
+OMP_NUM_THREADS (1 unless set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import smollm2_study  # noqa: E402
+
+STUDIES = REPO / "bench" / "studies"
+DOCS = REPO / "docs" / "studies"
+MATCHED = ("matched-curlora-chases", "matched-lora-chases")
+LANES = {"A": ("frontier", "sampling", *MATCHED), "B": ("pilot", "pilot2", "peers")}
+
+
+def store() -> Path:
+    from curlora.run.store import data_dir
+
+    return data_dir()
+
+
+def study_of(phase: str, root: Path):
+    """The newest study in the store whose run name is this phase's, or None."""
+    from curlora.run.store import Study, list_runs
+
+    for run in list_runs(root):
+        if isinstance(run, Study):
+            try:
+                if run.config().run.name == f"smollm2-{phase}":
+                    return run
+            except Exception:  # a damaged folder is not this phase's study
+                continue
+    return None
+
+
+def matched_command(phase: str, root: Path) -> list[str]:
+    return [sys.executable, str(REPO / "bench" / "forgetting_frontier.py"), "matched",
+            str(STUDIES / f"smollm2-{phase}.yaml"), "--seeds", "0,1,2", "--rows-per-seed",
+            "--data-dir", str(root / "matched"), "--out", str(DOCS / f"smollm2-{phase}" / "summary.json"),
+            "--pack", str(DOCS / f"smollm2-{phase}")]
+
+
+def matched_done(phase: str) -> bool:
+    summary = DOCS / f"smollm2-{phase}" / "summary.json"
+    return summary.is_file() and len(json.loads(summary.read_text()).get("runs", [])) == 3
+
+
+def plan(phase: str, root: Path) -> tuple[str, list[str] | None]:
+    """(what this phase needs now, the command that does it or None): done, resume, unpack, start."""
+    study = [sys.executable, "-m", "curlora", "study"]
+    if phase in MATCHED:
+        return ("done", None) if matched_done(phase) else ("run", matched_command(phase, root))
+    found = study_of(phase, root)
+    if found is not None:
+        if found.status()["status"] == "completed":
+            return "done", None
+        return "resume", study + ["--resume", found.id]
+    if (DOCS / f"smollm2-{phase}" / "pack.json").is_file():
+        return "unpack", study + ["--unpack", str(DOCS / f"smollm2-{phase}")]
+    return "start", study + [str(STUDIES / f"smollm2-{phase}.yaml")]
+
+
+def env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def ensure_peers_yaml() -> None:
+    """The peers' YAML, written once from the pilots' packs (refused, naming them, while a pilot is unfinished)."""
+    if not smollm2_study.PEERS_YAML.is_file():
+        loaded = {p: smollm2_study.load(p) for p in ("pilot", "pilot2")}
+        smollm2_study.PEERS_YAML.write_text(smollm2_study.peers_yaml(loaded), encoding="utf-8")
+
+
+def run_lane(lane: str, root: Path, call=None) -> int:
+    """Each phase of the lane in order until one stops unfinished; `call(cmd) -> exit code` runs a command."""
+    call = call or (lambda cmd: subprocess.call(cmd, cwd=REPO, env=env()))
+    for phase in LANES[lane]:
+        while True:
+            if phase == "peers":
+                ensure_peers_yaml()
+            what, cmd = plan(phase, root)
+            print(f"[{lane}] {phase}: {what}", flush=True)
+            if what == "done":
+                break
+            code = call(cmd)
+            if what == "unpack" and code == 0:
+                continue  # now in the store: resume it
+            if code != 0:
+                print(f"[{lane}] {phase} stopped unfinished (exit {code}); run the lane again to go on", flush=True)
+                return code
+            if what in ("run", "start", "resume"):
+                continue  # read its state again: done, or (a stopped child that exited 0) resume
+        if phase == "pilot2" or phase == "pilot":  # the peers' rates come from the packs
+            pack(phase, root)
+    return 0
+
+
+def pack(phase: str, root: Path) -> dict | None:
+    from curlora.run.study_data import pack as pack_study
+
+    found = study_of(phase, root)
+    return None if found is None else pack_study(found.id, DOCS / f"smollm2-{phase}", root)
+
+
+def status(root: Path) -> list[str]:
+    lines = []
+    for lane, phases in LANES.items():
+        for phase in phases:
+            what, _ = plan(phase, root)
+            found = None if phase in MATCHED else study_of(phase, root)
+            extra = ""
+            if found is not None:
+                rec = found.study_record()
+                extra = f" ({found.id}: {rec.done} of {len(rec.plan)} runs)"
+            lines.append(f"lane {lane} {phase}: {what}{extra}")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a lane's phases in order, resuming each")
+    r.add_argument("lane", choices=sorted(LANES))
+    sub.add_parser("status", help="where each phase stands")
+    sub.add_parser("pack", help="pack every phase's study into docs/studies/ and rewrite the document's block")
+    args = ap.parse_args(argv)
+    root = store()
+    if args.cmd == "run":
+        return run_lane(args.lane, root)
+    if args.cmd == "status":
+        print("\n".join(status(root)))
+        return 0
+    for phase in LANES["A"] + LANES["B"]:
+        if phase not in MATCHED:
+            meta = pack(phase, root)
+            if meta:
+                print(f"{phase}: {meta['points']} runs packed, {meta['pending']} to run")
+    smollm2_study.main(["--write", "--figure"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curlora.measure.study_record import MEASURES, StudyRecord  # noqa: E402
+from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
@@ -68,16 +68,6 @@ def summary_text(s, scale: float, digits: int) -> str:
     if s.ci95:
         text += f" [{s.ci95[0] * scale:.{digits}f}, {s.ci95[1] * scale:.{digits}f}]"
     return text
-
-
-def _summary(group, name: str):
-    """A group's measure by name: one of MEASURES, or one a newer record keeps among its extra keys."""
-    if name in MEASURES:
-        return group.measure(name)
-    from curlora.measure.study_record import Summary
-
-    raw = group.extra.get(name)
-    return Summary.of(raw) if isinstance(raw, dict) else None
 
 
 def status_block(loaded: dict) -> list[str]:
@@ -116,14 +106,14 @@ def groups_block(rec: StudyRecord) -> list[str]:
     if not rec.groups:
         return ["No run of this phase has finished yet."]
     shown = [(n, h, sc, d) for n, h, sc, d in COLUMNS
-             if any(_summary(g, n) is not None and _summary(g, n).mean is not None for g in rec.groups.values())]
+             if any(g.measure(n) is not None and g.measure(n).mean is not None for g in rec.groups.values())]
     lines = ["| method | lr | runs | " + " | ".join(h for _, h, _, _ in shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for label in rec.labels:
         best = rec.best.get(label)
         for key, g in sorted(((k, g) for k, g in rec.groups.items() if g.method == label), key=lambda kg: kg[1].lr):
             mark = " (chosen)" if best is not None and best.key == key else ""
-            cells = [summary_text(_summary(g, n), sc, d) for n, _, sc, d in shown]
+            cells = [summary_text(g.measure(n), sc, d) for n, _, sc, d in shown]
             lines.append(f"| {label} | {g.lr:g}{mark} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
     return lines
 

@@ -68,6 +68,32 @@ def test_lora_on_a_quantised_base_is_qlora(folder, bits):
     assert math_weight(layer).shape == (64, 64) and math_weight(layer).dtype.is_floating_point
 
 
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+@pytest.mark.parametrize("kind", ["curlora", "lora"])
+def test_the_label_only_head_gives_the_full_heads_loss_on_a_quantised_base(folder, bits, kind):
+    from curlora.experiment import MethodSettings
+    from curlora.measure.forward import label_loss
+    from curlora.methods.registry import method
+
+    base = quantized(folder, bits)
+    att = method(kind).attach(base, MethodSettings(kind=kind, r=4, target_modules=TARGETS), None)
+    model = att.model
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)  # not the zero start: the adapter must change the loss
+    model.train()
+    ids = torch.tensor([[1, 5, 9, 12, 3, 7], [2, 4, 8, 6, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:6], labels[1, 3] = ids[0, 4:6], ids[1, 3]
+    a = label_loss(model, ids, mask, labels)
+    a.backward()
+    b = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert abs(float(a) - float(b)) < 1e-5
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    att.cleanup()
+
+
 def test_a_missing_bitsandbytes_is_one_sentence(monkeypatch):
     real = builtins.__import__
 

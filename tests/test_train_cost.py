@@ -80,3 +80,44 @@ def test_length_grouped_batches_are_seeded_complete_and_carry_less_padding():
     plain = [shuffled[i:i + 8] for i in range(0, 403, 8)]
     assert padding_share(first, lengths) < 0.1 < 0.3 < padding_share(plain, lengths)
     assert padding_share([[0]], lengths) == 0.0
+
+
+TRAINED = ["curlora", "lora", "full", "mica", "pissa", "corda", "osf", "dora", "head-only", "joint", "ewc"]
+
+
+def test_the_list_below_holds_every_registered_kind_that_trains():
+    from curlora.methods.registry import kinds
+
+    assert set(kinds()) - {"base"} == set(TRAINED)
+
+
+@pytest.mark.parametrize("kind", TRAINED)
+def test_every_trained_kind_sees_the_same_loss_with_the_label_only_head(kind):
+    """Each registered kind that trains, attached as the runner attaches it (a context for the data-driven inits),
+    with gradient checkpointing on: the label-only loss equals the full-head loss to 1e-5 and reaches the trainable
+    parameters."""
+    from curlora.experiment import MethodSettings
+    from curlora.methods.registry import Context, method
+
+    ids, mask, labels = batch(2)
+    base = tiny_model("llama")
+    calib = torch.randint(3, 90, (256,), generator=torch.Generator().manual_seed(0))
+    ctx = Context(0, 2, 16, lambda n: (calib[:n], "random tokens"))
+    att = method(kind).attach(base, MethodSettings(kind=kind, r=4, target_modules=["q_proj", "v_proj"]), None,
+                              context=ctx)
+    model = att.model
+    model.train()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        a = label_loss(model, ids, mask, labels)
+        a.backward()
+    finally:
+        base.gradient_checkpointing_disable()
+    b = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert abs(float(a) - float(b)) < 1e-5
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if kind == "head-only":  # it trains a classification head, which only head scoring has: none of the LM trains
+        assert trainable == []
+    else:
+        assert trainable and any(p.grad is not None for p in trainable)
+    att.cleanup()

@@ -1,9 +1,11 @@
 """A screenshot of the Compare tab drawing a finished study, for the README and docs/demo-study.md.
 
     .venv/bin/python docs/screenshots/compare.py RUN_STORE      # e.g. the CURLORA_DATA_DIR of a demo study
+    .venv/bin/python docs/screenshots/compare.py STORE compare-smollm2.png --width 1560   # a study pack, unpacked
 
 Serves the app on a free loopback port over that run store, opens Compare (the newest study is picked) and saves
-docs/screenshots/compare.png at 1280×1100.
+docs/screenshots/compare.png (or the name given) at 1280×1100 (or the width given). For a committed study pack:
+`CURLORA_DATA_DIR=STORE python -m curlora study --unpack docs/studies/smollm2-frontier` first.
 """
 
 import os
@@ -19,6 +21,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 def main() -> int:
     store = Path(sys.argv[1]).resolve()
+    name = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "compare.png"
+    width = int(sys.argv[sys.argv.index("--width") + 1]) if "--width" in sys.argv else 1280
     os.environ["CURLORA_DATA_DIR"] = str(store)
     from app_server import serve
     from browser import launch, missing, tab
@@ -32,18 +36,18 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = launch(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(viewport={"width": width, "height": 1100})
             page.set_default_timeout(60_000)
             page.goto(url)
             tab(page, "Compare")
             expect(page.locator("#study-frontier")).to_contain_text("runs finished")
             page.wait_for_timeout(1500)
             page.locator("#study-frontier").scroll_into_view_if_needed()
-            page.screenshot(path=HERE / "compare.png", full_page=False)
+            page.screenshot(path=HERE / name, full_page=False)
             browser.close()
     finally:
         demo.close()
-    print(HERE / "compare.png")
+    print(HERE / name)
     return 0
 
 

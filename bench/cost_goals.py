@@ -73,7 +73,10 @@ def document(table: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r['measured']} | {r['goal']} | {met} | {r['source']} |")
     lines += ["", "The training loss with the label-only head equals the full head's to 1e-5 in float32 on llama, "
               "qwen2 and gpt2, under gradient checkpointing, a quantised base and every method kind "
-              "(tests/test_train_cost.py for every registered kind that trains, with gradient checkpointing on; tests/test_quantized.py on 8-bit and 4-bit bases).", ""]
+              "(tests/test_train_cost.py for every registered kind that trains, with gradient checkpointing on; tests/test_quantized.py on 8-bit and 4-bit bases).", "",
+              "On a GPU: `bench/gpu.py` gives tokens per second and peak memory per method on SmolLM2 and the "
+              "Qwen2.5-0.5B shape on a CUDA machine. No CUDA machine was lent to this work (the device tool said "
+              "this task draws none), so it has not run and there is no docs/gpu.md.", ""]
     return "\n".join(lines)
 
 

@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demos", nargs="+", default=list(DEMOS), choices=list(DEMOS))
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children (default: torch's)")
     ap.add_argument("--out", default=str(REPO / "docs" / "demo-cost.md"))
+    ap.add_argument("--note", default="", help="a sentence on what else the machine ran, for the document")
     args = ap.parse_args(argv)
     results, loads = [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="curlora-demos-") as tmp:
@@ -85,8 +86,9 @@ def main(argv=None) -> int:
            + f"` on {cpu_name()}, threads: {args.threads or 'torch default'}; one "
            "run each. Each demo ran as `python -m curlora run PRESET` in a fresh process, after its "
            f"`--dry-run --json` in another. Machine load: load average {loads[0]:.1f} at the start and "
-           f"{loads[1]:.1f} at the end, on 2 cores (other work ran beside it; wall times are longer than on an idle "
-           "machine, the share not spent training less affected since training and evaluation slow alike).", "",
+           f"{loads[1]:.1f} at the end, on 2 cores" + (f". {args.note}" if args.note else
+           " (other work may have run beside it: wall times are longer than on an idle machine, the share not "
+           "spent training less affected since training and evaluation slow alike).") + "", "",
            "| demo | wall (goal) | training | evaluation | start-up | not training (goal ≤ 0.35, real demo) | "
            "estimate | estimate error (goal ±30 %) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:

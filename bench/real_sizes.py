@@ -79,8 +79,19 @@ def config(shape: str, setting: str, folder: Path) -> dict:
     return cfg
 
 
+def build_apart(shape: str, root: Path) -> Path:
+    """build() in a child process. Linux keeps a process's peak resident set across exec, so a child forked from a
+    process that built a 0.5B model in memory reports that process's peak as its own: this one stays small."""
+    import subprocess
+
+    code = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from real_sizes import build; build({shape!r}, Path({str(root)!r}))")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    return root / shape
+
+
 def measure(shape: str, setting: str, root: Path, threads: int, reuse: bool = False) -> dict:
-    folder = build(shape, root)
+    folder = build_apart(shape, root)
     if reuse:  # a finished run of this shape and setting already in `root` (the bench was interrupted after it)
         for work in sorted((root / "runs").glob(f"{shape}-{setting}-*"), reverse=True):
             runs = [p for p in (work / "store").glob("*") if (p / "status.json").is_file()]
@@ -112,7 +123,9 @@ def estimate(path: Path) -> dict:
     from curlora.run.estimate import training_memory
 
     est = training_memory(ExperimentConfig.load(path), device="cpu")
-    code = "import resource, curlora.run.runner; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec, see build_apart)
+    code = ("import re, curlora.run.runner; from pathlib import Path; "
+            "print(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return {"estimate_mib": round(est["total"] / 2**20), "runtime_mib": round(int(out.stdout.split()[-1]) / 1024)}
 

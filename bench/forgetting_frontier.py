@@ -321,17 +321,20 @@ def matched_tables(body: dict) -> list[str]:
     tasks = [t["task"] for t in runs[0]["methods"][ref]["train"]]
     n = len(runs)
     ppl0 = runs[0]["base"]["ppl"]
+    chat = any((g.get("chat_kl") or {}).get("mean") is not None for g in body["groups"].values())
     lines = [f"{n} runs (seeds {', '.join(str(s) for s in body['seeds'])}; {body['wall_s'] / 60:.1f} min). Means "
              f"with 95 % Student-t intervals ({t_note(n)}).", "",
              "| method (lr, r) | steps per task (" + ", ".join(tasks) + ") | target reached (runs) | learning, pts | "
-             "forgetting, pts | ACC, % | KL to base | self-ppl ratio | WikiText ppl |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "forgetting, pts | ACC, % | KL to base | self-ppl ratio | WikiText ppl |" + (
+                 " chat KL to base | facts right, % |" if chat else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if chat else "")]
     for label, g in body["groups"].items():
         steps = ", ".join(f"{s['mean']:.0f}" for s in g["steps"])
         reached = "reference" if label == ref else ", ".join(f"{r}/{n}" for r in g["reached"])
         lines.append(f"| {label} ({setting_text(g['setting'])}) | {steps} | {reached} | {fmt(g['learning'], 1)} | "
                      f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
-                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |")
+                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |" + (
+                         f" {fmt(g['chat_kl'], 3)} | {fmt(g['facts'], 0)} |" if chat else ""))
     n_rows = runs[0]["methods"][ref]["n"][0] if runs[0]["methods"][ref].get("n") else None
     lines += ["", f"Accuracy at the end, %, mean over the {n} seeds [95 % Student-t]; each cell of one run is scored "
               f"on n = {n_rows} held-out rows; majority share " +
@@ -353,10 +356,14 @@ def matched_tables(body: dict) -> list[str]:
     adjusted = iter(stats.holm(ps))
     adj = {(pair, name): next(adjusted) for pair in body["paired"] for name, _ in names}
     adj.update({(pair, "rows"): next(adjusted) for pair in body["paired"]})
-    lines += ["", f"Paired over the {n} seeds (the same eval rows, the same seed's example order), method − {ref}. "
-              f"The {len(ps)} tests below are one family, *matched training loss*, Holm-adjusted together (p, then "
-              "adjusted); the row test pools the same rows scored under each seed and takes them as independent, "
-              "which they are not (a description of which rows moved, not more evidence than the seeds give):", ""]
+    rows_note = ("the row test pools each seed's own rows (drawn per seed) and takes the two methods' answers to them "
+                 "as paired" if body.get("rows_per_seed") else
+                 "the row test pools the same rows scored under each seed and takes them as independent, which they "
+                 "are not (a description of which rows moved, not more evidence than the seeds give)")
+    lines += ["", f"Paired over the {n} seeds (" + ("each seed's own eval rows" if body.get("rows_per_seed") else
+                                                     "the same eval rows") + f", the same seed's example order), "
+              f"method − {ref}. The {len(ps)} tests below are one family, *matched training loss*, Holm-adjusted "
+              f"together (p, then adjusted); {rows_note}:", ""]
     for pair, out in body["paired"].items():
         parts = []
         for name, unit in names:

@@ -70,7 +70,17 @@ def summary_text(s, scale: float, digits: int) -> str:
     return text
 
 
-def status_block(loaded: dict) -> list[str]:
+MATCHED = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" / "summary.json"
+           for phase in ("matched-curlora-chases", "matched-lora-chases")}
+MATCHED_SEEDS = 3
+
+
+def matched_bodies(paths: dict[str, Path] = MATCHED) -> dict[str, dict]:
+    """The matched-loss cross-checks' summaries (bench/forgetting_frontier.py matched --out) that are committed."""
+    return {phase: json.loads(path.read_text(encoding="utf-8")) for phase, path in paths.items() if path.is_file()}
+
+
+def status_block(loaded: dict, matched: dict | None = None) -> list[str]:
     lines = ["| phase | finished runs | still to run | machines |", "|---|---|---|---|"]
     for phase in PACKS:
         got = loaded.get(phase)
@@ -80,6 +90,13 @@ def status_block(loaded: dict) -> list[str]:
         rec, meta = got
         machines = sorted(set(meta.get("runs", {}).values()))
         lines.append(f"| {phase} | {meta['points']} | {meta['pending']} | {'; '.join(machines) or '—'} |")
+    for phase in MATCHED:
+        body = (matched or {}).get(phase)
+        if body is None:
+            lines.append(f"| {phase} | 0 | not started | — |")
+            continue
+        machines = sorted({e.get("machine") or "—" for e in body["runs"]})
+        lines.append(f"| {phase} | {len(body['runs'])} | {MATCHED_SEEDS - len(body['runs'])} | {'; '.join(machines)} |")
     return lines
 
 
@@ -180,9 +197,10 @@ def probes_block(rec: StudyRecord) -> list[str]:
     return lines
 
 
-def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
+def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED) -> dict[str, list[str]]:
     loaded = {phase: load(phase, packs) for phase in packs}
-    out = {"smollm2-status": status_block(loaded)}
+    matched = matched_bodies(matched_paths)
+    out = {"smollm2-status": status_block(loaded, matched)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
             rec = loaded[phase][0]
@@ -202,6 +220,13 @@ def blocks(packs: dict[str, Path] = PACKS) -> dict[str, list[str]]:
         out["smollm2-status"] += ["", "Cross-check, CURLoRA's sampling rules (first order; the inverted rule's runs "
                                   "are the frontier's at the same learning rates and seeds):", ""]
         out["smollm2-status"] += groups_block(sampling) + [""] + comparisons_block(sampling)
+    if matched:
+        from forgetting_frontier import matched_tables
+
+        for phase, body in matched.items():
+            chaser = [label for label in body["groups"] if label != body["reference"]]
+            out["smollm2-status"] += ["", f"Cross-check, matched training loss: {', '.join(chaser)} chasing "
+                                      f"{body['reference']}'s loss (first order):", ""] + matched_tables(body)
     return out
 
 

@@ -54,3 +54,12 @@ def test_matched_runs_resume_read_back_and_pack(tmp_path):
     again = json.loads(out.read_text())
     assert [e["run_id"] for e in again["runs"]] == ids and len(list_runs(data)) == 2
     assert again["groups"] == body["groups"] and again["paired"] == body["paired"]
+
+    # the SmolLM2 document's block renders a committed summary as its matched-loss cross-check
+    import smollm2_study
+
+    block = smollm2_study.blocks(matched_paths={"matched-curlora-chases": out})["smollm2-status"]
+    text = "\n".join(block)
+    assert "| matched-curlora-chases | 2 | 1 |" in text and "| matched-lora-chases | 0 | not started | — |" in text
+    assert "curlora chasing lora's loss" in text and "each seed's own eval rows" in text
+    assert "**curlora - lora**" in text

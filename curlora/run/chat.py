@@ -70,6 +70,16 @@ def _key(cfg: ExperimentConfig) -> tuple:
     return (cfg.model.name, cfg.model.dtype, cfg.model.device, cfg.model.revision)
 
 
+def same_base(run: Run, other: Run) -> None:
+    """Refuse, in one sentence, to set two runs' stages side by side unless both adapt the same base model (name,
+    dtype, device, revision): otherwise the panes would differ by more than their training."""
+    a, b = run.config(), other.config()
+    if _key(a) != _key(b):
+        raise CurloraError(f"Run {other.id} adapts {b.model.name} ({b.model.dtype}) and run {run.id} adapts "
+                           f"{a.model.name} ({a.model.dtype}): pick runs on the same base model to chat with them "
+                           "side by side.")
+
+
 # A prompt or chat message is read by a tokenizer and echoed back (MCP's generate returns it): bounded, so one
 # request cannot make the server tokenise or return megabytes. 4,000 characters are about 1,000 tokens, above the
 # bundled model's context; a conversation's earlier turns together get 16 times that.

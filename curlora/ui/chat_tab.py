@@ -2,7 +2,10 @@
 saved stages where a run has no LoRA or no CURLoRA, full fine-tuning included) — each with its own
 weights and its own conversation (see curlora/run/chat.py), streamed one pane after the other with shared
 generation settings. A base model with a chat template chats (system prompt, each pane's history, the template);
-one without completes each message as plain text. Clear empties all three panes."""
+one without completes each message as plain text. Clear empties all three panes.
+
+The right pane can come from another run on the same base model ("Right pane from another run"): a study's points
+are one method each, so the best CURLoRA point and the best LoRA point chat side by side that way."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import gradio as gr
 from curlora.errors import CurloraError
 from curlora.measure.record import RunMetrics
 from curlora.methods.registry import described
-from curlora.run.chat import CHAT, pane_choices
+from curlora.run.chat import CHAT, pane_choices, same_base
 from curlora.run.chat_format import default_system, has_template
 from curlora.ui.common import Engine, friendly, wait_for_device
 
@@ -34,16 +37,21 @@ def pane_methods(choices: dict) -> dict[str, str]:
     return {"lora": lora, "curlora": cur or next(others, "curlora")}
 
 
-def pane_labels(m: RunMetrics | None, choices: dict, stage) -> tuple[str, str]:
+def pane_labels(m: RunMetrics | None, choices: dict, stage, other: tuple | None = None) -> tuple[str, str]:
     """(LoRA pane label, CURLoRA pane label) at stage k, each with its method's setting:
-    'lora (lr 1e-3, r 8) after task 2'; a generic label before a run is picked, the bare label for an old record."""
+    'lora (lr 1e-3, r 8) after task 2'; a generic label before a run is picked, the bare label for an old record.
+    `other` (run id, its record, its choices): the right pane is that run's, and says so."""
     k = int(stage or 1)
     if m is None:
         return f"LoRA after task {k}", f"CURLoRA after task {k}"
     out = []
-    for label in pane_methods(choices).values():  # LoRA's pane, then CURLoRA's
-        rec = m.methods.get(label)
-        out.append(f"{described(label, rec.setting if rec is not None else None)} after task {k}")
+    for side, label in pane_methods(choices).items():  # LoRA's pane, then CURLoRA's
+        record, note = m, ""
+        if side == "curlora" and other is not None:
+            rid, record, ochoices = other
+            label, note = pane_methods(ochoices)["curlora"], f" (run {rid})"
+        rec = record.methods.get(label) if record is not None else None
+        out.append(f"{described(label, rec.setting if rec is not None else None)} after task {k}{note}")
     return out[0], out[1]
 
 
@@ -53,6 +61,16 @@ def build(engine: Engine, gpu=None) -> dict:
     def panes_of(rid: str, request: gr.Request) -> tuple[dict, RunMetrics]:
         run = jobs.open(rid, engine.owner(request))
         return pane_choices(run), run.record()
+
+    def other_of(rid: str, other: str | None, request: gr.Request) -> tuple | None:
+        """(run id, record, choices) of the right pane's other run, None when none is picked (or it is this run);
+        refused unless both runs adapt the same base model."""
+        if not other or other == rid:
+            return None
+        owner = engine.owner(request)
+        run, theirs = jobs.open(rid, owner), jobs.open(other, owner)
+        same_base(run, theirs)
+        return other, theirs.record(), pane_choices(theirs)
 
     def mode_of(rid: str, request: gr.Request) -> str:
         """Whether the run's base model chats (a chat template) or completes plain text, in a sentence."""
@@ -66,34 +84,46 @@ def build(engine: Engine, gpu=None) -> dict:
             if injected else "")
 
     @friendly
-    def pick_run(rid: str, request: gr.Request):
+    def pick_run(rid: str, request: gr.Request, other: str | None = None):
         if not rid:
             return gr.update(), "_Pick a run with saved stages._", gr.update(), gr.update(), gr.update(), ""
         choices, record = panes_of(rid, request)
+        theirs = other_of(rid, other, request)
         top = max((max(s) for s in choices.values()), default=1)
         label = ", ".join(f"{described(m, record.methods[m].setting if m in record.methods else None)}: stages "
                           f"{', '.join(map(str, s))}" for m, s in choices.items()) or "no stage saved yet"
         order = " → ".join(f"{i + 1}. {t}" for i, t in enumerate(record.tasks))
         note = f"Tasks: {order}. Saved stages — {label}."
-        lora_label, cur_label = pane_labels(record, choices, top)
+        if theirs is not None:
+            orid, orecord, ochoices = theirs
+            shown = pane_methods(ochoices)["curlora"]
+            note += (f" Right pane: {described(shown, orecord.methods[shown].setting if shown in orecord.methods else None)}"
+                     f" from run {orid} (tasks: {' → '.join(orecord.tasks)}).")
+        lora_label, cur_label = pane_labels(record, choices, top, theirs)
         return (gr.update(minimum=1, maximum=max(top, 1), value=top, step=1, interactive=top > 1), note,
                 gr.update(label=lora_label), gr.update(label=cur_label), gr.update(label="Base model"),
                 mode_of(rid, request))
 
-    def panes(choices: dict, stage: int) -> list[str]:
+    def panes(rid: str, choices: dict, stage: int, theirs: tuple | None = None) -> list[tuple[str, str, dict]]:
+        """(run id, pane, that run's saved stages) for the base, LoRA and CURLoRA panes; the right one from the
+        other run where one is picked."""
         by_kind = pane_methods(choices)
-        return ["base", f"{by_kind['lora']}@{stage}", f"{by_kind['curlora']}@{stage}"]
+        right = (rid, f"{by_kind['curlora']}@{stage}", choices)
+        if theirs is not None:
+            orid, _, ochoices = theirs
+            right = (orid, f"{pane_methods(ochoices)['curlora']}@{stage}", ochoices)
+        return [(rid, "base", choices), (rid, f"{by_kind['lora']}@{stage}", choices), right]
 
-    def replies(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed, histories=None, system=None):
-        """The three panes' replies so far, pane after pane (what runs on the device)."""
+    def replies(rid, sources, stage, prompt, max_new_tokens, temperature, top_p, seed, histories=None, system=None):
+        """The three panes' replies so far, pane after pane (what runs on the device). `sources`: panes(...)."""
         texts = ["", "", ""]
-        for i, pane in enumerate(panes(choices, stage)):
+        for i, (pane_run, pane, choices) in enumerate(sources):
             method = pane.split("@")[0]
             if pane != "base" and stage not in choices.get(method, []):
                 texts[i] = f"({method} has no saved stage {stage} in this run)"
                 yield tuple(texts)
                 continue
-            for part in chat.stream(rid, pane, prompt, max_new_tokens=int(max_new_tokens),
+            for part in chat.stream(pane_run, pane, prompt, max_new_tokens=int(max_new_tokens),
                                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                                     root=jobs.root, history=histories[i] if histories else None, system=system):
                 texts[i] = part
@@ -104,35 +134,38 @@ def build(engine: Engine, gpu=None) -> dict:
     on_device = gpu(friendly(replies)) if gpu else replies
 
     @friendly
-    def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed, request: gr.Request):
-        """One prompt, three text replies (the API's /chat; a chat model gets it as a single user turn)."""
+    def send(rid, stage, prompt, max_new_tokens, temperature, top_p, seed, other=None, request: gr.Request = None):
+        """One prompt, three text replies (the API's /chat; a chat model gets it as a single user turn); `other`: the
+        run whose method fills the right pane (optional)."""
         if not rid:
             raise CurloraError("Pick a run first.")
         if not (prompt or "").strip():
             raise CurloraError("Type a prompt first.")
         choices, _ = panes_of(rid, request)
+        stage = int(stage or 1)
+        sources = panes(rid, choices, stage, other_of(rid, other, request))
         chat.check(rid, prompt, root=jobs.root)
         jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
-        stage = int(stage or 1)
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
         try:
-            yield from on_device(rid, choices, stage, prompt, max_new_tokens, temperature, top_p, seed)
+            yield from on_device(rid, sources, stage, prompt, max_new_tokens, temperature, top_p, seed)
         finally:
             jobs.gate.release()
 
     @friendly
     def turn(rid, stage, message, system, max_new_tokens, temperature, top_p, seed, h_base, h_lora, h_cur,
-             request: gr.Request):
+             other=None, request: gr.Request = None):
         """The message as the next turn of each pane's conversation; every input is checked before device work."""
         if not rid:
             raise CurloraError("Pick a run first.")
         if not (message or "").strip():
             raise CurloraError("Type a message first.")
         choices, _ = panes_of(rid, request)
+        stage = int(stage or 1)
+        sources = panes(rid, choices, stage, other_of(rid, other, request))
         earlier = [list(h or []) for h in (h_base, h_lora, h_cur)]
         mode = chat.check(rid, message, earlier, system, root=jobs.root)
         jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
-        stage = int(stage or 1)
         shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": PENDING}]
                  for h in earlier]
 
@@ -152,7 +185,7 @@ def build(engine: Engine, gpu=None) -> dict:
         try:
             texts = ("", "", "")
             history = earlier if mode == CHAT else None
-            for texts in on_device(rid, choices, stage, message, max_new_tokens, temperature, top_p, seed,
+            for texts in on_device(rid, sources, stage, message, max_new_tokens, temperature, top_p, seed,
                                    history, system if mode == CHAT else None):
                 yield frame(texts)
             yield frame(tuple(t or EMPTY for t in texts))
@@ -162,6 +195,8 @@ def build(engine: Engine, gpu=None) -> dict:
     with gr.Row():
         run = gr.Dropdown([], label="Run", allow_custom_value=True, scale=3, elem_id="chat-run")
         stage = gr.Slider(1, 3, value=1, step=1, label="After task k (stage)", scale=2, elem_id="chat-stage")
+        other = gr.Dropdown([], value="", label="Right pane from another run (optional, same base model)",
+                            allow_custom_value=True, scale=3, elem_id="chat-run2")
     note = gr.Markdown()
     mode = gr.Markdown(elem_id="chat-mode")
     system = gr.Textbox(label="System prompt (chat models only)", lines=1, elem_id="chat-system",
@@ -185,25 +220,37 @@ def build(engine: Engine, gpu=None) -> dict:
         api_base, api_lora, api_cur = gr.Textbox(), gr.Textbox(), gr.Textbox()
         api_send = gr.Button()
 
-    def relabel(rid, k, request: gr.Request):
+    def relabel(rid, k, other, request: gr.Request):
         """The pane labels at stage k, with each method's setting (generic when the run can't be read)."""
         try:
             choices, record = panes_of(rid, request) if rid else ({}, None)
+            theirs = other_of(rid, other, request) if rid else None
         except CurloraError:
-            choices, record = {}, None
-        lora_label, cur_label = pane_labels(record, choices, k)
+            choices, record, theirs = {}, None, None
+        lora_label, cur_label = pane_labels(record, choices, k, theirs)
         return gr.update(label=lora_label), gr.update(label=cur_label)
 
+    def pick(rid, other, request: gr.Request):
+        return pick_run(rid, request, other)
+
+    def others(rid, request: gr.Request):
+        """The runs the right pane can come from: this browser's runs."""
+        return gr.update(choices=[""] + engine.run_ids(request))
+
     pick_outputs = [stage, note, lora, cur, base, mode]
-    stage.change(relabel, [run, stage], [lora, cur], api_name=False, concurrency_limit=None, show_progress="hidden")
-    run.change(pick_run, run, pick_outputs, api_name=False, concurrency_limit=None)
+    stage.change(relabel, [run, stage, other], [lora, cur], api_name=False, concurrency_limit=None,
+                 show_progress="hidden")
+    run.change(pick, [run, other], pick_outputs, api_name=False, concurrency_limit=None).then(
+        others, run, other, api_name=False, concurrency_limit=None, show_progress="hidden")
+    other.change(pick, [run, other], pick_outputs, api_name=False, concurrency_limit=None)
     # Chat computes on the model: one generation at a time, in the same group as evaluation work.
     gpu_group = {"concurrency_id": "gpu", "concurrency_limit": 1}
-    turn_inputs = [run, stage, prompt, system, max_new, temperature, top_p, seed, base, lora, cur]
+    turn_inputs = [run, stage, prompt, system, max_new, temperature, top_p, seed, base, lora, cur, other]
     send_btn.click(turn, turn_inputs, [base, lora, cur, prompt], api_name="chat_turn", **gpu_group)
     prompt.submit(turn, turn_inputs, [base, lora, cur, prompt], api_name=False, **gpu_group)
     clear_btn.click(lambda: ([], [], []), None, [base, lora, cur], api_name=False, concurrency_limit=None,
                     show_progress="hidden")
-    api_send.click(send, [run, stage, prompt, max_new, temperature, top_p, seed], [api_base, api_lora, api_cur],
-                   api_name="chat", **gpu_group)
-    return {"run": run, "pick_run": pick_run, "pick_outputs": pick_outputs}
+    api_send.click(send, [run, stage, prompt, max_new, temperature, top_p, seed, other],
+                   [api_base, api_lora, api_cur], api_name="chat", **gpu_group)
+    return {"run": run, "other": other, "pick_run": pick, "pick_inputs": [run, other], "pick_outputs": pick_outputs,
+            "others": others}

@@ -2,9 +2,12 @@
 with the same questions to the base model, LoRA and CURLoRA after the last task.
 
     .venv/bin/python docs/screenshots/real_chat.py RUNS_DIR RUN_ID
+    .venv/bin/python docs/screenshots/real_chat.py RUNS_DIR RUN_ID --other RUN_ID2 --prefix chat-study --stage 3
 
 RUNS_DIR is the store holding the run (e.g. the one `python -m curlora run presets/experiments/real-demo.yaml`
 wrote to); the app serves it on a free loopback port. Writes docs/screenshots/{model-smollm2,chat-smollm2-*}.png.
+--other fills the right pane from another run on the same base (a study's points hold one method each; implies
+--chat-only), --prefix names the files ({prefix}-{question}.png), --stage picks the stage (default: the last).
 """
 
 import os
@@ -32,13 +35,15 @@ def main() -> int:
     from playwright.sync_api import expect, sync_playwright
 
     root, run_id = Path(sys.argv[1]), sys.argv[2]
+    flag = lambda name: sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None  # noqa: E731
+    other, prefix, stage = flag("--other"), flag("--prefix") or "chat-smollm2", flag("--stage")
     demo, url, jobs = serve(root)
     with sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(300_000)
         page.goto(url)
-        if "--chat-only" not in sys.argv:
+        if "--chat-only" not in sys.argv and other is None:
             set_model(page, "smollm2-135m-instruct")
             expect(page.locator("#model-info")).to_contain_text("Measured by this project")
             page.screenshot(path=HERE / "model-smollm2.png", full_page=True)
@@ -49,6 +54,15 @@ def main() -> int:
             pick.fill(run_id)
             pick.press("Enter")
             expect(page.locator("#chat-mode")).to_contain_text("SmolLM")
+            if other:
+                second = page.locator("#chat-run2 input")
+                second.fill(other)
+                second.press("Enter")
+                expect(page.locator("#pane-curlora")).to_contain_text(f"(run {other})")
+            if stage:
+                box = page.get_by_role("spinbutton", name="After task k (stage)")
+                box.fill(stage)
+                box.press("Enter")
             box = page.get_by_role("spinbutton", name="max new tokens")  # the slider's number box
             box.fill("96")
             box.press("Enter")
@@ -65,7 +79,7 @@ def main() -> int:
                 now = page.locator("#pane-curlora [data-testid='bot']").nth(0).inner_text()
                 same = same + 1 if now == last else 0
                 last = now
-            page.screenshot(path=HERE / f"chat-smollm2-{name}.png", full_page=True)
+            page.screenshot(path=HERE / f"{prefix}-{name}.png", full_page=True)
         browser.close()
     return 0
 

@@ -78,3 +78,16 @@ def test_a_run_without_lora_or_curlora_shows_its_other_methods_in_the_trained_pa
     assert pane_methods({"curlora": [1, 2], "full": [1, 2]}) == {"lora": "full", "curlora": "curlora"}
     assert pane_methods({"full": [1], "pissa": [1]}) == {"lora": "full", "curlora": "pissa"}
     assert pane_methods({"lora-replay25": [1]}) == {"lora": "lora-replay25", "curlora": "curlora"}
+
+
+@pytest.mark.parametrize("top,low", [(1, 1), (3, 1), (0, 0), (1, 0), (5, 0)])
+def test_a_stage_slider_is_valid_for_one_stage_or_none(top, low):
+    """Gradio refuses a slider whose minimum is not below its maximum: a run with one saved stage (a one-task run)
+    once broke the Chat tab's pick that way."""
+    import gradio as gr
+
+    from curlora.ui.common import stage_slider
+
+    u = stage_slider(top, low=low)
+    assert u["minimum"] == low and u["maximum"] > low and u["value"] == top and u["interactive"] == (top > low)
+    gr.Slider(minimum=u["minimum"], maximum=u["maximum"], value=u["value"], step=u["step"])  # accepted

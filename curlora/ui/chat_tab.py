@@ -16,7 +16,7 @@ from curlora.measure.record import RunMetrics
 from curlora.methods.registry import described
 from curlora.run.chat import CHAT, pane_choices, same_base
 from curlora.run.chat_format import default_system, has_template
-from curlora.ui.common import Engine, friendly, wait_for_device
+from curlora.ui.common import Engine, friendly, stage_slider, wait_for_device
 
 PENDING = "…"
 EMPTY = "(an empty reply: the model ended its turn at once)"
@@ -100,7 +100,7 @@ def build(engine: Engine, gpu=None) -> dict:
             note += (f" Right pane: {described(shown, orecord.methods[shown].setting if shown in orecord.methods else None)}"
                      f" from run {orid} (tasks: {' → '.join(orecord.tasks)}).")
         lora_label, cur_label = pane_labels(record, choices, top, theirs)
-        return (gr.update(minimum=1, maximum=max(top, 1), value=top, step=1, interactive=top > 1), note,
+        return (stage_slider(top), note,
                 gr.update(label=lora_label), gr.update(label=cur_label), gr.update(label="Base model"),
                 mode_of(rid, request))
 

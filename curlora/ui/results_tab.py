@@ -21,7 +21,7 @@ from curlora.share.export import FWT_LABEL, STAGE_FORMATS, table
 from curlora.share.hub import push
 from curlora.ui import live
 from curlora.ui.charts import SAME
-from curlora.ui.common import Engine, friendly, wait_for_device
+from curlora.ui.common import Engine, friendly, stage_slider, wait_for_device
 
 SUMMARY_HEADERS = ["method", "setting", "ACC %", "final loss per task", "BWT", FWT_LABEL, "forgetting",
                    "plasticity %", "ppl base → final", "self-ppl base → final", "KL to base", "weight drift",
@@ -148,7 +148,7 @@ def build(engine: Engine) -> dict:
             return gr.update(choices=[], value=None), gr.update()
         labels, n = stage_choices(jobs.open(rid, engine.owner(request)), evaluate=True)
         return (gr.update(choices=labels, value=labels[0] if labels else None),
-                gr.update(minimum=0, maximum=max(n, 1), value=n, step=1))
+                stage_slider(n, low=0))
 
     @friendly
     def pick_stage(rid: str, request: gr.Request):
@@ -157,7 +157,7 @@ def build(engine: Engine) -> dict:
             return gr.update(choices=[], value=None), gr.update()
         labels, n = stage_choices(jobs.open(rid, engine.owner(request)))
         return (gr.update(choices=labels, value=labels[0] if labels else None),
-                gr.update(minimum=1, maximum=max(n, 1), value=max(n, 1), step=1))
+                stage_slider(max(n, 1)))
 
     stopping: set[str] = set()  # owners who pressed Stop on their evaluation
 

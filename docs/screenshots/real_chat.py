@@ -51,6 +51,8 @@ def main() -> int:
             page.goto(url)
             tab(page, "Chat")
             pick = page.locator("#chat-run input")
+            expect(pick).not_to_have_value("")  # entering the tab picks the newest run: let that finish first
+            page.wait_for_timeout(3000)
             pick.fill(run_id)
             pick.press("Enter")
             expect(page.locator("#chat-mode")).to_contain_text("SmolLM")

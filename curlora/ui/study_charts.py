@@ -27,12 +27,12 @@ def _err(s: Summary) -> tuple[float | None, float | None]:
 
 
 # (measure, panel title, y-axis title, which frontier draws its line)
-PANELS = {"forgetting": ("Forgetting (Chaudhry, points) — lower is better", "forgetting (points)", "frontier"),
+PANELS = {"forgetting": ("Forgetting (Chaudhry) — lower is better", "forgetting (points)", "frontier"),
           "kl_to_base": ("KL to base on the model's own samples — lower is less drift", "KL(base ‖ model) per token",
                          "frontier"),
-          "chat_kl": ("Chat retention: KL on the base's replies — lower keeps more",
+          "chat_kl": ("Chat KL to base on its replies — lower keeps more",
                       "KL(base ‖ model) per reply token", "chat_frontier"),
-          "facts": ("Factual questions still answered — higher keeps more", "facts right (%)", None)}  # no fit along facts: the points only
+          "facts": ("Facts still answered — higher keeps more", "facts right (%)", None)}  # no fit along facts: the points only
 
 
 def panels(rec: StudyRecord) -> list[str]:

@@ -162,6 +162,23 @@ def test_the_matched_level_lies_inside_both_fitted_ranges_and_each_measure_is_fi
     assert c.forgetting["a"].mean == pytest.approx(3) and c.forgetting["b"].mean == pytest.approx(3)
 
 
+def test_the_secondary_comparison_sits_at_the_most_learning_both_reach_in_a_family_of_its_own():
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2], "c": [1e-3, 1e-2]}, seeds=list(range(5)))
+    points = (_points("a", (1.0, 2.0), SPREAD) + _points("b", (1.5, 9.0), [0.9, -0.6, 0.4, -0.9, 0.3],
+                                                           learning=(4.0, 9.0))
+              + _points("c", (8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1]))
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    tops = A.top_comparisons(rec)
+    assert [c.methods for c in tops] == [c.methods for c in rec.comparison]
+    for c, primary in zip(tops, rec.comparison):
+        assert c.family == A.FAMILY_TOP and "the most learning both fits reach" in c.sentence
+        assert c.learning >= primary.learning and c.verdict in ("less", "more", "equivalent", "inconclusive")
+    ab = tops[0]  # a reaches 5..10, b 4..9: the top both reach is 9, where b is at its lr 1e-2
+    assert ab.learning == pytest.approx(9) and ab.forgetting["b"].mean == pytest.approx(9.02)  # its mean over seeds
+    assert [c.p_adjusted for c in tops] == pytest.approx(stats.holm([c.p for c in tops]))
+    assert "the middle of what both fits reach" in rec.comparison[0].sentence
+
+
 def test_study_json_round_trips_through_its_record_keeping_unknown_keys():
     from curlora.measure.study_record import StudyRecord
 

@@ -8,7 +8,8 @@ metrics for the row test), so every number can be checked on constructed inputs.
     frontier_of(groups, label, against)   the groups no other group of that method beats on learning and forgetting
                                           (or chat_kl, facts…: a learning-against-chat-retention frontier)
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
-    compare(groups, points, a, b, metrics_of, margin)   a against b at matched learning: a Comparison
+    compare(groups, points, a, b, metrics_of, margin, top)   a against b at matched learning: a Comparison
+    top_comparisons(rec, metrics_of)      every pair at the most learning both reach: the secondary family
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
@@ -42,6 +43,8 @@ INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-w
                  "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
                  "fixed, so their sampling noise is not in these intervals")
 FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
+# the secondary comparison, at the most learning both methods' fits reach (top_comparisons): its own family
+FAMILY_TOP = "forgetting at the most learning both reach"
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -282,12 +285,12 @@ def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit
 
 
 def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metrics_of,
-            margin: float = DEFAULT_MARGIN) -> Comparison:
+            margin: float = DEFAULT_MARGIN, top: bool = False) -> Comparison:
     """Does a forget less than b at matched learning? The measures at the level both methods' fitted learning
-    reaches (the middle of that range), with bootstrap intervals over seeds, a paired t-test and TOST over seeds at
-    the nearest learning rates, and the McNemar row test. p_adjusted and the verdict are set by `analyse` once the
-    whole family is known (`decide`)."""
-    out = Comparison(methods=[a, b], margin=margin, family=FAMILY)
+    reaches (the middle of that range; with `top`, its top: the most learning both reach), with bootstrap intervals
+    over seeds, a paired t-test and TOST over seeds at the nearest learning rates, and the McNemar row test.
+    p_adjusted and the verdict are set by `analyse` once the whole family is known (`decide`)."""
+    out = Comparison(methods=[a, b], margin=margin, family=FAMILY_TOP if top else FAMILY)
     ga, gb = _mine(groups, a), _mine(groups, b)
     fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
     if not fa or not fb:
@@ -299,7 +302,7 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
                         f"{min(fa.y):.1f} to {max(fa.y):.1f} points, {b}'s {min(fb.y):.1f} to {max(fb.y):.1f}; "
                         "widen a grid to compare them at matched learning.")
         return out
-    level = (lo + hi) / 2
+    level = hi if top else (lo + hi) / 2
     out.learning = level
     units = sorted({p.unit for p in points if p.method in (a, b)})
 
@@ -373,8 +376,9 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     a, b = c.methods
     fa_, fb_ = c.forgetting[a], c.forgetting[b]
     nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
-    head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, the "
-            f"middle of what both fits reach), {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
+    where = "the most learning both fits reach" if c.family == FAMILY_TOP else "the middle of what both fits reach"
+    head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, "
+            f"{where}), {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
             f"{interval_text(fb_, unit=' pts')} (monotone fits in lr; 95 % bootstrap over seeds; nearest settings "
             f"{nearest}).")
     la, lb = c.forgetting_learned.get(a), c.forgetting_learned.get(b)
@@ -529,6 +533,18 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
                        chat_frontier=chat_fronts, best=best,
                        comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
+
+
+def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
+    """The secondary comparisons of a study: every pair of its methods at the most learning both fits reach (where
+    the middle of the shared range can fall below what the per-run test calls learned), Holm-adjusted as a family
+    of their own (FAMILY_TOP), with verdicts and sentences as the primary ones."""
+    comparisons = [compare(rec.groups, rec.points, a, b, metrics_of, rec.settings.margin, top=True)
+                   for a, b in itertools.combinations(rec.labels, 2)]
+    adjust(comparisons)
+    for c in comparisons:
+        decide(c, rec.groups, rec.points)
+    return comparisons
 
 
 def adjust(comparisons: list[Comparison]) -> None:

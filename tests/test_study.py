@@ -177,6 +177,16 @@ def test_the_secondary_comparison_sits_at_the_most_learning_both_reach_in_a_fami
     assert ab.learning == pytest.approx(9) and ab.forgetting["b"].mean == pytest.approx(9.02)  # its mean over seeds
     assert [c.p_adjusted for c in tops] == pytest.approx(stats.holm([c.p for c in tops]))
     assert "the middle of what both fits reach" in rec.comparison[0].sentence
+    # analyse keeps them in the record (the app reads them; study.json round-trips them)
+    assert [(c.methods, c.learning, c.verdict) for c in rec.comparison_top] == \
+        [(c.methods, c.learning, c.verdict) for c in tops]
+    again = StudyRecord.of(json.loads(json.dumps(rec.to_json())))
+    assert [c.sentence for c in again.comparison_top] == [c.sentence for c in tops]
+    assert "comparison_top" not in StudyRecord().to_json()  # an older study.json stays as it was
+    from curlora.ui import compare_tab
+
+    md = compare_tab.summary_md(rec, {"status": "completed"})
+    assert f"Secondary, at the most learning both reach — **a vs b: {tops[0].verdict}**" in md
 
 
 def test_study_json_round_trips_through_its_record_keeping_unknown_keys():

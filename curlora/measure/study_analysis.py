@@ -526,12 +526,14 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     adjust(comparisons)
     for c in comparisons:
         decide(c, groups, points)
+    tops = _tops(groups, points, labels, metrics_of, settings.margin)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts,
                        chat_frontier=chat_fronts, best=best,
-                       comparison=comparisons, tasks=list(tasks or []), warnings=warnings_of(orders, points),
+                       comparison=comparisons, comparison_top=tops, tasks=list(tasks or []),
+                       warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
 
 
@@ -539,11 +541,16 @@ def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
     """The secondary comparisons of a study: every pair of its methods at the most learning both fits reach (where
     the middle of the shared range can fall below what the per-run test calls learned), Holm-adjusted as a family
     of their own (FAMILY_TOP), with verdicts and sentences as the primary ones."""
-    comparisons = [compare(rec.groups, rec.points, a, b, metrics_of, rec.settings.margin, top=True)
-                   for a, b in itertools.combinations(rec.labels, 2)]
+    return _tops(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin)
+
+
+def _tops(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float
+          ) -> list[Comparison]:
+    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=True)
+                   for a, b in itertools.combinations(labels, 2)]
     adjust(comparisons)
     for c in comparisons:
-        decide(c, rec.groups, rec.points)
+        decide(c, groups, points)
     return comparisons
 
 

@@ -431,6 +431,8 @@ class StudyRecord:
     chat_frontier: dict[str, list[str]] = field(default_factory=dict)  # learning against chat_kl (chat probe runs)
     best: dict[str, Best | None] = field(default_factory=dict)
     comparison: list[Comparison] = field(default_factory=list)
+    # the secondary family: every pair at the most learning both fits reach (study_analysis.top_comparisons)
+    comparison_top: list[Comparison] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
@@ -457,6 +459,7 @@ class StudyRecord:
                    chat_frontier={m: list(ks) for m, ks in (known.get("chat_frontier") or {}).items()},
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
+                   comparison_top=[Comparison.from_json(c) for c in known.get("comparison_top") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
@@ -473,6 +476,7 @@ class StudyRecord:
                 "frontier": self.frontier, "chat_frontier": self.chat_frontier,
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
                 "comparison": [c.to_json() for c in self.comparison],
+                **({"comparison_top": [c.to_json() for c in self.comparison_top]} if self.comparison_top else {}),
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
                 "probes": [t.to_json() for t in self.probes],

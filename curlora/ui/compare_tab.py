@@ -64,6 +64,10 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     for c in rec.comparison:
         lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'not compared')}** — "
                      f"{c.sentence}")
+    for c in rec.comparison_top:  # the secondary family, at the most learning both reach
+        if c.learning is not None:
+            lines.append(f"Secondary, at the most learning both reach — **{html.escape(' vs '.join(c.methods))}: "
+                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "

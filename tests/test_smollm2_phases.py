@@ -12,6 +12,11 @@ from curlora.measure.study_record import StudySettings
 from curlora.run.study_plan import plan_of, plan_settings, with_replays
 
 STUDIES = Path(__file__).resolve().parents[1] / "bench" / "studies"
+
+
+@pytest.fixture(autouse=True)
+def _needs_shared(shared_data):
+    """The phases train on SST-2 and MRPC from ../shared/data: where a clone has none, these skip with its reason."""
 RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "sampling": 18}
 
 

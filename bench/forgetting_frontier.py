@@ -151,7 +151,7 @@ def matched(args) -> int:
     the summary, as a study pack does."""
     from curlora.experiment import ExperimentConfig
     from curlora.run.runner import execute, load_everything, resume, start
-    from curlora.run.store import copy_outgoing, list_runs
+    from curlora.run.store import copy_outgoing, runs_named
     from curlora.run.study_data import MAX_FILE, SKIP, machine
 
     cfg = ExperimentConfig.load(args.experiment)
@@ -165,7 +165,7 @@ def matched(args) -> int:
         before = {e["run_id"]: e.get("machine") for e in json.loads(Path(args.out).read_text()).get("runs", [])}
     for seed in seeds:
         scfg = matched_config(cfg, seed, args.rows_per_seed)
-        mine = [r for r in list_runs(root) if r.config().run.name == scfg.run.name] if root.is_dir() else []
+        mine = runs_named(scfg.run.name, root)
         done = [r for r in mine if r.status()["status"] == "completed"]
         t = time.time()
         if done:

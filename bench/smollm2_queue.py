@@ -49,16 +49,9 @@ def store() -> Path:
 
 def study_of(phase: str, root: Path):
     """The newest study in the store whose run name is this phase's, or None."""
-    from curlora.run.store import Study, list_runs
+    from curlora.run.store import Study, runs_named
 
-    for run in list_runs(root):
-        if isinstance(run, Study):
-            try:
-                if run.config().run.name == f"smollm2-{phase}":
-                    return run
-            except Exception:  # a damaged folder is not this phase's study
-                continue
-    return None
+    return next((run for run in runs_named(f"smollm2-{phase}", root) if isinstance(run, Study)), None)
 
 
 def matched_command(phase: str, root: Path) -> list[str]:

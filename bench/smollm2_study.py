@@ -124,7 +124,7 @@ def groups_block(rec: StudyRecord) -> list[str]:
     if not rec.groups:
         return ["No run of this phase has finished yet."]
     shown = [(n, h, sc, d) for n, h, sc, d in COLUMNS
-             if any(g.measure(n) is not None and g.measure(n).mean is not None for g in rec.groups.values())]
+             if any(g.mean(n) is not None for g in rec.groups.values())]
     lines = ["| method | lr | runs | " + " | ".join(h for _, h, _, _ in shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for label in rec.labels:
@@ -177,10 +177,10 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
         return None
     rec, front = loaded["sampling"][0], loaded["frontier"][0]
     grid = sorted({lr for lrs in rec.settings.lrs.values() for lr in lrs})
-    mine = [p for p in front.points if p.method == "curlora" and p.order == 0 and p.lr in grid
-            and p.seed in rec.settings.seeds]
-    plan = [e for e in front.plan if e.method == "curlora" and e.order == 0 and e.lr in grid
-            and e.seed in rec.settings.seeds]
+
+    def same(x) -> bool:  # a frontier point or plan entry the cross-check would repeat
+        return x.method == "curlora" and x.order == 0 and x.lr in grid and x.seed in rec.settings.seeds
+    mine, plan = [p for p in front.points if same(p)], [e for e in front.plan if same(e)]
     settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **rec.settings.lrs})
     out = analyse(settings, front.base, plan + rec.plan, mine + rec.points,
                   metrics_reader(packs["sampling"], packs["frontier"]), tasks=rec.tasks)

@@ -49,10 +49,17 @@ def test_matched_runs_resume_read_back_and_pack(tmp_path):
     configs = [ExperimentConfig.load(data / i / "config.yaml") for i in ids]
     assert [c.tasks[0].seed for c in configs] == [0, 1]
 
+    # the store finds each seed's run by its name, and a folder whose config cannot be read is nobody's
+    from curlora.run.store import runs_named
+
+    (data / "20990101-000000-matched-s0-dead").mkdir()
+    (data / "20990101-000000-matched-s0-dead" / "config.yaml").write_text("run: [not, a, config")
+    assert [r.id for r in runs_named("matched-s0", data)] == [ids[0]]
+
     # run again: both seeds read back, nothing trained, same summary
     assert forgetting_frontier.main(args) == 0
     again = json.loads(out.read_text())
-    assert [e["run_id"] for e in again["runs"]] == ids and len(list_runs(data)) == 2
+    assert [e["run_id"] for e in again["runs"]] == ids and len(list_runs(data)) == 3  # 2 runs + the dead folder
     assert again["groups"] == body["groups"] and again["paired"] == body["paired"]
 
     # the SmolLM2 document's block renders a committed summary as its matched-loss cross-check

@@ -521,12 +521,8 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     chat_fronts = {label: frontier_of(groups, label, "chat_kl") for label in labels
                    if any(g.method == label and g.mean("chat_kl") is not None for g in groups.values())}
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
-    comparisons = [compare(groups, points, a, b, metrics_of, settings.margin)
-                   for a, b in itertools.combinations(labels, 2)]
-    adjust(comparisons)
-    for c in comparisons:
-        decide(c, groups, points)
-    tops = _tops(groups, points, labels, metrics_of, settings.margin)
+    comparisons = _family(groups, points, labels, metrics_of, settings.margin)
+    tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
@@ -541,12 +537,14 @@ def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
     """The secondary comparisons of a study: every pair of its methods at the most learning both fits reach (where
     the middle of the shared range can fall below what the per-run test calls learned), Holm-adjusted as a family
     of their own (FAMILY_TOP), with verdicts and sentences as the primary ones."""
-    return _tops(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin)
+    return _family(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin, top=True)
 
 
-def _tops(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float
-          ) -> list[Comparison]:
-    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=True)
+def _family(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float,
+            top: bool = False) -> list[Comparison]:
+    """Every pair of methods compared at one level (the middle of the shared learning range, or with `top` its top),
+    Holm-adjusted together, then each decided."""
+    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top)
                    for a, b in itertools.combinations(labels, 2)]
     adjust(comparisons)
     for c in comparisons:

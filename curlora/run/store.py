@@ -642,6 +642,17 @@ def list_runs(root: Path | None = None) -> list[Run]:
     return runs
 
 
+def runs_named(name: str, root: Path | None = None) -> list[Run]:
+    """The runs (and studies) under root whose config names them `name` (run.name), newest first; one whose config
+    cannot be read is not that run."""
+    out = []
+    for run in list_runs(root):
+        with contextlib.suppress(OSError, CurloraError, ValueError):
+            if run.config().run.name == name:
+                out.append(run)
+    return out
+
+
 class EventCache:
     """The events of recently polled runs, kept in memory and topped up from where the last read ended, so a
     page polling every second costs the same at event 100 as at event 300,000 (re-reading the whole file took

@@ -100,7 +100,7 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
         results_page.select(newest, results["run"], results["run"], **light).then(
             results["show"], results["run"], results["outputs"], **light)
         chat_page.select(newest, chat_ui["run"], chat_ui["run"], **light).then(
-            chat_ui["others"], chat_ui["run"], chat_ui["other"], **light).then(
+            chat_ui["others"], None, chat_ui["other"], **light).then(
             chat_ui["pick_run"], chat_ui["pick_inputs"], chat_ui["pick_outputs"], **light)
         runs_page.select(runs["fresh"], None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)

@@ -84,7 +84,7 @@ def build(engine: Engine, gpu=None) -> dict:
             if injected else "")
 
     @friendly
-    def pick_run(rid: str, request: gr.Request, other: str | None = None):
+    def pick_run(rid: str, other: str | None, request: gr.Request):
         if not rid:
             return gr.update(), "_Pick a run with saved stages._", gr.update(), gr.update(), gr.update(), ""
         choices, record = panes_of(rid, request)
@@ -230,19 +230,16 @@ def build(engine: Engine, gpu=None) -> dict:
         lora_label, cur_label = pane_labels(record, choices, k, theirs)
         return gr.update(label=lora_label), gr.update(label=cur_label)
 
-    def pick(rid, other, request: gr.Request):
-        return pick_run(rid, request, other)
-
-    def others(rid, request: gr.Request):
+    def others(request: gr.Request):
         """The runs the right pane can come from: this browser's runs."""
         return gr.update(choices=[""] + engine.run_ids(request))
 
     pick_outputs = [stage, note, lora, cur, base, mode]
     stage.change(relabel, [run, stage, other], [lora, cur], api_name=False, concurrency_limit=None,
                  show_progress="hidden")
-    run.change(pick, [run, other], pick_outputs, api_name=False, concurrency_limit=None).then(
-        others, run, other, api_name=False, concurrency_limit=None, show_progress="hidden")
-    other.change(pick, [run, other], pick_outputs, api_name=False, concurrency_limit=None)
+    run.change(pick_run, [run, other], pick_outputs, api_name=False, concurrency_limit=None).then(
+        others, None, other, api_name=False, concurrency_limit=None, show_progress="hidden")
+    other.change(pick_run, [run, other], pick_outputs, api_name=False, concurrency_limit=None)
     # Chat computes on the model: one generation at a time, in the same group as evaluation work.
     gpu_group = {"concurrency_id": "gpu", "concurrency_limit": 1}
     turn_inputs = [run, stage, prompt, system, max_new, temperature, top_p, seed, base, lora, cur, other]
@@ -252,5 +249,5 @@ def build(engine: Engine, gpu=None) -> dict:
                     show_progress="hidden")
     api_send.click(send, [run, stage, prompt, max_new, temperature, top_p, seed, other],
                    [api_base, api_lora, api_cur], api_name="chat", **gpu_group)
-    return {"run": run, "other": other, "pick_run": pick, "pick_inputs": [run, other], "pick_outputs": pick_outputs,
+    return {"run": run, "other": other, "pick_run": pick_run, "pick_inputs": [run, other], "pick_outputs": pick_outputs,
             "others": others}

@@ -26,11 +26,10 @@ log = logging.getLogger("curlora.ui")
 ALIASES = 100_000  # page sessions remembered (about 100 bytes each): one per page load, not per request
 
 
-def stage_slider(top: int, value: int | None = None, low: int = 1) -> dict:
-    """A stage slider's update for stages low..top. Gradio refuses a slider whose minimum is not below its maximum,
-    so one with a single stage keeps a range of two and is not movable (its value stays the one stage)."""
-    return gr.update(minimum=low, maximum=max(top, low + 1), value=top if value is None else value, step=1,
-                     interactive=top > low)
+def stage_slider(top: int, low: int = 1) -> dict:
+    """A stage slider's update for stages low..top, set at top. Gradio refuses a slider whose minimum is not below
+    its maximum, so one with a single stage keeps a range of two and is not movable (its value stays that stage)."""
+    return gr.update(minimum=low, maximum=max(top, low + 1), value=top, step=1, interactive=top > low)
 
 
 def shown(text: str) -> str:

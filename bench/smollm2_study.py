@@ -2,6 +2,7 @@
 
     python bench/smollm2_study.py                 # print every block
     python bench/smollm2_study.py --write         # write them into docs/forgetting-study.md's generated marks
+                                                  # (and the summary into README.md's)
     python bench/smollm2_study.py --figure        # and the frontier figure, docs/forgetting-study-smollm2.{html,png}
 
 The study runs with the project's own command and is packed as it grows (`python -m curlora study --pack ID DIR`):
@@ -37,6 +38,7 @@ from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
+STUDIES = REPO / "bench" / "studies"
 PHASES = ("pilot", "pilot2", "frontier", "peers", "sampling")
 PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in PHASES}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
@@ -237,6 +239,86 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     return out
 
 
+README = REPO / "README.md"
+# the README's summary: each method at its chosen learning rate, these measures (name, header, scale, digits)
+SUMMARY = [("learning_test", "learning, test rows (pts)", 1, 1), ("forgetting", "forgetting, earlier tasks (pts)", 1, 1),
+           ("chat_kl", "chat KL to base", 1, 3), ("facts", "facts right (%)", 1, 0)]
+
+
+def planned(phase: str) -> int:
+    """The runs a phase's study file plans: learning rates of every method × seeds × task orders. The peers phase,
+    whose file is written once the pilots finish, plans every pilot method at one rate with the frontier's seeds and
+    orders."""
+    def spec(name: str) -> dict:
+        return yaml.safe_load((STUDIES / f"smollm2-{name}.yaml").read_text(encoding="utf-8"))["study"]
+
+    if phase == "peers":
+        front = spec("frontier")
+        methods = sum(len(spec(p)["lrs"]) for p in ("pilot", "pilot2"))
+        return methods * len(front["seeds"]) * len(front.get("orders") or [None])
+    st = spec(phase)
+    return sum(len(v) for v in st["lrs"].values()) * len(st["seeds"]) * len(st.get("orders") or [None])
+
+
+def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED) -> dict[str, list[str]]:
+    """The README's summary of the study, from the same packs as the document: how much has run, the base row, each
+    method of the frontier and peers phases at the learning rate chosen on validation rows (mean [95 % CI] over its
+    runs, with their count) and every comparison's verdict with its Holm-adjusted p. Where a method has fewer than 3
+    runs at its rate, the line says no claim is made from it."""
+    loaded = {phase: load(phase, packs) for phase in packs}
+    matched = matched_bodies(matched_paths)
+    counts = {phase: (loaded[phase][1]["points"] if loaded.get(phase) else 0, planned(phase)) for phase in packs}
+    counts.update({phase: (len((matched.get(phase) or {}).get("runs", [])), MATCHED_SEEDS) for phase in matched_paths})
+    done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
+    parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
+    lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
+    front = loaded.get("frontier")
+    if front is None:
+        return {"smollm2-summary": lines + ["No frontier run has finished yet."]}
+    rec = front[0]
+    b = rec.bases.get(0) or rec.base
+    if b is not None:
+        cells = [f"{t} {a * 100:.1f} % [{c[0] * 100:.1f}, {c[1] * 100:.1f}] (n = {n})"
+                 for t, a, c, n in zip(rec.tasks, b.accuracy, b.ci95, b.n)]
+        facts = f", {b.facts} of {b.facts_n} factual questions right" if b.facts is not None else ""
+        lines += [f"The base model (seed 0's rows): {', '.join(cells)}; WikiText-2 perplexity {b.ppl:.2f}{facts}.", ""]
+    lines += ["| method | lr (chosen on validation rows) | runs | " + " | ".join(h for _, h, _, _ in SUMMARY) + " |",
+              "|---|---|---|" + "---|" * len(SUMMARY)]
+    few = []
+    for phase in ("frontier", "peers"):
+        if not loaded.get(phase):
+            continue
+        r = loaded[phase][0]
+        for label in r.labels:
+            best = r.best.get(label)
+            g = r.groups.get(best.key) if best is not None else None
+            if g is None:
+                continue
+            cells = [summary_text(g.measure(n), sc, d) for n, _, sc, d in SUMMARY]
+            lines.append(f"| {label} | {g.lr:g} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
+            if len(g.run_ids) < 3:
+                few.append(label)
+    if few:
+        lines += ["", f"Fewer than 3 runs so far at the chosen rate of {', '.join(few)}: no claim is made from "
+                  "those rows yet."]
+    verdicts = []
+    for phase in ("frontier", "peers"):
+        if not loaded.get(phase):
+            continue
+        r = loaded[phase][0]
+        for where, comps in (("the middle of the learning both reach", r.comparison),
+                             ("the most learning both reach", top_comparisons(r, metrics_reader(packs[phase])))):
+            for c in comps:
+                p = "" if c.p_adjusted is None else f", Holm-adjusted p = {c.p_adjusted:.3g}"
+                sides = " and ".join(f"{m} lr {r.groups[c.nearest[m]].lr:g}" for m in c.methods
+                                     if c.nearest.get(m) in r.groups)
+                at = f" (nearest settings {sides})" if sides else ""
+                verdicts.append(f"- {' vs '.join(c.methods)}, at {where}{at}: *{c.verdict or 'not compared'}*{p}.")
+    if verdicts:
+        lines += ["", "Forgetting at matched learning (docs/forgetting-study.md has each test):", ""] + verdicts
+    return {"smollm2-summary": lines}
+
+
 def combined(loaded: dict) -> StudyRecord | None:
     """The frontier phase's record with the peers' groups and points beside it (same tasks, rows, seeds, orders and
     evaluation), for one figure: each method where it was run. Comparisons stay each phase's own."""
@@ -255,7 +337,6 @@ def combined(loaded: dict) -> StudyRecord | None:
     return rec
 
 
-STUDIES = REPO / "bench" / "studies"
 PEERS_YAML = STUDIES / "smollm2-peers.yaml"
 
 
@@ -313,11 +394,12 @@ def main(argv=None) -> int:
             print("no frontier or peers pack yet: no figure")
         else:
             figure(rec, REPO / "docs" / "forgetting-study-smollm2.png", width=1560)
-    for name, lines in blocks().items():
-        if args.write:
-            splice(DOC, name, lines)
-        else:
-            print(f"## {name}\n" + "\n".join(lines) + "\n")
+    for doc, made in ((DOC, blocks()), (README, readme_blocks())):
+        for name, lines in made.items():
+            if args.write:
+                splice(doc, name, lines)
+            else:
+                print(f"## {name}\n" + "\n".join(lines) + "\n")
     return 0
 
 

@@ -108,3 +108,15 @@ def test_the_sampling_cross_check_is_analysed_beside_the_frontiers_inverted_runs
     if c.rows is not None:
         assert c.rows.only_first_right == c.rows.only_second_right == 0
     assert smollm2_study.sampling_record({"frontier": (front, {})}, packs) is None
+
+
+def test_the_readme_summary_of_the_smollm2_study_regenerates_from_the_same_packs():
+    import smollm2_study
+
+    made = smollm2_study.readme_blocks()
+    _same_blocks("README.md", made)
+    text = "\n".join(made["smollm2-summary"])
+    # where a chosen rate has fewer than 3 runs, the summary says no claim is made from it
+    rec = smollm2_study.load("frontier")[0]
+    few = [label for label, b in rec.best.items() if len(rec.groups[b.key].run_ids) < 3]
+    assert ("no claim is made" in text) == bool(few)

@@ -105,3 +105,14 @@ def test_the_peers_phase_is_written_from_the_pilots_choices(tmp_path):
     del loaded["pilot"][0].groups["full@1e-05"]
     with pytest.raises(SystemExit, match=r"not chosen yet: full \(pilot\)"):
         smollm2_study.peers_yaml(loaded)
+
+
+def test_the_readme_summary_counts_the_runs_each_phase_plans():
+    """The README's progress line counts each phase's plan as the study command makes it (the peers' from the pilots'
+    methods × the frontier's seeds and orders: 48), so its 'of N runs' is the grid, not a hand-typed number."""
+    import sys
+
+    sys.path.insert(0, str(STUDIES.parent))
+    import smollm2_study
+
+    assert {p: smollm2_study.planned(p) for p in RUNS} == RUNS and smollm2_study.planned("peers") == 48

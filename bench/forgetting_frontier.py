@@ -39,8 +39,8 @@ from doc_blocks import splice  # noqa: E402
 from curlora.measure import stats  # noqa: E402
 from curlora.measure.describe import described  # noqa: E402
 from curlora.measure.record import Row  # noqa: E402
-from curlora.measure.study_analysis import (LEARNED_SHARE, interval_text, point_measures, reanalyse,  # noqa: E402
-                                           verdict_of)
+from curlora.measure.study_analysis import (LEARNED_SHARE, final_discordant, interval_text,  # noqa: E402
+                                           point_measures, reanalyse, verdict_of)
 from curlora.measure.study_record import DEFAULT_MARGIN  # noqa: E402
 from curlora.measure.study_record import Point, StudyRecord, Summary, key  # noqa: E402
 
@@ -74,18 +74,6 @@ def seeded(cfg, seed: int):
     methods = [dataclasses.replace(m, seed=seed) if m.kind == "curlora" else m for m in cfg.methods]
     return dataclasses.replace(cfg, methods=methods, training=dataclasses.replace(cfg.training, seed=seed),
                                run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}-s{seed}"))
-
-
-def rows_test(ma, mb, la: str, lb: str) -> tuple[int, int, int]:
-    """(rows, only a right, only b right) over the earlier tasks' final-stage rows of two methods of one run."""
-    ra, rb = ma.methods[la], mb.methods[lb]
-    last = len(ra.matrix) - 1
-    b = c = n = 0
-    for j in range(len(ma.tasks) - 1):
-        ca, cb = ra.cell(last, j)["correct"], rb.cell(last, j)["correct"]
-        db, dc = stats.discordant(ca, cb)
-        b, c, n = b + db, c + dc, n + len(ca)
-    return n, b, c
 
 
 def matched_entry(seed: int, run_id: str, status: str, seconds: float, m, labels: list[str]) -> dict:
@@ -128,10 +116,10 @@ def matched_body(experiment: str, ref: str, labels: list[str], per_seed: list[di
             out[name] = stats.paired_t(diffs)
         n = b = c = 0
         for seed in seeds:
-            dn, db, dc = rows_test(records[seed], records[seed], label, ref)
+            dn, db, dc = final_discordant(records[seed], label, records[seed], ref)
             n, b, c = n + dn, b + db, c + dc
         out["rows"] = {"rows": n, "only_first_right": b, "only_second_right": c,
-                       "p_value": min(1.0, 2 * min(stats.mcnemar_greater(b, c), stats.mcnemar_greater(c, b)))}
+                       "p_value": stats.mcnemar_two_sided(b, c)}
         body["paired"][f"{label} - {ref}"] = out
     return body
 

@@ -22,6 +22,10 @@ def test_exact_tests_known_values():
     assert abs(stats.binom_greater(46, 64, 0.5) - 0.000309) < 1e-6
     assert stats.binom_greater(0, 10, 0.3) == 1.0 and stats.binom_greater(11, 10, 0.3) == 0.0
     assert stats.mcnemar_greater(0, 0) == 1.0 and abs(stats.mcnemar_greater(6, 0) - 1 / 64) < 1e-12
+    # two-sided: symmetric, twice the smaller tail, capped at 1 (b = c: 1)
+    assert abs(stats.mcnemar_two_sided(6, 0) - 1 / 32) < 1e-12
+    assert stats.mcnemar_two_sided(0, 6) == stats.mcnemar_two_sided(6, 0)
+    assert stats.mcnemar_two_sided(3, 3) == 1.0 and stats.mcnemar_two_sided(0, 0) == 1.0
     assert stats.discordant([True, True, False, False], [True, False, True, False]) == (1, 1)
     with pytest.raises(ValueError):
         stats.discordant([True], [True, False])

@@ -60,6 +60,11 @@ def mcnemar_greater(b: int, c: int) -> float:
     return binom_greater(b, b + c, 0.5) if b + c else 1.0
 
 
+def mcnemar_two_sided(b: int, c: int) -> float:
+    """Two-sided exact McNemar: twice the smaller one-sided p, at most 1."""
+    return min(1.0, 2 * min(mcnemar_greater(b, c), mcnemar_greater(c, b)))
+
+
 def discordant(first: list[bool], second: list[bool]) -> tuple[int, int]:
     """(rows only `first` gets right, rows only `second` gets right) over the same rows."""
     if len(first) != len(second):

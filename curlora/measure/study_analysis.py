@@ -248,6 +248,22 @@ def _nearest(groups: list[Group], level: float) -> str | None:
     return key(g.method, g.lr)
 
 
+def final_discordant(ma, la: str, mb, lb: str) -> tuple[int, int, int] | None:
+    """(rows, only a right, only b right) over the earlier tasks' final-stage rows of method `la` in run metrics `ma`
+    and `lb` in `mb` (one run each, or both methods of one run); None where a row list is missing or the two differ
+    in length."""
+    ra, rb = ma.methods[la], mb.methods[lb]
+    last = len(ra.matrix) - 1
+    b = c = rows = 0
+    for j in range(len(ma.tasks) - 1):
+        ca, cb = ra.cell(last, j)["correct"], rb.cell(last, j)["correct"]
+        if ca is None or cb is None or len(ca) != len(cb):
+            return None
+        db, dc = stats.discordant(ca, cb)
+        b, c, rows = b + db, c + dc, rows + len(ca)
+    return rows, b, c
+
+
 def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest | None:
     """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the replicates both
     groups ran (`by`: (group key, (seed, order)) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method
@@ -257,19 +273,13 @@ def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest |
     b = c = rows = 0
     for seed in seeds:
         pa, pb = by[(ka, seed)], by[(kb, seed)]
-        ma, mb = metrics_of(pa.run_id), metrics_of(pb.run_id)
-        ra, rb = ma.methods[pa.method], mb.methods[pb.method]
-        last = len(ra.matrix) - 1
-        for j in range(len(ma.tasks) - 1):
-            ca, cb = ra.cell(last, j)["correct"], rb.cell(last, j)["correct"]
-            if ca is None or cb is None or len(ca) != len(cb):
-                return None
-            db, dc = stats.discordant(ca, cb)
-            b, c, rows = b + db, c + dc, rows + len(ca)
+        got = final_discordant(metrics_of(pa.run_id), pa.method, metrics_of(pb.run_id), pb.method)
+        if got is None:
+            return None
+        rows, b, c = rows + got[0], b + got[1], c + got[2]
     if not rows:
         return None
-    p = min(1.0, 2 * min(stats.mcnemar_greater(b, c), stats.mcnemar_greater(c, b)))
-    return RowsTest(rows=rows, only_first_right=b, only_second_right=c, p_value=p)
+    return RowsTest(rows=rows, only_first_right=b, only_second_right=c, p_value=stats.mcnemar_two_sided(b, c))
 
 
 def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit: str = "",

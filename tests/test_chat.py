@@ -80,6 +80,19 @@ def test_a_run_without_lora_or_curlora_shows_its_other_methods_in_the_trained_pa
     assert pane_methods({"lora-replay25": [1]}) == {"lora": "lora-replay25", "curlora": "curlora"}
 
 
+def test_the_trained_panes_follow_each_methods_kind_not_its_label():
+    """A LoRA named 'baseline' fills the LoRA pane and a DoRA named 'lora-dora' does not (a label prefix would have
+    put it there); a CURLoRA named 'mine' fills the CURLoRA pane."""
+    from curlora.measure.record import RunMetrics
+    from curlora.ui.chat_tab import pane_methods
+
+    record = RunMetrics.of({"tasks": ["a"], "methods": {"lora-dora": {"kind": "dora"}, "baseline": {"kind": "lora"},
+                                                        "mine": {"kind": "curlora"}}})
+    choices = {"lora-dora": [1], "baseline": [1], "mine": [1]}
+    assert pane_methods(choices, record) == {"lora": "baseline", "curlora": "mine"}
+    assert pane_methods({"lora-dora": [1], "mine": [1]}, record) == {"lora": "lora-dora", "curlora": "mine"}
+
+
 @pytest.mark.parametrize("top,low", [(1, 1), (3, 1), (0, 0), (1, 0), (5, 0)])
 def test_a_stage_slider_is_valid_for_one_stage_or_none(top, low):
     """Gradio refuses a slider whose minimum is not below its maximum: a run with one saved stage (a one-task run)

@@ -9,6 +9,8 @@ are one method each, so the best CURLoRA point and the best LoRA point chat side
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from curlora.errors import CurloraError
@@ -26,30 +28,46 @@ MODES = {True: "This base model has a **chat template**: each pane keeps its own
                 "and the system prompt are not sent."}
 
 
-def pane_methods(choices: dict) -> dict[str, str]:
-    """{"lora": label, "curlora": label}: the run's method shown in each of the two trained panes — its first LoRA
-    and its first CURLoRA; a run without one of them shows another method with saved stages there instead (full
-    fine-tuning, a PEFT peer), so every kind that saves a stage can be chatted with."""
-    lora = next((m for m in choices if m.startswith("lora")), None)
-    cur = next((m for m in choices if m.startswith("curlora")), None)
+def pane_methods(choices: dict, record: RunMetrics | None = None) -> dict[str, str]:
+    """{"lora": label, "curlora": label}: the run's method shown in each of the two trained panes — its first method
+    of kind LoRA (LoRA + replay included) and its first of kind CURLoRA, by the kind each method's record names (an
+    old record without kinds: the label is the kind); a run without one of them shows another method with saved
+    stages there instead (full fine-tuning, a PEFT peer), so every kind that saves a stage can be chatted with."""
+    def kind(label: str) -> str:
+        rec = record.methods.get(label) if record is not None else None
+        return (rec.kind if rec is not None else "") or label
+
+    lora = next((m for m in choices if kind(m) == "lora"), None)
+    cur = next((m for m in choices if kind(m) == "curlora"), None)
     others = iter(m for m in choices if m not in (lora, cur))
     lora = lora or next(others, "lora")
     return {"lora": lora, "curlora": cur or next(others, "curlora")}
 
 
-def pane_labels(m: RunMetrics | None, choices: dict, stage, other: tuple | None = None) -> tuple[str, str]:
+@dataclass
+class Side:
+    """A run as the Chat tab shows it: its id, its record and the stages each weight-keeping method saved."""
+    rid: str
+    record: RunMetrics
+    choices: dict[str, list[int]]
+
+    @property
+    def methods(self) -> dict[str, str]:
+        return pane_methods(self.choices, self.record)
+
+
+def pane_labels(m: RunMetrics | None, choices: dict, stage, other: Side | None = None) -> tuple[str, str]:
     """(LoRA pane label, CURLoRA pane label) at stage k, each with its method's setting:
     'lora (lr 1e-3, r 8) after task 2'; a generic label before a run is picked, the bare label for an old record.
-    `other` (run id, its record, its choices): the right pane is that run's, and says so."""
+    `other`: the run whose method fills the right pane, and the label says so."""
     k = int(stage or 1)
     if m is None:
         return f"LoRA after task {k}", f"CURLoRA after task {k}"
     out = []
-    for side, label in pane_methods(choices).items():  # LoRA's pane, then CURLoRA's
+    for side, label in pane_methods(choices, m).items():  # LoRA's pane, then CURLoRA's
         record, note = m, ""
         if side == "curlora" and other is not None:
-            rid, record, ochoices = other
-            label, note = pane_methods(ochoices)["curlora"], f" (run {rid})"
+            record, label, note = other.record, other.methods["curlora"], f" (run {other.rid})"
         rec = record.methods.get(label) if record is not None else None
         out.append(f"{described(label, rec.setting if rec is not None else None)} after task {k}{note}")
     return out[0], out[1]
@@ -58,19 +76,17 @@ def pane_labels(m: RunMetrics | None, choices: dict, stage, other: tuple | None 
 def build(engine: Engine, gpu=None) -> dict:
     jobs, chat = engine.jobs, engine.chat
 
-    def panes_of(rid: str, request: gr.Request) -> tuple[dict, RunMetrics]:
-        run = jobs.open(rid, engine.owner(request))
-        return pane_choices(run), run.record()
-
-    def other_of(rid: str, other: str | None, request: gr.Request) -> tuple | None:
-        """(run id, record, choices) of the right pane's other run, None when none is picked (or it is this run);
+    def sides(rid: str, other: str | None, request: gr.Request) -> tuple[Side, Side | None]:
+        """The run, and the right pane's other run (None when none is picked, or it is this run): each opened once;
         refused unless both runs adapt the same base model."""
-        if not other or other == rid:
-            return None
         owner = engine.owner(request)
-        run, theirs = jobs.open(rid, owner), jobs.open(other, owner)
+        run = jobs.open(rid, owner)
+        mine = Side(rid, run.record(), pane_choices(run))
+        if not other or other == rid:
+            return mine, None
+        theirs = jobs.open(other, owner)
         same_base(run, theirs)
-        return other, theirs.record(), pane_choices(theirs)
+        return mine, Side(other, theirs.record(), pane_choices(theirs))
 
     def mode_of(rid: str, request: gr.Request) -> str:
         """Whether the run's base model chats (a chat template) or completes plain text, in a sentence."""
@@ -87,32 +103,28 @@ def build(engine: Engine, gpu=None) -> dict:
     def pick_run(rid: str, other: str | None, request: gr.Request):
         if not rid:
             return gr.update(), "_Pick a run with saved stages._", gr.update(), gr.update(), gr.update(), ""
-        choices, record = panes_of(rid, request)
-        theirs = other_of(rid, other, request)
+        mine, theirs = sides(rid, other, request)
+        choices, record = mine.choices, mine.record
         top = max((max(s) for s in choices.values()), default=1)
         label = ", ".join(f"{described(m, record.methods[m].setting if m in record.methods else None)}: stages "
                           f"{', '.join(map(str, s))}" for m, s in choices.items()) or "no stage saved yet"
         order = " → ".join(f"{i + 1}. {t}" for i, t in enumerate(record.tasks))
         note = f"Tasks: {order}. Saved stages — {label}."
         if theirs is not None:
-            orid, orecord, ochoices = theirs
-            shown = pane_methods(ochoices)["curlora"]
+            shown, orecord = theirs.methods["curlora"], theirs.record
             note += (f" Right pane: {described(shown, orecord.methods[shown].setting if shown in orecord.methods else None)}"
-                     f" from run {orid} (tasks: {' → '.join(orecord.tasks)}).")
+                     f" from run {theirs.rid} (tasks: {' → '.join(orecord.tasks)}).")
         lora_label, cur_label = pane_labels(record, choices, top, theirs)
         return (stage_slider(top), note,
                 gr.update(label=lora_label), gr.update(label=cur_label), gr.update(label="Base model"),
                 mode_of(rid, request))
 
-    def panes(rid: str, choices: dict, stage: int, theirs: tuple | None = None) -> list[tuple[str, str, dict]]:
+    def panes(mine: Side, stage: int, theirs: Side | None = None) -> list[tuple[str, str, dict]]:
         """(run id, pane, that run's saved stages) for the base, LoRA and CURLoRA panes; the right one from the
         other run where one is picked."""
-        by_kind = pane_methods(choices)
-        right = (rid, f"{by_kind['curlora']}@{stage}", choices)
-        if theirs is not None:
-            orid, _, ochoices = theirs
-            right = (orid, f"{pane_methods(ochoices)['curlora']}@{stage}", ochoices)
-        return [(rid, "base", choices), (rid, f"{by_kind['lora']}@{stage}", choices), right]
+        right = theirs or mine
+        return [(mine.rid, "base", mine.choices), (mine.rid, f"{mine.methods['lora']}@{stage}", mine.choices),
+                (right.rid, f"{right.methods['curlora']}@{stage}", right.choices)]
 
     def replies(rid, sources, stage, prompt, max_new_tokens, temperature, top_p, seed, histories=None, system=None):
         """The three panes' replies so far, pane after pane (what runs on the device). `sources`: panes(...)."""
@@ -141,9 +153,9 @@ def build(engine: Engine, gpu=None) -> dict:
             raise CurloraError("Pick a run first.")
         if not (prompt or "").strip():
             raise CurloraError("Type a prompt first.")
-        choices, _ = panes_of(rid, request)
         stage = int(stage or 1)
-        sources = panes(rid, choices, stage, other_of(rid, other, request))
+        mine, theirs = sides(rid, other, request)
+        sources = panes(mine, stage, theirs)
         chat.check(rid, prompt, root=jobs.root)
         jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
@@ -160,9 +172,9 @@ def build(engine: Engine, gpu=None) -> dict:
             raise CurloraError("Pick a run first.")
         if not (message or "").strip():
             raise CurloraError("Type a message first.")
-        choices, _ = panes_of(rid, request)
         stage = int(stage or 1)
-        sources = panes(rid, choices, stage, other_of(rid, other, request))
+        mine, theirs = sides(rid, other, request)
+        sources = panes(mine, stage, theirs)
         earlier = [list(h or []) for h in (h_base, h_lora, h_cur)]
         mode = chat.check(rid, message, earlier, system, root=jobs.root)
         jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
@@ -223,11 +235,10 @@ def build(engine: Engine, gpu=None) -> dict:
     def relabel(rid, k, other, request: gr.Request):
         """The pane labels at stage k, with each method's setting (generic when the run can't be read)."""
         try:
-            choices, record = panes_of(rid, request) if rid else ({}, None)
-            theirs = other_of(rid, other, request) if rid else None
+            mine, theirs = sides(rid, other, request) if rid else (None, None)
         except CurloraError:
-            choices, record, theirs = {}, None, None
-        lora_label, cur_label = pane_labels(record, choices, k, theirs)
+            mine, theirs = None, None
+        lora_label, cur_label = pane_labels(mine and mine.record, mine.choices if mine else {}, k, theirs)
         return gr.update(label=lora_label), gr.update(label=cur_label)
 
     def others(request: gr.Request):

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curlora.measure.study_analysis import top_comparisons  # noqa: E402
+from curlora.measure.study_analysis import reanalyse, top_comparisons  # noqa: E402
 from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -46,6 +46,7 @@ COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("learning_test", "learning, test rows (pts)", 1, 1),
            ("forgetting_learned", "forgetting of learned tasks (pts)", 1, 1),
            ("forgetting", "forgetting, all earlier tasks (pts)", 1, 1),
+           ("forgetting_known", "forgetting of known tasks (pts)", 1, 1),
            ("chat_kl", "chat KL to base", 1, 3),
            ("facts", "facts right (%)", 1, 0),  # Point.facts is in points already
            ("probe_ppl_ratio", "WikiText-2 ppl / base", 1, 3),
@@ -59,6 +60,12 @@ def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict]
         return None
     meta = json.loads((folder / "pack.json").read_text(encoding="utf-8"))
     rec = StudyRecord.of(json.loads((folder / "study" / "study.json").read_text(encoding="utf-8")))
+    if rec.points and all((folder / "runs" / p.run_id / "metrics.json").is_file() for p in rec.points):
+        # analysed again with today's code from every run's metrics (a pack written by a study still running an
+        # older version lacks what was added since, e.g. the family of what each run knew); nothing is trained
+        bases = rec.bases
+        rec = reanalyse(rec, metrics_of=metrics_reader(folder))
+        rec.bases, rec.reanalysis = bases, None
     cfg = yaml.safe_load((folder / "study" / "config.yaml").read_text(encoding="utf-8"))
     meta["instructions"] = (cfg.get("evaluation") or {}).get("chat_probe_instructions")
     return rec, meta
@@ -223,6 +230,10 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
             out["smollm2-status"] += ["", "Secondary, at the most learning both methods' fits reach (a family of its "
                                       "own, Holm-adjusted apart from the primary one):", ""]
             out["smollm2-status"] += comparisons_block(rec, top_comparisons(rec, metrics_reader(packs[phase])))
+            out["smollm2-status"] += ["", "Forgetting of what each run knew — the earlier tasks it scored above the "
+                                      "majority class right after training them, learned or already the base's (a "
+                                      "family of its own, added after the first 13 frontier runs; see below):", ""]
+            out["smollm2-status"] += comparisons_block(rec, rec.comparison_known)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
     sampling = sampling_record(loaded, packs)
     if sampling is not None:
@@ -241,8 +252,10 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
 
 README = REPO / "README.md"
 # the README's summary: each method at its chosen learning rate, these measures (name, header, scale, digits)
-SUMMARY = [("learning_test", "learning, test rows (pts)", 1, 1), ("forgetting", "forgetting, earlier tasks (pts)", 1, 1),
-           ("chat_kl", "chat KL to base", 1, 3), ("facts", "facts right (%)", 1, 0)]
+SUMMARY = [("learning_test", "learning, test rows (pts)", 1, 1),
+           ("forgetting", "forgetting, earlier tasks (pts)", 1, 1),
+           ("forgetting_known", "forgetting of known tasks (pts)", 1, 1), ("chat_kl", "chat KL to base", 1, 3),
+           ("facts", "facts right (%)", 1, 0)]
 
 
 def planned(phase: str) -> int:
@@ -307,7 +320,9 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
             continue
         r = loaded[phase][0]
         for where, comps in (("the middle of the learning both reach", r.comparison),
-                             ("the most learning both reach", top_comparisons(r, metrics_reader(packs[phase])))):
+                             ("the most learning both reach", top_comparisons(r, metrics_reader(packs[phase]))),
+                             ("the middle of the learning both reach, on the earlier tasks each run knew",
+                              r.comparison_known)):
             for c in comps:
                 p = "" if c.p_adjusted is None else f", Holm-adjusted p = {c.p_adjusted:.3g}"
                 sides = " and ".join(f"{m} lr {r.groups[c.nearest[m]].lr:g}" for m in c.methods

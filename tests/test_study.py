@@ -516,3 +516,48 @@ def test_with_rows_per_seed_each_seed_draws_its_own_rows_and_base_row(cfg, tmp_p
     assert again.bases[1].accuracy == rec.bases[1].accuracy and again.settings.rows_per_seed
     with pytest.raises(CurloraError, match="rows_per_seed: give true or false"):
         StudySettings.from_dict({"rows_per_seed": "yes"})
+
+
+def test_the_family_of_what_each_run_knew_compares_forgetting_known_with_its_own_guard():
+    """Runs that learned nothing by the per-run test but knew an earlier task (a pretrained model's own ability)
+    are compared on forgetting_known in their own Holm family; runs that knew nothing read 'nothing learned'."""
+    import dataclasses
+
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=list(range(5)))
+
+    def knew(points, known, shift=0.0):
+        return [dataclasses.replace(p, learned_earlier=0, learned=[], known_earlier=known,
+                                    forgetting_known=p.forgetting + shift) for p in points]
+
+    points = knew(_points("a", (1.0, 2.0), SPREAD), 1) + \
+        knew(_points("b", (8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1]), 1, shift=5.0)
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    (primary,), (c,) = rec.comparison, rec.comparison_known
+    assert primary.verdict == "nothing learned"  # the per-run learned test: nothing
+    assert c.family == A.FAMILY_KNOWN and c.measure == "forgetting_known" and c.rows is None
+    assert c.verdict == "less" and c.p_adjusted < 0.05 and "on the earlier tasks each run knew" in c.sentence
+    assert c.difference.mean == pytest.approx(1.5 - 15.02)  # b's forgetting_known is its forgetting + 5
+    assert c.forgetting_known["b"].mean == pytest.approx(15.02)
+    again = StudyRecord.from_json(rec.to_json())
+    assert again.comparison_known[0].measure == "forgetting_known" and again.comparison_known[0].verdict == "less"
+    points = knew(_points("a", (1.0, 2.0), SPREAD), 1) + knew(_points("b", (8.0, 12.0), SPREAD), 0)
+    (c,) = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"]).comparison_known
+    assert c.verdict == "nothing learned" and "knew none of the earlier tasks" in c.sentence
+
+
+def test_a_task_is_known_when_its_score_beats_the_majority_class_by_the_exact_binomial():
+    """known_tasks: k of n right after training, one-sided exact binomial against the majority share at 0.05
+    (32 of 50 against 0.5: p = 0.032, known; 31 of 50: p = 0.059, not); the last task is never an earlier one."""
+    from curlora.measure.record import RunMetrics
+
+    from curlora.measure.record import MethodRecord
+
+    def metrics(k1, k2, n=50):
+        rows = [[None, None, None], [k1 / n, None, None], [0.5, k2 / n, None], [0.5, 0.5, 0.9]]
+        rec = MethodRecord(kind="lora", matrix=rows, matrix_n=[[None] * 3] + [[n] * 3] * 3)
+        return RunMetrics(tasks=["t1", "t2", "t3"], majority=[0.5, 0.5, 0.5], methods={"m": rec})
+
+    m = metrics(32, 31)
+    rec = m.methods["m"]
+    assert A.known_tasks(m, rec) == [0]  # 32/50 (p = 0.032) is known, 31/50 (p = 0.059) is not
+    assert stats.binom_greater(32, 50, 0.5) < 0.05 < stats.binom_greater(31, 50, 0.5)

@@ -49,7 +49,8 @@ def test_an_old_study_json_is_upgraded_and_says_what_it_cannot_recompute():
     assert (r.source, r.remeasured, r.stored) == ("old/study.json", 0, 4)
     assert [x.split(":")[0] for x in r.not_recomputed] == [
         "the McNemar row test", "learning on validation and test rows (learning_val, learning_test)",
-        "forgetting and BWT over the learned earlier tasks, for the points that learned one"]
+        "forgetting and BWT over the learned earlier tasks, for the points that learned one",
+        "forgetting of what each run knew (forgetting_known) and its family of comparisons"]
     (c,) = new.comparison
     assert c.rows is None and c.verdict == "nothing learned" and "the runs of b learned none" in c.sentence
     assert c.p is not None and c.p_adjusted == c.p  # a family of one paired test

@@ -10,6 +10,7 @@ metrics for the row test), so every number can be checked on constructed inputs.
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
     compare(groups, points, a, b, metrics_of, margin, top)   a against b at matched learning: a Comparison
     top_comparisons(rec, metrics_of)      every pair at the most learning both reach: the secondary family
+    known_comparisons(rec, metrics_of)    every pair's forgetting of what each run knew: the family of what was known
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
@@ -45,6 +46,9 @@ INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-w
 FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
 # the secondary comparison, at the most learning both methods' fits reach (top_comparisons): its own family
 FAMILY_TOP = "forgetting at the most learning both reach"
+# the family of what each run knew: forgetting over the earlier tasks a run scored above the majority class right
+# after training them, learned or already solved by the base (a pretrained model's own ability), at matched learning
+FAMILY_KNOWN = "forgetting of what each run knew, at matched learning"
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -72,6 +76,7 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
               for j in range(n)]
     learned = [v["task"] for v in metrics.learnability if label in v.get("learned_by", [])]
     earlier = earlier_tasks(a, [j for j, t in enumerate(metrics.tasks[:-1]) if t in learned])
+    held = earlier_tasks(a, known_tasks(metrics, rec)) if metrics.majority else {"tasks": None, "forgetting": None}
     return {
         "learning": 100 * learning, "forgetting": pts(s.get("forgetting")), "bwt": pts(s.get("bwt")),
         "acc": pts(s.get("acc")), "kl_to_base": rec.kl_to_base[-1] if rec.kl_to_base else None,
@@ -81,8 +86,26 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
         "constant_predictions": [metrics.tasks[j] for j, sh in enumerate(shares) if sh is not None
                                  and sh >= CONSTANT_SHARE],
         "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
-        "bwt_learned": pts(earlier["bwt"]), **split_learning(metrics, rec, lines), **chat_measures(rec),
+        "bwt_learned": pts(earlier["bwt"]), "known_earlier": held["tasks"],
+        "forgetting_known": pts(held["forgetting"]), **split_learning(metrics, rec, lines), **chat_measures(rec),
     }
+
+
+def known_tasks(metrics: RunMetrics, rec) -> list[int]:
+    """The earlier tasks (column indices, all but the last) a method knew right after training each: k of n eval
+    rows right, above the task's majority-class share by the one-sided exact binomial at p < 0.05 — learned, or
+    already solved by the base (a pretrained model's own ability is something to forget too). A task scored above
+    the majority class only by chance is let in at most 5 % of the time."""
+    out = []
+    for j in range(len(metrics.tasks) - 1):
+        cell = rec.cell(j + 1, j)
+        n, acc, major = cell.get("n"), cell.get("accuracy"), metrics.majority[j] if j < len(metrics.majority) else None
+        if not n or acc is None or major is None:
+            continue
+        k = sum(cell["correct"]) if cell.get("correct") is not None else round(acc * n)
+        if stats.binom_greater(k, n, major) < stats.ALPHA:
+            out.append(j)
+    return out
 
 
 def chat_measures(rec) -> dict:
@@ -295,12 +318,15 @@ def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit
 
 
 def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metrics_of,
-            margin: float = DEFAULT_MARGIN, top: bool = False) -> Comparison:
+            margin: float = DEFAULT_MARGIN, top: bool = False, measure: str = "forgetting") -> Comparison:
     """Does a forget less than b at matched learning? The measures at the level both methods' fitted learning
     reaches (the middle of that range; with `top`, its top: the most learning both reach), with bootstrap intervals
     over seeds, a paired t-test and TOST over seeds at the nearest learning rates, and the McNemar row test.
-    p_adjusted and the verdict are set by `analyse` once the whole family is known (`decide`)."""
-    out = Comparison(methods=[a, b], margin=margin, family=FAMILY_TOP if top else FAMILY)
+    p_adjusted and the verdict are set by `analyse` once the whole family is known (`decide`). `measure`:
+    "forgetting" (every earlier task) or "forgetting_known" (the earlier tasks each run knew; no row test, which
+    pools every earlier task's rows)."""
+    family = FAMILY_KNOWN if measure == "forgetting_known" else FAMILY_TOP if top else FAMILY
+    out = Comparison(methods=[a, b], margin=margin, family=family, measure=measure)
     ga, gb = _mine(groups, a), _mine(groups, b)
     fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
     if not fa or not fb:
@@ -324,7 +350,7 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
             x = Fit(mine, "learning").where(level)
             for name in Comparison.FITTED:
                 vals[(m, name)] = None if x is None else Fit(mine, name).at(x)
-        fa_, fb_ = vals[(a, "forgetting")], vals[(b, "forgetting")]
+        fa_, fb_ = vals[(a, measure)], vals[(b, measure)]
         vals["difference"] = None if fa_ is None or fb_ is None else fa_ - fb_
         return vals
 
@@ -340,27 +366,29 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     out.nearest = {a: ka, b: kb}
     by = {(p.key, p.unit): p for p in points}
     common = [u for u in sorted({u for (k, u) in by if k == ka} & {u for (k, u) in by if k == kb})
-              if by[(ka, u)].forgetting is not None and by[(kb, u)].forgetting is not None]
-    diffs = [by[(ka, u)].forgetting - by[(kb, u)].forgetting for u in common]
+              if getattr(by[(ka, u)], measure) is not None and getattr(by[(kb, u)], measure) is not None]
+    diffs = [getattr(by[(ka, u)], measure) - getattr(by[(kb, u)], measure) for u in common]
     if diffs:
         out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **stats.paired_t(diffs))
         out.p, out.tost_p = out.paired.p_value, stats.tost_paired(diffs, margin)
         if out.paired.sd:
             out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin)
-    out.rows = rows_test(by, common, ka, kb, metrics_of)
-    fa_, fb_ = out.forgetting[a], out.forgetting[b]
+    out.rows = rows_test(by, common, ka, kb, metrics_of) if measure == "forgetting" else None
+    fa_, fb_ = getattr(out, measure)[a], getattr(out, measure)[b]
     out.intervals_overlap = stats.overlap(fa_ and fa_.ci95, fb_ and fb_.ci95)
     return out
 
 
 def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> list[str]:
     """The compared settings whose runs did not learn their earlier tasks by the per-run test (fewer than half of
-    their runs learned any); a setting stored before this test was kept is not judged."""
+    their runs learned any; in the family of what each run knew, knew any); a setting stored before this test was
+    kept is not judged."""
+    field_ = "known_earlier" if c.measure == "forgetting_known" else "learned_earlier"
     out = []
     for m, k in c.nearest.items():
         runs = [p for p in points if p.key == k]
-        if runs and all(p.learned_earlier is not None for p in runs) and \
-                sum(1 for p in runs if p.learned_earlier) < LEARNED_SHARE * len(runs):
+        if runs and all(getattr(p, field_) is not None for p in runs) and \
+                sum(1 for p in runs if getattr(p, field_)) < LEARNED_SHARE * len(runs):
             out.append(described(m, groups[k].setting))
     return out
 
@@ -384,15 +412,18 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     if c.learning is None:
         return
     a, b = c.methods
-    fa_, fb_ = c.forgetting[a], c.forgetting[b]
+    known = c.measure == "forgetting_known"
+    fa_, fb_ = getattr(c, c.measure)[a], getattr(c, c.measure)[b]
     nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
     where = "the most learning both fits reach" if c.family == FAMILY_TOP else "the middle of what both fits reach"
+    what = (" on the earlier tasks each run knew (above the majority class right after training it, learned or "
+            "already the base's)") if known else ""
     head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, "
-            f"{where}), {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
+            f"{where}){what}, {a} forgets {interval_text(fa_, unit=' pts')} and {b} "
             f"{interval_text(fb_, unit=' pts')} (monotone fits in lr; 95 % bootstrap over seeds; nearest settings "
             f"{nearest}).")
     la, lb = c.forgetting_learned.get(a), c.forgetting_learned.get(b)
-    if la is not None and lb is not None and la.mean is not None and lb.mean is not None:
+    if not known and la is not None and lb is not None and la.mean is not None and lb.mean is not None:
         head += (f" Over the earlier tasks each run learned only: {a} {la.mean:.2f} pts, {b} {lb.mean:.2f} pts.")
     head += chat_sentence(c)
     test = ""
@@ -413,7 +444,11 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
     unlearned = _unlearned(groups, points, c)
     c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p)
-    if unlearned:
+    if unlearned and known:
+        why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} knew none of the earlier tasks "
+               "(none above the majority class right after its training), so their forgetting has nothing to "
+               "measure.")
+    elif unlearned:
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} learned none of the earlier tasks "
                "by the per-run test, so their forgetting has nothing to measure.")
     elif c.verdict in ("less", "more"):
@@ -465,7 +500,8 @@ def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
 
 # a Point's numbers that are not drift probes: what a probe is checked against, and who the run is
 NOT_PROBES = frozenset({"lr", "seed", "order", "learning", "forgetting", "bwt", "acc", "learned_earlier",
-                        "forgetting_learned", "bwt_learned", "learning_val", "learning_test"})
+                        "forgetting_learned", "bwt_learned", "learning_val", "learning_test", "known_earlier",
+                        "forgetting_known"})
 
 
 def _number(x) -> bool:
@@ -533,12 +569,14 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
     comparisons = _family(groups, points, labels, metrics_of, settings.margin)
     tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
+    knowns = _family(groups, points, labels, metrics_of, settings.margin, measure="forgetting_known")
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts,
                        chat_frontier=chat_fronts, best=best,
-                       comparison=comparisons, comparison_top=tops, tasks=list(tasks or []),
+                       comparison=comparisons, comparison_top=tops, comparison_known=knowns,
+                       tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
 
@@ -550,11 +588,19 @@ def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
     return _family(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin, top=True)
 
 
+def known_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
+    """The family of what each run knew: every pair of the study's methods at the middle of the shared learning range,
+    comparing forgetting over the earlier tasks each run scored above the majority class right after training them
+    (Point.forgetting_known) — on a pretrained model the base's own abilities (SST-2 at 79 %) are knowledge to
+    keep, which the learned-only guard of the primary family counts as nothing. Holm-adjusted as its own family."""
+    return _family(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin, measure="forgetting_known")
+
+
 def _family(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float,
-            top: bool = False) -> list[Comparison]:
-    """Every pair of methods compared at one level (the middle of the shared learning range, or with `top` its top),
-    Holm-adjusted together, then each decided."""
-    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top)
+            top: bool = False, measure: str = "forgetting") -> list[Comparison]:
+    """Every pair of methods compared at one level (the middle of the shared learning range, or with `top` its top)
+    on one measure, Holm-adjusted together, then each decided."""
+    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top, measure=measure)
                    for a, b in itertools.combinations(labels, 2)]
     adjust(comparisons)
     for c in comparisons:
@@ -591,6 +637,8 @@ def upgraded(p: Point, order: list[str], matrix: list | None = None) -> tuple[Po
             missing.append("forgetting_learned")
     if q.learning_val is None or q.learning_test is None:
         missing.append("learning_val")
+    if q.known_earlier is None:
+        missing.append("forgetting_known")
     return q, missing
 
 
@@ -643,6 +691,10 @@ def reanalyse(rec: StudyRecord, tasks: list[str] | None = None, metrics_of=None,
     if "forgetting_learned" in missing:
         lacks.append("forgetting and BWT over the learned earlier tasks, for the points that learned one: no "
                      "accuracy matrix for their runs (give --matrices)")
+    if "forgetting_known" in missing:
+        lacks.append("forgetting of what each run knew (forgetting_known) and its family of comparisons: it needs "
+                     "each run's accuracy right after every task with its row count and the majority-class shares, "
+                     "which only the runs' metrics hold")
     new.reanalysis = Reanalysis(source=source, remeasured=remeasured, stored=stored, recomputed=done,
                                 not_recomputed=lacks)
     return new

@@ -38,6 +38,10 @@ Fields:
                    learned           [tasks] learned by the one-sided test of curlora/measure/probes.py
                    learned_earlier   how many earlier tasks (all but the last) it learned by that test
                    forgetting_learned, bwt_learned   forgetting and BWT over those earlier tasks only, points
+                   known_earlier     how many earlier tasks the run knew right after training each: above the
+                                     majority-class share by the exact binomial at p < 0.05 (learned, or already
+                                     solved by the base: a pretrained model's own ability counts)
+                   forgetting_known  forgetting over those earlier tasks only, points
                    learning_val, learning_test   learning on the validation half of each task's eval rows (seeded
                                      by the task's name; it picks the best lr) and on the test half (reported)
     Group        one (method, lr): method, lr, setting, seeds, run_ids, each measure as a Summary over seeds,
@@ -46,10 +50,11 @@ Fields:
     Best         key, lr, rule, chosen (why this one)
     Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
                  the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base,
-                 forgetting_learned, chat_kl and facts {method: Interpolated | None} (each read off its own
-                 monotone fit in lr, with a bootstrap interval over seeds), difference (forgetting a − b, likewise), nearest {method: group
-                 key}, paired (Paired | None: the runs paired by seed at the nearest settings), rows (RowsTest |
-                 None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
+                 forgetting_learned, forgetting_known, chat_kl and facts {method: Interpolated | None} (each read off
+                 its own monotone fit in lr, with a bootstrap interval over seeds), measure (the one compared:
+                 forgetting, or forgetting_known in the family of what each run knew), difference (that measure
+                 a − b, likewise), nearest {method: group key}, paired (Paired | None: the runs paired by seed at
+                 the nearest settings), rows (RowsTest | None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
                  p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
 
 Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
@@ -67,7 +72,7 @@ from curlora.measure.record import Row
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
             "forgetting_learned", "bwt_learned", "learning_val", "learning_test", "chat_kl", "facts",
-            "replies_unterminated", "replies_repetitive", "task_kl")
+            "replies_unterminated", "replies_repetitive", "task_kl", "forgetting_known")
 VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
 DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
 
@@ -204,6 +209,8 @@ class Point(Flat):
     learned: list = field(default_factory=list)
     learned_earlier: int | None = None  # earlier tasks (all but the last) learned by the per-run test
     forgetting_learned: float | None = None  # forgetting over those only, points
+    known_earlier: int | None = None  # earlier tasks above the majority class right after their own training
+    forgetting_known: float | None = None  # forgetting over those only, points
     bwt_learned: float | None = None
     learning_val: float | None = None  # learning on the validation half of each task's eval rows (picks the lr)
     learning_test: float | None = None  # ... and on the other half, the test rows (reported for the chosen lr)
@@ -240,6 +247,7 @@ class Group:
     self_ppl_ratio: Summary = field(default_factory=Summary)
     probe_ppl_ratio: Summary = field(default_factory=Summary)
     forgetting_learned: Summary = field(default_factory=Summary)
+    forgetting_known: Summary = field(default_factory=Summary)
     bwt_learned: Summary = field(default_factory=Summary)
     learning_val: Summary = field(default_factory=Summary)
     learning_test: Summary = field(default_factory=Summary)
@@ -343,12 +351,14 @@ class Comparison:
     family: str | None = None  # the named family of tests the adjustment runs over
     difference: Interpolated | None = None  # forgetting methods[0] − methods[1] at the matched level
     forgetting_learned: dict[str, Interpolated | None] = field(default_factory=dict)
+    forgetting_known: dict[str, Interpolated | None] = field(default_factory=dict)
+    measure: str = "forgetting"  # what `difference`, the paired test and the verdict compare
     chat_kl: dict[str, Interpolated | None] = field(default_factory=dict)  # the chat probe at matched learning
     facts: dict[str, Interpolated | None] = field(default_factory=dict)
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
-    FITTED = ("forgetting", "kl_to_base", "forgetting_learned", "chat_kl", "facts")
+    FITTED = ("forgetting", "kl_to_base", "forgetting_learned", "chat_kl", "facts", "forgetting_known")
 
     @classmethod
     def from_json(cls, data: dict) -> Comparison:
@@ -433,6 +443,8 @@ class StudyRecord:
     comparison: list[Comparison] = field(default_factory=list)
     # the secondary family: every pair at the most learning both fits reach (study_analysis.top_comparisons)
     comparison_top: list[Comparison] = field(default_factory=list)
+    # the family of what each run knew: forgetting over the earlier tasks it knew (study_analysis.known_comparisons)
+    comparison_known: list[Comparison] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
@@ -460,6 +472,7 @@ class StudyRecord:
                    best={m: Best.from_json(b) for m, b in (known.get("best") or {}).items()},
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
                    comparison_top=[Comparison.from_json(c) for c in known.get("comparison_top") or []],
+                   comparison_known=[Comparison.from_json(c) for c in known.get("comparison_known") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
@@ -477,6 +490,8 @@ class StudyRecord:
                 "best": {m: b.to_json() if b else None for m, b in self.best.items()},
                 "comparison": [c.to_json() for c in self.comparison],
                 **({"comparison_top": [c.to_json() for c in self.comparison_top]} if self.comparison_top else {}),
+                **({"comparison_known": [c.to_json() for c in self.comparison_known]} if self.comparison_known
+                   else {}),
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
                 "probes": [t.to_json() for t in self.probes],

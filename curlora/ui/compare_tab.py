@@ -68,6 +68,10 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
         if c.learning is not None:
             lines.append(f"Secondary, at the most learning both reach — **{html.escape(' vs '.join(c.methods))}: "
                          f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
+    for c in rec.comparison_known:  # the family of what each run knew (a base's own abilities included)
+        if c.learning is not None:
+            lines.append(f"Forgetting of what each run knew — **{html.escape(' vs '.join(c.methods))}: "
+                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
@@ -81,8 +85,8 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
                  "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"
                  "adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the seeds that would "
-                 "decide it), nothing learned (the compared runs learned no earlier task). The best setting per "
-                 f"method: {BEST_RULE}.")
+                 "decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
+                 f"knew none above the majority class). The best setting per method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
 

@@ -303,10 +303,11 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
 
     body = json.loads((REPO / "docs/studies/smollm2-frontier/study/study.json").read_text(encoding="utf-8"))
     rec = StudyRecord.of(body)
-    assert study_charts.panels(rec) == ["forgetting", "chat_kl", "facts"]
+    known = ["forgetting_known"] if any(p.forgetting_known is not None for p in rec.points) else []
+    assert study_charts.panels(rec) == ["forgetting", *known, "chat_kl", "facts"]
     fig = study_charts.frontier_figure(body)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles[:3] == [study_charts.PANELS[n][0] for n in ("forgetting", "chat_kl", "facts")]
+    assert titles[:3 + len(known)] == [study_charts.PANELS[n][0] for n in ("forgetting", *known, "chat_kl", "facts")]
     assert "chat retention" in fig.layout.title.text
     by_uid = {t.uid: t for t in fig.data}
     for label in rec.labels:
@@ -323,6 +324,15 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
     share = sum(100 * r.facts / r.facts_n for r in base) / len(base)
     assert any(sh.y0 == share for sh in fig.layout.shapes)  # the base's facts share as a line
     assert study_charts.panels(StudyRecord.of({})) == ["forgetting", "kl_to_base"]
+    # analysed with today's code from the pack's runs, every run carries forgetting_known: four panels
+    rec = A.reanalyse(rec, metrics_of=lambda rid: Run.open(rid, REPO / "docs/studies/smollm2-frontier/runs").record())
+    assert study_charts.panels(rec) == ["forgetting", "forgetting_known", "chat_kl", "facts"]
+    fig = study_charts.frontier_figure(rec)
+    by_uid = {t.uid: t for t in fig.data}
+    for label in rec.labels:
+        mine = sorted((g for g in rec.groups.values() if g.method == label), key=lambda g: g.lr)
+        known = [g for g in mine if g.mean("forgetting_known") is not None]
+        assert list(by_uid[f"{label}:forgetting_known:groups"].y) == [g.mean("forgetting_known") for g in known]
 
 
 def test_the_ray_executor_spreads_a_study_over_a_local_instance(cfg, tmp_path):

@@ -3,7 +3,8 @@
 Redrawn while a study runs: one uirevision keeps the reader's zoom and legend, and each trace has a stable uid
 (a method's seed dots appear only once it has points, and must not take another trace's place).
 
-The frontier: learning (x) against forgetting and against drift (y), one colour per method (the run charts' colour of
+The frontier: learning (x) against forgetting (over every earlier task, and over those each run knew) and against
+drift (y), one colour per method (the run charts' colour of
 its kind), each learning rate a point with 95 % error bars over seeds on both axes, the seeds themselves as faint
 dots, the frontier as a line. Drift is the KL to base on the model's own samples; where the study ran the chat probe
 (a chat model), it is the chat-retention frontier instead: the KL to base on the base's replies to held-out
@@ -28,6 +29,9 @@ def _err(s: Summary) -> tuple[float | None, float | None]:
 
 # (measure, panel title, y-axis title, which frontier draws its line)
 PANELS = {"forgetting": ("Forgetting (Chaudhry) — lower is better", "forgetting (points)", "frontier"),
+          # over the earlier tasks each run knew (above the majority class after training them; a base's abilities)
+          "forgetting_known": ("Forgetting of what each run knew — lower is better", "forgetting of known tasks "
+                               "(points)", None),
           "kl_to_base": ("KL to base on the model's own samples — lower is less drift", "KL(base ‖ model) per token",
                          "frontier"),
           "chat_kl": ("Chat KL to base on its replies — lower keeps more",
@@ -36,10 +40,11 @@ PANELS = {"forgetting": ("Forgetting (Chaudhry) — lower is better", "forgettin
 
 
 def panels(rec: StudyRecord) -> list[str]:
-    """The measures drawn against learning: forgetting, then the chat probe's KL and facts where any run has them,
-    else the self-probe KL."""
+    """The measures drawn against learning: forgetting, forgetting of what each run knew where any run knew an
+    earlier task, then the chat probe's KL and facts where any run has them, else the self-probe KL."""
     chat = any(p.chat_kl is not None for p in rec.points)
-    return ["forgetting", "chat_kl", "facts"] if chat else ["forgetting", "kl_to_base"]
+    known = ["forgetting_known"] if any(p.forgetting_known is not None for p in rec.points) else []
+    return ["forgetting", *known, *(["chat_kl", "facts"] if chat else ["kl_to_base"])]
 
 
 def frontier_figure(rec: StudyRecord | dict) -> go.Figure:

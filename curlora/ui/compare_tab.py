@@ -46,13 +46,14 @@ def best_table(rec: StudyRecord | dict) -> list[list]:
 
         learning = cell("learning_test") if g.learning_test.mean is not None else cell("learning")
         rows.append([described(label, g.setting), g.learning.n, learning, cell("forgetting"),
-                     cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
+                     cell("forgetting_known"), cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
                      ", ".join(g.constant_predictions) or "–", best.chosen])
     return rows
 
 
-HEADERS = ["method (setting)", "runs", "learning on test rows (pts)", "forgetting (pts)", "ACC (pts)", "KL to base",
-           "self-ppl ratio", "probe-ppl ratio", "constant predictions", "chosen"]
+HEADERS = ["method (setting)", "runs", "learning on test rows (pts)", "forgetting (pts)",
+           "forgetting of what it knew (pts)", "ACC (pts)", "KL to base", "self-ppl ratio", "probe-ppl ratio",
+           "constant predictions", "chosen"]
 
 
 def summary_md(rec: StudyRecord | dict, status: dict) -> str:

@@ -571,3 +571,27 @@ def test_a_task_is_known_when_its_score_beats_the_majority_class_by_the_exact_bi
     rec = m.methods["m"]
     assert A.known_tasks(m, rec) == [0]  # 32/50 (p = 0.032) is known, 31/50 (p = 0.059) is not
     assert stats.binom_greater(32, 50, 0.5) < 0.05 < stats.binom_greater(31, 50, 0.5)
+
+
+def test_a_saved_study_measures_every_finished_point_again_with_todays_code(tmp_path, shared_data):
+    """A study resumed by a newer version gains what that version measures: the SmolLM2 frontier pack, its points
+    stripped of forgetting_known as an older version stored them, is saved again and every point carries it; a
+    point whose run cannot be read keeps what was stored."""
+    import dataclasses
+
+    from curlora.run.study_data import unpack
+
+    study = unpack(REPO / "docs/studies/smollm2-frontier", tmp_path)
+    rec = study.study_record()
+    old = [dataclasses.replace(p, known_earlier=None, forgetting_known=None) for p in rec.points]
+    rec = dataclasses.replace(rec, points=old)
+    gone = old[0].run_id
+    import shutil
+
+    shutil.rmtree(tmp_path / gone)
+    new = S._save(study, rec.settings, rec)
+    by = {p.run_id: p for p in new.points}
+    assert set(by) == {p.run_id for p in old}
+    assert by[gone].known_earlier is None  # its run is gone: kept as stored
+    assert all(by[p.run_id].known_earlier is not None for p in old if p.run_id != gone)
+    assert new.comparison_known and StudyRecord.of(S.read(study)).comparison_known

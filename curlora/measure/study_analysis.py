@@ -289,14 +289,15 @@ def final_discordant(ma, la: str, mb, lb: str) -> tuple[int, int, int] | None:
 
 def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest | None:
     """Exact McNemar (two-sided) over the final-stage rows of the earlier tasks, pooled over the replicates both
-    groups ran (`by`: (group key, (seed, order)) -> Point; `metrics_of(run_id)` -> RunMetrics): does one method
-    keep more rows right than the other?"""
+    groups ran (`by`: (group key, (seed, order)) -> Point; `metrics_of(run_id)` -> RunMetrics, or None where a
+    run can no longer be read: then no row test): does one method keep more rows right than the other?"""
     if metrics_of is None:  # constructed inputs without runs behind them
         return None
     b = c = rows = 0
     for seed in seeds:
         pa, pb = by[(ka, seed)], by[(kb, seed)]
-        got = final_discordant(metrics_of(pa.run_id), pa.method, metrics_of(pb.run_id), pb.method)
+        ma, mb = metrics_of(pa.run_id), metrics_of(pb.run_id)
+        got = None if ma is None or mb is None else final_discordant(ma, pa.method, mb, pb.method)
         if got is None:
             return None
         rows, b, c = rows + got[0], b + got[1], c + got[2]

@@ -318,27 +318,31 @@ def _base_row(study: Study, rec: StudyRecord, cfg, loaded: Loaded, should_stop, 
 
 def _save(study: Study, settings: StudySettings, rec: StudyRecord) -> StudyRecord:
     """The points and the analysis from the runs the plan names, written to study.json; returns the new record
-    (same plan entries). A finished run's point is measured once (kept from the last save); only runs finished
-    since are read."""
+    (same plan entries). Every finished run's point is measured from its metrics with today's code (so a study
+    resumed by a newer version gains what that version measures, e.g. forgetting of what each run knew); a point
+    whose run can no longer be read keeps what the last save stored."""
     root = study.root
     known = {p.run_id: p for p in rec.points}
     cache: dict[str, RunMetrics] = {}
 
-    def metrics_of(run_id: str) -> RunMetrics:
+    def metrics_of(run_id: str) -> RunMetrics | None:
+        """The run's metrics, None where its folder can no longer be read (moved, deleted, damaged)."""
         if run_id not in cache:
-            cache[run_id] = Run.open(run_id, root).record()
+            try:
+                cache[run_id] = Run.open(run_id, root).record()
+            except (CurloraError, OSError, ValueError):
+                cache[run_id] = None
         return cache[run_id]
 
     points = []
     for e in rec.plan:
         if e.status != "completed" or not e.run_id:
             continue
-        if e.run_id in known:
-            points.append(known[e.run_id])
-            continue
         m = metrics_of(e.run_id)
-        measures = point_measures(m, e.method)
+        measures = point_measures(m, e.method) if m is not None else None
         if measures is None:
+            if e.run_id in known:
+                points.append(known[e.run_id])
             continue
         points.append(Point(method=e.method, lr=e.lr, seed=e.seed, run_id=e.run_id, order=e.order,
                             setting=m.methods[e.method].setting, **measures))

@@ -232,7 +232,8 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
             out["smollm2-status"] += comparisons_block(rec, top_comparisons(rec, metrics_reader(packs[phase])))
             out["smollm2-status"] += ["", "Forgetting of what each run knew — the earlier tasks it scored above the "
                                       "majority class right after training them, learned or already the base's (a "
-                                      "family of its own, added after the first 13 frontier runs; see below):", ""]
+                                      "family of its own, added after the first 13 frontier runs, as *How the "
+                                      "comparison is decided* says):", ""]
             out["smollm2-status"] += comparisons_block(rec, rec.comparison_known)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
     sampling = sampling_record(loaded, packs)

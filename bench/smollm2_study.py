@@ -235,6 +235,10 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "family of its own, added after the first 13 frontier runs, as *How the "
                                       "comparison is decided* says):", ""]
             out["smollm2-status"] += comparisons_block(rec, rec.comparison_known)
+            out["smollm2-status"] += ["", "Chat retention tested at the primary level (chat KL and facts right, paired "
+                                      "over runs at the nearest settings, one Holm family; *less* means the first "
+                                      "method loses less of the chat model; chat KL has no equivalence margin):", ""]
+            out["smollm2-status"] += comparisons_block(rec, rec.comparison_chat)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
     sampling = sampling_record(loaded, packs)
     if sampling is not None:
@@ -316,7 +320,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
         lines += ["", f"Fewer than 3 runs so far at the chosen rate of {', '.join(few)}: no claim is made from "
                   "those rows yet."]
     verdicts = []
-    for phase in ("frontier", "peers"):
+    for phase in ("frontier",):  # CURLoRA against LoRA; the peers' pairs are in the document
         if not loaded.get(phase):
             continue
         r = loaded[phase][0]
@@ -330,8 +334,14 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
                                      if c.nearest.get(m) in r.groups)
                 at = f" (nearest settings {sides})" if sides else ""
                 verdicts.append(f"- {' vs '.join(c.methods)}, at {where}{at}: *{c.verdict or 'not compared'}*{p}.")
+        for c in r.comparison_chat:
+            p = "" if c.p_adjusted is None else f", Holm-adjusted p = {c.p_adjusted:.3g}"
+            verdicts.append(f"- {' vs '.join(c.methods)}, chat retention by {c.measure} at the middle of the learning "
+                            f"both reach (*less*: the first loses less of the chat model): "
+                            f"*{c.verdict or 'not compared'}*{p}.")
     if verdicts:
-        lines += ["", "Forgetting at matched learning (docs/forgetting-study.md has each test):", ""] + verdicts
+        lines += ["", "CURLoRA against LoRA, forgetting and chat retention at matched learning "
+                  "(docs/forgetting-study.md has each test, and the peers' comparisons):", ""] + verdicts
     return {"smollm2-summary": lines}
 
 

@@ -595,3 +595,34 @@ def test_a_saved_study_measures_every_finished_point_again_with_todays_code(tmp_
     assert by[gone].known_earlier is None  # its run is gone: kept as stored
     assert all(by[p.run_id].known_earlier is not None for p in old if p.run_id != gone)
     assert new.comparison_known and StudyRecord.of(S.read(study)).comparison_known
+
+
+def test_chat_retention_is_tested_at_matched_learning_in_its_own_family():
+    """chat_comparisons: per pair, chat KL and facts by a paired t-test over runs at the nearest settings, Holm over
+    all of them; 'less' means the first method loses less of the chat model (more facts right, a lower chat KL);
+    facts can be equivalent within the margin, chat KL has no margin; no chat probe, no family."""
+    import dataclasses
+
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-3, 1e-2]}, seeds=list(range(5)))
+
+    def chat(points, kl, facts):  # each method its own spread over seeds, so the paired differences vary
+        wobble = [0.3, -0.2, 0.1, 0.0, -0.1] if points[0].method == "a" else [-0.1, 0.2, 0.0, -0.3, 0.1]
+        return [dataclasses.replace(p, chat_kl=kl + 0.01 * wobble[p.seed], facts=facts + wobble[p.seed])
+                for p in points]
+
+    points = chat(_points("a", (1.0, 2.0), SPREAD), 0.05, 60.0) + chat(_points("b", (1.0, 2.0), SPREAD), 0.4, 20.0)
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    kl, facts = rec.comparison_chat
+    assert (kl.measure, facts.measure) == ("chat_kl", "facts") and {kl.family, facts.family} == {A.FAMILY_CHAT}
+    assert kl.verdict == "less" and facts.verdict == "less"  # a drifts less and keeps more facts
+    assert kl.margin is None and kl.tost_p is None and facts.margin == 3.0
+    assert sorted([kl.p_adjusted, facts.p_adjusted]) == pytest.approx(
+        sorted([2 * min(kl.p, facts.p), max(kl.p, facts.p, 2 * min(kl.p, facts.p))]))  # Holm over the two
+    assert "a keeps more of the chat model than b" in facts.sentence and facts.difference.mean == pytest.approx(40.04)
+    # the other way round, and the same facts within the margin
+    points = chat(_points("a", (1.0, 2.0), SPREAD), 0.4, 20.0) + chat(_points("b", (1.0, 2.0), SPREAD), 0.05, 20.0)
+    kl, facts = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"]).comparison_chat
+    assert kl.verdict == "more" and facts.verdict == "equivalent" and facts.tost_p < 0.05
+    assert StudyRecord.from_json(rec.to_json()).comparison_chat[1].verdict == "less"
+    assert A.analyse(settings, None, [], _points("a", (1.0, 2.0), SPREAD) + _points("b", (1.0, 2.0), SPREAD), None,
+                     tasks=["t1", "t2"]).comparison_chat == []

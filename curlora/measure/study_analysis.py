@@ -11,6 +11,7 @@ metrics for the row test), so every number can be checked on constructed inputs.
     compare(groups, points, a, b, metrics_of, margin, top)   a against b at matched learning: a Comparison
     top_comparisons(rec, metrics_of)      every pair at the most learning both reach: the secondary family
     known_comparisons(rec, metrics_of)    every pair's forgetting of what each run knew: the family of what was known
+    chat_comparisons(groups, points, labels, margin)   every pair's chat KL and facts at matched learning, tested
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
@@ -49,6 +50,10 @@ FAMILY_TOP = "forgetting at the most learning both reach"
 # the family of what each run knew: forgetting over the earlier tasks a run scored above the majority class right
 # after training them, learned or already solved by the base (a pretrained model's own ability), at matched learning
 FAMILY_KNOWN = "forgetting of what each run knew, at matched learning"
+# chat retention tested, not only shown: every pair's chat KL and facts at the primary level, one family
+FAMILY_CHAT = "chat retention at matched learning"
+CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more)", 4, ""),
+               "facts": ("factual questions right (higher keeps more)", 1, " pts")}  # label, digits, unit
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -326,7 +331,8 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     p_adjusted and the verdict are set by `analyse` once the whole family is known (`decide`). `measure`:
     "forgetting" (every earlier task) or "forgetting_known" (the earlier tasks each run knew; no row test, which
     pools every earlier task's rows)."""
-    family = FAMILY_KNOWN if measure == "forgetting_known" else FAMILY_TOP if top else FAMILY
+    family = (FAMILY_CHAT if measure in CHAT_TESTED else FAMILY_KNOWN if measure == "forgetting_known"
+              else FAMILY_TOP if top else FAMILY)
     out = Comparison(methods=[a, b], margin=margin, family=family, measure=measure)
     ga, gb = _mine(groups, a), _mine(groups, b)
     fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
@@ -371,9 +377,10 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     diffs = [getattr(by[(ka, u)], measure) - getattr(by[(kb, u)], measure) for u in common]
     if diffs:
         out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **stats.paired_t(diffs))
-        out.p, out.tost_p = out.paired.p_value, stats.tost_paired(diffs, margin)
+        out.p = out.paired.p_value
+        out.tost_p = stats.tost_paired(diffs, margin) if margin is not None else None  # None: no equivalence test
         if out.paired.sd:
-            out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin)
+            out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin or 0.0)
     out.rows = rows_test(by, common, ka, kb, metrics_of) if measure == "forgetting" else None
     fa_, fb_ = getattr(out, measure)[a], getattr(out, measure)[b]
     out.intervals_overlap = stats.overlap(fa_ and fa_.ci95, fb_ and fb_.ci95)
@@ -411,6 +418,9 @@ def verdict_of(nothing_learned: bool, p_adjusted: float | None, difference: floa
 def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
     """The verdict and the sentence, once p_adjusted is known (Holm over the family)."""
     if c.learning is None:
+        return
+    if c.measure in CHAT_TESTED:
+        decide_chat(c, groups)
         return
     a, b = c.methods
     known = c.measure == "forgetting_known"
@@ -472,6 +482,63 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
         why = (f" Verdict: inconclusive — neither a difference nor equivalence within ±{c.margin:g} points is "
                f"shown; {need}.")
     c.sentence = head + test + why
+
+
+def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
+    """The verdict on "does A lose less of the chat model than B?" by one chat measure (CHAT_TESTED): less / more
+    (Holm-adjusted p < 0.05; for facts more right is less lost, for chat KL a lower KL), equivalent (facts only,
+    TOST within the margin in points; chat KL has no margin, so no equivalence), else inconclusive. No learned
+    guard: the chat model is the base's, whatever the tasks taught."""
+    a, b = c.methods
+    label, digits, unit = CHAT_TESTED[c.measure]
+    va, vb = getattr(c, c.measure).get(a), getattr(c, c.measure).get(b)
+    nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
+    head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, the "
+            f"middle of what both fits reach), {label}: {a} {interval_text(va, digits, unit)}, {b} "
+            f"{interval_text(vb, digits, unit)} (monotone fits in lr; 95 % bootstrap over seeds; nearest settings "
+            f"{nearest}).")
+    pr = c.paired
+    test = ""
+    if pr and pr.n >= 2:
+        over = f"{pr.n} seeds" if len(set(pr.orders)) < 2 else f"{pr.n} runs (seed × task order)"
+        if c.p is None:
+            test = f" Paired over {over}: the difference is the same on every pair, so there is no spread to test."
+        else:
+            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.{digits}f}{unit}, p = {c.p:.3f} "
+                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f})"
+                    + (f"; equivalence within ±{c.margin:g}{unit} (TOST) p = {c.tost_p:.3f}" if c.tost_p is not None
+                       else "") + ".")
+    # "less" = A loses less of the chat model: more facts right, or a lower chat KL
+    lost = None if pr is None else (-pr.mean if c.measure == "facts" else pr.mean)
+    c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p)
+    if c.verdict in ("less", "more"):
+        why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the chat model "
+               f"than {b} by this measure (adjusted p = {c.p_adjusted:.3f}).")
+    elif c.verdict == "equivalent":
+        why = f" Verdict: equivalent — within ±{c.margin:g}{unit} (TOST p = {c.tost_p:.3f})."
+    elif pr is None or pr.n < 2:
+        why = " Verdict: inconclusive — run at least two seeds per setting to test it."
+    else:
+        why = (" Verdict: inconclusive — no difference is shown"
+               + ("" if c.margin is None else f", nor equivalence within ±{c.margin:g}{unit}")
+               + (f"; about {c.seeds_needed} seeds would decide it (80 % power, if this spread holds)"
+                  if c.seeds_needed else "") + ".")
+    c.sentence = head + test + why
+
+
+def chat_comparisons(groups: dict[str, Group], points: list[Point], labels: list[str],
+                     margin: float = DEFAULT_MARGIN) -> list[Comparison]:
+    """Chat retention tested at the primary level: for every pair of methods, the chat KL and the facts right
+    compared by a paired t-test over runs at the nearest settings (facts also by TOST within `margin` points),
+    all Holm-adjusted together (FAMILY_CHAT). Empty where no run has the chat probe."""
+    if not any(p.chat_kl is not None for p in points):
+        return []
+    comparisons = [compare(groups, points, a, b, None, margin if m == "facts" else None, measure=m)
+                   for a, b in itertools.combinations(labels, 2) for m in CHAT_TESTED]
+    adjust(comparisons)
+    for c in comparisons:
+        decide(c, groups, points)
+    return comparisons
 
 
 def chat_sentence(c: Comparison) -> str:
@@ -571,12 +638,14 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     comparisons = _family(groups, points, labels, metrics_of, settings.margin)
     tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
     knowns = _family(groups, points, labels, metrics_of, settings.margin, measure="forgetting_known")
+    chats = chat_comparisons(groups, points, labels, settings.margin)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts,
                        chat_frontier=chat_fronts, best=best,
                        comparison=comparisons, comparison_top=tops, comparison_known=knowns,
+                       comparison_chat=chats,
                        tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))

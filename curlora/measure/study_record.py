@@ -52,7 +52,8 @@ Fields:
                  the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base,
                  forgetting_learned, forgetting_known, chat_kl and facts {method: Interpolated | None} (each read off
                  its own monotone fit in lr, with a bootstrap interval over seeds), measure (the one compared:
-                 forgetting, or forgetting_known in the family of what each run knew), difference (that measure
+                 forgetting, forgetting_known in the family of what each run knew, chat_kl or facts in the chat
+                 family: there `less` means A loses less of the chat model), difference (that measure
                  a − b, likewise), nearest {method: group key}, paired (Paired | None: the runs paired by seed at
                  the nearest settings), rows (RowsTest | None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
                  p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
@@ -445,6 +446,8 @@ class StudyRecord:
     comparison_top: list[Comparison] = field(default_factory=list)
     # the family of what each run knew: forgetting over the earlier tasks it knew (study_analysis.known_comparisons)
     comparison_known: list[Comparison] = field(default_factory=list)
+    # chat retention tested at matched learning: chat KL and facts per pair (study_analysis.chat_comparisons)
+    comparison_chat: list[Comparison] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
@@ -473,6 +476,7 @@ class StudyRecord:
                    comparison=[Comparison.from_json(c) for c in known.get("comparison") or []],
                    comparison_top=[Comparison.from_json(c) for c in known.get("comparison_top") or []],
                    comparison_known=[Comparison.from_json(c) for c in known.get("comparison_known") or []],
+                   comparison_chat=[Comparison.from_json(c) for c in known.get("comparison_chat") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
@@ -491,6 +495,8 @@ class StudyRecord:
                 "comparison": [c.to_json() for c in self.comparison],
                 **({"comparison_top": [c.to_json() for c in self.comparison_top]} if self.comparison_top else {}),
                 **({"comparison_known": [c.to_json() for c in self.comparison_known]} if self.comparison_known
+                   else {}),
+                **({"comparison_chat": [c.to_json() for c in self.comparison_chat]} if self.comparison_chat
                    else {}),
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],

@@ -73,6 +73,10 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
         if c.learning is not None:
             lines.append(f"Forgetting of what each run knew — **{html.escape(' vs '.join(c.methods))}: "
                          f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
+    for c in rec.comparison_chat:  # chat retention, tested: "less" = the first method loses less of the chat model
+        if c.learning is not None:
+            lines.append(f"Chat retention by {html.escape(c.measure)} — **{html.escape(' vs '.join(c.methods))}: "
+                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "

@@ -63,9 +63,8 @@ def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict]
     if rec.points and all((folder / "runs" / p.run_id / "metrics.json").is_file() for p in rec.points):
         # analysed again with today's code from every run's metrics (a pack written by a study still running an
         # older version lacks what was added since, e.g. the family of what each run knew); nothing is trained
-        bases = rec.bases
         rec = reanalyse(rec, metrics_of=metrics_reader(folder))
-        rec.bases, rec.reanalysis = bases, None
+        rec.reanalysis = None
     cfg = yaml.safe_load((folder / "study" / "config.yaml").read_text(encoding="utf-8"))
     meta["instructions"] = (cfg.get("evaluation") or {}).get("chat_probe_instructions")
     return rec, meta

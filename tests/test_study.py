@@ -325,7 +325,9 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
     assert any(sh.y0 == share for sh in fig.layout.shapes)  # the base's facts share as a line
     assert study_charts.panels(StudyRecord.of({})) == ["forgetting", "kl_to_base"]
     # analysed with today's code from the pack's runs, every run carries forgetting_known: four panels
+    bases = rec.bases
     rec = A.reanalyse(rec, metrics_of=lambda rid: Run.open(rid, REPO / "docs/studies/smollm2-frontier/runs").record())
+    assert rec.bases == bases and rec.bases  # each seed's base row survives the analysis (it is measured, not derived)
     assert study_charts.panels(rec) == ["forgetting", "forgetting_known", "chat_kl", "facts"]
     fig = study_charts.frontier_figure(rec)
     by_uid = {t.uid: t for t in fig.data}

@@ -742,7 +742,7 @@ def reanalyse(rec: StudyRecord, tasks: list[str] | None = None, metrics_of=None,
     every_run = bool(points) and remeasured == len(points)
     new = analyse(rec.settings, rec.base, rec.plan, points, metrics_of if every_run else None, tasks)
     new.notes = {**rec.notes, **new.notes}
-    new.extra = dict(rec.extra)
+    new.extra, new.bases = dict(rec.extra), dict(rec.bases)  # each seed's base row (rows_per_seed) is measured, kept
     if not every_run:
         new.notes["family"] = f"{FAMILY}: every comparison's paired test, Holm-adjusted together (no row test: " \
                               "the runs' per-row results are not here)"

@@ -444,7 +444,8 @@ def figure(body, png: Path, width: int = 1300) -> None:
     from curlora.ui.study_charts import frontier_figure
 
     fig = frontier_figure(body)
-    fig.update_layout(width=width, height=520)
+    height = (fig.layout.height or 430) + 90  # one row of panels or two
+    fig.update_layout(width=width, height=height)
     fig.write_html(png.with_suffix(".html"), include_plotlyjs="cdn")
     if not Path("/usr/bin/chromium").is_file():
         print(f"no /usr/bin/chromium here: wrote {png.with_suffix('.html')} only, no PNG", file=sys.stderr)
@@ -455,7 +456,7 @@ def figure(body, png: Path, width: int = 1300) -> None:
         subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         "--hide-scrollbars", "--virtual-time-budget=8000", f"--screenshot={png}",
-                        f"--window-size={width + 20},540", html.as_uri()], check=True, capture_output=True, timeout=120)
+                        f"--window-size={width + 20},{height + 20}", html.as_uri()], check=True, capture_output=True, timeout=120)
 
 
 def earlier_tables(paths: list[str]) -> list[str]:

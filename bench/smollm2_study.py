@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         if rec is None:
             print("no frontier or peers pack yet: no figure")
         else:
-            figure(rec, REPO / "docs" / "forgetting-study-smollm2.png", width=1720)
+            figure(rec, REPO / "docs" / "forgetting-study-smollm2.png", width=1300)
     for doc, made in ((DOC, blocks()), (README, readme_blocks())):
         for name, lines in made.items():
             if args.write:

@@ -50,21 +50,28 @@ def panels(rec: StudyRecord) -> list[str]:
 def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
     rec = StudyRecord.of(rec)
     shown = panels(rec)
-    fig = make_subplots(rows=1, cols=len(shown), horizontal_spacing=0.3 / len(shown),
+    # one row of panels; four go two by two, so each keeps a readable width in the tab
+    cols = 2 if len(shown) == 4 else len(shown)
+    rows = -(-len(shown) // cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.3 / cols, vertical_spacing=0.16,
                         subplot_titles=[PANELS[n][0] for n in shown])
+
+    def at(name: str) -> dict:
+        i = shown.index(name)
+        return {"row": i // cols + 1, "col": i % cols + 1}
     groups = rec.groups
     for i, label in enumerate(rec.labels):
         colour = KIND_COLOURS.get(label) or EXTRA[i % len(EXTRA)]  # the colour the run charts give its kind
         mine = sorted((g for g in groups.values() if g.method == label), key=lambda g: g.lr)
         pts = [p for p in rec.points if p.method == label]
-        for col, name in enumerate(shown, start=1):
+        for name in shown:
             if pts:
                 fig.add_trace(go.Scatter(
                     x=[p.learning for p in pts], y=[getattr(p, name) for p in pts], mode="markers",
                     marker={"color": colour, "size": 5, "opacity": 0.3}, showlegend=False, hoverinfo="text",
                     uid=f"{label}:{name}:seeds",
                     hovertext=[f"{label} lr {lr_text(p.lr)} seed {p.seed}<br>run {p.run_id}" for p in pts]),
-                    row=1, col=col)
+                    **at(name))
             good = [g for g in mine if g.mean("learning") is not None and g.mean(name) is not None]
             if not good:
                 continue
@@ -75,14 +82,14 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
                 text=[lr_text(g.lr) for g in good], textposition="top center", textfont={"size": 10},
                 marker={"color": colour, "size": 10}, name=f"{label} (r {good[0].setting.get('r', '–')})",
                 uid=f"{label}:{name}:groups",
-                legendgroup=label, showlegend=col == 1,
+                legendgroup=label, showlegend=name == shown[0],
                 error_x={"type": "data", "array": [e[0] for e in ex], "arrayminus": [e[1] for e in ex],
                          "visible": True, "thickness": 1},
                 error_y={"type": "data", "array": [e[0] for e in ey], "arrayminus": [e[1] for e in ey],
                          "visible": True, "thickness": 1},
                 hovertemplate=[f"<b>{label} lr {lr_text(g.lr)}</b><br>learning %{{x:.2f}} pts<br>{name} %{{y:.4g}}"
                                f"<br>n = {g.learning.n} seeds<extra></extra>" for g in good]),
-                row=1, col=col)
+                **at(name))
             line = PANELS[name][2]
             front = [groups[k] for k in (getattr(rec, line).get(label, []) if line else []) if k in groups]
             front = [g for g in front if g.mean(name) is not None]
@@ -90,22 +97,22 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
                 fig.add_trace(go.Scatter(x=[g.mean("learning") for g in front], y=[g.mean(name) for g in front],
                                          mode="lines", line={"color": colour, "width": 2, "dash": "dot"},
                                          uid=f"{label}:{name}:frontier",
-                                         showlegend=False, hoverinfo="skip", legendgroup=label), row=1, col=col)
+                                         showlegend=False, hoverinfo="skip", legendgroup=label), **at(name))
     if "facts" in shown:  # the base's own share, each seed's base row where rows are drawn per seed
         rows = list(rec.bases.values()) or ([rec.base] if rec.base is not None else [])
         shares = [100 * r.facts / r.facts_n for r in rows if r.facts is not None and r.facts_n]
         if shares:
             base = sum(shares) / len(shares)
-            fig.add_hline(y=base, line={"color": "#888", "dash": "dash", "width": 1}, row=1, col=shown.index("facts") + 1,
+            fig.add_hline(y=base, line={"color": "#888", "dash": "dash", "width": 1}, **at("facts"),
                           annotation_text=f"base {base:.0f} %", annotation_position="bottom right")
     done, total = rec.done, len(rec.plan)
     fig.update_xaxes(title_text="learning: points above the better of majority class and base", zeroline=True)
-    for col, name in enumerate(shown, start=1):
-        fig.update_yaxes(title_text=PANELS[name][1], row=1, col=col)
+    for name in shown:
+        fig.update_yaxes(title_text=PANELS[name][1], **at(name))
     against = "forgetting and chat retention" if "chat_kl" in shown else "forgetting"
     fig.update_layout(title={"text": f"Learning against {against}, each learning rate a point ({done} of {total} "
                                      "runs finished; bars: 95 % over seeds)", "x": 0.01, "font": {"size": 15}},
-                      height=430, template="plotly_white", uirevision="frontier",
+                      height=430 if rows == 1 else 800, template="plotly_white", uirevision="frontier",
                       margin={"l": 50, "r": 20, "t": 70, "b": 50},
-                      legend={"orientation": "h", "y": -0.2, "yanchor": "top"})
+                      legend={"orientation": "h", "y": -0.2 if rows == 1 else -0.1, "yanchor": "top"})
     return fig

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curlora.measure.study_analysis import reanalyse, top_comparisons  # noqa: E402
+from curlora.measure.study_analysis import reanalyse  # noqa: E402
 from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -209,8 +209,14 @@ def probes_block(rec: StudyRecord) -> list[str]:
     return lines
 
 
-def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED) -> dict[str, list[str]]:
-    loaded = {phase: load(phase, packs) for phase in packs}
+def load_all(packs: dict[str, Path] = PACKS) -> dict:
+    """Every phase's pack, loaded (and analysed with today's code) once: {phase: (record, meta) | None}."""
+    return {phase: load(phase, packs) for phase in packs}
+
+
+def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED,
+           loaded: dict | None = None) -> dict[str, list[str]]:
+    loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
     out = {"smollm2-status": status_block(loaded, matched)}
     for phase in ("pilot", "pilot2"):
@@ -228,7 +234,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
             out["smollm2-status"] += groups_block(rec) + [""] + comparisons_block(rec)
             out["smollm2-status"] += ["", "Secondary, at the most learning both methods' fits reach (a family of its "
                                       "own, Holm-adjusted apart from the primary one):", ""]
-            out["smollm2-status"] += comparisons_block(rec, top_comparisons(rec, metrics_reader(packs[phase])))
+            out["smollm2-status"] += comparisons_block(rec, rec.comparison_top)
             out["smollm2-status"] += ["", "Forgetting of what each run knew — the earlier tasks it scored above the "
                                       "majority class right after training them, learned or already the base's (a "
                                       "family of its own, added after the first 13 frontier runs, as *How the "
@@ -277,12 +283,13 @@ def planned(phase: str) -> int:
     return sum(len(v) for v in st["lrs"].values()) * len(st["seeds"]) * len(st.get("orders") or [None])
 
 
-def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED) -> dict[str, list[str]]:
+def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED,
+                  loaded: dict | None = None) -> dict[str, list[str]]:
     """The README's summary of the study, from the same packs as the document: how much has run, the base row, each
     method of the frontier and peers phases at the learning rate chosen on validation rows (mean [95 % CI] over its
     runs, with their count) and every comparison's verdict with its Holm-adjusted p. Where a method has fewer than 3
     runs at its rate, the line says no claim is made from it."""
-    loaded = {phase: load(phase, packs) for phase in packs}
+    loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
     counts = {phase: (loaded[phase][1]["points"] if loaded.get(phase) else 0, planned(phase)) for phase in packs}
     counts.update({phase: (len((matched.get(phase) or {}).get("runs", [])), MATCHED_SEEDS) for phase in matched_paths})
@@ -324,7 +331,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
             continue
         r = loaded[phase][0]
         for where, comps in (("the middle of the learning both reach", r.comparison),
-                             ("the most learning both reach", top_comparisons(r, metrics_reader(packs[phase]))),
+                             ("the most learning both reach", r.comparison_top),
                              ("the middle of the learning both reach, on the earlier tasks each run knew",
                               r.comparison_known)):
             for c in comps:
@@ -408,18 +415,19 @@ def main(argv=None) -> int:
     ap.add_argument("--peers-yaml", action="store_true", help="write bench/studies/smollm2-peers.yaml from the "
                     "pilots' chosen learning rates")
     args = ap.parse_args(argv)
+    loaded = load_all()
     if args.peers_yaml:
-        PEERS_YAML.write_text(peers_yaml({phase: load(phase) for phase in PACKS}), encoding="utf-8")
+        PEERS_YAML.write_text(peers_yaml(loaded), encoding="utf-8")
         print(f"wrote {PEERS_YAML}")
     if args.figure:
         from forgetting_frontier import figure
 
-        rec = combined({phase: load(phase) for phase in PACKS})
+        rec = combined(loaded)
         if rec is None:
             print("no frontier or peers pack yet: no figure")
         else:
             figure(rec, REPO / "docs" / "forgetting-study-smollm2.png", width=1300)
-    for doc, made in ((DOC, blocks()), (README, readme_blocks())):
+    for doc, made in ((DOC, blocks(loaded=loaded)), (README, readme_blocks(loaded=loaded))):
         for name, lines in made.items():
             if args.write:
                 splice(doc, name, lines)

@@ -10,8 +10,8 @@ metrics for the row test), so every number can be checked on constructed inputs.
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
     compare(groups, points, a, b, metrics_of, margin, top)   a against b at matched learning: a Comparison
     top_comparisons(rec, metrics_of)      every pair at the most learning both reach: the secondary family
-    known_comparisons(rec, metrics_of)    every pair's forgetting of what each run knew: the family of what was known
     chat_comparisons(groups, points, labels, margin)   every pair's chat KL and facts at matched learning, tested
+    (analyse also makes the family of what each run knew: every pair's forgetting_known, StudyRecord.comparison_known)
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
@@ -52,8 +52,9 @@ FAMILY_TOP = "forgetting at the most learning both reach"
 FAMILY_KNOWN = "forgetting of what each run knew, at matched learning"
 # chat retention tested, not only shown: every pair's chat KL and facts at the primary level, one family
 FAMILY_CHAT = "chat retention at matched learning"
-CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more)", 4, ""),
-               "facts": ("factual questions right (higher keeps more)", 1, " pts")}  # label, digits, unit
+# label, digits, unit, and whether the study's margin (points) applies: chat KL has no natural margin
+CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more)", 4, "", False),
+               "facts": ("factual questions right (higher keeps more)", 1, " pts", True)}
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -333,6 +334,8 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     pools every earlier task's rows)."""
     family = (FAMILY_CHAT if measure in CHAT_TESTED else FAMILY_KNOWN if measure == "forgetting_known"
               else FAMILY_TOP if top else FAMILY)
+    if measure in CHAT_TESTED and not CHAT_TESTED[measure][3]:
+        margin = None  # no equivalence test on this measure
     out = Comparison(methods=[a, b], margin=margin, family=family, measure=measure)
     ga, gb = _mine(groups, a), _mine(groups, b)
     fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
@@ -490,7 +493,7 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
     TOST within the margin in points; chat KL has no margin, so no equivalence), else inconclusive. No learned
     guard: the chat model is the base's, whatever the tasks taught."""
     a, b = c.methods
-    label, digits, unit = CHAT_TESTED[c.measure]
+    label, digits, unit, _ = CHAT_TESTED[c.measure]
     va, vb = getattr(c, c.measure).get(a), getattr(c, c.measure).get(b)
     nearest = " and ".join(described(m, groups[k].setting) for m, k in c.nearest.items() if k)
     head = (f"At matched learning ({c.learning:.1f} points above the better of the majority class and the base, the "
@@ -533,12 +536,7 @@ def chat_comparisons(groups: dict[str, Group], points: list[Point], labels: list
     all Holm-adjusted together (FAMILY_CHAT). Empty where no run has the chat probe."""
     if not any(p.chat_kl is not None for p in points):
         return []
-    comparisons = [compare(groups, points, a, b, None, margin if m == "facts" else None, measure=m)
-                   for a, b in itertools.combinations(labels, 2) for m in CHAT_TESTED]
-    adjust(comparisons)
-    for c in comparisons:
-        decide(c, groups, points)
-    return comparisons
+    return _family(groups, points, labels, None, margin, measures=tuple(CHAT_TESTED))
 
 
 def chat_sentence(c: Comparison) -> str:
@@ -637,7 +635,7 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
     comparisons = _family(groups, points, labels, metrics_of, settings.margin)
     tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
-    knowns = _family(groups, points, labels, metrics_of, settings.margin, measure="forgetting_known")
+    knowns = _family(groups, points, labels, metrics_of, settings.margin, measures=("forgetting_known",))
     chats = chat_comparisons(groups, points, labels, settings.margin)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
@@ -658,20 +656,12 @@ def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
     return _family(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin, top=True)
 
 
-def known_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
-    """The family of what each run knew: every pair of the study's methods at the middle of the shared learning range,
-    comparing forgetting over the earlier tasks each run scored above the majority class right after training them
-    (Point.forgetting_known) — on a pretrained model the base's own abilities (SST-2 at 79 %) are knowledge to
-    keep, which the learned-only guard of the primary family counts as nothing. Holm-adjusted as its own family."""
-    return _family(rec.groups, rec.points, rec.labels, metrics_of, rec.settings.margin, measure="forgetting_known")
-
-
 def _family(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float,
-            top: bool = False, measure: str = "forgetting") -> list[Comparison]:
+            top: bool = False, measures: tuple[str, ...] = ("forgetting",)) -> list[Comparison]:
     """Every pair of methods compared at one level (the middle of the shared learning range, or with `top` its top)
-    on one measure, Holm-adjusted together, then each decided."""
-    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top, measure=measure)
-                   for a, b in itertools.combinations(labels, 2)]
+    on each of `measures`, all Holm-adjusted together, then each decided."""
+    comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top, measure=m)
+                   for a, b in itertools.combinations(labels, 2) for m in measures]
     adjust(comparisons)
     for c in comparisons:
         decide(c, groups, points)

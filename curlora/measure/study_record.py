@@ -444,7 +444,7 @@ class StudyRecord:
     comparison: list[Comparison] = field(default_factory=list)
     # the secondary family: every pair at the most learning both fits reach (study_analysis.top_comparisons)
     comparison_top: list[Comparison] = field(default_factory=list)
-    # the family of what each run knew: forgetting over the earlier tasks it knew (study_analysis.known_comparisons)
+    # the family of what each run knew: forgetting over the earlier tasks it knew (study_analysis.analyse, FAMILY_KNOWN)
     comparison_known: list[Comparison] = field(default_factory=list)
     # chat retention tested at matched learning: chat KL and facts per pair (study_analysis.chat_comparisons)
     comparison_chat: list[Comparison] = field(default_factory=list)

@@ -46,8 +46,8 @@ def best_table(rec: StudyRecord | dict) -> list[list]:
 
         learning = cell("learning_test") if g.learning_test.mean is not None else cell("learning")
         rows.append([described(label, g.setting), g.learning.n, learning, cell("forgetting"),
-                     cell("forgetting_known"), cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3), cell("probe_ppl_ratio", 3),
-                     ", ".join(g.constant_predictions) or "–", best.chosen])
+                     cell("forgetting_known"), cell("acc"), cell("kl_to_base", 4), cell("self_ppl_ratio", 3),
+                     cell("probe_ppl_ratio", 3), ", ".join(g.constant_predictions) or "–", best.chosen])
     return rows
 
 
@@ -65,18 +65,16 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     for c in rec.comparison:
         lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'not compared')}** — "
                      f"{c.sentence}")
-    for c in rec.comparison_top:  # the secondary family, at the most learning both reach
-        if c.learning is not None:
-            lines.append(f"Secondary, at the most learning both reach — **{html.escape(' vs '.join(c.methods))}: "
-                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
-    for c in rec.comparison_known:  # the family of what each run knew (a base's own abilities included)
-        if c.learning is not None:
-            lines.append(f"Forgetting of what each run knew — **{html.escape(' vs '.join(c.methods))}: "
-                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
-    for c in rec.comparison_chat:  # chat retention, tested: "less" = the first method loses less of the chat model
-        if c.learning is not None:
-            lines.append(f"Chat retention by {html.escape(c.measure)} — **{html.escape(' vs '.join(c.methods))}: "
-                         f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
+    # the later families, each with its heading; the chat family names the measure each comparison tests
+    later = [("Secondary, at the most learning both reach", rec.comparison_top, False),
+             ("Forgetting of what each run knew", rec.comparison_known, False),  # a base's own abilities included
+             ("Chat retention", rec.comparison_chat, True)]  # "less" = the first method loses less of the chat model
+    for family, comparisons, named in later:
+        for c in comparisons:
+            if c.learning is not None:
+                by = f" by {html.escape(c.measure)}" if named else ""
+                lines.append(f"{family}{by} — **{html.escape(' vs '.join(c.methods))}: "
+                             f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "

@@ -161,6 +161,134 @@ def comparisons_block(rec: StudyRecord, comparisons: list | None = None) -> list
     return lines
 
 
+def against_base_block(rec: StudyRecord) -> list[str]:
+    """Each setting against the base model (study_analysis.against_base): facts and WikiText-2 perplexity, the change
+    over runs with its interval, the test, TOST and the verdict."""
+    if not rec.against_base:
+        return ["No setting has finished a run with the chat probe and the probe text yet."]
+    lines = ["| setting | measure | base | setting's mean | change [95 % CI] | runs | p | p (Holm) | TOST p | margin "
+             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(x):
+        return "—" if x is None else f"{x:.3g}"
+    names = {"facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base"}
+    for t in sorted(rec.against_base, key=lambda t: (t.method, t.lr, t.measure)):
+        d = 1 if t.measure == "facts" else 3
+        ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
+        lines.append(f"| {t.method} lr {t.lr:g} | {names.get(t.measure, t.measure)} | {t.base:.{d}f} | "
+                     f"{t.value:.{d}f} | {t.change:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | "
+                     f"{num(t.tost_p)} | ±{t.margin:g} | {t.verdict} |")
+    return lines
+
+
+def _lrs(items) -> str:
+    return ", ".join(f"{x:g}" for x in sorted(items))
+
+
+NAMES = {"curlora": "CURLoRA", "lora": "LoRA"}
+# how the claim paragraph says each verdict of a setting against the base, per measure
+AGAINST_WORDS = {
+    ("facts", "loses"): "answers fewer factual questions than the base",
+    ("facts", "keeps"): "answers as many factual questions as the base, within ±3 points",
+    ("facts", "gains"): "answers more factual questions than the base",
+    ("facts", "inconclusive"): "is not shown to answer fewer factual questions nor as many",
+    ("probe_ppl_ratio", "loses"): "raises WikiText-2 perplexity over the base's",
+    ("probe_ppl_ratio", "keeps"): "keeps WikiText-2 perplexity within ±5 % of the base's",
+    ("probe_ppl_ratio", "gains"): "lowers WikiText-2 perplexity below the base's",
+    ("probe_ppl_ratio", "inconclusive"): "is not shown to change WikiText-2 perplexity nor to keep it within ±5 %"}
+
+
+def claim_block(loaded: dict) -> list[str]:
+    """One paragraph on the paper's claim — CURLoRA keeps the base model's abilities while it learns a task sequence,
+    where LoRA forgets — from the frontier's record only: what each method learned, the verdicts of CURLoRA against
+    LoRA at matched learning (forgetting, forgetting of what each run knew, the base's abilities), and each
+    setting against the base itself. Every clause carries its adjusted p or its verdict; the conclusion follows
+    the verdicts, whichever method they favour."""
+    front = loaded.get("frontier")
+    if front is None:
+        return ["No frontier run has finished yet: nothing to say about the paper's claim."]
+    rec, meta = front
+    total = planned("frontier")
+    methods = [m for m in ("curlora", "lora") if m in rec.labels]
+    if len(methods) < 2:
+        return ["The frontier has not run both CURLoRA and LoRA yet."]
+    done = meta["points"]
+    out = [f"**What the data says about the paper's claim** ({done} of {total} frontier runs"
+           + ("; it will move as the rest run" if done < total else "") + "). The paper claims CURLoRA keeps the base "
+           "model's abilities while it learns a task sequence, where LoRA forgets."]
+    learned = []
+    for m in methods:
+        gs = [g for g in rec.groups.values() if g.method == m and g.mean("learning_test") is not None]
+        if gs:
+            g = max(gs, key=lambda g: g.mean("learning_test"))
+            learned.append(f"{NAMES[m]} {summary_text(g.measure('learning_test'), 1, 1)} points at lr {g.lr:g}")
+    if learned:
+        out.append("The most either learns, averaged over its tasks on test rows, is " + " and ".join(learned)
+                   + " (above the better of the majority class and the base; 95 % interval over runs).")
+
+    def sides(c) -> str:
+        return " and ".join(f"{NAMES.get(m, m)} lr {rec.groups[k].lr:g}" for m, k in c.nearest.items()
+                            if k in rec.groups)
+
+    pairs = [(c, what) for comps, what in ((rec.comparison, "forgetting"),
+                                          (rec.comparison_top, "forgetting at the most learning both reach"),
+                                          (rec.comparison_known, "forgetting of what each run knew"),
+                                          (rec.comparison_chat, None)) for c in comps
+             if set(c.methods) == set(methods)]
+    told, first = [], None
+    for c, what in pairs:
+        name = what or {"chat_kl": "chat KL", "facts": "facts right",
+                        "probe_ppl_ratio": "WikiText-2 perplexity"}.get(c.measure, c.measure)
+        at = sides(c)
+        if first is None:
+            first = at
+        elif at and at != first:
+            name += f" (at {at})"
+        p = "" if c.p_adjusted is None else f", Holm p = {c.p_adjusted:.2g}"
+        told.append(f"{name} *{c.verdict or 'not compared'}*{p}")
+    if told:
+        out.append(f"Against LoRA at matched learning{f' (nearest settings {first})' if first else ''}: "
+                   + "; ".join(told) + ".")
+    for m in methods:
+        parts = []
+        for measure in ("facts", "probe_ppl_ratio"):
+            for verdict in ("loses", "gains", "keeps", "inconclusive"):
+                ts = sorted((t for t in rec.against_base if (t.method, t.measure, t.verdict) == (m, measure, verdict)),
+                            key=lambda t: t.lr)
+                if ts:
+                    ps = ", ".join(f"{t.p_adjusted:.2g}" for t in ts if verdict in ("loses", "gains"))
+                    parts.append(f"{AGAINST_WORDS[(measure, verdict)]} at lr {_lrs(t.lr for t in ts)}"
+                                 + (f" (Holm p {ps})" if ps else ""))
+        if parts:
+            out.append(f"Against the base model, {NAMES[m]} " + "; ".join(parts) + ".")
+    favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]
+    if favour:
+        said = []
+        for c, what in favour:
+            good = (c.verdict == "less") == (c.methods[0] == "curlora")
+            said.append(f"{'for' if good else 'against'} CURLoRA by {what or c.measure}")
+        verdict = "So far the tests at matched learning speak " + ", ".join(said) + "."
+    else:
+        verdict = ("So far no test at matched learning favours either method: none of the comparisons above is "
+                   "*less* or *more*, and none shows them *equivalent*, so the data neither supports nor refutes "
+                   "that CURLoRA forgets less than LoRA.")
+    for m in methods:
+        lrs = {g.lr for g in rec.groups.values() if g.method == m}
+        lost = {t.lr for t in rec.against_base if t.method == m and t.verdict == "loses"}
+        if lrs and lost == lrs:
+            verdict += (f" {NAMES[m]} loses some of the base's abilities at every learning rate tried "
+                        f"({_lrs(lrs)}), by a test against the base.")
+        elif lost:
+            kept = {lr for lr in lrs - lost if all(t.verdict == "keeps" for t in rec.against_base
+                                                   if t.method == m and t.lr == lr)}
+            verdict += (f" {NAMES[m]} loses some of the base's abilities at lr {_lrs(lost)}"
+                        + (f", keeps them within the margins at lr {_lrs(kept)}" if kept else "")
+                        + ("; at its other rates the tests show neither a loss nor keeping within the margins"
+                           if lrs - lost - kept else "") + ".")
+    out.append(verdict)
+    return [" ".join(out)]
+
+
 def metrics_reader(*folders: Path):
     """metrics_of(run_id) over the runs of some packs (their runs/ folders), as the running study reads its own."""
     from curlora.run.store import Run
@@ -218,7 +346,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
            loaded: dict | None = None) -> dict[str, list[str]]:
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
-    out = {"smollm2-status": status_block(loaded, matched)}
+    out = {"smollm2-status": status_block(loaded, matched), "smollm2-claim": claim_block(loaded)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
             rec = loaded[phase][0]
@@ -240,10 +368,15 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "family of its own, added after the first 13 frontier runs, as *How the "
                                       "comparison is decided* says):", ""]
             out["smollm2-status"] += comparisons_block(rec, rec.comparison_known)
-            out["smollm2-status"] += ["", "Chat retention tested at the primary level (chat KL and facts right, paired "
-                                      "over runs at the nearest settings, one Holm family; *less* means the first "
-                                      "method loses less of the chat model; chat KL has no equivalence margin):", ""]
+            out["smollm2-status"] += ["", "The base's abilities tested at the primary level (chat KL, facts right and "
+                                      "WikiText-2 perplexity / the base's, paired over runs at the nearest settings, "
+                                      "one Holm family; *less* means the first method loses less of the base model; "
+                                      "chat KL and the perplexity ratio have no equivalence margin):", ""]
             out["smollm2-status"] += comparisons_block(rec, rec.comparison_chat)
+            out["smollm2-status"] += ["", "Each setting against the base model itself (the change of each run from the "
+                                      "base in its own run, t-test over runs and TOST, one Holm family over every "
+                                      "setting and measure; facts margin ±3 points, perplexity ±5 %):", ""]
+            out["smollm2-status"] += against_base_block(rec)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
     sampling = sampling_record(loaded, packs)
     if sampling is not None:
@@ -296,6 +429,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
+    lines += claim_block(loaded) + [""]
     front = loaded.get("frontier")
     if front is None:
         return {"smollm2-summary": lines + ["No frontier run has finished yet."]}
@@ -342,11 +476,12 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
                 verdicts.append(f"- {' vs '.join(c.methods)}, at {where}{at}: *{c.verdict or 'not compared'}*{p}.")
         for c in r.comparison_chat:
             p = "" if c.p_adjusted is None else f", Holm-adjusted p = {c.p_adjusted:.3g}"
-            verdicts.append(f"- {' vs '.join(c.methods)}, chat retention by {c.measure} at the middle of the learning "
-                            f"both reach (*less*: the first loses less of the chat model): "
+            name = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}
+            verdicts.append(f"- {' vs '.join(c.methods)}, the base's abilities by {name.get(c.measure, c.measure)} at "
+                            f"the middle of the learning both reach (*less*: the first loses less of the base): "
                             f"*{c.verdict or 'not compared'}*{p}.")
     if verdicts:
-        lines += ["", "CURLoRA against LoRA, forgetting and chat retention at matched learning "
+        lines += ["", "CURLoRA against LoRA, forgetting and the base's abilities at matched learning "
                   "(docs/forgetting-study.md has each test, and the peers' comparisons):", ""] + verdicts
     return {"smollm2-summary": lines}
 

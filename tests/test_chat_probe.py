@@ -321,8 +321,10 @@ def test_the_chat_measures_flow_into_a_studys_points_groups_frontier_and_sentenc
 
     rec = MethodRecord(matrix=[[0.5], [0.9]], chat_kl=[0.0, 0.2], facts=[20, 15], facts_n=[30, 30],
                        replies_unterminated=[1, 4], replies_repetitive=[0, 2], task_kl=[None, 0.3])
-    assert A.chat_measures(rec) == {"chat_kl": 0.2, "facts": 50.0, "replies_unterminated": 4,
+    assert A.chat_measures(rec) == {"chat_kl": 0.2, "facts": 50.0, "facts_base": None, "replies_unterminated": 4,
                                     "replies_repetitive": 2, "task_kl": 0.3}
+    base = Row(accuracy=[0.5], facts=24, facts_n=30)  # the base's own row in the same run
+    assert A.chat_measures(rec, base)["facts_base"] == pytest.approx(80.0)
     old = MethodRecord.from_json({"matrix": [[0.5], [0.9]]})
     assert set(A.chat_measures(old).values()) == {None}
 

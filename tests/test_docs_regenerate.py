@@ -120,3 +120,39 @@ def test_the_readme_summary_of_the_smollm2_study_regenerates_from_the_same_packs
     rec = smollm2_study.load("frontier")[0]
     few = [label for label, b in rec.best.items() if len(rec.groups[b.key].run_ids) < 3]
     assert ("no claim is made" in text) == bool(few)
+
+
+def test_the_paragraph_on_the_papers_claim_follows_the_verdicts_whichever_method_they_favour():
+    """claim_block: every pair verdict and every setting against the base is said with its adjusted p; the
+    conclusion is 'no test favours either' until a verdict is less or more, and then names the side it favours."""
+    import copy
+
+    import smollm2_study
+
+    rec, meta = smollm2_study.load("frontier")
+    text = smollm2_study.claim_block({"frontier": (rec, meta)})[0]
+    assert f"({meta['points']} of {smollm2_study.planned('frontier')} frontier runs" in text
+    for c in rec.comparison + rec.comparison_known + rec.comparison_chat:
+        assert f"*{c.verdict}*" in text and (c.p_adjusted is None or f"Holm p = {c.p_adjusted:.2g}" in text)
+    for t in rec.against_base:
+        assert smollm2_study.AGAINST_WORDS[(t.measure, t.verdict)] in text
+    favours = [c for c in rec.comparison + rec.comparison_top + rec.comparison_known + rec.comparison_chat
+               if c.verdict in ("less", "more")]
+    assert ("no test at matched learning favours either method" in text) == (not favours)
+    # the same record with CURLoRA forgetting less, then more, at the primary level
+    for verdict, side in (("less", "for"), ("more", "against")):
+        other = copy.deepcopy(rec)
+        other.comparison[0].verdict = verdict
+        other.comparison[0].methods = ["curlora", "lora"]
+        said = smollm2_study.claim_block({"frontier": (other, meta)})[0]
+        assert f"speak {side} CURLoRA by forgetting" in said and "favours either method" not in said
+    # every setting of LoRA losing: said so, at every rate
+    other = copy.deepcopy(rec)
+    for t in other.against_base:
+        if t.method == "lora":
+            t.verdict = "loses"
+    lrs = smollm2_study._lrs({g.lr for g in rec.groups.values() if g.method == "lora"})
+    assert f"LoRA loses some of the base's abilities at every learning rate tried ({lrs})" in \
+        smollm2_study.claim_block({"frontier": (other, meta)})[0]
+    assert smollm2_study.claim_block({}) == ["No frontier run has finished yet: nothing to say about the paper's "
+                                             "claim."]

@@ -614,17 +614,64 @@ def test_chat_retention_is_tested_at_matched_learning_in_its_own_family():
 
     points = chat(_points("a", (1.0, 2.0), SPREAD), 0.05, 60.0) + chat(_points("b", (1.0, 2.0), SPREAD), 0.4, 20.0)
     rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
-    kl, facts = rec.comparison_chat
-    assert (kl.measure, facts.measure) == ("chat_kl", "facts") and {kl.family, facts.family} == {A.FAMILY_CHAT}
+    kl, facts, ppl = rec.comparison_chat
+    assert (kl.measure, facts.measure, ppl.measure) == ("chat_kl", "facts", "probe_ppl_ratio")
+    assert {kl.family, facts.family, ppl.family} == {A.FAMILY_CHAT} and ppl.p is None  # no perplexity measured
     assert kl.verdict == "less" and facts.verdict == "less"  # a drifts less and keeps more facts
     assert kl.margin is None and kl.tost_p is None and facts.margin == 3.0
     assert sorted([kl.p_adjusted, facts.p_adjusted]) == pytest.approx(
         sorted([2 * min(kl.p, facts.p), max(kl.p, facts.p, 2 * min(kl.p, facts.p))]))  # Holm over the two
-    assert "a keeps more of the chat model than b" in facts.sentence and facts.difference.mean == pytest.approx(40.04)
+    assert "a keeps more of the base model than b" in facts.sentence and facts.difference.mean == pytest.approx(40.04)
     # the other way round, and the same facts within the margin
     points = chat(_points("a", (1.0, 2.0), SPREAD), 0.4, 20.0) + chat(_points("b", (1.0, 2.0), SPREAD), 0.05, 20.0)
-    kl, facts = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"]).comparison_chat
+    kl, facts, _ = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"]).comparison_chat
     assert kl.verdict == "more" and facts.verdict == "equivalent" and facts.tost_p < 0.05
     assert StudyRecord.from_json(rec.to_json()).comparison_chat[1].verdict == "less"
     assert A.analyse(settings, None, [], _points("a", (1.0, 2.0), SPREAD) + _points("b", (1.0, 2.0), SPREAD), None,
                      tasks=["t1", "t2"]).comparison_chat == []
+
+
+def test_each_setting_is_tested_against_the_base_model_in_one_holm_family():
+    """against_base: per (method, lr) and measure, each run's change from the base in its own run (facts: points
+    minus the base's; perplexity: ratio minus 1), a t-test over runs and TOST within the margin (3 points, ±5 %),
+    Holm over every setting and measure; loses / gains / keeps / inconclusive; one run, no test; stored and read."""
+    import dataclasses
+
+    settings = StudySettings(lrs={"a": [1e-3, 1e-2]}, seeds=list(range(5)))
+    wobble = [0.3, -0.2, 0.1, 0.0, -0.1]
+
+    def probed(p):  # lr 1e-3 keeps the base (facts within a point, perplexity within 1 %); 1e-2 loses both
+        lost = p.lr == 1e-2
+        return dataclasses.replace(p, facts=(30.0 if lost else 72.0) + wobble[p.seed], facts_base=72.2,
+                                   probe_ppl_ratio=(1.5 if lost else 1.0) + 0.01 * wobble[p.seed])
+
+    points = [probed(p) for p in _points("a", (1.0, 2.0), SPREAD)]
+    rec = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"])
+    by = {(t.lr, t.measure): t for t in rec.against_base}
+    assert set(by) == {(lr, m) for lr in (1e-3, 1e-2) for m in ("facts", "probe_ppl_ratio")}
+    assert {t.family for t in rec.against_base} == {A.FAMILY_BASE}
+    assert by[(1e-2, "facts")].verdict == "loses" and by[(1e-2, "probe_ppl_ratio")].verdict == "loses"
+    assert by[(1e-3, "facts")].verdict == "keeps" and by[(1e-3, "probe_ppl_ratio")].verdict == "keeps"
+    f = by[(1e-2, "facts")]
+    assert f.change == pytest.approx(30.02 - 72.2) and f.base == pytest.approx(72.2) and f.n == 5
+    assert f.margin == 3.0 and by[(1e-2, "probe_ppl_ratio")].margin == A.PPL_MARGIN
+    ps = [t.p for t in rec.against_base]
+    assert [t.p_adjusted for t in rec.against_base] == pytest.approx(stats.holm(ps))
+    assert "answers" not in f.sentence and "factual questions right 30.0 pts against the base's 72.2 pts" in f.sentence
+    assert "loses some of the base" in f.sentence
+    # a perplexity that rose for real but stays inside the margin: loses, and the sentence says it is within ±5 %
+    small = [dataclasses.replace(p, probe_ppl_ratio=1.02 + 0.001 * wobble[p.seed]) for p in points]
+    t = next(t for t in A.against_base(small, A.groups_of(small)) if t.measure == "probe_ppl_ratio" and t.lr == 1e-3)
+    assert t.verdict == "loses" and "though within ±0.05" in t.sentence
+    # better than the base: gains
+    up = [dataclasses.replace(p, facts=80.0 + wobble[p.seed]) for p in points]
+    assert {t.verdict for t in A.against_base(up, A.groups_of(up)) if t.measure == "facts"} == {"gains"}
+    # one run per setting: no test
+    one = [p for p in points if p.seed == 0]
+    assert {(t.verdict, t.p, t.n) for t in A.against_base(one, A.groups_of(one))} == {("inconclusive", None, 1)}
+    assert "One run: no test" in A.against_base(one, A.groups_of(one))[0].sentence
+    # without the probes, no family; stored and read back
+    assert A.analyse(settings, None, [], _points("a", (1.0, 2.0), SPREAD), None, tasks=["t1"]).against_base == []
+    back = StudyRecord.from_json(rec.to_json()).against_base
+    assert [(t.key, t.measure, t.verdict, t.p_adjusted) for t in back] == \
+        [(t.key, t.measure, t.verdict, t.p_adjusted) for t in rec.against_base]

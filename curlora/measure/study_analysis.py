@@ -10,7 +10,9 @@ metrics for the row test), so every number can be checked on constructed inputs.
     best_of(groups, label, kl_budget)     the best lr by BEST_RULE
     compare(groups, points, a, b, metrics_of, margin, top)   a against b at matched learning: a Comparison
     top_comparisons(rec, metrics_of)      every pair at the most learning both reach: the secondary family
-    chat_comparisons(groups, points, labels, margin)   every pair's chat KL and facts at matched learning, tested
+    chat_comparisons(groups, points, labels, margin)   every pair's chat KL, facts and WikiText-2 perplexity at
+                                          matched learning, tested
+    against_base(points, groups, margin)  every setting against the base model on facts and WikiText-2 perplexity
     (analyse also makes the family of what each run knew: every pair's forgetting_known, StudyRecord.comparison_known)
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
@@ -32,7 +34,7 @@ from curlora.measure import stats
 from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
-from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, Best, Comparison, Group, Interpolated,
+from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, AgainstBase, Best, Comparison, Group, Interpolated,
                                           OrderEffect, Paired, PlanEntry, Point, ProbeTrack, Reanalysis, RowsTest,
                                           StudyRecord, StudySettings, Summary, key)
 
@@ -50,11 +52,21 @@ FAMILY_TOP = "forgetting at the most learning both reach"
 # the family of what each run knew: forgetting over the earlier tasks a run scored above the majority class right
 # after training them, learned or already solved by the base (a pretrained model's own ability), at matched learning
 FAMILY_KNOWN = "forgetting of what each run knew, at matched learning"
-# chat retention tested, not only shown: every pair's chat KL and facts at the primary level, one family
+# the base's abilities tested, not only shown: every pair's chat KL, facts and WikiText-2 perplexity at the primary
+# level, one family (the name kept from when it held the two chat measures only)
 FAMILY_CHAT = "chat retention at matched learning"
-# label, digits, unit, and whether the study's margin (points) applies: chat KL has no natural margin
+# label, digits, unit, and whether the study's margin (points) applies: chat KL and the perplexity ratio have no
+# natural margin in points
 CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more)", 4, "", False),
-               "facts": ("factual questions right (higher keeps more)", 1, " pts", True)}
+               "facts": ("factual questions right (higher keeps more)", 1, " pts", True),
+               "probe_ppl_ratio": ("perplexity on the probe text / the base's (lower keeps more)", 3, "", False)}
+# each setting against the base model itself: does it keep the base's abilities? (against_base)
+FAMILY_BASE = "each setting against the base model"
+PPL_MARGIN = 0.05  # perplexity on the probe text (WikiText-2 in the SmolLM2 study) within ±5 % of the base's: kept
+# measure: (label, digits, unit, the base's own value on a run's Point (None: the measure is already a ratio to
+# the base, whose value is 1), higher keeps more)
+AGAINST_BASE = {"facts": ("factual questions right", 1, " pts", "facts_base", True),
+                "probe_ppl_ratio": ("perplexity on the probe text / the base's", 3, "", None, False)}
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -93,7 +105,7 @@ def point_measures(metrics: RunMetrics, label: str) -> dict | None:
                                  and sh >= CONSTANT_SHARE],
         "learned": learned, "learned_earlier": earlier["tasks"], "forgetting_learned": pts(earlier["forgetting"]),
         "bwt_learned": pts(earlier["bwt"]), "known_earlier": held["tasks"],
-        "forgetting_known": pts(held["forgetting"]), **split_learning(metrics, rec, lines), **chat_measures(rec),
+        "forgetting_known": pts(held["forgetting"]), **split_learning(metrics, rec, lines), **chat_measures(rec, base),
     }
 
 
@@ -114,13 +126,15 @@ def known_tasks(metrics: RunMetrics, rec) -> list[int]:
     return out
 
 
-def chat_measures(rec) -> dict:
-    """The chat probe after the last task (chat_kl, facts in points, the two reply counts) and the new-task KL's
-    mean over the tasks, as Point fields (None where the probe was off or the run is older than it)."""
+def chat_measures(rec, base: Row | None = None) -> dict:
+    """The chat probe after the last task (chat_kl, facts in points, the two reply counts), the base's facts in
+    the same run (`base`: the run's base row) and the new-task KL's mean over the tasks, as Point fields (None
+    where the probe was off or the run is older than it)."""
     last = rec.row(len(rec.matrix) - 1)
     task = [x for x in rec.task_kl[1:] if x is not None]
     acc = last.facts_accuracy
     return {"chat_kl": last.chat_kl, "facts": None if acc is None else 100 * acc,
+            "facts_base": None if base is None or base.facts_accuracy is None else 100 * base.facts_accuracy,
             "replies_unterminated": last.replies_unterminated, "replies_repetitive": last.replies_repetitive,
             "task_kl": sum(task) / len(task) if task else None}
 
@@ -488,7 +502,7 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
 
 
 def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
-    """The verdict on "does A lose less of the chat model than B?" by one chat measure (CHAT_TESTED): less / more
+    """The verdict on "does A lose less of the base model than B?" by one measure of CHAT_TESTED: less / more
     (Holm-adjusted p < 0.05; for facts more right is less lost, for chat KL a lower KL), equivalent (facts only,
     TOST within the margin in points; chat KL has no margin, so no equivalence), else inconclusive. No learned
     guard: the chat model is the base's, whatever the tasks taught."""
@@ -511,11 +525,11 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
                     f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f})"
                     + (f"; equivalence within ±{c.margin:g}{unit} (TOST) p = {c.tost_p:.3f}" if c.tost_p is not None
                        else "") + ".")
-    # "less" = A loses less of the chat model: more facts right, or a lower chat KL
-    lost = None if pr is None else (-pr.mean if c.measure == "facts" else pr.mean)
+    # "less" = A loses less of the base model: more facts right, or a lower chat KL or perplexity ratio
+    lost = None if pr is None else (-pr.mean if c.measure in HIGHER_IS_BETTER else pr.mean)
     c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p)
     if c.verdict in ("less", "more"):
-        why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the chat model "
+        why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the base model "
                f"than {b} by this measure (adjusted p = {c.p_adjusted:.3f}).")
     elif c.verdict == "equivalent":
         why = f" Verdict: equivalent — within ±{c.margin:g}{unit} (TOST p = {c.tost_p:.3f})."
@@ -531,9 +545,10 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
 
 def chat_comparisons(groups: dict[str, Group], points: list[Point], labels: list[str],
                      margin: float = DEFAULT_MARGIN) -> list[Comparison]:
-    """Chat retention tested at the primary level: for every pair of methods, the chat KL and the facts right
-    compared by a paired t-test over runs at the nearest settings (facts also by TOST within `margin` points),
-    all Holm-adjusted together (FAMILY_CHAT). Empty where no run has the chat probe."""
+    """The base's abilities tested at the primary level: for every pair of methods, the chat KL, the facts right and
+    the probe text's perplexity ratio compared by a paired t-test over runs at the nearest settings (facts also by
+    TOST within `margin` points), all Holm-adjusted together (FAMILY_CHAT). Empty where no run has the chat
+    probe."""
     if not any(p.chat_kl is not None for p in points):
         return []
     return _family(groups, points, labels, None, margin, measures=tuple(CHAT_TESTED))
@@ -552,6 +567,66 @@ def chat_sentence(c: Comparison) -> str:
     return out + "."
 
 
+def against_base(points: list[Point], groups: dict[str, Group], margin: float = DEFAULT_MARGIN) -> list[AgainstBase]:
+    """Does each setting keep the base model's abilities? For every (method, lr) and each measure of AGAINST_BASE:
+    the change of each run from the base (facts: its points right minus the base's in the same run; the probe
+    text's perplexity, WikiText-2 in the SmolLM2 study: its ratio to the base's, minus 1), a two-sided one-sample t-test over runs and TOST within ±margin
+    (facts: the study's margin in points; perplexity: ±PPL_MARGIN), all Holm-adjusted together (FAMILY_BASE).
+    Empty where no run measured either."""
+    out = []
+    for k, g in groups.items():
+        runs = [p for p in points if p.key == k]
+        for measure, (_, _, _, base_field, _) in AGAINST_BASE.items():
+            pairs = [(getattr(p, measure), getattr(p, base_field) if base_field else 1.0) for p in runs]
+            pairs = [(v, b) for v, b in pairs if v is not None and b is not None]
+            if not pairs:
+                continue
+            change = stats.paired_t([v - b for v, b in pairs])
+            m = margin if base_field else PPL_MARGIN
+            out.append(AgainstBase(key=k, method=g.method, lr=g.lr, setting=dict(g.setting), measure=measure,
+                                   base=sum(b for _, b in pairs) / len(pairs),
+                                   value=sum(v for v, _ in pairs) / len(pairs), change=change["mean"],
+                                   ci95=change["ci95"], n=change["n"], sd=change["sd"], p=change["p_value"],
+                                   tost_p=stats.tost_paired([v - b for v, b in pairs], m), margin=m,
+                                   family=FAMILY_BASE))
+    for t, q in zip(out, stats.holm([t.p for t in out])):
+        t.p_adjusted = q
+        decide_against_base(t)
+    return out
+
+
+def decide_against_base(t: AgainstBase) -> None:
+    """The verdict and sentence of one setting against the base, once its Holm-adjusted p is known: loses / gains
+    (adjusted p < 0.05, by whether the change keeps less or more), keeps (TOST p < 0.05 within ±margin), else
+    inconclusive."""
+    label, digits, unit, base_field, higher = AGAINST_BASE[t.measure]
+    who = described(t.method, t.setting) if t.setting else key(t.method, t.lr)
+    ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
+    head = (f"{who}: {label} {t.value:.{digits}f}{unit} against the base's {t.base:.{digits}f}{unit}, a change of "
+            f"{t.change:+.{digits}f}{unit}{ci} over {t.n} run{'s' if t.n != 1 else ''} "
+            f"({'each paired with the base in its own run' if base_field else 'each a ratio to the base in its own run'}).")
+    worse = t.change < 0 if higher else t.change > 0
+    if t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0:
+        t.verdict = "loses" if worse else "gains"
+        why = (f" t-test over runs p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}: it "
+               f"{'loses some of the base' if worse else 'does better than the base'} by this measure"
+               + (f", though within ±{t.margin:g}{unit} of it (TOST p = {t.tost_p:.3g})"
+                  if t.tost_p is not None and t.tost_p < stats.ALPHA else "") + ".")
+    elif t.tost_p is not None and t.tost_p < stats.ALPHA:
+        t.verdict = "keeps"
+        why = f" Within ±{t.margin:g}{unit} of the base (TOST p = {t.tost_p:.3g}): it keeps the base's by this measure."
+    else:
+        t.verdict = "inconclusive"
+        if t.n < 2:
+            why = " One run: no test; run more seeds."
+        elif t.p is None:
+            why = " Every run changed it by the same amount, so there is no spread to test."
+        else:
+            why = (f" Neither a change (p = {t.p:.3g}, adjusted {t.p_adjusted:.3g}) nor equivalence within "
+                   f"±{t.margin:g}{unit} (TOST p = {t.tost_p:.3g}) is shown.")
+    t.sentence = head + why
+
+
 def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
     """Per task order: when the only task any of its runs learned is its last one."""
     out = []
@@ -567,7 +642,7 @@ def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
 # a Point's numbers that are not drift probes: what a probe is checked against, and who the run is
 NOT_PROBES = frozenset({"lr", "seed", "order", "learning", "forgetting", "bwt", "acc", "learned_earlier",
                         "forgetting_learned", "bwt_learned", "learning_val", "learning_test", "known_earlier",
-                        "forgetting_known"})
+                        "forgetting_known", "facts_base"})
 
 
 def _number(x) -> bool:
@@ -637,13 +712,14 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
     knowns = _family(groups, points, labels, metrics_of, settings.margin, measures=("forgetting_known",))
     chats = chat_comparisons(groups, points, labels, settings.margin)
+    bases = against_base(points, groups, settings.margin)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts,
                        chat_frontier=chat_fronts, best=best,
                        comparison=comparisons, comparison_top=tops, comparison_known=knowns,
-                       comparison_chat=chats,
+                       comparison_chat=chats, against_base=bases,
                        tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))

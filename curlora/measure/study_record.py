@@ -11,7 +11,8 @@ Fields:
                  (best_rule, interpolation, family: how the analysis chose, fitted and adjusted), base (Row | None:
                  the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
                  {method: [keys]}, chat_frontier {method: [keys]} (learning against chat_kl, where the chat probe
-                 ran), best {method: Best | None}, comparison [Comparison], tasks (in training order),
+                 ran), best {method: Best | None}, comparison [Comparison] (and comparison_top, comparison_known,
+                 comparison_chat: the other families), against_base [AgainstBase], tasks (in training order),
                  warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
                  each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs],
                  reanalysis (Reanalysis | None: set when the analysis was recomputed from a stored study.json by
@@ -29,6 +30,7 @@ Fields:
                    chat_kl           the chat probe's KL(base ‖ model) on the base's chat replies after the last task
                                      (curlora/measure/chat_probe.py; None when the probe is off)
                    facts             factual questions answered right after the last task, points (×100)
+                   facts_base        the base model's, in the same run (what `against_base` pairs it with)
                    replies_unterminated, replies_repetitive   of the model's own chat replies after the last
                                      task: how many never end their turn, how many repeat themselves
                    task_kl           mean over the tasks of the KL to the base on the prompts of the task just
@@ -50,13 +52,18 @@ Fields:
     Best         key, lr, rule, chosen (why this one)
     Comparison   does a forget less than b at matched learning? methods [a, b], learning (the matched level:
                  the middle of what both methods' monotone fits reach | None), forgetting, kl_to_base,
-                 forgetting_learned, forgetting_known, chat_kl and facts {method: Interpolated | None} (each read off
-                 its own monotone fit in lr, with a bootstrap interval over seeds), measure (the one compared:
-                 forgetting, forgetting_known in the family of what each run knew, chat_kl or facts in the chat
-                 family: there `less` means A loses less of the chat model), difference (that measure
-                 a − b, likewise), nearest {method: group key}, paired (Paired | None: the runs paired by seed at
-                 the nearest settings), rows (RowsTest | None), intervals_overlap, verdict (less | more | equivalent | inconclusive | nothing learned),
-                 p, p_adjusted (Holm within `family`), tost_p, margin, seeds_needed, family, sentence
+                 forgetting_learned, forgetting_known, chat_kl, facts and probe_ppl_ratio {method: Interpolated |
+                 None} (each read off its own monotone fit in lr, with a bootstrap interval over seeds), measure (the
+                 one compared: forgetting, forgetting_known in the family of what each run knew, chat_kl, facts or
+                 probe_ppl_ratio in the general-ability family: there `less` means A loses less of the base model),
+                 difference (that measure a − b, likewise), nearest {method: group key}, paired (Paired | None: the
+                 runs paired by seed at the nearest settings), rows (RowsTest | None), intervals_overlap, verdict
+                 (less | more | equivalent | inconclusive | nothing learned), p, p_adjusted (Holm within `family`),
+                 tost_p, margin, seeds_needed, family, sentence
+    AgainstBase  one setting against the base model on facts or WikiText-2 perplexity (does it keep the base's
+                 abilities?): key, method, lr, measure, base, value, change (run − its seed's base, mean over runs)
+                 with ci95, n, sd, p, p_adjusted (Holm over every setting and measure), tost_p, margin, verdict
+                 (keeps | loses | gains | inconclusive), family, sentence
 
 Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
 """
@@ -217,6 +224,7 @@ class Point(Flat):
     learning_test: float | None = None  # ... and on the other half, the test rows (reported for the chosen lr)
     chat_kl: float | None = None  # the chat probe after the last task (None: probe off)
     facts: float | None = None  # factual questions right after the last task, points
+    facts_base: float | None = None  # the base model's facts right in the same run, points
     replies_unterminated: int | None = None
     replies_repetitive: int | None = None
     task_kl: float | None = None  # mean over tasks of the KL on the prompts of the task just trained
@@ -356,10 +364,12 @@ class Comparison:
     measure: str = "forgetting"  # what `difference`, the paired test and the verdict compare
     chat_kl: dict[str, Interpolated | None] = field(default_factory=dict)  # the chat probe at matched learning
     facts: dict[str, Interpolated | None] = field(default_factory=dict)
+    probe_ppl_ratio: dict[str, Interpolated | None] = field(default_factory=dict)  # WikiText-2 ppl / the base's
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
-    FITTED = ("forgetting", "kl_to_base", "forgetting_learned", "chat_kl", "facts", "forgetting_known")
+    FITTED = ("forgetting", "kl_to_base", "forgetting_learned", "chat_kl", "facts", "forgetting_known",
+              "probe_ppl_ratio")
 
     @classmethod
     def from_json(cls, data: dict) -> Comparison:
@@ -379,6 +389,33 @@ class Comparison:
         out["rows"] = self.rows.to_json() if self.rows else None
         out["difference"] = self.difference.to_json() if self.difference else None
         return out
+
+
+@dataclass
+class AgainstBase(Flat):
+    """One setting against the base model on one of its abilities (study_analysis.against_base): the runs of
+    (method, lr) paired with the base row of their own seed, a t-test over runs on the change and TOST within
+    the margin, Holm-adjusted over every setting and measure of the study (family). verdict: keeps (equivalent
+    within ±margin), loses / gains (adjusted p < 0.05, by the direction that keeps less or more), inconclusive."""
+    key: str = ""  # the group "method@lr"
+    method: str = ""
+    lr: float | None = None
+    setting: dict = field(default_factory=dict)
+    measure: str = ""  # facts (points right) or probe_ppl_ratio (WikiText-2 perplexity / the base's)
+    base: float | None = None  # the base's value, mean over the runs' seeds (a ratio's base is 1)
+    value: float | None = None  # the setting's mean over its runs
+    change: float | None = None  # mean of (run − its seed's base) over runs
+    ci95: list | None = None  # Student t over runs, of the change
+    n: int = 0  # runs
+    sd: float | None = None
+    p: float | None = None  # two-sided one-sample t on the changes (None: fewer than 2 runs or no spread)
+    p_adjusted: float | None = None  # Holm within `family`
+    tost_p: float | None = None  # equivalence to the base within ±margin
+    margin: float | None = None
+    verdict: str = "inconclusive"  # keeps | loses | gains | inconclusive
+    family: str = ""
+    sentence: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -448,6 +485,8 @@ class StudyRecord:
     comparison_known: list[Comparison] = field(default_factory=list)
     # chat retention tested at matched learning: chat KL and facts per pair (study_analysis.chat_comparisons)
     comparison_chat: list[Comparison] = field(default_factory=list)
+    # each setting against the base model on facts and WikiText-2 perplexity (study_analysis.against_base)
+    against_base: list[AgainstBase] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
@@ -477,6 +516,7 @@ class StudyRecord:
                    comparison_top=[Comparison.from_json(c) for c in known.get("comparison_top") or []],
                    comparison_known=[Comparison.from_json(c) for c in known.get("comparison_known") or []],
                    comparison_chat=[Comparison.from_json(c) for c in known.get("comparison_chat") or []],
+                   against_base=[AgainstBase.from_json(t) for t in known.get("against_base") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
@@ -498,6 +538,7 @@ class StudyRecord:
                    else {}),
                 **({"comparison_chat": [c.to_json() for c in self.comparison_chat]} if self.comparison_chat
                    else {}),
+                **({"against_base": [t.to_json() for t in self.against_base]} if self.against_base else {}),
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
                 "probes": [t.to_json() for t in self.probes],

@@ -68,13 +68,16 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     # the later families, each with its heading; the chat family names the measure each comparison tests
     later = [("Secondary, at the most learning both reach", rec.comparison_top, False),
              ("Forgetting of what each run knew", rec.comparison_known, False),  # a base's own abilities included
-             ("Chat retention", rec.comparison_chat, True)]  # "less" = the first method loses less of the chat model
+             ("The base's abilities", rec.comparison_chat, True)]  # "less" = the first loses less of the base
     for family, comparisons, named in later:
         for c in comparisons:
             if c.learning is not None:
                 by = f" by {html.escape(c.measure)}" if named else ""
                 lines.append(f"{family}{by} — **{html.escape(' vs '.join(c.methods))}: "
                              f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
+    for t in rec.against_base:  # each setting against the base model itself (keeps | loses | gains | inconclusive)
+        lines.append(f"Against the base by {html.escape(t.measure)} — **{html.escape(t.key)}: "
+                     f"{html.escape(t.verdict)}** — {t.sentence}")
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "

@@ -11,6 +11,7 @@ The study runs with the project's own command and is packed as it grows (`python
     docs/studies/smollm2-pilot2/    phase 1b: DoRA and OSF likewise
     docs/studies/smollm2-frontier/  phase 2: CURLoRA and LoRA over three learning rates, 3 seeds x 2 task orders
     docs/studies/smollm2-peers/     phase 3: the others at the pilot's learning rate, 3 seeds x 2 task orders
+    docs/studies/smollm2-control/   the paper's control: head-only under head scoring, three lrs, 3 seeds, first order
     docs/studies/smollm2-sampling/  cross-check: CURLoRA's other sampling rules at two lrs, 3 seeds, first order,
                                     analysed together with the frontier's inverted CURLoRA at the same lrs and order
 
@@ -39,7 +40,7 @@ from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
 STUDIES = REPO / "bench" / "studies"
-PHASES = ("pilot", "pilot2", "frontier", "peers", "sampling")
+PHASES = ("pilot", "pilot2", "frontier", "peers", "control", "sampling")
 PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in PHASES}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
@@ -261,6 +262,18 @@ def claim_block(loaded: dict) -> list[str]:
                                  + (f" (Holm p {ps})" if ps else ""))
         if parts:
             out.append(f"Against the base model, {NAMES[m]} " + "; ".join(parts) + ".")
+    control = loaded.get("control")
+    if control is not None and control[0].groups:
+        crec = control[0]
+        g = max(crec.groups.values(), key=lambda g: g.mean("learning_test") if g.mean("learning_test") is not None
+                else float("-inf"))
+        kept = sorted({t.measure for t in crec.against_base if t.key == g.key and t.verdict == "keeps"})
+        said = {"facts": "its factual answers", "probe_ppl_ratio": "its WikiText-2 perplexity"}
+        out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
+                   f"above the majority class on another scale), learns {summary_text(g.measure('learning_test'), 1, 1)}"
+                   f" points at lr {g.lr:g} ({len(g.run_ids)} runs)"
+                   + (f" and keeps {' and '.join(said[m] for m in kept)} by the test against the base" if kept else "")
+                   + ".")
     favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]
     if favour:
         said = []
@@ -378,6 +391,12 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "setting and measure; facts margin ±3 points, perplexity ±5 %):", ""]
             out["smollm2-status"] += against_base_block(rec)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
+    if loaded.get("control"):
+        rec = loaded["control"][0]
+        out["smollm2-status"] += ["", "Control: head-only, a linear head per task on the frozen model, under head "
+                                  "scoring (first order; learning above the majority class, on another scale than "
+                                  "the likelihood-scored phases, so it is set beside them, not compared):", ""]
+        out["smollm2-status"] += groups_block(rec) + ["", "Against the base model:", ""] + against_base_block(rec)
     sampling = sampling_record(loaded, packs)
     if sampling is not None:
         out["smollm2-status"] += ["", "Cross-check, CURLoRA's sampling rules (first order; the inverted rule's runs "

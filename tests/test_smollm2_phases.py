@@ -17,7 +17,7 @@ STUDIES = Path(__file__).resolve().parents[1] / "bench" / "studies"
 @pytest.fixture(autouse=True)
 def _needs_shared(shared_data):
     """The phases train on SST-2 and MRPC from ../shared/data: where a clone has none, these skip with its reason."""
-RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "sampling": 18}
+RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "sampling": 18, "control": 9}
 
 
 def phase(name: str):
@@ -37,6 +37,20 @@ def test_each_phase_plans_the_runs_the_document_counts(name):
     assert cfg.training == front.training
     if name in ("frontier", "sampling"):
         assert cfg.evaluation == front.evaluation and settings.rows_per_seed
+
+
+def test_the_control_is_head_only_under_head_scoring_and_otherwise_the_frontier():
+    """The paper's control: head-only, scored by its heads, one task order (its per-task heads on a frozen model
+    cannot depend on the order); every other setting, probes included, is the frontier's."""
+    import dataclasses
+
+    cfg, settings = phase("control")
+    front, fs = phase("frontier")
+    assert [m.kind for m in cfg.methods] == ["head-only"] and cfg.evaluation.scoring == "head"
+    assert dataclasses.replace(cfg.evaluation, scoring=front.evaluation.scoring) == front.evaluation
+    assert cfg.tasks == front.tasks and cfg.training == front.training
+    assert settings.seeds == fs.seeds and settings.orders == fs.orders[:1] and settings.rows_per_seed
+    assert len(settings.lrs["head-only"]) == 3
 
 
 def test_the_sampling_cross_check_varies_only_the_rule_beside_the_frontier():

@@ -666,6 +666,12 @@ def test_each_setting_is_tested_against_the_base_model_in_one_holm_family():
     # better than the base: gains
     up = [dataclasses.replace(p, facts=80.0 + wobble[p.seed]) for p in points]
     assert {t.verdict for t in A.against_base(up, A.groups_of(up)) if t.measure == "facts"} == {"gains"}
+    # an untouched model: every run exactly the base's, so nothing to test and it keeps; exactly 10 points down: loses
+    same = [dataclasses.replace(p, facts=72.2 - (10.0 if p.lr == 1e-2 else 0.0), probe_ppl_ratio=1.0) for p in points]
+    got = {(t.lr, t.measure): t for t in A.against_base(same, A.groups_of(same))}
+    assert got[(1e-3, "facts")].verdict == "keeps" and got[(1e-3, "probe_ppl_ratio")].verdict == "keeps"
+    assert got[(1e-3, "facts")].p is None and "no spread is left to test" in got[(1e-3, "facts")].sentence
+    assert got[(1e-2, "facts")].verdict == "loses"
     # one run per setting: no test
     one = [p for p in points if p.seed == 0]
     assert {(t.verdict, t.p, t.n) for t in A.against_base(one, A.groups_of(one))} == {("inconclusive", None, 1)}
@@ -675,3 +681,20 @@ def test_each_setting_is_tested_against_the_base_model_in_one_holm_family():
     back = StudyRecord.from_json(rec.to_json()).against_base
     assert [(t.key, t.measure, t.verdict, t.p_adjusted) for t in back] == \
         [(t.key, t.measure, t.verdict, t.p_adjusted) for t in rec.against_base]
+
+
+def test_a_head_only_study_under_head_scoring_learns_above_the_majority_and_keeps_the_base(cfg, tmp_path):
+    """The control phase's shape on the tiny model: head-only, head scoring, rows drawn per seed. Its points have
+    learning (above the majority class: the base has no heads) and its untouched model's perplexity is exactly the
+    base's, so each setting keeps it by the test against the base."""
+    d = cfg.to_dict()
+    d["evaluation"]["scoring"] = "head"
+    d["methods"] = [{"kind": "head-only"}]
+    head = ExperimentConfig.from_dict(d)
+    study = S.run_study(head, S.StudySettings(lrs={"head-only": [1e-3, 1e-2]}, seeds=[0, 1], rows_per_seed=True),
+                        tmp_path / "runs")
+    rec = study.study_record()
+    assert study.status()["status"] == "completed" and len(rec.points) == 4
+    assert all(p.learning is not None and p.probe_ppl_ratio == 1.0 for p in rec.points)
+    ppl = [t for t in rec.against_base if t.measure == "probe_ppl_ratio"]
+    assert len(ppl) == 2 and {t.verdict for t in ppl} == {"keeps"} and {t.change for t in ppl} == {0.0}

@@ -598,7 +598,8 @@ def against_base(points: list[Point], groups: dict[str, Group], margin: float = 
 def decide_against_base(t: AgainstBase) -> None:
     """The verdict and sentence of one setting against the base, once its Holm-adjusted p is known: loses / gains
     (adjusted p < 0.05, by whether the change keeps less or more), keeps (TOST p < 0.05 within ±margin), else
-    inconclusive."""
+    inconclusive. At least two runs that all changed it by exactly the same amount (an untouched model does) leave
+    nothing to test: keeps inside the margin, loses / gains beyond it."""
     label, digits, unit, base_field, higher = AGAINST_BASE[t.measure]
     who = described(t.method, t.setting) if t.setting else key(t.method, t.lr)
     ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
@@ -615,12 +616,19 @@ def decide_against_base(t: AgainstBase) -> None:
     elif t.tost_p is not None and t.tost_p < stats.ALPHA:
         t.verdict = "keeps"
         why = f" Within ±{t.margin:g}{unit} of the base (TOST p = {t.tost_p:.3g}): it keeps the base's by this measure."
+    elif t.n >= 2 and not t.sd and abs(t.change) < t.margin:  # no spread: every run inside the margin, exactly
+        t.verdict = "keeps"
+        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "
+               "spread is left to test: it keeps the base's by this measure (a model left untouched reads so).")
+    elif t.n >= 2 and not t.sd:  # no spread, every run beyond the margin the same way
+        t.verdict = "loses" if worse else "gains"
+        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, beyond ±{t.margin:g}{unit}, so no "
+               f"spread is left to test: it {'loses some of the base' if worse else 'does better than the base'} "
+               "by this measure.")
     else:
         t.verdict = "inconclusive"
         if t.n < 2:
             why = " One run: no test; run more seeds."
-        elif t.p is None:
-            why = " Every run changed it by the same amount, so there is no spread to test."
         else:
             why = (f" Neither a change (p = {t.p:.3g}, adjusted {t.p_adjusted:.3g}) nor equivalence within "
                    f"±{t.margin:g}{unit} (TOST p = {t.tost_p:.3g}) is shown.")

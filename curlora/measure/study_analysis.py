@@ -603,9 +603,13 @@ def decide_against_base(t: AgainstBase) -> None:
     label, digits, unit, base_field, higher = AGAINST_BASE[t.measure]
     who = described(t.method, t.setting) if t.setting else key(t.method, t.lr)
     ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
-    head = (f"{who}: {label} {t.value:.{digits}f}{unit} against the base's {t.base:.{digits}f}{unit}, a change of "
-            f"{t.change:+.{digits}f}{unit}{ci} over {t.n} run{'s' if t.n != 1 else ''} "
-            f"({'each paired with the base in its own run' if base_field else 'each a ratio to the base in its own run'}).")
+    runs = f"{t.n} run{'s' if t.n != 1 else ''}"
+    if base_field:
+        head = (f"{who}: {label} {t.value:.{digits}f}{unit} against the base's {t.base:.{digits}f}{unit}, a change of "
+                f"{t.change:+.{digits}f}{unit}{ci} over {runs} (each paired with the base in its own run).")
+    else:  # a ratio to the base, measured in each run
+        head = (f"{who}: {label.removesuffix(' / the base' + chr(39) + 's')} {t.value:.{digits}f}× the base's, a "
+                f"change of {t.change:+.{digits}f}{ci} over {runs} (each a ratio to the base in its own run).")
     worse = t.change < 0 if higher else t.change > 0
     if t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0:
         t.verdict = "loses" if worse else "gains"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -125,6 +126,94 @@ def base_block(rec: StudyRecord, instructions: int | None = None) -> list[str]:
         chat = [f"{b.facts} of {b.facts_n}" if b.facts is not None else "—",
                 *(f"{v}{of}" if v is not None else "—" for v in (b.replies_unterminated, b.replies_repetitive))]
         lines.append(f"| {seed} | " + " | ".join(cells) + f" | {b.ppl:.2f} | " + " | ".join(chat) + " |")
+    return lines
+
+
+QUALITY = REPO / "presets" / "quality" / "smollm2-135m-instruct.json"  # bench/model_quality.py's zero-shot row
+
+
+def tasks_block(loaded: dict, quality: Path = QUALITY) -> list[str]:
+    """The base row that chose the tasks: the zero-shot measurement before the study (bench/model_quality.py, n = 300
+    per GLUE/Sentiment140 task), and for the bundled `answers` task, which that measurement does not cover, the
+    frontier's own base row (seed 0's rows) once it is packed. Accuracy with its 95 % Wilson interval and n, the
+    majority-class share, and where each number comes from."""
+    body = json.loads(quality.read_text(encoding="utf-8"))
+    names = {"sst2": "SST-2 (movie-review sentiment, GLUE)", "mrpc": "MRPC (news paraphrase, GLUE)",
+             "sentiment140": "Sentiment140 (tweet sentiment)", "answers": "`answers` (bundled: does a reply fit the "
+             "question's type?)"}
+    lines = ["| task | base accuracy [95 % CI] | n | majority class | one class only | measured by |",
+             "|---|---|---|---|---|---|"]
+    for row in body["zero_shot"]:
+        one = "yes" if row.get("pred_share", 0) >= 0.95 else "no"
+        lines.append(f"| {names.get(row['task'], row['task'])} | {row['accuracy'] * 100:.1f} % "
+                     f"[{row['ci95'][0] * 100:.1f}, {row['ci95'][1] * 100:.1f}] | {row['n']} | "
+                     f"{row['majority'] * 100:.1f} % | {one} | `{body['measured_by']}` (before the study) |")
+    front = loaded.get("frontier")
+    if front is not None:
+        rec = front[0]
+        b = rec.bases.get(0) or rec.base
+        if b is not None and "answers" in rec.tasks:
+            j = rec.tasks.index("answers")
+            share = (b.pred_share or [None] * len(rec.tasks))[j]
+            one = "—" if share is None else ("yes" if share >= 0.95 else "no")
+            run = next((p.run_id for p in rec.points if p.seed == 0 and p.order == 0), None)
+            m = metrics_reader(PACKS["frontier"])(run) if run else None
+            major = f"{m.majority[j] * 100:.1f} %" if m is not None and m.majority else "—"
+            lines.append(f"| {names['answers']} | {b.accuracy[j] * 100:.1f} % [{b.ci95[j][0] * 100:.1f}, "
+                         f"{b.ci95[j][1] * 100:.1f}] | {b.n[j]} | {major} | {one} | the frontier's base row, seed 0 "
+                         "(after the choice) |")
+    return lines
+
+
+def run_times(events: list[dict]) -> dict | None:
+    """What one run's stages cost, from its events: per finished stage, the training seconds and steps (the stage
+    event's own count) and the evaluation after it (from the stage's last step to its stage event, saving
+    included); the run's minutes are the sum of its finished stages, so a stage cut short by a stop and run again
+    counts once. None where no stage finished."""
+    out = {"train_s": 0.0, "steps": 0, "eval_s": [], "stage_s": 0.0}
+    start = last_step = None
+    for e in events:
+        kind = e.get("kind")
+        if kind == "stage_start":
+            start = last_step = e["t"]
+        elif kind == "step":
+            last_step = e["t"]
+        elif kind == "stage" and e.get("stage", 0) > 0 and start is not None:
+            out["train_s"] += e.get("seconds") or 0.0
+            out["steps"] += e.get("steps") or 0
+            out["eval_s"].append(e["t"] - last_step)
+            out["stage_s"] += e["t"] - start
+            start = None
+    return out if out["eval_s"] else None
+
+
+def compute_block(loaded: dict, packs: dict[str, Path] = PACKS) -> list[str]:
+    """Each phase's measured cost per method, from the packed runs' events: seconds per training step, seconds of
+    evaluation per stage, and minutes per run (median [min, max] over its runs), with the machines they ran on."""
+    lines = ["| phase | method | runs | s per training step | evaluation s per stage | minutes per run | machines |",
+             "|---|---|---|---|---|---|---|"]
+
+    def spread(xs: list[float], digits: int) -> str:
+        xs = sorted(xs)
+        return f"{statistics.median(xs):.{digits}f} [{xs[0]:.{digits}f}, {xs[-1]:.{digits}f}]"
+    for phase, folder in packs.items():
+        got = loaded.get(phase)
+        if got is None:
+            continue
+        rec, meta = got
+        by: dict[str, list[dict]] = {}
+        for p in rec.points:
+            f = folder / "runs" / p.run_id / "events.jsonl"
+            t = run_times([json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]) \
+                if f.is_file() else None
+            if t is not None:
+                by.setdefault(p.method, []).append(t)
+        machines = "; ".join(sorted(set(meta.get("runs", {}).values()))) or "—"
+        for method, ts in by.items():
+            lines.append(f"| {phase} | {method} | {len(ts)} | "
+                         f"{spread([t['train_s'] / t['steps'] for t in ts if t['steps']], 2)} | "
+                         f"{spread([x for t in ts for x in t['eval_s']], 0)} | "
+                         f"{spread([t['stage_s'] / 60 for t in ts], 1)} | {machines} |")
     return lines
 
 
@@ -359,7 +448,8 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
            loaded: dict | None = None) -> dict[str, list[str]]:
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
-    out = {"smollm2-status": status_block(loaded, matched), "smollm2-claim": claim_block(loaded)}
+    out = {"smollm2-status": status_block(loaded, matched), "smollm2-claim": claim_block(loaded),
+           "smollm2-tasks": tasks_block(loaded), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
             rec = loaded[phase][0]

@@ -596,8 +596,9 @@ def against_base(points: list[Point], groups: dict[str, Group], margin: float = 
 
 
 def decide_against_base(t: AgainstBase) -> None:
-    """The verdict and sentence of one setting against the base, once its Holm-adjusted p is known: loses / gains
-    (adjusted p < 0.05, by whether the change keeps less or more), keeps (TOST p < 0.05 within ±margin), else
+    """The verdict and sentence of one setting against the base, once its Holm-adjusted p is known: keeps (TOST
+    p < 0.05 within ±margin — also where the change is real but that small: kept in practice, and the sentence says
+    so), loses / gains (adjusted p < 0.05 and not within the margin, by whether the change keeps less or more), else
     inconclusive. At least two runs that all changed it by exactly the same amount (an untouched model does) leave
     nothing to test: keeps inside the margin, loses / gains beyond it."""
     label, digits, unit, base_field, higher = AGAINST_BASE[t.measure]
@@ -611,15 +612,18 @@ def decide_against_base(t: AgainstBase) -> None:
         head = (f"{who}: {label.removesuffix(' / the base' + chr(39) + 's')} {t.value:.{digits}f}× the base's, a "
                 f"change of {t.change:+.{digits}f}{ci} over {runs} (each a ratio to the base in its own run).")
     worse = t.change < 0 if higher else t.change > 0
-    if t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0:
-        t.verdict = "loses" if worse else "gains"
-        why = (f" t-test over runs p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}: it "
-               f"{'loses some of the base' if worse else 'does better than the base'} by this measure"
-               + (f", though within ±{t.margin:g}{unit} of it (TOST p = {t.tost_p:.3g})"
-                  if t.tost_p is not None and t.tost_p < stats.ALPHA else "") + ".")
-    elif t.tost_p is not None and t.tost_p < stats.ALPHA:
+    changed = t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0
+    test = (f" t-test over runs p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}"
+            if t.p is not None else "")
+    if t.tost_p is not None and t.tost_p < stats.ALPHA:  # within the margin: kept, even where the change is real
         t.verdict = "keeps"
-        why = f" Within ±{t.margin:g}{unit} of the base (TOST p = {t.tost_p:.3g}): it keeps the base's by this measure."
+        why = (f" Within ±{t.margin:g}{unit} of the base (TOST p = {t.tost_p:.3g})"
+               + (f"; a real but small change ({test.strip()})" if changed else "")
+               + ": it keeps the base's by this measure.")
+    elif changed:
+        t.verdict = "loses" if worse else "gains"
+        why = (f"{test}: it {'loses some of the base' if worse else 'does better than the base'} by this measure, "
+               f"beyond what ±{t.margin:g}{unit} could call the same.")
     elif t.n >= 2 and not t.sd and abs(t.change) < t.margin:  # no spread: every run inside the margin, exactly
         t.verdict = "keeps"
         why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "

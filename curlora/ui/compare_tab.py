@@ -75,9 +75,8 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                 by = f" by {html.escape(c.measure)}" if named else ""
                 lines.append(f"{family}{by} — **{html.escape(' vs '.join(c.methods))}: "
                              f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
-    for t in rec.against_base:  # each setting against the base model itself (keeps | loses | gains | inconclusive)
-        lines.append(f"Against the base by {html.escape(t.measure)} — **{html.escape(t.key)}: "
-                     f"{html.escape(t.verdict)}** — {t.sentence}")
+    if rec.against_base:  # each setting against the base model itself (keeps | loses | gains | inconclusive)
+        lines.append(against_base_md(rec))
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
@@ -94,6 +93,29 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                  "decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
                  f"knew none above the majority class). The best setting per method: {BEST_RULE}.")
     return "\n\n".join(lines)
+
+
+AGAINST_NAMES = {"facts": "factual questions right (pts)", "probe_ppl_ratio": "probe-text perplexity × the base's"}
+
+
+def against_base_md(rec: StudyRecord) -> str:
+    """Each setting against the base model as one table: the setting, the measure, the base's value and the
+    setting's, the change over runs with its interval, the Holm-adjusted p, TOST p and the verdict (the numbers
+    are the record's; nothing is computed here)."""
+    def num(x, digits=3):
+        return "–" if x is None else f"{x:.{digits}g}"
+    rows = ["**Against the base model** (each run paired with the base in its own run; t-test over runs and TOST, "
+            "one Holm family; *keeps* = within the margin):", "",
+            "| setting | measure | base | setting | change [95 % CI] | runs | p (Holm) | TOST p | margin | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in rec.against_base:
+        d = 1 if t.measure == "facts" else 3
+        ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
+        rows.append(f"| {html.escape(described(t.method, t.setting) if t.setting else t.key)} | "
+                    f"{AGAINST_NAMES.get(t.measure, html.escape(t.measure))} | {num(t.base, 4)} | {num(t.value, 4)} | "
+                    f"{t.change:+.{d}f}{ci} | {t.n} | {num(t.p_adjusted)} | {num(t.tost_p)} | ±{t.margin:g} | "
+                    f"**{html.escape(t.verdict)}** |")
+    return "\n".join(rows)
 
 
 def build(engine: Engine, train: dict) -> dict:

@@ -427,15 +427,21 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
 
 
 def probes_block(rec: StudyRecord) -> list[str]:
-    """Which drift probe tracked forgetting over the study's runs: Spearman's ρ with its bootstrap interval."""
+    """Which drift probe tracked forgetting over the study's runs — all earlier tasks, and what each run knew:
+    Spearman's ρ with its bootstrap interval, and whether the interval lies above 0."""
     if not rec.probes:
         return ["No probe correlation yet: it needs finished runs."]
-    lines = ["| probe | Spearman ρ with forgetting | 95 % bootstrap interval | runs | tracked it |",
-             "|---|---|---|---|---|"]
+    known = {t.probe: t for t in rec.probes_known}
+    lines = ["| probe | ρ with forgetting [95 % bootstrap] (runs) | tracked it | ρ with forgetting of what each run "
+             "knew [95 % bootstrap] (runs) | tracked it |", "|---|---|---|---|---|"]
+
+    def cell(t) -> str:
+        if t is None or t.rho is None:
+            return "— | —"
+        ci = f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else ""
+        return f"{t.rho:.2f}{ci} ({t.n}) | {'yes' if t.tracks else 'no'}"
     for t in rec.probes:
-        ci = f"[{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "—"
-        rho = "—" if t.rho is None else f"{t.rho:.2f}"
-        lines.append(f"| {t.probe} | {rho} | {ci} | {t.n} | {'yes' if t.tracks else 'no'} |")
+        lines.append(f"| {t.probe} | {cell(t)} | {cell(known.get(t.probe))} |")
     return lines
 
 

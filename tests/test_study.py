@@ -471,6 +471,18 @@ def test_the_study_says_which_drift_probe_tracked_forgetting():
     assert tracks["kl_to_base"].n == 10 and tracks["kl_to_base"].ci95[0] > 0
     assert not tracks["self_ppl_ratio"].tracks and tracks["self_ppl_ratio"].ci95[0] < 0 < tracks["self_ppl_ratio"].ci95[1]
     assert tracks["probe_ppl_ratio"].rho is None and tracks["probe_ppl_ratio"].n == 0
+    # against forgetting of what each run knew, over the runs that knew an earlier task (the others have None)
+    import dataclasses
+
+    knew = [dataclasses.replace(p, forgetting_known=None if p.seed < 3 else 10.0 - p.seed) for p in points]
+    known = {t.probe: t for t in A.probe_tracks(knew, "forgetting_known")}
+    assert known["kl_to_base"].target == "forgetting_known" and known["kl_to_base"].n == 7
+    assert known["kl_to_base"].rho == pytest.approx(-1.0) and not known["kl_to_base"].tracks
+    rec = A.analyse(StudySettings(lrs={"a": [1e-3]}, seeds=list(range(10))), None, [], knew, None, tasks=["t1"])
+    assert [t.target for t in rec.probes_known] == ["forgetting_known"] * len(rec.probes_known) and rec.probes_known
+    assert StudyRecord.from_json(rec.to_json()).probes_known[0].n == rec.probes_known[0].n
+    assert A.analyse(StudySettings(lrs={"a": [1e-3]}, seeds=list(range(10))), None, [], points, None,
+                     tasks=["t1"]).probes_known == []
 
 
 def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows():

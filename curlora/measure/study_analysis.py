@@ -15,7 +15,8 @@ metrics for the row test), so every number can be checked on constructed inputs.
     against_base(points, groups, margin)  every setting against the base model on facts and WikiText-2 perplexity
     (analyse also makes the family of what each run knew: every pair's forgetting_known, StudyRecord.comparison_known)
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
-    probe_tracks(points), order_effect(...)             which drift probe tracked forgetting; each task order's means
+    probe_tracks(points, target), order_effect(...)     which drift probe tracked forgetting (or forgetting of what each
+                                                        run knew); each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
     analyse(settings, base, plan, points, metrics_of, tasks)   all of it: a StudyRecord
 
@@ -682,21 +683,22 @@ def probe_fields(points: list[Point]) -> list[str]:
     return declared + extra
 
 
-def probe_tracks(points: list[Point]) -> list[ProbeTrack]:
-    """For each drift probe the runs have (`probe_fields`): Spearman's ρ with forgetting over every run of the
-    study, and a seeded bootstrap interval over runs. A probe is worth watching in place of forgetting only where it
-    tracks it."""
+def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeTrack]:
+    """For each drift probe the runs have (`probe_fields`): Spearman's ρ with `target` (forgetting, or
+    forgetting_known: of what each run knew) over every run of the study, and a seeded bootstrap interval over runs.
+    A probe is worth watching in place of forgetting only where it tracks it."""
     out = []
     for probe in probe_fields(points):
-        pairs = [(probe_value(p, probe), p.forgetting) for p in points
-                 if _number(probe_value(p, probe)) and p.forgetting is not None]
+        pairs = [(probe_value(p, probe), getattr(p, target)) for p in points
+                 if _number(probe_value(p, probe)) and getattr(p, target) is not None]
 
         def rho(sample):
             return stats.spearman([x for x, _ in sample], [y for _, y in sample])
 
         value = rho(pairs)
         ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
-        out.append(ProbeTrack(probe=probe, rho=value, ci95=ci, n=len(pairs), tracks=bool(ci and ci[0] > 0)))
+        out.append(ProbeTrack(probe=probe, target=target, rho=value, ci95=ci, n=len(pairs),
+                              tracks=bool(ci and ci[0] > 0)))
     return out
 
 
@@ -738,7 +740,9 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
                        comparison_chat=chats, against_base=bases,
                        tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
-                       order_effect=order_effect(orders, labels, points), probes=probe_tracks(points))
+                       order_effect=order_effect(orders, labels, points), probes=probe_tracks(points),
+                       probes_known=probe_tracks(points, "forgetting_known")
+                       if any(p.forgetting_known is not None for p in points) else [])
 
 
 def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:

@@ -15,6 +15,7 @@ Fields:
                  comparison_chat: the other families), against_base [AgainstBase], tasks (in training order),
                  warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
                  each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs],
+                 probes_known [ProbeTrack: the same against forgetting of what each run knew],
                  reanalysis (Reanalysis | None: set when the analysis was recomputed from a stored study.json by
                  `curlora study --analyse`, nothing retrained; absent from a study's own study.json)
     PlanEntry    method, lr, seed, run_id | None, status (pending | running | completed | cancelled | failed),
@@ -445,6 +446,7 @@ class ProbeTrack(Flat):
     """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
     interval over runs; `tracks` when the interval lies above 0."""
     probe: str = ""
+    target: str = "forgetting"  # what it is checked against: forgetting, or forgetting_known (what each run knew)
     rho: float | None = None
     ci95: list | None = None
     n: int = 0
@@ -491,6 +493,7 @@ class StudyRecord:
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
     probes: list[ProbeTrack] = field(default_factory=list)  # which drift probe tracked forgetting across the runs
+    probes_known: list[ProbeTrack] = field(default_factory=list)  # ... and forgetting of what each run knew
     reanalysis: Reanalysis | None = None  # set by `curlora study --analyse` (a stored study analysed again)
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -520,6 +523,7 @@ class StudyRecord:
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
+                   probes_known=[ProbeTrack.from_json(t) for t in known.get("probes_known") or []],
                    reanalysis=Reanalysis.from_json(known.get("reanalysis")), extra=extra)
 
     def to_json(self) -> dict:
@@ -542,6 +546,7 @@ class StudyRecord:
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
                 "probes": [t.to_json() for t in self.probes],
+                **({"probes_known": [t.to_json() for t in self.probes_known]} if self.probes_known else {}),
                 **({"reanalysis": self.reanalysis.to_json()} if self.reanalysis else {})}
 
     def order_of(self, index: int) -> list[str]:

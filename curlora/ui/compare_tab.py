@@ -81,11 +81,12 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
             f"forgets {interval_text(o.forgetting, 1)} pts" for o in rec.order_effect) + ".")
-    tracked = [t for t in rec.probes if t.rho is not None]
-    if tracked:
-        lines.append("Drift probes against forgetting over the runs (Spearman ρ, 95 % bootstrap): " + "; ".join(
-            f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
-            + (" — tracked forgetting" if t.tracks else "") for t in tracked) + f" (n = {tracked[0].n} runs).")
+    for tracks, what in ((rec.probes, "forgetting"), (rec.probes_known, "forgetting of what each run knew")):
+        tracked = [t for t in tracks if t.rho is not None]
+        if tracked:
+            lines.append(f"Drift probes against {what} over the runs (Spearman ρ, 95 % bootstrap): " + "; ".join(
+                f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
+                + (" — tracked it" if t.tracks else "") for t in tracked) + f" (n = {tracked[0].n} runs).")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
                  "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"

@@ -51,6 +51,8 @@ COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("forgetting_known", "forgetting of known tasks (pts)", 1, 1),
            ("chat_kl", "chat KL to base", 1, 3),
            ("facts", "facts right (%)", 1, 0),  # Point.facts is in points already
+           ("replies_unterminated", "chat replies not ended (of 32)", 1, 1),
+           ("replies_repetitive", "chat replies repeating (of 32)", 1, 1),
            ("probe_ppl_ratio", "WikiText-2 ppl / base", 1, 3),
            ("kl_to_base", "self-probe KL", 1, 3),
            ("task_kl", "new-task KL", 1, 3)]

@@ -356,9 +356,9 @@ def claim_block(loaded: dict) -> list[str]:
     control = loaded.get("control")
     if control is not None and control[0].groups:
         crec = control[0]
-        g = max(crec.groups.values(), key=lambda g: g.mean("learning_test") if g.mean("learning_test") is not None
-                else float("-inf"))
-        kept = sorted({t.measure for t in crec.against_base if t.key == g.key and t.verdict == "keeps"})
+        k, g = max(crec.groups.items(), key=lambda kg: kg[1].mean("learning_test")
+                   if kg[1].mean("learning_test") is not None else float("-inf"))
+        kept = sorted({t.measure for t in crec.against_base if t.key == k and t.verdict == "keeps"})
         said = {"facts": "its factual answers", "probe_ppl_ratio": "its WikiText-2 perplexity"}
         out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
                    f"above the majority class on another scale), learns {summary_text(g.measure('learning_test'), 1, 1)}"

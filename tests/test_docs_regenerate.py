@@ -175,3 +175,27 @@ def test_a_runs_cost_counts_each_finished_stage_once_from_its_events():
     made = smollm2_study.compute_block(smollm2_study.load_all())
     assert made[0].startswith("| phase | method | runs |") and any(line.startswith("| frontier | curlora |")
                                                                      for line in made)
+
+
+def test_the_claim_paragraph_sets_the_head_only_control_beside_the_frontier():
+    """With a control pack: its best learning on test rows, its runs, and the abilities it keeps by the test against
+    the base; its table in the status block is headed as not compared."""
+    import smollm2_study
+    from curlora.measure import study_analysis as A
+    from curlora.measure.study_record import Point, StudySettings
+
+    points = [Point(method="head-only", lr=lr, seed=s, run_id=f"h{lr}{s}", learning=10.0 + s, learning_test=9.0 + s,
+                    forgetting=0.0, facts=72.2, facts_base=72.2, probe_ppl_ratio=1.0)
+              for lr in (1e-3, 1e-2) for s in range(3)]
+    control = A.analyse(StudySettings(lrs={"head-only": [1e-3, 1e-2]}, seeds=[0, 1, 2]), None, [], points, None,
+                        tasks=["sst2", "answers", "mrpc"])
+    front = smollm2_study.load("frontier")
+    text = smollm2_study.claim_block({"frontier": front, "control": (control, {"points": 6})})[0]
+    assert "The paper's control, a linear head per task on the frozen model" in text
+    assert "learns 10.0 [7.5, 12.5] points at lr 0.001 (3 runs) and keeps its factual answers and its WikiText-2 " \
+           "perplexity by the test against the base" in text
+    loaded = smollm2_study.load_all()
+    loaded["control"] = (control, {"points": 6, "pending": 3, "runs": {}})
+    status = "\n".join(smollm2_study.blocks(loaded=loaded)["smollm2-status"])
+    assert "Control: head-only, a linear head per task on the frozen model, under head scoring" in status
+    assert "| head-only lr 0.001 | facts right (pts) | 72.2 | 72.2 | +0.0" in status and status.count("| keeps |") == 4

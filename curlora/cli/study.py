@@ -113,10 +113,17 @@ def analyse_stored(args) -> int:
     r = new.reanalysis
     print(f"{path}: analysed again, nothing trained ({r.remeasured} points measured from their runs, {r.stored} "
           f"as stored)" + (f"; wrote {args.write}" if args.write else ""))
-    for c in new.comparison:
-        print(f"{' vs '.join(c.methods)}: {c.verdict or 'not compared'}. {c.sentence}")
-    for t in new.probes:
-        print(f"probe {t.probe}: Spearman ρ with forgetting " +
+    for family, comparisons in (("", new.comparison), ("at the most learning both reach: ", new.comparison_top),
+                                ("forgetting of what each run knew: ", new.comparison_known),
+                                ("the base's abilities: ", new.comparison_chat)):
+        for c in comparisons:
+            by = f" by {c.measure}" if comparisons is new.comparison_chat else ""
+            print(f"{family}{' vs '.join(c.methods)}{by}: {c.verdict or 'not compared'}. {c.sentence}")
+    for t in new.against_base:
+        print(f"against the base, {t.key} by {t.measure}: {t.verdict}. {t.sentence}")
+    for t in new.probes + new.probes_known:
+        what = "forgetting" if t.target == "forgetting" else "forgetting of what each run knew"
+        print(f"probe {t.probe}: Spearman ρ with {what} " +
               (f"{t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") if t.rho is not None
                else "n/a") + f" over {t.n} runs" + (" — tracks it" if t.tracks else ""))
     for warning in new.warnings:

@@ -149,7 +149,10 @@ class Tools:
             run_id: a study's id, or a run's id, as list_runs gives it.
 
         Returns:
-            JSON: for a study {study_id, groups, frontier, best, comparison (each with its sentence)}; for a lone run
+            JSON: for a study {study_id, groups, frontier, best, comparison (each with its sentence), and the other
+            families: comparison_top (at the most learning both reach), comparison_known (forgetting of what each
+            run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
+            setting against the base model: keeps / loses / gains / inconclusive)}; for a lone run
             {run_id, study: null, note, methods: {label: {described, summary, final_accuracy}}}.
         """
         run = self._open(run_id, owner)
@@ -168,7 +171,11 @@ class Tools:
                             "settings": {**rec.settings.to_dict(), **rec.notes},
                             "groups": {k: g.to_json() for k, g in rec.groups.items()}, "frontier": rec.frontier,
                             "best": {m: b.to_json() if b else None for m, b in rec.best.items()},
-                            "comparison": [c.to_json() for c in rec.comparison]})
+                            "comparison": [c.to_json() for c in rec.comparison],
+                            "comparison_top": [c.to_json() for c in rec.comparison_top],
+                            "comparison_known": [c.to_json() for c in rec.comparison_known],
+                            "comparison_chat": [c.to_json() for c in rec.comparison_chat],
+                            "against_base": [t.to_json() for t in rec.against_base]})
         m = run.record()
         return as_json({
             "run_id": run.id, "study": None,

@@ -53,9 +53,9 @@ FAMILY_TOP = "forgetting at the most learning both reach"
 # the family of what each run knew: forgetting over the earlier tasks a run scored above the majority class right
 # after training them, learned or already solved by the base (a pretrained model's own ability), at matched learning
 FAMILY_KNOWN = "forgetting of what each run knew, at matched learning"
-# the base's abilities tested, not only shown: every pair's chat KL, facts and WikiText-2 perplexity at the primary
-# level, one family (the name kept from when it held the two chat measures only)
-FAMILY_CHAT = "chat retention at matched learning"
+# the base's abilities tested, not only shown: every pair's chat KL, facts and probe-text perplexity at the primary
+# level, one family (FAMILY_CHAT, named when it held the two chat measures only)
+FAMILY_CHAT = "the base's abilities at matched learning"
 # label, digits, unit, and whether the study's margin (points) applies: chat KL and the perplexity ratio have no
 # natural margin in points
 CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more)", 4, "", False),

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import reanalyse  # noqa: E402
 from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
@@ -361,7 +362,8 @@ def claim_block(loaded: dict) -> list[str]:
         kept = sorted({t.measure for t in crec.against_base if t.key == k and t.verdict == "keeps"})
         said = {"facts": "its factual answers", "probe_ppl_ratio": "its WikiText-2 perplexity"}
         out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
-                   f"above the majority class on another scale), learns {summary_text(g.measure('learning_test'), 1, 1)}"
+                   "above the majority class on another scale), learns "
+                   f"{summary_text(g.measure('learning_test'), 1, 1)}"
                    f" points at lr {g.lr:g} ({len(g.run_ids)} runs)"
                    + (f" and keeps {' and '.join(said[m] for m in kept)} by the test against the base" if kept else "")
                    + ".")
@@ -428,6 +430,30 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
     return out
 
 
+FRONT = ("curlora", "lora")  # the frontier's methods: every other method is compared against each of them
+
+
+def across_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord | None:
+    """The frontier and the peers analysed as one study (same tasks, rows per seed, seeds, orders, training and
+    evaluation), comparing each peer against CURLoRA and against LoRA, and CURLoRA against LoRA, in each family
+    (Holm over the family's pairs here, so the frontier's own pair is adjusted in a larger family than in its phase).
+    None until both packs are there."""
+    import dataclasses
+
+    from curlora.measure.study_analysis import analyse
+
+    if not (loaded.get("peers") and loaded.get("frontier")):
+        return None
+    front, peers = loaded["frontier"][0], loaded["peers"][0]
+    labels = list(front.settings.lrs) + [m for m in peers.settings.lrs if m not in front.settings.lrs]
+    pairs = [FRONT] + [(a, m) for a in FRONT for m in labels if m not in FRONT]
+    settings = dataclasses.replace(front.settings, lrs={**front.settings.lrs, **peers.settings.lrs})
+    out = analyse(settings, front.base, front.plan + peers.plan, front.points + peers.points,
+                  metrics_reader(packs["frontier"], packs["peers"]), tasks=front.tasks, pairs=pairs)
+    out.bases = front.bases
+    return out
+
+
 def probes_block(rec: StudyRecord) -> list[str]:
     """Which drift probe tracked forgetting over the study's runs — all earlier tasks, and what each run knew:
     Spearman's ρ with its bootstrap interval, and whether the interval lies above 0."""
@@ -489,6 +515,15 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "setting and measure; facts margin ±3 points, perplexity ±5 %):", ""]
             out["smollm2-status"] += against_base_block(rec)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
+    across = across_record(loaded, packs)
+    if across is not None:
+        out["smollm2-status"] += ["", "Across phases: every peer against CURLoRA and against LoRA at matched learning "
+                                  "(the frontier and peers analysed as one study; each family Holm-adjusted over "
+                                  "these pairs):", ""]
+        for title, comps in (("Forgetting, all earlier tasks:", across.comparison),
+                             ("Forgetting of what each run knew:", across.comparison_known),
+                             ("The base's abilities (chat KL, facts, perplexity):", across.comparison_chat)):
+            out["smollm2-status"] += [title, ""] + comparisons_block(across, comps) + [""]
     if loaded.get("control"):
         rec = loaded["control"][0]
         out["smollm2-status"] += ["", "Control: head-only, a linear head per task on the frozen model, under head "

@@ -201,3 +201,38 @@ def test_the_claim_paragraph_sets_the_head_only_control_beside_the_frontier():
     control_part = status[status.index("Control: head-only"):]
     assert "| head-only lr 0.001 | facts right (pts) | 72.2 | 72.2 | +0.0" in control_part
     assert control_part.count("| keeps |") == 4
+
+
+def test_the_peers_are_compared_against_both_frontier_methods_on_the_union_of_the_phases(tmp_path):
+    """across_record: a peers pack whose one method repeats the frontier's LoRA runs exactly (metrics copied, the
+    method renamed) is analysed with the frontier as one study; the pairs are CURLoRA–LoRA and the peer against each,
+    and the peer against LoRA finds nothing between them."""
+    import dataclasses
+    import json
+    import shutil
+
+    import smollm2_study
+
+    packs = dict(smollm2_study.PACKS)
+    front = smollm2_study.load("frontier")[0]
+    peers = tmp_path / "smollm2-peers"
+    mid = sorted(front.settings.lrs["lora"])[1]
+    pts = [p for p in front.points if p.method == "lora" and p.lr == mid]
+    for p in pts:
+        dest = peers / "runs" / (p.run_id + "-p")
+        shutil.copytree(packs["frontier"] / "runs" / p.run_id, dest)
+        body = json.loads((dest / "metrics.json").read_text())
+        body["methods"] = {"lora-copy": body["methods"]["lora"]}
+        (dest / "metrics.json").write_text(json.dumps(body))
+    rec = dataclasses.replace(front, points=[dataclasses.replace(p, method="lora-copy", run_id=p.run_id + "-p")
+                                             for p in pts], plan=[],
+                              settings=dataclasses.replace(front.settings, lrs={"lora-copy": [mid]}))
+    packs["peers"] = peers
+    joint = smollm2_study.across_record({"frontier": (front, {}), "peers": (rec, {})}, packs)
+    assert [c.methods for c in joint.comparison] == [["curlora", "lora"], ["curlora", "lora-copy"],
+                                                     ["lora", "lora-copy"]]
+    same = joint.comparison[2]
+    at = smollm2_study.lr_text(mid)
+    assert same.nearest == {"lora": f"lora@{at}", "lora-copy": f"lora-copy@{at}"}
+    assert same.paired.mean == 0 and same.rows.only_first_right == same.rows.only_second_right == 0
+    assert smollm2_study.across_record({"frontier": (front, {})}, packs) is None

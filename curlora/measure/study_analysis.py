@@ -545,14 +545,14 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
 
 
 def chat_comparisons(groups: dict[str, Group], points: list[Point], labels: list[str],
-                     margin: float = DEFAULT_MARGIN) -> list[Comparison]:
+                     margin: float = DEFAULT_MARGIN, pairs: list[tuple[str, str]] | None = None) -> list[Comparison]:
     """The base's abilities tested at the primary level: for every pair of methods, the chat KL, the facts right and
     the probe text's perplexity ratio compared by a paired t-test over runs at the nearest settings (facts also by
     TOST within `margin` points), all Holm-adjusted together (FAMILY_CHAT). Empty where no run has the chat
     probe."""
     if not any(p.chat_kl is not None for p in points):
         return []
-    return _family(groups, points, labels, None, margin, measures=tuple(CHAT_TESTED))
+    return _family(groups, points, labels, None, margin, measures=tuple(CHAT_TESTED), pairs=pairs)
 
 
 def chat_sentence(c: Comparison) -> str:
@@ -571,9 +571,9 @@ def chat_sentence(c: Comparison) -> str:
 def against_base(points: list[Point], groups: dict[str, Group], margin: float = DEFAULT_MARGIN) -> list[AgainstBase]:
     """Does each setting keep the base model's abilities? For every (method, lr) and each measure of AGAINST_BASE:
     the change of each run from the base (facts: its points right minus the base's in the same run; the probe
-    text's perplexity, WikiText-2 in the SmolLM2 study: its ratio to the base's, minus 1), a two-sided one-sample t-test over runs and TOST within ±margin
-    (facts: the study's margin in points; perplexity: ±PPL_MARGIN), all Holm-adjusted together (FAMILY_BASE).
-    Empty where no run measured either."""
+    text's perplexity, WikiText-2 in the SmolLM2 study: its ratio to the base's, minus 1), a two-sided one-sample
+    t-test over runs and TOST within ±margin (facts: the study's margin in points; perplexity: ±PPL_MARGIN), all
+    Holm-adjusted together (FAMILY_BASE). Empty where no run measured either."""
     out = []
     for k, g in groups.items():
         runs = [p for p in points if p.key == k]
@@ -718,7 +718,9 @@ def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]
 
 
 def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], points: list[Point],
-            metrics_of, tasks: list[str] | None = None) -> StudyRecord:
+            metrics_of, tasks: list[str] | None = None, pairs: list[tuple[str, str]] | None = None) -> StudyRecord:
+    """The whole analysis of a study's points. `pairs`: the (a, b) method pairs each family compares (default:
+    every pair of the grid's methods), e.g. every method against the two frontier methods only."""
     groups = groups_of(points)
     labels = list(settings.lrs)
     orders = settings.orders or [list(tasks or [])]
@@ -726,10 +728,10 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     chat_fronts = {label: frontier_of(groups, label, "chat_kl") for label in labels
                    if any(g.method == label and g.mean("chat_kl") is not None for g in groups.values())}
     best = {label: best_of(groups, label, settings.kl_budget) for label in labels}
-    comparisons = _family(groups, points, labels, metrics_of, settings.margin)
-    tops = _family(groups, points, labels, metrics_of, settings.margin, top=True)
-    knowns = _family(groups, points, labels, metrics_of, settings.margin, measures=("forgetting_known",))
-    chats = chat_comparisons(groups, points, labels, settings.margin)
+    comparisons = _family(groups, points, labels, metrics_of, settings.margin, pairs=pairs)
+    tops = _family(groups, points, labels, metrics_of, settings.margin, top=True, pairs=pairs)
+    knowns = _family(groups, points, labels, metrics_of, settings.margin, measures=("forgetting_known",), pairs=pairs)
+    chats = chat_comparisons(groups, points, labels, settings.margin, pairs=pairs)
     bases = against_base(points, groups, settings.margin)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
@@ -753,11 +755,13 @@ def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:
 
 
 def _family(groups: dict[str, Group], points: list[Point], labels: list[str], metrics_of, margin: float,
-            top: bool = False, measures: tuple[str, ...] = ("forgetting",)) -> list[Comparison]:
-    """Every pair of methods compared at one level (the middle of the shared learning range, or with `top` its top)
-    on each of `measures`, all Holm-adjusted together, then each decided."""
+            top: bool = False, measures: tuple[str, ...] = ("forgetting",),
+            pairs: list[tuple[str, str]] | None = None) -> list[Comparison]:
+    """Every pair of methods (or those of `pairs`) compared at one level (the middle of the shared learning range,
+    or with `top` its top) on each of `measures`, all Holm-adjusted together, then each decided."""
+    pairs = list(itertools.combinations(labels, 2)) if pairs is None else pairs
     comparisons = [compare(groups, points, a, b, metrics_of, margin, top=top, measure=m)
-                   for a, b in itertools.combinations(labels, 2) for m in measures]
+                   for a, b in pairs for m in measures]
     adjust(comparisons)
     for c in comparisons:
         decide(c, groups, points)

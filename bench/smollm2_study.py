@@ -75,12 +75,24 @@ def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict]
     return rec, meta
 
 
-def summary_text(s, scale: float, digits: int) -> str:
+# the range a measure can take: a Student-t interval over a few runs can reach past it (facts below 0 %, a KL below
+# 0), so the tables clip the interval's ends to it and say so
+BOUNDS = {"facts": (0.0, 100.0), "chat_kl": (0.0, None), "kl_to_base": (0.0, None), "task_kl": (0.0, None),
+          "probe_ppl_ratio": (0.0, None), "self_ppl_ratio": (0.0, None), "replies_unterminated": (0.0, None),
+          "replies_repetitive": (0.0, None)}
+CLIPPED = ("Intervals are 95 % Student t over runs, their ends clipped to the measure's range (facts 0–100 %, KL, "
+           "perplexity ratios and reply counts at least 0).")
+
+
+def summary_text(s, scale: float, digits: int, measure: str | None = None) -> str:
     if s is None or s.mean is None:
         return "—"
     text = f"{s.mean * scale:.{digits}f}"
     if s.ci95:
-        text += f" [{s.ci95[0] * scale:.{digits}f}, {s.ci95[1] * scale:.{digits}f}]"
+        lo, hi = s.ci95[0] * scale, s.ci95[1] * scale
+        low, high = BOUNDS.get(measure, (None, None))
+        lo, hi = (lo if low is None else max(lo, low)), (hi if high is None else min(hi, high))
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
     return text
 
 
@@ -232,8 +244,10 @@ def groups_block(rec: StudyRecord) -> list[str]:
         best = rec.best.get(label)
         for key, g in sorted(((k, g) for k, g in rec.groups.items() if g.method == label), key=lambda kg: kg[1].lr):
             mark = " (chosen)" if best is not None and best.key == key else ""
-            cells = [summary_text(g.measure(n), sc, d) for n, _, sc, d in shown]
+            cells = [summary_text(g.measure(n), sc, d, n) for n, _, sc, d in shown]
             lines.append(f"| {label} | {g.lr:g}{mark} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
+    if any(g.measure(n).ci95 for g in rec.groups.values() for n, _, _, _ in shown if n in BOUNDS):
+        lines += ["", CLIPPED]
     return lines
 
 
@@ -604,10 +618,11 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
             g = r.groups.get(best.key) if best is not None else None
             if g is None:
                 continue
-            cells = [summary_text(g.measure(n), sc, d) for n, _, sc, d in SUMMARY]
+            cells = [summary_text(g.measure(n), sc, d, n) for n, _, sc, d in SUMMARY]
             lines.append(f"| {label} | {g.lr:g} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
             if len(g.run_ids) < 3:
                 few.append(label)
+    lines += ["", CLIPPED]
     if few:
         lines += ["", f"Fewer than 3 runs so far at the chosen rate of {', '.join(few)}: no claim is made from "
                   "those rows yet."]

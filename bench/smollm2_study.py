@@ -243,9 +243,18 @@ def groups_block(rec: StudyRecord) -> list[str]:
     for label in rec.labels:
         best = rec.best.get(label)
         for key, g in sorted(((k, g) for k, g in rec.groups.items() if g.method == label), key=lambda kg: kg[1].lr):
-            mark = " (chosen)" if best is not None and best.key == key else ""
+            grid = sorted(rec.settings.lrs.get(label) or [])
+            edge = "" if len(grid) < 2 else "; the lowest of its grid" if g.lr == grid[0] else \
+                "; the highest of its grid" if g.lr == grid[-1] else ""
+            mark = f" (chosen{edge})" if best is not None and best.key == key else ""
             cells = [summary_text(g.measure(n), sc, d, n) for n, _, sc, d in shown]
             lines.append(f"| {label} | {g.lr:g}{mark} | {len(g.run_ids)} | " + " | ".join(cells) + " |")
+    def at_edge(m, b) -> bool:
+        grid = rec.settings.lrs.get(m) or []
+        return len(grid) > 1 and b.key in rec.groups and rec.groups[b.key].lr in (min(grid), max(grid))
+    if any(at_edge(m, b) for m, b in rec.best.items() if b is not None):
+        lines += ["", "A rate chosen at the edge of its grid may not be the method's best: a rate beyond the edge was "
+                  "not tried."]
     if any(g.measure(n).ci95 for g in rec.groups.values() for n, _, _, _ in shown if n in BOUNDS):
         lines += ["", CLIPPED]
     return lines

@@ -392,11 +392,24 @@ def claim_block(loaded: dict) -> list[str]:
                    + ".")
     favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]
     if favour:
-        said = []
+        camp = {True: [], False: []}  # for CURLoRA, against it
         for c, what in favour:
             good = (c.verdict == "less") == (c.methods[0] == "curlora")
-            said.append(f"{'for' if good else 'against'} CURLoRA by {what or c.measure}")
-        verdict = "So far the tests at matched learning speak " + ", ".join(said) + "."
+            name = what or {"chat_kl": "chat KL", "facts": "facts right",
+                            "probe_ppl_ratio": "WikiText-2 perplexity"}.get(c.measure, c.measure)
+            camp[good].append(f"{name} (Holm p = {c.p_adjusted:.2g}, {sides(c)})")
+        parts = []
+        if camp[True]:
+            parts.append("favour CURLoRA by " + " and ".join(camp[True]))
+        if camp[False]:
+            parts.append("go against CURLoRA by " + " and ".join(camp[False]))
+        verdict = "So far the tests at matched learning " + "; they ".join(parts) + "."
+        if camp[False] and not camp[True]:
+            verdict += (" At the same learning CURLoRA keeps less of what they measure than LoRA, and no test finds "
+                        "it forgetting less: on this model, at these settings, the data goes against the paper's "
+                        "claim.")
+        elif camp[True] and not camp[False]:
+            verdict += " On this model, at these settings, the data supports the paper's claim by those measures."
     else:
         verdict = ("So far no test at matched learning favours either method: none of the comparisons above is "
                    "*less* or *more*, and none shows them *equivalent*, so the data neither supports nor refutes "

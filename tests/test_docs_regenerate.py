@@ -140,12 +140,16 @@ def test_the_paragraph_on_the_papers_claim_follows_the_verdicts_whichever_method
                if c.verdict in ("less", "more")]
     assert ("no test at matched learning favours either method" in text) == (not favours)
     # the same record with CURLoRA forgetting less, then more, at the primary level
-    for verdict, side in (("less", "for"), ("more", "against")):
+    for verdict, side in (("less", "favour CURLoRA by forgetting"), ("more", "go against CURLoRA by forgetting")):
         other = copy.deepcopy(rec)
+        for c in other.comparison_top + other.comparison_known + other.comparison_chat:
+            c.verdict = "inconclusive"  # only the primary one decided, this way
         other.comparison[0].verdict = verdict
         other.comparison[0].methods = ["curlora", "lora"]
         said = smollm2_study.claim_block({"frontier": (other, meta)})[0]
-        assert f"speak {side} CURLoRA by forgetting" in said and "favours either method" not in said
+        assert side in said and "favours either method" not in said
+        assert ("the data goes against the paper's claim" in said) == (verdict == "more")
+        assert ("the data supports the paper's claim" in said) == (verdict == "less")
     # every setting of LoRA losing: said so, at every rate
     other = copy.deepcopy(rec)
     for t in other.against_base:

@@ -471,9 +471,11 @@ def test_the_study_says_which_drift_probe_tracked_forgetting():
     assert tracks["kl_to_base"].n == 10 and tracks["kl_to_base"].ci95[0] > 0
     assert not tracks["self_ppl_ratio"].tracks and tracks["self_ppl_ratio"].ci95[0] < 0 < tracks["self_ppl_ratio"].ci95[1]
     assert tracks["probe_ppl_ratio"].rho is None and tracks["probe_ppl_ratio"].n == 0
+    # a probe that falls as the model drifts: facts right falling with forgetting tracks it (ρ below 0)
+    facts = [dataclasses.replace(p, facts=100.0 - p.seed) for p in points]
+    fell = {t.probe: t for t in A.probe_tracks(facts)}["facts"]
+    assert fell.rho == pytest.approx(-1.0) and fell.ci95[1] < 0 and fell.tracks
     # against forgetting of what each run knew, over the runs that knew an earlier task (the others have None)
-    import dataclasses
-
     knew = [dataclasses.replace(p, forgetting_known=None if p.seed < 3 else 10.0 - p.seed) for p in points]
     known = {t.probe: t for t in A.probe_tracks(knew, "forgetting_known")}
     assert known["kl_to_base"].target == "forgetting_known" and known["kl_to_base"].n == 7

@@ -686,7 +686,8 @@ def probe_fields(points: list[Point]) -> list[str]:
 def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeTrack]:
     """For each drift probe the runs have (`probe_fields`): Spearman's ρ with `target` (forgetting, or
     forgetting_known: of what each run knew) over every run of the study, and a seeded bootstrap interval over runs.
-    A probe is worth watching in place of forgetting only where it tracks it."""
+    A probe is worth watching in place of forgetting only where it tracks it: its interval above 0, or below 0 for
+    a probe that falls as the model drifts (facts right)."""
     out = []
     for probe in probe_fields(points):
         pairs = [(probe_value(p, probe), getattr(p, target)) for p in points
@@ -697,8 +698,10 @@ def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeT
 
         value = rho(pairs)
         ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
+        # a probe that falls as the model drifts (facts right) tracks forgetting with a negative ρ
+        falls = probe in HIGHER_IS_BETTER
         out.append(ProbeTrack(probe=probe, target=target, rho=value, ci95=ci, n=len(pairs),
-                              tracks=bool(ci and ci[0] > 0)))
+                              tracks=bool(ci and (ci[1] < 0 if falls else ci[0] > 0))))
     return out
 
 

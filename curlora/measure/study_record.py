@@ -444,7 +444,8 @@ class OrderEffect:
 @dataclass
 class ProbeTrack(Flat):
     """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
-    interval over runs; `tracks` when the interval lies above 0."""
+    interval over runs; `tracks` when the interval lies above 0 (below 0 for a probe that falls as the model
+    drifts: facts right)."""
     probe: str = ""
     target: str = "forgetting"  # what it is checked against: forgetting, or forgetting_known (what each run knew)
     rho: float | None = None

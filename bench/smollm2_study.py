@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import reanalyse  # noqa: E402
+from curlora.measure.study_analysis import AGAINST_BASE, reanalyse  # noqa: E402
 from curlora.measure.study_record import StudyRecord  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -147,7 +147,7 @@ def base_block(rec: StudyRecord, instructions: int | None = None) -> list[str]:
 QUALITY = REPO / "presets" / "quality" / "smollm2-135m-instruct.json"  # bench/model_quality.py's zero-shot row
 
 
-def tasks_block(loaded: dict, quality: Path = QUALITY) -> list[str]:
+def tasks_block(loaded: dict, quality: Path = QUALITY, packs: dict[str, Path] = PACKS) -> list[str]:
     """The base row that chose the tasks: the zero-shot measurement before the study (bench/model_quality.py, n = 300
     per GLUE/Sentiment140 task), and for the bundled `answers` task, which that measurement does not cover, the
     frontier's own base row (seed 0's rows) once it is packed. Accuracy with its 95 % Wilson interval and n, the
@@ -172,7 +172,7 @@ def tasks_block(loaded: dict, quality: Path = QUALITY) -> list[str]:
             share = (b.pred_share or [None] * len(rec.tasks))[j]
             one = "—" if share is None else ("yes" if share >= 0.95 else "no")
             run = next((p.run_id for p in rec.points if p.seed == 0 and p.order == 0), None)
-            m = metrics_reader(PACKS["frontier"])(run) if run else None
+            m = metrics_reader(packs["frontier"])(run) if run else None
             major = f"{m.majority[j] * 100:.1f} %" if m is not None and m.majority else "—"
             lines.append(f"| {names['answers']} | {b.accuracy[j] * 100:.1f} % [{b.ci95[j][0] * 100:.1f}, "
                          f"{b.ci95[j][1] * 100:.1f}] | {b.n[j]} | {major} | {one} | the frontier's base row, seed 0 "
@@ -289,7 +289,7 @@ def against_base_block(rec: StudyRecord) -> list[str]:
         return "—" if x is None else f"{x:.3g}"
     names = {"facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base"}
     for t in sorted(rec.against_base, key=lambda t: (t.method, t.lr, t.measure)):
-        d = 1 if t.measure == "facts" else 3
+        d = AGAINST_BASE[t.measure][1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         lines.append(f"| {t.method} lr {t.lr:g} | {names.get(t.measure, t.measure)} | {t.base:.{d}f} | "
                      f"{t.value:.{d}f} | {t.change:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | "
@@ -302,6 +302,7 @@ def _lrs(items) -> str:
 
 
 NAMES = {"curlora": "CURLoRA", "lora": "LoRA"}
+SHORT = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}  # in sentences
 # how the claim paragraph says each verdict of a setting against the base, per measure
 AGAINST_WORDS = {
     ("facts", "loses"): "answers fewer factual questions than the base",
@@ -353,8 +354,7 @@ def claim_block(loaded: dict) -> list[str]:
              if set(c.methods) == set(methods)]
     told, first = [], None
     for c, what in pairs:
-        name = what or {"chat_kl": "chat KL", "facts": "facts right",
-                        "probe_ppl_ratio": "WikiText-2 perplexity"}.get(c.measure, c.measure)
+        name = what or SHORT.get(c.measure, c.measure)
         at = sides(c)
         if first is None:
             first = at
@@ -395,8 +395,7 @@ def claim_block(loaded: dict) -> list[str]:
         camp = {True: [], False: []}  # for CURLoRA, against it
         for c, what in favour:
             good = (c.verdict == "less") == (c.methods[0] == "curlora")
-            name = what or {"chat_kl": "chat KL", "facts": "facts right",
-                            "probe_ppl_ratio": "WikiText-2 perplexity"}.get(c.measure, c.measure)
+            name = what or SHORT.get(c.measure, c.measure)
             camp[good].append(f"{name} (Holm p = {c.p_adjusted:.2g}, {sides(c)})")
         parts = []
         if camp[True]:
@@ -519,7 +518,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
     out = {"smollm2-status": status_block(loaded, matched), "smollm2-claim": claim_block(loaded),
-           "smollm2-tasks": tasks_block(loaded), "smollm2-compute": compute_block(loaded, packs)}
+           "smollm2-tasks": tasks_block(loaded, packs=packs), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
             rec = loaded[phase][0]
@@ -665,8 +664,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
                 verdicts.append(f"- {' vs '.join(c.methods)}, at {where}{at}: *{c.verdict or 'not compared'}*{p}.")
         for c in r.comparison_chat:
             p = "" if c.p_adjusted is None else f", Holm-adjusted p = {c.p_adjusted:.3g}"
-            name = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}
-            verdicts.append(f"- {' vs '.join(c.methods)}, the base's abilities by {name.get(c.measure, c.measure)} at "
+            verdicts.append(f"- {' vs '.join(c.methods)}, the base's abilities by {SHORT.get(c.measure, c.measure)} at "
                             f"the middle of the learning both reach (*less*: the first loses less of the base): "
                             f"*{c.verdict or 'not compared'}*{p}.")
     if verdicts:

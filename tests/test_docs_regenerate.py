@@ -113,12 +113,12 @@ def test_the_sampling_cross_check_is_analysed_beside_the_frontiers_inverted_runs
 def test_the_readme_summary_of_the_smollm2_study_regenerates_from_the_same_packs():
     import smollm2_study
 
-    made = smollm2_study.readme_blocks()
+    loaded = smollm2_study.load_all()
+    made = smollm2_study.readme_blocks(loaded=loaded)
     _same_blocks("README.md", made)
     text = "\n".join(made["smollm2-summary"])
     # where a chosen rate has fewer than 3 runs, the summary says no claim is made from it
-    few = [label for phase in ("frontier", "peers") if smollm2_study.load(phase)
-           for rec in [smollm2_study.load(phase)[0]]
+    few = [label for phase in ("frontier", "peers") if loaded.get(phase) for rec in [loaded[phase][0]]
            for label, b in rec.best.items() if b is not None and len(rec.groups[b.key].run_ids) < 3]
     assert ("no claim is made" in text) == bool(few)
 

@@ -65,9 +65,9 @@ CHAT_TESTED = {"chat_kl": ("KL to the base on its chat replies (lower keeps more
 FAMILY_BASE = "each setting against the base model"
 PPL_MARGIN = 0.05  # perplexity on the probe text (WikiText-2 in the SmolLM2 study) within ±5 % of the base's: kept
 # measure: (label, digits, unit, the base's own value on a run's Point (None: the measure is already a ratio to
-# the base, whose value is 1), higher keeps more)
-AGAINST_BASE = {"facts": ("factual questions right", 1, " pts", "facts_base", True),
-                "probe_ppl_ratio": ("perplexity on the probe text / the base's", 3, "", None, False)}
+# the base, whose value is 1)); whether higher keeps more is HIGHER_IS_BETTER's
+AGAINST_BASE = {"facts": ("factual questions right", 1, " pts", "facts_base"),
+                "probe_ppl_ratio": ("perplexity on the probe text / the base's", 3, "", None)}
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -577,18 +577,19 @@ def against_base(points: list[Point], groups: dict[str, Group], margin: float = 
     out = []
     for k, g in groups.items():
         runs = [p for p in points if p.key == k]
-        for measure, (_, _, _, base_field, _) in AGAINST_BASE.items():
+        for measure, (_, _, _, base_field) in AGAINST_BASE.items():
             pairs = [(getattr(p, measure), getattr(p, base_field) if base_field else 1.0) for p in runs]
             pairs = [(v, b) for v, b in pairs if v is not None and b is not None]
             if not pairs:
                 continue
-            change = stats.paired_t([v - b for v, b in pairs])
+            diffs = [v - b for v, b in pairs]
+            change = stats.paired_t(diffs)
             m = margin if base_field else PPL_MARGIN
             out.append(AgainstBase(key=k, method=g.method, lr=g.lr, setting=dict(g.setting), measure=measure,
                                    base=sum(b for _, b in pairs) / len(pairs),
                                    value=sum(v for v, _ in pairs) / len(pairs), change=change["mean"],
                                    ci95=change["ci95"], n=change["n"], sd=change["sd"], p=change["p_value"],
-                                   tost_p=stats.tost_paired([v - b for v, b in pairs], m), margin=m,
+                                   tost_p=stats.tost_paired(diffs, m), margin=m,
                                    family=FAMILY_BASE))
     for t, q in zip(out, stats.holm([t.p for t in out])):
         t.p_adjusted = q
@@ -602,7 +603,7 @@ def decide_against_base(t: AgainstBase) -> None:
     so), loses / gains (adjusted p < 0.05 and not within the margin, by whether the change keeps less or more), else
     inconclusive. At least two runs that all changed it by exactly the same amount (an untouched model does) leave
     nothing to test: keeps inside the margin, loses / gains beyond it."""
-    label, digits, unit, base_field, higher = AGAINST_BASE[t.measure]
+    label, digits, unit, base_field = AGAINST_BASE[t.measure]
     who = described(t.method, t.setting) if t.setting else key(t.method, t.lr)
     ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
     runs = f"{t.n} run{'s' if t.n != 1 else ''}"
@@ -612,7 +613,8 @@ def decide_against_base(t: AgainstBase) -> None:
     else:  # a ratio to the base, measured in each run
         head = (f"{who}: {label.removesuffix(' / the base' + chr(39) + 's')} {t.value:.{digits}f}× the base's, a "
                 f"change of {t.change:+.{digits}f}{ci} over {runs} (each a ratio to the base in its own run).")
-    worse = t.change < 0 if higher else t.change > 0
+    worse = t.change < 0 if t.measure in HIGHER_IS_BETTER else t.change > 0
+    side = "loses some of the base" if worse else "does better than the base"
     changed = t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0
     test = (f" t-test over runs p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}"
             if t.p is not None else "")
@@ -623,8 +625,7 @@ def decide_against_base(t: AgainstBase) -> None:
                + ": it keeps the base's by this measure.")
     elif changed:
         t.verdict = "loses" if worse else "gains"
-        why = (f"{test}: it {'loses some of the base' if worse else 'does better than the base'} by this measure, "
-               f"beyond what ±{t.margin:g}{unit} could call the same.")
+        why = f"{test}: it {side} by this measure, beyond what ±{t.margin:g}{unit} could call the same."
     elif t.n >= 2 and not t.sd and abs(t.change) < t.margin:  # no spread: every run inside the margin, exactly
         t.verdict = "keeps"
         why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "
@@ -632,8 +633,7 @@ def decide_against_base(t: AgainstBase) -> None:
     elif t.n >= 2 and not t.sd:  # no spread, every run beyond the margin the same way
         t.verdict = "loses" if worse else "gains"
         why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, beyond ±{t.margin:g}{unit}, so no "
-               f"spread is left to test: it {'loses some of the base' if worse else 'does better than the base'} "
-               "by this measure.")
+               f"spread is left to test: it {side} by this measure.")
     else:
         t.verdict = "inconclusive"
         if t.n < 2:

@@ -9,7 +9,7 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.measure.study_analysis import BEST_RULE, interval_text
+from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, interval_text
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
@@ -110,7 +110,7 @@ def against_base_md(rec: StudyRecord) -> str:
             "| setting | measure | base | setting | change [95 % CI] | runs | p (Holm) | TOST p | margin | verdict |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for t in rec.against_base:
-        d = 1 if t.measure == "facts" else 3
+        d = AGAINST_BASE[t.measure][1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         rows.append(f"| {html.escape(described(t.method, t.setting) if t.setting else t.key)} | "
                     f"{AGAINST_NAMES.get(t.measure, html.escape(t.measure))} | {num(t.base, 4)} | {num(t.value, 4)} | "

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import AGAINST_BASE, reanalyse  # noqa: E402
-from curlora.measure.study_record import StudyRecord  # noqa: E402
+from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
@@ -75,23 +75,12 @@ def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict]
     return rec, meta
 
 
-# the range a measure can take: a Student-t interval over a few runs can reach past it (facts below 0 %, a KL below
-# 0), so the tables clip the interval's ends to it and say so
-BOUNDS = {"facts": (0.0, 100.0), "chat_kl": (0.0, None), "kl_to_base": (0.0, None), "task_kl": (0.0, None),
-          "probe_ppl_ratio": (0.0, None), "self_ppl_ratio": (0.0, None), "replies_unterminated": (0.0, None),
-          "replies_repetitive": (0.0, None)}
-CLIPPED = ("Intervals are 95 % Student t over runs, their ends clipped to the measure's range (facts 0–100 %, KL, "
-           "perplexity ratios and reply counts at least 0).")
-
-
 def summary_text(s, scale: float, digits: int, measure: str | None = None) -> str:
     if s is None or s.mean is None:
         return "—"
     text = f"{s.mean * scale:.{digits}f}"
     if s.ci95:
-        lo, hi = s.ci95[0] * scale, s.ci95[1] * scale
-        low, high = BOUNDS.get(measure, (None, None))
-        lo, hi = (lo if low is None else max(lo, low)), (hi if high is None else min(hi, high))
+        lo, hi = within([s.ci95[0] * scale, s.ci95[1] * scale], measure)
         text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
     return text
 
@@ -255,7 +244,7 @@ def groups_block(rec: StudyRecord) -> list[str]:
     if any(at_edge(m, b) for m, b in rec.best.items() if b is not None):
         lines += ["", "A rate chosen at the edge of its grid may not be the method's best: a rate beyond the edge was "
                   "not tried."]
-    if any(g.measure(n).ci95 for g in rec.groups.values() for n, _, _, _ in shown if n in BOUNDS):
+    if any(g.measure(n).ci95 for g in rec.groups.values() for n, _, _, _ in shown if n in RANGES):
         lines += ["", CLIPPED]
     return lines
 

@@ -717,3 +717,32 @@ def test_a_head_only_study_under_head_scoring_learns_above_the_majority_and_keep
     assert all(p.learning is not None and p.probe_ppl_ratio == 1.0 for p in rec.points)
     ppl = [t for t in rec.against_base if t.measure == "probe_ppl_ratio"]
     assert len(ppl) == 2 and {t.verdict for t in ppl} == {"keeps"} and {t.change for t in ppl} == {0.0}
+
+
+def test_intervals_shown_are_clipped_to_the_range_a_measure_can_take():
+    """A Student-t interval over two runs can reach below 0 for a KL or past 100 % for facts: the text, the Compare
+    table and the chart's error bars clip it to the measure's range; the stored interval stays the raw one, and a
+    measure that can be negative (learning) is not clipped."""
+    from curlora.measure.study_record import Summary
+    from curlora.ui import compare_tab, study_charts
+
+    kl = Summary(mean=0.05, ci95=[-0.2, 0.3], n=2)
+    assert kl.within("kl_to_base") == [0.0, 0.3] and kl.ci95 == [-0.2, 0.3]
+    assert Summary(mean=98.0, ci95=[90.0, 106.0], n=2).within("facts") == [90.0, 100.0]
+    assert Summary(mean=-1.0, ci95=[-5.0, 3.0], n=2).within("learning") == [-5.0, 3.0]
+    assert A.interval_text(kl, 2, measure="kl_to_base") == "0.05 [0.00, 0.30]"
+    assert A.interval_text(kl, 2) == "0.05 [-0.20, 0.30]"  # no measure named: the interval as stored
+    group = Group.of({"method": "a", "lr": 1e-3, "learning": {"mean": 5.0, "ci95": [-1.0, 11.0], "n": 2},
+                      "forgetting": {"mean": 2.0, "ci95": [-3.0, 7.0], "n": 2},
+                      "kl_to_base": {"mean": 0.05, "ci95": [-0.2, 0.3], "n": 2}})
+    best = A.best_of({"a@1e-3": group}, "a", None)
+    rec = StudyRecord(settings=StudySettings(lrs={"a": [1e-3]}), groups={"a@1e-3": group}, best={"a": best},
+                      points=[Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", learning=5.0, forgetting=2.0,
+                                    kl_to_base=0.05) for s in (0, 1)])
+    row = compare_tab.best_table(rec)[0]
+    assert row[2] == "5.00 [-1.00, 11.00]" and row[3] == "2.00 [-3.00, 7.00]"  # learning, forgetting: may be < 0
+    assert row[6] == "0.0500 [0.0000, 0.3000]"  # the KL to base: clipped at 0
+    fig = study_charts.frontier_figure(rec)
+    kl_trace = {t.uid: t for t in fig.data}["a:kl_to_base:groups"]
+    assert list(kl_trace.error_y.arrayminus) == [pytest.approx(0.05)]  # down to 0, not to -0.2
+    assert list(kl_trace.error_y.array) == [pytest.approx(0.25)]

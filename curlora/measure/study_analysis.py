@@ -37,7 +37,7 @@ from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
 from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, AgainstBase, Best, Comparison, Group, Interpolated,
                                           OrderEffect, Paired, PlanEntry, Point, ProbeTrack, Reanalysis, RowsTest,
-                                          StudyRecord, StudySettings, Summary, key)
+                                          StudyRecord, StudySettings, Summary, key, within)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning on validation rows (a seeded half of each task's eval rows; the table "
@@ -328,14 +328,14 @@ def rows_test(by: dict, seeds: list, ka: str, kb: str, metrics_of) -> RowsTest |
 
 
 def interval_text(s: Summary | Interpolated | dict | None, digits: int = 2, unit: str = "",
-                  single: str = " (one seed: no interval)") -> str:
+                  single: str = " (one seed: no interval)", measure: str | None = None) -> str:
     """A summary as "mean [lo, hi]" (the study's sentences, the Compare tab, bench/demo_study_time.py);
-    `single` follows the mean when there is no interval."""
+    `single` follows the mean when there is no interval; naming the `measure` clips the interval to its range."""
     if isinstance(s, dict):
         s = Summary.of(s)
     if s is None or s.mean is None:
         return "n/a"
-    ci = s.ci95
+    ci = within(s.ci95, measure)
     return f"{s.mean:.{digits}f}{unit}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else single)
 
 

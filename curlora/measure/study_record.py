@@ -82,6 +82,25 @@ from curlora.measure.record import Row
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio",
             "forgetting_learned", "bwt_learned", "learning_val", "learning_test", "chat_kl", "facts",
             "replies_unterminated", "replies_repetitive", "task_kl", "forgetting_known")
+# the range a measure can take: a Student-t interval over a few runs can reach past it (facts below 0 %, a KL below
+# 0), so what is shown clips the interval's ends to it (Summary.within) and says so; the stored interval is the raw one
+RANGES = {"facts": (0.0, 100.0), "chat_kl": (0.0, None), "kl_to_base": (0.0, None), "task_kl": (0.0, None),
+          "probe_ppl_ratio": (0.0, None), "self_ppl_ratio": (0.0, None), "replies_unterminated": (0.0, None),
+          "replies_repetitive": (0.0, None), "acc": (0.0, 100.0)}
+CLIPPED = ("Intervals are 95 % Student t over runs, their ends clipped to the measure's range (accuracy and facts "
+           "0–100 %, KL, perplexity ratios and reply counts at least 0).")
+
+
+def within(ci95: list | None, measure: str | None) -> list | None:
+    """A 95 % interval with its ends clipped to the range `measure` can take (RANGES; unchanged for a measure
+    without one, e.g. learning, which can fall below 0)."""
+    if not ci95:
+        return ci95
+    low, high = RANGES.get(measure, (None, None))
+    lo, hi = ci95
+    return [lo if low is None else max(lo, low), hi if high is None else min(hi, high)]
+
+
 VERDICTS = ("less", "more", "equivalent", "inconclusive", "nothing learned")
 DEFAULT_MARGIN = 3.0  # points of forgetting within which two methods count as forgetting the same (TOST)
 
@@ -181,6 +200,9 @@ class Summary:
 
     def to_json(self) -> dict:
         return _plain(self)
+
+    def within(self, measure: str | None) -> list | None:
+        return within(self.ci95, measure)
 
 
 @dataclass

@@ -42,7 +42,7 @@ def best_table(rec: StudyRecord | dict) -> list[list]:
         g = rec.groups[best.key]
 
         def cell(name, digits=2):
-            return interval_text(g.measure(name), digits, single="")
+            return interval_text(g.measure(name), digits, single="", measure=name)
 
         learning = cell("learning_test") if g.learning_test.mean is not None else cell("learning")
         rows.append([described(label, g.setting), g.learning.n, learning, cell("forgetting"),

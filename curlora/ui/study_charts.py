@@ -21,10 +21,12 @@ from curlora.methods.registry import lr_text
 from curlora.ui.charts import EXTRA, KIND_COLOURS
 
 
-def _err(s: Summary) -> tuple[float | None, float | None]:
+def _err(s: Summary, measure: str | None = None) -> tuple[float | None, float | None]:
+    """Error-bar lengths above and below the mean, the interval clipped to the measure's range (Summary.within)."""
     if s.mean is None or not s.ci95:
         return None, None
-    return s.ci95[1] - s.mean, s.mean - s.ci95[0]
+    lo, hi = s.within(measure)
+    return hi - s.mean, s.mean - lo
 
 
 # (measure, panel title, y-axis title, which frontier draws its line)
@@ -76,7 +78,7 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
             if not good:
                 continue
             ex = [_err(g.learning) for g in good]
-            ey = [_err(g.measure(name)) for g in good]
+            ey = [_err(g.measure(name), name) for g in good]
             fig.add_trace(go.Scatter(
                 x=[g.mean("learning") for g in good], y=[g.mean(name) for g in good], mode="markers+text",
                 text=[lr_text(g.lr) for g in good], textposition="top center", textfont={"size": 10},

@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python bench/smollm2_queue.py run B     # lane B: pilot, pilot2, peers
     python bench/smollm2_queue.py status                      # each phase: where its study is, runs done/planned
     python bench/smollm2_queue.py pack                        # pack every phase into docs/studies/, rewrite the doc
+    python bench/smollm2_queue.py run B --executor ray        # the last lane left: its study's runs two at a time
 
 Two lanes, one process each (a 2-core machine runs both side by side at one torch thread each; a bigger one can run
 more). A phase is a study (`python -m curlora study`) or, for the matched-loss cross-checks, the resumable driver of
@@ -18,6 +19,11 @@ bench/forgetting_frontier.py. For each phase in its lane's order:
 A phase whose command stops unfinished (a signal, an error) stops its lane, so a stopped lane never starts the
 next phase on an unfinished one. Each child runs in its own process with HF_HUB_OFFLINE=1 and this process's
 OMP_NUM_THREADS (1 unless set).
+
+The lanes are not the same length (the peers are the longest phase), so once lane A is done the other lane's study
+can take both cores: stop it (SIGTERM; a run stopped midway is repaired and continued on resume), then run it again
+with `--executor ray`, which passes the executor to `curlora study`: its pending runs go to a local Ray instance,
+one CPU each (Ray gives each worker one thread). The matched-loss driver has no executor and ignores it.
 """
 
 from __future__ import annotations
@@ -66,19 +72,21 @@ def matched_done(phase: str) -> bool:
     return summary.is_file() and len(json.loads(summary.read_text()).get("runs", [])) == 3
 
 
-def plan(phase: str, root: Path) -> tuple[str, list[str] | None]:
-    """(what this phase needs now, the command that does it or None): done, resume, unpack, start."""
+def plan(phase: str, root: Path, executor: str = "local") -> tuple[str, list[str] | None]:
+    """(what this phase needs now, the command that does it or None): done, resume, unpack, start; a study's
+    runs go to `executor` (local: one at a time in the child; ray: a local Ray instance's CPUs)."""
     study = [sys.executable, "-m", "curlora", "study"]
+    runs_on = [] if executor == "local" else ["--executor", executor]
     if phase in MATCHED:
         return ("done", None) if matched_done(phase) else ("run", matched_command(phase, root))
     found = study_of(phase, root)
     if found is not None:
         if found.status()["status"] == "completed":
             return "done", None
-        return "resume", study + ["--resume", found.id]
+        return "resume", study + ["--resume", found.id, *runs_on]
     if (DOCS / f"smollm2-{phase}" / "pack.json").is_file():
         return "unpack", study + ["--unpack", str(DOCS / f"smollm2-{phase}")]
-    return "start", study + [str(STUDIES / f"smollm2-{phase}.yaml")]
+    return "start", study + [str(STUDIES / f"smollm2-{phase}.yaml"), *runs_on]
 
 
 def env() -> dict:
@@ -93,14 +101,15 @@ def ensure_peers_yaml() -> None:
         smollm2_study.PEERS_YAML.write_text(smollm2_study.peers_yaml(loaded), encoding="utf-8")
 
 
-def run_lane(lane: str, root: Path, call=None) -> int:
-    """Each phase of the lane in order until one stops unfinished; `call(cmd) -> exit code` runs a command."""
+def run_lane(lane: str, root: Path, call=None, executor: str = "local") -> int:
+    """Each phase of the lane in order until one stops unfinished; `call(cmd) -> exit code` runs a command;
+    `executor` runs each study's runs (local or ray)."""
     call = call or (lambda cmd: subprocess.call(cmd, cwd=REPO, env=env()))
     for phase in LANES[lane]:
         while True:
             if phase == "peers":
                 ensure_peers_yaml()
-            what, cmd = plan(phase, root)
+            what, cmd = plan(phase, root, executor)
             print(f"[{lane}] {phase}: {what}", flush=True)
             if what == "done":
                 break
@@ -143,12 +152,14 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a lane's phases in order, resuming each")
     r.add_argument("lane", choices=sorted(LANES))
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where a study's runs go: one at a time here (local), or a local Ray instance's CPUs (ray)")
     sub.add_parser("status", help="where each phase stands")
     sub.add_parser("pack", help="pack every phase's study into docs/studies/ and rewrite the document's block")
     args = ap.parse_args(argv)
     root = store()
     if args.cmd == "run":
-        return run_lane(args.lane, root)
+        return run_lane(args.lane, root, executor=args.executor)
     if args.cmd == "status":
         print("\n".join(status(root)))
         return 0

@@ -186,7 +186,7 @@ def test_the_secondary_comparison_sits_at_the_most_learning_both_reach_in_a_fami
     from curlora.ui import compare_tab
 
     md = compare_tab.summary_md(rec, {"status": "completed"})
-    assert f"Secondary, at the most learning both reach — **a vs b: {tops[0].verdict}**" in md
+    assert f"Forgetting at the most learning both reach — **a vs b: {tops[0].verdict}**" in md
 
 
 def test_study_json_round_trips_through_its_record_keeping_unknown_keys():

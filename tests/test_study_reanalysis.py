@@ -98,7 +98,7 @@ def test_the_cli_analyses_a_study_folder_again_from_its_runs(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "analysed again, nothing trained (4 points measured from their runs, 0 as stored)" in said
     assert "not recomputed" not in said and "probe kl_to_base: Spearman ρ" in said
-    assert "at the most learning both reach: curlora vs lora:" in said  # every family, each labelled
+    assert "Forgetting at the most learning both reach: curlora vs lora:" in said  # every family, each labelled
     assert "against the base, curlora@5e-2 by probe_ppl_ratio:" in said
     again = json.loads(out.read_text())
     assert again.pop("reanalysis")["not_recomputed"] == []

@@ -113,12 +113,10 @@ def analyse_stored(args) -> int:
     r = new.reanalysis
     print(f"{path}: analysed again, nothing trained ({r.remeasured} points measured from their runs, {r.stored} "
           f"as stored)" + (f"; wrote {args.write}" if args.write else ""))
-    for family, comparisons in (("", new.comparison), ("at the most learning both reach: ", new.comparison_top),
-                                ("forgetting of what each run knew: ", new.comparison_known),
-                                ("the base's abilities: ", new.comparison_chat)):
+    for family, comparisons, named in new.families():
         for c in comparisons:
-            by = f" by {c.measure}" if comparisons is new.comparison_chat else ""
-            print(f"{family}{' vs '.join(c.methods)}{by}: {c.verdict or 'not compared'}. {c.sentence}")
+            by = f" by {c.measure}" if named else ""
+            print(f"{family}: {' vs '.join(c.methods)}{by}: {c.verdict or 'not compared'}. {c.sentence}")
     for t in new.against_base:
         print(f"against the base, {t.key} by {t.measure}: {t.verdict}. {t.sentence}")
     for t in new.probes + new.probes_known:

@@ -572,6 +572,18 @@ class StudyRecord:
                 **({"probes_known": [t.to_json() for t in self.probes_known]} if self.probes_known else {}),
                 **({"reanalysis": self.reanalysis.to_json()} if self.reanalysis else {})}
 
+    # each family of comparisons, in the order a reader meets them: (field, heading, whether its comparisons differ
+    # by the measure tested, so a line must name it); Holm corrects within a family (study_analysis)
+    FAMILIES: ClassVar[tuple] = (
+        ("comparison", "Forgetting at the middle of the learning both reach", False),
+        ("comparison_top", "Forgetting at the most learning both reach", False),
+        ("comparison_known", "Forgetting of what each run knew", False),  # a base's own abilities included
+        ("comparison_chat", "The base's abilities", True))  # "less" = the first loses less of the base
+
+    def families(self) -> list[tuple[str, list[Comparison], bool]]:
+        """(heading, comparisons, names the measure) for each family with a comparison, in FAMILIES' order."""
+        return [(heading, getattr(self, name), by) for name, heading, by in self.FAMILIES if getattr(self, name)]
+
     def order_of(self, index: int) -> list[str]:
         """The task names of order `index`, in training order."""
         orders = self.settings.orders

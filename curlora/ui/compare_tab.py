@@ -62,16 +62,11 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
         return EMPTY
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
     lines += [f"⚠ {html.escape(w)}" for w in rec.warnings]
-    for c in rec.comparison:
-        lines.append(f"**{html.escape(' vs '.join(c.methods))}: {html.escape(c.verdict or 'not compared')}** — "
-                     f"{c.sentence}")
-    # the later families, each with its heading; the chat family names the measure each comparison tests
-    later = [("Secondary, at the most learning both reach", rec.comparison_top, False),
-             ("Forgetting of what each run knew", rec.comparison_known, False),  # a base's own abilities included
-             ("The base's abilities", rec.comparison_chat, True)]  # "less" = the first loses less of the base
-    for family, comparisons, named in later:
+    # each family with its heading (the primary one's every pair, the later ones' pairs that reached a matched
+    # level); the chat family names the measure each comparison tests
+    for i, (family, comparisons, named) in enumerate(rec.families()):
         for c in comparisons:
-            if c.learning is not None:
+            if i == 0 or c.learning is not None:
                 by = f" by {html.escape(c.measure)}" if named else ""
                 lines.append(f"{family}{by} — **{html.escape(' vs '.join(c.methods))}: "
                              f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")

@@ -337,25 +337,40 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
         assert list(by_uid[f"{label}:forgetting_known:groups"].y) == [g.mean("forgetting_known") for g in known]
 
 
-def test_the_ray_executor_spreads_a_study_over_a_local_instance(cfg, tmp_path):
+def test_the_ray_executor_spreads_a_study_and_its_points_match_local_ones(cfg, tmp_path):
+    """A study's points on a local Ray instance are the local executor's points: the SmolLM2 study's tail runs on
+    Ray (bench/smollm2_queue.py run B --executor ray) beside points run locally, and a Ray worker loads its point's
+    rows from the point's config, so with rows per seed (seed 1: not the experiment's own rows) and two task orders
+    each point scores the same rows in the same order against its seed's base row, measured once by the study."""
     ray = pytest.importorskip("ray", reason="ray is an optional extra (requirements-extras.txt)")
+    from curlora.run.runner import load_everything
+
+    cfg.methods = [m for m in cfg.methods if m.label == "lora"]
+    names = [t.name for t in cfg.tasks]
+    settings = S.StudySettings(lrs={"lora": [0.01]}, seeds=[1], rows_per_seed=True, orders=[names, names[::-1]])
+    local = S.run_study(cfg, settings, tmp_path / "local")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(S.Path(S.__file__).resolve().parents[2]),
                                        "HF_HUB_OFFLINE": "1"}})
     try:
-        from curlora.run.runner import load_everything
-        root = tmp_path / "runs"
-        cfg.methods = [m for m in cfg.methods if m.label == "lora"]
-        study = S.create(cfg, S.StudySettings(lrs={"lora": [0.001, 0.01]}, seeds=[0]), root)
-        assert S.execute_ray(study, load_everything(cfg)) == "completed"
+        remote = S.create(cfg, settings, tmp_path / "ray")
+        assert S.execute_ray(remote, load_everything(cfg)) == "completed"
     finally:
         ray.shutdown()
-    body = S.read(study)
-    assert [e["status"] for e in body["plan"]] == ["completed", "completed"] and len(body["points"]) == 2
-    for e in body["plan"]:
-        m = Run.open(e["run_id"], root).record()
-        assert m.base.accuracy == body["base"]["accuracy"]  # the shared base row, not measured again
-        assert not [x for x in Run.open(e["run_id"], root).events() if x["kind"] == "stage" and x["stage"] == 0]
+    a, b = local.study_record(), remote.study_record()
+    assert [e.status for e in b.plan] == ["completed", "completed"] and len(b.points) == 2
+    assert {k: r.accuracy for k, r in a.bases.items()} == {k: r.accuracy for k, r in b.bases.items()}
+    assert [(e.seed, e.order) for e in a.plan] == [(e.seed, e.order) for e in b.plan] == [(1, 0), (1, 1)]
+    for ea, eb in zip(a.plan, b.plan):
+        ra, rb = Run.open(ea.run_id, tmp_path / "local"), Run.open(eb.run_id, tmp_path / "ray")
+        assert [t.name for t in ra.config().tasks] == [t.name for t in rb.config().tasks]
+        assert [t.seed for t in rb.config().tasks] == [1, 1]
+        ma, mb = ra.record(), rb.record()
+        assert ma.base.accuracy == mb.base.accuracy and ma.base.n == mb.base.n  # its seed's rows, in its order
+        assert not [x for x in rb.events() if x["kind"] == "stage" and x["stage"] == 0]  # the study's base row
+        assert ma.methods["lora"].matrix_n == mb.methods["lora"].matrix_n
+        flat = lambda m: [x for row in m.methods["lora"].matrix for x in row]  # noqa: E731
+        assert flat(ma) == flat(mb)  # the same rows, the same training: the same answers
 
 
 def test_auto_picks_ray_only_where_there_is_something_to_spread_over(monkeypatch):

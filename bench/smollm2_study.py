@@ -255,14 +255,29 @@ def comparisons_block(rec: StudyRecord, comparisons: list | None = None) -> list
     comparisons = rec.comparison if comparisons is None else comparisons
     if not comparisons:
         return ["No comparison yet: it needs finished runs of both methods at matched learning."]
-    lines = ["| comparison | verdict | p | p (Holm) | TOST p | margin (pts) |", "|---|---|---|---|---|---|"]
-
     def num(x):
         return "—" if x is None else f"{x:.3g}"
-    for c in comparisons:
-        lines.append(f"| {' vs '.join(c.methods)} | {c.verdict or 'not compared'} | {num(c.p)} | "
-                     f"{num(c.p_adjusted)} | {num(c.tost_p)} | {num(c.margin)} |")
-    lines += [""] + [f"- {c.sentence}" for c in comparisons if c.sentence]
+    decided = [c for c in comparisons if c.verdict]
+    lines = []
+    if decided:
+        lines = ["| comparison | verdict | p | p (Holm) | TOST p | margin (pts) |", "|---|---|---|---|---|---|"]
+        for c in decided:
+            lines.append(f"| {' vs '.join(c.methods)} | {c.verdict} | {num(c.p)} | {num(c.p_adjusted)} | "
+                         f"{num(c.tost_p)} | {num(c.margin)} |")
+        lines += [""] + [f"- {c.sentence}" for c in decided if c.sentence]
+    # a pair not compared yet says why once (a family tests some pairs on several measures: the same reason each
+    # time); the pairs of a method with no finished run yet are one line, not one each
+    idle = [m for m in rec.labels if not any(g.method == m for g in rec.groups.values())]
+    undecided = [c for c in comparisons if not c.verdict]
+    unrun = [c for c in undecided if set(c.methods) & set(idle)]
+    waiting = list(dict.fromkeys(c.sentence for c in undecided if c not in unrun and c.sentence))
+    if unrun:
+        pairs = len({tuple(c.methods) for c in unrun})
+        many = len(idle) > 1
+        waiting.append(f"{', '.join(idle)}: no finished run yet; the {pairs} pair{'s' if pairs > 1 else ''} with "
+                       f"{'them are' if many else 'it is'} compared once {'each has' if many else 'it has'} one.")
+    if waiting:
+        lines += ([""] if decided else []) + ["Not compared yet:", ""] + [f"- {w}" for w in waiting]
     return lines
 
 

@@ -241,3 +241,26 @@ def test_the_peers_are_compared_against_both_frontier_methods_on_the_union_of_th
     assert same.nearest == {"lora": f"lora@{at}", "lora-copy": f"lora-copy@{at}"}
     assert same.paired.mean == 0 and same.rows.only_first_right == same.rows.only_second_right == 0
     assert smollm2_study.across_record({"frontier": (front, {})}, packs) is None
+
+
+def test_a_comparisons_block_tables_the_decided_pairs_and_says_once_why_the_others_wait():
+    """The decided pairs in the table; a pair not compared says why once, however many measures its family tests it
+    on; the pairs of methods with no finished run are one line naming them and counting the pairs."""
+    import smollm2_study
+    from curlora.measure.study_record import Comparison, Group, StudyRecord, StudySettings
+
+    rec = StudyRecord(settings=StudySettings(lrs={"a": [1e-3], "b": [1e-3], "c": [1e-3], "d": [1e-3]}),
+                      groups={"a@1e-3": Group(method="a", lr=1e-3), "b@1e-3": Group(method="b", lr=1e-3)})
+    assert rec.labels == ["a", "b", "c", "d"]
+    far = "a and b never reach the same learning: widen a grid."
+    comps = [Comparison(methods=["a", "b"], verdict="less", p=0.01, p_adjusted=0.03, sentence="a forgets less."),
+             *[Comparison(methods=["a", "b"], measure=m, sentence=far) for m in ("chat_kl", "facts")],
+             *[Comparison(methods=pair, measure=m, sentence=f"No comparison of {pair[0]} and {pair[1]}.")
+               for pair in (["a", "c"], ["b", "c"], ["c", "d"]) for m in ("chat_kl", "facts")]]
+    lines = smollm2_study.comparisons_block(rec, comps)
+    assert [line for line in lines if line.startswith("| a vs b |")] == ["| a vs b | less | 0.01 | 0.03 | — | — |"]
+    assert lines.count(f"- {far}") == 1 and "- a forgets less." in lines
+    assert lines[-1] == "- c, d: no finished run yet; the 3 pairs with them are compared once each has one."
+    assert not [line for line in lines if "No comparison of" in line]
+    only = smollm2_study.comparisons_block(rec, comps[3:])  # nothing decided: no empty table
+    assert only[0] == "Not compared yet:" and not [line for line in only if line.startswith("|")]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import AGAINST_BASE, reanalyse  # noqa: E402
+from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -301,12 +301,42 @@ def against_base_block(rec: StudyRecord) -> list[str]:
     return lines
 
 
+CHOSEN_SHORT = {"learning_test": "learning, test rows (pts)", "learning": "learning, every eval row (pts)",
+                "forgetting": "forgetting (pts)", "forgetting_known": "forgetting of known tasks (pts)",
+                "chat_kl": "chat KL to base", "facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base"}
+
+
+def at_chosen_block(rec: StudyRecord) -> list[str]:
+    """Each pair, each at its own chosen rate (study_analysis.at_chosen): both means, the difference over the paired
+    runs with its interval, the test, TOST and the verdict; grouped by measure (each measure its own Holm family)."""
+    if not rec.at_chosen:
+        return ["No pair has finished runs at both chosen rates yet."]
+    lines = ["| first | second | measure | first's mean | second's mean | difference [95 % CI] | pairs | p | p (Holm) "
+             "| TOST p | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(x):
+        return "—" if x is None else f"{x:.3g}"
+    order = list(AT_CHOSEN)
+    for t in sorted(rec.at_chosen, key=lambda t: order.index("learning_test" if t.measure == "learning"
+                                                              else t.measure)):
+        d = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure][1]
+        ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
+        lr = [rec.groups[k].lr if k in rec.groups else None for k in t.keys]
+        lines.append(f"| {t.methods[0]} lr {lr[0]:g} | {t.methods[1]} lr {lr[1]:g} | "
+                     f"{CHOSEN_SHORT.get(t.measure, t.measure)} | {t.means[0]:.{d}f} | {t.means[1]:.{d}f} | "
+                     f"{t.difference:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | {num(t.tost_p)} | "
+                     f"{t.verdict} |")
+    return lines
+
+
 def _lrs(items) -> str:
     return ", ".join(f"{x:g}" for x in sorted(items))
 
 
 NAMES = {"curlora": "CURLoRA", "lora": "LoRA"}
 SHORT = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}  # in sentences
+CHOSEN_WORDS = {"learning_test": "learning", "learning": "learning (every eval row)", "forgetting": "forgetting",
+                "forgetting_known": "forgetting of what each run knew", **SHORT}
 # how the claim paragraph says each verdict of a setting against the base, per measure
 AGAINST_WORDS = {
     ("facts", "loses"): "answers fewer factual questions than the base",
@@ -369,6 +399,19 @@ def claim_block(loaded: dict) -> list[str]:
     if told:
         out.append(f"Against LoRA at matched learning{f' (nearest settings {first})' if first else ''}: "
                    + "; ".join(told) + ".")
+    chosen = [t for t in rec.at_chosen if t.methods == methods]
+    if chosen:
+        lr = [rec.groups[k].lr for k in chosen[0].keys]
+        def one(t) -> str:
+            name = CHOSEN_WORDS.get(t.measure, t.measure)
+            p = "" if t.p_adjusted is None else f", Holm p = {t.p_adjusted:.2g}"
+            if t.verdict in ("more", "less"):
+                verb = "learns" if t.measure.startswith("learning") else "loses"
+                return f"CURLoRA {verb} *{t.verdict}*" + ("" if verb == "learns" else f" by {name}") + p
+            return f"{name} *{t.verdict}*{p}"
+        out.append(f"Each at its own chosen rate (CURLoRA lr {lr[0]:g}, LoRA lr {lr[1]:g}: what a user who takes "
+                   "each recommendation gets; runs paired, each measure its own Holm family): "
+                   + "; ".join(one(t) for t in chosen) + ".")
     for m in methods:
         parts = []
         for measure in ("facts", "probe_ppl_ratio"):
@@ -553,6 +596,12 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "base in its own run, t-test over runs and TOST, one Holm family over every "
                                       "setting and measure; facts margin ±3 points, perplexity ±5 %):", ""]
             out["smollm2-status"] += against_base_block(rec)
+            if phase == "frontier":
+                out["smollm2-status"] += ["", "CURLoRA and LoRA each at its own chosen learning rate, what a user who "
+                                          "takes each recommendation gets (runs paired by seed × task order; each "
+                                          "measure a Holm family of its own; *more* / *less* of the first method: "
+                                          "learns more, or loses less of what the measure keeps):", ""]
+                out["smollm2-status"] += at_chosen_block(rec)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
     across = across_record(loaded, packs)
     if across is not None:
@@ -563,6 +612,10 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                              ("Forgetting of what each run knew:", across.comparison_known),
                              ("The base's abilities (chat KL, facts, perplexity):", across.comparison_chat)):
             out["smollm2-status"] += [title, ""] + comparisons_block(across, comps) + [""]
+        out["smollm2-status"] += ["Each at its chosen learning rate (a peer that learns beyond a frontier method's "
+                                  "whole range cannot be matched, but can be set against that method's chosen "
+                                  "setting: runs paired by seed × task order, each measure a Holm family over "
+                                  "these pairs):", ""] + at_chosen_block(across) + [""]
     if loaded.get("control"):
         rec = loaded["control"][0]
         out["smollm2-status"] += ["", "Control: head-only, a linear head per task on the frozen model, under head "

@@ -113,7 +113,7 @@ def test_the_schema_lists_exactly_the_tools_and_they_return_the_stored_numbers(s
     assert compared["study_id"] == study.id
     assert compared["comparison"] == body["comparison"] and compared["best"] == body["best"]
     assert compared["comparison"][0]["sentence"]
-    for family in ("comparison_top", "comparison_known", "comparison_chat", "against_base"):
+    for family in ("comparison_top", "comparison_known", "comparison_chat", "against_base", "at_chosen"):
         assert compared[family] == body.get(family, [])  # every family, as study.json stores it
     assert via_point["study_id"] == study.id  # one of the study's runs leads to the study's comparison
     assert lone["study"] is None and set(lone["methods"]) == {"curlora", "lora"}

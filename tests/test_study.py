@@ -761,3 +761,46 @@ def test_intervals_shown_are_clipped_to_the_range_a_measure_can_take():
     kl_trace = {t.uid: t for t in fig.data}["a:kl_to_base:groups"]
     assert list(kl_trace.error_y.arrayminus) == [pytest.approx(0.05)]  # down to 0, not to -0.2
     assert list(kl_trace.error_y.array) == [pytest.approx(0.25)]
+
+
+def test_each_pair_at_its_chosen_rate_is_tested_where_matched_learning_cannot_reach():
+    """A peer run at one rate that learns beyond the other method's whole range cannot be compared at matched
+    learning; at_chosen pairs each method's chosen group over seed × order and tests each measure in its own Holm
+    family: the peer learns more (test rows) and loses less chat KL; forgetting within the margin is equivalent."""
+    seeds = range(4)
+    noise = [0.3, -0.2, 0.1, -0.4]
+    front = [Point(method="lora", lr=lr, seed=s, run_id=f"l{lr}{s}", setting={"lr": lr}, learning=learn + noise[s],
+                   learning_val=learn, learning_test=learn + noise[s], forgetting=5.0 + noise[s],
+                   chat_kl=0.2 + 0.01 * s, facts=50.0) for lr, learn in ((1e-4, 1.0), (1e-3, 4.0)) for s in seeds]
+    peer = [Point(method="mica", lr=6e-4, seed=s, run_id=f"m{s}", setting={"lr": 6e-4}, learning=9.0 - noise[s],
+                  learning_val=9.0, learning_test=9.0 - noise[s], forgetting=5.5 - noise[s], chat_kl=0.05,
+                  facts=50.0) for s in seeds]
+    settings = StudySettings(lrs={"lora": [1e-4, 1e-3], "mica": [6e-4]}, seeds=list(seeds))
+    rec = A.analyse(settings, None, [], front + peer, None, tasks=["t1", "t2"])
+    assert rec.best["lora"].key == "lora@1e-3"
+    (matched,) = rec.comparison
+    assert matched.verdict is None and "never reach the same learning" in matched.sentence
+    got = {t.measure: t for t in rec.at_chosen}
+    assert set(got) == {"learning_test", "forgetting", "chat_kl", "facts"}  # no forgetting_known, no perplexity
+    learn = got["learning_test"]
+    assert learn.methods == ["lora", "mica"] and learn.keys == ["lora@1e-3", "mica@6e-4"] and learn.n == 4
+    assert learn.difference == pytest.approx(4.0 - 9.0 + 2 * sum(noise) / 4)
+    assert learn.verdict == "less" and "lora learns less than mica" in learn.sentence  # lora, the first, learns less
+    assert got["chat_kl"].verdict == "more" and got["chat_kl"].tost_p is None  # lora loses more; no margin
+    assert got["forgetting"].verdict == "equivalent" and got["forgetting"].tost_p < 0.05
+    assert got["facts"].verdict == "equivalent" and "no spread is left to test" in got["facts"].sentence
+    assert {t.family for t in rec.at_chosen} == {f"{A.FAMILY_CHOSEN}: {m}" for m in got}  # a family per measure
+    assert all(t.p_adjusted == t.p for t in rec.at_chosen)  # one pair: each family holds one test
+    back = StudyRecord.from_json(json.loads(json.dumps(rec.to_json())))
+    assert [(t.measure, t.verdict, t.difference) for t in back.at_chosen] == \
+        [(t.measure, t.verdict, t.difference) for t in rec.at_chosen]
+    # a run without its pair (seed 3 of mica missing) is left out; one pair is no test
+    one = A.analyse(settings, None, [], front + peer[:1], None, tasks=["t1", "t2"]).at_chosen
+    assert {t.n for t in one} == {1} and {t.verdict for t in one} == {"inconclusive"}
+    assert "One pair: no test" in one[0].sentence
+    from curlora.ui import compare_tab
+
+    md = compare_tab.summary_md(A.analyse(settings, None, [], front + peer, None, tasks=["t1", "t2"]),
+                                {"status": "completed"})
+    assert "**Each method at its chosen learning rate**" in md
+    assert md.count("| **equivalent** |") == 2 and "| chat KL to base | 0.2150 | 0.0500 | +0.1650" in md

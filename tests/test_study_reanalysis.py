@@ -100,6 +100,7 @@ def test_the_cli_analyses_a_study_folder_again_from_its_runs(tmp_path, capsys):
     assert "not recomputed" not in said and "probe kl_to_base: Spearman ρ" in said
     assert "Forgetting at the most learning both reach: curlora vs lora:" in said  # every family, each labelled
     assert "against the base, curlora@5e-2 by probe_ppl_ratio:" in said
+    assert "each at its chosen rate, curlora@" in said and " by learning_test: " in said
     again = json.loads(out.read_text())
     assert again.pop("reanalysis")["not_recomputed"] == []
     assert again == own  # the same code on the same runs: the same analysis

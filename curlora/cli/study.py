@@ -119,6 +119,8 @@ def analyse_stored(args) -> int:
             print(f"{family}: {' vs '.join(c.methods)}{by}: {c.verdict or 'not compared'}. {c.sentence}")
     for t in new.against_base:
         print(f"against the base, {t.key} by {t.measure}: {t.verdict}. {t.sentence}")
+    for t in new.at_chosen:
+        print(f"each at its chosen rate, {' vs '.join(t.keys)} by {t.measure}: {t.verdict}. {t.sentence}")
     for t in new.probes + new.probes_known:
         what = "forgetting" if t.target == "forgetting" else "forgetting of what each run knew"
         print(f"probe {t.probe}: Spearman ρ with {what} " +

@@ -13,6 +13,8 @@ metrics for the row test), so every number can be checked on constructed inputs.
     chat_comparisons(groups, points, labels, margin)   every pair's chat KL, facts and WikiText-2 perplexity at
                                           matched learning, tested
     against_base(points, groups, margin)  every setting against the base model on facts and WikiText-2 perplexity
+    at_chosen(points, groups, best, labels, margin)   every pair, each at its own chosen rate, on learning,
+                                          forgetting and the base's abilities, paired over seed × order
     (analyse also makes the family of what each run knew: every pair's forgetting_known, StudyRecord.comparison_known)
     adjust(comparisons), decide(c, groups, points)      Holm over the family, then the verdict and its sentence
     probe_tracks(points, target), order_effect(...)     which drift probe tracked forgetting (or forgetting of what each
@@ -35,9 +37,9 @@ from curlora.measure import stats
 from curlora.measure.describe import described
 from curlora.measure.metrics import earlier_tasks
 from curlora.measure.record import Row, RunMetrics
-from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, AgainstBase, Best, Comparison, Group, Interpolated,
-                                          OrderEffect, Paired, PlanEntry, Point, ProbeTrack, Reanalysis, RowsTest,
-                                          StudyRecord, StudySettings, Summary, key, within)
+from curlora.measure.study_record import (DEFAULT_MARGIN, MEASURES, AgainstBase, AtChosen, Best, Comparison, Group,
+                                          Interpolated, OrderEffect, Paired, PlanEntry, Point, ProbeTrack, Reanalysis,
+                                          RowsTest, StudyRecord, StudySettings, Summary, key, within)
 
 CONSTANT_SHARE = 0.95
 BEST_RULE = ("the highest mean learning on validation rows (a seeded half of each task's eval rows; the table "
@@ -644,6 +646,107 @@ def decide_against_base(t: AgainstBase) -> None:
     t.sentence = head + why
 
 
+# what at_chosen compares each pair on, each measure a family of its own (Holm within it): (what it is, digits,
+# unit, its equivalence margin: "study" for the study's margin in points, a number, or None for none)
+AT_CHOSEN = {"learning_test": ("learning on test rows", 1, " pts", "study"),
+             "forgetting": ("forgetting of every earlier task", 1, " pts", "study"),
+             "forgetting_known": ("forgetting of what each run knew", 1, " pts", "study"),
+             "chat_kl": ("KL to the base on its chat replies", 4, "", None),
+             "facts": ("factual questions right", 1, " pts", "study"),
+             "probe_ppl_ratio": ("WikiText-2 perplexity / the base's", 3, "", PPL_MARGIN)}
+FAMILY_CHOSEN = "each method at its chosen learning rate"
+
+
+def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Best | None], labels: list[str],
+              margin: float = DEFAULT_MARGIN, pairs: list[tuple[str, str]] | None = None) -> list[AtChosen]:
+    """Each pair of methods (or those of `pairs`), each at its own chosen learning rate (`best`), on each measure
+    of AT_CHOSEN: the runs of the two chosen groups paired by seed × task order, the mean difference a − b with
+    its Student-t interval, a paired t-test and TOST within the measure's margin; Holm within each measure's
+    family (FAMILY_CHOSEN: measure). Learning is on test rows (the rows the rate was not chosen on); where either
+    side lacks them, on every eval row, and the record's measure says so. Empty where fewer than two methods have
+    a chosen rate."""
+    pairs = list(itertools.combinations(labels, 2)) if pairs is None else pairs
+    out: list[AtChosen] = []
+    for a, b in pairs:
+        ba, bb = best.get(a), best.get(b)
+        if ba is None or bb is None or ba.key not in groups or bb.key not in groups:
+            continue
+        runs = {side: {p.unit: p for p in points if p.key == k} for side, k in ((a, ba.key), (b, bb.key))}
+        shared = sorted(set(runs[a]) & set(runs[b]))
+        for measure, (_, _, _, m) in AT_CHOSEN.items():
+            name = measure
+            if measure == "learning_test" and any(getattr(runs[side][u], name) is None for side in (a, b)
+                                                  for u in shared):
+                name = "learning"
+            both = [(getattr(runs[a][u], name), getattr(runs[b][u], name)) for u in shared]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            if not both:
+                continue
+            diffs = [x - y for x, y in both]
+            t = stats.paired_t(diffs)
+            width = margin if m == "study" else m
+            out.append(AtChosen(methods=[a, b], keys=[ba.key, bb.key],
+                                settings=[dict(groups[ba.key].setting), dict(groups[bb.key].setting)],
+                                measure=name, means=[sum(x for x, _ in both) / len(both),
+                                                     sum(y for _, y in both) / len(both)],
+                                difference=t["mean"], ci95=t["ci95"], n=t["n"], sd=t["sd"], p=t["p_value"],
+                                tost_p=None if width is None else stats.tost_paired(diffs, width), margin=width,
+                                family=f"{FAMILY_CHOSEN}: {measure}"))
+    for family in dict.fromkeys(t.family for t in out):
+        mine = [t for t in out if t.family == family]
+        for t, q in zip(mine, stats.holm([t.p for t in mine])):
+            t.p_adjusted = q
+    for t in out:
+        decide_at_chosen(t, groups)
+    return out
+
+
+def decide_at_chosen(t: AtChosen, groups: dict[str, Group]) -> None:
+    """The verdict and sentence of one pair at its chosen rates on one measure, once its adjusted p is known:
+    more / less (Holm-adjusted p < 0.05; of learning, whether the first learns more; of a loss, "less" = the first
+    loses less: forgets less, drifts less, keeps more facts), equivalent (TOST p < 0.05 within ±margin, and no
+    difference shown), else inconclusive. At least two pairs that all differ by exactly the same amount leave no
+    spread to test: decided by that difference against the margin, as against_base decides."""
+    label, digits, unit, _ = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure]
+    if t.measure == "learning":
+        label = "learning on every eval row (a side lacks test rows)"
+    a, b = t.methods
+    who = [described(m, s) if s else k for m, s, k in zip(t.methods, t.settings, t.keys)]
+    ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
+    head = (f"{who[0]} against {who[1]}, each at its chosen rate, {label}: {t.means[0]:.{digits}f}{unit} against "
+            f"{t.means[1]:.{digits}f}{unit}, a difference of {t.difference:+.{digits}f}{unit}{ci} over {t.n} "
+            f"paired run{'s' if t.n != 1 else ''} (seed × task order).")
+    learning = t.measure in ("learning_test", "learning")
+    up = t.difference > 0
+    better = up if learning or t.measure in HIGHER_IS_BETTER else not up
+    word = ("more" if up else "less") if learning else ("less" if better else "more")
+    what = (f"{a} learns {'more' if up else 'less'} than {b}" if learning else
+            f"{a} loses {'less' if better else 'more'} by this measure than {b}")
+    shown = t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.difference != 0
+    test = (f" Paired t-test p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}"
+            if t.p is not None else "")
+    if shown:
+        t.verdict, why = word, f"{test}: {what}."
+    elif t.tost_p is not None and t.tost_p < stats.ALPHA:
+        t.verdict = "equivalent"
+        why = f"{test}; within ±{t.margin:g}{unit} (TOST p = {t.tost_p:.3g}): the same by this measure."
+    elif t.n >= 2 and not t.sd and t.difference != 0 and (t.margin is None or abs(t.difference) >= t.margin):
+        t.verdict, why = word, (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, so no spread is "
+                                f"left to test: {what}.")
+    elif t.n >= 2 and not t.sd and t.margin is not None:
+        t.verdict = "equivalent"
+        why = (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "
+               "spread is left to test: the same by this measure.")
+    else:
+        t.verdict = "inconclusive"
+        why = (" One pair: no test; run more seeds." if t.n < 2 else
+               f"{test}: neither a difference nor" + (f" equivalence within ±{t.margin:g}{unit}"
+                                                      + (f" (TOST p = {t.tost_p:.3g})" if t.tost_p is not None else "")
+                                                      if t.margin is not None else " (no margin: no equivalence test)")
+               + " is shown.")
+    t.sentence = head + why
+
+
 def warnings_of(orders: list[list[str]], points: list[Point]) -> list[str]:
     """Per task order: when the only task any of its runs learned is its last one."""
     out = []
@@ -736,13 +839,14 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     knowns = _family(groups, points, labels, metrics_of, settings.margin, measures=("forgetting_known",), pairs=pairs)
     chats = chat_comparisons(groups, points, labels, settings.margin, pairs=pairs)
     bases = against_base(points, groups, settings.margin)
+    chosen = at_chosen(points, groups, best, labels, settings.margin, pairs=pairs)
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
                        base=base, plan=plan, points=points, groups=groups, frontier=fronts,
                        chat_frontier=chat_fronts, best=best,
                        comparison=comparisons, comparison_top=tops, comparison_known=knowns,
-                       comparison_chat=chats, against_base=bases,
+                       comparison_chat=chats, against_base=bases, at_chosen=chosen,
                        tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
                        order_effect=order_effect(orders, labels, points), probes=probe_tracks(points),
@@ -842,7 +946,8 @@ def reanalyse(rec: StudyRecord, tasks: list[str] | None = None, metrics_of=None,
     stored = len(points) - remeasured
     done = ["points' learned earlier tasks", "groups over seeds", "frontier", "best learning rate",
             "comparisons at matched learning (monotone fits, bootstrap intervals)", "paired t-test, TOST and seeds "
-            "needed", "Holm within the family", "verdicts", "warnings", "order effect", "probe correlations"]
+            "needed", "Holm within the family", "verdicts", "warnings", "order effect", "probe correlations",
+            "each pair at its chosen rates"]
     lacks = []
     if not every_run:
         lacks.append("the McNemar row test: it needs every compared run's per-row results, and "

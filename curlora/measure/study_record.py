@@ -12,7 +12,8 @@ Fields:
                  the shared row 0), plan [PlanEntry], points [Point], groups {key "method@lr": Group}, frontier
                  {method: [keys]}, chat_frontier {method: [keys]} (learning against chat_kl, where the chat probe
                  ran), best {method: Best | None}, comparison [Comparison] (and comparison_top, comparison_known,
-                 comparison_chat: the other families), against_base [AgainstBase], tasks (in training order),
+                 comparison_chat: the other families), against_base [AgainstBase], at_chosen [AtChosen], tasks (in
+                 training order),
                  warnings (e.g. the only learnable task comes last), order_effect [OrderEffect: each method under
                  each task order], probes [ProbeTrack: Spearman's ρ of each drift probe with forgetting over runs],
                  probes_known [ProbeTrack: the same against forgetting of what each run knew],
@@ -65,6 +66,10 @@ Fields:
                  abilities?): key, method, lr, measure, base, value, change (run − its seed's base, mean over runs)
                  with ci95, n, sd, p, p_adjusted (Holm over every setting and measure), tost_p, margin, verdict
                  (keeps | loses | gains | inconclusive), family, sentence
+    AtChosen     two methods each at its own chosen learning rate on one measure, paired over seed × order:
+                 methods, keys, settings, measure, means, difference (a − b) with ci95, n, sd, p, p_adjusted (Holm
+                 within the measure's family), tost_p, margin, verdict (more | less | equivalent | inconclusive),
+                 family, sentence
 
 Unknown keys are kept and written back (as in curlora/measure/record.py), so nothing a newer version stored is lost.
 """
@@ -442,6 +447,34 @@ class AgainstBase(Flat):
 
 
 @dataclass
+class AtChosen(Flat):
+    """Two methods, each at its own chosen learning rate (StudyRecord.best), on one measure, paired over the runs
+    they share (seed × task order: the same rows and order on both sides) (study_analysis.at_chosen): what a user
+    who takes each method's recommended setting gets. Matched learning cannot compare a method whose learning
+    lies beyond the other's whole range (a peer run at one rate); this can, and says so when it learns more.
+    A t-test over the pairs, TOST within ±margin where the measure has one, Holm-adjusted within the measure's family.
+    verdict, of methods[0] against methods[1]: more / less (adjusted p < 0.05; of learning, "more" = learns more; of
+    a loss, "less" = loses less of it: forgets less, drifts less, keeps more facts), equivalent, inconclusive."""
+    methods: list = field(default_factory=list)  # [a, b]
+    keys: list = field(default_factory=list)  # each side's chosen group "method@lr"
+    settings: list = field(default_factory=list)  # each side's setting (lr, rank, ...)
+    measure: str = ""  # learning_test (learning on test rows; learning where a side lacks it), forgetting, ...
+    means: list = field(default_factory=list)  # each side's mean over the paired runs
+    difference: float | None = None  # mean of a − b over the pairs
+    ci95: list | None = None  # Student t over the pairs, of the difference
+    n: int = 0  # pairs
+    sd: float | None = None
+    p: float | None = None  # two-sided paired t (None: fewer than 2 pairs or no spread)
+    p_adjusted: float | None = None  # Holm within `family`
+    tost_p: float | None = None  # equivalence within ±margin (measures in points only)
+    margin: float | None = None
+    verdict: str = "inconclusive"
+    family: str = ""
+    sentence: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
 class OrderEffect:
     """One method under one task order, over its runs at every learning rate and seed: does the order matter?"""
     method: str = ""
@@ -512,6 +545,8 @@ class StudyRecord:
     comparison_chat: list[Comparison] = field(default_factory=list)
     # each setting against the base model on facts and WikiText-2 perplexity (study_analysis.against_base)
     against_base: list[AgainstBase] = field(default_factory=list)
+    # each pair of methods at its own chosen learning rate, per measure (study_analysis.at_chosen)
+    at_chosen: list[AtChosen] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # in the order they are trained (the experiment's)
     warnings: list[str] = field(default_factory=list)  # what the reader must know before trusting the comparison
     order_effect: list[OrderEffect] = field(default_factory=list)  # with several task orders: each one's means
@@ -543,6 +578,7 @@ class StudyRecord:
                    comparison_known=[Comparison.from_json(c) for c in known.get("comparison_known") or []],
                    comparison_chat=[Comparison.from_json(c) for c in known.get("comparison_chat") or []],
                    against_base=[AgainstBase.from_json(t) for t in known.get("against_base") or []],
+                   at_chosen=[AtChosen.from_json(t) for t in known.get("at_chosen") or []],
                    tasks=list(known.get("tasks") or []), warnings=list(known.get("warnings") or []),
                    order_effect=[OrderEffect.of(o) for o in known.get("order_effect") or []],
                    probes=[ProbeTrack.from_json(t) for t in known.get("probes") or []],
@@ -566,6 +602,7 @@ class StudyRecord:
                 **({"comparison_chat": [c.to_json() for c in self.comparison_chat]} if self.comparison_chat
                    else {}),
                 **({"against_base": [t.to_json() for t in self.against_base]} if self.against_base else {}),
+                **({"at_chosen": [t.to_json() for t in self.at_chosen]} if self.at_chosen else {}),
                 "tasks": self.tasks, "warnings": self.warnings,
                 "order_effect": [o.to_json() for o in self.order_effect],
                 "probes": [t.to_json() for t in self.probes],

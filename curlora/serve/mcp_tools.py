@@ -152,7 +152,8 @@ class Tools:
             JSON: for a study {study_id, groups, frontier, best, comparison (each with its sentence), and the other
             families: comparison_top (at the most learning both reach), comparison_known (forgetting of what each
             run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
-            setting against the base model: keeps / loses / gains / inconclusive)}; for a lone run
+            setting against the base model: keeps / loses / gains / inconclusive), at_chosen (each pair, each
+            method at its own chosen learning rate, on learning, forgetting and the base's abilities)}; for a lone run
             {run_id, study: null, note, methods: {label: {described, summary, final_accuracy}}}.
         """
         run = self._open(run_id, owner)
@@ -175,7 +176,8 @@ class Tools:
                             "comparison_top": [c.to_json() for c in rec.comparison_top],
                             "comparison_known": [c.to_json() for c in rec.comparison_known],
                             "comparison_chat": [c.to_json() for c in rec.comparison_chat],
-                            "against_base": [t.to_json() for t in rec.against_base]})
+                            "against_base": [t.to_json() for t in rec.against_base],
+                            "at_chosen": [t.to_json() for t in rec.at_chosen]})
         m = run.record()
         return as_json({
             "run_id": run.id, "study": None,

@@ -9,7 +9,7 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, interval_text
+from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, BEST_RULE, interval_text
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
@@ -72,6 +72,8 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                              f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.against_base:  # each setting against the base model itself (keeps | loses | gains | inconclusive)
         lines.append(against_base_md(rec))
+    if rec.at_chosen:  # each pair at its own chosen rate (what a user who takes each recommendation gets)
+        lines.append(at_chosen_md(rec))
     if rec.order_effect:
         lines.append("Task order: " + "; ".join(
             f"{o.method} in order {o.order + 1} ({', '.join(o.tasks)}) learns {interval_text(o.learning, 1)} and "
@@ -111,6 +113,33 @@ def against_base_md(rec: StudyRecord) -> str:
                     f"{AGAINST_NAMES.get(t.measure, html.escape(t.measure))} | {num(t.base, 4)} | {num(t.value, 4)} | "
                     f"{t.change:+.{d}f}{ci} | {t.n} | {num(t.p_adjusted)} | {num(t.tost_p)} | ±{t.margin:g} | "
                     f"**{html.escape(t.verdict)}** |")
+    return "\n".join(rows)
+
+
+CHOSEN_NAMES = {"learning_test": "learning, test rows (pts)", "learning": "learning, every eval row (pts)",
+                "forgetting": "forgetting (pts)", "forgetting_known": "forgetting of what it knew (pts)",
+                "chat_kl": "chat KL to base", "facts": "factual questions right (pts)",
+                "probe_ppl_ratio": "probe-text perplexity × the base's"}
+
+
+def at_chosen_md(rec: StudyRecord) -> str:
+    """Each pair, each method at its own chosen rate, as one table: both settings, the measure, both means, the
+    difference with its interval, the pairs, the Holm-adjusted p, TOST p and the verdict (the record's numbers;
+    nothing is computed here)."""
+    def num(x):
+        return "–" if x is None else f"{x:.3g}"
+    rows = ["**Each method at its chosen learning rate** (runs paired by seed × task order; each measure its own "
+            "Holm family; *more* / *less* of the first: learns more, or loses less of what the measure keeps):", "",
+            "| first | second | measure | first's | second's | difference [95 % CI] | pairs | p (Holm) | TOST p | "
+            "verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in rec.at_chosen:
+        d = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure][1]
+        ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
+        first, second = (html.escape(described(m, st) if st else k)
+                         for m, st, k in zip(t.methods, t.settings, t.keys))
+        rows.append(f"| {first} | {second} | {CHOSEN_NAMES.get(t.measure, html.escape(t.measure))} | "
+                    f"{t.means[0]:.{d}f} | {t.means[1]:.{d}f} | {t.difference:+.{d}f}{ci} | {t.n} | "
+                    f"{num(t.p_adjusted)} | {num(t.tost_p)} | **{html.escape(t.verdict)}** |")
     return "\n".join(rows)
 
 

@@ -536,6 +536,56 @@ def across_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord |
     return out
 
 
+def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecord | None = None) -> list[str]:
+    """The user's question — which method gives the learning they need with the least forgetting — for each peer,
+    each method at its chosen rate against CURLoRA and against LoRA at theirs (the across record's at_chosen: runs
+    paired by seed × order, each measure a Holm family over these pairs), in one paragraph: the verdicts that decide
+    (more, less, equivalent) with their adjusted p, the measures left inconclusive named. A peer with fewer than 3
+    runs at its chosen rate is named as waiting, not judged."""
+    across = across_record(loaded, packs) if across is None else across
+    if across is None:
+        return ["The peers have not started: no method is set against CURLoRA and LoRA at its chosen rate yet."]
+    out = ["**Which method, each at its chosen rate** (the frontier and the peers as one study; runs paired by seed × "
+           "task order; each measure Holm-adjusted over these pairs)."]
+    waiting = []
+    for m in across.labels:
+        if m in FRONT:
+            continue
+        best = across.best.get(m)
+        g = across.groups.get(best.key) if best is not None else None
+        if g is None or len(g.run_ids) < 3:
+            waiting.append(f"{m} ({0 if g is None else len(g.run_ids)} run{'' if g and len(g.run_ids) == 1 else 's'})")
+            continue
+        sides = []
+        for other in FRONT:
+            ts = [t for t in across.at_chosen if t.methods == [other, m]]
+            if not ts:
+                continue
+            lr = across.groups[ts[0].keys[0]].lr
+            decided, open_ = [], []
+            for t in ts:
+                name = CHOSEN_WORDS.get(t.measure, t.measure)
+                p = "" if t.p_adjusted is None else f" (Holm p = {t.p_adjusted:.2g})"
+                # the record reads "other against m": say it of m, the peer
+                if t.verdict in ("more", "less"):
+                    flip = {"more": "less", "less": "more"}[t.verdict]
+                    verb = "learns" if t.measure.startswith("learning") else "loses"
+                    decided.append(f"{verb} {flip}" + ("" if verb == "learns" else f" by {name}") + p)
+                elif t.verdict == "equivalent":
+                    decided.append(f"the same {name} within ±{t.margin:g}" + (" pts" if t.margin >= 1 else "")
+                                   + (f" (TOST p = {t.tost_p:.2g})" if t.tost_p is not None else ""))
+                else:
+                    open_.append(name)
+            said = ", ".join(decided) if decided else "no difference shown"
+            sides.append(f"against {NAMES[other]} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
+                                                                          if open_ and decided else ""))
+        if sides:
+            out.append(f"{m} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides) + ".")
+    if waiting:
+        out.append(f"Fewer than 3 runs so far at the chosen rate of {', '.join(waiting)}: not judged yet.")
+    return [" ".join(out)]
+
+
 def probes_block(rec: StudyRecord) -> list[str]:
     """Which drift probe tracked forgetting over the study's runs — all earlier tasks, and what each run knew:
     Spearman's ρ with its bootstrap interval, and whether the interval lies above 0."""
@@ -564,7 +614,9 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
            loaded: dict | None = None) -> dict[str, list[str]]:
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
-    out = {"smollm2-status": status_block(loaded, matched), "smollm2-claim": claim_block(loaded),
+    across = across_record(loaded, packs)
+    out = {"smollm2-status": status_block(loaded, matched),
+           "smollm2-claim": claim_block(loaded) + [""] + which_block(loaded, packs, across),
            "smollm2-tasks": tasks_block(loaded, packs=packs), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
@@ -603,7 +655,6 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                           "learns more, or loses less of what the measure keeps):", ""]
                 out["smollm2-status"] += at_chosen_block(rec)
             out["smollm2-status"] += ["", "Did a drift probe track forgetting over these runs?", ""] + probes_block(rec)
-    across = across_record(loaded, packs)
     if across is not None:
         out["smollm2-status"] += ["", "Across phases: every peer against CURLoRA and against LoRA at matched learning "
                                   "(the frontier and peers analysed as one study; each family Holm-adjusted over "
@@ -673,7 +724,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
-    lines += claim_block(loaded) + [""]
+    lines += claim_block(loaded) + [""] + which_block(loaded, packs) + [""]
     front = loaded.get("frontier")
     if front is None:
         return {"smollm2-summary": lines + ["No frontier run has finished yet."]}

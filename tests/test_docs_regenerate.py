@@ -264,3 +264,33 @@ def test_a_comparisons_block_tables_the_decided_pairs_and_says_once_why_the_othe
     assert not [line for line in lines if "No comparison of" in line]
     only = smollm2_study.comparisons_block(rec, comps[3:])  # nothing decided: no empty table
     assert only[0] == "Not compared yet:" and not [line for line in only if line.startswith("|")]
+
+
+def test_the_which_paragraph_says_each_peers_decided_verdicts_of_the_peer_and_waits_for_three_runs():
+    """Each peer with 3 runs at its chosen rate against CURLoRA and LoRA at theirs: the verdicts that decide, said of
+    the peer (the record reads 'curlora against mica'), with their adjusted p; a peer with fewer runs waits."""
+    import smollm2_study
+    from curlora.measure import study_analysis as A
+    from curlora.measure.study_record import Point, StudySettings
+
+    noise = [0.3, -0.2, 0.1]
+
+    def pt(m, lr, s, learn, kl, facts):
+        e = -noise[s] if m == "mica" else noise[s]  # the peer's seeds vary the other way: the pairs have spread
+        return Point(method=m, lr=lr, seed=s, run_id=f"{m}{lr}{s}", setting={"lr": lr}, learning=learn + e,
+                     learning_val=learn, learning_test=learn + e, forgetting=5.0, chat_kl=kl + 0.01 * s, facts=facts)
+    points = [pt(m, lr, s, learn, kl, 50.0) for m, grid in (("curlora", (1e-3, 1e-2)), ("lora", (1e-4, 1e-3)))
+              for lr, learn, kl in zip(grid, (1.0, 4.0), (0.1, 0.9 if m == "curlora" else 0.2)) for s in range(3)]
+    points += [pt("mica", 6e-4, s, 9.0, 0.05, 50.0) for s in range(3)] + [pt("dora", 1e-3, 0, 5.0, 0.1, 50.0)]
+    settings = StudySettings(lrs={"curlora": [1e-3, 1e-2], "lora": [1e-4, 1e-3], "mica": [6e-4], "dora": [1e-3]},
+                             seeds=[0, 1, 2])
+    pairs = [("curlora", "lora")] + [(a, m) for a in ("curlora", "lora") for m in ("mica", "dora")]
+    across = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"], pairs=pairs)
+    (text,) = smollm2_study.which_block({}, across=across)
+    assert text.startswith("**Which method, each at its chosen rate**")
+    mica = text[text.index("mica at lr 0.0006 (3 runs): "):]
+    assert "against CURLoRA lr 0.01 it learns more (Holm p = " in mica
+    assert "loses less by chat KL, " in mica  # every pair 0.85 apart: decided without a test, so no p
+    assert "the same facts right within ±3 pts" in mica and "the same forgetting within ±3 pts" in mica
+    assert "against LoRA lr 0.001 it learns more" in mica
+    assert text.endswith("Fewer than 3 runs so far at the chosen rate of dora (1 run): not judged yet.")

@@ -84,6 +84,12 @@ def test_a_difference_with_no_spread_is_no_test_never_p_zero():
     t = stats.paired_t([2.0, 2.0, 2.0])
     assert t["p_value"] is None and t["effect_size"] is None and t["mean"] == 2.0
     assert stats.tost_paired([2.0, 2.0, 2.0], 3.0) is None and stats.seeds_needed(2.0, 0.0, 3.0) is None
+    # equal but for float rounding: (4 + 0.3) - (9 + 0.3) is not quite -5, and a t-test on it gave p ~ 1e-32
+    diffs = [(4.0 + e) - (9.0 + e) for e in (0.3, -0.2, 0.1)]
+    assert len(set(diffs)) > 1  # the rounding is there
+    assert stats.paired_t(diffs)["p_value"] is None and stats.tost_paired(diffs, 3.0) is None
+    assert stats.summary(diffs)["sd"] == 0.0 and stats.summary(diffs)["ci95"][0] == stats.summary(diffs)["ci95"][1]
+    assert stats.paired_t([1e-9, 2e-9, 3e-9])["p_value"] is not None  # a small spread of small values is spread
 
 
 def test_the_power_estimate_gives_the_seeds_that_would_decide():

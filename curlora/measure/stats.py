@@ -27,6 +27,7 @@ import math
 
 Z95 = 1.959963984540054
 ALPHA = 0.05
+ROUNDING = 1e-12  # a spread below this share of the values' size is float rounding, not spread
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
@@ -140,6 +141,8 @@ def summary(xs: list[float | None]) -> dict:
     if n == 1:
         return {"mean": mean, "ci95": None, "n": 1, "sd": None}
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    if sd <= ROUNDING * max(1.0, max(abs(v) for v in vals)):
+        sd = 0.0  # values equal but for float rounding ((4 + 0.3) - (9 + 0.3) is not quite -5): no spread, not p ~ 1e-32
     half = t_quantile(n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
 

@@ -5,6 +5,7 @@
     python bench/smollm2_queue.py status                      # each phase: where its study is, runs done/planned
     python bench/smollm2_queue.py pack                        # pack every phase into docs/studies/, rewrite the doc
     python bench/smollm2_queue.py run B --executor ray        # the last lane left: its study's runs two at a time
+    python bench/smollm2_queue.py eta                         # each lane's runs left and their hours, from medians
 
 Two lanes, one process each (a 2-core machine runs both side by side at one torch thread each; a bigger one can run
 more). A phase is a study (`python -m curlora study`) or, for the matched-loss cross-checks, the resumable driver of
@@ -147,6 +148,92 @@ def status(root: Path) -> list[str]:
     return lines
 
 
+def pending(phase: str, root: Path) -> dict[str, int] | None:
+    """The runs a phase has still to run, by method: from its study in the store, else its committed pack, else its
+    YAML (every method × learning rate × seed × order); a matched-loss phase counts its seeds not yet in its summary
+    (each run trains both methods: "curlora+lora"). None for the peers before their YAML is written."""
+    if phase in MATCHED:
+        summary = DOCS / f"smollm2-{phase}" / "summary.json"
+        done = len(json.loads(summary.read_text()).get("runs", [])) if summary.is_file() else 0
+        return {"curlora+lora": max(0, smollm2_study.MATCHED_SEEDS - done)}
+    found = study_of(phase, root)
+    rec = found.study_record() if found is not None else None
+    if rec is None and (DOCS / f"smollm2-{phase}" / "study" / "study.json").is_file():
+        from curlora.measure.study_record import StudyRecord
+
+        rec = StudyRecord.of(json.loads((DOCS / f"smollm2-{phase}" / "study" / "study.json").read_text()))
+    if rec is not None:
+        out: dict[str, int] = {}
+        for e in rec.plan:
+            if e.status != "completed":
+                out[e.method] = out.get(e.method, 0) + 1
+        return out
+    spec_file = STUDIES / f"smollm2-{phase}.yaml"
+    if not spec_file.is_file():
+        return None
+    import yaml
+
+    st = yaml.safe_load(spec_file.read_text(encoding="utf-8"))["study"]
+    per = len(st["seeds"]) * len(st.get("orders") or [None])
+    return {m: len(lrs) * per for m, lrs in st["lrs"].items()}
+
+
+def eta(root: Path) -> list[str]:
+    """Each lane's runs left and about how long they take: each method's median minutes per run over every packed
+    run of it (a variant with none yet, e.g. curlora-uniform, at its base method's; a method never run, at the median
+    of all runs, and the line says so; a matched-loss run at its two methods' sum, a floor: the chasing method may
+    train up to three times its steps). Medians from runs that shared two busy cores, as the lanes do."""
+    import statistics
+
+    costs = smollm2_study.run_costs(smollm2_study.load_all())
+    minutes: dict[str, list[float]] = {}
+    for by in costs.values():
+        for method, ts in by.items():
+            minutes.setdefault(method, []).extend(t["stage_s"] / 60 for t in ts)
+    every = [x for xs in minutes.values() for x in xs]
+    overall = statistics.median(every) if every else None
+
+    def per_run(method: str) -> tuple[float | None, str]:
+        if "+" in method:
+            parts = [per_run(m) for m in method.split("+")]
+            if any(x is None for x, _ in parts):
+                return None, ""
+            return sum(x for x, _ in parts), " (a floor: the chasing method may train longer)"
+        for name in (method, method.split("-")[0]):
+            if minutes.get(name):
+                return statistics.median(minutes[name]), "" if name == method else f" (at {name}'s median)"
+        return overall, " (never run: at the median of all runs)" if overall is not None else ""
+
+    lines, hours = [], {}
+    for lane, phases in LANES.items():
+        total = 0.0
+        for phase in phases:
+            left = pending(phase, root)
+            if left is None:
+                lines.append(f"lane {lane} {phase}: not planned yet (its YAML is written once the pilots finish)")
+                continue
+            n = sum(left.values())
+            if not n:
+                continue
+            parts, phase_min = [], 0.0
+            for method, k in left.items():
+                each, note = per_run(method)
+                if each is None:
+                    parts.append(f"{k} {method} (no run measured yet)")
+                    continue
+                phase_min += k * each
+                parts.append(f"{k} {method} × {each:.0f} min{note}")
+            total += phase_min
+            lines.append(f"lane {lane} {phase}: {n} runs left, about {phase_min / 60:.1f} h ({'; '.join(parts)})")
+        hours[lane] = total / 60
+        lines.append(f"lane {lane}: about {hours[lane]:.1f} h of runs left")
+    if len(hours) == 2 and all(hours.values()):
+        short, long_ = sorted(hours.values())
+        lines.append(f"both lanes side by side: about {long_:.1f} h; about {short + (long_ - short) / 2:.1f} h if the "
+                     "longer lane's last study goes on Ray (run LANE --executor ray) once the other lane is done")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -155,6 +242,7 @@ def main(argv=None) -> int:
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where a study's runs go: one at a time here (local), or a local Ray instance's CPUs (ray)")
     sub.add_parser("status", help="where each phase stands")
+    sub.add_parser("eta", help="each lane's runs left and about how long they take, from the packed runs' medians")
     sub.add_parser("pack", help="pack every phase's study into docs/studies/ and rewrite the document's block")
     args = ap.parse_args(argv)
     root = store()
@@ -162,6 +250,9 @@ def main(argv=None) -> int:
         return run_lane(args.lane, root, executor=args.executor)
     if args.cmd == "status":
         print("\n".join(status(root)))
+        return 0
+    if args.cmd == "eta":
+        print("\n".join(eta(root)))
         return 0
     for phase in LANES["A"] + LANES["B"]:
         if phase not in MATCHED:

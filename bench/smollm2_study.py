@@ -191,6 +191,24 @@ def run_times(events: list[dict]) -> dict | None:
     return out if out["eval_s"] else None
 
 
+def run_costs(loaded: dict, packs: dict[str, Path] = PACKS) -> dict[str, dict[str, list[dict]]]:
+    """{phase: {method: [run_times of each packed run]}}, from each packed run's events (phases not packed: left
+    out)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for phase, folder in packs.items():
+        got = loaded.get(phase)
+        if got is None:
+            continue
+        by = out.setdefault(phase, {})
+        for p in got[0].points:
+            f = folder / "runs" / p.run_id / "events.jsonl"
+            t = run_times([json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]) \
+                if f.is_file() else None
+            if t is not None:
+                by.setdefault(p.method, []).append(t)
+    return out
+
+
 def compute_block(loaded: dict, packs: dict[str, Path] = PACKS) -> list[str]:
     """Each phase's measured cost per method, from the packed runs' events: seconds per training step, seconds of
     evaluation per stage, and minutes per run (median [min, max] over its runs), with the machines they ran on."""
@@ -200,19 +218,8 @@ def compute_block(loaded: dict, packs: dict[str, Path] = PACKS) -> list[str]:
     def spread(xs: list[float], digits: int) -> str:
         xs = sorted(xs)
         return f"{statistics.median(xs):.{digits}f} [{xs[0]:.{digits}f}, {xs[-1]:.{digits}f}]"
-    for phase, folder in packs.items():
-        got = loaded.get(phase)
-        if got is None:
-            continue
-        rec, meta = got
-        by: dict[str, list[dict]] = {}
-        for p in rec.points:
-            f = folder / "runs" / p.run_id / "events.jsonl"
-            t = run_times([json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]) \
-                if f.is_file() else None
-            if t is not None:
-                by.setdefault(p.method, []).append(t)
-        machines = "; ".join(sorted(set(meta.get("runs", {}).values()))) or "—"
+    for phase, by in run_costs(loaded, packs).items():
+        machines = "; ".join(sorted(set(loaded[phase][1].get("runs", {}).values()))) or "—"
         for method, ts in by.items():
             lines.append(f"| {phase} | {method} | {len(ts)} | "
                          f"{spread([t['train_s'] / t['steps'] for t in ts if t['steps']], 2)} | "

@@ -73,3 +73,42 @@ def test_the_executor_reaches_each_study_command_and_not_the_matched_driver(monk
     monkeypatch.setattr(Q, "plan", lambda phase, root, executor="local": seen.append(executor) or ("done", None))
     monkeypatch.setattr(Q, "pack", lambda phase, root: None)
     assert Q.run_lane("A", tmp_path, executor="ray") == 0 and set(seen) == {"ray"}
+
+
+def test_eta_sums_each_lanes_runs_left_at_their_methods_median_minutes(monkeypatch, tmp_path):
+    """Minutes per run: a method's own median, a variant's base method's, a never-run method's the median of all
+    runs (said so); a matched-loss run the sum of its two methods (a floor); each lane's hours and both side by side."""
+    def times(*minutes):
+        return [{"stage_s": m * 60} for m in minutes]
+    monkeypatch.setattr(Q.smollm2_study, "load_all", lambda: {})
+    monkeypatch.setattr(Q.smollm2_study, "run_costs", lambda loaded: {
+        "frontier": {"curlora": times(10, 12, 14), "lora": times(20)}, "peers": {"osf": times(30)}})
+    left = {"frontier": {"lora": 3}, "control": {"head-only": 2}, "matched-curlora-chases": {"curlora+lora": 1},
+            "matched-lora-chases": {}, "sampling": {"curlora-uniform": 6}, "pilot": {}, "pilot2": {},
+            "peers": {"osf": 4}}
+    monkeypatch.setattr(Q, "pending", lambda phase, root: left[phase])
+    lines = Q.eta(tmp_path)
+    assert "lane A frontier: 3 runs left, about 1.0 h (3 lora × 20 min)" in lines
+    assert any(line.startswith("lane A control: 2 runs left") and "never run: at the median of all runs" in line
+               for line in lines)  # the median of 10, 12, 14, 20, 30: 14 min
+    assert any("1 curlora+lora × 32 min (a floor" in line for line in lines)
+    assert any("6 curlora-uniform × 12 min (at curlora's median)" in line for line in lines)
+    a = 3 * 20 + 2 * 14 + 32 + 6 * 12
+    assert f"lane A: about {a / 60:.1f} h of runs left" in lines and "lane B: about 2.0 h of runs left" in lines
+    assert lines[-1].startswith(f"both lanes side by side: about {a / 60:.1f} h; about {(2 + (a / 60 - 2) / 2):.1f} h")
+
+
+def test_pending_reads_the_store_then_the_pack_then_the_yaml(monkeypatch, tmp_path):
+    from curlora.measure.study_record import PlanEntry, StudyRecord
+
+    monkeypatch.setattr(Q, "study_of", lambda phase, root: None)
+    monkeypatch.setattr(Q, "DOCS", tmp_path)  # no pack: the YAML's grid
+    assert Q.pending("control", tmp_path) == {"head-only": 9}  # 3 learning rates × 3 seeds × 1 order
+    assert Q.pending("matched-lora-chases", tmp_path) == {"curlora+lora": 3}
+
+    class Found:
+        def study_record(self):
+            return StudyRecord(plan=[PlanEntry(method="osf", status="completed"), PlanEntry(method="osf"),
+                                     PlanEntry(method="dora", status="cancelled")])
+    monkeypatch.setattr(Q, "study_of", lambda phase, root: Found())
+    assert Q.pending("peers", tmp_path) == {"osf": 1, "dora": 1}

@@ -1,6 +1,6 @@
 """The SmolLM2 study's work queue: each phase in its order, resumed where it stopped, on this machine or another.
 
-    OMP_NUM_THREADS=1 python bench/smollm2_queue.py run A     # lane A: frontier, control, matched both ways, sampling
+    OMP_NUM_THREADS=1 python bench/smollm2_queue.py run A     # lane A: frontier, control, its edge, matched, sampling
     OMP_NUM_THREADS=1 python bench/smollm2_queue.py run B     # lane B: pilot, pilot2, peers
     python bench/smollm2_queue.py status                      # each phase: where its study is, runs done/planned
     python bench/smollm2_queue.py pack                        # pack every phase into docs/studies/, rewrite the doc
@@ -45,7 +45,9 @@ import smollm2_study  # noqa: E402
 STUDIES = REPO / "bench" / "studies"
 DOCS = REPO / "docs" / "studies"
 MATCHED = ("matched-curlora-chases", "matched-lora-chases")
-LANES = {"A": ("frontier", "control", *MATCHED, "sampling"), "B": ("pilot", "pilot2", "peers")}
+# lane A's frontier-edge (one more rate beyond each grid's top) came after the frontier's chosen rates sat at the top;
+# it also evens the lanes (lane B's peers are the longest phase)
+LANES = {"A": ("frontier", "control", "frontier-edge", *MATCHED, "sampling"), "B": ("pilot", "pilot2", "peers")}
 
 
 def store() -> Path:

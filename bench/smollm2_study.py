@@ -42,7 +42,8 @@ from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
 STUDIES = REPO / "bench" / "studies"
-PHASES = ("pilot", "pilot2", "frontier", "peers", "control", "sampling")
+EDGE = "frontier-edge"  # one more rate each beyond the top of the frontier's grids, analysed as part of the frontier
+PHASES = ("pilot", "pilot2", "frontier", EDGE, "peers", "control", "sampling")
 PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in PHASES}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
@@ -161,7 +162,7 @@ def tasks_block(loaded: dict, quality: Path = QUALITY, packs: dict[str, Path] = 
             share = (b.pred_share or [None] * len(rec.tasks))[j]
             one = "—" if share is None else ("yes" if share >= 0.95 else "no")
             run = next((p.run_id for p in rec.points if p.seed == 0 and p.order == 0), None)
-            m = metrics_reader(packs["frontier"])(run) if run else None
+            m = metrics_reader(*front_folders(packs))(run) if run else None
             major = f"{m.majority[j] * 100:.1f} %" if m is not None and m.majority else "—"
             lines.append(f"| {names['answers']} | {b.accuracy[j] * 100:.1f} % [{b.ci95[j][0] * 100:.1f}, "
                          f"{b.ci95[j][1] * 100:.1f}] | {b.n[j]} | {major} | {one} | the frontier's base row, seed 0 "
@@ -366,12 +367,14 @@ def claim_block(loaded: dict) -> list[str]:
     if front is None:
         return ["No frontier run has finished yet: nothing to say about the paper's claim."]
     rec, meta = front
-    total = planned("frontier")
+    edge = meta.get("edge")  # the edge's runs, analysed with the frontier's (with_edge)
+    total = planned("frontier") + (planned(EDGE) if edge else 0)
     methods = [m for m in ("curlora", "lora") if m in rec.labels]
     if len(methods) < 2:
         return ["The frontier has not run both CURLoRA and LoRA yet."]
-    done = meta["points"]
+    done = meta["points"] + (edge["points"] if edge else 0)
     out = [f"**What the data says about the paper's claim** ({done} of {total} frontier runs"
+           + (", its edge's included" if edge else "")
            + ("; it will move as the rest run" if done < total else "") + "). The paper claims CURLoRA keeps the base "
            "model's abilities while it learns a task sequence, where LoRA forgets."]
     learned = []
@@ -514,7 +517,7 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
     mine, plan = [p for p in front.points if same(p)], [e for e in front.plan if same(e)]
     settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **rec.settings.lrs})
     out = analyse(settings, front.base, plan + rec.plan, mine + rec.points,
-                  metrics_reader(packs["sampling"], packs["frontier"]), tasks=rec.tasks)
+                  metrics_reader(packs["sampling"], *front_folders(packs)), tasks=rec.tasks)
     out.bases = front.bases
     return out
 
@@ -538,7 +541,7 @@ def across_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord |
     pairs = [FRONT] + [(a, m) for a in FRONT for m in labels if m not in FRONT]
     settings = dataclasses.replace(front.settings, lrs={**front.settings.lrs, **peers.settings.lrs})
     out = analyse(settings, front.base, front.plan + peers.plan, front.points + peers.points,
-                  metrics_reader(packs["frontier"], packs["peers"]), tasks=front.tasks, pairs=pairs)
+                  metrics_reader(*front_folders(packs), packs["peers"]), tasks=front.tasks, pairs=pairs)
     out.bases = front.bases
     return out
 
@@ -613,8 +616,35 @@ def probes_block(rec: StudyRecord) -> list[str]:
 
 
 def load_all(packs: dict[str, Path] = PACKS) -> dict:
-    """Every phase's pack, loaded (and analysed with today's code) once: {phase: (record, meta) | None}."""
-    return {phase: load(phase, packs) for phase in packs}
+    """Every phase's pack, loaded (and analysed with today's code) once: {phase: (record, meta) | None}; the
+    frontier with its edge's runs (with_edge)."""
+    return with_edge({phase: load(phase, packs) for phase in packs}, packs)
+
+
+def front_folders(packs: dict[str, Path] = PACKS) -> list[Path]:
+    """Where the frontier's runs are: its pack's and its edge's (a folder not there holds nothing)."""
+    return [packs["frontier"]] + ([packs[EDGE]] if EDGE in packs else [])
+
+
+def with_edge(loaded: dict, packs: dict[str, Path] = PACKS) -> dict:
+    """`loaded` with the frontier analysed together with its edge's runs as one study (the union of the grids, the
+    plans and the points; the same seeds draw the same rows, so the runs pair across the two packs), the frontier's
+    meta carrying the edge's under "edge". Unchanged until the edge has a finished run."""
+    import dataclasses
+
+    from curlora.measure.study_analysis import analyse
+
+    front, edge = loaded.get("frontier"), loaded.get(EDGE)
+    if not (front and edge and edge[0].points):
+        return loaded
+    rec, meta = front
+    e = edge[0]
+    labels = list(dict.fromkeys([*rec.settings.lrs, *e.settings.lrs]))
+    lrs = {m: sorted(set(rec.settings.lrs.get(m, [])) | set(e.settings.lrs.get(m, []))) for m in labels}
+    merged = analyse(dataclasses.replace(rec.settings, lrs=lrs), rec.base, rec.plan + e.plan, rec.points + e.points,
+                     metrics_reader(*front_folders(packs)), tasks=rec.tasks)
+    merged.bases = rec.bases
+    return {**loaded, "frontier": (merged, {**meta, "edge": edge[1]})}
 
 
 def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATCHED,

@@ -294,3 +294,41 @@ def test_the_which_paragraph_says_each_peers_decided_verdicts_of_the_peer_and_wa
     assert "the same facts right within ±3 pts" in mica and "the same forgetting within ±3 pts" in mica
     assert "against LoRA lr 0.001 it learns more" in mica
     assert text.endswith("Fewer than 3 runs so far at the chosen rate of dora (1 run): not judged yet.")
+
+
+def test_the_frontiers_edge_is_analysed_as_part_of_the_frontier():
+    """with_edge merges the edge's runs into the frontier as one study: the committed frontier split in two (its top
+    rates as an 'edge') and merged again gives the frontier's own analysis — the same groups, best rates, tests and
+    verdicts — and the frontier's meta carries the edge's; with no edge run, nothing changes."""
+    import dataclasses
+
+    import smollm2_study as S
+    from curlora.measure import study_analysis as A
+
+    full, meta = S.load("frontier")
+    top = {m: max(lrs) for m, lrs in full.settings.lrs.items()}
+    folder = S.PACKS["frontier"]
+
+    def part(keep) -> object:
+        lrs = {m: [x for x in lrs if keep(m, x)] for m, lrs in full.settings.lrs.items()}
+        pts = [p for p in full.points if keep(p.method, p.lr)]
+        plan = [e for e in full.plan if keep(e.method, e.lr)]
+        return A.analyse(dataclasses.replace(full.settings, lrs=lrs), full.base, plan, pts,
+                         S.metrics_reader(folder), tasks=full.tasks)
+    front, edge = part(lambda m, x: x != top[m]), part(lambda m, x: x == top[m])
+    loaded = {"frontier": (front, meta), S.EDGE: (edge, {"points": len(edge.points), "pending": 0})}
+    packs = {"frontier": folder, S.EDGE: folder}
+    assert S.with_edge({"frontier": (front, meta), S.EDGE: None}, packs)["frontier"][0] is front
+    merged, mmeta = S.with_edge(loaded, packs)["frontier"]
+    assert mmeta["edge"]["points"] == len(edge.points) and mmeta["points"] == meta["points"]
+    assert sorted(merged.groups) == sorted(full.groups)
+    for k, g in full.groups.items():
+        for name in ("learning", "learning_test", "forgetting", "chat_kl", "facts"):
+            assert merged.groups[k].mean(name) == pytest.approx(g.mean(name))
+    assert {m: b.key for m, b in merged.best.items()} == {m: b.key for m, b in full.best.items()}
+    assert [(c.verdict, c.measure) for c in merged.comparison_chat] == [(c.verdict, c.measure)
+                                                                        for c in full.comparison_chat]
+    assert [(t.measure, t.verdict) for t in merged.at_chosen] == [(t.measure, t.verdict) for t in full.at_chosen]
+    want = {(t.key, t.measure): t.p_adjusted for t in full.against_base}
+    got = {(t.key, t.measure): t.p_adjusted for t in merged.against_base}
+    assert got.keys() == want.keys() and [got[k] for k in want] == pytest.approx(list(want.values()))

@@ -17,7 +17,7 @@ STUDIES = Path(__file__).resolve().parents[1] / "bench" / "studies"
 @pytest.fixture(autouse=True)
 def _needs_shared(shared_data):
     """The phases train on SST-2 and MRPC from ../shared/data: where a clone has none, these skip with its reason."""
-RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "sampling": 18, "control": 9}
+RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "frontier-edge": 12, "sampling": 18, "control": 9}
 
 
 def phase(name: str):
@@ -35,8 +35,20 @@ def test_each_phase_plans_the_runs_the_document_counts(name):
     assert [t.to_dict() if hasattr(t, "to_dict") else t for t in cfg.tasks] == \
         [t.to_dict() if hasattr(t, "to_dict") else t for t in front.tasks]
     assert cfg.training == front.training
-    if name in ("frontier", "sampling"):
+    if name in ("frontier", "frontier-edge", "sampling"):
         assert cfg.evaluation == front.evaluation and settings.rows_per_seed
+
+
+def test_the_edge_runs_one_rate_beyond_the_top_of_each_frontier_grid_and_is_otherwise_the_frontier():
+    """The frontier's chosen rates sat at the top of its grids: the edge runs 3× each top, with the frontier's
+    methods, seeds, orders and rows, so its runs join the frontier's as one study."""
+    cfg, settings = phase("frontier-edge")
+    front, fs = phase("frontier")
+    assert settings.lrs == {m: [max(lrs) * 3] for m, lrs in fs.lrs.items()}
+    assert [(m.kind, m.r, m.target_modules) for m in cfg.methods] == \
+        [(m.kind, m.r, m.target_modules) for m in front.methods]
+    assert settings.seeds == fs.seeds and settings.orders == fs.orders and settings.rows_per_seed
+    assert cfg.run.name == "smollm2-frontier-edge"
 
 
 def test_the_control_is_head_only_under_head_scoring_and_otherwise_the_frontier():

@@ -465,14 +465,14 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
             test = (f" Paired over {over}: the difference is {pr.mean:.2f} pts on every pair, so there is "
                     "no spread to test.")
         else:
-            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3f} "
-                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f}), d_z = {pr.effect_size:.2f}; "
-                    f"equivalence within ±{c.margin:g} pts (TOST) p = {c.tost_p:.3f}.")
+            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.2f} pts, p = {c.p:.3g} "
+                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3g}), d_z = {pr.effect_size:.2f}; "
+                    f"equivalence within ±{c.margin:g} pts (TOST) p = {c.tost_p:.3g}.")
     if c.rows:
         r = c.rows
         test += (f" On the earlier tasks' final rows ({r.rows} paired rows, pooled over seeds: it takes rows as "
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
-                 f"(exact McNemar p = {r.p_value:.3f}, adjusted {r.p_adjusted:.3f}).")
+                 f"(exact McNemar p = {r.p_value:.3g}, adjusted {r.p_adjusted:.3g}).")
     unlearned = _unlearned(groups, points, c)
     c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p)
     if unlearned and known:
@@ -485,10 +485,10 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     elif c.verdict in ("less", "more"):
         less = c.verdict == "less"
         why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
-               f"(adjusted p = {c.p_adjusted:.3f}).")
+               f"(adjusted p = {c.p_adjusted:.3g}).")
     elif c.verdict == "equivalent":
         why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
-               f"(TOST p = {c.tost_p:.3f}).")
+               f"(TOST p = {c.tost_p:.3g}).")
     else:
         if pr is None or pr.n < 2:
             need = "run at least two seeds per setting to test it"
@@ -524,18 +524,18 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
         if c.p is None:
             test = f" Paired over {over}: the difference is the same on every pair, so there is no spread to test."
         else:
-            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.{digits}f}{unit}, p = {c.p:.3f} "
-                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3f})"
-                    + (f"; equivalence within ±{c.margin:g}{unit} (TOST) p = {c.tost_p:.3f}" if c.tost_p is not None
+            test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.{digits}f}{unit}, p = {c.p:.3g} "
+                    f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3g})"
+                    + (f"; equivalence within ±{c.margin:g}{unit} (TOST) p = {c.tost_p:.3g}" if c.tost_p is not None
                        else "") + ".")
     # "less" = A loses less of the base model: more facts right, or a lower chat KL or perplexity ratio
     lost = None if pr is None else (-pr.mean if c.measure in HIGHER_IS_BETTER else pr.mean)
     c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p)
     if c.verdict in ("less", "more"):
         why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the base model "
-               f"than {b} by this measure (adjusted p = {c.p_adjusted:.3f}).")
+               f"than {b} by this measure (adjusted p = {c.p_adjusted:.3g}).")
     elif c.verdict == "equivalent":
-        why = f" Verdict: equivalent — within ±{c.margin:g}{unit} (TOST p = {c.tost_p:.3f})."
+        why = f" Verdict: equivalent — within ±{c.margin:g}{unit} (TOST p = {c.tost_p:.3g})."
     elif pr is None or pr.n < 2:
         why = " Verdict: inconclusive — run at least two seeds per setting to test it."
     else:

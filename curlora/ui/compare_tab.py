@@ -67,7 +67,7 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     for i, (family, comparisons, named) in enumerate(rec.families()):
         for c in comparisons:
             if i == 0 or c.learning is not None:
-                by = f" by {html.escape(c.measure)}" if named else ""
+                by = f" by {MEASURE_NAMES.get(c.measure, html.escape(c.measure))}" if named else ""
                 lines.append(f"{family}{by} — **{html.escape(' vs '.join(c.methods))}: "
                              f"{html.escape(c.verdict or 'not compared')}** — {c.sentence}")
     if rec.against_base:  # each setting against the base model itself (keeps | loses | gains | inconclusive)
@@ -116,7 +116,7 @@ def against_base_md(rec: StudyRecord) -> str:
     return "\n".join(rows)
 
 
-CHOSEN_NAMES = {"learning_test": "learning, test rows (pts)", "learning": "learning, every eval row (pts)",
+MEASURE_NAMES = {"learning_test": "learning, test rows (pts)", "learning": "learning, every eval row (pts)",
                 "forgetting": "forgetting (pts)", "forgetting_known": "forgetting of what it knew (pts)",
                 "chat_kl": "chat KL to base", "facts": "factual questions right (pts)",
                 "probe_ppl_ratio": "probe-text perplexity × the base's"}
@@ -137,7 +137,7 @@ def at_chosen_md(rec: StudyRecord) -> str:
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         first, second = (html.escape(described(m, st) if st else k)
                          for m, st, k in zip(t.methods, t.settings, t.keys))
-        rows.append(f"| {first} | {second} | {CHOSEN_NAMES.get(t.measure, html.escape(t.measure))} | "
+        rows.append(f"| {first} | {second} | {MEASURE_NAMES.get(t.measure, html.escape(t.measure))} | "
                     f"{t.means[0]:.{d}f} | {t.means[1]:.{d}f} | {t.difference:+.{d}f}{ci} | {t.n} | "
                     f"{num(t.p_adjusted)} | {num(t.tost_p)} | **{html.escape(t.verdict)}** |")
     return "\n".join(rows)

@@ -292,9 +292,11 @@ def study_tables(rec: StudyRecord, probe: str = "WikiText ppl", command: str = "
         lines += ["", "Does a drift probe track forgetting across the study's runs? Spearman's ρ with forgetting "
                   "[95 % bootstrap over runs]: " + "; ".join(
                       f"{t.probe} {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") +
-                      f" ({t.n} runs)" for t in tracks) +
+                      f" ({t.n} runs" + (f", Holm p {t.p_adjusted:.2g}" if t.p_adjusted is not None else "") + ")"
+                      for t in tracks) +
                   ". " + (f"Tracks it: {', '.join(t.probe for t in tracks if t.tracks)}."
-                          if any(t.tracks for t in tracks) else "None tracks it (every interval includes 0).")]
+                          if any(t.tracks for t in tracks) else "None tracks it (no Holm-adjusted test of ρ = 0 "
+                                                                  "below 0.05 with ρ the way drift runs).")]
     lines += [""] + [f"**Warning:** {w}" for w in rec.warnings] + ([""] if rec.warnings else [])
     r = rec.reanalysis
     if r:

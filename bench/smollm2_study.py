@@ -598,21 +598,26 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
 
 def probes_block(rec: StudyRecord) -> list[str]:
     """Which drift probe tracked forgetting over the study's runs — all earlier tasks, and what each run knew:
-    Spearman's ρ with its bootstrap interval, and whether the interval lies above 0."""
+    Spearman's ρ with its bootstrap interval, the test of ρ = 0 Holm-adjusted over every probe and both targets,
+    and whether it tracked (study_analysis.decide_probes)."""
     if not rec.probes:
         return ["No probe correlation yet: it needs finished runs."]
     known = {t.probe: t for t in rec.probes_known}
-    lines = ["| probe | ρ with forgetting [95 % bootstrap] (runs) | tracked it | ρ with forgetting of what each run "
-             "knew [95 % bootstrap] (runs) | tracked it |", "|---|---|---|---|---|"]
+    lines = ["| probe | ρ with forgetting [95 % bootstrap] (runs) | p (Holm) | tracked it | ρ with forgetting of what "
+             "each run knew [95 % bootstrap] (runs) | p (Holm) | tracked it |", "|---|---|---|---|---|---|---|"]
 
     def cell(t) -> str:
         if t is None or t.rho is None:
-            return "— | —"
+            return "— | — | —"
         ci = f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else ""
-        return f"{t.rho:.2f}{ci} ({t.n}) | {'yes' if t.tracks else 'no'}"
+        p = "—" if t.p_adjusted is None else f"{t.p_adjusted:.2g}"
+        return f"{t.rho:.2f}{ci} ({t.n}) | {p} | {'yes' if t.tracks else 'no'}"
     for t in rec.probes:
         lines.append(f"| {t.probe} | {cell(t)} | {cell(known.get(t.probe))} |")
-    return lines
+    n = len([t for t in rec.probes + rec.probes_known if t.p is not None])
+    return lines + ["", f"A probe tracks forgetting when its Holm-adjusted p (over these {n} tests) is below 0.05 and ρ "
+                    "runs the way drift does: above 0, below 0 for facts right, which fall as the model drifts. "
+                    "Runs at one learning rate share it, so ρ mixes the rate's effect with the seeds'."]
 
 
 def load_all(packs: dict[str, Path] = PACKS) -> dict:

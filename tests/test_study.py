@@ -11,7 +11,7 @@ from curlora.errors import CurloraError
 from curlora.experiment import ExperimentConfig
 from curlora.measure import study_analysis as A
 from curlora.measure import stats
-from curlora.measure.study_record import Group, Point, StudyRecord, StudySettings
+from curlora.measure.study_record import Group, Point, ProbeTrack, StudyRecord, StudySettings
 from curlora.run import study as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -500,6 +500,28 @@ def test_the_study_says_which_drift_probe_tracked_forgetting():
     assert StudyRecord.from_json(rec.to_json()).probes_known[0].n == rec.probes_known[0].n
     assert A.analyse(StudySettings(lrs={"a": [1e-3]}, seeds=list(range(10))), None, [], points, None,
                      tasks=["t1"]).probes_known == []
+
+
+def test_whether_a_probe_tracks_forgetting_is_a_test_corrected_over_every_probe_and_target():
+    """Spearman's ρ = 0 tested (t approximation) and Holm-adjusted over every probe against both targets: a probe
+    that an uncorrected 95 % interval would call tracking (raw p about 0.02) does not track among a dozen tests."""
+    from curlora.measure import stats
+
+    assert stats.spearman_p(0.5, 36) == pytest.approx(0.00191, abs=2e-5)  # t = 3.37, 34 df
+    assert stats.spearman_p(1.0, 10) == 0.0 and stats.spearman_p(0.9, 3) is None and stats.spearman_p(None, 9) is None
+    weak = [ProbeTrack(probe=f"p{i}", rho=0.39, ci95=[0.05, 0.65], n=36, p=stats.spearman_p(0.39, 36))
+            for i in range(12)]
+    assert 0.01 < weak[0].p < 0.05
+    A.decide_probes(weak)
+    assert not any(t.tracks for t in weak) and all(t.p_adjusted > 0.05 for t in weak)
+    A.decide_probes(weak[:1])  # alone, the same ρ is a finding
+    assert weak[0].tracks and weak[0].p_adjusted == weak[0].p
+    points = [Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", forgetting=float(s), kl_to_base=0.01 * s + 0.001,
+                    forgetting_known=float(s)) for s in range(12)]
+    rec = A.analyse(StudySettings(lrs={"a": [1e-3]}, seeds=list(range(12))), None, [], points, None, tasks=["t1"])
+    family = rec.probes + rec.probes_known
+    assert {t.family for t in family} == {A.FAMILY_PROBES} and len(family) >= 2
+    assert [t.p_adjusted for t in family] == stats.holm([t.p for t in family])  # one family over both targets
 
 
 def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows():

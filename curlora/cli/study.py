@@ -125,7 +125,9 @@ def analyse_stored(args) -> int:
         what = "forgetting" if t.target == "forgetting" else "forgetting of what each run knew"
         print(f"probe {t.probe}: Spearman ρ with {what} " +
               (f"{t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") if t.rho is not None
-               else "n/a") + f" over {t.n} runs" + (" — tracks it" if t.tracks else ""))
+               else "n/a") + f" over {t.n} runs"
+              + (f", Holm-adjusted p {t.p_adjusted:.2g}" if t.p_adjusted is not None else "")
+              + (" — tracks it" if t.tracks else ""))
     for warning in new.warnings:
         print(f"warning: {warning}")
     for lack in r.not_recomputed:

@@ -271,6 +271,17 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if not sxx or not syy else sxy / math.sqrt(sxx * syy)
 
 
+def spearman_p(rho: float | None, n: int) -> float | None:
+    """Two-sided p of Spearman's ρ = 0 over n pairs, by the t approximation t = ρ √((n − 2) / (1 − ρ²)) with n − 2
+    degrees of freedom (good from about 10 pairs; ties make it approximate). 0 for |ρ| = 1; None without ρ or with
+    fewer than 4 pairs."""
+    if rho is None or n < 4:
+        return None
+    if abs(rho) >= 1.0:
+        return 0.0
+    return t_sf2(rho * math.sqrt((n - 2) / (1 - rho * rho)), n - 2)
+
+
 def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:
     """Whether two intervals overlap (None when either is missing)."""
     if not a or not b:

@@ -786,11 +786,14 @@ def probe_fields(points: list[Point]) -> list[str]:
     return declared + extra
 
 
+FAMILY_PROBES = "which drift probe tracks forgetting"
+
+
 def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeTrack]:
     """For each drift probe the runs have (`probe_fields`): Spearman's ρ with `target` (forgetting, or
-    forgetting_known: of what each run knew) over every run of the study, and a seeded bootstrap interval over runs.
-    A probe is worth watching in place of forgetting only where it tracks it: its interval above 0, or below 0 for
-    a probe that falls as the model drifts (facts right)."""
+    forgetting_known: of what each run knew) over every run of the study, a seeded bootstrap interval over runs and
+    the two-sided p of ρ = 0. A probe is worth watching in place of forgetting only where it tracks it: decided by
+    `decide_probes` once the whole family is known (here, for this target alone)."""
     out = []
     for probe in probe_fields(points):
         pairs = [(probe_value(p, probe), getattr(p, target)) for p in points
@@ -801,11 +804,22 @@ def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeT
 
         value = rho(pairs)
         ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
-        # a probe that falls as the model drifts (facts right) tracks forgetting with a negative ρ
-        falls = probe in HIGHER_IS_BETTER
         out.append(ProbeTrack(probe=probe, target=target, rho=value, ci95=ci, n=len(pairs),
-                              tracks=bool(ci and (ci[1] < 0 if falls else ci[0] > 0))))
+                              p=stats.spearman_p(value, len(pairs)), family=FAMILY_PROBES))
+    decide_probes(out)
     return out
+
+
+def decide_probes(tracks: list[ProbeTrack]) -> None:
+    """Holm over the family (every probe and target given), then `tracks`: adjusted p < 0.05 with ρ the way drift
+    runs — above 0, or below 0 for a probe that falls as the model drifts (facts right, HIGHER_IS_BETTER) — and the
+    bootstrap interval on that side of 0 too, where there is one."""
+    for t, q in zip(tracks, stats.holm([t.p for t in tracks])):
+        t.p_adjusted = q
+        falls = t.probe in HIGHER_IS_BETTER
+        side = t.rho is not None and (t.rho < 0 if falls else t.rho > 0)
+        inside = not t.ci95 or (t.ci95[1] < 0 if falls else t.ci95[0] > 0)
+        t.tracks = bool(q is not None and q < stats.ALPHA and side and inside)
 
 
 def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]) -> list[OrderEffect]:
@@ -840,6 +854,10 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
     chats = chat_comparisons(groups, points, labels, settings.margin, pairs=pairs)
     bases = against_base(points, groups, settings.margin)
     chosen = at_chosen(points, groups, best, labels, settings.margin, pairs=pairs)
+    probes = probe_tracks(points)
+    probes_known = probe_tracks(points, "forgetting_known") if any(p.forgetting_known is not None for p in points) \
+        else []
+    decide_probes(probes + probes_known)  # one family: every probe against both targets
     return StudyRecord(settings=settings, notes={"best_rule": BEST_RULE, "interpolation": INTERPOLATION,
                                                  "family": f"{FAMILY}: every comparison's paired test and row test, "
                                                            "Holm-adjusted together"},
@@ -849,9 +867,8 @@ def analyse(settings: StudySettings, base: Row | None, plan: list[PlanEntry], po
                        comparison_chat=chats, against_base=bases, at_chosen=chosen,
                        tasks=list(tasks or []),
                        warnings=warnings_of(orders, points),
-                       order_effect=order_effect(orders, labels, points), probes=probe_tracks(points),
-                       probes_known=probe_tracks(points, "forgetting_known")
-                       if any(p.forgetting_known is not None for p in points) else [])
+                       order_effect=order_effect(orders, labels, points), probes=probes,
+                       probes_known=probes_known)
 
 
 def top_comparisons(rec: StudyRecord, metrics_of=None) -> list[Comparison]:

@@ -499,14 +499,18 @@ class OrderEffect:
 @dataclass
 class ProbeTrack(Flat):
     """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
-    interval over runs; `tracks` when the interval lies above 0 (below 0 for a probe that falls as the model
-    drifts: facts right)."""
+    interval over runs and the test of ρ = 0 (t approximation), Holm-adjusted over every probe and target of the
+    study (`family`); `tracks` when the adjusted p < 0.05 and ρ runs the way drift does (above 0; below 0 for a
+    probe that falls as the model drifts: facts right)."""
     probe: str = ""
     target: str = "forgetting"  # what it is checked against: forgetting, or forgetting_known (what each run knew)
     rho: float | None = None
     ci95: list | None = None
     n: int = 0
     tracks: bool = False
+    p: float | None = None  # two-sided, of ρ = 0
+    p_adjusted: float | None = None  # Holm within `family`
+    family: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
 

@@ -81,9 +81,12 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
     for tracks, what in ((rec.probes, "forgetting"), (rec.probes_known, "forgetting of what each run knew")):
         tracked = [t for t in tracks if t.rho is not None]
         if tracked:
-            lines.append(f"Drift probes against {what} over the runs (Spearman ρ, 95 % bootstrap): " + "; ".join(
-                f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
-                + (" — tracked it" if t.tracks else "") for t in tracked) + f" (n = {tracked[0].n} runs).")
+            lines.append(f"Drift probes against {what} over the runs (Spearman ρ, 95 % bootstrap, Holm-adjusted p "
+                         "over every probe and target): " + "; ".join(
+                             f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
+                             + (f", p = {t.p_adjusted:.2g}" if t.p_adjusted is not None else "")
+                             + (" — tracked it" if t.tracks else "") for t in tracked)
+                         + f" (n = {tracked[0].n} runs).")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
                  "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"

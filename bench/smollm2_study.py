@@ -620,6 +620,36 @@ def probes_block(rec: StudyRecord) -> list[str]:
                     "Runs at one learning rate share it, so ρ mixes the rate's effect with the seeds'."]
 
 
+PROBE_NAMES = {"kl_to_base": "self-probe KL", "self_ppl_ratio": "self-probe perplexity ratio",
+               "probe_ppl_ratio": "WikiText-2 perplexity ratio", "chat_kl": "chat KL", "facts": "facts right",
+               "task_kl": "new-task KL"}
+
+
+def probes_sentence(loaded: dict) -> list[str]:
+    """The cross-check 'did any drift probe predict forgetting?' in one paragraph, from the frontier's record: which
+    probes tracked forgetting (Holm-adjusted over every probe and both targets) and which did not, with ρ and p."""
+    front = loaded.get("frontier")
+    if front is None or not front[0].probes:
+        return ["No drift probe has been checked against forgetting yet."]
+    rec = front[0]
+    family = [t for t in rec.probes + rec.probes_known if t.p is not None]
+
+    def say(t) -> str:
+        return f"{PROBE_NAMES.get(t.probe, t.probe)} (ρ {t.rho:.2f}, Holm p {t.p_adjusted:.2g})"
+    yes = [say(t) for t in rec.probes if t.tracks]
+    no = [say(t) for t in rec.probes if not t.tracks and t.rho is not None]
+    known = [say(t) for t in rec.probes_known if t.tracks]
+    n = len(rec.points)
+    out = (f"**Did a drift probe predict forgetting?** Over the frontier's {n} runs (Spearman's ρ with forgetting, "
+           f"each test Holm-adjusted over the {len(family)} probes × targets): "
+           + (f"{', '.join(yes)} tracked it" if yes else "no probe tracked it")
+           + (f"; {', '.join(no)} did not" if no else "") + ". "
+           + ("Against forgetting of what each run knew, " + (f"{', '.join(known)} tracked it." if known else
+                                                               "none did.") if rec.probes_known else "")
+           + " Runs at one learning rate share it, so ρ mixes the rate's effect with the seeds'.")
+    return [out]
+
+
 def load_all(packs: dict[str, Path] = PACKS) -> dict:
     """Every phase's pack, loaded (and analysed with today's code) once: {phase: (record, meta) | None}; the
     frontier with its edge's runs (with_edge)."""
@@ -658,7 +688,8 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     matched = matched_bodies(matched_paths)
     across = across_record(loaded, packs)
     out = {"smollm2-status": status_block(loaded, matched),
-           "smollm2-claim": claim_block(loaded) + [""] + which_block(loaded, packs, across),
+           "smollm2-claim": claim_block(loaded) + [""] + which_block(loaded, packs, across) + [""]
+           + probes_sentence(loaded),
            "smollm2-tasks": tasks_block(loaded, packs=packs), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
@@ -766,7 +797,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
-    lines += claim_block(loaded) + [""] + which_block(loaded, packs) + [""]
+    lines += claim_block(loaded) + [""] + which_block(loaded, packs) + [""] + probes_sentence(loaded) + [""]
     front = loaded.get("frontier")
     if front is None:
         return {"smollm2-summary": lines + ["No frontier run has finished yet."]}

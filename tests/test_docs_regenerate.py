@@ -332,3 +332,17 @@ def test_the_frontiers_edge_is_analysed_as_part_of_the_frontier():
     want = {(t.key, t.measure): t.p_adjusted for t in full.against_base}
     got = {(t.key, t.measure): t.p_adjusted for t in merged.against_base}
     assert got.keys() == want.keys() and [got[k] for k in want] == pytest.approx(list(want.values()))
+
+
+def test_the_probe_paragraph_names_each_probe_by_its_corrected_verdict():
+    import smollm2_study as S
+
+    assert S.probes_sentence({}) == ["No drift probe has been checked against forgetting yet."]
+    front = S.load("frontier")
+    rec = front[0]
+    (text,) = S.probes_sentence({"frontier": front})
+    tracked, _, rest = text.partition(" tracked it")
+    for t in rec.probes:
+        name = f"{S.PROBE_NAMES[t.probe]} (ρ {t.rho:.2f}, Holm p {t.p_adjusted:.2g})"
+        assert name in (tracked if t.tracks else rest)
+    assert f"over the {len(rec.probes) + len(rec.probes_known)} probes × targets" in text

@@ -257,14 +257,17 @@ def groups_block(rec: StudyRecord) -> list[str]:
     return lines
 
 
+def num(x) -> str:
+    """A p value (or a margin) in a table: three significant digits, a dash for none."""
+    return "—" if x is None else f"{x:.3g}"
+
+
 def comparisons_block(rec: StudyRecord, comparisons: list | None = None) -> list[str]:
     """The comparisons' verdicts, p values and sentences: the study's own (at the middle of the shared learning
     range) or those given (the secondary ones, at its top)."""
     comparisons = rec.comparison if comparisons is None else comparisons
     if not comparisons:
         return ["No comparison yet: it needs finished runs of both methods at matched learning."]
-    def num(x):
-        return "—" if x is None else f"{x:.3g}"
     decided = [c for c in comparisons if c.verdict]
     lines = []
     if decided:
@@ -297,8 +300,6 @@ def against_base_block(rec: StudyRecord) -> list[str]:
     lines = ["| setting | measure | base | setting's mean | change [95 % CI] | runs | p | p (Holm) | TOST p | margin "
              "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def num(x):
-        return "—" if x is None else f"{x:.3g}"
     names = {"facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base"}
     for t in sorted(rec.against_base, key=lambda t: (t.method, t.lr, t.measure)):
         d = AGAINST_BASE[t.measure][1]
@@ -322,8 +323,6 @@ def at_chosen_block(rec: StudyRecord) -> list[str]:
     lines = ["| first | second | measure | first's mean | second's mean | difference [95 % CI] | pairs | p | p (Holm) "
              "| TOST p | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def num(x):
-        return "—" if x is None else f"{x:.3g}"
     order = list(AT_CHOSEN)
     for t in sorted(rec.at_chosen, key=lambda t: order.index("learning_test" if t.measure == "learning"
                                                               else t.measure)):

@@ -20,7 +20,16 @@ def missing() -> str | None:
     return None
 
 
+# how long an assertion waits for the page to get there: Playwright's 5 s default failed in CI when the suite's four
+# workers shared 2 cores (a run's id took longer than 5 s to appear after Start); an assertion that holds returns at
+# once, so only a failing one waits this long
+EXPECT_TIMEOUT_MS = 45_000
+
+
 def launch(playwright):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
 
 

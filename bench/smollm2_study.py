@@ -60,10 +60,26 @@ COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
            ("task_kl", "new-task KL", 1, 3)]
 
 
+_LOADED: dict[tuple, tuple[StudyRecord, dict]] = {}  # (folder, pack.json's and study.json's mtimes): analysed
+
+
 def load(phase: str, packs: dict[str, Path] = PACKS) -> tuple[StudyRecord, dict] | None:
+    """A phase's pack: its record analysed with today's code and its meta; None where it is not packed. Analysing a
+    pack takes seconds, so each is analysed once per version of its files in a process (a copy is returned: the
+    caller may change it)."""
+    import copy
+
     folder = packs[phase]
     if not (folder / "pack.json").is_file():
         return None
+    stamp = (str(folder.resolve()), (folder / "pack.json").stat().st_mtime_ns,
+             (folder / "study" / "study.json").stat().st_mtime_ns)
+    if stamp not in _LOADED:
+        _LOADED[stamp] = _load(folder)
+    return copy.deepcopy(_LOADED[stamp])
+
+
+def _load(folder: Path) -> tuple[StudyRecord, dict]:
     meta = json.loads((folder / "pack.json").read_text(encoding="utf-8"))
     rec = StudyRecord.of(json.loads((folder / "study" / "study.json").read_text(encoding="utf-8")))
     if rec.points and all((folder / "runs" / p.run_id / "metrics.json").is_file() for p in rec.points):

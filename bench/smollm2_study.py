@@ -459,7 +459,7 @@ def claim_block(loaded: dict) -> list[str]:
         out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
                    "above the majority class on another scale), learns "
                    f"{summary_text(g.measure('learning_test'), 1, 1)}"
-                   f" points at lr {g.lr:g} ({len(g.run_ids)} runs)"
+                   f" points at lr {g.lr:g} ({len(g.run_ids)} run{'' if len(g.run_ids) == 1 else 's'})"
                    + (f" and keeps {' and '.join(said[m] for m in kept)} by the test against the base" if kept else "")
                    + ".")
     favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, reanalyse  # noqa: E402
+from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, chosen_spec, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -342,7 +342,7 @@ def at_chosen_block(rec: StudyRecord) -> list[str]:
     order = list(AT_CHOSEN)
     for t in sorted(rec.at_chosen, key=lambda t: order.index("learning_test" if t.measure == "learning"
                                                               else t.measure)):
-        d = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure][1]
+        d = chosen_spec(t.measure)[1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         lr = [rec.groups[k].lr if k in rec.groups else None for k in t.keys]
         lines.append(f"| {t.methods[0]} lr {lr[0]:g} | {t.methods[1]} lr {lr[1]:g} | "

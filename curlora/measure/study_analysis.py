@@ -657,6 +657,11 @@ AT_CHOSEN = {"learning_test": ("learning on test rows", 1, " pts", "study"),
 FAMILY_CHOSEN = "each method at its chosen learning rate"
 
 
+def chosen_spec(measure: str) -> tuple:
+    """AT_CHOSEN's entry for a record's measure ("learning", where a side lacked test rows, reads as learning_test)."""
+    return AT_CHOSEN["learning_test" if measure == "learning" else measure]
+
+
 def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Best | None], labels: list[str],
               margin: float = DEFAULT_MARGIN, pairs: list[tuple[str, str]] | None = None) -> list[AtChosen]:
     """Each pair of methods (or those of `pairs`), each at its own chosen learning rate (`best`), on each measure
@@ -697,17 +702,17 @@ def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Bes
         for t, q in zip(mine, stats.holm([t.p for t in mine])):
             t.p_adjusted = q
     for t in out:
-        decide_at_chosen(t, groups)
+        decide_at_chosen(t)
     return out
 
 
-def decide_at_chosen(t: AtChosen, groups: dict[str, Group]) -> None:
+def decide_at_chosen(t: AtChosen) -> None:
     """The verdict and sentence of one pair at its chosen rates on one measure, once its adjusted p is known:
     more / less (Holm-adjusted p < 0.05; of learning, whether the first learns more; of a loss, "less" = the first
     loses less: forgets less, drifts less, keeps more facts), equivalent (TOST p < 0.05 within ±margin, and no
     difference shown), else inconclusive. At least two pairs that all differ by exactly the same amount leave no
     spread to test: decided by that difference against the margin, as against_base decides."""
-    label, digits, unit, _ = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure]
+    label, digits, unit, _ = chosen_spec(t.measure)
     if t.measure == "learning":
         label = "learning on every eval row (a side lacks test rows)"
     a, b = t.methods

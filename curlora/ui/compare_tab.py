@@ -9,7 +9,7 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, BEST_RULE, interval_text
+from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, chosen_spec, interval_text
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
@@ -136,7 +136,7 @@ def at_chosen_md(rec: StudyRecord) -> str:
             "| first | second | measure | first's | second's | difference [95 % CI] | pairs | p (Holm) | TOST p | "
             "verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in rec.at_chosen:
-        d = AT_CHOSEN["learning_test" if t.measure == "learning" else t.measure][1]
+        d = chosen_spec(t.measure)[1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         first, second = (html.escape(described(m, st) if st else k)
                          for m, st, k in zip(t.methods, t.settings, t.keys))

@@ -88,8 +88,8 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                              + (" — tracked it" if t.tracks else "") for t in tracked)
                          + f" (n = {tracked[0].n} runs).")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
-                 "and the base model, averaged over tasks. Intervals: 95 % Student t over seeds (the table), "
-                 "95 % bootstrap over seeds at the matched level (the verdicts). Verdicts: less / more (Holm-"
+                 "and the base model, averaged over tasks. Intervals: 95 % Student t over runs (seeds × task orders; the "
+                 "table), 95 % bootstrap over runs at the matched level (the verdicts). Verdicts: less / more (Holm-"
                  "adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the seeds that would "
                  "decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
                  f"knew none above the majority class). The best setting per method: {BEST_RULE}.")

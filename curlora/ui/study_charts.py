@@ -5,8 +5,9 @@ Redrawn while a study runs: one uirevision keeps the reader's zoom and legend, a
 
 The frontier: learning (x) against forgetting (over every earlier task, and over those each run knew) and against
 drift (y), one colour per method (the run charts' colour of
-its kind), each learning rate a point with 95 % error bars over seeds on both axes, the seeds themselves as faint
-dots, the frontier as a line. Drift is the KL to base on the model's own samples; where the study ran the chat probe
+its kind), each learning rate a point with 95 % error bars over its runs (seeds, times task orders where a study has several)
+on both axes, the runs themselves as faint dots, the frontier as a line. Learning here is on every eval row, as the
+forgetting it is set against and the frontier's fits are; the tables' chosen settings report test rows. Drift is the KL to base on the model's own samples; where the study ran the chat probe
 (a chat model), it is the chat-retention frontier instead: the KL to base on the base's replies to held-out
 instructions (its own domain, through the template) and the factual questions still answered.
 """
@@ -90,7 +91,7 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
                 error_y={"type": "data", "array": [e[0] for e in ey], "arrayminus": [e[1] for e in ey],
                          "visible": True, "thickness": 1},
                 hovertemplate=[f"<b>{label} lr {lr_text(g.lr)}</b><br>learning %{{x:.2f}} pts<br>{name} %{{y:.4g}}"
-                               f"<br>n = {g.learning.n} seeds<extra></extra>" for g in good]),
+                               f"<br>n = {g.learning.n} runs<extra></extra>" for g in good]),
                 **at(name))
             line = PANELS[name][2]
             front = [groups[k] for k in (getattr(rec, line).get(label, []) if line else []) if k in groups]
@@ -108,12 +109,12 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
             fig.add_hline(y=base, line={"color": "#888", "dash": "dash", "width": 1}, **at("facts"),
                           annotation_text=f"base {base:.0f} %", annotation_position="bottom right")
     done, total = rec.done, len(rec.plan)
-    fig.update_xaxes(title_text="learning: points above the better of majority class and base", zeroline=True)
+    fig.update_xaxes(title_text="learning on every eval row: points above the better of majority class and base", zeroline=True)
     for name in shown:
         fig.update_yaxes(title_text=PANELS[name][1], **at(name))
     against = "forgetting and chat retention" if "chat_kl" in shown else "forgetting"
     fig.update_layout(title={"text": f"Learning against {against}, each learning rate a point ({done} of {total} "
-                                     "runs finished; bars: 95 % over seeds)", "x": 0.01, "font": {"size": 15}},
+                                     "runs finished; bars: 95 % over runs)", "x": 0.01, "font": {"size": 15}},
                       height=430 if rows == 1 else 800, template="plotly_white", uirevision="frontier",
                       margin={"l": 50, "r": 20, "t": 70, "b": 50},
                       legend={"orientation": "h", "y": -0.2 if rows == 1 else -0.1, "yanchor": "top"})

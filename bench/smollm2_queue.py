@@ -182,18 +182,17 @@ def pending(phase: str, root: Path) -> dict[str, int] | None:
 
 def eta(root: Path) -> list[str]:
     """Each lane's runs left and about how long they take: each method's median minutes per run over every packed
-    run of it (a variant with none yet, e.g. curlora-uniform, at its base method's; a method never run, at the median
-    of all runs, and the line says so; a matched-loss run at its two methods' sum, a floor: the chasing method may
-    train up to three times its steps). Medians from runs that shared two busy cores, as the lanes do."""
-    import statistics
+    run of it, across the phases (a variant with none yet, e.g. curlora-uniform, at its base method's; a method never
+    run, at the median of all runs, and the line says so: study_data.minutes_per_run, as a study's own progress; a
+    matched-loss run at its two methods' sum, a floor: the chasing method may train up to three times its steps).
+    Medians from runs that shared two busy cores, as the lanes do."""
+    from curlora.run.study_data import minutes_per_run
 
     costs = smollm2_study.run_costs(smollm2_study.load_all())
     minutes: dict[str, list[float]] = {}
     for by in costs.values():
         for method, ts in by.items():
-            minutes.setdefault(method, []).extend(t["stage_s"] / 60 for t in ts)
-    every = [x for xs in minutes.values() for x in xs]
-    overall = statistics.median(every) if every else None
+            minutes.setdefault(method, []).extend(t.minutes for t in ts)
 
     def per_run(method: str) -> tuple[float | None, str]:
         if "+" in method:
@@ -201,10 +200,8 @@ def eta(root: Path) -> list[str]:
             if any(x is None for x, _ in parts):
                 return None, ""
             return sum(x for x, _ in parts), " (a floor: the chasing method may train longer)"
-        for name in (method, method.split("-")[0]):
-            if minutes.get(name):
-                return statistics.median(minutes[name]), "" if name == method else f" (at {name}'s median)"
-        return overall, " (never run: at the median of all runs)" if overall is not None else ""
+        each, priced = minutes_per_run(method, minutes)  # the Compare tab's rule (curlora/run/study_data.py)
+        return each, f" ({priced})" if priced else ""
 
     lines, hours = [], {}
     for lane, phases in LANES.items():

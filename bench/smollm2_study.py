@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, chosen_spec, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
+from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
 DOC = REPO / "docs" / "forgetting-study.md"
@@ -186,32 +187,10 @@ def tasks_block(loaded: dict, quality: Path = QUALITY, packs: dict[str, Path] = 
     return lines
 
 
-def run_times(events: list[dict]) -> dict | None:
-    """What one run's stages cost, from its events: per finished stage, the training seconds and steps (the stage
-    event's own count) and the evaluation after it (from the stage's last step to its stage event, saving
-    included); the run's minutes are the sum of its finished stages, so a stage cut short by a stop and run again
-    counts once. None where no stage finished."""
-    out = {"train_s": 0.0, "steps": 0, "eval_s": [], "stage_s": 0.0}
-    start = last_step = None
-    for e in events:
-        kind = e.get("kind")
-        if kind == "stage_start":
-            start = last_step = e["t"]
-        elif kind == "step":
-            last_step = e["t"]
-        elif kind == "stage" and e.get("stage", 0) > 0 and start is not None:
-            out["train_s"] += e.get("seconds") or 0.0
-            out["steps"] += e.get("steps") or 0
-            out["eval_s"].append(e["t"] - last_step)
-            out["stage_s"] += e["t"] - start
-            start = None
-    return out if out["eval_s"] else None
-
-
-def run_costs(loaded: dict, packs: dict[str, Path] = PACKS) -> dict[str, dict[str, list[dict]]]:
-    """{phase: {method: [run_times of each packed run]}}, from each packed run's events (phases not packed: left
-    out)."""
-    out: dict[str, dict[str, list[dict]]] = {}
+def run_costs(loaded: dict, packs: dict[str, Path] = PACKS) -> dict[str, dict[str, list[RunTimes]]]:
+    """{phase: {method: [RunTimes of each packed run]}} (curlora/run/study_data.py run_times), from each packed
+    run's events (phases not packed: left out)."""
+    out: dict[str, dict[str, list[RunTimes]]] = {}
     for phase, folder in packs.items():
         got = loaded.get(phase)
         if got is None:
@@ -239,9 +218,9 @@ def compute_block(loaded: dict, packs: dict[str, Path] = PACKS) -> list[str]:
         machines = "; ".join(sorted(set(loaded[phase][1].get("runs", {}).values()))) or "—"
         for method, ts in by.items():
             lines.append(f"| {phase} | {method} | {len(ts)} | "
-                         f"{spread([t['train_s'] / t['steps'] for t in ts if t['steps']], 2)} | "
-                         f"{spread([x for t in ts for x in t['eval_s']], 0)} | "
-                         f"{spread([t['stage_s'] / 60 for t in ts], 1)} | {machines} |")
+                         f"{spread([t.train_s / t.steps for t in ts if t.steps], 2)} | "
+                         f"{spread([x for t in ts for x in t.eval_s], 0)} | "
+                         f"{spread([t.minutes for t in ts], 1)} | {machines} |")
     return lines
 
 

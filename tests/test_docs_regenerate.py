@@ -163,20 +163,11 @@ def test_the_paragraph_on_the_papers_claim_follows_the_verdicts_whichever_method
                                              "claim."]
 
 
-def test_a_runs_cost_counts_each_finished_stage_once_from_its_events():
-    """run_times: training seconds and steps from the stage events, evaluation from the last step to the stage event,
-    and a stage stopped and run again counted once (its finished attempt)."""
+def test_the_compute_table_prices_each_phases_methods_from_their_packed_runs():
+    """compute_block: one row per phase and method, from the packed runs' events (curlora/run/study_data.py
+    run_times, tested in tests/test_study_progress.py)."""
     import smollm2_study
 
-    ev = [{"kind": "run_start", "t": 0}, {"kind": "stage_start", "t": 1, "stage": 1},
-          {"kind": "step", "t": 5}, {"kind": "step", "t": 41}, {"kind": "stage", "t": 141, "stage": 1, "seconds": 40,
-                                                                   "steps": 40},
-          {"kind": "stage_start", "t": 142, "stage": 2}, {"kind": "step", "t": 150}, {"kind": "run_end", "t": 151},
-          {"kind": "run_start", "t": 1000}, {"kind": "stage_start", "t": 1001, "stage": 2},
-          {"kind": "step", "t": 1041}, {"kind": "stage", "t": 1101, "stage": 2, "seconds": 40, "steps": 40}]
-    t = smollm2_study.run_times(ev)
-    assert t == {"train_s": 80.0, "steps": 80, "eval_s": [100, 60], "stage_s": 140 + 100}
-    assert smollm2_study.run_times(ev[:3]) is None
     made = smollm2_study.compute_block(smollm2_study.load_all())
     assert made[0].startswith("| phase | method | runs |") and any(line.startswith("| frontier | curlora |")
                                                                      for line in made)

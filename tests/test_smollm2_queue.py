@@ -9,6 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import smollm2_queue as Q  # noqa: E402
+from curlora.run.study_data import RunTimes  # noqa: E402
 
 
 def scripted(monkeypatch, states: dict):
@@ -79,7 +80,7 @@ def test_eta_sums_each_lanes_runs_left_at_their_methods_median_minutes(monkeypat
     """Minutes per run: a method's own median, a variant's base method's, a never-run method's the median of all
     runs (said so); a matched-loss run the sum of its two methods (a floor); each lane's hours and both side by side."""
     def times(*minutes):
-        return [{"stage_s": m * 60} for m in minutes]
+        return [RunTimes(stage_s=m * 60) for m in minutes]
     monkeypatch.setattr(Q.smollm2_study, "load_all", lambda: {})
     monkeypatch.setattr(Q.smollm2_study, "run_costs", lambda loaded: {
         "frontier": {"curlora": times(10, 12, 14), "lora": times(20)}, "peers": {"osf": times(30)}})

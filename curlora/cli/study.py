@@ -7,10 +7,14 @@ today's code (curlora/measure/study_analysis.py `reanalyse`), from its runs wher
 from the points study.json stored, and says what could not be recomputed.
 
 `--pack STUDY_ID DIR` / `--unpack DIR` train nothing: a study's data without weights, to commit as it grows and
-to resume on another machine (curlora/run/study_data.py)."""
+to resume on another machine (curlora/run/study_data.py).
+
+`--progress STUDY_ID [--json]` trains nothing: how many runs are finished and about how long the rest take
+(curlora/run/study_data.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from curlora.errors import CurloraError
@@ -55,6 +59,10 @@ def register(sub) -> None:
                         "into DIR, to commit or to resume on another machine")
     p.add_argument("--unpack", metavar="DIR", default=None,
                    help="train nothing: put a packed study into the run store, ready for --resume")
+    p.add_argument("--progress", metavar="STUDY_ID", default=None,
+                   help="train nothing: how many of the study's runs are finished and about how long the rest take, "
+                        "at each method's median minutes per finished run (--json: the record)")
+    p.add_argument("--json", action="store_true", help="with --progress: print the record as JSON")
     p.set_defaults(func=cmd_study)
 
 
@@ -69,8 +77,6 @@ def _printer():
 
 def analyse_stored(args) -> int:
     """--analyse: a stored study.json analysed again; its runs are read where they are beside its folder."""
-    import json
-
     from curlora.measure.study_analysis import reanalyse
     from curlora.measure.study_record import StudyRecord
     from curlora.run.store import Run, Study
@@ -140,6 +146,16 @@ def cmd_study(args) -> int:
 
     if args.analyse:
         return analyse_stored(args)
+    if args.progress:
+        from curlora.run.store import Run, Study
+        from curlora.run.study_data import progress
+
+        study = Run.open(args.progress)
+        if not isinstance(study, Study):
+            raise CurloraError(f"{args.progress} is a run, not a study; `python -m curlora list` shows the studies.")
+        p = progress(study)
+        print(json.dumps(p.to_json(), indent=1) if args.json else f"study {study.id} ({p.status}): {p.sentence()}")
+        return 0
     if args.pack or args.unpack:
         from curlora.run import study_data
 

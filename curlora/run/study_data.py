@@ -13,15 +13,34 @@ stopped, ready for `--resume`. Packing twice into the same DIR replaces the olde
 renamed into place), so a committed pack is always whole. pack.json names the machine each finished run was
 packed from (`runs`: run id → machine), kept across unpack, resume elsewhere and pack again, so a document can say
 which machine each number came from.
+
+How far a study has got, from the same data:
+
+    p = progress(study)            # a StudyProgress (study: a Study from the store)
+    p.sentence()                   # "12 of 153 runs finished; 141 left: about 9.6 h run one after another …"
+    p.to_json()                    # what the MCP tool and `curlora study --progress` give
+
+A study of 150 runs takes hours to days on a CPU, so "when does it finish?" is the question a user asks of it
+while it runs. The answer is read from what this study's runs cost on this machine, not from a model of the
+hardware: each finished run's minutes are the sum of its finished stages (training and the evaluation after
+each), from its events (`run_times`), and each method's runs left are priced at the median of its own finished runs.
+A method with none finished yet is priced at its base method's median (`curlora-uniform` at `curlora`'s,
+`lora-replay25` at `lora`'s), else at the median of every finished run, and the sentence says so. Besides the
+median figure, the range from every method's fastest to its slowest run so far: a range of what was seen, not a
+confidence interval. A run in flight counts as left, less its stages already finished. The runs are priced one
+after another, as the local executor runs them; a study on Ray with several workers takes less.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curlora.errors import CurloraError
@@ -127,3 +146,179 @@ def unpack(src: Path, root: Path | None = None) -> Study:
     study.set_status("cancelled", f"unpacked from {src.name}: {rec.done} of {len(rec.plan)} runs completed — "
                                   f"resume the study to go on")
     return study
+
+
+# -- how far a study has got -----------------------------------------------------------------------------------
+@dataclass
+class RunTimes:
+    """What one run's finished stages cost: training seconds and steps (the stage events' own counts), the
+    evaluation after each stage (from its last step to its stage event, saving included), and the run's seconds
+    (the sum of its finished stages, so a stage cut short by a stop and run again counts once)."""
+    train_s: float = 0.0
+    steps: int = 0
+    eval_s: list[float] = field(default_factory=list)
+    stage_s: float = 0.0
+
+    @property
+    def minutes(self) -> float:
+        return self.stage_s / 60
+
+
+def run_times(events: list[dict]) -> RunTimes | None:
+    """A run's RunTimes from its events (events.jsonl, in order); None where no stage (past the base row) finished."""
+    out = RunTimes()
+    start = last_step = None
+    for e in events:
+        kind = e.get("kind")
+        if kind == "stage_start":
+            start = last_step = e["t"]
+        elif kind == "step":
+            last_step = e["t"]
+        elif kind == "stage" and e.get("stage", 0) > 0 and start is not None:
+            out.train_s += e.get("seconds") or 0.0
+            out.steps += e.get("steps") or 0
+            out.eval_s.append(e["t"] - last_step)
+            out.stage_s += e["t"] - start
+            start = None
+    return out if out.eval_s else None
+
+
+def base_method(method: str) -> str:
+    """The method a variant label is built on: `curlora-uniform` → `curlora`, `lora-replay25` → `lora`."""
+    return method.split("-")[0]
+
+
+def minutes_per_run(method: str, minutes: dict[str, list[float]]) -> tuple[float | None, str]:
+    """(median minutes of one run of `method`, how it was priced): its own finished runs' median; else its base
+    method's ("at curlora's median"); else every finished run's ("never run: at the median of all runs");
+    (None, "") when nothing has finished."""
+    for name in (method, base_method(method)):
+        if minutes.get(name):
+            return statistics.median(minutes[name]), "" if name == method else f"at {name}'s median"
+    every = [x for xs in minutes.values() for x in xs]
+    if not every:
+        return None, ""
+    return statistics.median(every), "never run: at the median of all runs"
+
+
+@dataclass
+class MethodPace:
+    """One method of a study: its runs finished and left, and the minutes one run takes (median, fastest and
+    slowest of the runs that priced it; `priced` says which runs those were when not its own)."""
+    method: str
+    done: int = 0
+    left: int = 0
+    minutes: float | None = None
+    fastest: float | None = None
+    slowest: float | None = None
+    priced: str = ""
+
+
+@dataclass
+class StudyProgress:
+    """A study's progress: runs done of total, the ones left (a run in flight among them, less its finished
+    stages), each method's pace, and the hours left at the median pace (with the fastest-to-slowest range);
+    hours None while no run has finished."""
+    study_id: str
+    status: str
+    done: int
+    total: int
+    in_flight: int = 0
+    paces: list[MethodPace] = field(default_factory=list)
+    hours: float | None = None
+    hours_fastest: float | None = None
+    hours_slowest: float | None = None
+    measured_runs: int = 0  # finished runs whose events priced the rest
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "left": self.left}
+
+    def sentence(self) -> str:
+        head = f"{self.done} of {self.total} runs finished"
+        if self.left == 0:
+            return head + "."
+        head += f"; {self.left} left" + (f" ({self.in_flight} in flight)" if self.in_flight else "")
+        if self.hours is None:
+            return head + ": no run has finished yet, so no time estimate."
+        by = ", ".join(f"{p.left} {p.method} × {p.minutes:.0f} min" + (f" ({p.priced})" if p.priced else "")
+                       for p in self.paces if p.left and p.minutes is not None)
+        return (f"{head}: about {_hours(self.hours)} run one after another ({by}; each method's median minutes "
+                f"per run over this study's {self.measured_runs} finished run{'s' * (self.measured_runs != 1)})"
+                + (f", between {lo} and {hi} at each method's fastest and slowest run so far."
+                   if (lo := _hours(self.hours_fastest)) != (hi := _hours(self.hours_slowest)) else
+                   "; no range yet: one finished run per method."))
+
+
+_CACHE: dict[str, tuple[tuple[int, int], RunTimes | None]] = {}  # events file -> (its mtime and size, its times)
+
+
+def _times_of(run: Run) -> RunTimes | None:
+    """run_times of a run's events, read again only when its events file changed: the Compare tab asks every few
+    seconds while a study runs, and a finished run's events never change."""
+    path = run.path / "events.jsonl"
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get(str(path))
+    if hit is None or hit[0] != stamp:
+        hit = _CACHE[str(path)] = (stamp, run_times(run.events()))
+    return hit[1]
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def progress(study: Run) -> StudyProgress:
+    """The progress of `study` (a Study in the store) from its plan and its runs' events."""
+    rec = study.study_record()
+    status = study.status().get("status", "?")
+    times: dict[str, list[RunTimes]] = {}
+    partial: dict[str, float] = {}  # a run not finished: the minutes of its stages already done
+    counts: dict[str, list[int]] = {}
+    in_flight = 0
+    for e in rec.plan:
+        done = e.status == "completed"
+        c = counts.setdefault(e.method, [0, 0])
+        c[0 if done else 1] += 1
+        if not e.run_id:
+            continue
+        try:
+            run = Run.open(e.run_id, study.root)
+        except CurloraError:  # a point run deleted (or its id damaged): priced like a run not yet started
+            continue
+        # in flight: a process trains it now (a killed study's last run reads `interrupted`, curlora/run/store.py)
+        in_flight += not done and run.status().get("status") == "running"
+        t = _times_of(run)
+        if t is None:
+            continue
+        if done:
+            times.setdefault(e.method, []).append(t)
+        else:
+            partial[e.run_id] = t.minutes
+    minutes = {m: [t.minutes for t in ts] for m, ts in times.items()}
+    out = StudyProgress(study_id=study.id, status=status, done=rec.done, total=len(rec.plan), in_flight=in_flight,
+                        measured_runs=sum(len(ts) for ts in times.values()))
+    if not minutes:
+        out.paces = [MethodPace(m, done=d, left=left) for m, (d, left) in counts.items()]
+        return out
+    total = fastest = slowest = 0.0
+    for method, (d, left) in counts.items():
+        median, priced = minutes_per_run(method, minutes)
+        pool = minutes.get(method) or minutes.get(base_method(method)) or [x for xs in minutes.values() for x in xs]
+        pace = MethodPace(method, done=d, left=left, minutes=median, fastest=min(pool), slowest=max(pool),
+                          priced=priced)
+        out.paces.append(pace)
+        # a run in flight is left less what it has already run (never below nothing)
+        spent = [partial.get(e.run_id, 0.0) for e in rec.plan if e.method == method and e.status != "completed"]
+        total += sum(max(0.0, median - s) for s in spent)
+        fastest += sum(max(0.0, pace.fastest - s) for s in spent)
+        slowest += sum(max(0.0, pace.slowest - s) for s in spent)
+    out.hours, out.hours_fastest, out.hours_slowest = total / 60, fastest / 60, slowest / 60
+    return out

@@ -23,6 +23,7 @@ from curlora.experiment import ExperimentConfig
 from curlora.measure.record import RunMetrics
 from curlora.methods.registry import described
 from curlora.methods.registry import method as registered
+from curlora.run import study_data
 from curlora.run.chat import Chat, check_prompt
 from curlora.run.store import Run, Study
 from curlora.serve.jobs import JobManager
@@ -153,7 +154,8 @@ class Tools:
             families: comparison_top (at the most learning both reach), comparison_known (forgetting of what each
             run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
             setting against the base model: keeps / loses / gains / inconclusive), at_chosen (each pair, each
-            method at its own chosen learning rate, on learning, forgetting and the base's abilities)}; for a lone run
+            method at its own chosen learning rate, on learning, forgetting and the base's abilities), progress
+            (runs done of total, each method's minutes per run, hours left at that pace)}; for a lone run
             {run_id, study: null, note, methods: {label: {described, summary, final_accuracy}}}.
         """
         run = self._open(run_id, owner)
@@ -177,7 +179,8 @@ class Tools:
                             "comparison_known": [c.to_json() for c in rec.comparison_known],
                             "comparison_chat": [c.to_json() for c in rec.comparison_chat],
                             "against_base": [t.to_json() for t in rec.against_base],
-                            "at_chosen": [t.to_json() for t in rec.at_chosen]})
+                            "at_chosen": [t.to_json() for t in rec.at_chosen],
+                            "progress": study_data.progress(study).to_json()})
         m = run.record()
         return as_json({
             "run_id": run.id, "study": None,

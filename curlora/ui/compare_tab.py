@@ -1,6 +1,7 @@
 """Compare: each method over a grid of learning rates and seeds (a study, curlora/run/study.py), drawn live as
 learning against forgetting. The experiment is the one on the Train tab (its model, tasks and methods); this tab
-adds the grids and the seeds. Every number drawn or written here is read from the study's study.json."""
+adds the grids and the seeds. Every number drawn or written here is read from the study's study.json, and how far a
+study has got and how long the rest takes from its runs' events (curlora/run/study_data.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, chosen_spec,
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
+from curlora.run import study_data
 from curlora.run.store import Study
+from curlora.run.study_data import StudyProgress
 from curlora.ui import study_charts, train_tab
 from curlora.ui.common import Engine, friendly, with_request
 from curlora.ui.train_tab import DEFAULT_METHODS
@@ -56,11 +59,13 @@ HEADERS = ["method (setting)", "runs", "learning on test rows (pts)", "forgettin
            "constant predictions", "chosen"]
 
 
-def summary_md(rec: StudyRecord | dict, status: dict) -> str:
+def summary_md(rec: StudyRecord | dict, status: dict, progress: StudyProgress | None = None) -> str:
     rec = StudyRecord.of(rec)
     if not rec:
         return EMPTY
     lines = [f"**{html.escape(status.get('status', '?'))}** — {html.escape(status.get('message') or '')}"]
+    if progress is not None and progress.left:  # how far it has got and about how long the rest takes
+        lines.append(html.escape(progress.sentence()))
     lines += [f"⚠ {html.escape(w)}" for w in rec.warnings]
     # each family with its heading (the primary one's every pair, the later ones' pairs that reached a matched
     # level); the chat family names the measure each comparison tests
@@ -88,10 +93,10 @@ def summary_md(rec: StudyRecord | dict, status: dict) -> str:
                              + (" — tracked it" if t.tracks else "") for t in tracked)
                          + f" (n = {tracked[0].n} runs).")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
-                 "and the base model, averaged over tasks. Intervals: 95 % Student t over runs (seeds × task orders; the "
-                 "table), 95 % bootstrap over runs at the matched level (the verdicts). Verdicts: less / more (Holm-"
-                 "adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the seeds that would "
-                 "decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
+                 "and the base model, averaged over tasks. Intervals: 95 % Student t over runs (seeds × task "
+                 "orders; the table), 95 % bootstrap over runs at the matched level (the verdicts). Verdicts: less / "
+                 "more (Holm-adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the runs "
+                 "that would decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
                  f"knew none above the majority class). The best setting per method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
@@ -180,7 +185,8 @@ def build(engine: Engine, train: dict) -> dict:
         rec, status = run.study_record(), run.status()
         points = rec.point_run_ids()
         live = status.get("status") in ("running", "queued")
-        return (summary_md(rec, status), study_charts.frontier_figure(rec), best_table(rec),
+        return (summary_md(rec, status, study_data.progress(run)), study_charts.frontier_figure(rec),
+                best_table(rec),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
 
     inputs = [grids, seeds, kl_budget, margin, *train["form"]]

@@ -2,6 +2,7 @@
 into seconds per stage; evaluation over a third of the run is warned about with what to change; the eval rows'
 precision is the Wilson half-width; `run --dry-run` prints it and writes nothing."""
 
+import json
 import os
 import re
 import subprocess
@@ -111,3 +112,37 @@ def test_with_score_untrained_off_an_early_stage_scores_fewer_tasks(tmp_path):
     est = estimate_config(ExperimentConfig.from_dict(exp))
     first, last = est.stages
     assert 0 < first.eval_s < last.eval_s  # after task 1 'pair' is not scored yet; after task 2 both are
+
+
+def test_a_studys_estimate_prices_one_calibration_over_its_plan(tmp_path, monkeypatch, capsys):
+    """Every point is a run of one method: its stages' training and evaluation, times its learning rates × seeds ×
+    task orders (a replay variant a method of its own); the base row once, or once per seed that draws its own rows;
+    the model loaded once. `study --dry-run` prints it and writes nothing."""
+    from curlora.cli.main import main as cli
+    from curlora.measure.study_record import StudySettings
+    from curlora.run.cost import estimate_study
+
+    exp = make_experiment(tmp_path / "exp", steps=2)
+    exp["evaluation"].update(probe_every=0, self_probe=False)
+    cfg = ExperimentConfig.from_dict(exp)
+    settings = StudySettings(lrs={"curlora": [0.01, 0.03], "lora": [0.001]}, seeds=[0, 1], permutations=2,
+                             replays=[0.25])
+    est = estimate_study(cfg, settings)
+    assert est.runs == {"curlora": 8, "curlora-replay25": 8, "lora": 4, "lora-replay25": 4} and est.base_rows == 1
+    assert {s.method for s in est.run.stages} == set(est.runs)  # the study's methods only, each calibrated
+    assert est.run_s("lora") == pytest.approx(sum(s.train_s + s.eval_s for s in est.run.stages if s.method == "lora"))
+    assert est.total_s == pytest.approx(est.run.load_s + est.run.base_s
+                                        + sum(n * est.run_s(m) for m, n in est.runs.items()))
+    assert est.text().startswith("Estimated time of this study on this machine: about ")
+    assert "for 24 runs, one after another (8 curlora × " in est.text() and "1 base row × " in est.text()
+    own = estimate_study(cfg, StudySettings(lrs={"lora": [0.001]}, seeds=[0, 1, 2], rows_per_seed=True))
+    assert own.base_rows == 3 and own.runs["lora"] == 3 and "3 base rows × " in own.text()
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(runs))
+    assert cli(["study", str(path), "--lrs", "lora=1e-3,1e-2", "--lrs", "curlora=1e-2", "--seeds", "0,1",
+                "--dry-run", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["runs"] == {"curlora": 2, "lora": 4} and body["total_s"] > 0
+    assert not runs.exists() or not any(runs.iterdir())

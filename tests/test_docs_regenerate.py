@@ -337,3 +337,18 @@ def test_the_probe_paragraph_names_each_probe_by_its_corrected_verdict():
         name = f"{S.PROBE_NAMES[t.probe]} (ρ {t.rho:.2f}, Holm p {t.p_adjusted:.2g})"
         assert name in (tracked if t.tracks else rest)
     assert f"over the {len(rec.probes) + len(rec.probes_known)} probes × targets" in text
+
+
+def test_the_study_estimate_document_regenerates_from_its_json():
+    """docs/study-estimate.md: a study's time told before it starts, beside what its runs took, from
+    docs/study-estimate.json; each estimate / measured ratio is its row's own two numbers."""
+    import json
+
+    import study_estimate
+
+    data = json.loads((REPO / "docs" / "study-estimate.json").read_text(encoding="utf-8"))
+    lines = study_estimate.document(data)
+    assert (REPO / "docs" / "study-estimate.md").read_text(encoding="utf-8") == "\n".join(lines) + "\n"
+    row = next(x for x in lines if x.startswith("| frontier | curlora |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[6]) == pytest.approx(float(cells[3]) / float(cells[4].split()[0]), abs=0.011)

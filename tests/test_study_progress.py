@@ -10,7 +10,7 @@ from curlora.cli.main import main as cli
 from curlora.measure.study_record import PlanEntry, StudyRecord
 from curlora.run import study as S
 from curlora.run import study_data as P
-from curlora.run.store import Run
+from curlora.run.store import Run, list_runs
 from curlora.run.study_data import RunTimes, minutes_per_run, run_times
 from tiny_experiment import make_experiment
 
@@ -159,3 +159,21 @@ def test_a_real_study_stopped_part_way_reports_its_progress_in_the_cli_tab_and_m
     finally:
         jobs.shutdown()
     assert body["progress"]["done"] == 1 and body["progress"]["total"] == n
+
+
+def test_the_compare_tab_estimates_a_studys_time_before_it_starts(tmp_path):
+    """The Compare tab's button: the Train tab's experiment and this tab's grids and seeds, priced by one calibration
+    (curlora/run/cost.py estimate_study); nothing is written to the store."""
+    gradio_client = pytest.importorskip("gradio_client")
+    from app_server import serving
+
+    with serving(tmp_path / "runs") as (url, _jobs):
+        client = gradio_client.Client(url, verbose=False)
+        client.predict(api_name="/use_demo_tasks")
+        info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/estimate_study_time"]
+        args = [p.get("parameter_default") for p in info["parameters"]]
+        args[0], args[1] = "lora=1e-3,1e-2; curlora=1e-2", "0,1"
+        text = client.predict(*args, api_name="/estimate_study_time")
+    assert text.startswith("Estimated time of this study on this machine: about ")
+    assert "runs, one after another (" in text and "1 base row × " in text
+    assert list_runs(tmp_path / "runs") == []  # no study, no run

@@ -10,7 +10,8 @@ from the points study.json stored, and says what could not be recomputed.
 to resume on another machine (curlora/run/study_data.py).
 
 `--progress STUDY_ID [--json]` trains nothing: how many runs are finished and about how long the rest take
-(curlora/run/study_data.py)."""
+(curlora/run/study_data.py); `EXPERIMENT.yaml … --dry-run [--json]` estimates the whole study's time before it
+starts (curlora/run/cost.py estimate_study)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def register(sub) -> None:
     p.add_argument("--progress", metavar="STUDY_ID", default=None,
                    help="train nothing: how many of the study's runs are finished and about how long the rest take, "
                         "at each method's median minutes per finished run (--json: the record)")
-    p.add_argument("--json", action="store_true", help="with --progress: print the record as JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train nothing: estimate the study's time on this machine from a short calibration of each "
+                        "method, priced over its plan (learning rates × seeds × task orders)")
+    p.add_argument("--json", action="store_true", help="with --progress or --dry-run: print the record as JSON")
     p.set_defaults(func=cmd_study)
 
 
@@ -190,6 +194,12 @@ def cmd_study(args) -> int:
         if args.permutations is not None:
             settings.permutations, settings.orders = args.permutations, None
         admit(cfg)
+        if args.dry_run:
+            from curlora.run.cost import estimate_study
+
+            est = estimate_study(cfg, settings)
+            print(json.dumps(est.to_json()) if args.json else est.text(), flush=True)
+            return 0
         study = with_signals(lambda stop: run_study(cfg, settings, should_stop=stop, on_event=_printer(),
                                                        executor=args.executor))
     rec = study.study_record()

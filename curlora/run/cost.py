@@ -5,6 +5,8 @@ of the perplexity probe and of the self-probe), scaled by the run's own counts o
     loaded = load_everything(cfg)
     est = estimate(cfg, loaded)          # CostEstimate: per method and stage, the base row, the share of evaluation
     print(est.text())                    # what `python -m curlora run --dry-run` prints and the Train tab shows
+    estimate_study(cfg, settings)        # StudyCost: the same calibration priced over a study's plan
+                                         # (`python -m curlora study … --dry-run`, the Compare tab)
 
 The calibration is real work on the real model, so it carries this machine's load at the moment it ran: an
 estimate on a busy machine is slower than the run on a quiet one, and the text says what was measured.
@@ -12,6 +14,7 @@ estimate on a busy machine is slower than the run on a quiet one, and the text s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -99,8 +102,6 @@ class CostEstimate:
                 "process)")
 
     def to_json(self) -> dict:
-        import dataclasses
-
         return {**dataclasses.asdict(self), "train_s": self.train_s, "eval_s": self.eval_s, "total_s": self.total_s,
                 "eval_share": self.eval_share, "warning": self.warning, "contention": self.contention}
 
@@ -311,3 +312,63 @@ def estimate_config(cfg: ExperimentConfig, limits=None, should_stop=None) -> Cos
     began = time.perf_counter()
     loaded = load_everything(cfg, limits=limits, should_stop=should_stop)
     return estimate(cfg, loaded, load_s=time.perf_counter() - began)
+
+
+# -- a study: every point is a run of one method ------------------------------------------------------------------
+@dataclass
+class StudyCost:
+    """A study's time, estimated before it starts: one calibration of every method (a run's CostEstimate), priced
+    over the study's plan. Each point is a run of one method that trains and evaluates every task; the base row is
+    measured once (once per seed where each seed draws its own rows); the model loads once."""
+
+    run: CostEstimate = field(metadata={"help": "The calibration: one run of every method of the study."})
+    runs: dict[str, int] = field(metadata={"help": "Points per method: learning rates × seeds × task orders."})
+    base_rows: int = field(default=1, metadata={"help": "Base rows measured: 1, or one per seed (rows_per_seed)."})
+
+    def run_s(self, label: str) -> float:
+        """One point of `label`: its stages' training and evaluation."""
+        return sum(s.train_s + s.eval_s for s in self.run.stages if s.method == label)
+
+    @property
+    def total_s(self) -> float:
+        return (self.run.load_s + self.base_rows * self.run.base_s
+                + sum(n * self.run_s(label) for label, n in self.runs.items()))
+
+    def to_json(self) -> dict:
+        return {"run": self.run.to_json(), "runs": dict(self.runs), "base_rows": self.base_rows,
+                "run_s": {label: self.run_s(label) for label in self.runs}, "total_s": self.total_s}
+
+    def text(self) -> str:
+        n = sum(self.runs.values())
+        each = "; ".join(f"{k} {label} × {_dur(self.run_s(label))}" for label, k in self.runs.items())
+        lines = [f"Estimated time of this study on this machine: about {_hours(self.total_s)} for {n} runs, one "
+                 f"after another ({each}), {self.base_rows} base row{'s' * (self.base_rows != 1)} × "
+                 f"{_dur(self.run.base_s)} and loading {_dur(self.run.load_s)}.",
+                 "Its progress once it runs: `python -m curlora study --progress STUDY_ID` (priced from its own "
+                 "finished runs)."]
+        if self.run.warning:
+            lines.append("WARNING: " + self.run.warning)
+        if self.run.contention:
+            lines.append("NOTE: " + self.run.contention + ".")
+        lines.append(f"(From a calibration measured just now: {self.run.calibration}. Other work on this machine "
+                     "slows both the calibration and the study.)")
+        return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return _dur(seconds) if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def estimate_study(cfg: ExperimentConfig, settings, limits=None, should_stop=None) -> StudyCost:
+    """A study's time (settings: a StudySettings), refused as the study would be; writes nothing."""
+    from curlora.run.study_plan import plan_of, plan_settings, with_replays
+
+    cfg, settings = with_replays(cfg, settings)
+    settings = plan_settings(cfg, settings)
+    runs: dict[str, int] = {}
+    for e in plan_of(settings):
+        runs[e.method] = runs.get(e.method, 0) + 1
+    # calibrate only the methods the study trains (an experiment's `base` is no point of a study)
+    cfg = dataclasses.replace(cfg, methods=[m for m in cfg.methods if m.label in runs])
+    return StudyCost(run=estimate_config(cfg, limits=limits, should_stop=should_stop), runs=runs,
+                     base_rows=len(settings.seeds) if settings.rows_per_seed else 1)

@@ -166,7 +166,10 @@ def build(engine: Engine, train: dict) -> dict:
     with gr.Row():
         start = gr.Button("Start study", variant="primary", elem_id="study-start")
         stop = gr.Button("Stop study")
+        time_btn = gr.Button("Estimate the study's time (measures a few steps)", size="sm",
+                             elem_id="study-time-btn")
         pick = gr.Dropdown([], label="study", allow_custom_value=False, scale=3, elem_id="study-pick")
+    time_box = gr.Markdown(elem_id="study-time")
     summary = gr.Markdown(EMPTY, elem_id="study-summary")
     plot = gr.Plot(study_charts.frontier_figure({}), elem_id="study-frontier")
     table = gr.Dataframe(headers=HEADERS, label="each method at its own best learning rate", interactive=False,
@@ -191,9 +194,8 @@ def build(engine: Engine, train: dict) -> dict:
 
     inputs = [grids, seeds, kl_budget, margin, *train["form"]]
 
-    @with_request(len(inputs))
-    @friendly
-    def submit(grid_text, seed_text, budget, equivalence, *values, request: gr.Request):
+    def study_of(grid_text, seed_text, budget, equivalence, values, request):
+        """The experiment of the Train tab and the study settings of this form, refused as a study would be."""
         for what, text in (("learning-rate grids", grid_text), ("seeds", seed_text)):
             if len(text or "") > GRID_TEXT_MAX:  # the grid's own sentences quote what they refuse
                 raise CurloraError(f"The {what} are {len(text):,} characters long; the limit here is "
@@ -202,6 +204,25 @@ def build(engine: Engine, train: dict) -> dict:
         settings = studies.StudySettings(lrs=parse_grids(grid_text), seeds=studies.parse_seeds(seed_text or "0"),
                                          kl_budget=budget or None,
                                          margin=DEFAULT_MARGIN if equivalence is None else equivalence)
+        return cfg, settings
+
+    @with_request(len(inputs))
+    @friendly
+    def estimate(grid_text, seed_text, budget, equivalence, *values, request: gr.Request):
+        """The study's time on this machine, from a calibration on the device (it waits its turn like a stage)."""
+        from curlora.run.cost import estimate_study
+
+        cfg, settings = study_of(grid_text, seed_text, budget, equivalence, values, request)
+        jobs.policy.check_config(cfg, jobs.root, engine.owner(request))
+        limits = jobs.policy.limits if jobs.policy.hosted else None
+        with jobs.gate.hold("a time estimate"):
+            est = jobs.gate.on_device(lambda: estimate_study(cfg, settings, limits=limits))
+        return est.text().replace("\n", "  \n")
+
+    @with_request(len(inputs))
+    @friendly
+    def submit(grid_text, seed_text, budget, equivalence, *values, request: gr.Request):
+        cfg, settings = study_of(grid_text, seed_text, budget, equivalence, values, request)
         notices = []
         sid = jobs.submit_study(cfg, settings, engine.owner(request), notices, client=engine.client(request))
         for note in notices:
@@ -229,6 +250,8 @@ def build(engine: Engine, train: dict) -> dict:
     outputs = [summary, plot, table, point, timer]
     start.click(submit, inputs, [pick, timer], api_name="start_study")
     stop.click(cancel, pick, None, api_name=False)
+    time_btn.click(estimate, inputs, time_box, api_name="estimate_study_time", concurrency_id="gpu",
+                   concurrency_limit=1)
     pick.change(show, pick, outputs, **light)
     timer.tick(show, pick, outputs, **light)
     return {"pick": pick, "point": point, "open": open_point, "chat": chat_point, "fresh": fresh, "show": show, "outputs": outputs,

@@ -324,6 +324,11 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
     share = sum(100 * r.facts / r.facts_n for r in base) / len(base)
     assert any(sh.y0 == share for sh in fig.layout.shapes)  # the base's facts share as a line
     assert study_charts.panels(StudyRecord.of({})) == ["forgetting", "kl_to_base"]
+    # each panel's scale follows the points (every run and the base's facts line), never an interval's bar
+    learning = [p.learning for p in rec.points]
+    assert list(fig.layout.xaxis.range) == study_charts._span(learning)
+    facts_axis = fig.layout[f"yaxis{study_charts.panels(rec).index('facts') + 1}"]
+    assert list(facts_axis.range) == study_charts._span([p.facts for p in rec.points] + [share])
     # analysed with today's code from the pack's runs, every run carries forgetting_known: four panels
     bases = rec.bases
     rec = A.reanalyse(rec, metrics_of=lambda rid: Run.open(rid, REPO / "docs/studies/smollm2-frontier/runs").record())
@@ -335,6 +340,23 @@ def test_a_study_with_the_chat_probe_draws_the_chat_retention_frontier():
         mine = sorted((g for g in rec.groups.values() if g.method == label), key=lambda g: g.lr)
         known = [g for g in mine if g.mean("forgetting_known") is not None]
         assert list(by_uid[f"{label}:forgetting_known:groups"].y) == [g.mean("forgetting_known") for g in known]
+
+
+def test_every_method_of_a_study_figure_has_its_own_look():
+    """Ten methods, ten looks: a kind keeps the run charts' colour, a replay variant its kind's with a diamond, every
+    other method a colour no other uses; an axis spans its points, padded, and one value gets a scale of its own."""
+    from curlora.ui import study_charts
+    from curlora.ui.charts import KIND_COLOURS
+
+    labels = ["curlora", "lora", "mica", "pissa", "corda", "full", "lora-replay25", "curlora-replay25", "dora", "osf"]
+    look = study_charts.styles(labels)
+    assert len(set(look.values())) == len(labels)
+    assert look["lora-replay25"] == (KIND_COLOURS["lora"], "diamond")
+    assert look["full"] == (KIND_COLOURS["full"], "circle")
+    others = [look[m][0] for m in ("mica", "pissa", "corda", "dora", "osf")]
+    assert len(set(others)) == 5 and not set(others) & set(KIND_COLOURS.values())
+    assert study_charts._span([0.0, 10.0]) == pytest.approx([-0.8, 10.8])
+    assert study_charts._span([5.0, None]) == pytest.approx([4.6, 5.4]) and study_charts._span([]) is None
 
 
 def test_the_ray_executor_spreads_a_study_and_its_points_match_local_ones(cfg, tmp_path):

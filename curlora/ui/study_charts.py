@@ -30,6 +30,42 @@ def _err(s: Summary, measure: str | None = None) -> tuple[float | None, float | 
     return hi - s.mean, s.mean - lo
 
 
+# beyond the run charts' extra colours: a study may draw ten methods and more, each its own colour
+MORE = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1"]
+
+
+def styles(labels: list[str]) -> dict[str, tuple[str, str]]:
+    """label -> (colour, marker symbol): a kind keeps the run charts' colour; a variant of a kind that has one
+    (`curlora-replay25`) takes its kind's colour with a diamond; every other label the next colour no label uses."""
+    out, used = {}, set()
+    for label in labels:
+        if label in KIND_COLOURS:
+            out[label] = (KIND_COLOURS[label], "circle")
+            used.add(KIND_COLOURS[label])
+    spare = (c for c in EXTRA + MORE if c not in used and c not in KIND_COLOURS.values())
+    for label in labels:
+        base = label.split("-")[0]
+        if label in out:
+            continue
+        if base != label and base in KIND_COLOURS:
+            out[label] = (KIND_COLOURS[base], "diamond")
+        else:
+            out[label] = (next(spare, "#444444"), "circle")
+    return out
+
+
+def _span(values: list[float], pad: float = 0.08) -> list[float] | None:
+    """An axis range around the points (the means and each run), padded: an interval from two runs (Student t with
+    one degree of freedom, 12.7 × its spread) would otherwise set the scale and squash every point; such a bar runs
+    off the panel instead, and its hover still gives n."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None
+    lo, hi = min(xs), max(xs)
+    width = (hi - lo) or max(abs(hi), 1.0)
+    return [lo - pad * width, hi + pad * width]
+
+
 # (measure, panel title, y-axis title, which frontier draws its line)
 PANELS = {"forgetting": ("Forgetting (Chaudhry) — lower is better", "forgetting (points)", "frontier"),
           # over the earlier tasks each run knew (above the majority class after training them; a base's abilities)
@@ -63,15 +99,20 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
         i = shown.index(name)
         return {"row": i // cols + 1, "col": i % cols + 1}
     groups = rec.groups
-    for i, label in enumerate(rec.labels):
-        colour = KIND_COLOURS.get(label) or EXTRA[i % len(EXTRA)]  # the colour the run charts give its kind
+    look = styles(list(rec.labels))
+    spans: dict[str, list[float]] = {"learning": []}
+    for label in rec.labels:
+        colour, symbol = look[label]
         mine = sorted((g for g in groups.values() if g.method == label), key=lambda g: g.lr)
         pts = [p for p in rec.points if p.method == label]
         for name in shown:
             if pts:
+                spans["learning"] += [p.learning for p in pts]
+                spans.setdefault(name, []).extend(getattr(p, name) for p in pts)
                 fig.add_trace(go.Scatter(
                     x=[p.learning for p in pts], y=[getattr(p, name) for p in pts], mode="markers",
-                    marker={"color": colour, "size": 5, "opacity": 0.3}, showlegend=False, hoverinfo="text",
+                    marker={"color": colour, "size": 5, "opacity": 0.3, "symbol": symbol}, showlegend=False,
+                    hoverinfo="text",
                     uid=f"{label}:{name}:seeds",
                     hovertext=[f"{label} lr {lr_text(p.lr)} seed {p.seed}<br>run {p.run_id}" for p in pts]),
                     **at(name))
@@ -83,7 +124,8 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[g.mean("learning") for g in good], y=[g.mean(name) for g in good], mode="markers+text",
                 text=[lr_text(g.lr) for g in good], textposition="top center", textfont={"size": 10},
-                marker={"color": colour, "size": 10}, name=f"{label} (r {good[0].setting.get('r', '–')})",
+                marker={"color": colour, "size": 10, "symbol": symbol},
+                name=f"{label} (r {good[0].setting.get('r', '–')})",
                 uid=f"{label}:{name}:groups",
                 legendgroup=label, showlegend=name == shown[0],
                 error_x={"type": "data", "array": [e[0] for e in ex], "arrayminus": [e[1] for e in ex],
@@ -106,12 +148,14 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
         shares = [100 * r.facts / r.facts_n for r in rows if r.facts is not None and r.facts_n]
         if shares:
             base = sum(shares) / len(shares)
+            spans.setdefault("facts", []).append(base)  # the base's line stays on the panel
             fig.add_hline(y=base, line={"color": "#888", "dash": "dash", "width": 1}, **at("facts"),
                           annotation_text=f"base {base:.0f} %", annotation_position="bottom right")
     done, total = rec.done, len(rec.plan)
-    fig.update_xaxes(title_text="learning on every eval row: points above the better of majority class and base", zeroline=True)
+    fig.update_xaxes(title_text="learning on every eval row: points above the better of majority class and base",
+                     zeroline=True, range=_span(spans["learning"]))
     for name in shown:
-        fig.update_yaxes(title_text=PANELS[name][1], **at(name))
+        fig.update_yaxes(title_text=PANELS[name][1], range=_span(spans.get(name, [])), **at(name))
     against = "forgetting and chat retention" if "chat_kl" in shown else "forgetting"
     fig.update_layout(title={"text": f"Learning against {against}, each learning rate a point ({done} of {total} "
                                      "runs finished; bars: 95 % over runs)", "x": 0.01, "font": {"size": 15}},

@@ -357,6 +357,8 @@ def test_every_method_of_a_study_figure_has_its_own_look():
     assert len(set(others)) == 5 and not set(others) & set(KIND_COLOURS.values())
     assert study_charts._span([0.0, 10.0]) == pytest.approx([-0.8, 10.8])
     assert study_charts._span([5.0, None]) == pytest.approx([4.6, 5.4]) and study_charts._span([]) is None
+    same = study_charts._span([100 * 26 / 36, 72.22222222222221])  # float noise is no spread (the control's facts)
+    assert same[1] - same[0] == pytest.approx(2 * 0.08 * 72.2222, rel=1e-4)
 
 
 def test_the_ray_executor_spreads_a_study_and_its_points_match_local_ones(cfg, tmp_path):

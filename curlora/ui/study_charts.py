@@ -62,7 +62,9 @@ def _span(values: list[float], pad: float = 0.08) -> list[float] | None:
     if not xs:
         return None
     lo, hi = min(xs), max(xs)
-    width = (hi - lo) or max(abs(hi), 1.0)
+    width = hi - lo
+    if width <= 1e-9 * max(abs(hi), 1.0):  # one value, or one value computed two ways (26/36 × 100 ≠ 72.2…2)
+        width = max(abs(hi), 1.0)
     return [lo - pad * width, hi + pad * width]
 
 

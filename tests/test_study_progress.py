@@ -116,7 +116,7 @@ def test_before_any_run_finishes_there_is_no_estimate_and_a_finished_study_says_
     assert P.progress(FakeStudy(tmp_path, gone + plan)).hours is None  # a deleted point run prices nothing
 
 
-def test_a_real_study_stopped_part_way_reports_its_progress_in_the_cli_tab_and_mcp(tmp_path, monkeypatch, capsys):
+def test_a_real_study_stopped_part_way_reports_its_progress_in_the_cli_tabs_and_mcp(tmp_path, monkeypatch, capsys):
     d = make_experiment(tmp_path / "exp", steps=2)
     d["evaluation"].update(probe_every=0, self_probe_texts=2, self_probe_tokens=8)
     from curlora.experiment import ExperimentConfig
@@ -145,7 +145,26 @@ def test_a_real_study_stopped_part_way_reports_its_progress_in_the_cli_tab_and_m
     assert f"1 of {n} runs finished; {n - 1} left" in md
     assert "runs finished" not in compare_tab.summary_md(study.study_record(), {"status": "completed"},
                                                          P.StudyProgress("s", "completed", 2, 2))
+    # the Runs tab and `curlora list`: a study's tasks, its methods and its runs finished of its plan
+    o = study.outline()
+    assert o.tasks == [t.name for t in cfg.tasks] and o.methods == list(study.study_record().settings.lrs)
+    assert o.progress == f"1 of {n} runs"
+    from curlora.ui import runs_tab
+
+    jobs = JobManager(root)
+    try:
+        row = dict(zip(runs_tab.HEADERS, next(r for r in runs_tab.rows(jobs) if r[0] == study.id)))
+    finally:
+        jobs.shutdown()
+    assert row["progress"] == f"1 of {n} runs" and row["tasks"] == ", ".join(o.tasks)
+    fresh = Run.create(cfg.to_yaml(), name="fresh", root=root)  # no stage finished yet: its config says what it is
+    assert fresh.outline().tasks == o.tasks and fresh.outline().methods == [m.label for m in cfg.methods]
+    assert fresh.outline().progress == "0"
     monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
+    assert cli(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{study.id}  cancelled    tasks: {', '.join(o.tasks)}  methods: {', '.join(o.methods)}  done: 1 of {n} " \
+           "runs" in listed
     assert cli(["study", "--progress", study.id]) == 0
     assert capsys.readouterr().out.startswith(f"study {study.id} (cancelled): 1 of {n} runs finished; {n - 1} left: "
                                               "about ")

@@ -178,9 +178,9 @@ def cmd_list(args) -> int:
         print(f"no runs in {data_dir()}")
         return 0
     for run in runs:
-        st = run.status()
-        m = run.record()
-        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(m.tasks)}  methods: {', '.join(m.methods)}")
+        st, o = run.status(), run.outline()
+        print(f"{run.id}  {st['status']:<11s}  tasks: {', '.join(o.tasks) or '–'}  methods: "
+              f"{', '.join(o.methods) or '–'}  done: {o.progress}")
         for problem in run.problems():
             print(f"    damaged: {problem}")
     return 0

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -57,6 +58,15 @@ CREATE_TRIES = 5  # new ids drawn when a run folder of the same name already exi
 LOCK_TRIES = 25  # is_locked() holds a shared lock for microseconds: retry that long before calling the run busy
 LOCK_RETRY_S = 0.01
 STUDY_SETTINGS, STUDY_FILE = "study.yaml", "study.json"
+
+
+@dataclass
+class Outline:
+    """What a listing shows of an entry (the Runs tab, `curlora list`): its tasks, its methods and how far it has
+    got — a run's stages done per method, a study's runs finished of its plan."""
+    tasks: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    progress: str = "0"
 
 # kind -> execute(entry, loaded, should_stop, on_event, device_call) -> status, registered by the module that runs it
 _EXECUTORS: dict[str, Callable] = {}
@@ -364,6 +374,18 @@ class Run:
         from curlora.measure.record import RunMetrics
 
         return RunMetrics.from_json(self.metrics())
+
+    def outline(self) -> Outline:
+        """Tasks, methods and stages done per method, from metrics.json; before the first stage from its config."""
+        m = self.record()
+        done = {k: v.stages_done for k, v in m.methods.items()}
+        tasks, methods = list(m.tasks), list(done)
+        if not tasks:
+            with contextlib.suppress(OSError, CurloraError, ValueError):
+                cfg = self.config()
+                tasks, methods = [t.name for t in cfg.tasks], [x.label for x in cfg.methods]
+        return Outline(tasks=tasks, methods=methods,
+                       progress=", ".join(f"{k} {v}" for k, v in done.items()) or "0")
 
     def metrics(self) -> dict:
         """metrics.json; {} before the first stage — and when it is damaged, so that one bad file never stops a
@@ -700,6 +722,17 @@ class Study(Run):
     def point_run_ids(self) -> list[str]:
         """The ids of the runs of this study's points made so far, in plan order."""
         return self.study_record().point_run_ids()
+
+    def outline(self) -> Outline:
+        """A study has no metrics.json of its own: its tasks from study.json (else its experiment), its methods from
+        its grid, and its runs finished of its plan."""
+        rec = self.study_record()
+        tasks = list(rec.tasks)
+        if not tasks:
+            with contextlib.suppress(OSError, CurloraError, ValueError):
+                tasks = [t.name for t in self.config().tasks]
+        return Outline(tasks=tasks, methods=list(rec.settings.lrs),
+                       progress=f"{rec.done} of {len(rec.plan)} runs" if rec.plan else "0")
 
     def check_resumable(self):
         """(this study, its experiment) if it can go on; its points check their own resume when their turn comes."""

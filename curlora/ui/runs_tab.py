@@ -12,20 +12,19 @@ from curlora.errors import CurloraError
 from curlora.serve.hosting import EXAMPLES, read_owner
 from curlora.ui.common import Engine, friendly
 
-HEADERS = ["run", "status", "tasks", "methods", "stages done", "updated", "message"]
+HEADERS = ["run", "status", "tasks", "methods", "progress", "updated", "message"]
 
 
 def rows(jobs, owner: str | None = None) -> list[list]:
+    """One row per run or study (progress: a run's stages done per method, a study's runs finished of its plan)."""
     out = []
     for run in jobs.runs(owner):
         st = jobs.status(run.id, owner)
-        m = run.record()
-        done = {k: v.stages_done for k, v in m.methods.items()}
+        o = run.outline()
         updated = st.get("updated")
         shared = " · shared example" if read_owner(run.path) == EXAMPLES else ""
         out.append([run.id, st["status"] + (f" #{st['position']}" if st.get("position") else "") + shared,
-                    ", ".join(m.tasks) or "–", ", ".join(done) or "–",
-                    ", ".join(f"{k} {v}" for k, v in done.items()) or "0",
+                    ", ".join(o.tasks) or "–", ", ".join(o.methods) or "–", o.progress,
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "–",
                     st.get("message", "")])
     return out

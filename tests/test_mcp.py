@@ -92,6 +92,9 @@ def test_the_schema_lists_exactly_the_tools_and_they_return_the_stored_numbers(s
 
     assert {r["run_id"] for r in listed} >= {run.id, study.id} and \
         next(r for r in listed if r["run_id"] == study.id)["kind"] == "study"
+    plan = json.loads((study.path / "study.json").read_text())["plan"]
+    assert next(r for r in listed if r["run_id"] == study.id)["progress"] == f"{len(plan)} of {len(plan)} runs"
+    assert next(r for r in listed if r["run_id"] == run.id)["progress"] == "curlora 2, lora 2"
     assert summary["status"] == "completed" and summary["tasks"] == ["sent", "pair"]
     for label, rec in stored["methods"].items():
         got = summary["methods"][label]

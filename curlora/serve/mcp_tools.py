@@ -67,7 +67,8 @@ class Tools:
         """List the runs and studies in the run store, newest first.
 
         Returns:
-            JSON: a list of {run_id, kind ("run" or "study"), status, name, base_model, tasks, methods}.
+            JSON: a list of {run_id, kind ("run" or "study"), status, name, base_model, tasks, methods, progress (a
+            run's stages done per method, e.g. "lora 2"; a study's runs finished of its plan, e.g. "6 of 9 runs")}.
         """
         out = []
         for run in self.jobs.runs(owner):
@@ -78,7 +79,7 @@ class Tools:
             out.append({"run_id": run.id, "kind": "study" if isinstance(run, Study) else "run",
                         "status": self.jobs.status(run.id, owner)["status"], "name": cfg.run.name,
                         "base_model": cfg.model.name, "tasks": [t.name for t in cfg.tasks],
-                        "methods": [m.label for m in cfg.methods]})
+                        "methods": [m.label for m in cfg.methods], "progress": run.outline().progress})
         return as_json(out)
 
     def get_run_summary(self, run_id: str, owner: str | None = None) -> str:

@@ -191,7 +191,10 @@ def test_the_compare_tab_estimates_a_studys_time_before_it_starts(tmp_path):
         client.predict(api_name="/use_demo_tasks")
         info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/estimate_study_time"]
         args = [p.get("parameter_default") for p in info["parameters"]]
+        labels = [p.get("label") or "" for p in info["parameters"]]
         args[0], args[1] = "lora=1e-3,1e-2; curlora=1e-2", "0,1"
+        args[next(i for i, x in enumerate(labels) if x.startswith("Base model"))] = "kjv-llama-5m"  # the bundled one
+        args[labels.index("steps per task")] = 4
         text = client.predict(*args, api_name="/estimate_study_time")
     assert text.startswith("Estimated time of this study on this machine: about ")
     assert "runs, one after another (" in text and "1 base row × " in text

@@ -145,4 +145,6 @@ def test_a_studys_estimate_prices_one_calibration_over_its_plan(tmp_path, monkey
                 "--dry-run", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["runs"] == {"curlora": 2, "lora": 4} and body["total_s"] > 0
+    assert cli(["study", "--resume", "20261206-000000-x-0000", "--dry-run"]) == 2  # never trains: refused first
+    assert "--dry-run estimates a study before it starts" in capsys.readouterr().err
     assert not runs.exists() or not any(runs.iterdir())

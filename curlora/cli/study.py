@@ -148,6 +148,10 @@ def analyse_stored(args) -> int:
 def cmd_study(args) -> int:
     from curlora.cli.runs import admit, with_signals
 
+    if args.dry_run and (args.resume or args.analyse or args.pack or args.unpack or args.progress
+                         or not args.experiment):
+        raise CurloraError("--dry-run estimates a study before it starts: give EXPERIMENT.yaml alone (for a study "
+                           "that runs already: --progress STUDY_ID).")
     if args.analyse:
         return analyse_stored(args)
     if args.progress:

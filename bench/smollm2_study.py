@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, chosen_spec, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
+from curlora.measure.study_record import key as group_key  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -224,8 +225,9 @@ def compute_block(loaded: dict, packs: dict[str, Path] = PACKS) -> list[str]:
     return lines
 
 
-def groups_block(rec: StudyRecord) -> list[str]:
-    """One row per (method, lr) the study has finished runs of, with n and each measure's mean [95 % CI]."""
+def groups_block(rec: StudyRecord, chosen: bool = True) -> list[str]:
+    """One row per (method, lr) the study has finished runs of, with n and each measure's mean [95 % CI]; the rate
+    chosen on validation rows marked (chosen=False: none, where a phase's one rate per method chooses nothing)."""
     if not rec.groups:
         return ["No run of this phase has finished yet."]
     shown = [(n, h, sc, d) for n, h, sc, d in COLUMNS
@@ -233,7 +235,7 @@ def groups_block(rec: StudyRecord) -> list[str]:
     lines = ["| method | lr | runs | " + " | ".join(h for _, h, _, _ in shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for label in rec.labels:
-        best = rec.best.get(label)
+        best = rec.best.get(label) if chosen else None
         for key, g in sorted(((k, g) for k, g in rec.groups.items() if g.method == label), key=lambda kg: kg[1].lr):
             grid = sorted(rec.settings.lrs.get(label) or [])
             edge = "" if len(grid) < 2 else "; the lowest of its grid" if g.lr == grid[0] else \
@@ -244,7 +246,7 @@ def groups_block(rec: StudyRecord) -> list[str]:
     def at_edge(m, b) -> bool:
         grid = rec.settings.lrs.get(m) or []
         return len(grid) > 1 and b.key in rec.groups and rec.groups[b.key].lr in (min(grid), max(grid))
-    if any(at_edge(m, b) for m, b in rec.best.items() if b is not None):
+    if chosen and any(at_edge(m, b) for m, b in rec.best.items() if b is not None):
         lines += ["", "A rate chosen at the edge of its grid may not be the method's best: a rate beyond the edge was "
                   "not tried."]
     if any(g.measure(n).ci95 for g in rec.groups.values() for n, _, _, _ in shown if n in RANGES):
@@ -335,6 +337,19 @@ def _lrs(items) -> str:
     return ", ".join(f"{x:g}" for x in sorted(items))
 
 
+def chosen_group(rec, method: str):
+    """The group of `method` at its rate chosen on validation rows (rec.best), with learning on test rows; None
+    where there is none."""
+    b = rec.best.get(method)
+    g = rec.groups.get(b.key) if b is not None else None
+    return g if g is not None and g.mean("learning_test") is not None else None
+
+
+def _runs(g) -> str:
+    n = len(g.run_ids)
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
 NAMES = {"curlora": "CURLoRA", "lora": "LoRA"}
 SHORT = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}  # in sentences
 CHOSEN_WORDS = {"learning_test": "learning", "learning": "learning (every eval row)", "forgetting": "forgetting",
@@ -372,13 +387,14 @@ def claim_block(loaded: dict) -> list[str]:
            + ("; it will move as the rest run" if done < total else "") + "). The paper claims CURLoRA keeps the base "
            "model's abilities while it learns a task sequence, where LoRA forgets."]
     learned = []
-    for m in methods:
-        gs = [g for g in rec.groups.values() if g.method == m and g.mean("learning_test") is not None]
-        if gs:
-            g = max(gs, key=lambda g: g.mean("learning_test"))
-            learned.append(f"{NAMES[m]} {summary_text(g.measure('learning_test'), 1, 1)} points at lr {g.lr:g}")
+    for m in methods:  # at the rate chosen on validation rows, reported on the test rows no choice was made on
+        g = chosen_group(rec, m)
+        if g is not None:
+            learned.append(f"{NAMES[m]} {summary_text(g.measure('learning_test'), 1, 1)} points at lr {g.lr:g} "
+                           f"({_runs(g)})")
     if learned:
-        out.append("The most either learns, averaged over its tasks on test rows, is " + " and ".join(learned)
+        out.append("Each learns, at its rate chosen on validation rows and averaged over its tasks on test rows, "
+                   + " and ".join(learned)
                    + " (above the better of the majority class and the base; 95 % interval over runs).")
 
     def sides(c) -> str:
@@ -423,22 +439,26 @@ def claim_block(loaded: dict) -> list[str]:
                 ts = sorted((t for t in rec.against_base if (t.method, t.measure, t.verdict) == (m, measure, verdict)),
                             key=lambda t: t.lr)
                 if ts:
-                    ps = ", ".join(f"{t.p_adjusted:.2g}" for t in ts if verdict in ("loses", "gains"))
+                    decided = verdict in ("loses", "gains")
+                    ps = ", ".join(f"{t.p_adjusted:.2g}" for t in ts if decided and t.p_adjusted is not None)
+                    # every run alike beyond the margin: decided without a test (curlora/measure/study_analysis.py)
+                    alike = [t.lr for t in ts if decided and t.p_adjusted is None]
+                    notes = ([f"Holm p {ps}"] if ps else []) + (
+                        [f"at lr {_lrs(alike)} every run the same, no spread left to test"] if alike else [])
                     parts.append(f"{AGAINST_WORDS[(measure, verdict)]} at lr {_lrs(t.lr for t in ts)}"
-                                 + (f" (Holm p {ps})" if ps else ""))
+                                 + (f" ({'; '.join(notes)})" if notes else ""))
         if parts:
             out.append(f"Against the base model, {NAMES[m]} " + "; ".join(parts) + ".")
     control = loaded.get("control")
-    if control is not None and control[0].groups:
-        crec = control[0]
-        k, g = max(crec.groups.items(), key=lambda kg: kg[1].mean("learning_test")
-                   if kg[1].mean("learning_test") is not None else float("-inf"))
-        kept = sorted({t.measure for t in crec.against_base if t.key == k and t.verdict == "keeps"})
+    crec = control[0] if control is not None else None
+    g = chosen_group(crec, "head-only") if crec is not None else None
+    if g is not None:
+        kept = sorted({t.measure for t in crec.against_base if t.key == group_key(g.method, g.lr) and t.verdict == "keeps"})
         said = {"facts": "its factual answers", "probe_ppl_ratio": "its WikiText-2 perplexity"}
         out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
-                   "above the majority class on another scale), learns "
+                   "above the majority class on another scale), learns at its rate chosen on validation rows "
                    f"{summary_text(g.measure('learning_test'), 1, 1)}"
-                   f" points at lr {g.lr:g} ({len(g.run_ids)} run{'' if len(g.run_ids) == 1 else 's'})"
+                   f" points at lr {g.lr:g} ({_runs(g)})"
                    + (f" and keeps {' and '.join(said[m] for m in kept)} by the test against the base" if kept else "")
                    + ".")
     favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]
@@ -447,7 +467,8 @@ def claim_block(loaded: dict) -> list[str]:
         for c, what in favour:
             good = (c.verdict == "less") == (c.methods[0] == "curlora")
             name = what or SHORT.get(c.measure, c.measure)
-            camp[good].append(f"{name} (Holm p = {c.p_adjusted:.2g}, {sides(c)})")
+            p = "no spread left to test" if c.p_adjusted is None else f"Holm p = {c.p_adjusted:.2g}"
+            camp[good].append(f"{name} ({p}, {sides(c)})")
         parts = []
         if camp[True]:
             parts.append("favour CURLoRA by " + " and ".join(camp[True]))
@@ -629,7 +650,8 @@ def probes_sentence(loaded: dict) -> list[str]:
     family = [t for t in rec.probes + rec.probes_known if t.p is not None]
 
     def say(t) -> str:
-        return f"{PROBE_NAMES.get(t.probe, t.probe)} (ρ {t.rho:.2f}, Holm p {t.p_adjusted:.2g})"
+        p = "untested" if t.p_adjusted is None else f"Holm p {t.p_adjusted:.2g}"
+        return f"{PROBE_NAMES.get(t.probe, t.probe)} (ρ {t.rho:.2f}, {p})"
     yes = [say(t) for t in rec.probes if t.tracks]
     no = [say(t) for t in rec.probes if not t.tracks and t.rho is not None]
     known = [say(t) for t in rec.probes_known if t.tracks]
@@ -658,13 +680,15 @@ def front_folders(packs: dict[str, Path] = PACKS) -> list[Path]:
 def with_edge(loaded: dict, packs: dict[str, Path] = PACKS) -> dict:
     """`loaded` with the frontier analysed together with its edge's runs as one study (the union of the grids, the
     plans and the points; the same seeds draw the same rows, so the runs pair across the two packs), the frontier's
-    meta carrying the edge's under "edge". Unchanged until the edge has a finished run."""
+    meta carrying the edge's under "edge". Unchanged until every edge run has finished: an edge setting of one or
+    two runs beside the frontier's six would be chosen as a best rate on noise and move every matched level, so a
+    partial edge is shown apart (status_block) and joins the frontier whole."""
     import dataclasses
 
     from curlora.measure.study_analysis import analyse
 
     front, edge = loaded.get("frontier"), loaded.get(EDGE)
-    if not (front and edge and edge[0].points):
+    if not (front and edge and edge[0].points) or edge[1].get("pending", 0):
         return loaded
     rec, meta = front
     e = edge[0]
@@ -691,6 +715,11 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
             out["smollm2-status"] += ["", f"{phase.capitalize()}, seed 0, first order (learning rates chosen on "
                                       "validation rows):", ""]
             out["smollm2-status"] += groups_block(rec)
+    edge = loaded.get(EDGE)
+    if edge and edge[0].points and "edge" not in loaded.get("frontier", (None, {}))[1]:
+        out["smollm2-status"] += ["", f"The frontier's edge so far ({edge[1]['points']} of {planned(EDGE)} runs; it "
+                                  "joins the frontier's analysis, tests and figure once all have run):", ""]
+        out["smollm2-status"] += groups_block(edge[0], chosen=False)
     for phase in ("frontier", "peers"):
         if loaded.get(phase):
             rec = loaded[phase][0]

@@ -188,8 +188,8 @@ def test_the_claim_paragraph_sets_the_head_only_control_beside_the_frontier():
     front = smollm2_study.load("frontier")
     text = smollm2_study.claim_block({"frontier": front, "control": (control, {"points": 6})})[0]
     assert "The paper's control, a linear head per task on the frozen model" in text
-    assert "learns 10.0 [7.5, 12.5] points at lr 0.001 (3 runs) and keeps its factual answers and its WikiText-2 " \
-           "perplexity by the test against the base" in text
+    assert "learns at its rate chosen on validation rows 10.0 [7.5, 12.5] points at lr 0.001 (3 runs) and keeps its " \
+           "factual answers and its WikiText-2 perplexity by the test against the base" in text
     loaded = smollm2_study.load_all()
     loaded["control"] = (control, {"points": 6, "pending": 3, "runs": {}})
     status = "\n".join(smollm2_study.blocks(loaded=loaded)["smollm2-status"])
@@ -310,6 +310,12 @@ def test_the_frontiers_edge_is_analysed_as_part_of_the_frontier():
     loaded = {"frontier": (front, meta), S.EDGE: (edge, {"points": len(edge.points), "pending": 0})}
     packs = {"frontier": folder, S.EDGE: folder}
     assert S.with_edge({"frontier": (front, meta), S.EDGE: None}, packs)["frontier"][0] is front
+    # a partial edge stays apart: one or two runs of a rate would be chosen on noise and move every matched level
+    partial = {"frontier": (front, meta), S.EDGE: (edge, {"points": 3, "pending": 9})}
+    assert S.with_edge(partial, packs)["frontier"][0] is front
+    status = "\n".join(S.blocks(packs={"frontier": folder}, loaded=partial)["smollm2-status"])
+    assert "The frontier's edge so far (3 of 12 runs; it joins the frontier's analysis" in status
+    assert "(chosen" not in status[status.index("edge so far"):status.index("Frontier (means")]
     merged, mmeta = S.with_edge(loaded, packs)["frontier"]
     assert mmeta["edge"]["points"] == len(edge.points) and mmeta["points"] == meta["points"]
     assert sorted(merged.groups) == sorted(full.groups)

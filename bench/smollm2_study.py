@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, chosen_spec, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
-from curlora.measure.study_record import key as group_key  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -453,7 +452,8 @@ def claim_block(loaded: dict) -> list[str]:
     crec = control[0] if control is not None else None
     g = chosen_group(crec, "head-only") if crec is not None else None
     if g is not None:
-        kept = sorted({t.measure for t in crec.against_base if t.key == group_key(g.method, g.lr) and t.verdict == "keeps"})
+        k = crec.best["head-only"].key  # chosen_group's
+        kept = sorted({t.measure for t in crec.against_base if t.key == k and t.verdict == "keeps"})
         said = {"facts": "its factual answers", "probe_ppl_ratio": "its WikiText-2 perplexity"}
         out.append(f"The paper's control, a linear head per task on the frozen model (head scoring, so learning "
                    "above the majority class on another scale), learns at its rate chosen on validation rows "
@@ -716,7 +716,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                       "validation rows):", ""]
             out["smollm2-status"] += groups_block(rec)
     edge = loaded.get(EDGE)
-    if edge and edge[0].points and "edge" not in loaded.get("frontier", (None, {}))[1]:
+    if edge and edge[0].points and "edge" not in (loaded.get("frontier") or (None, {}))[1]:
         out["smollm2-status"] += ["", f"The frontier's edge so far ({edge[1]['points']} of {planned(EDGE)} runs; it "
                                   "joins the frontier's analysis, tests and figure once all have run):", ""]
         out["smollm2-status"] += groups_block(edge[0], chosen=False)

@@ -188,17 +188,21 @@ def base_method(method: str) -> str:
     return method.split("-")[0]
 
 
-def minutes_per_run(method: str, minutes: dict[str, list[float]]) -> tuple[float | None, str]:
-    """(median minutes of one run of `method`, how it was priced): its own finished runs' median; else its base
-    method's ("at curlora's median"); else every finished run's ("never run: at the median of all runs");
-    (None, "") when nothing has finished."""
+def _pricing(method: str, minutes: dict[str, list[float]]) -> tuple[list[float], str]:
+    """(the finished runs' minutes that price `method`, how it was priced): its own; else its base method's ("at
+    curlora's median"); else every finished run's ("never run: at the median of all runs"); ([], "") when none."""
     for name in (method, base_method(method)):
         if minutes.get(name):
-            return statistics.median(minutes[name]), "" if name == method else f"at {name}'s median"
+            return minutes[name], "" if name == method else f"at {name}'s median"
     every = [x for xs in minutes.values() for x in xs]
-    if not every:
-        return None, ""
-    return statistics.median(every), "never run: at the median of all runs"
+    return every, "never run: at the median of all runs" if every else ""
+
+
+def minutes_per_run(method: str, minutes: dict[str, list[float]]) -> tuple[float | None, str]:
+    """(median minutes of one run of `method`, how it was priced: `_pricing`); (None, "") when nothing has
+    finished."""
+    pool, priced = _pricing(method, minutes)
+    return (statistics.median(pool), priced) if pool else (None, "")
 
 
 @dataclass
@@ -279,14 +283,16 @@ def progress(study: Run) -> StudyProgress:
     """The progress of `study` (a Study in the store) from its plan and its runs' events."""
     rec = study.study_record()
     status = study.status().get("status", "?")
-    times: dict[str, list[RunTimes]] = {}
-    partial: dict[str, float] = {}  # a run not finished: the minutes of its stages already done
-    counts: dict[str, list[int]] = {}
+    minutes: dict[str, list[float]] = {}  # each method's finished runs
+    spent: dict[str, list[float]] = {}  # each method's runs left: the minutes of their stages already done
+    done_n: dict[str, int] = {}
     in_flight = 0
     for e in rec.plan:
         done = e.status == "completed"
-        c = counts.setdefault(e.method, [0, 0])
-        c[0 if done else 1] += 1
+        done_n[e.method] = done_n.get(e.method, 0) + done
+        left = spent.setdefault(e.method, [])
+        if not done:
+            left.append(0.0)
         if not e.run_id:
             continue
         try:
@@ -299,26 +305,24 @@ def progress(study: Run) -> StudyProgress:
         if t is None:
             continue
         if done:
-            times.setdefault(e.method, []).append(t)
+            minutes.setdefault(e.method, []).append(t.minutes)
         else:
-            partial[e.run_id] = t.minutes
-    minutes = {m: [t.minutes for t in ts] for m, ts in times.items()}
+            left[-1] = t.minutes
     out = StudyProgress(study_id=study.id, status=status, done=rec.done, total=len(rec.plan), in_flight=in_flight,
-                        measured_runs=sum(len(ts) for ts in times.values()))
+                        measured_runs=sum(len(xs) for xs in minutes.values()))
     if not minutes:
-        out.paces = [MethodPace(m, done=d, left=left) for m, (d, left) in counts.items()]
+        out.paces = [MethodPace(m, done=done_n[m], left=len(xs)) for m, xs in spent.items()]
         return out
     total = fastest = slowest = 0.0
-    for method, (d, left) in counts.items():
-        median, priced = minutes_per_run(method, minutes)
-        pool = minutes.get(method) or minutes.get(base_method(method)) or [x for xs in minutes.values() for x in xs]
-        pace = MethodPace(method, done=d, left=left, minutes=median, fastest=min(pool), slowest=max(pool),
-                          priced=priced)
+    for method, xs in spent.items():
+        pool, priced = _pricing(method, minutes)
+        median = statistics.median(pool)
+        pace = MethodPace(method, done=done_n[method], left=len(xs), minutes=median, fastest=min(pool),
+                          slowest=max(pool), priced=priced)
         out.paces.append(pace)
         # a run in flight is left less what it has already run (never below nothing)
-        spent = [partial.get(e.run_id, 0.0) for e in rec.plan if e.method == method and e.status != "completed"]
-        total += sum(max(0.0, median - s) for s in spent)
-        fastest += sum(max(0.0, pace.fastest - s) for s in spent)
-        slowest += sum(max(0.0, pace.slowest - s) for s in spent)
+        total += sum(max(0.0, median - x) for x in xs)
+        fastest += sum(max(0.0, pace.fastest - x) for x in xs)
+        slowest += sum(max(0.0, pace.slowest - x) for x in xs)
     out.hours, out.hours_fastest, out.hours_slowest = total / 60, fastest / 60, slowest / 60
     return out

@@ -96,8 +96,8 @@ def summary_md(rec: StudyRecord | dict, status: dict, progress: StudyProgress | 
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over runs (seeds × task "
                  "orders; the table), 95 % bootstrap over runs at the matched level (the verdicts). Verdicts: less / "
                  "more (Holm-adjusted p < 0.05), equivalent (within the margin, TOST), inconclusive (with the runs "
-                 "that would decide it), nothing learned (the compared runs learned no earlier task; for what each run knew: "
-                 f"knew none above the majority class). The best setting per method: {BEST_RULE}.")
+                 "that would decide it), nothing learned (the compared runs learned no earlier task; for what each "
+                 f"run knew: knew none above the majority class). The best setting per method: {BEST_RULE}.")
     return "\n\n".join(lines)
 
 
@@ -213,11 +213,7 @@ def build(engine: Engine, train: dict) -> dict:
         from curlora.run.cost import estimate_study
 
         cfg, settings = study_of(grid_text, seed_text, budget, equivalence, values, request)
-        jobs.policy.check_config(cfg, jobs.root, engine.owner(request))
-        limits = jobs.policy.limits if jobs.policy.hosted else None
-        with jobs.gate.hold("a time estimate"):
-            est = jobs.gate.on_device(lambda: estimate_study(cfg, settings, limits=limits))
-        return est.text().replace("\n", "  \n")
+        return train_tab.calibrated(engine, request, cfg, lambda limits: estimate_study(cfg, settings, limits=limits))
 
     @with_request(len(inputs))
     @friendly

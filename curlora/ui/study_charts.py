@@ -5,11 +5,12 @@ Redrawn while a study runs: one uirevision keeps the reader's zoom and legend, a
 
 The frontier: learning (x) against forgetting (over every earlier task, and over those each run knew) and against
 drift (y), one colour per method (the run charts' colour of
-its kind), each learning rate a point with 95 % error bars over its runs (seeds, times task orders where a study has several)
-on both axes, the runs themselves as faint dots, the frontier as a line. Learning here is on every eval row, as the
-forgetting it is set against and the frontier's fits are; the tables' chosen settings report test rows. Drift is the KL to base on the model's own samples; where the study ran the chat probe
-(a chat model), it is the chat-retention frontier instead: the KL to base on the base's replies to held-out
-instructions (its own domain, through the template) and the factual questions still answered.
+its kind), each learning rate a point with 95 % error bars over its runs (seeds, times task orders where a study
+has several) on both axes, the runs themselves as faint dots, the frontier as a line. Learning here is on every eval
+row, as the forgetting it is set against and the frontier's fits are; the tables' chosen settings report test rows.
+Drift is the KL to base on the model's own samples; where the study ran the chat probe (a chat model), it is the
+chat-retention frontier instead: the KL to base on the base's replies to held-out instructions (its own domain,
+through the template) and the factual questions still answered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from curlora.measure.study_record import StudyRecord, Summary
 from curlora.methods.registry import lr_text
+from curlora.run.study_data import base_method
 from curlora.ui.charts import EXTRA, KIND_COLOURS
 
 
@@ -44,7 +46,7 @@ def styles(labels: list[str]) -> dict[str, tuple[str, str]]:
             used.add(KIND_COLOURS[label])
     spare = (c for c in EXTRA + MORE if c not in used and c not in KIND_COLOURS.values())
     for label in labels:
-        base = label.split("-")[0]
+        base = base_method(label)
         if label in out:
             continue
         if base != label and base in KIND_COLOURS:
@@ -107,9 +109,9 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
         colour, symbol = look[label]
         mine = sorted((g for g in groups.values() if g.method == label), key=lambda g: g.lr)
         pts = [p for p in rec.points if p.method == label]
+        spans["learning"] += [p.learning for p in pts]
         for name in shown:
             if pts:
-                spans["learning"] += [p.learning for p in pts]
                 spans.setdefault(name, []).extend(getattr(p, name) for p in pts)
                 fig.add_trace(go.Scatter(
                     x=[p.learning for p in pts], y=[getattr(p, name) for p in pts], mode="markers",

@@ -262,18 +262,24 @@ def estimate_memory(engine: Engine, form: Form, values: dict, request: gr.Reques
     return f"Memory: {memory_text(est, free)}{warn}"
 
 
-@friendly
-def estimate_time(engine: Engine, form: Form, values: dict, request: gr.Request) -> str:
-    """The run's time on this machine, from a calibration on the device (it waits its turn like a stage)."""
-    from curlora.run.cost import estimate_config
-
+def calibrated(engine: Engine, request: gr.Request, cfg: ExperimentConfig, estimator) -> str:
+    """An estimate's text as Markdown: `estimator(limits)` (a run's or a study's calibration) once the host's policy
+    admits `cfg`, on the device (it trains a few steps: it waits its turn like a stage)."""
     jobs = engine.jobs
-    cfg = make_config(engine, request, form.read(values))
     jobs.policy.check_config(cfg, jobs.root, engine.owner(request))
     limits = jobs.policy.limits if jobs.policy.hosted else None
-    with jobs.gate.hold("a time estimate"):  # it trains a few steps: it waits for the device like a stage
-        est = jobs.gate.on_device(lambda: estimate_config(cfg, limits=limits))
+    with jobs.gate.hold("a time estimate"):
+        est = jobs.gate.on_device(lambda: estimator(limits))
     return est.text().replace("\n", "  \n")
+
+
+@friendly
+def estimate_time(engine: Engine, form: Form, values: dict, request: gr.Request) -> str:
+    """The run's time on this machine, from a calibration on the device."""
+    from curlora.run.cost import estimate_config
+
+    cfg = make_config(engine, request, form.read(values))
+    return calibrated(engine, request, cfg, lambda limits: estimate_config(cfg, limits=limits))
 
 
 def _submitted(engine: Engine, cfg: ExperimentConfig, request: gr.Request):

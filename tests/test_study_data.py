@@ -96,3 +96,59 @@ def test_the_study_document_is_rendered_from_a_pack(cfg, tmp_path):
     rec = study.study_record()
     g = rec.groups["lora@1e-3"]
     assert smollm2_study.summary_text(g.learning_test, 1, 1) in rows[0]  # the record's numbers, formatted
+
+
+def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, tmp_path, monkeypatch):
+    """A config names its task files by the absolute paths of the checkout it ran in; a pack records each file's
+    project path and sha256, and unpack points the configs at this checkout's copies, only where the bytes match."""
+    import shutil
+
+    from curlora.run import portable
+
+    here, there = tmp_path / "exp", tmp_path / "elsewhere" / "exp"  # the tasks sit in the project folder
+    monkeypatch.setattr(portable, "REPO", tmp_path)
+    study = S.create(cfg, S.StudySettings(lrs={"lora": [0.01]}, seeds=[0]), tmp_path / "runs")
+    from curlora.run.runner import load_everything
+
+    assert S.execute(study, load_everything(cfg)) == "completed"
+    D.pack(study.id, tmp_path / "pack", tmp_path / "runs")
+    files = {f["project"]: f for f in json.loads((tmp_path / "pack" / "pack.json").read_text())["files"]}
+    assert set(files) >= {"exp/sent.csv", "exp/pair.csv", "exp/probe.txt"}
+    assert files["exp/sent.csv"]["sha256"] == portable.sha256(here / "sent.csv")
+
+    shutil.copytree(here, there)  # the same project, moved: the recorded paths are gone
+    shutil.rmtree(here)
+    monkeypatch.setattr(portable, "REPO", tmp_path / "elsewhere")
+    moved = D.unpack(tmp_path / "pack", tmp_path / "store")
+    st = moved.status()
+    assert st["status"] == "completed"  # every run had finished: nothing to resume
+    assert f"{here / 'sent.csv'} → {there / 'sent.csv'}" in st["message"] and "not checked" not in st["message"]
+    run_id = moved.study_record().plan[0].run_id
+    for run in (moved, Run.open(run_id, tmp_path / "store")):
+        c = run.config()
+        assert [t.train_file for t in c.tasks] == [str(there / "sent.csv"), str(there / "pair.csv")]
+        assert c.evaluation.probe_text == str(there / "probe.txt")
+
+    (there / "pair.csv").write_text("text,label\nchanged,0\n")  # a different file of the same name is not taken
+    other = D.unpack(tmp_path / "pack", tmp_path / "store2")
+    assert f"{here / 'pair.csv'} is not on this machine" in other.status()["message"]
+    assert other.config().tasks[1].train_file == str(here / "pair.csv")  # left as recorded: resume names it
+    assert other.config().tasks[0].train_file == str(there / "sent.csv")
+
+    meta = json.loads((tmp_path / "pack" / "pack.json").read_text())
+    del meta["files"]  # a pack made before files were recorded: found by the path's tail, said unchecked
+    (tmp_path / "pack" / "pack.json").write_text(json.dumps(meta))
+    old = D.unpack(tmp_path / "pack", tmp_path / "store3")
+    assert f"{here / 'sent.csv'} → {there / 'sent.csv'} (content not checked" in old.status()["message"]
+
+
+def test_the_cli_says_an_unpacked_study_that_had_finished_needs_no_resume(cfg, tmp_path, monkeypatch, capsys):
+    from curlora.run.runner import load_everything
+
+    study = S.create(cfg, S.StudySettings(lrs={"lora": [0.01]}, seeds=[0]), tmp_path / "runs")
+    assert S.execute(study, load_everything(cfg)) == "completed"
+    D.pack(study.id, tmp_path / "pack", tmp_path / "runs")
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "store"))
+    assert cli(["study", "--unpack", str(tmp_path / "pack")]) == 0
+    out = capsys.readouterr().out
+    assert "every run had finished, nothing to resume" in out and "--resume" not in out

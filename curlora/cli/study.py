@@ -173,8 +173,12 @@ def cmd_study(args) -> int:
                   f"{meta['pending']} still to run)")
         else:
             study = study_data.unpack(Path(args.unpack))
-            print(f"study {study.id}: unpacked into {study.root}; go on with `python -m curlora study --resume "
-                  f"{study.id}`")
+            st = study.status()
+            then = ("every run had finished, nothing to resume" if st["status"] == "completed"
+                    else f"go on with `python -m curlora study --resume {study.id}`")
+            print(f"study {study.id}: unpacked into {study.root}; {then}")
+            if "→" in st.get("message", "") or "not on this machine" in st.get("message", ""):
+                print(st["message"])
         return 0
     if args.resume:
         study = with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),

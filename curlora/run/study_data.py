@@ -9,7 +9,10 @@ distribution) and, for each point whose run completed, that run's config, metric
 stage's adapter or head, so the pack is small enough for git. A point that had not finished goes into the pack as
 pending (its run id dropped), so the resumed study runs it again from the start; finished points are never rerun.
 `unpack` writes the same folders into a run store, refusing to overwrite anything there, and leaves the study
-stopped, ready for `--resume`. Packing twice into the same DIR replaces the older pack (it is written beside and
+stopped, ready for `--resume` (completed, where every run had finished). The files the study reads travel by
+record, not by copy: pack.json's `files` holds each task CSV's and probe text's path, its path under the project
+folder and its sha256, and unpack points the configs at this machine's copies with the same bytes
+(curlora/run/portable.py), so a study started in one checkout resumes in another. Packing twice into the same DIR replaces the older pack (it is written beside and
 renamed into place), so a committed pack is always whole. pack.json names the machine each finished run was
 packed from (`runs`: run id → machine), kept across unpack, resume elsewhere and pack again, so a document can say
 which machine each number came from.
@@ -46,6 +49,7 @@ from pathlib import Path
 from curlora.errors import CurloraError
 from curlora.measure.study_record import StudyRecord
 from curlora.measure.task_kl import REF_FILE as TASK_KL_REF
+from curlora.run import portable
 from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir, outgoing_files
 
 STUDY_DIR, RUNS_DIR, PACK_FILE = "study", "runs", "pack.json"
@@ -108,7 +112,8 @@ def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
                 e.run_id, e.status = None, "pending"
         rec.points = [p for p in rec.points if any(e.run_id == p.run_id for e in rec.plan)]
         atomic_write_text(work / STUDY_DIR / STUDY_FILE, json.dumps(rec.to_json(), indent=1, default=float) + "\n")
-        meta = {"study": study.id, "points": done, "pending": len(rec.plan) - done, "runs": runs}
+        meta = {"study": study.id, "points": done, "pending": len(rec.plan) - done, "runs": runs,
+                "files": [portable.describe(f).to_json() for f in portable.config_paths(study.config())]}
         atomic_write_text(work / PACK_FILE, json.dumps(meta, indent=1) + "\n")
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
@@ -142,10 +147,28 @@ def unpack(src: Path, root: Path | None = None) -> Study:
         shutil.copytree(s, d)
     shutil.copyfile(meta_file, root / meta["study"] / PACK_FILE)  # which machine ran the runs packed so far
     study = Run.open(meta["study"], root)
+    moved = _relocate(study, [Run.open(d.name, root) for _, d in folders[1:]], meta)
     rec = StudyRecord.of(study.study_json())
-    study.set_status("cancelled", f"unpacked from {src.name}: {rec.done} of {len(rec.plan)} runs completed — "
-                                  f"resume the study to go on")
+    where = "".join(f"; {m.sentence()}" for m in moved)
+    if rec.done == len(rec.plan):  # nothing left to run: the study is as finished here as where it was packed
+        study.set_status("completed", f"unpacked from {src.name}: all {rec.done} runs completed{where}")
+    else:
+        study.set_status("cancelled", f"unpacked from {src.name}: {rec.done} of {len(rec.plan)} runs completed — "
+                                      f"resume the study to go on{where}")
     return study
+
+
+def _relocate(study: Study, runs: list[Run], meta: dict) -> list[portable.Relocation]:
+    """Point the study's and its runs' configs at this machine's copies of the files they read (portable.relocate);
+    returns what moved or was not found (a path that exists as recorded is left out)."""
+    packed = {f["recorded"]: portable.PackedFile.of(f) for f in meta.get("files") or []}
+    found = [portable.relocate(packed.get(p) or portable.PackedFile(p)) for p in portable.config_paths(study.config())]
+    moved = {m.recorded: m.found for m in found if m.found}
+    for run in (study, *runs):
+        cfg = run.config()
+        if portable.rewrite(cfg, moved):
+            atomic_write_text(run.path / "config.yaml", cfg.to_yaml())
+    return [m for m in found if m.found != m.recorded]
 
 
 # -- how far a study has got -----------------------------------------------------------------------------------

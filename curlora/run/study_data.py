@@ -13,9 +13,9 @@ stopped, ready for `--resume` (completed, where every run had finished). The fil
 record, not by copy: pack.json's `files` holds each task CSV's and probe text's path, its path under the project
 folder and its sha256, and unpack points the configs at this machine's copies with the same bytes
 (curlora/run/portable.py), so a study started in one checkout resumes in another. Packing twice into the same DIR
-replaces the older pack (it is written beside and renamed into place), so a committed pack is always whole. pack.json names the machine each finished run was
-packed from (`runs`: run id → machine), kept across unpack, resume elsewhere and pack again, so a document can say
-which machine each number came from.
+replaces the older pack (it is written beside and renamed into place), so a committed pack is always whole.
+pack.json names the machine each finished run was packed from (`runs`: run id → machine), kept across unpack,
+resume elsewhere and pack again, so a document can say which machine each number came from.
 
 How far a study has got, from the same data:
 

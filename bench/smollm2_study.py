@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, chosen_spec, reanalyse  # noqa: E402
+from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, HIGHER_IS_BETTER, chosen_spec, reanalyse  # noqa: E402
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402
@@ -618,21 +618,28 @@ def probes_block(rec: StudyRecord) -> list[str]:
     if not rec.probes:
         return ["No probe correlation yet: it needs finished runs."]
     known = {t.probe: t for t in rec.probes_known}
-    lines = ["| probe | ρ with forgetting [95 % bootstrap] (runs) | p (Holm) | tracked it | ρ with forgetting of what "
-             "each run knew [95 % bootstrap] (runs) | p (Holm) | tracked it |", "|---|---|---|---|---|---|---|"]
+    lines = ["| probe | ρ with forgetting [95 % bootstrap] (runs) | p (Holm) | tracked it | within settings: ρ | "
+             "p (Holm) | ρ with forgetting of what each run knew [95 % bootstrap] (runs) | p (Holm) | tracked it | "
+             "within settings: ρ | p (Holm) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(t) -> str:
         if t is None or t.rho is None:
-            return "— | — | —"
+            return "— | — | — | — | —"
         ci = f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else ""
         p = "—" if t.p_adjusted is None else f"{t.p_adjusted:.2g}"
-        return f"{t.rho:.2f}{ci} ({t.n}) | {p} | {'yes' if t.tracks else 'no'}"
+        within = "— | —" if t.p_within_adjusted is None else \
+            f"{t.rho_within:.2f} | {t.p_within_adjusted:.2g}{' (tracks)' if t.tracks_within else ''}"
+        return f"{t.rho:.2f}{ci} ({t.n}) | {p} | {'yes' if t.tracks else 'no'} | {within}"
     for t in rec.probes:
         lines.append(f"| {t.probe} | {cell(t)} | {cell(known.get(t.probe))} |")
     n = len([t for t in rec.probes + rec.probes_known if t.p is not None])
+    k = max((t.settings for t in rec.probes), default=0)
     return lines + ["", f"A probe tracks forgetting when its Holm-adjusted p (over these {n} tests) is below 0.05 and ρ "
                     "runs the way drift does: above 0, below 0 for facts right, which fall as the model drifts. "
-                    "Runs at one learning rate share it, so ρ mixes the rate's effect with the seeds'."]
+                    "Runs at one learning rate share it, so ρ over every run mixes the rate's effect with the seeds'; "
+                    f"the within-settings columns take ranks within each of the {k} settings (method × rate) and "
+                    "test by shuffling within them (2,000 permutations, so no p below 0.0005 before Holm; a family "
+                    "of its own)."]
 
 
 PROBE_NAMES = {"kl_to_base": "self-probe KL", "self_ppl_ratio": "self-probe perplexity ratio",
@@ -662,8 +669,41 @@ def probes_sentence(loaded: dict) -> list[str]:
            + (f"; {', '.join(no)} did not" if no else "") + ". "
            + ("Against forgetting of what each run knew, " + (f"{', '.join(known)} tracked it." if known else
                                                                "none did.") if rec.probes_known else "")
-           + " Runs at one learning rate share it, so ρ mixes the rate's effect with the seeds'.")
-    return [out]
+           + " Runs at one learning rate share it, so ρ over every run mixes the rate's effect with the seeds'. ")
+    return [out + within_sentence(rec)]
+
+
+def wrong_way(t) -> str:
+    """", the opposite way to drift" where a probe's within-setting ρ runs against drift (facts right rising with
+    forgetting, a KL falling with it); "" otherwise."""
+    falls = t.probe in HIGHER_IS_BETTER
+    against = t.rho_within is not None and (t.rho_within > 0 if falls else t.rho_within < 0)
+    return ", the opposite way to drift" if against else ""
+
+
+def within_sentence(rec) -> str:
+    """The same question within one setting (method × rate): ranks within each setting, a permutation test that
+    shuffles within settings, Holm over the same probes × targets: does a probe tell apart the runs of one setting,
+    the question a user watching it during a run asks?"""
+    tested = [t for t in rec.probes + rec.probes_known if t.p_within is not None]
+    if not tested:
+        return "Within one setting there are too few runs to ask."
+    k = max(t.settings for t in tested)
+
+    def say(t) -> str:
+        return f"{PROBE_NAMES.get(t.probe, t.probe)} (ρ {t.rho_within:.2f}, Holm p {t.p_within_adjusted:.2g})"
+    yes = [say(t) for t in tested if t.tracks_within]
+    strongest = min(tested, key=lambda t: t.p_within)
+    what = "forgetting" if strongest.target == "forgetting" else "forgetting of what each run knew"
+    return (f"Within one setting (the same method and rate, {k} settings; ρ of ranks within each, a permutation p "
+            f"shuffling within settings, Holm over the {len(tested)} probes × targets) "
+            + (f"{', '.join(yes)} told a setting's runs apart by how much they forgot" if yes else
+               f"no probe told a setting's runs apart by how much they forgot (the closest, "
+               f"{PROBE_NAMES.get(strongest.probe, strongest.probe)} against {what}: ρ {strongest.rho_within:.2f}, "
+               f"Holm p {strongest.p_within_adjusted:.2g}{wrong_way(strongest)})")
+            + ": " + ("a probe that tracks forgetting across rates " if not yes else "")
+            + ("says which rate forgets more, not which run of a rate will." if not yes else
+               "those probes are worth watching during a run."))
 
 
 def load_all(packs: dict[str, Path] = PACKS) -> dict:

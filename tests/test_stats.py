@@ -126,3 +126,25 @@ def test_spearman_on_hand_worked_ranks():
     # ties take their average rank: x ranks 1, 2.5, 2.5, 4; y 1, 3, 2, 4 -> 4.5 / sqrt(4.5 * 5)
     assert stats.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
     assert stats.spearman([1, 1, 1], [1, 2, 3]) is None and stats.spearman([1, 2], [1, 2]) is None
+
+
+def test_spearman_within_groups_sees_past_what_the_groups_share():
+    """Two settings far apart: across them x and y rise together (ρ 0.54), but inside each setting y runs against
+    x — ranks within groups say so (ρ = −1 exactly), and the permutation p shuffles only within groups."""
+    xs = [1, 2, 3, 10, 11, 12]
+    ys = [3, 2, 1, 30, 20, 10]
+    groups = ["a"] * 3 + ["b"] * 3
+    assert stats.spearman(xs, ys) == pytest.approx(19 / 35)  # positive over every run
+    rho, p, used = stats.spearman_within(xs, ys, groups, draws=999)
+    assert rho == pytest.approx(-1.0) and used == 2
+    # 36 orderings in all, 2 of them as extreme (both groups reversed or both in order): p near 2/36, never below
+    # 1 / (1 + draws), and the same every time (seeded)
+    assert 1 / 1000 <= p and p == pytest.approx(2 / 36, abs=0.03)
+    assert stats.spearman_within(xs, ys, groups, draws=999) == (rho, p, used)
+    # a group of one run carries nothing within; too few pairs or no spread within groups: no test
+    assert stats.spearman_within(xs + [50], ys + [0], groups + ["c"], draws=99)[2] == 2
+    assert stats.spearman_within([1, 2, 3], [1, 2, 3], ["a", "b", "c"]) == (None, None, 0)
+    assert stats.spearman_within([1, 1, 2, 2], [1, 2, 3, 4], ["a", "a", "b", "b"])[0] is None  # x ties in groups
+    ordered, p_ordered, _ = stats.spearman_within([1, 2, 3, 4, 1, 2, 3, 4], [5, 6, 7, 8, 1, 2, 3, 4],
+                                                  ["a"] * 4 + ["b"] * 4, draws=999)
+    assert ordered == pytest.approx(1.0) and p_ordered < 0.05  # 2 of 576 orderings as extreme

@@ -546,6 +546,28 @@ def test_whether_a_probe_tracks_forgetting_is_a_test_corrected_over_every_probe_
     family = rec.probes + rec.probes_known
     assert {t.family for t in family} == {A.FAMILY_PROBES} and len(family) >= 2
     assert [t.p_adjusted for t in family] == stats.holm([t.p for t in family])  # one family over both targets
+    # within settings: one setting here, so ρ within it is ρ over every run, tested by shuffling, Holm on its own
+    kl = next(t for t in rec.probes if t.probe == "kl_to_base")
+    assert kl.settings == 1 and kl.rho_within == pytest.approx(kl.rho) == pytest.approx(1.0)
+    assert kl.p_within < 0.01 and kl.tracks_within
+    assert [t.p_within_adjusted for t in family] == stats.holm([t.p_within for t in family])
+    assert "within settings ρ = 1.00" in A.within_text(kl) and "tracked it there" in A.within_text(kl)
+
+
+def test_a_probe_that_only_follows_the_learning_rate_does_not_track_within_a_setting():
+    """Across rates the probe and forgetting rise together; within each rate the probe says nothing about which run
+    forgets more: it tracks over every run, not within settings."""
+    points, s = [], 0
+    for lr, level in ((1e-4, 0.0), (1e-3, 10.0), (1e-2, 20.0)):
+        for i, f in enumerate([1.0, 4.0, 2.0, 5.0, 3.0, 0.0]):  # forgetting within a rate: unrelated to the probe
+            points.append(Point(method="a", lr=lr, seed=i, run_id=f"r{s}", forgetting=level + f,
+                                kl_to_base=level / 10 + 0.01 * i))
+            s += 1
+    rec = A.analyse(StudySettings(lrs={"a": [1e-4, 1e-3, 1e-2]}, seeds=list(range(6))), None, [], points, None,
+                    tasks=["t1"])
+    kl = next(t for t in rec.probes if t.probe == "kl_to_base")
+    assert kl.tracks and kl.settings == 3
+    assert not kl.tracks_within and abs(kl.rho_within) < 0.3 and kl.p_within_adjusted > 0.05
 
 
 def test_learning_rates_are_chosen_on_validation_rows_and_reported_on_test_rows():

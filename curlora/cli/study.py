@@ -81,7 +81,7 @@ def _printer():
 
 def analyse_stored(args) -> int:
     """--analyse: a stored study.json analysed again; its runs are read where they are beside its folder."""
-    from curlora.measure.study_analysis import reanalyse
+    from curlora.measure.study_analysis import reanalyse, within_text
     from curlora.measure.study_record import StudyRecord
     from curlora.run.store import Run, Study
 
@@ -137,7 +137,7 @@ def analyse_stored(args) -> int:
               (f"{t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "") if t.rho is not None
                else "n/a") + f" over {t.n} runs"
               + (f", Holm-adjusted p {t.p_adjusted:.2g}" if t.p_adjusted is not None else "")
-              + (" — tracks it" if t.tracks else ""))
+              + (" — tracks it" if t.tracks else "") + within_text(t))
     for warning in new.warnings:
         print(f"warning: {warning}")
     for lack in r.not_recomputed:

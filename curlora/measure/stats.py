@@ -16,6 +16,8 @@
 - `isotonic(ys, weights, increasing)`: the monotone least-squares fit (pool adjacent violators).
 - `bootstrap(values_by_unit, statistic, ...)`: a percentile interval from resampling whole units (seeds), seeded.
 - `spearman(xs, ys)`: Spearman's rank correlation (ties get their average rank).
+- `spearman_within(xs, ys, groups)`: the same within groups (ranks taken and centred in each group, pooled), with a
+  permutation p that shuffles ys within each group: does x track y beyond what the groups share?
 - Bit strings: a cell's per-row correctness stored compactly in metrics.json (`to_bits` / `from_bits`).
 
 Everything here is plain Python (no scipy): the t distribution through the regularised incomplete beta function.
@@ -280,6 +282,46 @@ def spearman_p(rho: float | None, n: int) -> float | None:
     if abs(rho) >= 1.0:
         return 0.0
     return t_sf2(rho * math.sqrt((n - 2) / (1 - rho * rho)), n - 2)
+
+
+def spearman_within(xs: list[float], ys: list[float], groups: list, draws: int = 1999,
+                    seed: int = 0) -> tuple[float | None, float | None, int]:
+    """(ρ, p, groups used): Spearman's correlation within groups — each group's ranks taken and centred on its own,
+    then Pearson's over every pair pooled — with a two-sided permutation p that shuffles ys within each group (seeded:
+    a study gives the same p every time; (1 + as extreme) / (1 + draws), so never below 1 / (1 + draws)). A group
+    of one pair carries no within-group information and is left out. (None, None, k) with fewer than 4 pairs in
+    groups of two or more, or no spread within them."""
+    import random
+
+    by: dict = {}
+    for x, y, g in zip(xs, ys, groups):
+        by.setdefault(g, []).append((x, y))
+    cx, cy = [], []
+    for pairs in by.values():
+        if len(pairs) < 2:
+            continue
+        rx, ry = _ranks([x for x, _ in pairs]), _ranks([y for _, y in pairs])
+        mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+        cx.append([r - mx for r in rx])
+        cy.append([r - my for r in ry])
+    used = len(cx)
+    sxx = sum(a * a for g in cx for a in g)
+    syy = sum(b * b for g in cy for b in g)
+    if sum(len(g) for g in cx) < 4 or not sxx or not syy:
+        return None, None, used
+    scale = math.sqrt(sxx * syy)
+
+    def rho_of(ys_by_group) -> float:
+        return sum(a * b for gx, gy in zip(cx, ys_by_group) for a, b in zip(gx, gy)) / scale
+
+    rho = rho_of(cy)
+    rng, extreme = random.Random(seed), 0
+    shuffled = [list(g) for g in cy]
+    for _ in range(draws):
+        for g in shuffled:
+            rng.shuffle(g)
+        extreme += abs(rho_of(shuffled)) >= abs(rho) - ROUNDING
+    return rho, (1 + extreme) / (1 + draws), used
 
 
 def overlap(a: list[float] | None, b: list[float] | None) -> bool | None:

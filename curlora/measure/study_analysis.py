@@ -809,22 +809,40 @@ def probe_tracks(points: list[Point], target: str = "forgetting") -> list[ProbeT
 
         value = rho(pairs)
         ci = stats.bootstrap(pairs, rho, draws=BOOTSTRAP_DRAWS) if value is not None else None
+        runs = [p for p in points if _number(probe_value(p, probe)) and getattr(p, target) is not None]
+        within, p_within, settings = stats.spearman_within([x for x, _ in pairs], [y for _, y in pairs],
+                                                           [(p.method, p.lr) for p in runs])
         out.append(ProbeTrack(probe=probe, target=target, rho=value, ci95=ci, n=len(pairs),
-                              p=stats.spearman_p(value, len(pairs)), family=FAMILY_PROBES))
+                              p=stats.spearman_p(value, len(pairs)), family=FAMILY_PROBES,
+                              rho_within=within, p_within=p_within, settings=settings))
     decide_probes(out)
     return out
+
+
+def within_text(t: ProbeTrack) -> str:
+    """", within settings ρ = 0.06, p = 1" (Holm-adjusted, and whether it tracked there); "" where untested."""
+    if t.p_within_adjusted is None or t.rho_within is None:
+        return ""
+    return (f", within settings ρ = {t.rho_within:.2f}, p = {t.p_within_adjusted:.2g}"
+            + (" — tracked it there" if t.tracks_within else ""))
 
 
 def decide_probes(tracks: list[ProbeTrack]) -> None:
     """Holm over the family (every probe and target given), then `tracks`: adjusted p < 0.05 with ρ the way drift
     runs — above 0, or below 0 for a probe that falls as the model drifts (facts right, HIGHER_IS_BETTER) — and the
-    bootstrap interval on that side of 0 too, where there is one."""
+    bootstrap interval on that side of 0 too, where there is one. The within-setting tests are a family of their own
+    (the same probes and targets): `tracks_within` on their Holm-adjusted p and ρ's side alike."""
+    def drifts(t: ProbeTrack, rho: float | None) -> bool:
+        return rho is not None and (rho < 0 if t.probe in HIGHER_IS_BETTER else rho > 0)
+
     for t, q in zip(tracks, stats.holm([t.p for t in tracks])):
         t.p_adjusted = q
         falls = t.probe in HIGHER_IS_BETTER
-        side = t.rho is not None and (t.rho < 0 if falls else t.rho > 0)
         inside = not t.ci95 or (t.ci95[1] < 0 if falls else t.ci95[0] > 0)
-        t.tracks = bool(q is not None and q < stats.ALPHA and side and inside)
+        t.tracks = bool(q is not None and q < stats.ALPHA and drifts(t, t.rho) and inside)
+    for t, q in zip(tracks, stats.holm([t.p_within for t in tracks])):
+        t.p_within_adjusted = q
+        t.tracks_within = bool(q is not None and q < stats.ALPHA and drifts(t, t.rho_within))
 
 
 def order_effect(orders: list[list[str]], labels: list[str], points: list[Point]) -> list[OrderEffect]:

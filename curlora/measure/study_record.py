@@ -501,7 +501,9 @@ class ProbeTrack(Flat):
     """Did a drift probe track forgetting across the study's runs? Spearman's ρ over every run, with a bootstrap
     interval over runs and the test of ρ = 0 (t approximation), Holm-adjusted over every probe and target of the
     study (`family`); `tracks` when the adjusted p < 0.05 and ρ runs the way drift does (above 0; below 0 for a
-    probe that falls as the model drifts: facts right)."""
+    probe that falls as the model drifts: facts right). Runs at one learning rate share it, so ρ over every run mixes
+    the rate's effect with the seeds'; the `_within` fields take ranks within each setting (method × rate) and test
+    by shuffling within settings: `tracks_within` when that Holm-adjusted p < 0.05 and ρ runs the way drift does."""
     probe: str = ""
     target: str = "forgetting"  # what it is checked against: forgetting, or forgetting_known (what each run knew)
     rho: float | None = None
@@ -511,6 +513,13 @@ class ProbeTrack(Flat):
     p: float | None = None  # two-sided, of ρ = 0
     p_adjusted: float | None = None  # Holm within `family`
     family: str = ""
+    # within one setting (the same method and learning rate): does the probe tell apart the runs a setting's seeds
+    # and orders make, beyond what the rate does to both? (stats.spearman_within; a Holm family of its own)
+    rho_within: float | None = None
+    p_within: float | None = None  # two-sided permutation p, shuffling within settings
+    p_within_adjusted: float | None = None
+    settings: int = 0  # settings with two runs or more: the groups ρ within settings is taken over
+    tracks_within: bool = False
     extra: dict = field(default_factory=dict, repr=False)
 
 

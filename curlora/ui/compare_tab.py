@@ -10,7 +10,7 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, chosen_spec, interval_text
+from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, chosen_spec, interval_text, within_text
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
@@ -90,8 +90,9 @@ def summary_md(rec: StudyRecord | dict, status: dict, progress: StudyProgress | 
                          "over every probe and target): " + "; ".join(
                              f"{t.probe} ρ = {t.rho:.2f}" + (f" [{t.ci95[0]:.2f}, {t.ci95[1]:.2f}]" if t.ci95 else "")
                              + (f", p = {t.p_adjusted:.2g}" if t.p_adjusted is not None else "")
-                             + (" — tracked it" if t.tracks else "") for t in tracked)
-                         + f" (n = {tracked[0].n} runs).")
+                             + (" — tracked it" if t.tracks else "") + within_text(t) for t in tracked)
+                         + f" (n = {tracked[0].n} runs). Runs at one rate share it, so ρ over every run mixes the "
+                         "rate's effect with the seeds'; *within settings* ranks runs within each method × rate.")
     lines.append("Learning = accuracy right after training each task minus the better of the majority-class share "
                  "and the base model, averaged over tasks. Intervals: 95 % Student t over runs (seeds × task "
                  "orders; the table), 95 % bootstrap over runs at the matched level (the verdicts). Verdicts: less / "

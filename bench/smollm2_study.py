@@ -296,13 +296,19 @@ def against_base_block(rec: StudyRecord) -> list[str]:
     lines = ["| setting | measure | base | setting's mean | change [95 % CI] | runs | p | p (Holm) | TOST p | margin "
              "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    names = {"facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base"}
+    names = {"facts": "facts right (pts)", "probe_ppl_ratio": "WikiText-2 ppl / base",
+             "probe_ppl_ratio:log": "WikiText-2 ppl / base (geometric)"}
     for t in sorted(rec.against_base, key=lambda t: (t.method, t.lr, t.measure)):
         d = AGAINST_BASE[t.measure][1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
-        lines.append(f"| {t.method} lr {t.lr:g} | {names.get(t.measure, t.measure)} | {t.base:.{d}f} | "
+        name = names.get(f"{t.measure}:{t.scale}", names.get(t.measure, t.measure))
+        lines.append(f"| {t.method} lr {t.lr:g} | {name} | {t.base:.{d}f} | "
                      f"{t.value:.{d}f} | {t.change:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | "
                      f"{num(t.tost_p)} | ±{t.margin:g} | {t.verdict} |")
+    if any(t.scale == "log" for t in rec.against_base):
+        lines += ["", "Perplexity ratios are tested on their logarithm (a run at ×2 and one at ×10⁴ are "
+                  "multiplicative changes): the setting's mean is the geometric mean ratio, the change that ratio less "
+                  "1 with its interval, and TOST within ±log 1.05."]
     return lines
 
 
@@ -329,6 +335,9 @@ def at_chosen_block(rec: StudyRecord) -> list[str]:
                      f"{CHOSEN_SHORT.get(t.measure, t.measure)} | {t.means[0]:.{d}f} | {t.means[1]:.{d}f} | "
                      f"{t.difference:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | {num(t.tost_p)} | "
                      f"{t.verdict} |")
+    if any(t.scale == "log" for t in rec.at_chosen):
+        lines += ["", "Perplexity rows pair the runs on the log of their ratio: both means are geometric, and the "
+                  "difference is the first's ratio over the second's, less 1."]
     return lines
 
 

@@ -87,11 +87,16 @@ def test_frontier_best_and_matched_comparison_on_known_groups():
     assert A.frontier_of(groups, "a") == ["a@1e-3", "a@1e-2"]
     assert A.best_of(groups, "a", 0.06).key == "a@1e-2" and A.best_of(groups, "a", 0.02).key == "a@1e-3"
     assert "no learning rate is within" in A.best_of(groups, "b", 0.001).chosen
+    # a's learning 5, 10, 8: it peaks at 1e-2, and 3e-2 past the peak learns less (training breaking the model), so
+    # the fits take a's rising branch only (pooled in, it would fit 5, 9, 9 and move the matched level to 7)
+    assert [x.lr for x in A.rising(A._mine(groups, "a"))] == [1e-3, 1e-2]
+    assert [x.lr for x in A.rising(A._mine(groups, "b"))] == [1e-3, 1e-2]
     c = A.compare(groups, [], "a", "b", None)
-    # a's learning 5, 10, 8 over log lr fits monotone as 5, 9, 9; b's 4, 12: both reach 5..9, matched at its middle
-    assert c.learning == pytest.approx(7)
-    # each measure on its own fitted curve in lr: a at log lr −2.5, b at −3 + 3/8
-    assert c.forgetting["a"].mean == pytest.approx(2.5) and c.forgetting["b"].mean == pytest.approx(3.6875)
+    # a's 5, 10 and b's 4, 12: both reach 5..10, matched at its middle
+    assert c.learning == pytest.approx(7.5)
+    # each measure on its own fitted curve in lr: a at log lr −2.5, b at −3 + 3.5/8
+    assert c.forgetting["a"].mean == pytest.approx(2.5) and c.forgetting["b"].mean == pytest.approx(4.21875)
+    assert c.nearest["a"] in ("a@1e-3", "a@1e-2")  # never the rate past the peak
     A.decide(c, groups, [])
     assert c.verdict == "inconclusive" and "run at least two seeds" in c.sentence
     far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
@@ -774,6 +779,19 @@ def test_each_setting_is_tested_against_the_base_model_in_one_holm_family():
     one = [p for p in points if p.seed == 0]
     assert {(t.verdict, t.p, t.n) for t in A.against_base(one, A.groups_of(one))} == {("inconclusive", None, 1)}
     assert "One run: no test" in A.against_base(one, A.groups_of(one))[0].sentence
+    # a ratio is tested on its log: runs at ×50 to ×10⁵ (a training that broke the model) are a change far beyond
+    # ±5 %, which a t-test on the ratios themselves (mean 24,270, sd about 43,000) could not show
+    import math
+
+    broke = [dataclasses.replace(p, probe_ppl_ratio=r) for p, r in zip([p for p in points if p.lr == 1e-2],
+                                                                        (50.0, 1e3, 1e5, 2e4, 300.0))]
+    t = next(t for t in A.against_base(broke, A.groups_of(broke)) if t.measure == "probe_ppl_ratio")
+    logs = [math.log(r) for r in (50.0, 1e3, 1e5, 2e4, 300.0)]
+    assert t.scale == "log" and t.value == pytest.approx(math.exp(sum(logs) / 5))  # the geometric mean ratio
+    assert t.change == pytest.approx(t.value - 1) and t.p == pytest.approx(stats.paired_t(logs)["p_value"])
+    assert t.verdict == "loses" and "geometric mean" in t.sentence and "log of each ratio" in t.sentence
+    assert stats.paired_t([r - 1 for r in (50.0, 1e3, 1e5, 2e4, 300.0)])["p_value"] > 0.05  # on ratios: nothing
+    assert by[(1e-3, "facts")].scale == "linear"
     # without the probes, no family; stored and read back
     assert A.analyse(settings, None, [], _points("a", (1.0, 2.0), SPREAD), None, tasks=["t1"]).against_base == []
     from curlora.ui import compare_tab
@@ -862,6 +880,18 @@ def test_each_pair_at_its_chosen_rate_is_tested_where_matched_learning_cannot_re
     back = StudyRecord.from_json(json.loads(json.dumps(rec.to_json())))
     assert [(t.measure, t.verdict, t.difference) for t in back.at_chosen] == \
         [(t.measure, t.verdict, t.difference) for t in rec.at_chosen]
+    # perplexity ratios pair on their logs: lora at ×1.1, mica at ×1.21 on every seed but one → mica's are 1.1 times
+    # lora's (geometric means; the difference is mica's over lora's less 1 from lora's side: 1/1.1 − 1)
+    import math
+
+    ppl = [dataclasses.replace(p, probe_ppl_ratio=1.1 * (1 + 0.001 * p.seed)) for p in front] + \
+        [dataclasses.replace(p, probe_ppl_ratio=1.21) for p in peer]
+    t = next(t for t in A.analyse(settings, None, [], ppl, None, tasks=["t1", "t2"]).at_chosen
+             if t.measure == "probe_ppl_ratio")
+    logs = [math.log(1.1 * (1 + 0.001 * s) / 1.21) for s in seeds]
+    assert t.scale == "log" and t.difference == pytest.approx(math.expm1(sum(logs) / 4))
+    assert t.means[1] == pytest.approx(1.21) and t.p == pytest.approx(stats.paired_t(logs)["p_value"])
+    assert t.verdict == "less" and "geometric means" in t.sentence  # lora's perplexity rose less
     # a run without its pair (seed 3 of mica missing) is left out; one pair is no test
     one = A.analyse(settings, None, [], front + peer[:1], None, tasks=["t1", "t2"]).at_chosen
     assert {t.n for t in one} == {1} and {t.verdict for t in one} == {"inconclusive"}

@@ -46,7 +46,9 @@ BEST_RULE = ("the highest mean learning on validation rows (a seeded half of eac
              "reports the other half, the test rows) among the learning rates whose mean KL to base is within "
              "kl_budget; without a budget (or when none is within it), the highest such learning")
 INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-weighted) function of log10 lr, "
-                 "linear between the learning rates; the matched level is the middle of the learning both fits "
+                 "linear between the learning rates, over the rates up to the one where the method's mean learning "
+                 "peaks (a higher rate that learns less is past the method's useful range: it stays in the tables "
+                 "and the tests against the base, not in the fits); the matched level is the middle of the learning both fits "
                  "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
                  "fixed, so their sampling noise is not in these intervals")
 FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
@@ -70,6 +72,9 @@ PPL_MARGIN = 0.05  # perplexity on the probe text (WikiText-2 in the SmolLM2 stu
 # the base, whose value is 1)); whether higher keeps more is HIGHER_IS_BETTER's
 AGAINST_BASE = {"facts": ("factual questions right", 1, " pts", "facts_base"),
                 "probe_ppl_ratio": ("perplexity on the probe text / the base's", 3, "", None)}
+# measures that are ratios (to the base's, measured in each run): tested on their logs, so a run at ×2 and one at
+# ×10⁵ weigh as the multiplicative changes they are, not as a spread that hides both
+RATIOS = frozenset({"probe_ppl_ratio"})
 BOOTSTRAP_DRAWS = 1000  # per comparison, seeded: the same study always gives the same intervals
 LEARNED_SHARE = 0.5  # a setting learned its earlier tasks when at least this share of its runs learned one
 
@@ -285,6 +290,18 @@ def _mine(groups: dict[str, Group], label: str) -> list[Group]:
     return [g for g in groups.values() if g.method == label]
 
 
+def rising(groups: list[Group]) -> list[Group]:
+    """A method's groups up to the learning rate where its mean learning peaks (that one included). Past the peak a
+    higher rate learns less — training breaks the model (SmolLM2's frontier edge: CURLoRA at 3e-2 learned below
+    1e-2 and ended every chat reply in a loop) — so a monotone fit of learning in lr over every rate would pool the
+    rising and the falling branch and misplace the matched level; the fits use the rising branch only."""
+    known = [g for g in groups if g.mean("learning") is not None]
+    if not known:
+        return groups
+    peak = max(known, key=lambda g: (g.mean("learning"), -g.lr)).lr
+    return [g for g in groups if g.lr <= peak]
+
+
 def _nearest(groups: list[Group], level: float) -> str | None:
     """The key of the group whose learning rate is nearest (in log lr) to where the fit reaches `level`."""
     x = Fit(groups, "learning").where(level)
@@ -354,7 +371,8 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     if measure in CHAT_TESTED and not CHAT_TESTED[measure][3]:
         margin = None  # no equivalence test on this measure
     out = Comparison(methods=[a, b], margin=margin, family=family, measure=measure)
-    ga, gb = _mine(groups, a), _mine(groups, b)
+    ga, gb = rising(_mine(groups, a)), rising(_mine(groups, b))
+    kept = {a: {g.lr for g in ga}, b: {g.lr for g in gb}}  # the same rates in every bootstrap draw
     fa, fb = Fit(ga, "learning"), Fit(gb, "learning")
     if not fa or not fb:
         out.sentence = f"No comparison of {a} and {b}: one of them has no finished learning rate yet."
@@ -373,7 +391,7 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
         """Each fitted measure of both methods at the level, and the forgetting difference a − b."""
         vals = {}
         for m in (a, b):
-            mine = _mine(gs, m)
+            mine = [g for g in _mine(gs, m) if g.lr in kept[m]]
             x = Fit(mine, "learning").where(level)
             for name in Comparison.FITTED:
                 vals[(m, name)] = None if x is None else Fit(mine, name).at(x)
@@ -573,9 +591,10 @@ def chat_sentence(c: Comparison) -> str:
 def against_base(points: list[Point], groups: dict[str, Group], margin: float = DEFAULT_MARGIN) -> list[AgainstBase]:
     """Does each setting keep the base model's abilities? For every (method, lr) and each measure of AGAINST_BASE:
     the change of each run from the base (facts: its points right minus the base's in the same run; the probe
-    text's perplexity, WikiText-2 in the SmolLM2 study: its ratio to the base's, minus 1), a two-sided one-sample
-    t-test over runs and TOST within ±margin (facts: the study's margin in points; perplexity: ±PPL_MARGIN), all
-    Holm-adjusted together (FAMILY_BASE). Empty where no run measured either."""
+    text's perplexity, WikiText-2 in the SmolLM2 study: its ratio to the base's, tested on its log (RATIOS), and
+    reported as the geometric mean ratio less 1), a two-sided one-sample t-test over runs and TOST within ±margin
+    (facts: the study's margin in points; perplexity: ±PPL_MARGIN, ±log(1.05) on the log scale), all Holm-adjusted
+    together (FAMILY_BASE). Empty where no run measured either."""
     out = []
     for k, g in groups.items():
         runs = [p for p in points if p.key == k]
@@ -584,19 +603,31 @@ def against_base(points: list[Point], groups: dict[str, Group], margin: float = 
             pairs = [(v, b) for v, b in pairs if v is not None and b is not None]
             if not pairs:
                 continue
-            diffs = [v - b for v, b in pairs]
-            change = stats.paired_t(diffs)
             m = margin if base_field else PPL_MARGIN
+            ratio = measure in RATIOS and all(v > 0 and b > 0 for v, b in pairs)
+            diffs = [math.log(v / b) if ratio else v - b for v, b in pairs]
+            change, tost_p = _tested(diffs, m, ratio)
+            value = math.exp(sum(math.log(v) for v, _ in pairs) / len(pairs)) if ratio else \
+                sum(v for v, _ in pairs) / len(pairs)
             out.append(AgainstBase(key=k, method=g.method, lr=g.lr, setting=dict(g.setting), measure=measure,
-                                   base=sum(b for _, b in pairs) / len(pairs),
-                                   value=sum(v for v, _ in pairs) / len(pairs), change=change["mean"],
+                                   base=sum(b for _, b in pairs) / len(pairs), value=value, change=change["mean"],
                                    ci95=change["ci95"], n=change["n"], sd=change["sd"], p=change["p_value"],
-                                   tost_p=stats.tost_paired(diffs, m), margin=m,
-                                   family=FAMILY_BASE))
+                                   tost_p=tost_p, margin=m, family=FAMILY_BASE, scale="log" if ratio else "linear"))
     for t, q in zip(out, stats.holm([t.p for t in out])):
         t.p_adjusted = q
         decide_against_base(t)
     return out
+
+
+def _tested(diffs: list[float], margin: float | None, log: bool) -> tuple[dict, float | None]:
+    """(stats.paired_t of diffs, TOST p within ±margin). With `log`, diffs are logs of ratios: the test and TOST
+    (within ±log(1 + margin)) run on them, and mean and interval come back as ratios less 1 (e^x − 1)."""
+    t = stats.paired_t(diffs)
+    if not log:
+        return t, None if margin is None else stats.tost_paired(diffs, margin)
+    back = {**t, "mean": math.expm1(t["mean"]) if t["mean"] is not None else None,
+            "ci95": [math.expm1(c) for c in t["ci95"]] if t["ci95"] else None}
+    return back, None if margin is None else stats.tost_paired(diffs, math.log1p(margin))
 
 
 def decide_against_base(t: AgainstBase) -> None:
@@ -613,8 +644,11 @@ def decide_against_base(t: AgainstBase) -> None:
         head = (f"{who}: {label} {t.value:.{digits}f}{unit} against the base's {t.base:.{digits}f}{unit}, a change of "
                 f"{t.change:+.{digits}f}{unit}{ci} over {runs} (each paired with the base in its own run).")
     else:  # a ratio to the base, measured in each run
-        head = (f"{who}: {label.removesuffix(' / the base' + chr(39) + 's')} {t.value:.{digits}f}× the base's, a "
-                f"change of {t.change:+.{digits}f}{ci} over {runs} (each a ratio to the base in its own run).")
+        mean = "the geometric mean over runs, " if t.scale == "log" else ""
+        tested = "; tested on the log of each ratio" if t.scale == "log" else ""
+        head = (f"{who}: {label.removesuffix(' / the base' + chr(39) + 's')} {t.value:.{digits}f}× the base's "
+                f"({mean}a change of {t.change:+.{digits}f}{ci}) over {runs} (each a ratio to the base in its own "
+                f"run{tested}).")
     worse = t.change < 0 if t.measure in HIGHER_IS_BETTER else t.change > 0
     side = "loses some of the base" if worse else "does better than the base"
     changed = t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.change != 0
@@ -687,16 +721,19 @@ def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Bes
             both = [(x, y) for x, y in both if x is not None and y is not None]
             if not both:
                 continue
-            diffs = [x - y for x, y in both]
-            t = stats.paired_t(diffs)
+            ratio = name in RATIOS and all(x > 0 and y > 0 for x, y in both)
+            diffs = [math.log(x / y) if ratio else x - y for x, y in both]
             width = margin if m == "study" else m
+            t, tost_p = _tested(diffs, width, ratio)
+
+            def mean(vs: list[float]) -> float:
+                return math.exp(sum(map(math.log, vs)) / len(vs)) if ratio else sum(vs) / len(vs)
             out.append(AtChosen(methods=[a, b], keys=[ba.key, bb.key],
                                 settings=[dict(groups[ba.key].setting), dict(groups[bb.key].setting)],
-                                measure=name, means=[sum(x for x, _ in both) / len(both),
-                                                     sum(y for _, y in both) / len(both)],
+                                measure=name, means=[mean([x for x, _ in both]), mean([y for _, y in both])],
                                 difference=t["mean"], ci95=t["ci95"], n=t["n"], sd=t["sd"], p=t["p_value"],
-                                tost_p=None if width is None else stats.tost_paired(diffs, width), margin=width,
-                                family=f"{FAMILY_CHOSEN}: {measure}"))
+                                tost_p=tost_p, margin=width, family=f"{FAMILY_CHOSEN}: {measure}",
+                                scale="log" if ratio else "linear"))
     for family in dict.fromkeys(t.family for t in out):
         mine = [t for t in out if t.family == family]
         for t, q in zip(mine, stats.holm([t.p for t in mine])):
@@ -718,9 +755,14 @@ def decide_at_chosen(t: AtChosen) -> None:
     a, b = t.methods
     who = [described(m, s) if s else k for m, s, k in zip(t.methods, t.settings, t.keys)]
     ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
-    head = (f"{who[0]} against {who[1]}, each at its chosen rate, {label}: {t.means[0]:.{digits}f}{unit} against "
-            f"{t.means[1]:.{digits}f}{unit}, a difference of {t.difference:+.{digits}f}{unit}{ci} over {t.n} "
-            f"paired run{'s' if t.n != 1 else ''} (seed × task order).")
+    pairs = f"{t.n} paired run{'s' if t.n != 1 else ''} (seed × task order"
+    if t.scale == "log":  # a ratio: geometric means, a's over b's less 1, tested on the log of each pair's ratio
+        head = (f"{who[0]} against {who[1]}, each at its chosen rate, {label}: {t.means[0]:.{digits}f} against "
+                f"{t.means[1]:.{digits}f} (geometric means), {a}'s over {b}'s less 1 {t.difference:+.{digits}f}{ci} "
+                f"over {pairs}; tested on the log of each pair's ratio).")
+    else:
+        head = (f"{who[0]} against {who[1]}, each at its chosen rate, {label}: {t.means[0]:.{digits}f}{unit} against "
+                f"{t.means[1]:.{digits}f}{unit}, a difference of {t.difference:+.{digits}f}{unit}{ci} over {pairs}).")
     learning = t.measure in ("learning_test", "learning")
     up = t.difference > 0
     better = up if learning or t.measure in HIGHER_IS_BETTER else not up

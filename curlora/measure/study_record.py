@@ -443,6 +443,9 @@ class AgainstBase(Flat):
     verdict: str = "inconclusive"  # keeps | loses | gains | inconclusive
     family: str = ""
     sentence: str = ""
+    # "log" for a ratio (perplexity / the base's): tested on the log of each run's ratio, value its geometric mean,
+    # change and ci95 e^(mean log) − 1 and its interval, margin ±log(1 + margin); "linear": as measured
+    scale: str = "linear"
     extra: dict = field(default_factory=dict, repr=False)
 
 
@@ -470,6 +473,8 @@ class AtChosen(Flat):
     margin: float | None = None
     verdict: str = "inconclusive"
     family: str = ""
+    # "log" for a ratio: paired on log(a / b), means geometric, difference and ci95 e^(mean) − 1 (a's over b's)
+    scale: str = "linear"
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 

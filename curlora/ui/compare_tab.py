@@ -102,7 +102,9 @@ def summary_md(rec: StudyRecord | dict, status: dict, progress: StudyProgress | 
     return "\n\n".join(lines)
 
 
-AGAINST_NAMES = {"facts": "factual questions right (pts)", "probe_ppl_ratio": "probe-text perplexity × the base's"}
+AGAINST_NAMES = {"facts": "factual questions right (pts)", "probe_ppl_ratio": "probe-text perplexity × the base's",
+                 "probe_ppl_ratio:log": "probe-text perplexity × the base's (geometric mean over runs; change = it "
+                                        "less 1; tested on its log)"}
 
 
 def against_base_md(rec: StudyRecord) -> str:
@@ -119,7 +121,7 @@ def against_base_md(rec: StudyRecord) -> str:
         d = AGAINST_BASE[t.measure][1]
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         rows.append(f"| {html.escape(described(t.method, t.setting) if t.setting else t.key)} | "
-                    f"{AGAINST_NAMES.get(t.measure, html.escape(t.measure))} | {num(t.base, 4)} | {num(t.value, 4)} | "
+                    f"{measure_name(AGAINST_NAMES, t)} | {num(t.base, 4)} | {num(t.value, 4)} | "
                     f"{t.change:+.{d}f}{ci} | {t.n} | {num(t.p_adjusted)} | {num(t.tost_p)} | ±{t.margin:g} | "
                     f"**{html.escape(t.verdict)}** |")
     return "\n".join(rows)
@@ -128,7 +130,14 @@ def against_base_md(rec: StudyRecord) -> str:
 MEASURE_NAMES = {"learning_test": "learning, test rows (pts)", "learning": "learning, every eval row (pts)",
                 "forgetting": "forgetting (pts)", "forgetting_known": "forgetting of what it knew (pts)",
                 "chat_kl": "chat KL to base", "facts": "factual questions right (pts)",
-                "probe_ppl_ratio": "probe-text perplexity × the base's"}
+                "probe_ppl_ratio": "probe-text perplexity × the base's",
+                "probe_ppl_ratio:log": "probe-text perplexity × the base's (geometric means; difference = the "
+                                       "first's over the second's, less 1; tested on its log)"}
+
+
+def measure_name(names: dict, t) -> str:
+    """A record's measure in words, naming the log scale where the record was tested on it."""
+    return names.get(f"{t.measure}:{t.scale}") or names.get(t.measure) or html.escape(t.measure)
 
 
 def at_chosen_md(rec: StudyRecord) -> str:
@@ -146,7 +155,7 @@ def at_chosen_md(rec: StudyRecord) -> str:
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         first, second = (html.escape(described(m, st) if st else k)
                          for m, st, k in zip(t.methods, t.settings, t.keys))
-        rows.append(f"| {first} | {second} | {MEASURE_NAMES.get(t.measure, html.escape(t.measure))} | "
+        rows.append(f"| {first} | {second} | {measure_name(MEASURE_NAMES, t)} | "
                     f"{t.means[0]:.{d}f} | {t.means[1]:.{d}f} | {t.difference:+.{d}f}{ci} | {t.n} | "
                     f"{num(t.p_adjusted)} | {num(t.tost_p)} | **{html.escape(t.verdict)}** |")
     return "\n".join(rows)

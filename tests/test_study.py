@@ -364,6 +364,15 @@ def test_every_method_of_a_study_figure_has_its_own_look():
     assert study_charts._span([5.0, None]) == pytest.approx([4.6, 5.4]) and study_charts._span([]) is None
     same = study_charts._span([100 * 26 / 36, 72.22222222222221])  # float noise is no spread (the control's facts)
     assert same[1] - same[0] == pytest.approx(2 * 0.08 * 72.2222, rel=1e-4)
+    # a KL panel spanning two decades or more (a rate that broke the model: chat KL 10 beside 0.01) goes on a log
+    # axis padded in decades; under that, or with a zero (an untouched model), or another measure: linear
+    wide = study_charts._y_axis("chat_kl", [0.01, 0.04, 1.0, 10.0])
+    assert wide["type"] == "log" and wide["range"] == pytest.approx([-2 - 0.24, 1 + 0.24])
+    assert "(log scale)" in wide["title_text"]
+    assert study_charts._y_axis("chat_kl", [0.05, 1.0])["type"] == "linear"
+    assert study_charts._y_axis("chat_kl", [0.0, 10.0])["type"] == "linear"
+    assert study_charts._y_axis("forgetting", [0.01, 10.0]) == {"type": "linear", "range": study_charts._span(
+        [0.01, 10.0]), "title_text": study_charts.PANELS["forgetting"][1]}
 
 
 def test_the_ray_executor_spreads_a_study_and_its_points_match_local_ones(cfg, tmp_path):

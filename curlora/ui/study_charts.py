@@ -15,6 +15,8 @@ through the template) and the factual questions still answered.
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -68,6 +70,22 @@ def _span(values: list[float], pad: float = 0.08) -> list[float] | None:
     if width <= 1e-9 * max(abs(hi), 1.0):  # one value, or one value computed two ways (26/36 × 100 ≠ 72.2…2)
         width = max(abs(hi), 1.0)
     return [lo - pad * width, hi + pad * width]
+
+
+LOG_SPREAD = 100.0  # a KL panel whose positive values span this factor or more is drawn on a log axis
+LOGGABLE = {"kl_to_base", "chat_kl"}  # the measures that can span decades (a run that breaks the model: KL ×100)
+
+
+def _y_axis(name: str, values: list[float]) -> dict:
+    """The y axis of one panel: a KL whose values are all above 0 and span LOG_SPREAD or more goes on a log axis
+    (the edge of a grid, where training broke the model, would squash every other point flat against 0), its range
+    padded in decades; else a linear range around the points (_span)."""
+    xs = [v for v in values if v is not None]
+    if name in LOGGABLE and xs and min(xs) > 0 and max(xs) / min(xs) >= LOG_SPREAD:
+        lo, hi = math.log10(min(xs)), math.log10(max(xs))
+        pad = 0.08 * (hi - lo)
+        return {"type": "log", "range": [lo - pad, hi + pad], "title_text": f"{PANELS[name][1]} (log scale)"}
+    return {"type": "linear", "range": _span(xs), "title_text": PANELS[name][1]}
 
 
 # (measure, panel title, y-axis title, which frontier draws its line)
@@ -159,7 +177,7 @@ def frontier_figure(rec: StudyRecord | dict) -> go.Figure:
     fig.update_xaxes(title_text="learning on every eval row: points above the better of majority class and base",
                      zeroline=True, range=_span(spans["learning"]))
     for name in shown:
-        fig.update_yaxes(title_text=PANELS[name][1], range=_span(spans.get(name, [])), **at(name))
+        fig.update_yaxes(**_y_axis(name, spans.get(name, [])), **at(name))
     against = "forgetting and chat retention" if "chat_kl" in shown else "forgetting"
     fig.update_layout(title={"text": f"Learning against {against}, each learning rate a point ({done} of {total} "
                                      "runs finished; bars: 95 % over runs)", "x": 0.01, "font": {"size": 15}},

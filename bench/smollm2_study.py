@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import AGAINST_BASE, AT_CHOSEN, HIGHER_IS_BETTER, chosen_spec, reanalyse  # noqa: E402
+from curlora.measure.study_analysis import (AGAINST_BASE, AT_CHOSEN, HIGHER_IS_BETTER, chosen_spec,  # noqa: E402
+                                            reanalyse)
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402

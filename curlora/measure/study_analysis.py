@@ -48,9 +48,9 @@ BEST_RULE = ("the highest mean learning on validation rows (a seeded half of eac
 INTERPOLATION = ("each measure fitted per method as a monotone (isotonic, seed-weighted) function of log10 lr, "
                  "linear between the learning rates, over the rates up to the one where the method's mean learning "
                  "peaks (a higher rate that learns less is past the method's useful range: it stays in the tables "
-                 "and the tests against the base, not in the fits); the matched level is the middle of the learning both fits "
-                 "reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); eval rows are "
-                 "fixed, so their sampling noise is not in these intervals")
+                 "and the tests against the base, not in the fits); the matched level is the middle of the learning "
+                 "both fits reach; intervals there: 95 % percentile bootstrap over seeds (refitting each draw); "
+                 "eval rows are fixed, so their sampling noise is not in these intervals")
 FAMILY = "forgetting at matched learning"  # the named family every comparison's tests belong to (Holm)
 # the secondary comparison, at the most learning both methods' fits reach (top_comparisons): its own family
 FAMILY_TOP = "forgetting at the most learning both reach"

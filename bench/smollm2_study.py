@@ -643,7 +643,7 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
                                    + (f" (TOST p = {t.tost_p:.2g})" if t.tost_p is not None else ""))
                 else:
                     open_.append(name)
-            said = ", ".join(decided) if decided else "no difference shown"
+            said = ", ".join(decided) if decided else "shows no difference on any measure (each test inconclusive)"
             sides.append(f"against {NAMES[other]} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
                                                                           if open_ and decided else ""))
         if sides:

@@ -103,7 +103,7 @@ def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, t
     project path and sha256, and unpack points the configs at this checkout's copies, only where the bytes match."""
     import shutil
 
-    from curlora.run import portable
+    from curlora.data import portable
 
     here, there = tmp_path / "exp", tmp_path / "elsewhere" / "exp"  # the tasks sit in the project folder
     monkeypatch.setattr(portable, "REPO", tmp_path)

@@ -12,7 +12,7 @@ pending (its run id dropped), so the resumed study runs it again from the start;
 stopped, ready for `--resume` (completed, where every run had finished). The files the study reads travel by
 record, not by copy: pack.json's `files` holds each task CSV's and probe text's path, its path under the project
 folder and its sha256, and unpack points the configs at this machine's copies with the same bytes
-(curlora/run/portable.py), so a study started in one checkout resumes in another. Packing twice into the same DIR
+(curlora/data/portable.py), so a study started in one checkout resumes in another. Packing twice into the same DIR
 replaces the older pack (it is written beside and renamed into place), so a committed pack is always whole.
 pack.json names the machine each finished run was packed from (`runs`: run id → machine), kept across unpack,
 resume elsewhere and pack again, so a document can say which machine each number came from.
@@ -46,10 +46,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curlora.data import portable
 from curlora.errors import CurloraError
 from curlora.measure.study_record import StudyRecord
 from curlora.measure.task_kl import REF_FILE as TASK_KL_REF
-from curlora.run import portable
 from curlora.run.store import STUDY_FILE, Run, Study, atomic_write_text, data_dir, outgoing_files
 
 STUDY_DIR, RUNS_DIR, PACK_FILE = "study", "runs", "pack.json"

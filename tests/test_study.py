@@ -694,7 +694,7 @@ def test_a_saved_study_measures_every_finished_point_again_with_todays_code(tmp_
 
     from curlora.run.study_data import unpack
 
-    study = unpack(REPO / "docs/studies/smollm2-frontier", tmp_path)
+    study = unpack(REPO / "docs/studies/smollm2-frontier", tmp_path).study
     rec = study.study_record()
     old = [dataclasses.replace(p, known_earlier=None, forgetting_known=None) for p in rec.points]
     rec = dataclasses.replace(rec, points=old)

@@ -54,7 +54,7 @@ def test_a_stopped_study_packs_without_weights_and_resumes_elsewhere_without_rer
     assert (meta["study"], meta["points"], meta["pending"]) == (study.id, 1, 2)
     assert meta["runs"] == {first: D.machine()} and "CPUs, torch" in D.machine()
 
-    moved = D.unpack(pack, other)
+    moved = D.unpack(pack, other).study
     assert moved.id == study.id and moved.status()["status"] == "cancelled"
     with pytest.raises(CurloraError, match="already holds"):
         D.unpack(pack, other)
@@ -98,7 +98,7 @@ def test_the_study_document_is_rendered_from_a_pack(cfg, tmp_path):
     assert smollm2_study.summary_text(g.learning_test, 1, 1) in rows[0]  # the record's numbers, formatted
 
 
-def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, tmp_path, monkeypatch):
+def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, tmp_path, monkeypatch, capsys):
     """A config names its task files by the absolute paths of the checkout it ran in; a pack records each file's
     project path and sha256, and unpack points the configs at this checkout's copies, only where the bytes match."""
     import shutil
@@ -119,8 +119,10 @@ def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, t
     shutil.copytree(here, there)  # the same project, moved: the recorded paths are gone
     shutil.rmtree(here)
     monkeypatch.setattr(portable, "REPO", tmp_path / "elsewhere")
-    moved = D.unpack(tmp_path / "pack", tmp_path / "store")
-    st = moved.status()
+    done = D.unpack(tmp_path / "pack", tmp_path / "store")
+    moved, st = done.study, done.study.status()
+    assert done.finished and {(m.recorded, m.found, m.checked) for m in done.moved} == {
+        (str(here / n), str(there / n), True) for n in ("sent.csv", "pair.csv", "probe.txt")}
     assert st["status"] == "completed"  # every run had finished: nothing to resume
     assert f"{here / 'sent.csv'} → {there / 'sent.csv'}" in st["message"] and "not checked" not in st["message"]
     run_id = moved.study_record().plan[0].run_id
@@ -130,7 +132,15 @@ def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, t
         assert c.evaluation.probe_text == str(there / "probe.txt")
 
     (there / "pair.csv").write_text("text,label\nchanged,0\n")  # a different file of the same name is not taken
-    other = D.unpack(tmp_path / "pack", tmp_path / "store2")
+    done = D.unpack(tmp_path / "pack", tmp_path / "store2")
+    other = done.study
+    assert [m.recorded for m in done.moved if m.found is None] == [str(here / "pair.csv")]
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "store4"))  # the CLI prints each file's line
+    assert cli(["study", "--unpack", str(tmp_path / "pack")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"study {study.id}: unpacked into") and sorted(lines[1:]) == sorted(
+        f"  {m.sentence()}" for m in done.moved)
+    assert f"  {here / 'pair.csv'} is not on this machine: put it there before resuming" in lines
     assert f"{here / 'pair.csv'} is not on this machine" in other.status()["message"]
     assert other.config().tasks[1].train_file == str(here / "pair.csv")  # left as recorded: resume names it
     assert other.config().tasks[0].train_file == str(there / "sent.csv")
@@ -138,7 +148,7 @@ def test_a_pack_from_another_checkout_finds_its_files_here_by_their_bytes(cfg, t
     meta = json.loads((tmp_path / "pack" / "pack.json").read_text())
     del meta["files"]  # a pack made before files were recorded: found by the path's tail, said unchecked
     (tmp_path / "pack" / "pack.json").write_text(json.dumps(meta))
-    old = D.unpack(tmp_path / "pack", tmp_path / "store3")
+    old = D.unpack(tmp_path / "pack", tmp_path / "store3").study
     assert f"{here / 'sent.csv'} → {there / 'sent.csv'} (content not checked" in old.status()["message"]
 
 
@@ -152,3 +162,4 @@ def test_the_cli_says_an_unpacked_study_that_had_finished_needs_no_resume(cfg, t
     assert cli(["study", "--unpack", str(tmp_path / "pack")]) == 0
     out = capsys.readouterr().out
     assert "every run had finished, nothing to resume" in out and "--resume" not in out
+    assert len(out.splitlines()) == 1  # every file is where the pack recorded it: no line for one

@@ -172,13 +172,10 @@ def cmd_study(args) -> int:
             print(f"study {meta['study']}: packed into {args.pack[1]} ({meta['points']} finished runs, "
                   f"{meta['pending']} still to run)")
         else:
-            study = study_data.unpack(Path(args.unpack))
-            st = study.status()
-            then = ("every run had finished, nothing to resume" if st["status"] == "completed"
-                    else f"go on with `python -m curlora study --resume {study.id}`")
-            print(f"study {study.id}: unpacked into {study.root}; {then}")
-            if "→" in st.get("message", "") or "not on this machine" in st.get("message", ""):
-                print(st["message"])
+            done = study_data.unpack(Path(args.unpack))
+            print(done.sentence())
+            for m in done.moved:
+                print(f"  {m.sentence()}")
         return 0
     if args.resume:
         study = with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),

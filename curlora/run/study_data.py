@@ -125,8 +125,27 @@ def pack(study_id: str, dest: Path, root: Path | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def unpack(src: Path, root: Path | None = None) -> Study:
-    """Write a pack into the run store (`root`, else the default store) and return the stopped study."""
+@dataclass
+class Unpacked:
+    """What unpack wrote: the study, stopped (completed where every run had finished), and the files its configs
+    now point elsewhere for or could not find (`moved`, portable.Relocation each; empty where every recorded path
+    exists here)."""
+    study: Study
+    moved: list[portable.Relocation]
+
+    @property
+    def finished(self) -> bool:
+        return self.study.status()["status"] == "completed"
+
+    def sentence(self) -> str:
+        then = ("every run had finished, nothing to resume" if self.finished
+                else f"go on with `python -m curlora study --resume {self.study.id}`")
+        return f"study {self.study.id}: unpacked into {self.study.root}; {then}"
+
+
+def unpack(src: Path, root: Path | None = None) -> Unpacked:
+    """Write a pack into the run store (`root`, else the default store); the stopped study and where its files
+    were found."""
     src = Path(src)
     meta_file = src / PACK_FILE
     if not meta_file.is_file():
@@ -155,7 +174,7 @@ def unpack(src: Path, root: Path | None = None) -> Study:
     else:
         study.set_status("cancelled", f"unpacked from {src.name}: {rec.done} of {len(rec.plan)} runs completed — "
                                       f"resume the study to go on{where}")
-    return study
+    return Unpacked(study, moved)
 
 
 def _relocate(study: Study, runs: list[Run], meta: dict) -> list[portable.Relocation]:

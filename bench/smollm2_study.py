@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
-from curlora.measure.study_analysis import (AGAINST_BASE, AT_CHOSEN, HIGHER_IS_BETTER, chosen_spec,  # noqa: E402
+from curlora.measure.study_analysis import (AGAINST_BASE, AT_CHOSEN, chosen_spec, drift_sign,  # noqa: E402
                                             reanalyse)
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
@@ -718,8 +718,7 @@ def probes_sentence(loaded: dict) -> list[str]:
 def wrong_way(t) -> str:
     """", the opposite way to drift" where a probe's within-setting ρ runs against drift (facts right rising with
     forgetting, a KL falling with it); "" otherwise."""
-    falls = t.probe in HIGHER_IS_BETTER
-    against = t.rho_within is not None and (t.rho_within > 0 if falls else t.rho_within < 0)
+    against = t.rho_within is not None and t.rho_within * drift_sign(t.probe) < 0
     return ", the opposite way to drift" if against else ""
 
 

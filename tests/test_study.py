@@ -554,6 +554,19 @@ def test_whether_a_probe_tracks_forgetting_is_a_test_corrected_over_every_probe_
     assert not any(t.tracks for t in weak) and all(t.p_adjusted > 0.05 for t in weak)
     A.decide_probes(weak[:1])  # alone, the same ρ is a finding
     assert weak[0].tracks and weak[0].p_adjusted == weak[0].p
+    # a probe that falls as the model drifts (facts right) tracks on the other side of 0, and only there
+    facts = [ProbeTrack(probe="facts", rho=r, ci95=[r - 0.2, r + 0.2], n=36, p=stats.spearman_p(r, 36),
+                        rho_within=r, p_within=stats.spearman_p(r, 36)) for r in (-0.6, 0.6)]
+    assert (A.drift_sign("facts"), A.drift_sign("kl_to_base")) == (-1, 1)
+    for t in facts:
+        A.decide_probes([t])
+    assert [(t.tracks, t.tracks_within) for t in facts] == [(True, True), (False, False)]
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import smollm2_study
+
+    assert [smollm2_study.wrong_way(t) for t in facts] == ["", ", the opposite way to drift"]
     points = [Point(method="a", lr=1e-3, seed=s, run_id=f"r{s}", forgetting=float(s), kl_to_base=0.01 * s + 0.001,
                     forgetting_known=float(s)) for s in range(12)]
     rec = A.analyse(StudySettings(lrs={"a": [1e-3]}, seeds=list(range(12))), None, [], points, None, tasks=["t1"])

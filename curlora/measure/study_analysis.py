@@ -604,19 +604,29 @@ def against_base(points: list[Point], groups: dict[str, Group], margin: float = 
             if not pairs:
                 continue
             m = margin if base_field else PPL_MARGIN
-            ratio = measure in RATIOS and all(v > 0 and b > 0 for v, b in pairs)
-            diffs = [math.log(v / b) if ratio else v - b for v, b in pairs]
+            diffs, ratio = _differences(measure, pairs)
             change, tost_p = _tested(diffs, m, ratio)
-            value = math.exp(sum(math.log(v) for v, _ in pairs) / len(pairs)) if ratio else \
-                sum(v for v, _ in pairs) / len(pairs)
             out.append(AgainstBase(key=k, method=g.method, lr=g.lr, setting=dict(g.setting), measure=measure,
-                                   base=sum(b for _, b in pairs) / len(pairs), value=value, change=change["mean"],
+                                   base=_mean([b for _, b in pairs], False),
+                                   value=_mean([v for v, _ in pairs], ratio), change=change["mean"],
                                    ci95=change["ci95"], n=change["n"], sd=change["sd"], p=change["p_value"],
                                    tost_p=tost_p, margin=m, family=FAMILY_BASE, scale="log" if ratio else "linear"))
     for t, q in zip(out, stats.holm([t.p for t in out])):
         t.p_adjusted = q
         decide_against_base(t)
     return out
+
+
+def _differences(measure: str, pairs: list[tuple[float, float]]) -> tuple[list[float], bool]:
+    """(each pair's difference, whether on the log scale): log(a / b) for a measure of RATIOS whose values are all
+    positive, else a − b."""
+    log = measure in RATIOS and all(a > 0 and b > 0 for a, b in pairs)
+    return [math.log(a / b) if log else a - b for a, b in pairs], log
+
+
+def _mean(values: list[float], log: bool) -> float:
+    """The geometric mean on the log scale, else the arithmetic mean."""
+    return math.exp(sum(map(math.log, values)) / len(values)) if log else sum(values) / len(values)
 
 
 def _tested(diffs: list[float], margin: float | None, log: bool) -> tuple[dict, float | None]:
@@ -721,16 +731,13 @@ def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Bes
             both = [(x, y) for x, y in both if x is not None and y is not None]
             if not both:
                 continue
-            ratio = name in RATIOS and all(x > 0 and y > 0 for x, y in both)
-            diffs = [math.log(x / y) if ratio else x - y for x, y in both]
+            diffs, ratio = _differences(name, both)
             width = margin if m == "study" else m
             t, tost_p = _tested(diffs, width, ratio)
-
-            def mean(vs: list[float]) -> float:
-                return math.exp(sum(map(math.log, vs)) / len(vs)) if ratio else sum(vs) / len(vs)
             out.append(AtChosen(methods=[a, b], keys=[ba.key, bb.key],
                                 settings=[dict(groups[ba.key].setting), dict(groups[bb.key].setting)],
-                                measure=name, means=[mean([x for x, _ in both]), mean([y for _, y in both])],
+                                measure=name, means=[_mean([x for x, _ in both], ratio),
+                                                     _mean([y for _, y in both], ratio)],
                                 difference=t["mean"], ci95=t["ci95"], n=t["n"], sd=t["sd"], p=t["p_value"],
                                 tost_p=tost_p, margin=width, family=f"{FAMILY_CHOSEN}: {measure}",
                                 scale="log" if ratio else "linear"))
@@ -869,18 +876,23 @@ def within_text(t: ProbeTrack) -> str:
             + (" — tracked it there" if t.tracks_within else ""))
 
 
+def drift_sign(probe: str) -> int:
+    """The sign of ρ when a probe runs the way drift does: +1 for a probe that rises as the model drifts (a KL, a
+    perplexity), −1 for one that falls (facts right, HIGHER_IS_BETTER)."""
+    return -1 if probe in HIGHER_IS_BETTER else 1
+
+
 def decide_probes(tracks: list[ProbeTrack]) -> None:
     """Holm over the family (every probe and target given), then `tracks`: adjusted p < 0.05 with ρ the way drift
-    runs — above 0, or below 0 for a probe that falls as the model drifts (facts right, HIGHER_IS_BETTER) — and the
-    bootstrap interval on that side of 0 too, where there is one. The within-setting tests are a family of their own
-    (the same probes and targets): `tracks_within` on their Holm-adjusted p and ρ's side alike."""
+    runs (drift_sign) and the bootstrap interval on that side of 0 too, where there is one. The within-setting
+    tests are a family of their own (the same probes and targets): `tracks_within` on their Holm-adjusted p and
+    ρ's side alike."""
     def drifts(t: ProbeTrack, rho: float | None) -> bool:
-        return rho is not None and (rho < 0 if t.probe in HIGHER_IS_BETTER else rho > 0)
+        return rho is not None and rho * drift_sign(t.probe) > 0
 
     for t, q in zip(tracks, stats.holm([t.p for t in tracks])):
         t.p_adjusted = q
-        falls = t.probe in HIGHER_IS_BETTER
-        inside = not t.ci95 or (t.ci95[1] < 0 if falls else t.ci95[0] > 0)
+        inside = not t.ci95 or min(c * drift_sign(t.probe) for c in t.ci95) > 0
         t.tracks = bool(q is not None and q < stats.ALPHA and drifts(t, t.rho) and inside)
     for t, q in zip(tracks, stats.holm([t.p_within for t in tracks])):
         t.p_within_adjusted = q

@@ -35,10 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from curlora.errors import CurloraError  # noqa: E402
 from curlora.measure.describe import lr_text  # noqa: E402,F401  (group keys, as the records write them)
 from curlora.measure.study_analysis import (AGAINST_BASE, AT_CHOSEN, chosen_spec, drift_sign,  # noqa: E402
-                                            reanalyse)
+                                            margin_text, reanalyse)
 from curlora.measure.study_record import CLIPPED, RANGES, StudyRecord, within  # noqa: E402
+from curlora.methods.registry import method  # noqa: E402
 from curlora.run.study_data import RunTimes, run_times  # noqa: E402
 from doc_blocks import splice  # noqa: E402
 
@@ -305,7 +307,8 @@ def against_base_block(rec: StudyRecord) -> list[str]:
         name = names.get(f"{t.measure}:{t.scale}", names.get(t.measure, t.measure))
         lines.append(f"| {t.method} lr {t.lr:g} | {name} | {t.base:.{d}f} | "
                      f"{t.value:.{d}f} | {t.change:+.{d}f}{ci} | {t.n} | {num(t.p)} | {num(t.p_adjusted)} | "
-                     f"{num(t.tost_p)} | ±{t.margin:g} | {t.verdict} |")
+                     f"{num(t.tost_p)} | {margin_text(t.margin, AGAINST_BASE[t.measure][2], t.measure)} | "
+                     f"{t.verdict} |")
     if any(t.scale == "log" for t in rec.against_base):
         lines += ["", "Perplexity ratios are tested on their logarithm (a run at ×2 and one at ×10⁴ are "
                   "multiplicative changes): the setting's mean is the geometric mean ratio, the change that ratio less "
@@ -360,6 +363,17 @@ def _runs(g) -> str:
 
 
 NAMES = {"curlora": "CURLoRA", "lora": "LoRA"}
+
+
+def title(label: str) -> str:
+    """A study label as prose names it: the method's registered title, with its replay share ('lora-replay25' →
+    'LoRA + 25 % replay'); the label itself where no method is registered under it."""
+    kind, _, share = label.partition("-replay")
+    try:
+        name = method(kind).title
+    except CurloraError:
+        return label
+    return f"{name} + {share.replace('_', '.')} % replay" if share else name
 SHORT = {"chat_kl": "chat KL", "facts": "facts right", "probe_ppl_ratio": "WikiText-2 perplexity"}  # in sentences
 CHOSEN_WORDS = {"learning_test": "learning", "learning": "learning (every eval row)", "forgetting": "forgetting",
                 "forgetting_known": "forgetting of what each run knew", **SHORT}
@@ -621,7 +635,7 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
         best = across.best.get(m)
         g = across.groups.get(best.key) if best is not None else None
         if g is None or len(g.run_ids) < 3:
-            waiting.append(f"{m} ({0 if g is None else len(g.run_ids)} run{'' if g and len(g.run_ids) == 1 else 's'})")
+            waiting.append(f"{title(m)} ({0 if g is None else len(g.run_ids)} run{'' if g and len(g.run_ids) == 1 else 's'})")
             continue
         sides = []
         for other in FRONT:
@@ -639,15 +653,16 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
                     verb = "learns" if t.measure.startswith("learning") else "loses"
                     decided.append(f"{verb} {flip}" + ("" if verb == "learns" else f" by {name}") + p)
                 elif t.verdict == "equivalent":
-                    decided.append(f"the same {name} within ±{t.margin:g}" + (" pts" if t.margin >= 1 else "")
+                    decided.append(f"keeps the same {name} within "
+                                   f"{margin_text(t.margin, chosen_spec(t.measure)[2], t.measure)}"
                                    + (f" (TOST p = {t.tost_p:.2g})" if t.tost_p is not None else ""))
                 else:
                     open_.append(name)
-            said = ", ".join(decided) if decided else "shows no difference on any measure (each test inconclusive)"
-            sides.append(f"against {NAMES[other]} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
+            said = ", ".join(decided) if decided else "is decided on no measure (each test inconclusive)"
+            sides.append(f"against {title(other)} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
                                                                           if open_ and decided else ""))
         if sides:
-            out.append(f"{m} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides) + ".")
+            out.append(f"{title(m)} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides) + ".")
     if waiting:
         out.append(f"Fewer than 3 runs so far at the chosen rate of {', '.join(waiting)}: not judged yet.")
     return [" ".join(out)]

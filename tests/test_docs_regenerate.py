@@ -279,12 +279,17 @@ def test_the_which_paragraph_says_each_peers_decided_verdicts_of_the_peer_and_wa
     across = A.analyse(settings, None, [], points, None, tasks=["t1", "t2"], pairs=pairs)
     (text,) = smollm2_study.which_block({}, across=across)
     assert text.startswith("**Which method, each at its chosen rate**")
-    mica = text[text.index("mica at lr 0.0006 (3 runs): "):]
+    mica = text[text.index("MiCA at lr 0.0006 (3 runs): "):]  # the method's registered title
     assert "against CURLoRA lr 0.01 it learns more (Holm p = " in mica
     assert "loses less by chat KL, " in mica  # every pair 0.85 apart: decided without a test, so no p
-    assert "the same facts right within ±3 pts" in mica and "the same forgetting within ±3 pts" in mica
+    assert "keeps the same facts right within ±3 pts" in mica and "keeps the same forgetting within ±3 pts" in mica
     assert "against LoRA lr 0.001 it learns more" in mica
-    assert text.endswith("Fewer than 3 runs so far at the chosen rate of dora (1 run): not judged yet.")
+    assert text.endswith("Fewer than 3 runs so far at the chosen rate of DoRA (1 run): not judged yet.")
+    assert [smollm2_study.title(x) for x in ("lora-replay25", "curlora-replay12_5", "full", "no-such")] == [
+        "LoRA + 25 % replay", "CURLoRA + 12.5 % replay", "full fine-tune", "no-such"]
+    # a perplexity ratio's margin reads as a share of the base's, a margin in points with its unit
+    assert (A.margin_text(0.05, "", "probe_ppl_ratio"), A.margin_text(3.0, " pts", "facts"),
+            A.margin_text(None, "", "chat_kl")) == ("±5 %", "±3 pts", "no margin")
 
 
 def test_the_frontiers_edge_is_analysed_as_part_of_the_frontier():

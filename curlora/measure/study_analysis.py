@@ -629,6 +629,14 @@ def _mean(values: list[float], log: bool) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if log else sum(values) / len(values)
 
 
+def margin_text(margin: float | None, unit: str, measure: str) -> str:
+    """An equivalence margin as sentences and tables say it: a ratio's (RATIOS: perplexity to the base's or between
+    two sides) as a share, ±5 %; a measure in points with its unit, ±3 pts; else as is; "no margin" for None."""
+    if margin is None:
+        return "no margin"
+    return f"±{margin * 100:g} %" if measure in RATIOS else f"±{margin:g}{unit}"
+
+
 def _tested(diffs: list[float], margin: float | None, log: bool) -> tuple[dict, float | None]:
     """(stats.paired_t of diffs, TOST p within ±margin). With `log`, diffs are logs of ratios: the test and TOST
     (within ±log(1 + margin)) run on them, and mean and interval come back as ratios less 1 (e^x − 1)."""
@@ -647,6 +655,7 @@ def decide_against_base(t: AgainstBase) -> None:
     inconclusive. At least two runs that all changed it by exactly the same amount (an untouched model does) leave
     nothing to test: keeps inside the margin, loses / gains beyond it."""
     label, digits, unit, base_field = AGAINST_BASE[t.measure]
+    within = margin_text(t.margin, unit, t.measure)
     who = described(t.method, t.setting) if t.setting else key(t.method, t.lr)
     ci = f" [{t.ci95[0]:+.{digits}f}, {t.ci95[1]:+.{digits}f}]" if t.ci95 else ""
     runs = f"{t.n} run{'s' if t.n != 1 else ''}"
@@ -666,19 +675,19 @@ def decide_against_base(t: AgainstBase) -> None:
             if t.p is not None else "")
     if t.tost_p is not None and t.tost_p < stats.ALPHA:  # within the margin: kept, even where the change is real
         t.verdict = "keeps"
-        why = (f" Within ±{t.margin:g}{unit} of the base (TOST p = {t.tost_p:.3g})"
+        why = (f" Within {within} of the base (TOST p = {t.tost_p:.3g})"
                + (f"; a real but small change ({test.strip()})" if changed else "")
                + ": it keeps the base's by this measure.")
     elif changed:
         t.verdict = "loses" if worse else "gains"
-        why = f"{test}: it {side} by this measure, beyond what ±{t.margin:g}{unit} could call the same."
+        why = f"{test}: it {side} by this measure, beyond what {within} could call the same."
     elif t.n >= 2 and not t.sd and abs(t.change) < t.margin:  # no spread: every run inside the margin, exactly
         t.verdict = "keeps"
-        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "
+        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, inside {within}, so no "
                "spread is left to test: it keeps the base's by this measure (a model left untouched reads so).")
     elif t.n >= 2 and not t.sd:  # no spread, every run beyond the margin the same way
         t.verdict = "loses" if worse else "gains"
-        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, beyond ±{t.margin:g}{unit}, so no "
+        why = (f" Every run changed it by exactly {t.change:+.{digits}f}{unit}, beyond {within}, so no "
                f"spread is left to test: it {side} by this measure.")
     else:
         t.verdict = "inconclusive"
@@ -686,7 +695,7 @@ def decide_against_base(t: AgainstBase) -> None:
             why = " One run: no test; run more seeds."
         else:
             why = (f" Neither a change (p = {t.p:.3g}, adjusted {t.p_adjusted:.3g}) nor equivalence within "
-                   f"±{t.margin:g}{unit} (TOST p = {t.tost_p:.3g}) is shown.")
+                   f"{within} (TOST p = {t.tost_p:.3g}) is shown.")
     t.sentence = head + why
 
 
@@ -757,6 +766,7 @@ def decide_at_chosen(t: AtChosen) -> None:
     difference shown), else inconclusive. At least two pairs that all differ by exactly the same amount leave no
     spread to test: decided by that difference against the margin, as against_base decides."""
     label, digits, unit, _ = chosen_spec(t.measure)
+    within = margin_text(t.margin, unit, t.measure)
     if t.measure == "learning":
         label = "learning on every eval row (a side lacks test rows)"
     a, b = t.methods
@@ -783,18 +793,18 @@ def decide_at_chosen(t: AtChosen) -> None:
         t.verdict, why = word, f"{test}: {what}."
     elif t.tost_p is not None and t.tost_p < stats.ALPHA:
         t.verdict = "equivalent"
-        why = f"{test}; within ±{t.margin:g}{unit} (TOST p = {t.tost_p:.3g}): the same by this measure."
+        why = f"{test}; within {within} (TOST p = {t.tost_p:.3g}): the same by this measure."
     elif t.n >= 2 and not t.sd and t.difference != 0 and (t.margin is None or abs(t.difference) >= t.margin):
         t.verdict, why = word, (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, so no spread is "
                                 f"left to test: {what}.")
     elif t.n >= 2 and not t.sd and t.margin is not None:
         t.verdict = "equivalent"
-        why = (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, inside ±{t.margin:g}{unit}, so no "
+        why = (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, inside {within}, so no "
                "spread is left to test: the same by this measure.")
     else:
         t.verdict = "inconclusive"
         why = (" One pair: no test; run more seeds." if t.n < 2 else
-               f"{test}: neither a difference nor" + (f" equivalence within ±{t.margin:g}{unit}"
+               f"{test}: neither a difference nor" + (f" equivalence within {within}"
                                                       + (f" (TOST p = {t.tost_p:.3g})" if t.tost_p is not None else "")
                                                       if t.margin is not None else " (no margin: no equivalence test)")
                + " is shown.")

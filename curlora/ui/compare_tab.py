@@ -10,7 +10,8 @@ import html
 import gradio as gr
 
 from curlora.errors import CurloraError
-from curlora.measure.study_analysis import AGAINST_BASE, BEST_RULE, chosen_spec, interval_text, within_text
+from curlora.measure.study_analysis import (AGAINST_BASE, BEST_RULE, chosen_spec, interval_text, margin_text,
+                                            within_text)
 from curlora.measure.study_record import DEFAULT_MARGIN, StudyRecord
 from curlora.methods.registry import described, kinds, lr_text, method
 from curlora.run import study as studies
@@ -122,7 +123,8 @@ def against_base_md(rec: StudyRecord) -> str:
         ci = f" [{t.ci95[0]:+.{d}f}, {t.ci95[1]:+.{d}f}]" if t.ci95 else ""
         rows.append(f"| {html.escape(described(t.method, t.setting) if t.setting else t.key)} | "
                     f"{measure_name(AGAINST_NAMES, t)} | {num(t.base, 4)} | {num(t.value, 4)} | "
-                    f"{t.change:+.{d}f}{ci} | {t.n} | {num(t.p_adjusted)} | {num(t.tost_p)} | ±{t.margin:g} | "
+                    f"{t.change:+.{d}f}{ci} | {t.n} | {num(t.p_adjusted)} | {num(t.tost_p)} | "
+                    f"{margin_text(t.margin, AGAINST_BASE[t.measure][2], t.measure)} | "
                     f"**{html.escape(t.verdict)}** |")
     return "\n".join(rows)
 

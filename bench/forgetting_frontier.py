@@ -41,14 +41,19 @@ from curlora.measure.describe import described  # noqa: E402
 from curlora.measure.record import Row  # noqa: E402
 from curlora.measure.study_analysis import (LEARNED_SHARE, final_discordant, interval_text,  # noqa: E402
                                            point_measures, reanalyse, verdict_of)
-from curlora.measure.study_record import DEFAULT_MARGIN  # noqa: E402
+from curlora.measure.study_record import DEFAULT_MARGIN, within  # noqa: E402
 from curlora.measure.study_record import Point, StudyRecord, Summary, key  # noqa: E402
 
 MEASURES = ("learning", "forgetting", "bwt", "acc", "kl_to_base", "self_ppl_ratio", "probe_ppl_ratio")
 CHAT = ("chat_kl", "facts", "replies_unterminated", "replies_repetitive", "task_kl")  # where the run measured them
 
 
-def fmt(s: Summary | dict | None, digits: int = 2) -> str:
+def fmt(s: Summary | dict | None, digits: int = 2, measure: str | None = None) -> str:
+    """A mean with its interval; with `measure`, the interval's ends clipped to the range it can take (RANGES:
+    facts and accuracy 0–100 %, KL and perplexity ratios at least 0)."""
+    if measure is not None and s is not None:
+        s = Summary.of(s)
+        s = dataclasses.replace(s, ci95=within(s.ci95, measure))
     return interval_text(s, digits, single=" (n=1)")
 
 
@@ -196,7 +201,8 @@ def ratio_ppl(s: Summary | dict | None, base_ppl: float | None, digits: int = 0)
     s = Summary.of(s)
     if s.mean is None or not base_ppl:
         return "n/a"
-    return fmt(Summary(mean=s.mean * base_ppl, ci95=[x * base_ppl for x in s.ci95] if s.ci95 else None), digits)
+    return fmt(Summary(mean=s.mean * base_ppl, ci95=[x * base_ppl for x in s.ci95] if s.ci95 else None), digits,
+               "probe_ppl_ratio")
 
 
 def base_lines(base: Row, tasks: list[str]) -> list[str]:
@@ -313,7 +319,8 @@ def matched_tables(body: dict) -> list[str]:
     ppl0 = runs[0]["base"]["ppl"]
     chat = any((g.get("chat_kl") or {}).get("mean") is not None for g in body["groups"].values())
     lines = [f"{n} runs (seeds {', '.join(str(s) for s in body['seeds'])}; {body['wall_s'] / 60:.1f} min). Means "
-             f"with 95 % Student-t intervals ({t_note(n)}).", "",
+             f"with 95 % Student-t intervals ({t_note(n)}), their ends clipped to the measure's range (accuracy and "
+             "facts 0–100 %, KL and perplexity ratios at least 0).", "",
              "| method (lr, r) | steps per task (" + ", ".join(tasks) + ") | target reached (runs) | learning, pts | "
              "forgetting, pts | ACC, % | KL to base | self-ppl ratio | WikiText ppl |" + (
                  " chat KL to base | facts right, % |" if chat else ""),
@@ -322,9 +329,10 @@ def matched_tables(body: dict) -> list[str]:
         steps = ", ".join(f"{s['mean']:.0f}" for s in g["steps"])
         reached = "reference" if label == ref else ", ".join(f"{r}/{n}" for r in g["reached"])
         lines.append(f"| {label} ({setting_text(g['setting'])}) | {steps} | {reached} | {fmt(g['learning'], 1)} | "
-                     f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1)} | {fmt(g['kl_to_base'], 3)} | "
-                     f"{fmt(g['self_ppl_ratio'], 2)} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |" + (
-                         f" {fmt(g['chat_kl'], 3)} | {fmt(g['facts'], 0)} |" if chat else ""))
+                     f"{fmt(g['forgetting'], 1)} | {fmt(g['acc'], 1, 'acc')} | "
+                     f"{fmt(g['kl_to_base'], 3, 'kl_to_base')} | "
+                     f"{fmt(g['self_ppl_ratio'], 2, 'self_ppl_ratio')} | {ratio_ppl(g['probe_ppl_ratio'], ppl0)} |" + (
+                         f" {fmt(g['chat_kl'], 3, 'chat_kl')} | {fmt(g['facts'], 0, 'facts')} |" if chat else ""))
     n_rows = runs[0]["methods"][ref]["n"][0] if runs[0]["methods"][ref].get("n") else None
     lines += ["", f"Accuracy at the end, %, mean over the {n} seeds [95 % Student-t]; each cell of one run is scored "
               f"on n = {n_rows} held-out rows; majority share " +
@@ -333,7 +341,7 @@ def matched_tables(body: dict) -> list[str]:
               "collapsed to one class on (runs) |", "|---" * (len(tasks) + 3) + "|"]
     for label, g in body["groups"].items():
         recs = [e["methods"][label] for e in runs]
-        cells = [fmt(stats.summary([100 * r["final_accuracy"][j] for r in recs]), 1) for j in range(len(tasks))]
+        cells = [fmt(stats.summary([100 * r["final_accuracy"][j] for r in recs]), 1, "acc") for j in range(len(tasks))]
         learned = {t: sum(t in r["learned"] for r in recs) for t in tasks}
         const = {t: sum(t in r["constant_predictions"] for r in recs) for t in tasks}
         lines.append(f"| {label} ({setting_text(g['setting'])}) | " + " | ".join(cells) + " | " +

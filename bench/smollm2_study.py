@@ -635,7 +635,8 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
         best = across.best.get(m)
         g = across.groups.get(best.key) if best is not None else None
         if g is None or len(g.run_ids) < 3:
-            waiting.append(f"{title(m)} ({0 if g is None else len(g.run_ids)} run{'' if g and len(g.run_ids) == 1 else 's'})")
+            n = 0 if g is None else len(g.run_ids)
+            waiting.append(f"{title(m)} ({n} run{'' if n == 1 else 's'})")
             continue
         sides = []
         for other in FRONT:

@@ -363,3 +363,14 @@ def test_the_study_estimate_document_regenerates_from_its_json():
     row = next(x for x in lines if x.startswith("| frontier | curlora |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[6]) == pytest.approx(float(cells[3]) / float(cells[4].split()[0]), abs=0.011)
+
+
+def test_the_matched_loss_tables_clip_interval_ends_to_the_measures_range():
+    """A 3-seed t interval on facts right can run below 0 % (31 [−13, 76]); the table shows the end the measure can
+    reach, as the study tables do; learning, which can fall below 0, is not clipped."""
+    from curlora.measure.study_record import Summary
+
+    s = Summary(mean=31.0, ci95=[-13.0, 76.0], n=3, sd=18.0)
+    assert forgetting_frontier.fmt(s, 0, "facts") == "31 [0, 76]"
+    assert forgetting_frontier.fmt(s, 0) == "31 [-13, 76]"
+    assert forgetting_frontier.ratio_ppl(Summary(mean=1.5, ci95=[-0.2, 3.2], n=3), 32.0) == "48 [0, 102]"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -76,10 +77,10 @@ PROXY_HOPS_ENV = "CURLORA_PROXY_HOPS"  # trusted proxies in front of the app tha
 
 @dataclass(frozen=True)
 class Client:
-    """Who pays for a request: the key its allowances (runs queued, chat replies, turns of the device) are counted
-    under. It is not who owns a run (that is the owner key, per browser): a visitor who opens four sessions owns four
-    task lists but still has one allowance. `pooled`: not signed in, so it also draws from the one pool all such
-    callers share (Limits.runs_anonymous, chat_per_minute_anonymous)."""
+    """Who pays for a request: the key its allowances (runs queued, chat replies, time estimates, turns of the
+    device) are counted under. It is not who owns a run (that is the owner key, per browser): a visitor who opens
+    four sessions owns four task lists but still has one allowance. `pooled`: not signed in, so it also draws from the one pool all such
+    callers share (Limits.runs_anonymous, chat_per_minute_anonymous, estimates_per_hour_anonymous)."""
 
     key: str
     pooled: bool = False
@@ -119,7 +120,7 @@ class Policy:
 
     hosted: bool = False
     limits: object = None
-    _chats: dict = field(default_factory=dict, repr=False)
+    _uses: dict = field(default_factory=dict, repr=False)  # (kind, client key) -> times of recent uses
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _serving: ClassVar[Policy | None] = None  # the policy of the app this process serves (one app a process)
 
@@ -397,32 +398,48 @@ class Policy:
         if self.limits is not None:
             self.limits.check_experiment(cfg)
 
-    # -- chat ------------------------------------------------------------------------------------------------
+    # -- allowances in time: chat replies, time estimates ---------------------------------------------------------
     def allow_chat(self, client: Client | str | None, now: float | None = None) -> None:
         """At most `limits.chat_per_minute` replies per client in any 60 s, and for callers who are not signed
         in at most `chat_per_minute_anonymous` together (a fresh session or MCP connection is the same client)."""
+        self._allow("chat", client, 60.0, "Chat replies per minute", "chat_per_minute", "chat_per_minute_anonymous",
+                    now)
+
+    def allow_estimate(self, client: Client | str | None, now: float | None = None) -> None:
+        """At most `limits.estimates_per_hour` time estimates per client in any hour (each trains a few steps on the
+        device), and for callers who are not signed in `estimates_per_hour_anonymous` together."""
+        self._allow("estimate", client, 3600.0, "Time estimates per hour", "estimates_per_hour",
+                    "estimates_per_hour_anonymous", now)
+
+    def _allow(self, kind: str, client: Client | str | None, window: float, what: str, limit_field: str,
+               pooled_field: str, now: float | None) -> None:
+        """Count one use of `kind` for `client` in a sliding window of `window` seconds, against its own limit
+        and, not signed in, the pool's; refused (nothing counted) where either is full, with the wait."""
         client = Client.of(client)
-        checks = [(client.key, getattr(self.limits, "chat_per_minute", None), "Chat replies per minute", "")]
+        checks = [(client.key, getattr(self.limits, limit_field, None), what, "")]
         if client.pooled and self.hosted:
-            checks.append((ANONYMOUS + "\0pool", getattr(self.limits, "chat_per_minute_anonymous", None),
-                           "Chat replies per minute of visitors who are not signed in",
-                           " (or sign in for an allowance of your own)"))
+            checks.append((ANONYMOUS + "\0pool", getattr(self.limits, pooled_field, None),
+                           f"{what} of visitors who are not signed in", " (or sign in for an allowance of your own)"))
         now = time.monotonic() if now is None else now
         with self._lock:
             queues = []
-            for key, limit, what, hint in checks:
+            for key, limit, said, hint in checks:
                 if limit is None:
                     continue
-                recent = self._chats.setdefault(key, deque())
-                while recent and now - recent[0] >= 60:
+                recent = self._uses.setdefault((kind, key), deque())
+                while recent and now - recent[0] >= window:
                     recent.popleft()
                 if len(recent) >= limit:
-                    wait = 60 - (now - recent[0])
-                    raise CurloraError(f"{what}: the limit here is {limit:g}; try again in {max(1, round(wait))} s"
-                                       f"{hint}.")
+                    wait = window - (now - recent[0])
+                    raise CurloraError(f"{said}: the limit here is {limit:g}; try again in {_wait_text(wait)}{hint}.")
                 queues.append(recent)
             for recent in queues:
                 recent.append(now)
+
+
+def _wait_text(seconds: float) -> str:
+    """'50 s' under two minutes, else whole minutes: '12 min'."""
+    return f"{max(1, round(seconds))} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`,;()<>]+/)*([^\s'\"`,;()<>/]*)")

@@ -924,3 +924,36 @@ def test_each_pair_at_its_chosen_rate_is_tested_where_matched_learning_cannot_re
                                 {"status": "completed"})
     assert "**Each method at its chosen learning rate**" in md
     assert md.count("| **equivalent** |") == 2 and "| chat KL to base | 0.2150 | 0.0500 | +0.1650" in md
+
+
+def test_a_perplexity_ratio_is_compared_on_its_log_at_matched_learning():
+    """The pair test at matched learning takes log(a / b) of each pair's perplexity ratio (Comparison.scale "log"):
+    the paired mean reads as a's over b's less 1, the sentence says so, and a record read back keeps the scale."""
+    import math
+
+    from curlora.measure.study_record import Comparison
+
+    points = []
+    for m, grid in (("a", (1e-3, 1e-2)), ("b", (1e-4, 1e-3))):
+        for lr, learn in zip(grid, (1.0, 5.0)):
+            for s in range(4):
+                ppl = (2.0 if m == "a" else 1.0) * (1.0 + 0.01 * s)  # a at twice b's, each seed its own
+                points.append(Point(method=m, lr=lr, seed=s, run_id=f"{m}{lr}{s}", learning=learn + 0.1 * s,
+                                    forgetting=1.0, chat_kl=0.1, facts=50.0, probe_ppl_ratio=ppl))
+    rec = A.analyse(StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-4, 1e-3]}, seeds=list(range(4))), None, [],
+                    points, None, tasks=["t1"])
+    (c,) = [c for c in rec.comparison_chat if c.measure == "probe_ppl_ratio"]
+    assert c.scale == "log" and c.paired.mean == pytest.approx(1.0)  # every pair ×2: its ratio less 1
+    assert c.p is None  # the same ratio in every pair: no spread to test, whatever the seeds' own ratios
+    assert Comparison.from_json(c.to_json()).scale == "log"
+    for p in points:  # a's ratio over b's now varies by seed: a test, said on the log scale
+        if p.method == "a":
+            p.probe_ppl_ratio *= 1.0 + 0.05 * (p.seed % 2)
+    rec = A.analyse(StudySettings(lrs={"a": [1e-3, 1e-2], "b": [1e-4, 1e-3]}, seeds=list(range(4))), None, [],
+                    points, None, tasks=["t1"])
+    (c,) = [c for c in rec.comparison_chat if c.measure == "probe_ppl_ratio"]
+    assert c.p < 0.05 and c.verdict == "more"  # a loses more of the base by it
+    assert "on the log of each pair's ratio: a's over b's less 1 +1.0" in c.sentence
+    chat = next(c for c in rec.comparison_chat if c.measure == "chat_kl")
+    assert chat.scale == "linear"
+    assert math.isclose(A._mean([1.0, 4.0], True), 2.0) and A._mean([1.0, 4.0], False) == 2.5

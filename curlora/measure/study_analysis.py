@@ -412,13 +412,16 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     by = {(p.key, p.unit): p for p in points}
     common = [u for u in sorted({u for (k, u) in by if k == ka} & {u for (k, u) in by if k == kb})
               if getattr(by[(ka, u)], measure) is not None and getattr(by[(kb, u)], measure) is not None]
-    diffs = [getattr(by[(ka, u)], measure) - getattr(by[(kb, u)], measure) for u in common]
+    diffs, log = _differences(measure, [(getattr(by[(ka, u)], measure), getattr(by[(kb, u)], measure))
+                                        for u in common])
     if diffs:
-        out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **stats.paired_t(diffs))
-        out.p = out.paired.p_value
-        out.tost_p = stats.tost_paired(diffs, margin) if margin is not None else None  # None: no equivalence test
-        if out.paired.sd:
-            out.seeds_needed = stats.seeds_needed(out.paired.mean, out.paired.sd, margin or 0.0)
+        raw = stats.paired_t(diffs)
+        t, out.tost_p = _tested(diffs, margin, log)  # tost None: no equivalence test on this measure
+        out.paired = Paired(seeds=[s for s, _ in common], orders=[o for _, o in common], **t)
+        out.p, out.scale = out.paired.p_value, "log" if log else "linear"
+        if raw["sd"]:
+            width = margin or 0.0
+            out.seeds_needed = stats.seeds_needed(raw["mean"], raw["sd"], math.log1p(width) if log else width)
     out.rows = rows_test(by, common, ka, kb, metrics_of) if measure == "forgetting" else None
     fa_, fb_ = getattr(out, measure)[a], getattr(out, measure)[b]
     out.intervals_overlap = stats.overlap(fa_ and fa_.ci95, fb_ and fb_.ci95)
@@ -541,6 +544,10 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
         over = f"{pr.n} seeds" if len(set(pr.orders)) < 2 else f"{pr.n} runs (seed × task order)"
         if c.p is None:
             test = f" Paired over {over}: the difference is the same on every pair, so there is no spread to test."
+        elif c.scale == "log":  # a ratio: tested on the log of each pair's ratio
+            test = (f" Paired over {over} at those settings, on the log of each pair's ratio: {a}'s over {b}'s less 1 "
+                    f"{pr.mean:+.{digits}f}, p = {c.p:.3g} (Holm-adjusted in the family '{c.family}': "
+                    f"{c.p_adjusted:.3g}).")
         else:
             test = (f" Paired over {over} at those settings: {a} − {b} = {pr.mean:.{digits}f}{unit}, p = {c.p:.3g} "
                     f"(Holm-adjusted in the family '{c.family}': {c.p_adjusted:.3g})"

@@ -393,6 +393,8 @@ class Comparison:
     chat_kl: dict[str, Interpolated | None] = field(default_factory=dict)  # the chat probe at matched learning
     facts: dict[str, Interpolated | None] = field(default_factory=dict)
     probe_ppl_ratio: dict[str, Interpolated | None] = field(default_factory=dict)  # WikiText-2 ppl / the base's
+    # "log" for a ratio (RATIOS): the pairs tested on log(a / b); paired.mean and ci95 are a's over b's less 1
+    scale: str = "linear"
     sentence: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 

@@ -90,6 +90,18 @@ def test_quick_run_progresses_to_completed_and_its_results_and_exports_agree(app
     with zipfile.ZipFile(merged) as z:
         names = z.namelist()
     assert f"{run_id}/merged/curlora/model.safetensors" in names and f"{run_id}/merged/lora/config.json" in names
+    # What holds the device outside the run queue draws from one allowance: an evaluation, then a refused export
+    jobs = app[2]
+    jobs.policy.limits.device_actions_per_hour = 1
+    try:
+        client.predict(run_id, "lora", 0, gradio_client.handle_file(str(folder / "exp" / "probe.txt")),
+                       api_name="/evaluate")
+        for api, args in (("/export_merged_zip", (run_id,)), ("/export_stage", (run_id, "lora", 1, "lora"))):
+            with pytest.raises(gradio_client.exceptions.AppError,
+                               match=r"Time estimates, evaluations and exports per hour: the limit here is 1"):
+                client.predict(*args, api_name=api)
+    finally:
+        jobs.policy.limits.device_actions_per_hour = None
 
 
 def test_stop_cancels_a_running_run_and_delete_asks_for_confirmation(app):

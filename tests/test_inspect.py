@@ -192,3 +192,25 @@ def test_the_model_tab_figure_has_one_trace_per_rule():
         assert [t.legendgroup for t in fig.data] == list(SAMPLING_MODES)
         assert [list(t.y) for t in fig.data] == [m["histograms"][side]["counts"][r] for r in SAMPLING_MODES]
     assert len(sampling_figure(None).data) == 0
+
+
+def test_inspecting_sampling_asks_the_allowance_only_after_the_model_is_admitted():
+    """The panel loads a whole model under the device gate: `allow` (the visitor's allowance) is asked once the
+    policy admits the model, never for one it refuses, and its refusal stops the load."""
+    from curlora.errors import CurloraError
+    from curlora.serve.hosting import Policy
+    from curlora.ui.model_tab import inspect_sampling
+
+    asked = []
+    hosted = Policy(hosted=True)
+    with pytest.raises(CurloraError):
+        inspect_sampling("/etc", "auto", 4, "inverted", 0, hosted, None, lambda: asked.append(1))
+    assert asked == []  # a server folder is refused before the allowance is touched
+
+    def full():
+        raise CurloraError("Time estimates, evaluations and exports per hour: the limit here is 1; try again in 5 min.")
+    with pytest.raises(CurloraError, match="try again in 5 min"):
+        inspect_sampling("kjv-llama-5m", "auto", 4, "inverted", 0, Policy.local(), None, full)
+    report, *_ = inspect_sampling("kjv-llama-5m", "auto", 4, "inverted", 0, Policy.local(), None,
+                                  lambda: asked.append(1))
+    assert asked == [1] and report["matrices"]

@@ -195,10 +195,10 @@ def test_the_compare_tab_estimates_a_studys_time_before_it_starts(tmp_path):
         args[0], args[1] = "lora=1e-3,1e-2; curlora=1e-2", "0,1"
         args[next(i for i, x in enumerate(labels) if x.startswith("Base model"))] = "kjv-llama-5m"  # the bundled one
         args[labels.index("steps per task")] = 4
-        jobs.policy.limits.estimates_per_hour = 1  # one estimate an hour: the second is refused, untrained
+        jobs.policy.limits.device_actions_per_hour = 1  # one an hour: the second estimate is refused, untrained
         text = client.predict(*args, api_name="/estimate_study_time")
         with pytest.raises(gradio_client.exceptions.AppError,
-                           match=r"Time estimates per hour: the limit here is 1; try again in 60 min\."):
+                           match=r"Time estimates, evaluations and exports per hour: the limit here is 1; try again in 60 min\."):
             client.predict(*args, api_name="/estimate_study_time")
     assert text.startswith("Estimated time of this study on this machine: about ")
     assert "runs, one after another (" in text and "1 base row × " in text

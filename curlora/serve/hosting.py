@@ -77,10 +77,11 @@ PROXY_HOPS_ENV = "CURLORA_PROXY_HOPS"  # trusted proxies in front of the app tha
 
 @dataclass(frozen=True)
 class Client:
-    """Who pays for a request: the key its allowances (runs queued, chat replies, time estimates, turns of the
+    """Who pays for a request: the key its allowances (runs queued, chat replies, device actions, turns of the
     device) are counted under. It is not who owns a run (that is the owner key, per browser): a visitor who opens
-    four sessions owns four task lists but still has one allowance. `pooled`: not signed in, so it also draws from the one pool all such
-    callers share (Limits.runs_anonymous, chat_per_minute_anonymous, estimates_per_hour_anonymous)."""
+    four sessions owns four task lists but still has one allowance. `pooled`: not signed in, so it also draws from
+    the one pool all such callers share (Limits.runs_anonymous, chat_per_minute_anonymous,
+    device_actions_per_hour_anonymous)."""
 
     key: str
     pooled: bool = False
@@ -398,18 +399,19 @@ class Policy:
         if self.limits is not None:
             self.limits.check_experiment(cfg)
 
-    # -- allowances in time: chat replies, time estimates ---------------------------------------------------------
+    # -- allowances in time: chat replies, device actions ---------------------------------------------------------
     def allow_chat(self, client: Client | str | None, now: float | None = None) -> None:
         """At most `limits.chat_per_minute` replies per client in any 60 s, and for callers who are not signed
         in at most `chat_per_minute_anonymous` together (a fresh session or MCP connection is the same client)."""
         self._allow("chat", client, 60.0, "Chat replies per minute", "chat_per_minute", "chat_per_minute_anonymous",
                     now)
 
-    def allow_estimate(self, client: Client | str | None, now: float | None = None) -> None:
-        """At most `limits.estimates_per_hour` time estimates per client in any hour (each trains a few steps on the
-        device), and for callers who are not signed in `estimates_per_hour_anonymous` together."""
-        self._allow("estimate", client, 3600.0, "Time estimates per hour", "estimates_per_hour",
-                    "estimates_per_hour_anonymous", now)
+    def allow_device(self, client: Client | str | None, now: float | None = None) -> None:
+        """At most `limits.device_actions_per_hour` actions that hold the device outside the run queue (a time
+        estimate, an evaluation, a stage or merged export, a push with merged models, a sampling inspection) per
+        client in any hour, and for callers who are not signed in `device_actions_per_hour_anonymous` together."""
+        self._allow("device", client, 3600.0, "Time estimates, evaluations and exports per hour",
+                    "device_actions_per_hour", "device_actions_per_hour_anonymous", now)
 
     def _allow(self, kind: str, client: Client | str | None, window: float, what: str, limit_field: str,
                pooled_field: str, now: float | None) -> None:

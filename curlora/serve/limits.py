@@ -77,8 +77,9 @@ class Limits:
     self_probe_tokens: int | None = _limit("self-probe tokens per stage (texts × tokens)")
     probe_tokens: int | None = _limit("perplexity probe tokens per stage (evaluation.ppl_max_tokens)")
     task_loads_at_once: int | None = _limit("task files read at once (everyone)")
-    estimates_per_hour: int | None = _limit("time estimates per visitor per hour (each trains a few steps)")
-    estimates_per_hour_anonymous: int | None = _limit("time estimates per hour of visitors not signed in, together")
+    device_actions_per_hour: int | None = _limit("time estimates, evaluations, exports and sampling inspections per "
+                                                 "visitor per hour (each holds the device outside the run queue)")
+    device_actions_per_hour_anonymous: int | None = _limit("the same per hour of visitors not signed in, together")
 
     @classmethod
     def load(cls, hosted: bool) -> "Limits":
@@ -182,8 +183,9 @@ class Limits:
 #   1 step, 1,024 self-probe texts of 400 tokens and 1,000 eval rows ran for minutes before these.
 # - files: reading stops after 20,000 data rows (4 × the training rows a task may keep, so a task can still be
 #   sub-sampled), and two task files are read at once, so concurrent /start calls cannot fill the memory.
-# - time estimates: each trains a few steps on the device, between the queued runs' turns; 10 an hour per visitor
-#   and 30 for those not signed in together, so pressing "Estimate time" in a loop cannot hold the device.
+# - what holds the device outside the run queue (a time estimate trains a few steps; an evaluation scores a file; a
+#   stage export, a merged export or push and a sampling inspection load the model): 20 an hour per visitor and 60
+#   for those not signed in together, so pressing one of those buttons in a loop cannot hold the device.
 # - visitors who are not signed in: 6 runs and 60 chat replies a minute all together, so anonymous callers (however
 #   many sessions, tokens or connections they open) leave 2 queue places to signed-in visitors.
 # - a study: 16 runs (2 methods × 4 learning rates × 2 seeds) and 4e7 training tokens in all (two runs' worth: a
@@ -194,7 +196,8 @@ HOSTED: dict[str, int | float | None] = {
     "queue_length": 8, "store_mb_total": 10_000, "max_rank": 64, "runs_anonymous": 6,
     "chat_per_minute_anonymous": 60, "points_per_study": 16, "tokens_per_study": 40_000_000,
     "rows_per_file": 20_000, "eval_rows_per_run": 60_000, "self_probe_tokens": 4_096, "probe_tokens": 16_384,
-    "task_loads_at_once": 2, "estimates_per_hour": 10, "estimates_per_hour_anonymous": 30,
+    "task_loads_at_once": 2, "device_actions_per_hour": 20,
+    "device_actions_per_hour_anonymous": 60,
 }
 # On your own machine nothing is limited but the size of one upload through the browser.
 LOCAL: dict[str, int | float | None] = {"upload_mb": 50}

@@ -191,6 +191,11 @@ class Engine:
         """Who pays for the request's work when hosted (None locally: the one user)."""
         return self.sessions.client(request) if self.hosted else None
 
+    def allow_device(self, request: gr.Request | None) -> None:
+        """Count one action that holds the device outside the run queue against the payer's allowance, or refuse
+        it with the wait (Policy.allow_device)."""
+        self.jobs.policy.allow_device(self.client(request) or self.owner(request))
+
     def run_ids(self, request: gr.Request | None) -> list[str]:
         return [r.id for r in self.jobs.runs(self.owner(request))]
 

@@ -77,14 +77,17 @@ def template_text(choice: str) -> str:
     return template if isinstance(template, str) else ""
 
 
-def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None, gate=None):
+def inspect_sampling(choice: str, dtype: str, r, rule: str, seed, policy=None, gate=None, allow=None):
     """(report, summary, matrix choices, columns figure, rows figure, table) for the chosen model, loaded on the CPU
-    for this click only: the report kept in the page's state holds no weights."""
+    for this click only: the report kept in the page's state holds no weights. `allow`: called once the model is
+    admitted, before the device is taken (the visitor's allowance)."""
     choice = (choice or "").strip()
     if not choice:
         raise gr.Error("Choose a model first.")
     if policy is not None:
         policy.check_model(choice)
+    if allow is not None:
+        allow()
     # Under the device gate (never beside a training stage or a chat reply), hosted never as a server folder, and
     # load_model refuses weights larger than the free memory before reading them.
     with gate.hold("inspecting a model's sampling") if gate is not None else contextlib.nullcontext():
@@ -105,7 +108,7 @@ def pick_matrix(report: dict | None, name: str):
     return sampling_figure(matrix, "columns"), sampling_figure(matrix, "rows")
 
 
-def sampling_panel(name, dtype, policy, gate=None) -> None:
+def sampling_panel(name, dtype, policy, gate=None, engine=None) -> None:
     """Which columns and rows CURLoRA would take from each adapted matrix of the selected model, under each rule."""
     gr.Markdown("CURLoRA takes r real columns (C) and rows (R) of each adapted W, drawn from probabilities a rule "
                 "gives them: **inverted** 1/p (the paper), **inverted_offset** 1/(p + 0.001) (the reference code), "
@@ -126,8 +129,9 @@ def sampling_panel(name, dtype, policy, gate=None) -> None:
     report = gr.State(None)
 
     @friendly
-    def run(choice, dtype_value, r_value, rule_value, seed_value):
-        return inspect_sampling(choice, dtype_value, r_value, rule_value, seed_value, policy, gate)
+    def run(choice, dtype_value, r_value, rule_value, seed_value, request: gr.Request):
+        allow = (lambda: engine.allow_device(request)) if engine is not None else None  # it loads a whole model
+        return inspect_sampling(choice, dtype_value, r_value, rule_value, seed_value, policy, gate, allow)
 
     inspect_button.click(run, [name, dtype, r, rule, seed], [report, summary, matrix, cols_plot, rows_plot, table],
                          api_name=False, concurrency_limit=1, concurrency_id="inspect-sampling")
@@ -176,6 +180,6 @@ def build(engine=None) -> dict:
         trigger(describe_here, [name, dtype], info, api_name=False, concurrency_limit=None, show_progress="minimal")
     name.change(template_here, name, template, api_name=False, concurrency_limit=None, show_progress="hidden")
     with gr.Accordion("CURLoRA sampling", open=False, elem_id="sampling-panel"):
-        sampling_panel(name, dtype, policy, engine.jobs.gate if engine is not None else None)
+        sampling_panel(name, dtype, policy, engine.jobs.gate if engine is not None else None, engine)
     return {"name": name, "dtype": dtype, "device": device, "info": info, "describe": describe_here,
             "template": template, "show_template": template_here}

@@ -180,6 +180,7 @@ def build(engine: Engine) -> dict:
         as_text = Path(path).suffix.lower() == ".txt"
         run = jobs.open(rid, engine.owner(request))
         cfg = run.config()
+        engine.allow_device(request)
         yield from wait_for_device(jobs.gate, "an evaluation", 1)
         try:
             what = "the base model" if stage == 0 else f"{method} after task {stage}"
@@ -226,6 +227,7 @@ def build(engine: Engine) -> dict:
                 progress(0.5, desc=f"writing {what}")
                 return export_file(jobs, rid, what, owner)
             jobs.open(rid, owner)  # before waiting for the device
+            engine.allow_device(request)
             progress(0.05, desc="waiting for the device")
             with jobs.gate.hold("a merged-model export"):  # loads and merges a full model
                 progress(0.2, desc="merging each method's last stage into the base model")
@@ -241,6 +243,7 @@ def build(engine: Engine) -> dict:
             raise CurloraError("This run has no method with an adapter to export; pick a run with CURLoRA or LoRA.")
         owner = engine.owner(request)
         jobs.open(rid, owner)  # before waiting for the device
+        engine.allow_device(request)
         progress(0.05, desc="waiting for the device")
         with jobs.gate.hold("a stage export"):  # loads the base model (and merges, for GGUF)
             progress(0.2, desc=f"writing {label} after task {int(stage or 0)} as {STAGE_FORMATS.get(fmt, fmt)}")
@@ -270,6 +273,7 @@ def build(engine: Engine) -> dict:
                         config_yaml=config, progress=report, public_path=public)
 
         if merged:
+            engine.allow_device(request)
             report(0.02, "waiting for the device")
             with jobs.gate.hold("a push with merged models"):  # loads and merges a full model
                 url = send()

@@ -264,11 +264,11 @@ def estimate_memory(engine: Engine, form: Form, values: dict, request: gr.Reques
 
 def calibrated(engine: Engine, request: gr.Request, cfg: ExperimentConfig, estimator) -> str:
     """An estimate's text as Markdown: `estimator(limits)` (a run's or a study's calibration) once the host's policy
-    admits `cfg` and the visitor's allowance of estimates has room (Policy.allow_estimate), on the device (it trains
+    admits `cfg` and the visitor's allowance of device actions has room (Policy.allow_device), on the device (it trains
     a few steps: it waits its turn like a stage)."""
     jobs = engine.jobs
     jobs.policy.check_config(cfg, jobs.root, engine.owner(request))
-    jobs.policy.allow_estimate(engine.client(request) or engine.owner(request))
+    engine.allow_device(request)
     limits = jobs.policy.limits if jobs.policy.hosted else None
     with jobs.gate.hold("a time estimate"):
         est = jobs.gate.on_device(lambda: estimator(limits))

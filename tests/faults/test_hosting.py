@@ -294,28 +294,29 @@ def test_a_visitor_over_their_store_quota_loses_their_oldest_finished_runs_first
         jobs.submit(ExperimentConfig.from_dict(tiny_hosted()), bob)
 
 
-def test_time_estimates_per_hour_per_visitor_and_for_the_anonymous_pool():
-    """An estimate trains a few steps on the device: a visitor gets estimates_per_hour of them in any hour, those not
-    signed in a pool together, and a refused one counts against nothing."""
+def test_device_actions_per_hour_per_visitor_and_for_the_anonymous_pool():
+    """A time estimate, an evaluation or an export holds the device outside the run queue: a visitor gets
+    device_actions_per_hour of them in any hour, those not signed in a pool together, and a refused one counts
+    against nothing."""
     from curlora.serve.hosting import client_of
     from curlora.serve.limits import HOSTED, Limits
 
-    assert (HOSTED["estimates_per_hour"], HOSTED["estimates_per_hour_anonymous"]) == (10, 30)
-    policy = Policy(hosted=True, limits=Limits(estimates_per_hour=2, estimates_per_hour_anonymous=3))
+    assert (HOSTED["device_actions_per_hour"], HOSTED["device_actions_per_hour_anonymous"]) == (20, 60)
+    policy = Policy(hosted=True, limits=Limits(device_actions_per_hour=2, device_actions_per_hour_anonymous=3))
     alice, bob = owner_key("user", "alice"), owner_key("user", "bob")
-    policy.allow_estimate(alice, now=0.0)
-    policy.allow_estimate(alice, now=600.0)
-    with pytest.raises(CurloraError, match=r"^Time estimates per hour: the limit here is 2; try again in 50 min\.$"):
-        policy.allow_estimate(alice, now=600.0)
-    policy.allow_estimate(bob, now=600.0)  # every visitor has their own
-    policy.allow_estimate(alice, now=3600.0)  # the first is an hour old
+    policy.allow_device(alice, now=0.0)
+    policy.allow_device(alice, now=600.0)
+    with pytest.raises(CurloraError, match=r"^Time estimates, evaluations and exports per hour: the limit here is 2; try again in 50 min\.$"):
+        policy.allow_device(alice, now=600.0)
+    policy.allow_device(bob, now=600.0)  # every visitor has their own
+    policy.allow_device(alice, now=3600.0)  # the first is an hour old
     policy.allow_chat(alice, now=3600.0)  # chat is counted apart
     walkers = [client_of(None, f"10.1.{i}.1", True) for i in range(4)]  # four addresses, none signed in
     for w in walkers[:3]:
-        policy.allow_estimate(w, now=100.0)
+        policy.allow_device(w, now=100.0)
     with pytest.raises(CurloraError, match=r"not signed in: the limit here is 3; try again in 59 min \(or sign in"):
-        policy.allow_estimate(walkers[3], now=160.0)
-    policy.allow_estimate(walkers[3], now=3700.0)  # the pool's first three are an hour old
+        policy.allow_device(walkers[3], now=160.0)
+    policy.allow_device(walkers[3], now=3700.0)  # the pool's first three are an hour old
 
 
 def test_chat_replies_per_minute():

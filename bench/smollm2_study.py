@@ -601,20 +601,14 @@ def across_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord |
     evaluation), comparing each peer against CURLoRA and against LoRA, and CURLoRA against LoRA, in each family
     (Holm over the family's pairs here, so the frontier's own pair is adjusted in a larger family than in its phase).
     None until both packs are there."""
-    import dataclasses
-
-    from curlora.measure.study_analysis import analyse
+    from curlora.measure.study_analysis import together
 
     if not (loaded.get("peers") and loaded.get("frontier")):
         return None
     front, peers = loaded["frontier"][0], loaded["peers"][0]
     labels = list(front.settings.lrs) + [m for m in peers.settings.lrs if m not in front.settings.lrs]
     pairs = [FRONT] + [(a, m) for a in FRONT for m in labels if m not in FRONT]
-    settings = dataclasses.replace(front.settings, lrs={**front.settings.lrs, **peers.settings.lrs})
-    out = analyse(settings, front.base, front.plan + peers.plan, front.points + peers.points,
-                  metrics_reader(*front_folders(packs), packs["peers"]), tasks=front.tasks, pairs=pairs)
-    out.bases = front.bases
-    return out
+    return together([front, peers], metrics_reader(*front_folders(packs), packs["peers"]), pairs=pairs)
 
 
 def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecord | None = None) -> list[str]:
@@ -780,20 +774,13 @@ def with_edge(loaded: dict, packs: dict[str, Path] = PACKS) -> dict:
     meta carrying the edge's under "edge". Unchanged until every edge run has finished: an edge setting of one or
     two runs beside the frontier's six would be chosen as a best rate on noise and move every matched level, so a
     partial edge is shown apart (status_block) and joins the frontier whole."""
-    import dataclasses
-
-    from curlora.measure.study_analysis import analyse
+    from curlora.measure.study_analysis import together
 
     front, edge = loaded.get("frontier"), loaded.get(EDGE)
     if not (front and edge and edge[0].points) or edge[1].get("pending", 0):
         return loaded
     rec, meta = front
-    e = edge[0]
-    labels = list(dict.fromkeys([*rec.settings.lrs, *e.settings.lrs]))
-    lrs = {m: sorted(set(rec.settings.lrs.get(m, [])) | set(e.settings.lrs.get(m, []))) for m in labels}
-    merged = analyse(dataclasses.replace(rec.settings, lrs=lrs), rec.base, rec.plan + e.plan, rec.points + e.points,
-                     metrics_reader(*front_folders(packs)), tasks=rec.tasks)
-    merged.bases = rec.bases
+    merged = together([rec, edge[0]], metrics_reader(*front_folders(packs)))
     return {**loaded, "frontier": (merged, {**meta, "edge": edge[1]})}
 
 

@@ -163,3 +163,64 @@ def test_the_cli_says_an_unpacked_study_that_had_finished_needs_no_resume(cfg, t
     out = capsys.readouterr().out
     assert "every run had finished, nothing to resume" in out and "--resume" not in out
     assert len(out.splitlines()) == 1  # every file is where the pack recorded it: no line for one
+
+
+def test_two_studies_of_one_experiment_are_analysed_as_one_and_others_are_refused(cfg, tmp_path, monkeypatch, capsys):
+    """A study run in two phases (a rate added later) analysed together gives what one study of both rates gives:
+    the same groups, best rate and verdicts; a study that trains otherwise, sets a method up otherwise or runs a
+    setting again is refused with one sentence naming the difference. The CLI and the Compare tab ask the same."""
+    import dataclasses
+
+    from curlora.run.runner import load_everything
+
+    root = tmp_path / "runs"
+    loaded = load_everything(cfg)
+    one = S.create(cfg, S.StudySettings(lrs={"lora": [0.001, 0.02]}, seeds=[0, 1]), root)
+    first = S.create(cfg, S.StudySettings(lrs={"lora": [0.001]}, seeds=[0, 1]), root)
+    later = S.create(cfg, S.StudySettings(lrs={"lora": [0.02]}, seeds=[0, 1]), root)
+    for s in (one, first, later):
+        assert S.execute(s, loaded) == "completed"
+    assert D.mismatch(first, later) is None
+    both = D.together([first, later])
+    alone = one.study_record()
+    assert both.settings.lrs == {"lora": [0.001, 0.02]} and len(both.points) == len(alone.points) == 4
+    assert sorted(both.groups) == sorted(alone.groups) and both.best["lora"].key == alone.best["lora"].key
+    for k, g in both.groups.items():  # the same runs' measures, so the same groups
+        assert g.learning.mean == pytest.approx(alone.groups[k].learning.mean)
+        assert g.forgetting.mean == pytest.approx(alone.groups[k].forgetting.mean)
+    assert [(t.key, t.measure, t.verdict) for t in both.against_base] == [
+        (t.key, t.measure, t.verdict) for t in alone.against_base]
+    assert D.together([first, later]) is both  # kept while neither study.json changes
+
+    assert D.mismatch(one, first).endswith("both run lora at lr 0.001, seed 0, task order 0 (and 1 more settings); "
+                                           "analyse one of them with studies of other settings.")
+    longer = ExperimentConfig.from_dict({**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "max_steps": 3}})
+    other = S.create(longer, S.StudySettings(lrs={"lora": [0.05]}, seeds=[0]), root)
+    assert D.mismatch(first, other) == (f"Studies {first.id} and {other.id} cannot be analysed together: they differ "
+                                        "in training.max_steps (2 against 3); only studies of the same model, tasks, "
+                                        "training and evaluation can.")
+    wider = ExperimentConfig.from_dict({**cfg.to_dict(), "methods": [
+        dataclasses.asdict(dataclasses.replace(m, r=16)) for m in cfg.methods]})
+    ranked = S.create(wider, S.StudySettings(lrs={"lora": [0.05]}, seeds=[0]), root)
+    assert "both name lora, set up differently (lora.r: 4 against 16)" in D.mismatch(first, ranked)
+    with pytest.raises(CurloraError, match="differ in training.max_steps"):
+        D.together([first, later, other])
+
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(root))
+    assert cli(["study", "--analyse", str(first.path), "--with", str(later.path / "study.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"2 studies analysed together, nothing trained ({first.id}, {later.id}: 4 finished runs)")
+    assert cli(["study", "--analyse", str(first.path), "--with", str(other.path)]) == 2
+    assert "differ in training.max_steps" in capsys.readouterr().err
+    assert cli(["study", "--with", str(later.path)]) == 2
+    assert "give the first with --analyse" in capsys.readouterr().err
+
+    gradio_client = pytest.importorskip("gradio_client")
+    from app_server import serving
+
+    with serving(root) as (url, _jobs):
+        client = gradio_client.Client(url, verbose=False)
+        text, *_ = client.predict(first.id, [later.id], api_name="/study_together")
+        assert text.startswith(f"Analysed together with {later.id}: one study of 4 finished runs")
+        with pytest.raises(gradio_client.exceptions.AppError, match="differ in training.max_steps"):
+            client.predict(first.id, [other.id], api_name="/study_together")

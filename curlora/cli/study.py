@@ -4,7 +4,8 @@ A `study:` section in the YAML (lrs, seeds, kl_budget, replays) does the same; f
 
 `--analyse PATH/study.json [--write OUT.json]` trains nothing: it recomputes a stored study's analysis with
 today's code (curlora/measure/study_analysis.py `reanalyse`), from its runs where the study folder is here, else
-from the points study.json stored, and says what could not be recomputed.
+from the points study.json stored, and says what could not be recomputed. `--with OTHER` (repeatable) analyses
+other studies of the same experiment together with it, as one study (curlora/run/study_data.py `together`).
 
 `--pack STUDY_ID DIR` / `--unpack DIR` train nothing: a study's data without weights, to commit as it grows and
 to resume on another machine (curlora/run/study_data.py).
@@ -49,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--analyse", metavar="STUDY_JSON", default=None,
                    help="train nothing: recompute this stored study.json's analysis (verdicts, Holm, probes) with "
                         "today's code; --margin and --kl-budget re-decide it")
+    p.add_argument("--with", dest="together", action="append", default=[], metavar="STUDY",
+                   help="with --analyse: analyse this study (its folder or study.json, in a run store) together "
+                        "with the first, as one study of the union of their grids, seeds and runs (repeat for more); "
+                        "they must share the model, tasks, training and evaluation")
     p.add_argument("--write", metavar="OUT.json", default=None, help="with --analyse: write the new study.json here")
     p.add_argument("--tasks", default=None, metavar="TASK,…",
                    help="with --analyse: the tasks in training order, for a study.json that does not store them")
@@ -81,7 +86,7 @@ def _printer():
 
 def analyse_stored(args) -> int:
     """--analyse: a stored study.json analysed again; its runs are read where they are beside its folder."""
-    from curlora.measure.study_analysis import reanalyse, within_text
+    from curlora.measure.study_analysis import reanalyse
     from curlora.measure.study_record import StudyRecord
     from curlora.run.store import Run, Study
 
@@ -117,12 +122,54 @@ def analyse_stored(args) -> int:
     if args.matrices:
         runs = json.loads(Path(args.matrices).read_text(encoding="utf-8")).get("runs", [])
         matrices = {r["run_id"]: r["matrix"] for r in runs if r.get("run_id")}
+    if args.together:
+        return analyse_together(path, args)
     new = reanalyse(rec, tasks, metrics_of, matrices, source=str(args.analyse))
     if args.write:
         Path(args.write).write_text(json.dumps(new.to_json(), indent=1, default=float) + "\n", encoding="utf-8")
     r = new.reanalysis
     print(f"{path}: analysed again, nothing trained ({r.remeasured} points measured from their runs, {r.stored} "
           f"as stored)" + (f"; wrote {args.write}" if args.write else ""))
+    print_analysis(new)
+    for lack in r.not_recomputed:
+        print(f"not recomputed: {lack}")
+    return 0
+
+
+def stored_study(value: str):
+    """A study of a run store from its folder or its study.json (--analyse, --with)."""
+    from curlora.run.store import Run, Study
+
+    path = Path(value)
+    folder = path.parent if path.name == STUDY_FILE else path
+    try:
+        study = Run.open(folder.resolve().name, folder.resolve().parent)
+    except CurloraError:
+        study = None
+    if not isinstance(study, Study):
+        raise CurloraError(f"study --with: {value} is not a study's folder in a run store (its runs beside it); "
+                           "`python -m curlora list` shows the studies of this store.")
+    return study
+
+
+def analyse_together(path: Path, args) -> int:
+    """--analyse … --with …: the studies analysed as one (curlora/run/study_data.py together)."""
+    from curlora.run import study_data
+
+    studies = [stored_study(str(path))] + [stored_study(v) for v in args.together]
+    new = study_data.together(studies, margin=args.margin, kl_budget=args.kl_budget)
+    if args.write:
+        Path(args.write).write_text(json.dumps(new.to_json(), indent=1, default=float) + "\n", encoding="utf-8")
+    print(f"{len(studies)} studies analysed together, nothing trained ({', '.join(s.id for s in studies)}: "
+          f"{len(new.points)} finished runs)" + (f"; wrote {args.write}" if args.write else ""))
+    print_analysis(new)
+    return 0
+
+
+def print_analysis(new) -> None:
+    """Every verdict, test and probe of an analysed study, one line each."""
+    from curlora.measure.study_analysis import within_text
+
     for family, comparisons, named in new.families():
         for c in comparisons:
             by = f" by {c.measure}" if named else ""
@@ -140,9 +187,6 @@ def analyse_stored(args) -> int:
               + (" — tracks it" if t.tracks else "") + within_text(t))
     for warning in new.warnings:
         print(f"warning: {warning}")
-    for lack in r.not_recomputed:
-        print(f"not recomputed: {lack}")
-    return 0
 
 
 def cmd_study(args) -> int:
@@ -152,6 +196,9 @@ def cmd_study(args) -> int:
                          or not args.experiment):
         raise CurloraError("--dry-run estimates a study before it starts: give EXPERIMENT.yaml alone (for a study "
                            "that runs already: --progress STUDY_ID).")
+    if args.together and not args.analyse:
+        raise CurloraError("--with analyses studies together: give the first with --analyse STUDY, e.g. "
+                           "`python -m curlora study --analyse STUDY --with OTHER`.")
     if args.analyse:
         return analyse_stored(args)
     if args.progress:

@@ -20,6 +20,7 @@ metrics for the row test), so every number can be checked on constructed inputs.
     probe_tracks(points, target), order_effect(...)     which drift probe tracked forgetting (or forgetting of what each
                                                         run knew); each task order's means
     reanalyse(rec, tasks, metrics_of, matrices)          a stored study analysed again, nothing retrained
+    together(records, metrics_of, pairs)                 several studies of one experiment analysed as one
     analyse(settings, base, plan, points, metrics_of, tasks)   all of it: a StudyRecord
 
 The statistics and what each assumes: docs/statistics.md.
@@ -1077,3 +1078,25 @@ def reanalyse(rec: StudyRecord, tasks: list[str] | None = None, metrics_of=None,
     new.reanalysis = Reanalysis(source=source, remeasured=remeasured, stored=stored, recomputed=done,
                                 not_recomputed=lacks)
     return new
+
+
+def together(records: list[StudyRecord], metrics_of=None, pairs: list[tuple[str, str]] | None = None
+             ) -> StudyRecord:
+    """Several studies of one experiment analysed as one (a study run in phases: more rates for a method, more
+    methods, more seeds): the union of their grids (each method's rates sorted), seeds, plans and points, every
+    family over all of them; the first record's settings otherwise (margin, kl_budget, task orders), its base row
+    and tasks, and each seed's base row from the first record that measured it. `pairs`: as `analyse` (default:
+    every pair of methods). That the studies are comparable (the same model, tasks, training and evaluation, no
+    setting run in two of them) is the caller's to check: curlora/run/study.py `together` does."""
+    if not records:
+        raise CurloraError("No study to analyse.")
+    first = records[0]
+    labels = list(dict.fromkeys(m for r in records for m in r.settings.lrs))
+    lrs = {m: sorted({lr for r in records for lr in r.settings.lrs.get(m, [])}) for m in labels}
+    seeds = sorted({s for r in records for s in r.settings.seeds})
+    settings = dataclasses.replace(first.settings, lrs=lrs, seeds=seeds)
+    out = analyse(settings, first.base, [e for r in records for e in r.plan], [p for r in records for p in r.points],
+                  metrics_of, tasks=first.tasks, pairs=pairs)
+    out.notes = {**first.notes, **out.notes}
+    out.bases = {seed: row for r in reversed(records) for seed, row in r.bases.items()}  # the first's wins
+    return out

@@ -17,6 +17,15 @@ replaces the older pack (it is written beside and renamed into place), so a comm
 pack.json names the machine each finished run was packed from (`runs`: run id → machine), kept across unpack,
 resume elsewhere and pack again, so a document can say which machine each number came from.
 
+Several studies of one experiment, analysed as one (a study run in phases: a rate past the edge of a grid, more
+methods, more seeds):
+
+    rec = together([study, other, …])   # a StudyRecord over the union of their grids, plans and points
+    mismatch(study, other)              # why two cannot be analysed together, in one sentence; None where they can
+
+They must share the model, the tasks (by content), training and evaluation; a method both name must be set up alike
+but for its learning rate; no (method, lr, seed, order) may run in both.
+
 How far a study has got, from the same data:
 
     p = progress(study)            # a StudyProgress (study: a Study from the store)
@@ -368,3 +377,125 @@ def progress(study: Run) -> StudyProgress:
         slowest += sum(max(0.0, pace.slowest - x) for x in xs)
     out.hours, out.hours_fastest, out.hours_slowest = total / 60, fastest / 60, slowest / 60
     return out
+
+
+# -- several studies as one --------------------------------------------------------------------------------------
+# what two studies analysed together must share: the experiment but its run name, each method's lr and the training
+# lr (a study sets every point's own); task files are compared by their bytes (a study unpacked elsewhere names them
+# by other paths)
+SHARED = ("model", "tasks", "training", "evaluation")
+
+
+def _comparable_config(cfg) -> dict:
+    """The parts of an experiment that decide what a point measures, task files by their sha256."""
+    d = cfg.to_dict()
+    out = {k: d.get(k) for k in SHARED}
+    out["training"] = {k: v for k, v in (out["training"] or {}).items() if k != "lr"}
+    tasks = []
+    for t in out["tasks"] or []:
+        t = dict(t)
+        for k in ("train_file", "eval_file"):
+            if t.get(k) and Path(t[k]).is_file():
+                t[k] = f"sha256:{portable.sha256(Path(t[k]))}"
+        tasks.append(t)
+    out["tasks"] = tasks
+    out["methods"] = {m["name"] or m["kind"]: {k: v for k, v in m.items() if k != "lr"} for m in d.get("methods") or []}
+    return out
+
+
+def _first_difference(a, b, where: str = "") -> tuple[str, object, object] | None:
+    """The first dotted field where two plain values differ: (field, a's, b's); None where they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(dict.fromkeys([*a, *b])):
+            found = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else (where, a, b)
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def mismatch(a: Study, b: Study) -> str | None:
+    """Why `b` cannot be analysed with `a` as one study, in one sentence; None where it can: the same model, tasks
+    (by content), training and evaluation; a method both name set up alike (but its lr); the same task order at each
+    order index both use and the same row drawing (rows_per_seed); and no (method, lr, seed, order) run in both."""
+    ca, cb = _comparable_config(a.config()), _comparable_config(b.config())
+    head = f"Studies {a.id} and {b.id} cannot be analysed together"
+    for part in SHARED:
+        found = _first_difference(ca[part], cb[part], part)
+        if found:
+            what, x, y = found
+            return (f"{head}: they differ in {what} ({_short(x)} against {_short(y)}); only studies of the same model, "
+                    "tasks, training and evaluation can.")
+    for label in set(ca["methods"]) & set(cb["methods"]):
+        found = _first_difference(ca["methods"][label], cb["methods"][label], label)
+        if found:
+            what, x, y = found
+            return f"{head}: both name {label}, set up differently ({what}: {_short(x)} against {_short(y)})."
+    ra, rb = a.study_record(), b.study_record()
+    if ra.settings.rows_per_seed != rb.settings.rows_per_seed:
+        return f"{head}: one draws each seed's own rows (rows_per_seed) and the other does not."
+    oa, ob = ra.settings.orders or [ra.tasks], rb.settings.orders or [rb.tasks]
+    for i, (x, y) in enumerate(zip(oa, ob)):
+        if list(x) != list(y):
+            return f"{head}: their task order {i} differs ({', '.join(x)} against {', '.join(y)})."
+    runs = {(e.method, e.lr, e.seed, e.order) for e in ra.plan}
+    both = sorted(k for k in {(e.method, e.lr, e.seed, e.order) for e in rb.plan} if k in runs)
+    if both:
+        m, lr, seed, order = both[0]
+        return (f"{head}: both run {m} at lr {lr:g}, seed {seed}, task order {order}"
+                + (f" (and {len(both) - 1} more settings)" if len(both) > 1 else "")
+                + "; analyse one of them with studies of other settings.")
+    return None
+
+
+_TOGETHER: dict[tuple, StudyRecord] = {}  # (each study's id and study.json's mtime and size): the analysis
+
+
+def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, margin: float | None = None,
+             kl_budget: float | None = None) -> StudyRecord:
+    """Several studies of one experiment analysed as one (study_analysis.together): each checked against the first
+    (`mismatch`, refused with its sentence); every run's metrics read where its study is. The first study's
+    settings decide margin and kl_budget unless given. The analysis is kept while no study.json changes (a chart
+    that refreshes every few seconds asks again)."""
+    if len(studies) == 1 and margin is None and kl_budget is None:
+        return studies[0].study_record()
+    for other in studies[1:]:
+        why = mismatch(studies[0], other)
+        if why:
+            raise CurloraError(why)
+    stamp = []
+    for s in studies:
+        st = (s.path / STUDY_FILE).stat() if (s.path / STUDY_FILE).is_file() else None
+        stamp.append((s.id, st.st_mtime_ns if st else 0, st.st_size if st else 0))
+    key = (tuple(stamp), tuple(pairs or ()), margin, kl_budget)
+    if key not in _TOGETHER:
+        from curlora.measure.study_analysis import together as analyse_together
+
+        roots = list(dict.fromkeys(s.root for s in studies))
+
+        def metrics_of(run_id: str):
+            for root in roots:
+                try:
+                    return Run.open(run_id, root).record()
+                except (CurloraError, OSError, ValueError):
+                    continue
+            return None
+        records = [s.study_record() for s in studies]
+        if margin is not None:
+            records[0].settings.margin = margin
+        if kl_budget is not None:
+            records[0].settings.kl_budget = kl_budget
+        _TOGETHER.clear()  # one combination at a time: the one on screen
+        _TOGETHER[key] = analyse_together(records, metrics_of, pairs)
+    return _TOGETHER[key]

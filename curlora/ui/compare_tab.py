@@ -1,7 +1,9 @@
 """Compare: each method over a grid of learning rates and seeds (a study, curlora/run/study.py), drawn live as
 learning against forgetting. The experiment is the one on the Train tab (its model, tasks and methods); this tab
 adds the grids and the seeds. Every number drawn or written here is read from the study's study.json, and how far a
-study has got and how long the rest takes from its runs' events (curlora/run/study_data.py)."""
+study has got and how long the rest takes from its runs' events (curlora/run/study_data.py). Studies of the same
+experiment (a rate past a grid's edge added later, more methods or seeds) can be analysed together as one
+(study_data.together): the union of their grids and runs, every family over all of them."""
 
 from __future__ import annotations
 
@@ -180,7 +182,10 @@ def build(engine: Engine, train: dict) -> dict:
         stop = gr.Button("Stop study")
         time_btn = gr.Button("Estimate the study's time (measures a few steps)", size="sm",
                              elem_id="study-time-btn")
-        pick = gr.Dropdown([], label="study", allow_custom_value=False, scale=3, elem_id="study-pick")
+        pick = gr.Dropdown([], label="study", allow_custom_value=True, scale=3, elem_id="study-pick")
+    together = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, elem_id="study-with",
+                           label="analyse together with (your studies of the same experiment: more rates, methods or "
+                                 "seeds)")
     time_box = gr.Markdown(elem_id="study-time")
     summary = gr.Markdown(EMPTY, elem_id="study-summary")
     plot = gr.Plot(study_charts.frontier_figure({}), elem_id="study-frontier")
@@ -195,13 +200,20 @@ def build(engine: Engine, train: dict) -> dict:
     def mine(request) -> list[str]:
         return [r.id for r in jobs.runs(engine.owner(request)) if isinstance(r, Study)]
 
-    def draw(sid: str, request):
-        run = jobs.open(sid, engine.owner(request))
-        rec, status = run.study_record(), run.status()
+    def draw(sid: str, others: list[str] | None, request):
+        owner = engine.owner(request)
+        run = jobs.open(sid, owner)
+        more = [jobs.open(o, owner) for o in dict.fromkeys(others or []) if o and o != sid]
+        rec = study_data.together([run, *more]) if more else run.study_record()
+        status = run.status()
         points = rec.point_run_ids()
-        live = status.get("status") in ("running", "queued")
-        return (summary_md(rec, status, study_data.progress(run)), study_charts.frontier_figure(rec),
-                best_table(rec),
+        live = any(s.status().get("status") in ("running", "queued") for s in (run, *more))
+        text = summary_md(rec, status, study_data.progress(run))
+        if more:
+            text = (f"Analysed together with {', '.join(html.escape(s.id) for s in more)}: one study of "
+                    f"{len(rec.points)} finished runs over the union of their grids (status and time left: "
+                    f"{html.escape(sid)}).\n\n" + text)
+        return (text, study_charts.frontier_figure(rec), best_table(rec),
                 gr.update(choices=points, value=points[0] if points else None), gr.Timer(active=live))
 
     inputs = [grids, seeds, kl_budget, margin, *train["form"]]
@@ -238,10 +250,15 @@ def build(engine: Engine, train: dict) -> dict:
         return gr.update(choices=mine(request), value=sid), gr.Timer(active=True)
 
     @friendly
-    def show(sid: str, request: gr.Request):
+    def show(sid: str, others: list[str] | None, request: gr.Request):
         if not sid:
             return EMPTY, study_charts.frontier_figure({}), [], gr.update(choices=[]), gr.Timer(active=False)
-        return draw(sid, request)
+        return draw(sid, others, request)
+
+    @friendly
+    def companions(sid: str, request: gr.Request):
+        """The studies a newly picked one may be analysed with: the visitor's others, none chosen yet."""
+        return gr.update(choices=[i for i in mine(request) if i != sid], value=[])
 
     @friendly
     def cancel(sid: str, request: gr.Request):
@@ -260,8 +277,10 @@ def build(engine: Engine, train: dict) -> dict:
     stop.click(cancel, pick, None, api_name=False)
     time_btn.click(estimate, inputs, time_box, api_name="estimate_study_time", concurrency_id="gpu",
                    concurrency_limit=1)
-    pick.change(show, pick, outputs, **light)
-    timer.tick(show, pick, outputs, **light)
+    pick.change(companions, pick, together, **light)
+    pick.change(show, [pick, together], outputs, **light)
+    together.change(show, [pick, together], outputs, api_name="study_together", concurrency_limit=None)
+    timer.tick(show, [pick, together], outputs, **light)
     return {"pick": pick, "point": point, "open": open_point, "chat": chat_point, "fresh": fresh, "show": show, "outputs": outputs,
             "grids": grids, "seeds": seeds}
 

@@ -2,9 +2,12 @@
 
     .venv/bin/python docs/screenshots/compare.py RUN_STORE      # e.g. the CURLORA_DATA_DIR of a demo study
     .venv/bin/python docs/screenshots/compare.py STORE compare-smollm2.png --width 1560   # a study pack, unpacked
+    .venv/bin/python docs/screenshots/compare.py STORE compare-smollm2.png --width 1560 --pick FRONTIER_ID \
+        --with EDGE_ID                                   # two studies of one experiment, analysed as one
 
 Serves the app on a free loopback port over that run store, opens Compare (the newest study is picked) and saves
-docs/screenshots/compare.png (or the name given) at 1280×1100 (or the width given). For a committed study pack:
+docs/screenshots/compare.png (or the name given) at 1280×1100 (or the width given); `--pick` picks that study,
+`--with` (repeatable) adds studies to analyse together with it. For a committed study pack:
 `CURLORA_DATA_DIR=STORE python -m curlora study --unpack docs/studies/smollm2-frontier` first.
 """
 
@@ -23,6 +26,8 @@ def main() -> int:
     store = Path(sys.argv[1]).resolve()
     name = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "compare.png"
     width = int(sys.argv[sys.argv.index("--width") + 1]) if "--width" in sys.argv else 1280
+    pick = sys.argv[sys.argv.index("--pick") + 1] if "--pick" in sys.argv else None
+    others = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--with"]
     os.environ["CURLORA_DATA_DIR"] = str(store)
     from app_server import serve
     from browser import launch, missing, tab
@@ -41,6 +46,15 @@ def main() -> int:
             page.goto(url)
             tab(page, "Compare")
             expect(page.locator("#study-frontier")).to_contain_text("runs finished")
+            for box, value in ([("#study-pick", pick)] if pick else []) + [("#study-with", o) for o in others]:
+                field = page.locator(f"{box} input")
+                field.click()
+                field.fill(value)
+                page.get_by_role("option", name=value).click()
+                page.keyboard.press("Escape")
+                page.wait_for_timeout(500)
+            if others:
+                expect(page.locator("#study-summary")).to_contain_text("Analysed together with", timeout=120_000)
             page.wait_for_timeout(1500)
             page.locator("#study-frontier").scroll_into_view_if_needed()
             page.screenshot(path=HERE / name, full_page=False)

@@ -3,6 +3,7 @@
     python bench/study_estimate.py                   # estimate the phases now (`curlora study YAML --dry-run`),
                                                      # write docs/study-estimate.{json,md}
     python bench/study_estimate.py --committed       # the document again from the committed JSON
+    python bench/study_estimate.py --remeasure       # the same estimates against the runs packed by now
 
 Each phase's YAML (bench/studies/smollm2-*.yaml) is estimated by `python -m curlora study YAML --dry-run --json` in
 a child process at one torch thread, as the study's lanes run (curlora/run/cost.py estimate_study: one calibration
@@ -68,8 +69,10 @@ def document(data: dict) -> list[str]:
              "(`python bench/study_estimate.py`; the numbers below are docs/study-estimate.json). Once a study runs, "
              "`python -m curlora study --progress ID` prices what is left from its own finished runs instead.", "",
              f"Estimated on {data['machine']} at one torch thread, {data['when']}, with the study's lanes paused; "
-             "measured: each method's minutes per run in the phase's committed pack (median [fastest, slowest] over "
-             "its runs, two lanes side by side at one thread each on the same two cores).", "",
+             "measured: each method's minutes per run in the phase's committed pack"
+             + (f" on {data['measured_when']}" if data.get("measured_when") else "")
+             + " (median [fastest, slowest] over its runs, two lanes side by side at one thread each on the same two "
+             "cores).", "",
              "| phase | method | runs planned | estimate, min per run | measured, min per run | runs measured | "
              "estimate / measured |", "|---|---|---|---|---|---|---|"]
     for phase, est in data["phases"].items():
@@ -106,9 +109,15 @@ def document(data: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--committed", action="store_true", help="rewrite the block from the committed JSON only")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="keep the committed estimates; measure them against every run the packs hold now")
     ap.add_argument("--phases", default=",".join(PHASES))
     args = ap.parse_args(argv)
-    if not args.committed:
+    if args.remeasure:
+        data = json.loads(OUT.read_text(encoding="utf-8"))
+        data.update(measured=measured(), measured_when=time.strftime("%Y-%m-%d"))
+        OUT.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    elif not args.committed:
         import platform
 
         data = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "when": time.strftime("%Y-%m-%d"),

@@ -365,6 +365,28 @@ def test_the_study_estimate_document_regenerates_from_its_json():
     assert float(cells[6]) == pytest.approx(float(cells[3]) / float(cells[4].split()[0]), abs=0.011)
 
 
+def test_remeasuring_keeps_the_estimates_and_dates_the_measured_runs(tmp_path, monkeypatch):
+    """--remeasure: the committed estimates stay as they were; only the measured side is read again (here a stand-in
+    for the packs), and the document says when."""
+    import json
+    import shutil
+
+    import study_estimate
+
+    shutil.copy(REPO / "docs" / "study-estimate.json", tmp_path / "e.json")
+    monkeypatch.setattr(study_estimate, "OUT", tmp_path / "e.json")
+    monkeypatch.setattr(study_estimate, "DOC", tmp_path / "e.md")
+    monkeypatch.setattr(study_estimate, "measured", lambda: {"frontier": {"curlora": [20.0, 20.0, 20.0]}})
+    before = json.loads((tmp_path / "e.json").read_text())
+    assert study_estimate.main(["--remeasure"]) == 0
+    after = json.loads((tmp_path / "e.json").read_text())
+    assert after["phases"] == before["phases"] and after["measured"] == {"frontier": {"curlora": [20.0, 20.0, 20.0]}}
+    text = (tmp_path / "e.md").read_text()
+    assert f"committed pack on {after['measured_when']} (median" in text
+    e = before["phases"]["frontier"]["run_s"]["curlora"] / 60
+    assert f"| frontier | curlora | 18 | {e:.1f} | 20.0 [20.0, 20.0] | 3 | {e / 20:.2f} |" in text
+
+
 def test_the_matched_loss_tables_clip_interval_ends_to_the_measures_range():
     """A 3-seed t interval on facts right can run below 0 % (31 [−13, 76]); the table shows the end the measure can
     reach, as the study tables do; learning, which can fall below 0, is not clipped."""

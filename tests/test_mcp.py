@@ -164,3 +164,31 @@ def test_without_the_switch_there_is_no_mcp_tool(monkeypatch, tmp_path):
     names = {f.api_name: f.api_visibility for f in build_app(jobs=JobManager(tmp_path)).fns.values()}
     assert {n for n, v in names.items() if v == "public"} == {f"mcp_{t}" for t in READ_TOOLS}
     assert names["start_yaml"] == "undocumented"  # still callable by gradio_client, not an MCP tool
+
+
+def test_compare_methods_analyses_a_study_together_with_others(store):
+    """with_studies: a second study of the same experiment (another lr) is analysed with the first as one; a run
+    that is not a study, an unknown id or a study of another experiment is refused with one sentence."""
+    from curlora.errors import CurloraError
+    from curlora.serve.jobs import JobManager
+    from curlora.serve.mcp_tools import Tools
+
+    root, run, study, exp = store
+    lora_only = {**exp, "methods": [m for m in exp["methods"] if m["kind"] == "lora"]}
+    more = run_study(ExperimentConfig.from_dict(lora_only), StudySettings(lrs={"lora": [0.1]}), root=root,
+                     executor="local")
+    jobs = JobManager(root)
+    try:
+        tools = Tools(jobs, None)
+        body = json.loads(tools.compare_methods(study.id, None, f"{more.id}, {study.id}"))
+        assert body["together"] == [more.id]  # the study itself is not added twice
+        assert sorted(body["groups"]) == ["curlora@5e-2", "lora@1e-1", "lora@5e-2"]
+        assert json.loads(tools.compare_methods(study.id))["together"] == []
+        with pytest.raises(CurloraError, match="with_studies: give studies' ids"):
+            tools.compare_methods(study.id, None, run.id)
+        with pytest.raises(CurloraError, match="not part of a study"):
+            tools.compare_methods(run.id, None, more.id)
+        with pytest.raises(CurloraError):
+            tools.compare_methods(study.id, None, "no-such-study")
+    finally:
+        jobs.shutdown()

@@ -29,6 +29,7 @@ from curlora.run.store import Run, Study
 from curlora.serve.jobs import JobManager
 
 MAX_NEW_TOKENS = 256
+MAX_TOGETHER = 8  # studies analysed with one in compare_methods: each adds seconds of analysis
 
 
 def as_json(value) -> str:
@@ -142,16 +143,18 @@ class Tools:
         return as_json({"run_id": run.id, "method": method, "described": described(method, rec.setting),
                         "scoring": m.scoring, "tasks": m.tasks, "rows": rows})
 
-    def compare_methods(self, run_id: str, owner: str | None = None) -> str:
+    def compare_methods(self, run_id: str, owner: str | None = None, with_studies: str = "") -> str:
         """Compare the methods of a study at matched learning (the learning-forgetting frontier, each method's best
         learning rate, and the paired test with its sentence), read from study.json. Give a study's id, or the id of
         one of its runs; for a run outside any study, its methods' stored summaries side by side.
 
         Args:
             run_id: a study's id, or a run's id, as list_runs gives it.
+            with_studies: other studies' ids, comma-separated, to analyse together with this one as one study (the
+                same experiment run in phases: more learning rates, methods or seeds); empty: this study alone.
 
         Returns:
-            JSON: for a study {study_id, groups, frontier, best, comparison (each with its sentence), and the other
+            JSON: for a study {study_id, together (the other studies analysed with it), groups, frontier, best, comparison (each with its sentence), and the other
             families: comparison_top (at the most learning both reach), comparison_known (forgetting of what each
             run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
             setting against the base model: keeps / loses / gains / inconclusive), at_chosen (each pair, each
@@ -169,9 +172,16 @@ class Tools:
                 study = None
             if study is not None and not isinstance(study, Study):
                 study = None
+        others = [self._open(i.strip(), owner) for i in (with_studies or "").split(",")[:MAX_TOGETHER] if i.strip()]
+        if others and study is None:
+            raise CurloraError(f"{run_id} is not part of a study: with_studies analyses studies together.")
+        if any(not isinstance(o, Study) for o in others):
+            raise CurloraError("with_studies: give studies' ids (list_runs marks them kind 'study').")
         if study is not None:
-            rec = study.study_record()
+            others = [o for o in others if o.id != study.id]
+            rec = study_data.together([study, *others]) if others else study.study_record()
             return as_json({"study_id": study.id, "status": self.jobs.status(study.id, owner)["status"],
+                            "together": [o.id for o in others],
                             "settings": {**rec.settings.to_dict(), **rec.notes},
                             "groups": {k: g.to_json() for k, g in rec.groups.items()}, "frontier": rec.frontier,
                             "best": {m: b.to_json() if b else None for m, b in rec.best.items()},

@@ -100,8 +100,8 @@ def register(engine: Engine) -> list[str]:
     def get_accuracy_matrix(run_id: str, method: str, request: gr.Request) -> str:
         return tools.get_accuracy_matrix(run_id, method, caller(engine, request))
 
-    def compare_methods(run_id: str, request: gr.Request) -> str:
-        return tools.compare_methods(run_id, caller(engine, request))
+    def compare_methods(run_id: str, request: gr.Request, with_studies: str = "") -> str:
+        return tools.compare_methods(run_id, caller(engine, request), with_studies)
 
     def generate(run_id: str, method: str, stage: int, prompt: str, request: gr.Request) -> str:
         owner = caller(engine, request)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 import os
 import platform
 import shutil
@@ -459,7 +460,10 @@ def mismatch(a: Study, b: Study) -> str | None:
     return None
 
 
-_TOGETHER: dict[tuple, StudyRecord] = {}  # (each study's id and study.json's mtime and size): the analysis
+# (each study's id and study.json's mtime and size, pairs, margin, kl_budget) -> the analysis, the most recently
+# asked last: a few combinations kept, so visitors whose charts refresh every few seconds do not evict each other
+_TOGETHER: OrderedDict[tuple, StudyRecord] = OrderedDict()
+TOGETHER_KEPT = 8
 
 
 def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, margin: float | None = None,
@@ -496,6 +500,8 @@ def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, m
             records[0].settings.margin = margin
         if kl_budget is not None:
             records[0].settings.kl_budget = kl_budget
-        _TOGETHER.clear()  # one combination at a time: the one on screen
         _TOGETHER[key] = analyse_together(records, metrics_of, pairs)
+        while len(_TOGETHER) > TOGETHER_KEPT:
+            _TOGETHER.popitem(last=False)
+    _TOGETHER.move_to_end(key)
     return _TOGETHER[key]

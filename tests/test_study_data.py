@@ -224,3 +224,14 @@ def test_two_studies_of_one_experiment_are_analysed_as_one_and_others_are_refuse
         assert text.startswith(f"Analysed together with {later.id}: one study of 4 finished runs")
         with pytest.raises(gradio_client.exceptions.AppError, match="differ in training.max_steps"):
             client.predict(first.id, [other.id], api_name="/study_together")
+
+
+def test_together_refuses_more_studies_than_its_limit_before_reading_any(monkeypatch):
+    """More than TOGETHER_MOST studies with one are refused at once, with the limit named."""
+    class Fake:
+        def __init__(self, i):
+            self.id = f"s{i}"
+
+    with pytest.raises(CurloraError, match=f"^{D.TOGETHER_MOST + 1} studies to analyse with one; the limit is "
+                                           f"{D.TOGETHER_MOST}\\.$"):
+        D.together([Fake(i) for i in range(D.TOGETHER_MOST + 2)])

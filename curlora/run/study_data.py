@@ -47,12 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 import os
 import platform
 import shutil
 import statistics
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -464,6 +464,7 @@ def mismatch(a: Study, b: Study) -> str | None:
 # asked last: a few combinations kept, so visitors whose charts refresh every few seconds do not evict each other
 _TOGETHER: OrderedDict[tuple, StudyRecord] = OrderedDict()
 TOGETHER_KEPT = 8
+TOGETHER_MOST = 8  # studies analysed with one: each adds its runs to an analysis of seconds
 
 
 def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, margin: float | None = None,
@@ -474,16 +475,18 @@ def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, m
     that refreshes every few seconds asks again)."""
     if len(studies) == 1 and margin is None and kl_budget is None:
         return studies[0].study_record()
-    for other in studies[1:]:
-        why = mismatch(studies[0], other)
-        if why:
-            raise CurloraError(why)
+    if len(studies) - 1 > TOGETHER_MOST:
+        raise CurloraError(f"{len(studies) - 1} studies to analyse with one; the limit is {TOGETHER_MOST}.")
     stamp = []
     for s in studies:
         st = (s.path / STUDY_FILE).stat() if (s.path / STUDY_FILE).is_file() else None
         stamp.append((s.id, st.st_mtime_ns if st else 0, st.st_size if st else 0))
     key = (tuple(stamp), tuple(pairs or ()), margin, kl_budget)
-    if key not in _TOGETHER:
+    if key not in _TOGETHER:  # checked once per version of the studies (it reads every task file's bytes)
+        for other in studies[1:]:
+            why = mismatch(studies[0], other)
+            if why:
+                raise CurloraError(why)
         from curlora.measure.study_analysis import together as analyse_together
 
         roots = list(dict.fromkeys(s.root for s in studies))

@@ -29,7 +29,6 @@ from curlora.run.store import Run, Study
 from curlora.serve.jobs import JobManager
 
 MAX_NEW_TOKENS = 256
-MAX_TOGETHER = 8  # studies analysed with one in compare_methods: each adds seconds of analysis
 
 
 def as_json(value) -> str:
@@ -172,7 +171,8 @@ class Tools:
                 study = None
             if study is not None and not isinstance(study, Study):
                 study = None
-        others = [self._open(i.strip(), owner) for i in (with_studies or "").split(",")[:MAX_TOGETHER] if i.strip()]
+        ids = [i.strip() for i in (with_studies or "").split(",") if i.strip()]
+        others = [self._open(i, owner) for i in ids[:study_data.TOGETHER_MOST + 1]]
         if others and study is None:
             raise CurloraError(f"{run_id} is not part of a study: with_studies analyses studies together.")
         if any(not isinstance(o, Study) for o in others):

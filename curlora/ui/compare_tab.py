@@ -203,7 +203,8 @@ def build(engine: Engine, train: dict) -> dict:
     def draw(sid: str, others: list[str] | None, request):
         owner = engine.owner(request)
         run = jobs.open(sid, owner)
-        more = [jobs.open(o, owner) for o in dict.fromkeys(others or []) if o and o != sid]
+        wanted = [o for o in dict.fromkeys(others or []) if o and o != sid]
+        more = [jobs.open(o, owner) for o in wanted[:study_data.TOGETHER_MOST + 1]]  # more: refused by together
         rec = study_data.together([run, *more]) if more else run.study_record()
         status = run.status()
         points = rec.point_run_ids()

@@ -280,7 +280,8 @@ def build(engine: Engine, train: dict) -> dict:
                    concurrency_limit=1)
     pick.change(companions, pick, together, **light)
     pick.change(show, [pick, together], outputs, **light)
-    together.change(show, [pick, together], outputs, api_name="study_together", concurrency_limit=None)
+    together.change(show, [pick, together], outputs, api_name="study_together", concurrency_id="study-analysis",
+                    concurrency_limit=1)  # an analysis of seconds: one at a time
     timer.tick(show, [pick, together], outputs, **light)
     return {"pick": pick, "point": point, "open": open_point, "chat": chat_point, "fresh": fresh, "show": show, "outputs": outputs,
             "grids": grids, "seeds": seeds}

@@ -1,4 +1,5 @@
-"""The Compare tab in Chromium: a study queued on the server fills its frontier in live, point by point."""
+"""The Compare tab in Chromium: a study queued on the server fills its frontier in live, point by point, and a later
+study of the same experiment is analysed together with it."""
 
 import pytest
 
@@ -33,6 +34,18 @@ def test_the_frontier_fills_in_live_and_a_point_opens_in_results(tmp_path):
             expect(frontier).to_contain_text("3 of 3 runs finished")  # redrawn by the timer as runs finished
             expect(page.locator("#study-summary")).to_contain_text("completed")
             assert frontier.locator(".scatterlayer .trace").count() >= 2
+            # a rate past the grid's edge, run later as a study of its own, analysed together with the first
+            later = jobs.submit_study(cfg, S.StudySettings(lrs={"lora": [0.1]}, seeds=[0]))
+            assert jobs.wait(later, timeout=300)
+            tab(page, "Runs")
+            tab(page, "Compare")  # opening the tab again offers the new study to analyse with the picked one
+            expect(page.locator("#study-pick input")).to_have_value(sid)
+            field = page.locator("#study-with input")
+            field.click()
+            page.get_by_role("option", name=later).click()
+            page.keyboard.press("Escape")
+            expect(page.locator("#study-summary")).to_contain_text(f"Analysed together with {later}")
+            expect(frontier).to_contain_text("4 of 4 runs finished")
             page.get_by_role("button", name="Open in Results").click()
             expect(page.get_by_role("tab", name="Results", selected=True)).to_be_visible()
             browser.close()

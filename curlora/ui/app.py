@@ -106,7 +106,8 @@ def build_app(jobs: JobManager | None = None, chat: Chat | None = None) -> gr.Bl
             chat_ui["pick_run"], chat_ui["pick_inputs"], chat_ui["pick_outputs"], **light)
         runs_page.select(runs["fresh"], None, [runs["table"], runs["run"]], **light)
         runs["open"].click(open_run, runs["run"], [results["run"], tabs], **light)
-        compare_page.select(compare["fresh"], compare["pick"], compare["pick"], **light)
+        compare_page.select(compare["fresh"], [compare["pick"], compare["together"]],
+                            [compare["pick"], compare["together"]], **light)
         compare["open"].click(open_run, compare["point"], [results["run"], tabs], **light)
 
         def chat_with(rid: str, request: gr.Request):

@@ -268,9 +268,14 @@ def build(engine: Engine, train: dict) -> dict:
         jobs.cancel(sid, engine.owner(request))
         gr.Info("Stopping after the current step; finished runs are kept (resume the study from the Runs tab).")
 
-    def fresh(sid: str, request: gr.Request):
+    def fresh(sid: str, others: list[str] | None, request: gr.Request):
+        """Opening the tab: the visitor's studies (the picked one kept, else the newest) and, to analyse with it, the
+        others, those chosen kept (a study started since is offered too)."""
         ids = mine(request)
-        return gr.update(choices=ids, value=sid if sid in ids else (ids[0] if ids else None))
+        sid = sid if sid in ids else (ids[0] if ids else None)
+        rest = [i for i in ids if i != sid]
+        return (gr.update(choices=ids, value=sid),
+                gr.update(choices=rest, value=[o for o in (others or []) if o in rest]))
 
     light = {"api_name": False, "concurrency_limit": None, "show_progress": "hidden"}
     outputs = [summary, plot, table, point, timer]
@@ -283,7 +288,7 @@ def build(engine: Engine, train: dict) -> dict:
     together.change(show, [pick, together], outputs, api_name="study_together", concurrency_id="study-analysis",
                     concurrency_limit=1)  # an analysis of seconds: one at a time
     timer.tick(show, [pick, together], outputs, **light)
-    return {"pick": pick, "point": point, "open": open_point, "chat": chat_point, "fresh": fresh, "show": show, "outputs": outputs,
-            "grids": grids, "seeds": seeds}
+    return {"pick": pick, "together": together, "point": point, "open": open_point, "chat": chat_point,
+            "fresh": fresh, "show": show, "outputs": outputs, "grids": grids, "seeds": seeds}
 
 

@@ -657,7 +657,9 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
             sides.append(f"against {title(other)} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
                                                                           if open_ and decided else ""))
         if sides:
-            out.append(f"{title(m)} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides) + ".")
+            name = title(m)
+            out.append(f"{name[:1].upper()}{name[1:]} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides)
+                       + ".")
     if waiting:
         out.append(f"Fewer than 3 runs so far at the chosen rate of {', '.join(waiting)}: not judged yet.")
     return [" ".join(out)]

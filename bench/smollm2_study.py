@@ -116,6 +116,13 @@ def matched_bodies(paths: dict[str, Path] = MATCHED) -> dict[str, dict]:
     return {phase: json.loads(path.read_text(encoding="utf-8")) for phase, path in paths.items() if path.is_file()}
 
 
+def matched_packed(phase: str, paths: dict[str, Path] = MATCHED) -> int:
+    """A matched-loss cross-check's seeds packed so far: the driver packs each seed's run as it finishes, and writes
+    summary.json after the last."""
+    runs = paths[phase].parent / "runs" if phase in paths else None
+    return sum(1 for p in runs.iterdir() if p.is_dir()) if runs is not None and runs.is_dir() else 0
+
+
 def status_block(loaded: dict, matched: dict | None = None) -> list[str]:
     lines = ["| phase | finished runs | still to run | machines |", "|---|---|---|---|"]
     for phase in PACKS:
@@ -129,7 +136,9 @@ def status_block(loaded: dict, matched: dict | None = None) -> list[str]:
     for phase in MATCHED:
         body = (matched or {}).get(phase)
         if body is None:
-            lines.append(f"| {phase} | 0 | not started | — |")
+            n = matched_packed(phase)
+            lines.append(f"| {phase} | {n} | {MATCHED_SEEDS - n if n else 'not started'} | "
+                         f"{'packed seed by seed; the summary waits for the last' if n else '—'} |")
             continue
         machines = sorted({e.get("machine") or "—" for e in body["runs"]})
         lines.append(f"| {phase} | {len(body['runs'])} | {MATCHED_SEEDS - len(body['runs'])} | {'; '.join(machines)} |")
@@ -902,7 +911,8 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
     counts = {phase: (loaded[phase][1]["points"] if loaded.get(phase) else 0, planned(phase)) for phase in packs}
-    counts.update({phase: (len((matched.get(phase) or {}).get("runs", [])), MATCHED_SEEDS) for phase in matched_paths})
+    counts.update({phase: (len(matched[phase]["runs"]) if matched.get(phase) else matched_packed(phase, matched_paths),
+                           MATCHED_SEEDS) for phase in matched_paths})
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]

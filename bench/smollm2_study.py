@@ -428,6 +428,63 @@ def beyond_chosen(rec: StudyRecord, methods: list[str]) -> str:
                "chat model, whichever method trained it." if all(broken) else "."))
 
 
+MATCHED_MEASURES = (("chat_kl", "chat KL", 3), ("facts", "facts right", 0), ("probe_ppl_ratio",
+                                                                           "WikiText-2 perplexity / the base's", 2))
+
+
+def matched_block(matched: dict) -> list[str]:
+    """The matched-loss cross-check in one paragraph, both ways round: the chasing method trained until its smoothed
+    loss reached the reference's final one, so the two sides learned to the same training loss. For each direction
+    and each of the base's abilities (chat KL, facts right, WikiText-2 perplexity; the last on the log of each
+    seed's ratio, A's over B's less 1): both means, the paired difference CURLoRA − LoRA over seeds with its Student-t
+    interval and p, every test of both directions Holm-adjusted together; a verdict only where the adjusted p is below
+    0.05."""
+    from curlora.measure import stats
+    from curlora.measure.study_analysis import paired_test
+
+    done = [(phase, body) for phase, body in matched.items() if body]
+    if not done:
+        return ["The matched-loss cross-check has not finished a direction yet."]
+    tests = []  # (phase, measure, label, digits, (CURLoRA's mean, LoRA's), the paired test, on logs)
+    for phase, body in done:
+        ref = body["reference"]
+        for name, label, digits in MATCHED_MEASURES:
+            pairs = [(r["methods"]["curlora"].get(name), r["methods"]["lora"].get(name)) for r in body["runs"]]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if len(pairs) < 2:
+                continue
+            means, t, _, log = paired_test(name, pairs)
+            tests.append((phase, name, label, digits, means, t, log))
+    adjusted = stats.holm([t["p_value"] for *_, t, _ in tests])
+    parts = []
+    for (phase, name, label, digits, means, t, log), q in zip(tests, adjusted):
+        unit = " %" if name == "facts" else ""
+        ci = f" [{t['ci95'][0]:+.{digits}f}, {t['ci95'][1]:+.{digits}f}]" if t["ci95"] else ""
+        diff = (f"CURLoRA's over LoRA's less 1 {t['mean']:+.{digits}f}{ci}" if log else
+                f"CURLoRA − LoRA {t['mean']:+.{digits}f}{ci}{' points' if name == 'facts' else ''}")
+        keeps = None if q is None or q >= stats.ALPHA else ((t["mean"] > 0) == (name == "facts"))
+        said = ("" if keeps is None else " — CURLoRA keeps " + ("more" if keeps else "less") + " of the base") + (
+            f" (p = {t['p_value']:.2g}, Holm {q:.2g})" if q is not None else " (no spread to test)")
+        parts.append((phase, f"{label} {means[0]:.{digits}f}{unit} against {means[1]:.{digits}f}{unit}, {diff}{said}"))
+    out = ["**Matched training loss, both ways round** (first order, one run per seed, the chasing method trained "
+           "until its smoothed loss reached the reference's final one; each measure paired by seed, the perplexity "
+           "ratio on its log; every test below Holm-adjusted together)."]
+    for phase, body in done:
+        ref = body["reference"]
+        chaser = next(m for m in body["groups"] if m != ref)
+        g, r = body["groups"][chaser], body["groups"][ref]
+        steps = ", ".join(f"{s['mean']:.0f}" for s in g["steps"])
+        reached = ", ".join(f"{x}/{len(body['runs'])}" for x in g["reached"])
+        mine = "; ".join(text for ph, text in parts if ph == phase)
+        out.append(f"{NAMES[chaser]} at lr {g['setting']['lr']:g} chasing {NAMES[ref]} at lr {r['setting']['lr']:g} "
+                   f"({len(body['runs'])} seeds) reached its loss in {steps} steps per task (reached in {reached} "
+                   f"runs); at that loss, CURLoRA against LoRA: {mine}.")
+    missing = [phase for phase, body in matched.items() if not body]
+    if missing:
+        out.append(f"Not finished yet: {', '.join(missing)}.")
+    return [" ".join(out)]
+
+
 def claim_block(loaded: dict) -> list[str]:
     """One paragraph on the paper's claim — CURLoRA keeps the base model's abilities while it learns a task sequence,
     where LoRA forgets — from the frontier's record only: what each method learned, the verdicts of CURLoRA against
@@ -657,7 +714,7 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
                     verb = "learns" if t.measure.startswith("learning") else "loses"
                     decided.append(f"{verb} {flip}" + ("" if verb == "learns" else f" by {name}") + p)
                 elif t.verdict == "equivalent":
-                    decided.append(f"keeps the same {name} within "
+                    decided.append(f"shows the same {name} within "
                                    f"{margin_text(t.margin, chosen_spec(t.measure)[2], t.measure)}"
                                    + (f" (TOST p = {t.tost_p:.2g})" if t.tost_p is not None else ""))
                 else:
@@ -801,7 +858,8 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     matched = matched_bodies(matched_paths)
     across = across_record(loaded, packs)
     out = {"smollm2-status": status_block(loaded, matched),
-           "smollm2-claim": claim_block(loaded) + [""] + which_block(loaded, packs, across) + [""]
+           "smollm2-claim": claim_block(loaded) + [""] + matched_block(matched) + [""]
+           + which_block(loaded, packs, across) + [""]
            + probes_sentence(loaded),
            "smollm2-tasks": tasks_block(loaded, packs=packs), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
@@ -916,7 +974,8 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
-    lines += claim_block(loaded) + [""] + which_block(loaded, packs) + [""] + probes_sentence(loaded) + [""]
+    lines += (claim_block(loaded) + [""] + matched_block(matched) + [""] + which_block(loaded, packs) + [""]
+              + probes_sentence(loaded) + [""])
     front = loaded.get("frontier")
     if front is None:
         return {"smollm2-summary": lines + ["No frontier run has finished yet."]}

@@ -637,6 +637,16 @@ def _mean(values: list[float], log: bool) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if log else sum(values) / len(values)
 
 
+def paired_test(measure: str, pairs: list[tuple[float, float]], margin: float | None = None
+                ) -> tuple[tuple[float, float], dict, float | None, bool]:
+    """Two sides paired (a, b) on one measure: (each side's mean, the paired t-test of a − b as stats.paired_t gives
+    it, the TOST p within ±margin or None, whether on the log scale). A ratio measure (RATIOS) is tested on log(a / b),
+    its means geometric and its difference and interval a's over b's less 1."""
+    diffs, log = _differences(measure, pairs)
+    t, tost_p = _tested(diffs, margin, log)
+    return (_mean([a for a, _ in pairs], log), _mean([b for _, b in pairs], log)), t, tost_p, log
+
+
 def margin_text(margin: float | None, unit: str, measure: str) -> str:
     """An equivalence margin as sentences and tables say it: a ratio's (RATIOS: perplexity to the base's or between
     two sides) as a share, ±5 %; a measure in points with its unit, ±3 pts; else as is; "no margin" for None."""
@@ -748,13 +758,11 @@ def at_chosen(points: list[Point], groups: dict[str, Group], best: dict[str, Bes
             both = [(x, y) for x, y in both if x is not None and y is not None]
             if not both:
                 continue
-            diffs, ratio = _differences(name, both)
             width = margin if m == "study" else m
-            t, tost_p = _tested(diffs, width, ratio)
+            means, t, tost_p, ratio = paired_test(name, both, width)
             out.append(AtChosen(methods=[a, b], keys=[ba.key, bb.key],
                                 settings=[dict(groups[ba.key].setting), dict(groups[bb.key].setting)],
-                                measure=name, means=[_mean([x for x, _ in both], ratio),
-                                                     _mean([y for _, y in both], ratio)],
+                                measure=name, means=list(means),
                                 difference=t["mean"], ci95=t["ci95"], n=t["n"], sd=t["sd"], p=t["p_value"],
                                 tost_p=tost_p, margin=width, family=f"{FAMILY_CHOSEN}: {measure}",
                                 scale="log" if ratio else "linear"))

@@ -123,7 +123,7 @@ def matched_packed(phase: str, paths: dict[str, Path] = MATCHED) -> int:
     return sum(1 for p in runs.iterdir() if p.is_dir()) if runs is not None and runs.is_dir() else 0
 
 
-def status_block(loaded: dict, matched: dict | None = None) -> list[str]:
+def status_block(loaded: dict, matched: dict | None = None, matched_paths: dict[str, Path] = MATCHED) -> list[str]:
     lines = ["| phase | finished runs | still to run | machines |", "|---|---|---|---|"]
     for phase in PACKS:
         got = loaded.get(phase)
@@ -136,7 +136,7 @@ def status_block(loaded: dict, matched: dict | None = None) -> list[str]:
     for phase in MATCHED:
         body = (matched or {}).get(phase)
         if body is None:
-            n = matched_packed(phase)
+            n = matched_packed(phase, matched_paths)
             lines.append(f"| {phase} | {n} | {MATCHED_SEEDS - n if n else 'not started'} | "
                          f"{'packed seed by seed; the summary waits for the last' if n else '—'} |")
             continue
@@ -857,7 +857,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     loaded = load_all(packs) if loaded is None else loaded
     matched = matched_bodies(matched_paths)
     across = across_record(loaded, packs)
-    out = {"smollm2-status": status_block(loaded, matched),
+    out = {"smollm2-status": status_block(loaded, matched, matched_paths),
            "smollm2-claim": claim_block(loaded) + [""] + matched_block(matched) + [""]
            + which_block(loaded, packs, across) + [""]
            + probes_sentence(loaded),

@@ -214,6 +214,8 @@ def test_two_studies_of_one_experiment_are_analysed_as_one_and_others_are_refuse
     assert "differ in training.max_steps" in capsys.readouterr().err
     assert cli(["study", "--with", str(later.path)]) == 2
     assert "give the first with --analyse" in capsys.readouterr().err
+    assert cli(["study", "--analyse", str(first.path), "--with", str(tmp_path)]) == 2
+    assert "is not a study's folder in a run store" in capsys.readouterr().err
 
     gradio_client = pytest.importorskip("gradio_client")
     from app_server import serving

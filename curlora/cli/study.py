@@ -122,8 +122,6 @@ def analyse_stored(args) -> int:
     if args.matrices:
         runs = json.loads(Path(args.matrices).read_text(encoding="utf-8")).get("runs", [])
         matrices = {r["run_id"]: r["matrix"] for r in runs if r.get("run_id")}
-    if args.together:
-        return analyse_together(path, args)
     new = reanalyse(rec, tasks, metrics_of, matrices, source=str(args.analyse))
     if args.write:
         Path(args.write).write_text(json.dumps(new.to_json(), indent=1, default=float) + "\n", encoding="utf-8")
@@ -147,8 +145,8 @@ def stored_study(value: str):
     except CurloraError:
         study = None
     if not isinstance(study, Study):
-        raise CurloraError(f"study --with: {value} is not a study's folder in a run store (its runs beside it); "
-                           "`python -m curlora list` shows the studies of this store.")
+        raise CurloraError(f"study --analyse/--with: {value} is not a study's folder in a run store (its runs "
+                           "beside it); `python -m curlora list` shows the studies of this store.")
     return study
 
 
@@ -199,8 +197,8 @@ def cmd_study(args) -> int:
     if args.together and not args.analyse:
         raise CurloraError("--with analyses studies together: give the first with --analyse STUDY, e.g. "
                            "`python -m curlora study --analyse STUDY --with OTHER`.")
-    if args.analyse:
-        return analyse_stored(args)
+    if args.analyse:  # with --with, the studies are read from the store, not the study.json alone
+        return analyse_together(Path(args.analyse), args) if args.together else analyse_stored(args)
     if args.progress:
         from curlora.run.store import Run, Study
         from curlora.run.study_data import progress

@@ -154,8 +154,8 @@ class Tools:
 
         Returns:
             JSON: for a study {study_id, together (the other studies analysed with it), groups, frontier, best,
-            comparison (each with its sentence), and the other families: comparison_top (at the most learning both reach), comparison_known (forgetting of what each
-            run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
+            comparison (each with its sentence), and the other families: comparison_top (at the most learning both
+            reach), comparison_known (forgetting of what each run knew), comparison_chat (the base's abilities: chat KL, facts, perplexity), against_base (each
             setting against the base model: keeps / loses / gains / inconclusive), at_chosen (each pair, each
             method at its own chosen learning rate, on learning, forgetting and the base's abilities), progress
             (runs done of total, each method's minutes per run, hours left at that pace)}; for a lone run

@@ -39,9 +39,8 @@ def limits_text(engine: Engine) -> str:
     rows = engine.jobs.policy.limits.describe()
     who = ("Hosted: every visitor sees and changes only their own runs, uploads and exports; models are presets, "
            "the bundled model or hub ids, and task files are your own uploads or the bundled demo tasks. Allowances "
-           "(runs, chat replies, time estimates, evaluations and exports) are per signed-in user, else per address on a "
-           "Space; everyone not signed in also "
-           "shares one pool, so signing in gets you your own. The queue takes visitors in turn, one stage at a time: "
+           "(runs, chat replies, time estimates, evaluations and exports) are per signed-in user, else per address "
+           "on a Space; everyone not signed in also shares one pool, so signing in gets you your own. The queue takes visitors in turn, one stage at a time: "
            "another visitor's study delays your run by one stage, not the whole study."
            if engine.hosted else "On your own machine: one user, who owns every run.")
     return (who + "\n\n| limit | here |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

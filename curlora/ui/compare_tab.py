@@ -206,9 +206,10 @@ def build(engine: Engine, train: dict) -> dict:
         wanted = [o for o in dict.fromkeys(others or []) if o and o != sid]
         more = [jobs.open(o, owner) for o in wanted[:study_data.TOGETHER_MOST + 1]]  # more: refused by together
         rec = study_data.together([run, *more]) if more else run.study_record()
-        status = run.status()
+        statuses = [s.status() for s in (run, *more)]
+        status = statuses[0]
         points = rec.point_run_ids()
-        live = any(s.status().get("status") in ("running", "queued") for s in (run, *more))
+        live = any(st.get("status") in ("running", "queued") for st in statuses)
         text = summary_md(rec, status, study_data.progress(run))
         if more:
             text = (f"Analysed together with {', '.join(html.escape(s.id) for s in more)}: one study of "

@@ -237,3 +237,44 @@ def test_together_refuses_more_studies_than_its_limit_before_reading_any(monkeyp
     with pytest.raises(CurloraError, match=f"^{D.TOGETHER_MOST + 1} studies to analyse with one; the limit is "
                                            f"{D.TOGETHER_MOST}\\.$"):
         D.together([Fake(i) for i in range(D.TOGETHER_MOST + 2)])
+
+
+def test_analyses_together_run_one_at_a_time_and_a_combination_asked_at_once_is_analysed_once(monkeypatch,
+                                                                                               tmp_path):
+    """The Compare tab, the MCP read tool (no queue of its own) and the CLI share one analysis at a time: eight
+    callers at once for two combinations start two analyses, never two together, and all get the kept record."""
+    import threading
+
+    import curlora.measure.study_analysis as A
+
+    class Fake:
+        def __init__(self, name):
+            self.id, self.path, self.root = name, tmp_path / name, tmp_path
+
+        def study_record(self):
+            return self.id
+
+    running, most, calls, lock = [0], [0], [], threading.Lock()
+
+    def analyse(records, metrics_of, pairs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append(tuple(records))
+        threading.Event().wait(0.05)
+        with lock:
+            running[0] -= 1
+        return object()
+
+    monkeypatch.setattr(D, "mismatch", lambda a, b: None)
+    monkeypatch.setattr(A, "together", analyse)
+    monkeypatch.setattr(D, "_TOGETHER", type(D._TOGETHER)())
+    combos = [[Fake("a"), Fake("b")], [Fake("a"), Fake("c")]]
+    got = [None] * 8
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, D.together(combos[i % 2]))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and sorted(calls) == [("a", "b"), ("a", "c")]
+    assert len({id(g) for g in got[0::2]}) == 1 and len({id(g) for g in got[1::2]}) == 1 and got[0] is not got[1]

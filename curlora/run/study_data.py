@@ -52,6 +52,7 @@ import platform
 import shutil
 import statistics
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,6 +464,10 @@ def mismatch(a: Study, b: Study) -> str | None:
 # (each study's id and study.json's mtime and size, pairs, margin, kl_budget) -> the analysis, the most recently
 # asked last: a few combinations kept, so visitors whose charts refresh every few seconds do not evict each other
 _TOGETHER: OrderedDict[tuple, StudyRecord] = OrderedDict()
+_KEPT_LOCK = threading.Lock()  # guards _TOGETHER (the app's handlers and the MCP read tools run in threads)
+# one analysis at a time in the process, whoever asks (the Compare tab, the MCP read tool, the CLI): an analysis is
+# seconds of CPU, and a read tool with no queue of its own must not let a caller start many at once
+_ANALYSING = threading.Lock()
 TOGETHER_KEPT = 8
 TOGETHER_MOST = 8  # studies analysed with one: each adds its runs to an analysis of seconds
 
@@ -482,8 +487,14 @@ def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, m
         st = (s.path / STUDY_FILE).stat() if (s.path / STUDY_FILE).is_file() else None
         stamp.append((s.id, st.st_mtime_ns if st else 0, st.st_size if st else 0))
     key = (tuple(stamp), tuple(pairs or ()), margin, kl_budget)
-    if key not in _TOGETHER:  # checked once per version of the studies (it reads every task file's bytes)
-        for other in studies[1:]:
+    kept = _kept(key)
+    if kept is not None:
+        return kept
+    with _ANALYSING:
+        kept = _kept(key)  # asked while another caller was analysing the same studies
+        if kept is not None:
+            return kept
+        for other in studies[1:]:  # checked once per version of the studies (it reads every task file's bytes)
             why = mismatch(studies[0], other)
             if why:
                 raise CurloraError(why)
@@ -503,8 +514,18 @@ def together(studies: list[Study], pairs: list[tuple[str, str]] | None = None, m
             records[0].settings.margin = margin
         if kl_budget is not None:
             records[0].settings.kl_budget = kl_budget
-        _TOGETHER[key] = analyse_together(records, metrics_of, pairs)
-        while len(_TOGETHER) > TOGETHER_KEPT:
-            _TOGETHER.popitem(last=False)
-    _TOGETHER.move_to_end(key)
-    return _TOGETHER[key]
+        analysed = analyse_together(records, metrics_of, pairs)
+        with _KEPT_LOCK:
+            _TOGETHER[key] = analysed
+            while len(_TOGETHER) > TOGETHER_KEPT:
+                _TOGETHER.popitem(last=False)
+        return analysed
+
+
+def _kept(key: tuple) -> StudyRecord | None:
+    """The kept analysis for `key`, now the most recently asked; None where there is none."""
+    with _KEPT_LOCK:
+        found = _TOGETHER.get(key)
+        if found is not None:
+            _TOGETHER.move_to_end(key)
+        return found

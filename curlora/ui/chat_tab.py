@@ -157,7 +157,7 @@ def build(engine: Engine, gpu=None) -> dict:
         mine, theirs = sides(rid, other, request)
         sources = panes(mine, stage, theirs)
         chat.check(rid, prompt, root=jobs.root)
-        jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
+        engine.allow_chat(request)
         yield from wait_for_device(jobs.gate, "a chat reply", 3)
         try:
             yield from on_device(rid, sources, stage, prompt, max_new_tokens, temperature, top_p, seed)
@@ -177,7 +177,7 @@ def build(engine: Engine, gpu=None) -> dict:
         sources = panes(mine, stage, theirs)
         earlier = [list(h or []) for h in (h_base, h_lora, h_cur)]
         mode = chat.check(rid, message, earlier, system, root=jobs.root)
-        jobs.policy.allow_chat(engine.client(request) or engine.owner(request))
+        engine.allow_chat(request)
         shown = [h + [{"role": "user", "content": message}, {"role": "assistant", "content": PENDING}]
                  for h in earlier]
 

@@ -196,6 +196,10 @@ class Engine:
         it with the wait (Policy.allow_device)."""
         self.jobs.policy.allow_device(self.client(request) or self.owner(request))
 
+    def allow_chat(self, request: gr.Request | None) -> None:
+        """Count one chat reply against the payer's allowance, or refuse it with the wait (Policy.allow_chat)."""
+        self.jobs.policy.allow_chat(self.client(request) or self.owner(request))
+
     def run_ids(self, request: gr.Request | None) -> list[str]:
         return [r.id for r in self.jobs.runs(self.owner(request))]
 

@@ -102,6 +102,15 @@ def test_quick_run_progresses_to_completed_and_its_results_and_exports_agree(app
                 client.predict(*args, api_name=api)
     finally:
         jobs.policy.limits.device_actions_per_hour = None
+    # chat replies have their own allowance (Engine.allow_chat): one a minute here, so the second is refused
+    jobs.policy.limits.chat_per_minute = 1
+    try:
+        assert client.predict(run_id, 1, "the king", 4, 0, 1, 0, api_name="/chat")[0]
+        with pytest.raises(gradio_client.exceptions.AppError,
+                           match=r"Chat replies per minute: the limit here is 1; try again in"):
+            client.predict(run_id, 1, "the king", 4, 0, 1, 0, api_name="/chat")
+    finally:
+        jobs.policy.limits.chat_per_minute = None
 
 
 def test_stop_cancels_a_running_run_and_delete_asks_for_confirmation(app):

@@ -47,7 +47,10 @@ DOCS = REPO / "docs" / "studies"
 MATCHED = ("matched-curlora-chases", "matched-lora-chases")
 # lane A's frontier-edge (one more rate beyond each grid's top) came after the frontier's chosen rates sat at the top;
 # it also evens the lanes (lane B's peers are the longest phase)
-LANES = {"A": ("frontier", "control", "frontier-edge", *MATCHED, "sampling"), "B": ("pilot", "pilot2", "peers")}
+# and sampling-low (the other sampling rules one rate lower) came after the sampling phase's first seed learned more
+# than the inverted rule at every rate both ran
+LANES = {"A": ("frontier", "control", "frontier-edge", *MATCHED, "sampling", "sampling-low"),
+         "B": ("pilot", "pilot2", "peers")}
 
 
 def store() -> Path:

@@ -12,8 +12,11 @@ The study runs with the project's own command and is packed as it grows (`python
     docs/studies/smollm2-frontier/  phase 2: CURLoRA and LoRA over three learning rates, 3 seeds x 2 task orders
     docs/studies/smollm2-peers/     phase 3: the others at the pilot's learning rate, 3 seeds x 2 task orders
     docs/studies/smollm2-control/   the paper's control: head-only under head scoring, three lrs, 3 seeds, first order
+    docs/studies/smollm2-frontier-edge/  one rate beyond the top of each frontier grid, analysed with the frontier
     docs/studies/smollm2-sampling/  cross-check: CURLoRA's other sampling rules at two lrs, 3 seeds, first order,
                                     analysed together with the frontier's inverted CURLoRA at the same lrs and order
+    docs/studies/smollm2-sampling-low/  the same rules at 1e-3, to meet the inverted rule's learning (added after
+                                    the sampling phase's first seed), analysed with the sampling phase
 
 Each pack holds study/study.json (the typed StudyRecord: plan, points, groups over seeds, frontiers, best learning
 rates, comparisons with their verdicts) and pack.json (which machine ran each finished run). This script only reads
@@ -47,7 +50,8 @@ from doc_blocks import splice  # noqa: E402
 DOC = REPO / "docs" / "forgetting-study.md"
 STUDIES = REPO / "bench" / "studies"
 EDGE = "frontier-edge"  # one more rate each beyond the top of the frontier's grids, analysed as part of the frontier
-PHASES = ("pilot", "pilot2", "frontier", EDGE, "peers", "control", "sampling")
+LOW = "sampling-low"  # the other sampling rules one rate lower, to meet the inverted rule's learning; part of sampling
+PHASES = ("pilot", "pilot2", "frontier", EDGE, "peers", "control", "sampling", LOW)
 PACKS = {phase: REPO / "docs" / "studies" / f"smollm2-{phase}" for phase in PHASES}
 # the measures each table shows, in order, where the study stored them: (name, header, scale, digits)
 COLUMNS = [("learning_val", "learning, validation rows (pts)", 1, 1),
@@ -637,24 +641,31 @@ def metrics_reader(*folders: Path):
 
 
 def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord | None:
-    """The sampling cross-check's analysis: its rules' points beside the frontier's inverted CURLoRA points at the
-    same learning rates, seeds and first task order (the same runs the cross-check would repeat), analysed as one
-    study with today's code (groups, frontiers, comparisons at matched learning, Holm over their family)."""
+    """The sampling cross-check's analysis: its rules' points (the sampling phase's and, once packed, its lower
+    rate's, LOW) beside the frontier's inverted CURLoRA points at the same learning rates, seeds and first task order
+    (the same runs the cross-check would repeat), analysed as one study with today's code (groups, frontiers,
+    comparisons at matched learning, Holm over their family)."""
     import dataclasses
 
     from curlora.measure.study_analysis import analyse
 
     if not (loaded.get("sampling") and loaded.get("frontier")):
         return None
-    rec, front = loaded["sampling"][0], loaded["frontier"][0]
-    grid = sorted({lr for lrs in rec.settings.lrs.values() for lr in lrs})
+    front = loaded["frontier"][0]
+    parts = [loaded[phase][0] for phase in ("sampling", LOW) if loaded.get(phase)]
+    rec = parts[0]
+    lrs = {m: sorted({lr for r in parts for lr in r.settings.lrs.get(m, [])})
+           for m in dict.fromkeys(m for r in parts for m in r.settings.lrs)}
+    grid = sorted({lr for rates in lrs.values() for lr in rates})
 
     def same(x) -> bool:  # a frontier point or plan entry the cross-check would repeat
         return x.method == "curlora" and x.order == 0 and x.lr in grid and x.seed in rec.settings.seeds
     mine, plan = [p for p in front.points if same(p)], [e for e in front.plan if same(e)]
-    settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **rec.settings.lrs})
-    out = analyse(settings, front.base, plan + rec.plan, mine + rec.points,
-                  metrics_reader(packs["sampling"], *front_folders(packs)), tasks=rec.tasks)
+    settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **lrs})
+    folders = [packs[phase] for phase in ("sampling", LOW) if loaded.get(phase)]
+    out = analyse(settings, front.base, plan + [e for r in parts for e in r.plan],
+                  mine + [p for r in parts for p in r.points], metrics_reader(*folders, *front_folders(packs)),
+                  tasks=rec.tasks)
     out.bases = front.bases
     return out
 
@@ -925,7 +936,8 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     sampling = sampling_record(loaded, packs)
     if sampling is not None:
         out["smollm2-status"] += ["", "Cross-check, CURLoRA's sampling rules (first order; the inverted rule's runs "
-                                  "are the frontier's at the same learning rates and seeds):", ""]
+                                  "are the frontier's at the same learning rates and seeds; the other rules' 1e-3 "
+                                  f"runs are the {LOW} phase's):", ""]
         out["smollm2-status"] += groups_block(sampling) + [""] + comparisons_block(sampling)
     if matched:
         from forgetting_frontier import matched_tables

@@ -17,7 +17,8 @@ STUDIES = Path(__file__).resolve().parents[1] / "bench" / "studies"
 @pytest.fixture(autouse=True)
 def _needs_shared(shared_data):
     """The phases train on SST-2 and MRPC from ../shared/data: where a clone has none, these skip with its reason."""
-RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "frontier-edge": 12, "sampling": 18, "control": 9}
+RUNS = {"pilot": 18, "pilot2": 6, "frontier": 36, "frontier-edge": 12, "sampling": 18, "sampling-low": 9,
+        "control": 9}
 
 
 def phase(name: str):
@@ -35,7 +36,7 @@ def test_each_phase_plans_the_runs_the_document_counts(name):
     assert [t.to_dict() if hasattr(t, "to_dict") else t for t in cfg.tasks] == \
         [t.to_dict() if hasattr(t, "to_dict") else t for t in front.tasks]
     assert cfg.training == front.training
-    if name in ("frontier", "frontier-edge", "sampling"):
+    if name in ("frontier", "frontier-edge", "sampling", "sampling-low"):
         assert cfg.evaluation == front.evaluation and settings.rows_per_seed
 
 
@@ -77,6 +78,20 @@ def test_the_sampling_cross_check_varies_only_the_rule_beside_the_frontier():
             {k: v for k, v in vars(curlora).items() if k not in ("name", "sampling")}
     assert all(set(grid) <= set(fs.lrs["curlora"]) for grid in settings.lrs.values())
     assert settings.seeds == fs.seeds and settings.orders == fs.orders[:1]
+
+
+def test_the_lower_sampling_rate_is_the_sampling_phase_at_the_frontiers_lowest_curlora_rate():
+    """Added after the sampling phase's first seed (its rules learned more than the inverted rule at every rate both
+    ran): the same rules, seeds, order, rows and probes, at the frontier's lowest CURLoRA rate, below the sampling
+    grid, so the inverted rule's runs there are the frontier's and none is run twice."""
+    cfg, settings = phase("sampling-low")
+    high, hs = phase("sampling")
+    _, fs = phase("frontier")
+    assert cfg.methods == high.methods and cfg.evaluation == high.evaluation and cfg.training == high.training
+    assert settings.lrs == {m: [min(fs.lrs["curlora"])] for m in hs.lrs}
+    assert min(fs.lrs["curlora"]) < min(min(g) for g in hs.lrs.values())
+    assert (settings.seeds, settings.orders, settings.rows_per_seed) == (hs.seeds, hs.orders, hs.rows_per_seed)
+    assert cfg.run.name == "smollm2-sampling-low"
 
 
 @pytest.mark.parametrize("chaser,ref", [("curlora", "lora"), ("lora", "curlora")])

@@ -86,8 +86,8 @@ def test_eta_sums_each_lanes_runs_left_at_their_methods_median_minutes(monkeypat
         "frontier": {"curlora": times(10, 12, 14), "lora": times(20)}, "peers": {"osf": times(30)}})
     left = {"frontier": {"lora": 3}, "control": {"head-only": 2}, "frontier-edge": {},
             "matched-curlora-chases": {"curlora+lora": 1},
-            "matched-lora-chases": {}, "sampling": {"curlora-uniform": 6}, "pilot": {}, "pilot2": {},
-            "peers": {"osf": 4}}
+            "matched-lora-chases": {}, "sampling": {"curlora-uniform": 6}, "sampling-low": {}, "pilot": {},
+            "pilot2": {}, "peers": {"osf": 4}}
     monkeypatch.setattr(Q, "pending", lambda phase, root: left[phase])
     lines = Q.eta(tmp_path)
     assert "lane A frontier: 3 runs left, about 1.0 h (3 lora × 20 min)" in lines

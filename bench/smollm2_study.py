@@ -298,7 +298,8 @@ def comparisons_block(rec: StudyRecord, comparisons: list | None = None) -> list
         pairs = len({tuple(c.methods) for c in unrun})
         many = len(idle) > 1
         waiting.append(f"{', '.join(idle)}: no finished run yet; the {pairs} pair{'s' if pairs > 1 else ''} with "
-                       f"{'them are' if many else 'it is'} compared once {'each has' if many else 'it has'} one.")
+                       f"{'them' if many else 'it'} {'are' if pairs > 1 else 'is'} compared once "
+                       f"{'each has' if many else 'it has'} one.")
     if waiting:
         lines += ([""] if decided else []) + ["Not compared yet:", ""] + [f"- {w}" for w in waiting]
     return lines
@@ -804,6 +805,63 @@ def probes_sentence(loaded: dict) -> list[str]:
     return [out + within_sentence(rec)]
 
 
+RULES = {"curlora": "the paper's inverted rule", "curlora-offset": "the reference code's offset rule",
+         "curlora-uniform": "uniform sampling", "curlora-leverage": "leverage scores"}
+FLIP = {"less": "more", "more": "less"}
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def sampling_sentence(loaded: dict, packs: dict[str, Path] = PACKS, rec: StudyRecord | None = None) -> list[str]:
+    """The cross-check of CURLoRA's sampling rules in one paragraph: each other rule against the paper's inverted
+    rule at matched learning (forgetting, forgetting of what each run knew, and the base's abilities), each verdict
+    read from the other rule's side with its Holm-adjusted p and the settings nearest the matched level; a pair that
+    was not compared says why."""
+    rec = sampling_record(loaded, packs) if rec is None else rec
+    if rec is None:
+        return ["**CURLoRA's sampling rules:** no run of the cross-check has finished yet."]
+    done = sum(loaded[p][1]["points"] for p in ("sampling", LOW) if loaded.get(p))
+    total = planned("sampling") + planned(LOW)
+    out = [f"**CURLoRA's sampling rules** (cross-check, first order; {done} of {total} runs, beside the frontier's "
+           "runs of the inverted rule at the same rates, seeds and rows; each kind of comparison one Holm family over "
+           f"every pair of the four rules){'' if done == total else ', so far'}:"]
+    for other in (m for m in rec.labels if m != "curlora"):
+        found = [(c, what) for comps, what in ((rec.comparison, "forgetting"),
+                                               (rec.comparison_known, "forgetting of what each run knew"),
+                                               (rec.comparison_chat, None)) for c in comps
+                 if set(c.methods) == {"curlora", other}]
+        if not any(g.method == other for g in rec.groups.values()):
+            out.append(f"{_cap(RULES.get(other, other))} has no finished run yet.")
+            continue
+        decided = [(c, what) for c, what in found if c.verdict]
+        if not decided:
+            why = next((c.sentence for c, _ in found if c.sentence), "")
+            out.append(f"{_cap(RULES.get(other, other))} is not compared with the inverted rule yet"
+                       + (f" ({why.rstrip('.')})." if why else "."))
+            continue
+        first = decided[0][0]
+        at = " and ".join(f"{RULES.get(m, m)} lr {rec.groups[k].lr:g}" for m, k in first.nearest.items()
+                          if k in rec.groups)
+        told = []
+        for c, what in decided:
+            name = what or SHORT.get(c.measure, c.measure)
+            verdict = c.verdict if c.methods[0] == other else FLIP.get(c.verdict, c.verdict)
+            if verdict in FLIP:
+                p = "no spread left to test" if c.p_adjusted is None else f"Holm p = {c.p_adjusted:.2g}"
+                told.append(f"loses *{verdict}* by {name} ({p})")
+            elif verdict == "equivalent":
+                told.append(f"keeps the same {name} within {margin_text(c.margin, ' pts', c.measure)} "
+                            f"(TOST p = {num(c.tost_p)})")
+            else:
+                told.append(f"{name} {verdict}")
+        level = f"{first.learning:.1f} points; " if first.learning is not None else ""
+        out.append(f"Against the inverted rule at matched learning ({level}nearest settings {at}), "
+                   f"{RULES.get(other, other)}: " + "; ".join(told) + ".")
+    return [" ".join(out)]
+
+
 def wrong_way(t) -> str:
     """", the opposite way to drift" where a probe's within-setting ρ runs against drift (facts right rising with
     forgetting, a KL falling with it); "" otherwise."""
@@ -871,7 +929,7 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
     out = {"smollm2-status": status_block(loaded, matched, matched_paths),
            "smollm2-claim": claim_block(loaded) + [""] + matched_block(matched) + [""]
            + which_block(loaded, packs, across) + [""]
-           + probes_sentence(loaded),
+           + probes_sentence(loaded) + [""] + sampling_sentence(loaded, packs),
            "smollm2-tasks": tasks_block(loaded, packs=packs), "smollm2-compute": compute_block(loaded, packs)}
     for phase in ("pilot", "pilot2"):
         if loaded.get(phase):
@@ -939,6 +997,9 @@ def blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path] = MATC
                                   "are the frontier's at the same learning rates and seeds; the other rules' 1e-3 "
                                   f"runs are the {LOW} phase's):", ""]
         out["smollm2-status"] += groups_block(sampling) + [""] + comparisons_block(sampling)
+        out["smollm2-status"] += ["", "The base's abilities at the same matched level (chat KL, facts right, "
+                                  "WikiText-2 perplexity / the base's; one Holm family over every pair of rules):",
+                                  ""] + comparisons_block(sampling, sampling.comparison_chat)
     if matched:
         from forgetting_frontier import matched_tables
 
@@ -987,7 +1048,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
     lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
     lines += (claim_block(loaded) + [""] + matched_block(matched) + [""] + which_block(loaded, packs) + [""]
-              + probes_sentence(loaded) + [""])
+              + probes_sentence(loaded) + [""] + sampling_sentence(loaded, packs) + [""])
     front = loaded.get("frontier")
     if front is None:
         return {"smollm2-summary": lines + ["No frontier run has finished yet."]}

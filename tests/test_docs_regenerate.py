@@ -108,6 +108,12 @@ def test_the_sampling_cross_check_is_analysed_beside_the_frontiers_inverted_runs
     if c.rows is not None:
         assert c.rows.only_first_right == c.rows.only_second_right == 0
     assert smollm2_study.sampling_record({"frontier": (front, {})}, packs) is None
+    said = smollm2_study.sampling_sentence({"sampling": (rec, {"points": len(rec.points)})}, packs, rec=joint)[0]
+    assert said.startswith(f"**CURLoRA's sampling rules** (cross-check, first order; {len(rec.points)} of ")
+    assert "Against the inverted rule at matched learning (" in said and "nearest settings the paper's inverted rule lr" \
+        in said and "uniform sampling" in said
+    assert said.count("Holm p") == sum(c.verdict in ("less", "more") and c.p_adjusted is not None
+                                       for c in joint.comparison + joint.comparison_known + joint.comparison_chat)
 
 
 def test_the_readme_summary_of_the_smollm2_study_regenerates_from_the_same_packs():
@@ -252,6 +258,9 @@ def test_a_comparisons_block_tables_the_decided_pairs_and_says_once_why_the_othe
     assert [line for line in lines if line.startswith("| a vs b |")] == ["| a vs b | less | 0.01 | 0.03 | — | — |"]
     assert lines.count(f"- {far}") == 1 and "- a forgets less." in lines
     assert lines[-1] == "- c, d: no finished run yet; the 3 pairs with them are compared once each has one."
+    three = StudyRecord(settings=StudySettings(lrs={"a": [1e-3], "b": [1e-3], "c": [1e-3]}), groups=rec.groups)
+    one = smollm2_study.comparisons_block(three, [c for c in comps if "d" not in c.methods])  # one idle method
+    assert one[-1] == "- c: no finished run yet; the 2 pairs with it are compared once it has one."
     assert not [line for line in lines if "No comparison of" in line]
     only = smollm2_study.comparisons_block(rec, comps[3:])  # nothing decided: no empty table
     assert only[0] == "Not compared yet:" and not [line for line in only if line.startswith("|")]

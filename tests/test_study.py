@@ -136,8 +136,12 @@ def test_the_four_verdicts_on_constructed_studies():
     rec, c = _verdict((8.0, 12.0), [0.3, -0.2, 0.1, 0.0, -0.1], b_learned=0)  # b's runs learned no earlier task
     assert c.verdict == "nothing learned" and "the runs of b (lr 1e-" in c.sentence
     assert rec.warnings == []
-    rec, c = _verdict((3.0, 4.0), [0.0] * 5, a_noise=[0.0] * 5)  # b − a is 2 on every seed: never p = 0
-    assert c.p is None and c.tost_p is None and c.verdict == "inconclusive" and "no spread to test" in c.sentence
+    # no spread (every pair differs by the same amount): never p = 0, and decided as a setting against the base is
+    rec, c = _verdict((3.0, 4.0), [0.0] * 5, a_noise=[0.0] * 5)  # b − a is 2 on every seed: inside ±3
+    assert c.p is None and c.tost_p is None and c.verdict == "equivalent" and "no spread to test" in c.sentence
+    assert "(every pair by exactly -2.00 pts: no spread left to test)" in c.sentence
+    rec, c = _verdict((8.0, 12.0), [0.0] * 5, a_noise=[0.0] * 5)  # b − a beyond ±3 on every seed
+    assert c.p is None and c.verdict == "less" and "at or beyond ±3: no spread left to test" in c.sentence
 
 
 def test_a_family_of_comparisons_is_holm_adjusted_and_a_late_learnable_task_is_warned():
@@ -945,6 +949,9 @@ def test_a_perplexity_ratio_is_compared_on_its_log_at_matched_learning():
     (c,) = [c for c in rec.comparison_chat if c.measure == "probe_ppl_ratio"]
     assert c.scale == "log" and c.paired.mean == pytest.approx(1.0)  # every pair ×2: its ratio less 1
     assert c.p is None  # the same ratio in every pair: no spread to test, whatever the seeds' own ratios
+    assert c.verdict == "more" and "a non-zero one: no spread left to test" in c.sentence  # ×2; no margin here
+    kl = next(c for c in rec.comparison_chat if c.measure == "chat_kl")  # the same KL on every run: no margin
+    assert kl.p is None and kl.verdict == "inconclusive"
     assert Comparison.from_json(c.to_json()).scale == "log"
     for p in points:  # a's ratio over b's now varies by seed: a test, said on the log scale
         if p.method == "a":

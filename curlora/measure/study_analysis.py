@@ -444,17 +444,30 @@ def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> 
 
 
 def verdict_of(nothing_learned: bool, p_adjusted: float | None, difference: float | None,
-               tost_p: float | None) -> str:
+               tost_p: float | None, exact: bool = False, margin: float | None = None) -> str:
     """The four-word verdict on "does A forget less than B" (docs/statistics.md), checked in this order: nothing
     learned (a compared setting learned no earlier task by the per-run test), less / more (Holm-adjusted p < 0.05,
-    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive."""
+    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive. `exact`: two or more
+    pairs that all differ by the same amount, so no spread is left to test; decided as a setting against the base
+    and each method at its chosen rate are (`decide_against_base`, `decide_at_chosen`): a difference at or beyond
+    the margin (any non-zero one where there is no margin) by its sign, one inside the margin equivalent."""
     if nothing_learned:
         return "nothing learned"
     if p_adjusted is not None and p_adjusted < stats.ALPHA and difference is not None:
         return "less" if difference < 0 else "more"
     if tost_p is not None and tost_p < stats.ALPHA:
         return "equivalent"
+    if exact and difference is not None:
+        if difference != 0 and (margin is None or abs(difference) >= margin):
+            return "less" if difference < 0 else "more"
+        if margin is not None:
+            return "equivalent"
     return "inconclusive"
+
+
+def _exact(pr: Paired | None) -> bool:
+    """Two or more pairs with no spread: every pair's difference the same."""
+    return bool(pr and pr.n >= 2 and not pr.sd)
 
 
 def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
@@ -496,7 +509,7 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
                  f"(exact McNemar p = {r.p_value:.3g}, adjusted {r.p_adjusted:.3g}).")
     unlearned = _unlearned(groups, points, c)
-    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p)
+    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p, _exact(pr), c.margin)
     if unlearned and known:
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} knew none of the earlier tasks "
                "(none above the majority class right after its training), so their forgetting has nothing to "
@@ -507,10 +520,12 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
     elif c.verdict in ("less", "more"):
         less = c.verdict == "less"
         why = (f" Verdict: {c.verdict} — {a} forgets {'less' if less else 'more'} than {b} at this learning "
-               f"(adjusted p = {c.p_adjusted:.3g}).")
+               + (f"(adjusted p = {c.p_adjusted:.3g})." if c.p_adjusted is not None else
+                  f"(every pair by exactly {pr.mean:+.2f} pts, at or beyond ±{c.margin:g}: no spread left to test)."))
     elif c.verdict == "equivalent":
         why = (f" Verdict: equivalent — {a} and {b} forget the same within ±{c.margin:g} points at this learning "
-               f"(TOST p = {c.tost_p:.3g}).")
+               + (f"(TOST p = {c.tost_p:.3g})." if c.tost_p is not None else
+                  f"(every pair by exactly {pr.mean:+.2f} pts: no spread left to test)."))
     else:
         if pr is None or pr.n < 2:
             need = "run at least two seeds per setting to test it"
@@ -556,12 +571,18 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
                        else "") + ".")
     # "less" = A loses less of the base model: more facts right, or a lower chat KL or perplexity ratio
     lost = None if pr is None else (-pr.mean if c.measure in HIGHER_IS_BETTER else pr.mean)
-    c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p)
+    c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p, _exact(pr), c.margin)
     if c.verdict in ("less", "more"):
         why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the base model "
-               f"than {b} by this measure (adjusted p = {c.p_adjusted:.3g}).")
+               f"than {b} by this measure "
+               + (f"(adjusted p = {c.p_adjusted:.3g})." if c.p_adjusted is not None else
+                  "(every pair differs by the same amount, " + ("a non-zero one" if c.margin is None else
+                                                                "at or beyond the margin")
+                  + ": no spread left to test)."))
     elif c.verdict == "equivalent":
-        why = f" Verdict: equivalent — within ±{c.margin:g}{unit} (TOST p = {c.tost_p:.3g})."
+        why = (f" Verdict: equivalent — within ±{c.margin:g}{unit} "
+               + (f"(TOST p = {c.tost_p:.3g})." if c.tost_p is not None else
+                  "(every pair differs by the same amount, inside the margin: no spread left to test)."))
     elif pr is None or pr.n < 2:
         why = " Verdict: inconclusive — run at least two seeds per setting to test it."
     else:

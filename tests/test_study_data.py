@@ -165,6 +165,31 @@ def test_the_cli_says_an_unpacked_study_that_had_finished_needs_no_resume(cfg, t
     assert len(out.splitlines()) == 1  # every file is where the pack recorded it: no line for one
 
 
+def test_unpack_with_share_makes_the_study_a_shared_example_every_hosted_visitor_reads(cfg, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """A host shows a committed study on a Space in one command: unpacked and shared, it is in every visitor's list
+    and its Compare view reads for each; --share without --unpack is refused with the sentence that says what to
+    give."""
+    from curlora.run.runner import load_everything
+    from curlora.serve.hosting import EXAMPLES, Policy, owner_key, read_owner
+    from curlora.serve.jobs import JobManager
+
+    study = S.create(cfg, S.StudySettings(lrs={"lora": [0.01]}, seeds=[0]), tmp_path / "runs")
+    assert S.execute(study, load_everything(cfg)) == "completed"
+    D.pack(study.id, tmp_path / "pack", tmp_path / "runs")
+    monkeypatch.setenv("CURLORA_DATA_DIR", str(tmp_path / "store"))
+    assert cli(["study", "--unpack", str(tmp_path / "pack"), "--share"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (f"study {study.id} is a shared, read-only example: hosted, "
+                                                        "every visitor can read it")
+    assert read_owner(tmp_path / "store" / study.id) == EXAMPLES
+    jobs = JobManager(tmp_path / "store", policy=Policy(hosted=True))
+    for visitor in (owner_key("user", "alice"), owner_key("session", "bob")):
+        assert study.id in [r.id for r in jobs.runs(visitor)]
+        assert jobs.status(study.id, visitor)["status"] == "completed"
+    assert cli(["study", "--share"]) == 2
+    assert "give it with --unpack DIR" in capsys.readouterr().err
+
+
 def test_two_studies_of_one_experiment_are_analysed_as_one_and_others_are_refused(cfg, tmp_path, monkeypatch, capsys):
     """A study run in two phases (a rate added later) analysed together gives what one study of both rates gives:
     the same groups, best rate and verdicts; a study that trains otherwise, sets a method up otherwise or runs a

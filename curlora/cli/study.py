@@ -65,6 +65,9 @@ def register(sub) -> None:
                         "into DIR, to commit or to resume on another machine")
     p.add_argument("--unpack", metavar="DIR", default=None,
                    help="train nothing: put a packed study into the run store, ready for --resume")
+    p.add_argument("--share", action="store_true",
+                   help="with --unpack: make the unpacked study a shared, read-only example, so that on a hosted app "
+                        "every visitor can read it in the Compare tab (`python -m curlora share --off ID` undoes it)")
     p.add_argument("--progress", metavar="STUDY_ID", default=None,
                    help="train nothing: how many of the study's runs are finished and about how long the rest take, "
                         "at each method's median minutes per finished run (--json: the record)")
@@ -194,6 +197,9 @@ def cmd_study(args) -> int:
                          or not args.experiment):
         raise CurloraError("--dry-run estimates a study before it starts: give EXPERIMENT.yaml alone (for a study "
                            "that runs already: --progress STUDY_ID).")
+    if getattr(args, "share", False) and not args.unpack:
+        raise CurloraError("--share makes an unpacked study a shared example: give it with --unpack DIR (for a run "
+                           "or study already in the store: `python -m curlora share ID`).")
     if args.together and not args.analyse:
         raise CurloraError("--with analyses studies together: give the first with --analyse STUDY, e.g. "
                            "`python -m curlora study --analyse STUDY --with OTHER`.")
@@ -221,6 +227,11 @@ def cmd_study(args) -> int:
             print(done.sentence())
             for m in done.moved:
                 print(f"  {m.sentence()}")
+            if args.share:
+                from curlora.serve.hosting import share
+
+                share(done.study.path)
+                print(f"study {done.study.id} is a shared, read-only example: hosted, every visitor can read it")
         return 0
     if args.resume:
         study = with_signals(lambda stop: resume_study(args.resume, should_stop=stop, on_event=_printer(),

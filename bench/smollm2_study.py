@@ -852,8 +852,8 @@ def sampling_sentence(loaded: dict, packs: dict[str, Path] = PACKS, rec: StudyRe
                 p = "no spread left to test" if c.p_adjusted is None else f"Holm p = {c.p_adjusted:.2g}"
                 told.append(f"loses *{verdict}* by {name} ({p})")
             elif verdict == "equivalent":
-                told.append(f"keeps the same {name} within {margin_text(c.margin, ' pts', c.measure)} "
-                            f"(TOST p = {num(c.tost_p)})")
+                p = "no spread left to test" if c.tost_p is None else f"TOST p = {c.tost_p:.2g}"
+                told.append(f"the same {name} within {margin_text(c.margin, ' pts', c.measure)} ({p})")
             else:
                 told.append(f"{name} {verdict}")
         level = f"{first.learning:.1f} points; " if first.learning is not None else ""

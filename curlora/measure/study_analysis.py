@@ -443,31 +443,40 @@ def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> 
     return out
 
 
+def without_spread(n: int, sd: float | None, difference: float | None, margin: float | None) -> str | None:
+    """Two or more pairs that all differ by exactly the same amount leave no spread to test; decided by that
+    difference against the margin: "differs" at or beyond it (any non-zero difference where there is no margin),
+    "same" inside it, None where there is spread, fewer than two pairs, or no margin and no difference."""
+    if n < 2 or sd or difference is None:
+        return None
+    if difference != 0 and (margin is None or abs(difference) >= margin):
+        return "differs"
+    return "same" if margin is not None else None
+
+
 def verdict_of(nothing_learned: bool, p_adjusted: float | None, difference: float | None,
-               tost_p: float | None, exact: bool = False, margin: float | None = None) -> str:
+               tost_p: float | None, spread: str | None = None) -> str:
     """The four-word verdict on "does A forget less than B" (docs/statistics.md), checked in this order: nothing
     learned (a compared setting learned no earlier task by the per-run test), less / more (Holm-adjusted p < 0.05,
-    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive. `exact`: two or more
-    pairs that all differ by the same amount, so no spread is left to test; decided as a setting against the base
-    and each method at its chosen rate are (`decide_against_base`, `decide_at_chosen`): a difference at or beyond
-    the margin (any non-zero one where there is no margin) by its sign, one inside the margin equivalent."""
+    by the sign of the mean difference A − B), equivalent (TOST p < 0.05), else inconclusive. `spread`: what
+    `without_spread` made of pairs with no spread left to test, decided as each method at its chosen rate is
+    (`decide_at_chosen`): "differs" by the difference's sign, "same" equivalent."""
     if nothing_learned:
         return "nothing learned"
     if p_adjusted is not None and p_adjusted < stats.ALPHA and difference is not None:
         return "less" if difference < 0 else "more"
     if tost_p is not None and tost_p < stats.ALPHA:
         return "equivalent"
-    if exact and difference is not None:
-        if difference != 0 and (margin is None or abs(difference) >= margin):
-            return "less" if difference < 0 else "more"
-        if margin is not None:
-            return "equivalent"
+    if spread == "differs":
+        return "less" if difference < 0 else "more"
+    if spread == "same":
+        return "equivalent"
     return "inconclusive"
 
 
-def _exact(pr: Paired | None) -> bool:
-    """Two or more pairs with no spread: every pair's difference the same."""
-    return bool(pr and pr.n >= 2 and not pr.sd)
+def _spread(pr: Paired | None, difference: float | None, margin: float | None) -> str | None:
+    """`without_spread` of a comparison's pairs (None where there are none)."""
+    return without_spread(pr.n, pr.sd, difference, margin) if pr else None
 
 
 def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None:
@@ -509,7 +518,8 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
                  f"(exact McNemar p = {r.p_value:.3g}, adjusted {r.p_adjusted:.3g}).")
     unlearned = _unlearned(groups, points, c)
-    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p, _exact(pr), c.margin)
+    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p,
+                           _spread(pr, pr.mean if pr else None, c.margin))
     if unlearned and known:
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} knew none of the earlier tasks "
                "(none above the majority class right after its training), so their forgetting has nothing to "
@@ -571,7 +581,7 @@ def decide_chat(c: Comparison, groups: dict[str, Group]) -> None:
                        else "") + ".")
     # "less" = A loses less of the base model: more facts right, or a lower chat KL or perplexity ratio
     lost = None if pr is None else (-pr.mean if c.measure in HIGHER_IS_BETTER else pr.mean)
-    c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p, _exact(pr), c.margin)
+    c.verdict = verdict_of(False, c.p_adjusted, lost, c.tost_p, _spread(pr, lost, c.margin))
     if c.verdict in ("less", "more"):
         why = (f" Verdict: {c.verdict} — {a} keeps {'more' if c.verdict == 'less' else 'less'} of the base model "
                f"than {b} by this measure "
@@ -801,7 +811,7 @@ def decide_at_chosen(t: AtChosen) -> None:
     more / less (Holm-adjusted p < 0.05; of learning, whether the first learns more; of a loss, "less" = the first
     loses less: forgets less, drifts less, keeps more facts), equivalent (TOST p < 0.05 within ±margin, and no
     difference shown), else inconclusive. At least two pairs that all differ by exactly the same amount leave no
-    spread to test: decided by that difference against the margin, as against_base decides."""
+    spread to test: decided by that difference against the margin (`without_spread`)."""
     label, digits, unit, _ = chosen_spec(t.measure)
     within = margin_text(t.margin, unit, t.measure)
     if t.measure == "learning":
@@ -826,15 +836,16 @@ def decide_at_chosen(t: AtChosen) -> None:
     shown = t.p_adjusted is not None and t.p_adjusted < stats.ALPHA and t.difference != 0
     test = (f" Paired t-test p = {t.p:.3g}, Holm-adjusted in the family '{t.family}' {t.p_adjusted:.3g}"
             if t.p is not None else "")
+    spread = without_spread(t.n, t.sd, t.difference, t.margin)
     if shown:
         t.verdict, why = word, f"{test}: {what}."
     elif t.tost_p is not None and t.tost_p < stats.ALPHA:
         t.verdict = "equivalent"
         why = f"{test}; within {within} (TOST p = {t.tost_p:.3g}): the same by this measure."
-    elif t.n >= 2 and not t.sd and t.difference != 0 and (t.margin is None or abs(t.difference) >= t.margin):
+    elif spread == "differs":
         t.verdict, why = word, (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, so no spread is "
                                 f"left to test: {what}.")
-    elif t.n >= 2 and not t.sd and t.margin is not None:
+    elif spread == "same":
         t.verdict = "equivalent"
         why = (f" Every pair differs by exactly {t.difference:+.{digits}f}{unit}, inside {within}, so no "
                "spread is left to test: the same by this measure.")

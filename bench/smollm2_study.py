@@ -641,6 +641,11 @@ def metrics_reader(*folders: Path):
     return metrics_of
 
 
+def _sampling_phases(loaded: dict) -> list[str]:
+    """The sampling cross-check's phases that have a pack: the sampling phase's and its lower rate's (LOW)."""
+    return [phase for phase in ("sampling", LOW) if loaded.get(phase)]
+
+
 def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord | None:
     """The sampling cross-check's analysis: its rules' points (the sampling phase's and, once packed, its lower
     rate's, LOW) beside the frontier's inverted CURLoRA points at the same learning rates, seeds and first task order
@@ -653,7 +658,8 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
     if not (loaded.get("sampling") and loaded.get("frontier")):
         return None
     front = loaded["frontier"][0]
-    parts = [loaded[phase][0] for phase in ("sampling", LOW) if loaded.get(phase)]
+    present = _sampling_phases(loaded)
+    parts = [loaded[phase][0] for phase in present]
     rec = parts[0]
     lrs = {m: sorted({lr for r in parts for lr in r.settings.lrs.get(m, [])})
            for m in dict.fromkeys(m for r in parts for m in r.settings.lrs)}
@@ -663,7 +669,7 @@ def sampling_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord
         return x.method == "curlora" and x.order == 0 and x.lr in grid and x.seed in rec.settings.seeds
     mine, plan = [p for p in front.points if same(p)], [e for e in front.plan if same(e)]
     settings = dataclasses.replace(rec.settings, lrs={"curlora": grid, **lrs})
-    folders = [packs[phase] for phase in ("sampling", LOW) if loaded.get(phase)]
+    folders = [packs[phase] for phase in present]
     out = analyse(settings, front.base, plan + [e for r in parts for e in r.plan],
                   mine + [p for r in parts for p in r.points], metrics_reader(*folders, *front_folders(packs)),
                   tasks=rec.tasks)
@@ -687,6 +693,13 @@ def across_record(loaded: dict, packs: dict[str, Path] = PACKS) -> StudyRecord |
     labels = list(front.settings.lrs) + [m for m in peers.settings.lrs if m not in front.settings.lrs]
     pairs = [FRONT] + [(a, m) for a in FRONT for m in labels if m not in FRONT]
     return together([front, peers], metrics_reader(*front_folders(packs), packs["peers"]), pairs=pairs)
+
+
+FLIP = {"less": "more", "more": "less"}
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecord | None = None) -> list[str]:
@@ -722,7 +735,7 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
                 p = "" if t.p_adjusted is None else f" (Holm p = {t.p_adjusted:.2g})"
                 # the record reads "other against m": say it of m, the peer
                 if t.verdict in ("more", "less"):
-                    flip = {"more": "less", "less": "more"}[t.verdict]
+                    flip = FLIP[t.verdict]
                     verb = "learns" if t.measure.startswith("learning") else "loses"
                     decided.append(f"{verb} {flip}" + ("" if verb == "learns" else f" by {name}") + p)
                 elif t.verdict == "equivalent":
@@ -735,9 +748,7 @@ def which_block(loaded: dict, packs: dict[str, Path] = PACKS, across: StudyRecor
             sides.append(f"against {title(other)} lr {lr:g} it {said}" + (f"; {', '.join(open_)} inconclusive"
                                                                           if open_ and decided else ""))
         if sides:
-            name = title(m)
-            out.append(f"{name[:1].upper()}{name[1:]} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides)
-                       + ".")
+            out.append(f"{_cap(title(m))} at lr {g.lr:g} ({len(g.run_ids)} runs): " + "; ".join(sides) + ".")
     if waiting:
         out.append(f"Fewer than 3 runs so far at the chosen rate of {', '.join(waiting)}: not judged yet.")
     return [" ".join(out)]
@@ -807,11 +818,6 @@ def probes_sentence(loaded: dict) -> list[str]:
 
 RULES = {"curlora": "the paper's inverted rule", "curlora-offset": "the reference code's offset rule",
          "curlora-uniform": "uniform sampling", "curlora-leverage": "leverage scores"}
-FLIP = {"less": "more", "more": "less"}
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def sampling_sentence(loaded: dict, packs: dict[str, Path] = PACKS, rec: StudyRecord | None = None) -> list[str]:
@@ -822,19 +828,19 @@ def sampling_sentence(loaded: dict, packs: dict[str, Path] = PACKS, rec: StudyRe
     rec = sampling_record(loaded, packs) if rec is None else rec
     if rec is None:
         return ["**CURLoRA's sampling rules:** no run of the cross-check has finished yet."]
-    done = sum(loaded[p][1]["points"] for p in ("sampling", LOW) if loaded.get(p))
+    done = sum(loaded[p][1]["points"] for p in _sampling_phases(loaded))
     total = planned("sampling") + planned(LOW)
     out = [f"**CURLoRA's sampling rules** (cross-check, first order; {done} of {total} runs, beside the frontier's "
            "runs of the inverted rule at the same rates, seeds and rows; each kind of comparison one Holm family over "
            f"every pair of the four rules){'' if done == total else ', so far'}:"]
     for other in (m for m in rec.labels if m != "curlora"):
+        if not any(g.method == other for g in rec.groups.values()):
+            out.append(f"{_cap(RULES.get(other, other))} has no finished run yet.")
+            continue
         found = [(c, what) for comps, what in ((rec.comparison, "forgetting"),
                                                (rec.comparison_known, "forgetting of what each run knew"),
                                                (rec.comparison_chat, None)) for c in comps
                  if set(c.methods) == {"curlora", other}]
-        if not any(g.method == other for g in rec.groups.values()):
-            out.append(f"{_cap(RULES.get(other, other))} has no finished run yet.")
-            continue
         decided = [(c, what) for c, what in found if c.verdict]
         if not decided:
             why = next((c.sentence for c, _ in found if c.sentence), "")

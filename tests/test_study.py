@@ -102,6 +102,10 @@ def test_frontier_best_and_matched_comparison_on_known_groups():
     far = {"a@1": g("a", 1, 1, 0, 0), "b@1": g("b", 1, 20, 3, 0)}
     c = A.compare(far, [], "a", "b", None)
     assert c.learning is None and "never reach the same learning" in c.sentence
+    assert "a's fitted learning is 1.0 points, b's is 20.0;" in c.sentence
+    far["a@2"] = g("a", 2, 3, 0, 0)
+    c = A.compare(far, [], "a", "b", None)
+    assert "a's fitted learning spans 1.0 to 3.0 points, b's is 20.0;" in c.sentence
 
 
 def _points(label, forgetting_by_lr, noise, learned_earlier=1, learning=(5.0, 10.0)):

@@ -380,9 +380,9 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
         return out
     lo, hi = max(min(fa.y), min(fb.y)), min(max(fa.y), max(fb.y))
     if lo > hi + 1e-12:
-        out.sentence = (f"{a} and {b} never reach the same learning: {a}'s fitted learning spans "
-                        f"{min(fa.y):.1f} to {max(fa.y):.1f} points, {b}'s {min(fb.y):.1f} to {max(fb.y):.1f}; "
-                        "widen a grid to compare them at matched learning.")
+        out.sentence = (f"{a} and {b} never reach the same learning: {a}'s fitted learning "
+                        f"{_reach(fa.y, ' points')}, {b}'s {_reach(fb.y, verb='')}; widen a grid to compare them at matched "
+                        "learning.")
         return out
     level = hi if top else (lo + hi) / 2
     out.learning = level
@@ -441,6 +441,13 @@ def _unlearned(groups: dict[str, Group], points: list[Point], c: Comparison) -> 
                 sum(1 for p in runs if getattr(p, field_)) < LEARNED_SHARE * len(runs):
             out.append(described(m, groups[k].setting))
     return out
+
+
+def _reach(y: list[float], unit: str = "", verb: str = "spans ") -> str:
+    """What a fitted curve reaches, to the digit shown: "spans 3.3 to 4.4 points" (`verb` first), or "is 5.8
+    points" where it is one value (one rate on the rising branch, or a flat fit)."""
+    lo, hi = f"{min(y):.1f}", f"{max(y):.1f}"
+    return f"{verb}{lo} to {hi}{unit}" if lo != hi else f"is {lo}{unit}"
 
 
 def without_spread(n: int, sd: float | None, difference: float | None, margin: float | None) -> str | None:

@@ -381,8 +381,8 @@ def compare(groups: dict[str, Group], points: list[Point], a: str, b: str, metri
     lo, hi = max(min(fa.y), min(fb.y)), min(max(fa.y), max(fb.y))
     if lo > hi + 1e-12:
         out.sentence = (f"{a} and {b} never reach the same learning: {a}'s fitted learning "
-                        f"{_reach(fa.y, ' points')}, {b}'s {_reach(fb.y, verb='')}; widen a grid to compare them at matched "
-                        "learning.")
+                        f"{_reach(fa.y, ' points')}, {b}'s {_reach(fb.y, verb='')}; widen a grid to compare them "
+                        "at matched learning.")
         return out
     level = hi if top else (lo + hi) / 2
     out.learning = level
@@ -525,8 +525,8 @@ def decide(c: Comparison, groups: dict[str, Group], points: list[Point]) -> None
                  f"independent) {a} alone is right on {r.only_first_right}, {b} alone on {r.only_second_right} "
                  f"(exact McNemar p = {r.p_value:.3g}, adjusted {r.p_adjusted:.3g}).")
     unlearned = _unlearned(groups, points, c)
-    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, pr.mean if pr else None, c.tost_p,
-                           _spread(pr, pr.mean if pr else None, c.margin))
+    difference = pr.mean if pr else None
+    c.verdict = verdict_of(bool(unlearned), c.p_adjusted, difference, c.tost_p, _spread(pr, difference, c.margin))
     if unlearned and known:
         why = (f" Verdict: nothing learned — the runs of {' and '.join(unlearned)} knew none of the earlier tasks "
                "(none above the majority class right after its training), so their forgetting has nothing to "

@@ -589,6 +589,7 @@ def claim_block(loaded: dict) -> list[str]:
                    + (f" and keeps {' and '.join(said[m] for m in kept)} by the test against the base" if kept else "")
                    + ".")
     favour = [(c, what) for c, what in pairs if c.verdict in ("less", "more")]
+    partial = done < total  # a verdict on part of the frontier says so
     if favour:
         camp = {True: [], False: []}  # for CURLoRA, against it
         for c, what in favour:
@@ -601,7 +602,7 @@ def claim_block(loaded: dict) -> list[str]:
             parts.append("favour CURLoRA by " + " and ".join(camp[True]))
         if camp[False]:
             parts.append("go against CURLoRA by " + " and ".join(camp[False]))
-        verdict = "So far the tests at matched learning " + "; they ".join(parts) + "."
+        verdict = ("So far the" if partial else "The") + " tests at matched learning " + "; they ".join(parts) + "."
         if camp[False] and not camp[True]:
             verdict += (" At the same learning CURLoRA keeps less of what they measure than LoRA, and no test finds "
                         "it forgetting less: on this model, at these settings, the data goes against the paper's "
@@ -609,9 +610,9 @@ def claim_block(loaded: dict) -> list[str]:
         elif camp[True] and not camp[False]:
             verdict += " On this model, at these settings, the data supports the paper's claim by those measures."
     else:
-        verdict = ("So far no test at matched learning favours either method: none of the comparisons above is "
-                   "*less* or *more*, and none shows them *equivalent*, so the data neither supports nor refutes "
-                   "that CURLoRA forgets less than LoRA.")
+        verdict = (("So far no" if partial else "No") + " test at matched learning favours either method: "
+                   "none of the comparisons above is *less* or *more*, and none shows them *equivalent*, so the "
+                   "data neither supports nor refutes that CURLoRA forgets less than LoRA.")
     for m in methods:
         lrs = {g.lr for g in rec.groups.values() if g.method == m}
         lost = {t.lr for t in rec.against_base if t.method == m and t.verdict == "loses"}
@@ -1052,7 +1053,8 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
                            MATCHED_SEEDS) for phase in matched_paths})
     done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
     parts = "; ".join(f"{phase} {d} of {t}" for phase, (d, t) in counts.items())
-    lines = [f"Finished so far: **{done} of {total} runs** ({parts}; a matched-loss run trains both methods).", ""]
+    lines = [f"Finished{' so far' if done < total else ''}: **{done} of {total} runs** ({parts}; a matched-loss run "
+             "trains both methods).", ""]
     lines += (claim_block(loaded) + [""] + matched_block(matched) + [""] + which_block(loaded, packs) + [""]
               + probes_sentence(loaded) + [""] + sampling_sentence(loaded, packs) + [""])
     front = loaded.get("frontier")

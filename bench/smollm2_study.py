@@ -491,6 +491,29 @@ def matched_block(matched: dict) -> list[str]:
 
 
 def claim_block(loaded: dict) -> list[str]:
+    """The paragraph of claim_sentences, as one line."""
+    return [" ".join(claim_sentences(loaded))]
+
+
+def headline(loaded: dict) -> list[str]:
+    """The README's first word on the study, under its opening: the claim paragraph's conclusion (its last sentence,
+    every verdict in it with its Holm p and the settings compared), with the study's size and where the rest is."""
+    said = claim_sentences(loaded)
+    front = loaded.get("frontier")
+    if front is None or len(said) < 2:
+        return said
+    rec, meta = front
+    edge = meta.get("edge")
+    done = meta["points"] + (edge["points"] if edge else 0)
+    orders = len(rec.settings.orders or [rec.tasks])
+    rates = min(len({g.lr for g in rec.groups.values() if g.method == m}) for m in ("curlora", "lora"))
+    return [f"**What it found on a real model** (SmolLM2-135M-Instruct, {len(rec.tasks)} tasks in {orders} orders, "
+            f"{len(rec.settings.seeds)} seeds; {done} CURLoRA and LoRA runs over {rates} learning rates each; "
+            "[the study](docs/forgetting-study.md), and [below](#what-we-measured-about-forgetting) its peers, "
+            "intervals and cross-checks): " + said[-1]]
+
+
+def claim_sentences(loaded: dict) -> list[str]:
     """One paragraph on the paper's claim — CURLoRA keeps the base model's abilities while it learns a task sequence,
     where LoRA forgets — from the frontier's record only: what each method learned, the verdicts of CURLoRA against
     LoRA at matched learning (forgetting, forgetting of what each run knew, the base's abilities), and each
@@ -627,7 +650,7 @@ def claim_block(loaded: dict) -> list[str]:
                         + ("; at its other rates the tests show neither a loss nor keeping within the margins"
                            if lrs - lost - kept else "") + ".")
     out.append(verdict)
-    return [" ".join(out)]
+    return out
 
 
 def metrics_reader(*folders: Path):
@@ -1059,7 +1082,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
               + probes_sentence(loaded) + [""] + sampling_sentence(loaded, packs) + [""])
     front = loaded.get("frontier")
     if front is None:
-        return {"smollm2-summary": lines + ["No frontier run has finished yet."]}
+        return {"smollm2-summary": lines + ["No frontier run has finished yet."], "smollm2-headline": headline(loaded)}
     rec = front[0]
     b = rec.bases.get(0) or rec.base
     if b is not None:
@@ -1110,7 +1133,7 @@ def readme_blocks(packs: dict[str, Path] = PACKS, matched_paths: dict[str, Path]
     if verdicts:
         lines += ["", "CURLoRA against LoRA, forgetting and the base's abilities at matched learning "
                   "(docs/forgetting-study.md has each test, and the peers' comparisons):", ""] + verdicts
-    return {"smollm2-summary": lines}
+    return {"smollm2-headline": headline(loaded), "smollm2-summary": lines}
 
 
 def combined(loaded: dict) -> StudyRecord | None:

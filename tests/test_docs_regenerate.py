@@ -149,8 +149,8 @@ def test_the_paragraph_on_the_papers_claim_follows_the_verdicts_whichever_method
                if c.verdict in ("less", "more")]
     assert ("no test at matched learning favours either method" in text.lower()) == (not favours)
     # the verdict says "so far" while the frontier has runs left, and not once all have run
-    total = meta["points"] + (meta["edge"]["points"] if meta.get("edge") else 0)
-    full = total == smollm2_study.planned("frontier") + (smollm2_study.planned(smollm2_study.EDGE)
+    done = meta["points"] + (meta["edge"]["points"] if meta.get("edge") else 0)
+    full = done == smollm2_study.planned("frontier") + (smollm2_study.planned(smollm2_study.EDGE)
                                                          if meta.get("edge") else 0)
     assert ("So far" in text) == (not full)
     partial = smollm2_study.claim_block({"frontier": (rec, dict(meta, points=meta["points"] - 1))})[0]
@@ -176,6 +176,23 @@ def test_the_paragraph_on_the_papers_claim_follows_the_verdicts_whichever_method
         smollm2_study.claim_block({"frontier": (other, meta)})[0]
     assert smollm2_study.claim_block({}) == ["No frontier run has finished yet: nothing to say about the paper's "
                                              "claim."]
+
+
+def test_the_readme_headline_is_the_claim_paragraphs_conclusion_with_the_studys_size():
+    """headline: the README's first word on the study ends with the claim paragraph's last sentence (its verdicts,
+    Holm p and settings) and says how many frontier runs, tasks, orders and seeds it rests on."""
+    import smollm2_study
+
+    rec, meta = smollm2_study.load("frontier")
+    loaded = {"frontier": (rec, meta)}
+    head = smollm2_study.headline(loaded)
+    said = smollm2_study.claim_sentences(loaded)
+    assert len(head) == 1 and head[0].endswith(said[-1]) and said[-1] in smollm2_study.claim_block(loaded)[0]
+    assert head[0].startswith(f"**What it found on a real model** (SmolLM2-135M-Instruct, {len(rec.tasks)} tasks in "
+                              f"{len(rec.settings.orders)} orders, {len(rec.settings.seeds)} seeds; "
+                              f"{meta['points']} CURLoRA and LoRA runs over 3 learning rates each;")
+    assert "Holm p = " in said[-1] or "No test at matched learning" in said[-1]
+    assert smollm2_study.headline({}) == smollm2_study.claim_block({})
 
 
 def test_the_compute_table_prices_each_phases_methods_from_their_packed_runs():

@@ -503,14 +503,20 @@ def headline(loaded: dict) -> list[str]:
     if front is None or len(said) < 2:
         return said
     rec, meta = front
-    edge = meta.get("edge")
-    done = meta["points"] + (edge["points"] if edge else 0)
+    done, _ = frontier_runs(meta)
     orders = len(rec.settings.orders or [rec.tasks])
     rates = min(len({g.lr for g in rec.groups.values() if g.method == m}) for m in ("curlora", "lora"))
     return [f"**What it found on a real model** (SmolLM2-135M-Instruct, {len(rec.tasks)} tasks in {orders} orders, "
             f"{len(rec.settings.seeds)} seeds; {done} CURLoRA and LoRA runs over {rates} learning rates each; "
             "[the study](docs/forgetting-study.md), and [below](#what-we-measured-about-forgetting) its peers, "
             "intervals and cross-checks): " + said[-1]]
+
+
+def frontier_runs(meta: dict) -> tuple[int, int]:
+    """The frontier's finished and planned runs, its edge's included once they are analysed with it (with_edge)."""
+    edge = meta.get("edge")
+    return (meta["points"] + (edge["points"] if edge else 0),
+            planned("frontier") + (planned(EDGE) if edge else 0))
 
 
 def claim_sentences(loaded: dict) -> list[str]:
@@ -524,11 +530,10 @@ def claim_sentences(loaded: dict) -> list[str]:
         return ["No frontier run has finished yet: nothing to say about the paper's claim."]
     rec, meta = front
     edge = meta.get("edge")  # the edge's runs, analysed with the frontier's (with_edge)
-    total = planned("frontier") + (planned(EDGE) if edge else 0)
     methods = [m for m in ("curlora", "lora") if m in rec.labels]
     if len(methods) < 2:
         return ["The frontier has not run both CURLoRA and LoRA yet."]
-    done = meta["points"] + (edge["points"] if edge else 0)
+    done, total = frontier_runs(meta)
     out = [f"**What the data says about the paper's claim** ({done} of {total} frontier runs"
            + (", its edge's included" if edge else "")
            + ("; it will move as the rest run" if done < total else "") + "). The paper claims CURLoRA keeps the base "
